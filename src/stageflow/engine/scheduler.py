@@ -1,0 +1,310 @@
+"""The run state machine: given the DAG and outcomes, decide what happens next.
+
+Policy. Every task starts ``pending``. A task is decided as soon as its
+trigger rule can be (``trigger_rules.decide``): it becomes ``queued`` (ready),
+``skipped`` or ``upstream_failed``; final states propagate to downstream at once.
+``pop_ready`` hands out queued tasks (highest ``priority`` first, then the
+order they became ready) and marks them ``running`` with their attempt number.
+A failed attempt with retries left becomes ``up_for_retry`` with a due time
+(``retry.retry_delay``); ``due(now)`` re-queues the ones whose time has come.
+With ``failure_strategy="fail_fast"`` the first ``failed`` task cancels every
+task that is not final. The run is ``failed`` when any task ended ``failed`` or
+``upstream_failed``, ``cancelled`` when it was cancelled, else ``success``.
+
+State. Tasks are kept by integer index: ``_state`` (TaskState), ``_attempt``
+(attempts started), four upstream-outcome counters per task (so each
+completion costs O(out-degree), never a rescan), a heap of queued tasks and a
+heap of retry due times. Nothing here reads a clock or does I/O: time is
+handed in as ``now`` and decisions are returned as ``Transition`` data for the
+runner to act on and record.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from stageflow.engine.retry import retry_delay, should_retry
+from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState, check_task
+from stageflow.engine.trigger_rules import UpstreamCounts, Verdict, decide
+from stageflow.spec.models import Pipeline, RetryPolicy, TriggerRule
+
+__all__ = ["EnginePlan", "Scheduler", "Transition"]
+
+_S = TaskState
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One task's move from ``old`` to ``new`` at time ``at``."""
+
+    task_id: str
+    old: TaskState
+    new: TaskState
+    attempt: int
+    at: float
+    message: str | None = None
+    due_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnginePlan:
+    """What the engine needs of a pipeline, by task index."""
+
+    ids: list[str]
+    upstream: list[list[int]]
+    rules: list[TriggerRule]
+    retries: list[RetryPolicy]
+    priorities: list[int]
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Pipeline) -> EnginePlan:
+        """Index a validated pipeline (every upstream id exists, no cycles)."""
+        index = {t.id: i for i, t in enumerate(pipeline.tasks)}
+        return cls(
+            ids=[t.id for t in pipeline.tasks],
+            upstream=[[index[u] for u in t.all_upstream] for t in pipeline.tasks],
+            rules=[pipeline.trigger_rule_of(t) for t in pipeline.tasks],
+            retries=[pipeline.retry_of(t) for t in pipeline.tasks],
+            priorities=[pipeline.priority_of(t) for t in pipeline.tasks],
+        )
+
+
+class Scheduler:
+    """Decides task states for one run; see the module docstring for the policy."""
+
+    def __init__(
+        self,
+        plan: EnginePlan,
+        *,
+        failure_strategy: str = "continue",
+        restored: Iterable[str] = (),
+        attempts: Mapping[str, int] | None = None,
+    ) -> None:
+        """``restored``: ids whose ``success`` is already committed (resume);
+        ``attempts``: attempts already made per task (resume), so numbers go on."""
+        n = len(plan.ids)
+        self._plan = plan
+        self._fail_fast = failure_strategy == "fail_fast"
+        self._index = {tid: i for i, tid in enumerate(plan.ids)}
+        self._state = [_S.PENDING] * n
+        self._attempt = [0] * n
+        for tid, count in (attempts or {}).items():
+            self._attempt[self._index[tid]] = count
+        self._downstream: list[list[int]] = [[] for _ in range(n)]
+        for i, ups in enumerate(plan.upstream):
+            for u in ups:
+                self._downstream[u].append(i)
+        self._success = [0] * n
+        self._failed = [0] * n
+        self._upstream_failed = [0] * n
+        self._skipped = [0] * n
+        self._ready: list[tuple[int, int, int]] = []  # (-priority, sequence, index)
+        self._sequence = 0
+        self._retry_heap: list[tuple[float, int, int]] = []  # (due_at, index, attempt)
+        self._open = n  # tasks not in a final state
+        self._running = 0
+        self._cancelled_by_request = False
+        self._restored = [self._index[t] for t in restored]
+        self._started = False
+
+    # -- queries ---------------------------------------------------------------
+
+    def state(self, task_id: str) -> TaskState:
+        return self._state[self._index[task_id]]
+
+    def attempt(self, task_id: str) -> int:
+        return self._attempt[self._index[task_id]]
+
+    def states(self) -> dict[str, TaskState]:
+        return dict(zip(self._plan.ids, self._state, strict=True))
+
+    @property
+    def finished(self) -> bool:
+        """True when every task is in a final state."""
+        return self._open == 0
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+    def next_due(self) -> float | None:
+        """When the earliest pending retry is due, or ``None``."""
+        while self._retry_heap:
+            due_at, i, attempt = self._retry_heap[0]
+            if self._state[i] is _S.UP_FOR_RETRY and self._attempt[i] == attempt:
+                return due_at
+            heapq.heappop(self._retry_heap)  # stale: cancelled meanwhile
+        return None
+
+    def run_state(self) -> RunState:
+        """The run's state implied by the tasks' (``running`` until all are final)."""
+        if not self.finished:
+            return RunState.RUNNING
+        if any(s in (_S.FAILED, _S.UPSTREAM_FAILED) for s in self._state):
+            return RunState.FAILED
+        if self._cancelled_by_request or _S.CANCELLED in self._state:
+            return RunState.CANCELLED
+        return RunState.SUCCESS
+
+    # -- events ------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Transition]:
+        """Decide the initial states: restored successes count as done, roots queue."""
+        if self._started:
+            raise RuntimeError("Scheduler.start called twice")
+        self._started = True
+        out: list[Transition] = []
+        for i in self._restored:
+            if self._state[i] is _S.PENDING:
+                self._state[i] = _S.SUCCESS
+                self._open -= 1
+        for i in self._restored:
+            self._propagate(i, now, out)
+        for i, ups in enumerate(self._plan.upstream):
+            if not ups and self._state[i] is _S.PENDING:
+                self._queue(i, now, out)
+        return out
+
+    def pop_ready(self, limit: int, now: float) -> list[Transition]:
+        """Start up to ``limit`` queued tasks: ``queued -> running``, attempt + 1."""
+        out: list[Transition] = []
+        while self._ready and len(out) < limit:
+            _, _, i = heapq.heappop(self._ready)
+            if self._state[i] is not _S.QUEUED:
+                continue
+            self._attempt[i] += 1
+            self._running += 1
+            out.append(self._move(i, _S.RUNNING, now))
+        return out
+
+    def record(
+        self, task_id: str, attempt: int, ok: bool, now: float, error: str | None = None
+    ) -> list[Transition]:
+        """An attempt ended. Late or stale reports (the task was cancelled or timed
+        out meanwhile, or it is an older attempt) are ignored: returns ``[]``."""
+        i = self._index[task_id]
+        if self._state[i] is not _S.RUNNING or self._attempt[i] != attempt:
+            return []
+        self._running -= 1
+        out: list[Transition] = []
+        if ok:
+            out.append(self._move(i, _S.SUCCESS, now))
+            self._propagate(i, now, out)
+            return out
+        policy = self._plan.retries[i]
+        if should_retry(policy, attempt):
+            due_at = now + retry_delay(policy, attempt)
+            out.append(self._move(i, _S.UP_FOR_RETRY, now, error, due_at=due_at))
+            heapq.heappush(self._retry_heap, (due_at, i, attempt))
+            return out
+        out.append(self._move(i, _S.FAILED, now, error))
+        if self._fail_fast:
+            self._cancel_all(now, f"cancelled: task '{task_id}' failed (fail_fast)", out)
+        else:
+            self._propagate(i, now, out)
+        return out
+
+    def due(self, now: float) -> list[Transition]:
+        """Re-queue every ``up_for_retry`` task whose due time is ``<= now``."""
+        out: list[Transition] = []
+        while self._retry_heap and self._retry_heap[0][0] <= now:
+            _, i, attempt = heapq.heappop(self._retry_heap)
+            if self._state[i] is _S.UP_FOR_RETRY and self._attempt[i] == attempt:
+                self._queue(i, now, out)
+        return out
+
+    def cancel(self, now: float, message: str = "cancelled by request") -> list[Transition]:
+        """Cancel every task that is not final (running attempts must be stopped)."""
+        self._cancelled_by_request = True
+        out: list[Transition] = []
+        self._cancel_all(now, message, out)
+        return out
+
+    # -- internals -----------------------------------------------------------------
+
+    def _move(
+        self,
+        i: int,
+        new: TaskState,
+        now: float,
+        message: str | None = None,
+        due_at: float | None = None,
+    ) -> Transition:
+        old = self._state[i]
+        tid = self._plan.ids[i]
+        check_task(tid, old, new)
+        self._state[i] = new
+        if new in FINAL_TASK_STATES:
+            self._open -= 1
+        return Transition(tid, old, new, self._attempt[i], now, message, due_at)
+
+    def _queue(self, i: int, now: float, out: list[Transition]) -> None:
+        out.append(self._move(i, _S.QUEUED, now))
+        self._sequence += 1
+        heapq.heappush(self._ready, (-self._plan.priorities[i], self._sequence, i))
+
+    def _propagate(self, first: int, now: float, out: list[Transition]) -> None:
+        """Count ``first``'s final state in its downstream and decide them; repeat
+        for every task that became final by that (a worklist, not recursion)."""
+        work = [first]
+        while work:
+            i = work.pop()
+            state = self._state[i]
+            for d in self._downstream[i]:
+                if state is _S.SUCCESS:
+                    self._success[d] += 1
+                elif state is _S.FAILED:
+                    self._failed[d] += 1
+                elif state is _S.SKIPPED:
+                    self._skipped[d] += 1
+                else:  # upstream_failed or cancelled
+                    self._upstream_failed[d] += 1
+                if self._state[d] is not _S.PENDING:
+                    continue
+                verdict = decide(
+                    self._plan.rules[d],
+                    UpstreamCounts(
+                        total=len(self._plan.upstream[d]),
+                        success=self._success[d],
+                        failed=self._failed[d],
+                        upstream_failed=self._upstream_failed[d],
+                        skipped=self._skipped[d],
+                    ),
+                )
+                if verdict is Verdict.RUN:
+                    self._queue(d, now, out)
+                elif verdict is Verdict.SKIP:
+                    out.append(
+                        self._move(
+                            d, _S.SKIPPED, now, f"skipped by trigger rule {self._plan.rules[d]}"
+                        )
+                    )
+                    work.append(d)
+                elif verdict is Verdict.UPSTREAM_FAILED:
+                    out.append(
+                        self._move(
+                            d,
+                            _S.UPSTREAM_FAILED,
+                            now,
+                            f"trigger rule {self._plan.rules[d]} can no longer be met",
+                        )
+                    )
+                    work.append(d)
+
+    def _cancel_all(self, now: float, message: str, out: list[Transition]) -> None:
+        for i, state in enumerate(self._state):
+            if state not in FINAL_TASK_STATES:
+                if state is _S.RUNNING:
+                    self._running -= 1
+                out.append(self._move(i, _S.CANCELLED, now, message))
+
+
+def restored_successes(states: Mapping[str, str]) -> list[str]:
+    """Ids whose stored state is ``success`` (what resume must not run again)."""
+    return [tid for tid, s in states.items() if s == _S.SUCCESS]

@@ -1,0 +1,141 @@
+"""The error tree: every user mistake is a ``StageflowError``.
+
+::
+
+    StageflowError                 a user mistake; message says where, what, how to fix
+    ├── InvalidSpec                a pipeline spec has problems (holds every Problem)
+    ├── SpecLimitExceeded          a spec file is over a size/depth/alias/task limit
+    ├── UnknownOperator            no operator registered under that name
+    ├── RunNotFound                no run with that run_id in the store
+    ├── RunOwned                   resume refused: a live process still owns the run
+    ├── StoreError                 the store cannot be opened/used (bad URL, newer schema)
+    ├── MissingExtra               an optional dependency is not installed
+    └── UsageError                 a bad CLI/API argument
+
+A broken invariant (an illegal state transition) is a bug, not a user mistake:
+it raises a plain exception (``IllegalTransition``), never a ``StageflowError``.
+
+Each error carries ``pipeline``, ``task`` and ``field`` (any may be ``None``) so
+the CLI and API can render them without parsing text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "IllegalTransition",
+    "InvalidSpec",
+    "MissingExtra",
+    "Problem",
+    "RunNotFound",
+    "RunOwned",
+    "SpecLimitExceeded",
+    "StageflowError",
+    "StoreError",
+    "UnknownOperator",
+    "UsageError",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem in a spec: where it is and what to do about it."""
+
+    message: str
+    task: str | None = None
+    field: str | None = None
+    pipeline: str | None = None
+
+    def render(self) -> str:
+        """The message prefixed with its location, e.g. ``pipeline 'p', task 't': ...``."""
+        where = []
+        if self.pipeline is not None:
+            where.append(f"pipeline '{self.pipeline}'")
+        if self.task is not None:
+            where.append(f"task '{self.task}'")
+        if self.field is not None:
+            where.append(f"field '{self.field}'")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+    def as_json(self) -> dict[str, str | None]:
+        return {"task": self.task, "field": self.field, "message": self.render()}
+
+
+class StageflowError(Exception):
+    """A user mistake. The message names the pipeline/task/field and the fix."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pipeline: str | None = None,
+        task: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.pipeline = pipeline
+        self.task = task
+        self.field = field
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [Problem(str(self), task=self.task, field=self.field)]
+
+
+class InvalidSpec(StageflowError):
+    """A spec has one or more problems; all of them are in ``problems``."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem], *, pipeline: str | None = None) -> None:
+        self._problems = list(problems)
+        lines = [p.render() for p in self._problems]
+        head = f"pipeline '{pipeline}' is invalid" if pipeline else "the pipeline spec is invalid"
+        count = len(lines)
+        summary = f"{head} ({count} problem{'s' if count != 1 else ''}):"
+        super().__init__(
+            "\n".join([summary, *("  - " + line for line in lines)]), pipeline=pipeline
+        )
+
+    @property
+    def problems(self) -> list[Problem]:
+        return list(self._problems)
+
+
+class SpecLimitExceeded(InvalidSpec):
+    """A spec file is over one of the bounded limits (size, depth, aliases, tasks)."""
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        self.limit = limit
+        super().__init__([Problem(message)])
+
+
+class UnknownOperator(StageflowError):
+    exit_code = 2
+
+
+class RunNotFound(StageflowError):
+    pass
+
+
+class RunOwned(StageflowError):
+    pass
+
+
+class StoreError(StageflowError):
+    pass
+
+
+class MissingExtra(StageflowError):
+    pass
+
+
+class UsageError(StageflowError):
+    exit_code = 2
+
+
+class IllegalTransition(RuntimeError):
+    """A task or run moved along an edge not in DESIGN.md's table: a bug in stageflow."""

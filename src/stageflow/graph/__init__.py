@@ -1,0 +1,33 @@
+"""Pure algorithms on a pipeline's DAG: order, levels, cycles, critical path, drawing.
+
+Every function takes ``upstream: Mapping[str, Sequence[str]]`` (task id -> ids of
+the tasks it depends on); the mapping's insertion order is the definition order and
+breaks every tie, so results are deterministic. Upstream ids that are not keys are
+ignored (spec validation reports them). Nothing here does I/O, starts threads,
+reads a clock or logs; ``draw`` returns its drawing instead of writing it, and
+imports Pillow only for PNG.
+"""
+
+from stageflow.graph.critical_path import CriticalPath, critical_path, upward_rank
+from stageflow.graph.cycles import CycleError, find_cycle, format_cycle
+from stageflow.graph.draw import FORMATS, STATE_COLOURS, UNKNOWN_STATE_COLOUR, DrawFormat, draw
+from stageflow.graph.order import Shape, downstream, levels, shape, topological_order
+
+__all__ = [
+    "FORMATS",
+    "STATE_COLOURS",
+    "UNKNOWN_STATE_COLOUR",
+    "CriticalPath",
+    "CycleError",
+    "DrawFormat",
+    "Shape",
+    "critical_path",
+    "downstream",
+    "draw",
+    "find_cycle",
+    "format_cycle",
+    "levels",
+    "shape",
+    "topological_order",
+    "upward_rank",
+]

@@ -1,0 +1,95 @@
+"""What an operator is and what it sees: ``Operator`` and ``TaskContext``.
+
+An operator is a reusable, named implementation of a step with a typed
+(pydantic) parameter model. It sees only a ``TaskContext`` — ids, the attempt
+number, run parameters, a logger, a scratch folder, the deadline and a
+cancellation flag — plus its upstream outputs. It never sees the store, the
+engine or the executor, so the same operator runs in a thread, a worker
+process or on a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["NoParams", "Operator", "TaskContext", "TaskFailed"]
+
+
+class TaskFailed(Exception):
+    """Raised by an operator for an expected failure: the message is the whole story
+    (no traceback is shown for it)."""
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class TaskContext:
+    """What a running attempt may know about itself."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    params: Mapping[str, Any]
+    work_dir: Path
+    log_path: Path
+    logger: logging.Logger
+    deadline: float | None = None  # wall-clock time.time() after which the attempt is killed
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts and resumes: ``run_id/task_id``."""
+        return f"{self.run_id}/{self.task_id}"
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (``None``: no timeout)."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.time())
+
+    def env(self) -> dict[str, str]:
+        """Variables describing this attempt, for subprocesses."""
+        env = {
+            "STAGEFLOW_RUN_ID": self.run_id,
+            "STAGEFLOW_TASK_ID": self.task_id,
+            "STAGEFLOW_ATTEMPT": str(self.attempt),
+            "STAGEFLOW_IDEMPOTENCY_KEY": self.idempotency_key,
+        }
+        for name, value in self.params.items():
+            env[f"STAGEFLOW_PARAM_{name.upper()}"] = (
+                value if isinstance(value, str) else (_json(value))
+            )
+        return env
+
+
+class Operator(ABC):
+    """A named step implementation; subclasses set ``name`` and ``Params``."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    @abstractmethod
+    def run(self, params: BaseModel, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:
+        """Do the work; return the output (stored durably by the runtime).
+
+        ``inputs`` maps each data-upstream task id to its output, in upstream order.
+        Raise ``TaskFailed`` for an expected failure, anything else for a bug.
+        """
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=str)

@@ -1,0 +1,150 @@
+"""The operator registry: name -> ``Operator`` class, with checks of a task's use.
+
+Built-in operators are registered here; third-party packages add theirs through
+the ``stageflow.operators`` entry-point group (``name = "package.module:Class"``),
+loaded the first time an unknown name is looked up. ``task_problems`` reports,
+without running anything, an unknown operator (with a did-you-mean), parameters
+its model rejects, and for Python tasks a ``call:`` target that cannot be
+imported or a function whose parameters nothing provides.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from stageflow.errors import Problem, UnknownOperator
+from stageflow.operators.base import Operator
+from stageflow.operators.bash import BashOperator
+from stageflow.operators.python import PythonOperator, binding_problems, resolve_callable
+from stageflow.spec.models import Task
+from stageflow.spec.suggest import did_you_mean
+
+__all__ = ["get", "instantiate", "names", "register", "task_problems"]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "stageflow.operators"
+
+_REGISTRY: dict[str, type[Operator]] = {
+    "python": PythonOperator,
+    "bash": BashOperator,
+}
+# Seed 001's ``custom_script`` and others are added by their own modules below.
+_LAZY: dict[str, str] = {}
+_entry_points_loaded = False
+
+
+def register(cls: type[Operator]) -> type[Operator]:
+    """Register an operator class under its ``name`` (usable as a decorator)."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def names() -> list[str]:
+    """Every known operator name (built-in, lazy and from entry points), sorted."""
+    _load_entry_points()
+    return sorted({*_REGISTRY, *_LAZY})
+
+
+def get(name: str, *, task: str | None = None) -> type[Operator]:
+    """The operator class for ``name``; raise ``UnknownOperator`` with a did-you-mean."""
+    cls = _REGISTRY.get(name)
+    if cls is not None:
+        return cls
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        cls = getattr(module, "OPERATOR", None) or _REGISTRY.get(name)
+        if cls is not None:
+            _REGISTRY[name] = cls
+            return cls
+    _load_entry_points()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    hint = did_you_mean(name, names())
+    fix = f"did you mean '{hint}'?" if hint else f"known operators: {', '.join(names())}"
+    raise UnknownOperator(f"unknown operator '{name}'; {fix}", task=task, field="operator")
+
+
+def instantiate(task: Task, parameters: Mapping[str, Any]) -> tuple[Operator, BaseModel]:
+    """An operator instance and its validated parameters for one attempt.
+
+    Raises ``UnknownOperator``, pydantic's ``ValidationError`` or an import error;
+    the runtime turns those into a failed attempt.
+    """
+    if task.fn is not None or task.call is not None:
+        fn = task.fn if task.fn is not None else resolve_callable(task.call or "")
+        op: Operator = PythonOperator(fn)
+        return op, PythonOperator.Params.model_validate(dict(parameters))
+    cls = get(task.operator_name, task=task.id)
+    return cls(), cls.Params.model_validate(dict(parameters))
+
+
+def task_problems(
+    task: Task, parameters: Mapping[str, Any], run_params: Mapping[str, Any]
+) -> list[Problem]:
+    """What is wrong with how ``task`` uses its operator (empty when nothing is)."""
+    if task.fn is not None or task.call is not None:
+        fn: Callable[..., Any] | None = task.fn
+        if fn is None:
+            try:
+                fn = resolve_callable(task.call or "")
+            except Exception as exc:  # any import failure is the user's to fix
+                return [
+                    Problem(
+                        f"cannot import call target '{task.call}': {type(exc).__name__}: {exc}",
+                        task=task.id,
+                        field="call",
+                    )
+                ]
+        return binding_problems(
+            fn, task=task.id, upstream=task.upstream, parameters=parameters, run_params=run_params
+        )
+    try:
+        cls = get(task.operator_name, task=task.id)
+    except UnknownOperator as exc:
+        return [Problem(str(exc), task=task.id, field="operator")]
+    try:
+        cls.Params.model_validate(dict(parameters))
+    except ValidationError as exc:
+        return [_param_problem(task.id, task.operator_name, err) for err in exc.errors()]
+    return []
+
+
+def _param_problem(task: str, operator: str, err: Any) -> Problem:
+    loc = ".".join(str(p) for p in err["loc"])
+    field = f"parameters.{loc}" if loc else "parameters"
+    if err["type"] == "missing":
+        msg = f"operator '{operator}' needs parameter '{loc}'; add it under `parameters:`"
+    elif err["type"] == "extra_forbidden":
+        cls = _REGISTRY.get(operator)
+        known = list(cls.Params.model_fields) if cls else []
+        hint = did_you_mean(str(err["loc"][-1]), known)
+        msg = f"operator '{operator}' has no parameter '{loc}'" + (
+            f"; did you mean '{hint}'?" if hint else f"; it takes: {', '.join(known)}"
+        )
+    else:
+        msg = f"operator '{operator}': {err['msg']}, got {err.get('input')!r}"
+    return Problem(msg, task=task, field=field)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken plugin must not break stageflow
+            logger.warning("operator plugin %s (%s) failed to load: %s", ep.name, ep.value, exc)
+            continue
+        if isinstance(cls, type) and issubclass(cls, Operator):
+            _REGISTRY.setdefault(ep.name, cls)
+        else:
+            logger.warning("operator plugin %s (%s) is not an Operator subclass", ep.name, ep.value)

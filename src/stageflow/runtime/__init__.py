@@ -1,0 +1,1 @@
+"""The loop that turns decisions into effects: executors, store, artifacts, logs."""

@@ -1,0 +1,188 @@
+"""The artifact store and output serialization.
+
+Outputs are serialized by the first matching ``Serializer``: ``none``
+(``None``), ``json`` (plain JSON data that round-trips exactly), ``parquet``
+(pandas DataFrames), ``joblib`` (scikit-learn estimators), ``pickle`` (the rest).
+Small results (``inline_limit`` bytes) live inline in the store; larger ones
+are files under ``<root>/outputs/<run_id>/<task_id>`` written atomically
+(temp + rename locally; fsspec's whole-object put elsewhere) before the task's
+success is committed (DESIGN.md, durability rule). ``register_serializer``
+adds one in front of the built-ins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stageflow.runtime.store.base import OutputRef
+
+__all__ = [
+    "ArtifactStore",
+    "Serializer",
+    "deserialize",
+    "load_output",
+    "register_serializer",
+    "serialize",
+    "store_output",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Serializer:
+    name: str
+    matches: Callable[[Any], bool]
+    dumps: Callable[[Any], bytes]
+    loads: Callable[[bytes], Any]
+
+
+def _is_json(obj: Any) -> bool:
+    return isinstance(obj, dict | list | str | int | float | bool) and _json_exact(obj)
+
+
+def _json_exact(obj: Any) -> bool:
+    try:
+        return bool(json.loads(json.dumps(obj, allow_nan=False)) == obj)
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def _is_dataframe(obj: Any) -> bool:
+    return type(obj).__module__.startswith("pandas") and type(obj).__name__ == "DataFrame"
+
+
+def _parquet_dumps(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    obj.to_parquet(buf)
+    return buf.getvalue()
+
+
+def _parquet_loads(data: bytes) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def _is_estimator(obj: Any) -> bool:
+    return type(obj).__module__.startswith("sklearn")
+
+
+def _joblib_dumps(obj: Any) -> bytes:
+    import joblib
+
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    return buf.getvalue()
+
+
+def _joblib_loads(data: bytes) -> Any:
+    import joblib
+
+    return joblib.load(io.BytesIO(data))
+
+
+def _pickle_dumps(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        import cloudpickle  # lambdas and closures
+
+        return bytes(cloudpickle.dumps(obj))
+
+
+_SERIALIZERS: list[Serializer] = [
+    Serializer("none", lambda o: o is None, lambda o: b"", lambda b: None),
+    Serializer("json", _is_json, lambda o: json.dumps(o).encode(), json.loads),
+    Serializer("parquet", _is_dataframe, _parquet_dumps, _parquet_loads),
+    Serializer("joblib", _is_estimator, _joblib_dumps, _joblib_loads),
+    Serializer("pickle", lambda o: True, _pickle_dumps, pickle.loads),
+]
+
+
+def register_serializer(serializer: Serializer) -> None:
+    """Try ``serializer`` before the built-ins (except ``none``)."""
+    _SERIALIZERS.insert(1, serializer)
+
+
+def serialize(obj: Any) -> tuple[str, bytes]:
+    for s in _SERIALIZERS:
+        if s.matches(obj):
+            try:
+                return s.name, s.dumps(obj)
+            except Exception:  # e.g. a DataFrame parquet cannot hold: fall through
+                if s.name == "pickle":
+                    raise
+    raise AssertionError("the pickle serializer matches everything")
+
+
+def deserialize(name: str, data: bytes) -> Any:
+    for s in _SERIALIZERS:
+        if s.name == name:
+            return s.loads(data)
+    raise ValueError(f"unknown serializer '{name}'")
+
+
+class ArtifactStore:
+    """Files under a root: a local folder (default) or any fsspec URL."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/")
+        self._local = "://" not in root or root.startswith("file://")
+        if self._local:
+            self._path = Path(root.removeprefix("file://"))
+
+    def put(self, relpath: str, data: bytes) -> str:
+        """Write ``data`` atomically at ``relpath``; return its URI."""
+        if self._local:
+            target = self._path / relpath
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            return str(target.resolve())
+        import fsspec
+
+        uri = f"{self.root}/{relpath}"
+        fs, path = fsspec.core.url_to_fs(uri)
+        fs.pipe_file(path, data)  # whole-object put: visible all at once or not at all
+        return uri
+
+    def get(self, uri: str) -> bytes:
+        if "://" not in uri or uri.startswith("file://"):
+            return Path(uri.removeprefix("file://")).read_bytes()
+        import fsspec
+
+        with fsspec.open(uri, "rb") as f:
+            return bytes(f.read())
+
+
+def store_output(
+    obj: Any, *, run_id: str, task_id: str, artifacts: ArtifactStore, inline_limit: int
+) -> OutputRef:
+    """Serialize and store ``obj`` durably; return the reference to commit."""
+    name, data = serialize(obj)
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) <= inline_limit:
+        return OutputRef(run_id, task_id, "inline", name, len(data), digest, data=data)
+    uri = artifacts.put(f"outputs/{run_id}/{task_id}", data)
+    return OutputRef(run_id, task_id, "file", name, len(data), digest, uri=uri)
+
+
+def load_output(ref: OutputRef, artifacts: ArtifactStore) -> Any:
+    """The object an ``OutputRef`` points at."""
+    if ref.kind == "inline":
+        return deserialize(ref.serializer, ref.data or b"")
+    return deserialize(ref.serializer, artifacts.get(ref.uri or ""))

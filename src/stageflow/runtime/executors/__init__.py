@@ -1,0 +1,1 @@
+"""Where task code executes: ``thread`` (default) and ``process``."""

@@ -1,0 +1,176 @@
+"""The ``process`` executor: a reused pool of worker processes.
+
+Each slot owns one worker process (started on first use, from a forkserver)
+and a thread in this process that feeds it jobs over a pipe and waits for
+either the result or the worker's death. A task that kills its process
+(``os._exit``, SIGKILL, a segfault) fails that attempt only: the slot reports
+the exit code or signal and starts a fresh worker for the next job. ``cancel``
+(timeouts, run cancellation) kills the worker running that attempt.
+
+Jobs are sent with cloudpickle (functions defined in ``__main__`` or in a
+closure travel by value); upstream outputs travel as ``OutputRef``s that the
+worker loads from the store's inline bytes or the artifact store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import queue
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from stageflow.runtime.attempt import AttemptResult, Job, execute
+from stageflow.runtime.executors.base import Completions
+
+__all__ = ["ProcessExecutor"]
+
+
+class ProcessExecutor:
+    name = "process"
+
+    def __init__(self, workers: int, completions: Completions) -> None:
+        import cloudpickle
+
+        self._dumps = cloudpickle.dumps
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._completions = completions
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, str, int], _Slot] = {}
+        self._slots = [_Slot(self, n) for n in range(workers)]
+        for slot in self._slots:
+            slot.thread.start()
+
+    def submit(self, job: Job) -> None:
+        job.keep_value = False
+        self._jobs.put(job)
+
+    def cancel(self, key: tuple[str, str, int]) -> None:
+        with self._lock:
+            slot = self._running.get(key)
+        if slot is not None:
+            slot.kill()
+
+    def shutdown(self) -> None:
+        for _ in self._slots:
+            self._jobs.put(None)
+        for slot in self._slots:
+            slot.kill()
+            slot.stop_worker()
+
+
+class _Slot:
+    def __init__(self, owner: ProcessExecutor, index: int) -> None:
+        self.owner = owner
+        self.proc: BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.thread = threading.Thread(
+            target=self.loop, name=f"stageflow-slot-{index}", daemon=True
+        )
+
+    def ensure_worker(self) -> tuple[BaseProcess, Connection]:
+        if self.proc is None or not self.proc.is_alive() or self.conn is None:
+            parent, child = self.owner._ctx.Pipe()
+            proc = self.owner._ctx.Process(target=_worker_main, args=(child,), daemon=True)
+            proc.start()
+            child.close()
+            self.proc, self.conn = proc, parent
+        return self.proc, self.conn
+
+    def loop(self) -> None:
+        while True:
+            job = self.owner._jobs.get()
+            if job is None:
+                return
+            self.owner._completions.put(self.run(job))
+
+    def run(self, job: Job) -> AttemptResult:
+        started = time.time()
+        try:
+            payload = self.owner._dumps(job)
+        except Exception as exc:  # an unpicklable function or input: this attempt fails
+            return _failed(
+                job,
+                started,
+                f"cannot send the task to a worker process: "
+                f"{type(exc).__name__}: {exc}; define the function at module level",
+            )
+        proc, conn = self.ensure_worker()
+        with self.owner._lock:
+            self.owner._running[job.key] = self
+        try:
+            try:
+                conn.send_bytes(payload)
+            except (BrokenPipeError, OSError):
+                return _failed(job, started, _death(proc))
+            ready = multiprocessing.connection.wait([conn, proc.sentinel])
+            if conn in ready:
+                try:
+                    result: AttemptResult = pickle.loads(conn.recv_bytes())
+                    return result
+                except (EOFError, OSError):
+                    pass
+            proc.join(1)
+            self.stop_worker()
+            return _failed(job, started, _death(proc))
+        finally:
+            with self.owner._lock:
+                self.owner._running.pop(job.key, None)
+
+    def kill(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.is_alive() and proc.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+
+    def stop_worker(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.proc, self.conn = None, None
+
+
+def _death(proc: BaseProcess) -> str:
+    code = proc.exitcode
+    if code is None:
+        return "the worker process stopped answering"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the worker process was killed by {name}"
+    return f"the worker process exited with code {code}"
+
+
+def _failed(job: Job, started: float, error: str) -> AttemptResult:
+    return AttemptResult(
+        job.run_id, job.task.id, job.attempt, False, started, time.time(), error=error
+    )
+
+
+def _worker_main(conn: Connection) -> None:
+    """A worker: receive a job, execute it, send the result; until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while True:
+        try:
+            payload = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        job: Any = pickle.loads(payload)
+        result = execute(job, in_process=True)
+        try:
+            data = pickle.dumps(result)
+        except Exception as exc:
+            result.value = None
+            result.ok = False
+            result.error = f"the attempt's result cannot be sent back: {exc}"
+            data = pickle.dumps(result)
+        conn.send_bytes(data)

@@ -1,0 +1,108 @@
+"""Load a pipeline from what a user names: a YAML/JSON file or ``module:attribute``.
+
+``path/to/pipeline.yaml|.yml|.json`` is read (size-checked before reading) and
+validated; its folder goes on ``sys.path`` so its ``call:`` targets can live
+beside it. ``package.module:name`` or ``path/to/file.py:name`` imports the
+module and takes ``name``, which must be a ``Pipeline`` (or a function with
+no arguments returning one).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from stageflow.errors import InvalidSpec, Problem, UsageError
+from stageflow.spec.load import DEFAULT_LIMITS, Limits, pipeline_from_text
+from stageflow.spec.models import Pipeline
+
+__all__ = ["load_pipeline"]
+
+_SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+
+
+def load_pipeline(target: str, limits: Limits = DEFAULT_LIMITS) -> Pipeline:
+    """The pipeline ``target`` names; raise ``UsageError`` or ``InvalidSpec``."""
+    path = Path(target)
+    if path.suffix.lower() in _SUFFIXES:
+        return _load_file(path, limits)
+    if ":" in target:
+        return _load_object(target)
+    if path.exists():
+        raise UsageError(
+            f"{target}: unknown file type '{path.suffix}'; use .yaml, .yml or "
+            ".json, or name a Python object as module:pipeline"
+        )
+    raise UsageError(f"{target}: no such file; give a .yaml/.json file or module:pipeline")
+
+
+def _load_file(path: Path, limits: Limits) -> Pipeline:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give the pipeline file inside it")
+    if size > limits.max_bytes:
+        from stageflow.errors import SpecLimitExceeded
+
+        raise SpecLimitExceeded(
+            f"{path} is {size:,} bytes, over the limit of {limits.max_bytes:,} "
+            "(STAGEFLOW_MAX_SPEC_BYTES)",
+            limit="max_bytes",
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
+    fmt = _SUFFIXES[path.suffix.lower()]
+    pipeline = pipeline_from_text(data, fmt=fmt, source=str(path), limits=limits)  # type: ignore[arg-type]
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    pipeline._source = str(path.resolve())
+    return pipeline
+
+
+def _load_object(target: str) -> Pipeline:
+    module_name, _, attr = target.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            file = Path(module_name)
+            if not file.is_file():
+                raise UsageError(f"{target}: no such file {file}")
+            folder = str(file.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+            module = importlib.import_module(file.stem)
+        else:
+            module = importlib.import_module(module_name)
+    except UsageError:
+        raise
+    except ImportError as exc:
+        raise UsageError(f"{target}: cannot import module '{module_name}': {exc}") from None
+    except Exception as exc:  # the user's module raised while importing
+        raise UsageError(
+            f"{target}: importing '{module_name}' raised {type(exc).__name__}: {exc}"
+        ) from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise UsageError(f"{target}: module '{module_name}' has no attribute '{attr}'")
+    if callable(obj) and not isinstance(obj, Pipeline):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise UsageError(
+                f"{target}: calling {attr}() raised {type(exc).__name__}: {exc}"
+            ) from None
+    if not isinstance(obj, Pipeline):
+        raise InvalidSpec(
+            [Problem(f"{target} is a {type(obj).__name__}, not a stageflow Pipeline")]
+        )
+    if getattr(module, "__file__", None):
+        obj._source = str(Path(module.__file__ or "").resolve())
+    return obj

@@ -1,0 +1,96 @@
+"""Configuration, read once from the environment into a ``Settings`` object.
+
+``STAGEFLOW_*`` names, with the seed documents' names accepted too
+(``DATABASE_URL``, ``MAX_PARALLEL_TASKS``, ``TASK_TIMEOUT``, ``MAX_RETRIES``,
+``LOG_LEVEL``, ``MAX_CONCURRENT_RUNS``, ``API_HOST``, ``API_PORT``). The
+``STAGEFLOW_`` name wins when both are set. With nothing set, state lives in
+``./.stageflow/`` (SQLite + artifacts).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stageflow.errors import UsageError
+from stageflow.spec.load import Limits
+
+__all__ = ["Settings", "load_settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    home: Path = Path(".stageflow")
+    database_url: str | None = None
+    artifacts_url: str | None = None
+    max_parallel_tasks: int = 0  # 0: the machine's CPU count
+    max_concurrent_runs: int = 4
+    task_timeout: float | None = None
+    max_retries: int | None = None
+    log_level: str = "WARNING"
+    inline_output_bytes: int = 64 * 1024
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def artifacts_root(self) -> str:
+        return self.artifacts_url or str(self.home / "artifacts")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    def parallelism(self) -> int:
+        return self.max_parallel_tasks or os.cpu_count() or 1
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``env`` (default ``os.environ``); ``UsageError`` names a bad variable."""
+    env = os.environ if env is None else env
+
+    def get(name: str, seed: str | None = None) -> str | None:
+        value = env.get(f"STAGEFLOW_{name}")
+        if value is None and seed is not None:
+            value = env.get(seed)
+        return value if value not in (None, "") else None
+
+    def number(name: str, seed: str | None, kind: type[int] | type[float]) -> float | None:
+        raw = get(name, seed)
+        if raw is None:
+            return None
+        try:
+            value = kind(raw)
+        except ValueError:
+            shown = f"STAGEFLOW_{name}" + (f" (or {seed})" if seed else "")
+            raise UsageError(f"{shown} is {raw!r}; it must be a {kind.__name__}") from None
+        if value < 0:
+            raise UsageError(f"STAGEFLOW_{name} is {raw!r}; it must not be negative")
+        return value
+
+    defaults = Settings()
+    limits = Limits(
+        max_bytes=int(number("MAX_SPEC_BYTES", None, int) or defaults.limits.max_bytes),
+        max_depth=int(number("MAX_SPEC_DEPTH", None, int) or defaults.limits.max_depth),
+        max_aliases=int(number("MAX_SPEC_ALIASES", None, int) or defaults.limits.max_aliases),
+        max_nodes=int(number("MAX_SPEC_NODES", None, int) or defaults.limits.max_nodes),
+        max_tasks=int(number("MAX_TASKS", None, int) or defaults.limits.max_tasks),
+    )
+    timeout = number("TASK_TIMEOUT", "TASK_TIMEOUT", float)
+    retries = number("MAX_RETRIES", "MAX_RETRIES", int)
+    return Settings(
+        home=Path(get("HOME") or ".stageflow"),
+        database_url=get("DATABASE_URL", "DATABASE_URL"),
+        artifacts_url=get("ARTIFACTS_URL"),
+        max_parallel_tasks=int(number("MAX_PARALLEL_TASKS", "MAX_PARALLEL_TASKS", int) or 0),
+        max_concurrent_runs=int(number("MAX_CONCURRENT_RUNS", "MAX_CONCURRENT_RUNS", int) or 4),
+        task_timeout=timeout or None,
+        max_retries=int(retries) if retries is not None else None,
+        log_level=(get("LOG_LEVEL", "LOG_LEVEL") or "WARNING").upper(),
+        inline_output_bytes=int(number("INLINE_OUTPUT_BYTES", None, int) or 64 * 1024),
+        api_host=get("API_HOST", "API_HOST") or "127.0.0.1",
+        api_port=int(number("API_PORT", "API_PORT", int) or 8080),
+        limits=limits,
+    )

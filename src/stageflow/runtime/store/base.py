@@ -1,0 +1,173 @@
+"""The metadata store's interface and its records.
+
+The store holds pipelines (versioned by content hash), runs, task runs, attempts,
+events (every state transition with its timestamp) and output references.  The
+runner writes through :meth:`Store.commit`, one transaction per scheduling tick
+(DESIGN.md, durability rule): a ``Batch`` is applied atomically or not at all.
+
+Timestamps are float seconds since the epoch (UTC); ``None`` means "not yet".
+State strings are exactly DESIGN.md's (``engine.states``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "AttemptRecord",
+    "Batch",
+    "EventRecord",
+    "OutputRef",
+    "PipelineRecord",
+    "RunRecord",
+    "RunUpdate",
+    "Store",
+    "TaskRunRecord",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineRecord:
+    name: str
+    version: str  # content hash of the canonical spec JSON
+    spec_json: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    pipeline: str
+    pipeline_version: str
+    state: str  # queued | running | paused | success | failed | cancelled
+    params: dict[str, Any]
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    owner_host: str | None = None
+    owner_pid: int | None = None
+    owner_started_at: float | None = None  # the owner process's create time (guards pid reuse)
+    heartbeat_at: float | None = None
+    executor: str | None = None
+    source: str | None = None  # where the pipeline was loaded from (file path), for resume
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdate:
+    """A change to a run row; fields left ``None`` are not changed."""
+
+    run_id: str
+    state: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    heartbeat_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRunRecord:
+    """The current row of one task in one run (upserted whole)."""
+
+    run_id: str
+    task_id: str
+    state: str
+    attempts: int = 0
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt of a task run (upserted by run_id, task_id, attempt)."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    state: str
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One state transition; ``task_id`` is ``None`` for a run-level transition."""
+
+    run_id: str
+    task_id: str | None
+    from_state: str | None
+    to_state: str
+    at: float
+    attempt: int = 0
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRef:
+    """Where a task's output lives: inline bytes in the store, or a file URI."""
+
+    run_id: str
+    task_id: str
+    kind: Literal["inline", "file"]
+    serializer: str  # e.g. "json", "pickle", "parquet", "joblib", "none"
+    size: int
+    sha256: str
+    data: bytes | None = None  # set when kind == "inline"
+    uri: str | None = None  # set when kind == "file"
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one scheduling tick changes; applied in one transaction."""
+
+    task_runs: list[TaskRunRecord] = field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    outputs: list[OutputRef] = field(default_factory=list)
+    runs: list[RunUpdate] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.task_runs or self.attempts or self.events or self.outputs or self.runs)
+
+
+class Store(Protocol):
+    """The metadata store. One instance is used from one thread at a time."""
+
+    url: str
+
+    def save_pipeline(self, record: PipelineRecord) -> None:
+        """Insert the pipeline version if absent (idempotent on name+version)."""
+
+    def get_pipeline(self, name: str, version: str) -> PipelineRecord:
+        """Raise ``StoreError`` when absent."""
+
+    def create_run(self, run: RunRecord, task_ids: Sequence[str]) -> None:
+        """Insert the run and one ``pending`` task run per id, in one transaction."""
+
+    def commit(self, batch: Batch) -> None:
+        """Apply a whole batch in one transaction (upserts for rows, inserts for events)."""
+
+    def claim_run(self, run_id: str, *, host: str, pid: int, started_at: float, now: float) -> None:
+        """Record this process as the run's owner (owner_* and heartbeat_at)."""
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """Raise ``RunNotFound`` (naming the run_id and ``stageflow runs list``) when absent."""
+
+    def list_runs(self, *, limit: int = 100, pipeline: str | None = None) -> list[RunRecord]:
+        """Newest first (by created_at, then run_id)."""
+
+    def task_runs(self, run_id: str) -> list[TaskRunRecord]:
+        """In the order the task runs were created."""
+
+    def attempts(self, run_id: str, task_id: str | None = None) -> list[AttemptRecord]:
+        """Ordered by task creation order, then attempt."""
+
+    def events(self, run_id: str) -> list[EventRecord]:
+        """In commit order."""
+
+    def outputs(self, run_id: str) -> dict[str, OutputRef]:
+        """The stored output of every task of the run that has one."""
+
+    def close(self) -> None: ...

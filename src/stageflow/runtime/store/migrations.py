@@ -1,0 +1,215 @@
+"""Versioned schema migrations of the metadata store.
+
+``MIGRATIONS`` is an ordered list; step *n* takes the schema from version *n-1*
+to *n* and holds its SQL for each dialect.  The table ``stageflow_schema`` holds
+one row: the version the database is at (no table means version 0, empty).
+
+Opening a store calls :func:`migrate`: it reads the version without writing,
+refuses a database newer than this code knows (a newer stageflow wrote it; an
+older one must not guess), and otherwise applies every pending step and the new
+version in ONE transaction, so a failed migration leaves the database as it was.
+Concurrent openers are serialised (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a
+transaction-scoped advisory lock) and re-read the version once they hold the lock.
+
+To change the schema, append a step; never edit a released one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from stageflow.errors import StoreError
+from stageflow.runtime.store.dialect import (
+    POSTGRESQL,
+    SQLITE,
+    Connection,
+    Cursor,
+    Dialect,
+    one_line,
+)
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "migrate", "schema_version"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: from ``version - 1`` to ``version``."""
+
+    version: int
+    description: str
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+    def statements(self, dialect: Dialect) -> tuple[str, ...]:
+        return self.sqlite if dialect is SQLITE else self.postgresql
+
+
+def _for_both(version: int, description: str, *templates: str) -> Migration:
+    """A step whose SQL differs between dialects only in column types."""
+    return Migration(
+        version,
+        description,
+        sqlite=tuple(SQLITE.ddl(t) for t in templates),
+        postgresql=tuple(POSTGRESQL.ddl(t) for t in templates),
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    _for_both(
+        1,
+        "pipelines, runs, task runs, attempts, events, outputs",
+        """CREATE TABLE pipelines (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            spec_json TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            PRIMARY KEY (name, version)
+        )""",
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            pipeline TEXT NOT NULL,
+            pipeline_version TEXT NOT NULL,
+            state TEXT NOT NULL,
+            params_json TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            started_at {real},
+            ended_at {real},
+            owner_host TEXT,
+            owner_pid {bigint},
+            owner_started_at {real},
+            heartbeat_at {real},
+            executor TEXT,
+            source TEXT
+        )""",
+        "CREATE INDEX runs_by_created_at ON runs (created_at, run_id)",
+        "CREATE INDEX runs_by_pipeline ON runs (pipeline, created_at, run_id)",
+        """CREATE TABLE task_runs (
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            task_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            started_at {real},
+            ended_at {real},
+            error TEXT,
+            PRIMARY KEY (run_id, task_id)
+        )""",
+        "CREATE UNIQUE INDEX task_runs_by_seq ON task_runs (run_id, seq)",
+        """CREATE TABLE attempts (
+            run_id TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            started_at {real},
+            ended_at {real},
+            error TEXT,
+            PRIMARY KEY (run_id, task_id, attempt),
+            FOREIGN KEY (run_id, task_id) REFERENCES task_runs (run_id, task_id)
+                ON DELETE CASCADE
+        )""",
+        """CREATE TABLE events (
+            id {id},
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            task_id TEXT,
+            from_state TEXT,
+            to_state TEXT NOT NULL,
+            at {real} NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            message TEXT
+        )""",
+        "CREATE INDEX events_by_run_id ON events (run_id, id)",
+        """CREATE TABLE outputs (
+            run_id TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('inline', 'file')),
+            serializer TEXT NOT NULL,
+            size {bigint} NOT NULL,
+            sha256 TEXT NOT NULL,
+            data {blob},
+            uri TEXT,
+            PRIMARY KEY (run_id, task_id),
+            FOREIGN KEY (run_id, task_id) REFERENCES task_runs (run_id, task_id)
+                ON DELETE CASCADE
+        )""",
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_SCHEMA_TABLE = "stageflow_schema"
+_CREATE_SCHEMA_TABLE = "CREATE TABLE stageflow_schema (version INTEGER NOT NULL)"
+_RESET_VERSION = "DELETE FROM stageflow_schema"
+_INSERT_VERSION = "INSERT INTO stageflow_schema (version) VALUES (0)"
+_SELECT_VERSION = "SELECT MAX(version) FROM stageflow_schema"
+_UPDATE_VERSION = "UPDATE stageflow_schema SET version = ?"
+
+
+def migrate(conn: Connection, dialect: Dialect, url: str) -> int:
+    """Bring the database to ``LATEST_VERSION``; return the version it was at.
+
+    Raises ``StoreError`` (and changes nothing) when the database is newer than
+    this code, cannot be read, or a step fails.
+    """
+    cur = conn.cursor()
+    error = dialect.driver_error()
+    try:
+        found = schema_version(cur, dialect)
+    except error as exc:
+        raise StoreError(f"could not open the store at {url}: {one_line(exc)}") from None
+    _refuse_newer(found, url)
+    if found == LATEST_VERSION:
+        return found
+    try:
+        cur.execute(dialect.begin)
+        try:
+            if dialect.migration_lock is not None:
+                cur.execute(dialect.migration_lock)
+            found = schema_version(cur, dialect)  # another process may have migrated
+            _refuse_newer(found, url)
+            _apply(cur, dialect, found)
+            cur.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error matters more
+                cur.execute("ROLLBACK")
+            raise
+    except error as exc:
+        raise StoreError(
+            f"could not migrate the store at {url} to schema version {LATEST_VERSION}: "
+            f"{one_line(exc)}"
+        ) from None
+    return found
+
+
+def schema_version(cur: Cursor, dialect: Dialect) -> int:
+    """The database's schema version; 0 when it has no ``stageflow_schema`` table."""
+    cur.execute(dialect.table_exists, (_SCHEMA_TABLE,))
+    if cur.fetchone() is None:
+        return 0
+    cur.execute(_SELECT_VERSION)
+    row = cur.fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+def _apply(cur: Cursor, dialect: Dialect, found: int) -> None:
+    if found == LATEST_VERSION:
+        return
+    if found == 0:
+        cur.execute(dialect.table_exists, (_SCHEMA_TABLE,))
+        if cur.fetchone() is None:
+            cur.execute(_CREATE_SCHEMA_TABLE)
+        cur.execute(_RESET_VERSION)
+        cur.execute(_INSERT_VERSION)
+    for step in MIGRATIONS:
+        if step.version > found:
+            for statement in step.statements(dialect):
+                cur.execute(statement)
+    cur.execute(dialect.sql(_UPDATE_VERSION), (LATEST_VERSION,))
+
+
+def _refuse_newer(found: int, url: str) -> None:
+    if found > LATEST_VERSION:
+        raise StoreError(
+            f"the store at {url} has schema version {found} but this stageflow knows up to "
+            f"{LATEST_VERSION}; upgrade stageflow (pip install -U stageflow)"
+        )

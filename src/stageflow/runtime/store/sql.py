@@ -1,0 +1,470 @@
+"""The metadata store on SQLite or PostgreSQL, through the DB-API.
+
+One class, :class:`SqlStore`, serves both databases; its :class:`Dialect`
+supplies the differences (``dialect.py``).  Policy and state:
+
+- The connection is in autocommit mode; every write is one explicit transaction
+  (``BEGIN`` ... ``COMMIT``), rolled back and re-raised on any exception, so a
+  ``Batch`` is applied whole or not at all (DESIGN.md, durability rule).
+- ``commit`` is the runner's hot path (one call per scheduling tick): its SQL is
+  translated once per dialect (``_Statements``), rows go through ``executemany``
+  as plain tuples, and rows are upserts (``INSERT ... ON CONFLICT DO UPDATE``),
+  so the runner never asks whether a row exists.
+- A ``RunUpdate`` changes only the fields it sets: ``COALESCE(new, column)``.
+- ``seq`` of a task run is its creation order: its index in ``create_run``, or
+  one past the run's largest when ``commit`` upserts a task run not seen before.
+- A store is used from one thread at a time; a lock guards the connection
+  anyway, as it costs well under a microsecond.
+
+Timestamps are float epoch seconds; params are stored as JSON text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, cast
+
+from stageflow.errors import RunNotFound, StoreError
+from stageflow.runtime.store.base import (
+    AttemptRecord,
+    Batch,
+    EventRecord,
+    OutputRef,
+    PipelineRecord,
+    RunRecord,
+    TaskRunRecord,
+)
+from stageflow.runtime.store.dialect import Connection, Cursor, Dialect
+
+__all__ = ["SqlStore"]
+
+
+class SqlStore:
+    """The ``Store`` on an open DB-API connection; see the module docstring.
+
+    ``url`` is the store's URL with any password masked: safe to print.
+    Build one with :func:`stageflow.runtime.store.open_store`, which also migrates.
+    """
+
+    def __init__(self, conn: Connection, dialect: Dialect, *, url: str) -> None:
+        self.url = url
+        self.dialect = dialect
+        self._conn = conn
+        self._cur: Cursor = conn.cursor()
+        self._lock = threading.Lock()
+        self._sql = _statements(dialect)
+        self._begin = dialect.begin
+        self._closed = False
+
+    # -- writes ---------------------------------------------------------------
+
+    def save_pipeline(self, record: PipelineRecord) -> None:
+        """Insert the pipeline version if absent (idempotent on name+version)."""
+        row = (record.name, record.version, record.spec_json, record.created_at)
+        with self._transaction() as cur:
+            cur.execute(self._sql.insert_pipeline, row)
+
+    def create_run(self, run: RunRecord, task_ids: Sequence[str]) -> None:
+        """Insert the run and one ``pending`` task run per id (seq = index), in one transaction.
+
+        Raises the driver's integrity error when the run_id exists or an id repeats.
+        """
+        row = (
+            run.run_id,
+            run.pipeline,
+            run.pipeline_version,
+            run.state,
+            json.dumps(run.params),
+            run.created_at,
+            run.started_at,
+            run.ended_at,
+            run.owner_host,
+            run.owner_pid,
+            run.owner_started_at,
+            run.heartbeat_at,
+            run.executor,
+            run.source,
+        )
+        run_id = run.run_id
+        bulk = self.dialect.insert_pending_bulk
+        with self._transaction() as cur:
+            cur.execute(self._sql.insert_run, row)
+            if task_ids and bulk is not None:
+                cur.execute(bulk, (run_id, list(task_ids)))
+            elif task_ids:
+                pending = [(run_id, task_id, seq) for seq, task_id in enumerate(task_ids)]
+                cur.executemany(self._sql.insert_pending, pending)
+
+    def commit(self, batch: Batch) -> None:
+        """Apply a whole batch in one transaction; on any error roll back and re-raise.
+
+        Raises ``RunNotFound`` when a ``RunUpdate`` names a run not in the store.
+        """
+        if not batch:
+            return
+        sql = self._sql
+        with self._lock:
+            cur = self._cur
+            cur.execute(self._begin)
+            try:
+                if batch.runs:
+                    updates = [
+                        (u.state, u.started_at, u.ended_at, u.heartbeat_at, u.run_id)
+                        for u in batch.runs
+                    ]
+                    cur.executemany(sql.update_run, updates)
+                    if 0 <= cur.rowcount < len(updates):
+                        self._raise_missing_run(cur, [u[-1] for u in updates])
+                if batch.task_runs:
+                    cur.executemany(
+                        sql.upsert_task_run,
+                        [
+                            (
+                                t.run_id,
+                                t.task_id,
+                                t.run_id,
+                                t.state,
+                                t.attempts,
+                                t.started_at,
+                                t.ended_at,
+                                t.error,
+                            )
+                            for t in batch.task_runs
+                        ],
+                    )
+                if batch.attempts:
+                    cur.executemany(
+                        sql.upsert_attempt,
+                        [
+                            (
+                                a.run_id,
+                                a.task_id,
+                                a.attempt,
+                                a.state,
+                                a.started_at,
+                                a.ended_at,
+                                a.error,
+                            )
+                            for a in batch.attempts
+                        ],
+                    )
+                if batch.events:
+                    cur.executemany(
+                        sql.insert_event,
+                        [
+                            (
+                                e.run_id,
+                                e.task_id,
+                                e.from_state,
+                                e.to_state,
+                                e.at,
+                                e.attempt,
+                                e.message,
+                            )
+                            for e in batch.events
+                        ],
+                    )
+                if batch.outputs:
+                    cur.executemany(
+                        sql.upsert_output,
+                        [
+                            (
+                                o.run_id,
+                                o.task_id,
+                                o.kind,
+                                o.serializer,
+                                o.size,
+                                o.sha256,
+                                o.data,
+                                o.uri,
+                            )
+                            for o in batch.outputs
+                        ],
+                    )
+                cur.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def claim_run(self, run_id: str, *, host: str, pid: int, started_at: float, now: float) -> None:
+        """Record this process as the run's owner (owner_* and heartbeat_at).
+
+        Raises ``RunNotFound`` when the run is not in the store.
+        """
+        with self._transaction() as cur:
+            cur.execute(self._sql.claim_run, (host, pid, started_at, now, run_id))
+            if cur.rowcount == 0:
+                raise self._run_not_found(run_id)
+
+    # -- reads ----------------------------------------------------------------
+
+    def get_pipeline(self, name: str, version: str) -> PipelineRecord:
+        """Raise ``StoreError`` when absent."""
+        row = self._fetchone(self._sql.select_pipeline, (name, version))
+        if row is None:
+            raise StoreError(
+                f"no pipeline '{name}' version '{version}' in the store at {self.url}; "
+                f"a pipeline version is saved when a run of it is created",
+                pipeline=name,
+            )
+        return PipelineRecord(*row)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """Raise ``RunNotFound`` (naming the run_id and ``stageflow runs list``) when absent."""
+        row = self._fetchone(self._sql.select_run, (run_id,))
+        if row is None:
+            raise self._run_not_found(run_id)
+        return _run_record(row)
+
+    def list_runs(self, *, limit: int = 100, pipeline: str | None = None) -> list[RunRecord]:
+        """Newest first (by created_at, then run_id)."""
+        if pipeline is None:
+            rows = self._fetchall(self._sql.list_runs, (limit,))
+        else:
+            rows = self._fetchall(self._sql.list_runs_of_pipeline, (pipeline, limit))
+        return [_run_record(row) for row in rows]
+
+    def task_runs(self, run_id: str) -> list[TaskRunRecord]:
+        """In the order the task runs were created; empty for an unknown run."""
+        return [
+            TaskRunRecord(*row) for row in self._fetchall(self._sql.select_task_runs, (run_id,))
+        ]
+
+    def attempts(self, run_id: str, task_id: str | None = None) -> list[AttemptRecord]:
+        """Ordered by task creation order, then attempt."""
+        if task_id is None:
+            rows = self._fetchall(self._sql.select_attempts, (run_id,))
+        else:
+            rows = self._fetchall(self._sql.select_task_attempts, (run_id, task_id))
+        return [AttemptRecord(*row) for row in rows]
+
+    def events(self, run_id: str) -> list[EventRecord]:
+        """In commit order."""
+        return [EventRecord(*row) for row in self._fetchall(self._sql.select_events, (run_id,))]
+
+    def outputs(self, run_id: str) -> dict[str, OutputRef]:
+        """The stored output of every task of the run that has one, in task creation order."""
+        rows = self._fetchall(self._sql.select_outputs, (run_id,))
+        return {row[1]: _output_ref(row) for row in rows}
+
+    # -- lifetime -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; closing twice is harmless."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.url!r})"
+
+    # -- helpers --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Cursor]:
+        with self._lock:
+            cur = self._cur
+            cur.execute(self._begin)
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        # The original error matters more than a failed rollback (e.g. a lost
+        # connection, or SQLite having rolled back already).
+        with contextlib.suppress(Exception):
+            self._cur.execute("ROLLBACK")
+
+    def _fetchone(self, sql: str, params: tuple[Any, ...]) -> Any:
+        with self._lock:
+            self._cur.execute(sql, params)
+            return self._cur.fetchone()
+
+    def _fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            self._cur.execute(sql, params)
+            return self._cur.fetchall()
+
+    def _run_not_found(self, run_id: str) -> RunNotFound:
+        return RunNotFound(
+            f"no run '{run_id}' in the store at {self.url}; see `stageflow runs list`"
+        )
+
+    def _raise_missing_run(self, cur: Cursor, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            cur.execute(self._sql.select_run, (run_id,))
+            if cur.fetchone() is None:
+                raise self._run_not_found(run_id)
+
+
+def _run_record(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        run_id=row[0],
+        pipeline=row[1],
+        pipeline_version=row[2],
+        state=row[3],
+        params=json.loads(row[4]),
+        created_at=row[5],
+        started_at=row[6],
+        ended_at=row[7],
+        owner_host=row[8],
+        owner_pid=row[9],
+        owner_started_at=row[10],
+        heartbeat_at=row[11],
+        executor=row[12],
+        source=row[13],
+    )
+
+
+def _output_ref(row: Sequence[Any]) -> OutputRef:
+    data = row[6]
+    return OutputRef(
+        run_id=row[0],
+        task_id=row[1],
+        kind=cast(Literal["inline", "file"], row[2]),
+        serializer=row[3],
+        size=row[4],
+        sha256=row[5],
+        data=None if data is None else bytes(data),
+        uri=row[7],
+    )
+
+
+# -- SQL ----------------------------------------------------------------------
+# Written with '?' placeholders; _statements translates them once per dialect.
+# Literal strings only: no value is ever formatted into SQL.
+
+_SELECT_RUN = (
+    "SELECT run_id, pipeline, pipeline_version, state, params_json, created_at, started_at, "
+    "ended_at, owner_host, owner_pid, owner_started_at, heartbeat_at, executor, source FROM runs "
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    insert_pipeline: str
+    select_pipeline: str
+    insert_run: str
+    insert_pending: str
+    update_run: str
+    upsert_task_run: str
+    upsert_attempt: str
+    insert_event: str
+    upsert_output: str
+    claim_run: str
+    select_run: str
+    list_runs: str
+    list_runs_of_pipeline: str
+    select_task_runs: str
+    select_attempts: str
+    select_task_attempts: str
+    select_events: str
+    select_outputs: str
+
+
+@functools.cache
+def _statements(dialect: Dialect) -> _Statements:
+    q = dialect.sql
+    return _Statements(
+        insert_pipeline=q(
+            "INSERT INTO pipelines (name, version, spec_json, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name, version) DO NOTHING"
+        ),
+        select_pipeline=q(
+            "SELECT name, version, spec_json, created_at FROM pipelines "
+            "WHERE name = ? AND version = ?"
+        ),
+        insert_run=q(
+            "INSERT INTO runs (run_id, pipeline, pipeline_version, state, params_json, "
+            "created_at, started_at, ended_at, owner_host, owner_pid, owner_started_at, "
+            "heartbeat_at, executor, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ),
+        insert_pending=q(
+            "INSERT INTO task_runs (run_id, task_id, seq, state, attempts) "
+            "VALUES (?, ?, ?, 'pending', 0)"
+        ),
+        update_run=q(
+            "UPDATE runs SET state = COALESCE(?, state), started_at = COALESCE(?, started_at), "
+            "ended_at = COALESCE(?, ended_at), heartbeat_at = COALESCE(?, heartbeat_at) "
+            "WHERE run_id = ?"
+        ),
+        upsert_task_run=q(
+            "INSERT INTO task_runs "
+            "(run_id, task_id, seq, state, attempts, started_at, ended_at, error) "
+            "VALUES (?, ?, (SELECT COALESCE(MAX(seq) + 1, 0) FROM task_runs WHERE run_id = ?), "
+            "?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id, task_id) DO UPDATE SET state = excluded.state, "
+            "attempts = excluded.attempts, started_at = excluded.started_at, "
+            "ended_at = excluded.ended_at, error = excluded.error"
+        ),
+        upsert_attempt=q(
+            "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, ended_at, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET state = excluded.state, "
+            "started_at = excluded.started_at, ended_at = excluded.ended_at, "
+            "error = excluded.error"
+        ),
+        insert_event=q(
+            "INSERT INTO events (run_id, task_id, from_state, to_state, at, attempt, message) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)"
+        ),
+        upsert_output=q(
+            "INSERT INTO outputs (run_id, task_id, kind, serializer, size, sha256, data, uri) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id, task_id) DO UPDATE SET kind = excluded.kind, "
+            "serializer = excluded.serializer, size = excluded.size, "
+            "sha256 = excluded.sha256, data = excluded.data, uri = excluded.uri"
+        ),
+        claim_run=q(
+            "UPDATE runs SET owner_host = ?, owner_pid = ?, owner_started_at = ?, "
+            "heartbeat_at = ? WHERE run_id = ?"
+        ),
+        select_run=q(_SELECT_RUN + "WHERE run_id = ?"),
+        list_runs=q(_SELECT_RUN + "ORDER BY created_at DESC, run_id DESC LIMIT ?"),
+        list_runs_of_pipeline=q(
+            _SELECT_RUN + "WHERE pipeline = ? ORDER BY created_at DESC, run_id DESC LIMIT ?"
+        ),
+        select_task_runs=q(
+            "SELECT run_id, task_id, state, attempts, started_at, ended_at, error "
+            "FROM task_runs WHERE run_id = ? ORDER BY seq"
+        ),
+        select_attempts=q(
+            "SELECT a.run_id, a.task_id, a.attempt, a.state, a.started_at, a.ended_at, a.error "
+            "FROM attempts a JOIN task_runs t ON t.run_id = a.run_id AND t.task_id = a.task_id "
+            "WHERE a.run_id = ? ORDER BY t.seq, a.attempt"
+        ),
+        select_task_attempts=q(
+            "SELECT run_id, task_id, attempt, state, started_at, ended_at, error "
+            "FROM attempts WHERE run_id = ? AND task_id = ? ORDER BY attempt"
+        ),
+        select_events=q(
+            "SELECT run_id, task_id, from_state, to_state, at, attempt, message "
+            "FROM events WHERE run_id = ? ORDER BY id"
+        ),
+        select_outputs=q(
+            "SELECT o.run_id, o.task_id, o.kind, o.serializer, o.size, o.sha256, o.data, o.uri "
+            "FROM outputs o JOIN task_runs t ON t.run_id = o.run_id AND t.task_id = o.task_id "
+            "WHERE o.run_id = ? ORDER BY t.seq"
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Interfaces: the CLI (and later the REST API, scheduler service and web UI)."""

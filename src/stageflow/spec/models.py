@@ -1,0 +1,345 @@
+"""The canonical pipeline model: ``Pipeline``, ``Task`` and their policies.
+
+There is one model (pydantic v2). YAML/JSON files, the seed documents' shapes
+(``spec.aliases``) and the Python SDK (``@task``, ``Task(...)``) all end here.
+Fields a task leaves ``None`` take the pipeline's ``defaults`` when the run is
+planned (``resolved_*`` helpers), so a spec states only what differs.
+
+This module is pure data: it never imports the runtime. ``Pipeline.run`` is the
+SDK's one facade and imports the runtime lazily, inside the method.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, NewType
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+if TYPE_CHECKING:
+    from stageflow.runtime.result import RunResult
+
+__all__ = [
+    "PRIORITY_NAMES",
+    "FailureStrategy",
+    "Pipeline",
+    "Resources",
+    "RetryPolicy",
+    "Task",
+    "TaskDefaults",
+    "TaskId",
+    "TriggerRule",
+    "callable_ref",
+]
+
+TaskId = NewType("TaskId", str)
+
+
+class TriggerRule(enum.StrEnum):
+    """When a task may run, given its upstream outcomes (Airflow's meanings)."""
+
+    ALL_SUCCESS = "all_success"
+    ALL_FAILED = "all_failed"
+    ALL_DONE = "all_done"
+    ALL_DONE_MIN_ONE_SUCCESS = "all_done_min_one_success"
+    ALL_SKIPPED = "all_skipped"
+    ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+    ONE_DONE = "one_done"
+    NONE_FAILED = "none_failed"
+    NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
+    NONE_SKIPPED = "none_skipped"
+    ALWAYS = "always"
+
+
+FailureStrategy = Literal["fail_fast", "continue"]
+
+#: Seed 000's named priorities; an int is accepted as is (higher runs first).
+PRIORITY_NAMES: Mapping[str, int] = {"low": -10, "normal": 0, "high": 10, "critical": 100}
+
+_STRICT = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class RetryPolicy(BaseModel):
+    """How often and how soon a failed attempt is tried again."""
+
+    model_config = _STRICT
+
+    max_retries: int = Field(default=0, ge=0, le=1000)
+    delay_seconds: float = Field(default=0.0, ge=0.0, le=7 * 24 * 3600)
+    backoff: Literal["fixed", "exponential"] = "fixed"
+    max_delay_seconds: float = Field(default=3600.0, ge=0.0)
+
+
+class Resources(BaseModel):
+    """What one attempt asks of the machine (seed spellings are mapped in ``aliases``)."""
+
+    model_config = _STRICT
+
+    cpu: float = Field(default=1.0, ge=0.0, le=4096)
+    memory_gb: float = Field(default=0.0, ge=0.0, le=1 << 20)
+    gpu: float = Field(default=0.0, ge=0.0, le=1024)
+    disk_gb: float = Field(default=0.0, ge=0.0, le=1 << 30)
+
+
+class TaskDefaults(BaseModel):
+    """Values applied to every task that does not set its own."""
+
+    model_config = _STRICT
+
+    retry: RetryPolicy | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    resources: Resources | None = None
+    priority: int | None = None
+    trigger_rule: TriggerRule | None = None
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _named_priority(cls, value: object) -> object:
+        return _priority(value)
+
+
+class Task(BaseModel):
+    """One node of the DAG: what runs, after what, with which policies.
+
+    SDK form: ``Task("train", fn, upstream=["features"])``; the function's
+    parameters named after upstream tasks receive their outputs.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
+
+    id: str
+    name: str | None = None
+    description: str | None = None
+    operator: str | None = None
+    call: str | None = None
+    fn: Callable[..., Any] | None = Field(default=None, exclude=True, repr=False)
+    upstream: list[str] = Field(default_factory=list)
+    after: list[str] = Field(default_factory=list)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources | None = None
+    retry: RetryPolicy | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    priority: int | None = None
+    trigger_rule: TriggerRule | None = None
+
+    def __init__(
+        self, id: str | None = None, fn: Callable[..., Any] | None = None, /, **data: Any
+    ) -> None:
+        if id is not None:
+            data["id"] = id
+        if fn is not None:
+            data["fn"] = fn
+        if _plain_task(data):
+            # Generated graphs build 100,000s of these: when the arguments are
+            # exactly what validation would accept, skip pydantic's machinery.
+            fields = {**_TASK_FIELD_DEFAULTS, **data}
+            fields["upstream"] = list(fields["upstream"])
+            fields["after"] = list(fields["after"])
+            fields["parameters"] = {}
+            object.__setattr__(self, "__dict__", fields)
+            object.__setattr__(self, "__pydantic_fields_set__", set(data))
+            object.__setattr__(self, "__pydantic_extra__", None)
+            object.__setattr__(self, "__pydantic_private__", None)
+            return
+        super().__init__(**data)
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _named_priority(cls, value: object) -> object:
+        return _priority(value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the wrapped function directly (handy in unit tests of user code)."""
+        if self.fn is None:
+            raise TypeError(f"task '{self.id}' wraps no Python function")
+        return self.fn(*args, **kwargs)
+
+    @property
+    def all_upstream(self) -> list[str]:
+        """Data upstream then ordering-only upstream, without repeats."""
+        if not self.after:
+            return self.upstream
+        seen = dict.fromkeys(self.upstream)
+        seen.update(dict.fromkeys(self.after))
+        return list(seen)
+
+    @property
+    def operator_name(self) -> str:
+        """The operator that runs this task (``python`` for a function or ``call:``)."""
+        if self.operator is not None:
+            return self.operator
+        return "python"
+
+
+class Pipeline(BaseModel):
+    """A named DAG of tasks with run parameters and task defaults."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str
+    description: str | None = None
+    owner: str | None = None
+    version: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    defaults: TaskDefaults = Field(default_factory=TaskDefaults)
+    max_parallel_tasks: int | None = Field(default=None, ge=1, le=100_000)
+    failure_strategy: FailureStrategy = "continue"
+    tasks: list[Task] = Field(default_factory=list)
+    _source: str | None = PrivateAttr(default=None)  # the file it was loaded from, if any
+
+    def __init__(self, name: str | None = None, /, **data: Any) -> None:
+        if name is not None:
+            data["name"] = name
+        super().__init__(**data)
+        _infer_upstream_by_name(self.tasks)
+
+    # -- resolved policies ---------------------------------------------------
+
+    def retry_of(self, task: Task) -> RetryPolicy:
+        return task.retry or self.defaults.retry or _NO_RETRY
+
+    def timeout_of(self, task: Task) -> float | None:
+        return (
+            task.timeout_seconds
+            if task.timeout_seconds is not None
+            else (self.defaults.timeout_seconds)
+        )
+
+    def resources_of(self, task: Task) -> Resources:
+        return task.resources or self.defaults.resources or _DEFAULT_RESOURCES
+
+    def priority_of(self, task: Task) -> int:
+        if task.priority is not None:
+            return task.priority
+        return self.defaults.priority or 0
+
+    def trigger_rule_of(self, task: Task) -> TriggerRule:
+        return task.trigger_rule or self.defaults.trigger_rule or TriggerRule.ALL_SUCCESS
+
+    def upstream_map(self) -> dict[str, list[str]]:
+        """Task id -> all upstream ids (data and ordering), in definition order."""
+        return {t.id: t.all_upstream for t in self.tasks}
+
+    # -- identity --------------------------------------------------------------
+
+    def canonical(self) -> dict[str, Any]:
+        """The spec as plain JSON data; SDK functions appear as ``call`` references."""
+        data = self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        data["name"] = self.name
+        for raw, task in zip(data.get("tasks", []), self.tasks, strict=True):
+            if task.fn is not None and "call" not in raw:
+                raw["call"] = callable_ref(task.fn)
+        return data
+
+    def content_hash(self) -> str:
+        """A stable version id: sha256 of the canonical JSON (12 hex digits)."""
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def task(self, task_id: str) -> Task:
+        for t in self.tasks:
+            if t.id == task_id:
+                return t
+        raise KeyError(task_id)
+
+    def run(
+        self,
+        *,
+        params: Mapping[str, Any] | None = None,
+        executor: str = "thread",
+        max_parallel: int | None = None,
+        home: str | None = None,
+        store_url: str | None = None,
+    ) -> RunResult:
+        """Validate and run this pipeline in-process; return the finished ``RunResult``.
+
+        Raises ``InvalidSpec`` (every problem at once) before anything runs.
+        """
+        from stageflow.runtime.runner import run_pipeline  # the SDK facade, see module doc
+
+        return run_pipeline(
+            self,
+            params=dict(params or {}),
+            executor=executor,
+            max_parallel=max_parallel,
+            home=home,
+            store_url=store_url,
+        )
+
+
+_NO_RETRY = RetryPolicy()
+_TASK_FIELD_DEFAULTS: dict[str, Any] = {
+    name: (
+        info.default_factory()  # type: ignore[call-arg]  # our factories take no argument
+        if info.default_factory is not None
+        else info.default
+    )
+    for name, info in Task.model_fields.items()
+}
+_PLAIN_KEYS = frozenset({"id", "fn", "upstream", "after"})
+
+
+def _plain_task(data: dict[str, Any]) -> bool:
+    """True when ``data`` holds only an id, a function and lists of upstream ids."""
+    if not _PLAIN_KEYS.issuperset(data) or type(data.get("id")) is not str:
+        return False
+    fn = data.get("fn")
+    if fn is not None and not callable(fn):
+        return False
+    for key in ("upstream", "after"):
+        value = data.get(key, ())
+        if type(value) not in (list, tuple) or any(type(v) is not str for v in value):
+            return False
+    return True
+
+
+_DEFAULT_RESOURCES = Resources()
+
+
+def callable_ref(fn: Callable[..., Any]) -> str:
+    """``module:qualname`` of a function, as written in a ``call:`` field."""
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
+    return f"{module}:{qualname}"
+
+
+def _priority(value: object) -> object:
+    if isinstance(value, str) and value.strip().lower() in PRIORITY_NAMES:
+        return PRIORITY_NAMES[value.strip().lower()]
+    return value
+
+
+def _infer_upstream_by_name(tasks: list[Task]) -> None:
+    """Wire SDK tasks by parameter name: a parameter named like a task is its upstream."""
+    ids: dict[str, str] | None = None
+    signatures: dict[int, Mapping[str, inspect.Parameter]] = {}
+    for task in tasks:
+        if task.fn is None:
+            continue
+        if ids is None:
+            ids = {t.id.replace("-", "_").replace(".", "_"): t.id for t in tasks}
+        key = id(task.fn)
+        names = signatures.get(key)
+        if names is None:
+            try:
+                names = inspect.signature(task.fn).parameters
+            except (TypeError, ValueError):  # builtins without a signature: nothing to infer
+                names = {}
+            signatures[key] = names
+        if not names or all(n not in ids for n in names):
+            continue
+        extra = [
+            ids[n]
+            for n, p in names.items()
+            if n in ids
+            and ids[n] != task.id
+            and ids[n] not in task.upstream
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if extra:
+            task.upstream = [*task.upstream, *extra]

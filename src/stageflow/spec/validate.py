@@ -1,0 +1,165 @@
+"""Structural and semantic checks of a pipeline, gathered, never raised one by one.
+
+``structural_problems`` looks only at ids and upstream lists (read loosely, so
+it runs even when other fields failed type validation): invalid or missing ids,
+duplicates, self-dependencies, unknown upstream ids with a did-you-mean.
+``pipeline_problems`` checks a typed ``Pipeline``: what each task runs, ``call:``
+targets' form, and ``${params.NAME}`` references. Cycles are the graph layer's
+(``graph.find_cycle``); operators' parameters are the registry's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from stageflow.errors import Problem
+from stageflow.spec.models import Pipeline
+from stageflow.spec.params import references
+from stageflow.spec.suggest import Suggester
+
+__all__ = ["ID_PATTERN", "id_problem", "pipeline_problems", "structural_problems"]
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_ID_LENGTH = 128
+_CALL_PATTERN = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def id_problem(value: str, what: str = "task id") -> str | None:
+    """Why ``value`` is not a valid id, or ``None`` when it is."""
+    if not value:
+        return f"{what} is empty; use letters, digits, '_', '.', '-'"
+    if len(value) > MAX_ID_LENGTH:
+        return f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
+    if not ID_PATTERN.fullmatch(value):
+        return (
+            f"{what} {value!r} is invalid; it must start with a letter or digit and "
+            "contain only letters, digits, '_', '.', '-'"
+        )
+    if ".." in value:
+        return f"{what} {value!r} contains '..'; use a single '.'"
+    return None
+
+
+def structural_problems(
+    tasks: Iterable[tuple[str | None, list[str], int]], *, pipeline: str | None = None
+) -> list[Problem]:
+    """Problems with ids and upstream references of ``(id, upstream, index)`` rows."""
+    rows = list(tasks)
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for tid, _ups, index in rows:
+        if tid is None:
+            problems.append(Problem(f"task #{index + 1} has no id; add `id:`", field="id"))
+            continue
+        why = id_problem(tid)
+        if why is not None:
+            problems.append(Problem(why, task=tid, field="id"))
+        if tid in seen:
+            problems.append(
+                Problem(
+                    f"duplicate task id (also task #{seen[tid] + 1}); ids must be unique",
+                    task=tid,
+                    field="id",
+                )
+            )
+        else:
+            seen[tid] = index
+    suggester: Suggester | None = None
+    for tid, ups, _index in rows:
+        if tid is None:
+            continue
+        for up in ups:
+            if up == tid:
+                problems.append(
+                    Problem(
+                        "depends on itself; remove it from `upstream`", task=tid, field="upstream"
+                    )
+                )
+            elif up not in seen:
+                if suggester is None:
+                    suggester = Suggester(seen)
+                hint = suggester.suggest(up)
+                fix = f"did you mean '{hint}'?" if hint else "add that task or fix the id"
+                problems.append(
+                    Problem(
+                        f"upstream task '{up}' does not exist; {fix}", task=tid, field="upstream"
+                    )
+                )
+    return problems
+
+
+def pipeline_problems(pipeline: Pipeline) -> list[Problem]:
+    """Semantic problems of a typed pipeline (beyond ids and upstream)."""
+    problems: list[Problem] = []
+    why = id_problem(pipeline.name, "pipeline name")
+    if why is not None:
+        problems.append(Problem(why, field="name"))
+    if not pipeline.tasks:
+        problems.append(Problem("has no tasks; add at least one under `tasks:`", field="tasks"))
+    known_params = set(pipeline.params)
+    for task in pipeline.tasks:
+        given = [
+            k
+            for k, v in (("operator", task.operator), ("call", task.call), ("fn", task.fn))
+            if v is not None
+        ]
+        if not given:
+            problems.append(
+                Problem(
+                    "says nothing to run; give `operator:` or `call: module:function`",
+                    task=task.id,
+                    field="operator",
+                )
+            )
+        elif len(given) > 1 and given != ["operator", "call"]:
+            problems.append(
+                Problem(f"gives both {' and '.join(given)}; keep one", task=task.id, field=given[1])
+            )
+        if task.operator not in (None, "python") and task.call is not None:
+            problems.append(
+                Problem(
+                    f"`call:` runs a Python function, but operator is "
+                    f"'{task.operator}'; drop one of them",
+                    task=task.id,
+                    field="call",
+                )
+            )
+        if task.call is not None and not _CALL_PATTERN.fullmatch(task.call):
+            problems.append(
+                Problem(
+                    f"call target {task.call!r} is not of the form 'package.module:function'",
+                    task=task.id,
+                    field="call",
+                )
+            )
+        if not task.parameters:
+            continue
+        for path, name in _param_refs(task.parameters, "parameters"):
+            if name not in known_params:
+                hint = (
+                    f"; declare it under `params:` (known: {', '.join(sorted(known_params))})"
+                    if known_params
+                    else "; declare it under the pipeline's `params:`"
+                )
+                problems.append(
+                    Problem(
+                        f"refers to ${{params.{name}}}, which is not a run parameter{hint}",
+                        task=task.id,
+                        field=path,
+                    )
+                )
+    return problems
+
+
+def _param_refs(value: Any, path: str) -> Iterable[tuple[str, str]]:
+    if isinstance(value, str):
+        for name in references(value):
+            yield path, name
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _param_refs(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _param_refs(v, f"{path}[{i}]")
