@@ -92,6 +92,9 @@ class Scheduler:
         self._attempt = [0] * n
         for tid, count in (attempts or {}).items():
             self._attempt[self._index[tid]] = count
+        # A resumed task gets its whole retry budget again (as Airflow's "clear"
+        # does); attempt numbers still go on, so each attempt keeps a unique number.
+        self._base = list(self._attempt)
         self._downstream: list[list[int]] = [[] for _ in range(n)]
         for i, ups in enumerate(plan.upstream):
             for u in ups:
@@ -198,8 +201,9 @@ class Scheduler:
             self._propagate(i, now, out)
             return out
         policy = self._plan.retries[i]
-        if should_retry(policy, attempt):
-            due_at = now + retry_delay(policy, attempt)
+        tries = attempt - self._base[i]
+        if should_retry(policy, tries):
+            due_at = now + retry_delay(policy, tries)
             out.append(self._move(i, _S.UP_FOR_RETRY, now, error, due_at=due_at))
             heapq.heappush(self._retry_heap, (due_at, i, attempt))
             return out
@@ -220,7 +224,11 @@ class Scheduler:
         return out
 
     def cancel(self, now: float, message: str = "cancelled by request") -> list[Transition]:
-        """Cancel every task that is not final (running attempts must be stopped)."""
+        """Cancel every task that is not final (running attempts must be stopped).
+
+        A finished run stays as it ended: its state is final, so this returns ``[]``."""
+        if self.finished:
+            return []
         self._cancelled_by_request = True
         out: list[Transition] = []
         self._cancel_all(now, message, out)

@@ -89,10 +89,11 @@ def layout(
     layer = list(level)
     ups: list[list[int]] = [[] for _ in range(tasks)]
     downs: list[list[int]] = [[] for _ in range(tasks)]
-    spans = sum(level[v] - level[u] - 1 for v, deps in enumerate(adj.up) for u in deps)
+    upstream_lists = adj.upstream_lists()
+    spans = sum(level[v] - level[u] - 1 for v, deps in enumerate(upstream_lists) for u in deps)
     use_dummies = spans <= _DUMMIES_PER_TASK * tasks + 200
     chains: list[list[int]] = []
-    for v, deps in enumerate(adj.up):
+    for v, deps in enumerate(upstream_lists):
         for u in deps:
             chain = [u]
             if use_dummies:

@@ -61,19 +61,19 @@ def critical_path(
     adj = adjacency(upstream)
     rank = _ranks(adj, durations, default)
     best = -1
-    for task, deps in enumerate(adj.up):
+    up_at = adj.up_at
+    for task in range(len(adj.ids)):
         # Strictly greater, so the earliest-defined source wins a tie.
-        if not deps and (best < 0 or rank[task] > rank[best]):
+        if up_at[task] == up_at[task + 1] and (best < 0 or rank[task] > rank[best]):
             best = task
     if best < 0:
         return CriticalPath(tasks=[], length=0.0)
     path = [best]
-    down = adj.down
     task = best
-    while down[task]:
-        # ``down`` lists are in definition order: the first maximum wins a tie.
-        nxt = down[task][0]
-        for child in down[task]:
+    while children := adj.downstream_of(task):
+        # Rows are in definition order: the first maximum wins a tie.
+        nxt = children[0]
+        for child in children:
             if rank[child] > rank[nxt]:
                 nxt = child
         path.append(nxt)
@@ -84,16 +84,17 @@ def critical_path(
 
 def _ranks(adj: Adjacency, durations: Mapping[str, float], default: float) -> list[float]:
     _check_duration("default", default)
-    cost: list[float] = []
-    for name in adj.ids:
-        value = durations.get(name, default)
-        _check_duration(name, value)
-        cost.append(float(value))
+    get = durations.get
+    cost = [float(get(name, default)) for name in adj.ids]
+    # One C-level scan; find the culprit only when there is one.
+    if not all(map(math.isfinite, cost)) or min(cost, default=0.0) < 0:
+        for name, value in zip(adj.ids, cost, strict=True):
+            _check_duration(name, value)
     rank = [0.0] * len(cost)
-    down = adj.down
+    down, down_at = adj.down, adj.down_at
     for task in reversed(flow_indices(adj)):
         longest = 0.0
-        for child in down[task]:
+        for child in down[down_at[task] : down_at[task + 1]]:
             if rank[child] > longest:
                 longest = rank[child]
         rank[task] = cost[task] + longest

@@ -61,29 +61,29 @@ def cycle_error(adj: Adjacency) -> CycleError:
 
 def cycle_indices(adj: Adjacency) -> list[int] | None:
     """Task numbers of one cycle (closed, flow order, earliest-defined first)."""
-    up = adj.up
-    colour = [_WHITE] * len(up)
+    up, up_at = adj.up, adj.up_at
+    n = len(adj.ids)
+    colour = [_WHITE] * n
     # Where each grey task sits on ``path``, to slice the cycle out in O(length).
-    depth = [0] * len(up)
-    for root in range(len(up)):
+    depth = [0] * n
+    for root in range(n):
         if colour[root] != _WHITE:
             continue
-        # ``path`` is the chain of "depends on" from ``root``; ``cursor`` is how
-        # many upstream ids of the task at the same height have been tried.
+        # ``path`` is the chain of "depends on" from ``root``; ``cursor`` is, for
+        # the task at the same height, the position in ``up`` of its next upstream.
         path = [root]
-        cursor = [0]
+        cursor = [up_at[root]]
         colour[root] = _GREY
         while path:
             task = path[-1]
-            deps = up[task]
             k = cursor[-1]
-            if k == len(deps):
+            if k == up_at[task + 1]:
                 colour[task] = _BLACK
                 path.pop()
                 cursor.pop()
                 continue
             cursor[-1] = k + 1
-            dep = deps[k]
+            dep = up[k]
             if colour[dep] == _GREY:
                 # path[depth[dep]:] runs dep -> ... -> task along "depends on",
                 # and task depends on dep: reversed, that is the flow order.
@@ -95,5 +95,5 @@ def cycle_indices(adj: Adjacency) -> list[int] | None:
                 colour[dep] = _GREY
                 depth[dep] = len(path)
                 path.append(dep)
-                cursor.append(0)
+                cursor.append(up_at[dep])
     return None

@@ -149,8 +149,8 @@ def _text(
             state = states.get(adj.ids[task])
             if state is not None:
                 line += f" [{state}]"
-            if adj.up[task]:
-                line += f" <- {', '.join(names[u] for u in adj.up[task])}"
+            if deps := adj.upstream_of(task):
+                line += f" <- {', '.join(names[u] for u in deps)}"
             lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -181,7 +181,7 @@ def _dot(
             attrs.append(f'fillcolor="{_fill(state)}"')
         lines.append(f"  {_dot_quote(task)} [{', '.join([f'label={_dot_quote(label)}', *attrs])}];")
     ids = adj.ids
-    for v, deps in enumerate(adj.up):
+    for v, deps in enumerate(adj.upstream_lists()):
         for u in deps:
             lines.append(f"  {_dot_quote(ids[u])} -> {_dot_quote(ids[v])};")
     lines.append("}")
@@ -208,7 +208,7 @@ def _mermaid(
             state_class = state if state in STATE_COLOURS else "unknown"
             classes.setdefault(state_class, []).append(name)
         lines.append(f'  {name}["{_mermaid_text(label)}"]')
-    for v, deps in enumerate(adj.up):
+    for v, deps in enumerate(adj.upstream_lists()):
         for u in deps:
             lines.append(f"  {names[u]} --> {names[v]}")
     for state_class, members in classes.items():

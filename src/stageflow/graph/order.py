@@ -20,6 +20,7 @@ recurses, so a 100,000-task chain is fine.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -45,15 +46,15 @@ def topological_order(upstream: Mapping[str, Sequence[str]]) -> list[str]:
     Raises ``CycleError`` if the graph has a cycle.
     """
     adj = adjacency(upstream)
-    pending = [len(deps) for deps in adj.up]
+    pending = _in_degrees(adj)
     # Built in index order, so already a valid heap.
     ready = [i for i, n in enumerate(pending) if n == 0]
     order: list[int] = []
-    down = adj.down
+    down, down_at = adj.down, adj.down_at
     while ready:
         task = heapq.heappop(ready)
         order.append(task)
-        for nxt in down[task]:
+        for nxt in down[down_at[task] : down_at[task + 1]]:
             pending[nxt] -= 1
             if pending[nxt] == 0:
                 heapq.heappush(ready, nxt)
@@ -83,8 +84,8 @@ def downstream(upstream: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     Works on cyclic graphs too.
     """
     adj = adjacency(upstream)
-    ids = adj.ids
-    return {task: [ids[j] for j in down] for task, down in zip(ids, adj.down, strict=True)}
+    ids, down, at = adj.ids, adj.down, adj.down_at
+    return {task: [ids[j] for j in down[at[i] : at[i + 1]]] for i, task in enumerate(ids)}
 
 
 def shape(upstream: Mapping[str, Sequence[str]]) -> Shape:
@@ -102,38 +103,42 @@ def shape(upstream: Mapping[str, Sequence[str]]) -> Shape:
 
 def level_indices(adj: Adjacency) -> list[int]:
     """The level of each task, by number; raises ``CycleError`` on a cycle."""
-    pending = [len(deps) for deps in adj.up]
-    level = [0] * len(pending)
-    frontier = [i for i, n in enumerate(pending) if n == 0]
-    seen = 0
-    depth = 0
-    down = adj.down
-    # A task becomes ready while its last (deepest) upstream's level is processed,
-    # so it lands in the next frontier: its level is 1 + its deepest upstream's.
-    while frontier:
-        seen += len(frontier)
-        depth += 1
-        nxt: list[int] = []
-        for task in frontier:
-            for child in down[task]:
-                pending[child] -= 1
-                if pending[child] == 0:
-                    level[child] = depth
-                    nxt.append(child)
-        frontier = nxt
-    if seen < len(pending):
-        raise cycle_error(adj)
-    return level
+    return _layered(adj)[0]
 
 
 def flow_indices(adj: Adjacency) -> list[int]:
-    """Task numbers in some topological order (level by level); cheaper than the
-    stable order when the caller only needs upstream-before-downstream.
+    """Task numbers level by level: a topological order, cheaper than the stable
+    one when the caller only needs upstream before downstream.
 
     Raises ``CycleError`` on a cycle.
     """
-    level = level_indices(adj)
-    buckets: list[list[int]] = [[] for _ in range(max(level, default=-1) + 1)]
-    for task, n in enumerate(level):
-        buckets[n].append(task)
-    return [task for bucket in buckets for task in bucket]
+    return _layered(adj)[1]
+
+
+def _layered(adj: Adjacency) -> tuple[list[int], list[int]]:
+    """Kahn's algorithm a whole frontier at a time: (level of each task, visit order)."""
+    pending = _in_degrees(adj)
+    level = [0] * len(pending)
+    order = [i for i, n in enumerate(pending) if n == 0]
+    down, down_at = adj.down, adj.down_at
+    start, depth = 0, 0
+    # A task becomes ready while its deepest upstream's frontier is processed, so it
+    # lands in the next frontier: its level is 1 + its deepest upstream's.
+    while start < len(order):
+        end = len(order)
+        depth += 1
+        for k in range(start, end):
+            task = order[k]
+            for child in down[down_at[task] : down_at[task + 1]]:
+                pending[child] -= 1
+                if pending[child] == 0:
+                    level[child] = depth
+                    order.append(child)
+        start = end
+    if len(order) < len(pending):
+        raise cycle_error(adj)
+    return level, order
+
+
+def _in_degrees(adj: Adjacency) -> list[int]:
+    return [end - start for start, end in itertools.pairwise(adj.up_at)]

@@ -85,7 +85,13 @@ def bind(
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     var_positional = var_keyword = False
+    # With ``*args`` the parameters before it must go positionally, or the
+    # unbound upstream outputs would land in them ("multiple values for ...").
+    has_varargs = any(p.kind is p.VAR_POSITIONAL for p in sig.values())
     for name, p in sig.items():
+        positional = p.kind is p.POSITIONAL_ONLY or (
+            has_varargs and p.kind is p.POSITIONAL_OR_KEYWORD
+        )
         if p.kind is p.VAR_POSITIONAL:
             var_positional = True
             continue
@@ -103,10 +109,12 @@ def bind(
         elif name in ctx.params:
             value = ctx.params[name]
         elif p.default is not p.empty:
-            continue
+            if not positional:
+                continue
+            value = p.default  # keeps the later positional arguments in their slots
         else:
             raise TypeError(f"nothing provides parameter '{name}'")
-        if p.kind is p.POSITIONAL_ONLY:
+        if positional:
             args.append(value)
         else:
             kwargs[name] = value
@@ -131,6 +139,8 @@ def binding_problems(
         sig = _signature(fn)
     except (TypeError, ValueError):
         return []
+    if not parameters and not _required(fn, sig):
+        return []  # the common generated case (``*args`` functions): nothing can be missing
     names = {_upstream_name(u) for u in upstream}
     problems = []
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.values())
@@ -168,6 +178,23 @@ def binding_problems(
 _SIGNATURES: weakref.WeakKeyDictionary[Any, Mapping[str, inspect.Parameter]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+_REQUIRED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _required(fn: Callable[..., Any], sig: Mapping[str, inspect.Parameter]) -> bool:
+    """Whether ``fn`` has a parameter that must be provided (cached per function)."""
+    try:
+        return _REQUIRED[fn]
+    except (KeyError, TypeError):
+        found = any(
+            p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            for p in sig.values()
+        )
+    with contextlib.suppress(TypeError):
+        _REQUIRED[fn] = found
+    return found
 
 
 def _signature(fn: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:

@@ -14,8 +14,14 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from stageflow.errors import InvalidSpec, Problem, UsageError
-from stageflow.spec.load import DEFAULT_LIMITS, Limits, pipeline_from_text
+from stageflow.errors import InvalidSpec, Problem, SpecLimitExceeded, UsageError
+from stageflow.spec.load import (
+    DEFAULT_LIMITS,
+    Limits,
+    parse_document,
+    pipeline_from_data,
+    salvage_pipeline,
+)
 from stageflow.spec.models import Pipeline
 
 __all__ = ["load_pipeline"]
@@ -48,8 +54,6 @@ def _load_file(path: Path, limits: Limits) -> Pipeline:
     if path.is_dir():
         raise UsageError(f"{path} is a folder; give the pipeline file inside it")
     if size > limits.max_bytes:
-        from stageflow.errors import SpecLimitExceeded
-
         raise SpecLimitExceeded(
             f"{path} is {size:,} bytes, over the limit of {limits.max_bytes:,} "
             "(STAGEFLOW_MAX_SPEC_BYTES)",
@@ -60,12 +64,32 @@ def _load_file(path: Path, limits: Limits) -> Pipeline:
     except OSError as exc:
         raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
     fmt = _SUFFIXES[path.suffix.lower()]
-    pipeline = pipeline_from_text(data, fmt=fmt, source=str(path), limits=limits)  # type: ignore[arg-type]
+    doc = parse_document(data, fmt=fmt, source=str(path), limits=limits)  # type: ignore[arg-type]
+    try:
+        pipeline = pipeline_from_data(doc, limits)
+    except SpecLimitExceeded:
+        raise
+    except InvalidSpec as exc:
+        raise _with_plan_problems(exc, doc) from None
     folder = str(path.resolve().parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
     pipeline._source = str(path.resolve())
     return pipeline
+
+
+def _with_plan_problems(exc: InvalidSpec, doc: object) -> InvalidSpec:
+    """``exc`` plus what full validation finds in the rest of the spec (operators,
+    cycles), so a user sees every problem at once rather than one round at a time."""
+    from stageflow.runtime.plan import plan_problems
+
+    partial = salvage_pipeline(doc)
+    if partial is None:
+        return exc
+    found = exc.problems
+    seen = set(found)
+    more = [p for p in plan_problems(partial) if p not in seen]
+    return InvalidSpec([*found, *more], pipeline=exc.pipeline) if more else exc
 
 
 def _load_object(target: str) -> Pipeline:
@@ -101,8 +125,18 @@ def _load_object(target: str) -> Pipeline:
             ) from None
     if not isinstance(obj, Pipeline):
         raise InvalidSpec(
-            [Problem(f"{target} is a {type(obj).__name__}, not a stageflow Pipeline")]
+            [
+                Problem(
+                    f"{target} is {type(obj).__name__} {_short(obj)}, not a stageflow Pipeline; "
+                    "name a Pipeline object, or a function returning one"
+                )
+            ]
         )
     if getattr(module, "__file__", None):
         obj._source = str(Path(module.__file__ or "").resolve())
     return obj
+
+
+def _short(obj: object) -> str:
+    text = repr(obj)
+    return text if len(text) <= 40 else text[:37] + "..."

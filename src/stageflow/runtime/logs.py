@@ -103,10 +103,14 @@ class _RouterHandler(logging.Handler):
 def _install() -> None:
     global _installed
     with _install_lock:
+        # Re-checked on every attempt: a host (pytest, IPython, redirect_stdout) may
+        # have replaced sys.stdout/sys.stderr since, which would unhook the routing.
+        if not isinstance(sys.stdout, _Router):
+            sys.stdout = _Router(sys.stdout)
+        if not isinstance(sys.stderr, _Router):
+            sys.stderr = _Router(sys.stderr)
         if _installed:
             return
-        sys.stdout = _Router(sys.stdout)
-        sys.stderr = _Router(sys.stderr)
         handler = _RouterHandler(level=logging.DEBUG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)

@@ -19,7 +19,7 @@ from stageflow.spec.models import Pipeline
 from stageflow.spec.params import substitute
 from stageflow.spec.validate import pipeline_problems, structural_problems
 
-__all__ = ["check", "resolve_params", "task_parameters"]
+__all__ = ["check", "plan_problems", "resolve_params", "task_parameters"]
 
 
 def resolve_params(pipeline: Pipeline, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,27 +51,43 @@ def task_parameters(task_parameters: Mapping[str, Any], params: Mapping[str, Any
 
 def check(pipeline: Pipeline, params: Mapping[str, Any] | None = None) -> None:
     """Raise ``InvalidSpec`` with every problem of ``pipeline``; return when it can run."""
+    problems = plan_problems(pipeline, params)
+    if problems:
+        raise InvalidSpec(problems, pipeline=pipeline.name)
+
+
+def plan_problems(pipeline: Pipeline, params: Mapping[str, Any] | None = None) -> list[Problem]:
+    """Every problem of ``pipeline`` (what ``check`` raises), as a list."""
     params = pipeline.params if params is None else params
     problems: list[Problem] = structural_problems(
         ((t.id, t.all_upstream, i) for i, t in enumerate(pipeline.tasks)), pipeline=pipeline.name
     )
-    problems.extend(pipeline_problems(pipeline))
-    if not problems:
-        cycle = find_cycle(pipeline.upstream_map())
-        if cycle is not None:
-            problems.append(
-                Problem(
-                    f"the tasks form a cycle: {format_cycle(cycle)}; "
-                    "remove one of these dependencies",
-                    task=cycle[0],
-                    field="upstream",
-                )
+    spec_problems = pipeline_problems(pipeline)
+    problems.extend(spec_problems)
+    # A task whose `call:` is already reported gets no second problem about it.
+    bad_calls = {p.task for p in spec_problems if p.field == "call"}
+    upstream = pipeline.upstream_map()
+    if problems:
+        # Still look for a cycle: find_cycle ignores unknown ids, self-loops are
+        # reported above, and a duplicated id keeps the edges of every copy.
+        upstream = {}
+        for t in pipeline.tasks:
+            upstream.setdefault(t.id, []).extend(u for u in t.all_upstream if u != t.id)
+    cycle = find_cycle(upstream)
+    if cycle is not None:
+        problems.append(
+            Problem(
+                f"the tasks form a cycle: {format_cycle(cycle)}; remove one of these dependencies",
+                task=cycle[0],
+                field="upstream",
             )
+        )
     for task in pipeline.tasks:
+        if task.id in bad_calls:
+            continue
         try:
             parameters = task_parameters(task.parameters, params)
         except KeyError:
             continue  # reported by pipeline_problems
         problems.extend(task_problems(task, parameters, params))
-    if problems:
-        raise InvalidSpec(problems, pipeline=pipeline.name)
+    return problems

@@ -2,13 +2,16 @@
 
 Policy (DESIGN.md, durability rule). One loop iteration is one scheduling
 tick: collect finished attempts (their outputs are already stored by the
-worker), feed them to the engine, re-queue due retries, fail timed-out
-attempts, start as many ready tasks as there are free slots, then commit all
-of the tick's state changes in ONE store transaction, and only after that
-commit hand the started tasks to the executor. So a task's ``success`` is
-committed before any task that consumes its output starts (causal order), a
-crash at any instant loses only uncommitted work, and ``resume`` re-runs
-exactly the tasks without a committed ``success``.
+worker, so an output is durable before its success can be committed), feed
+them to the engine, re-queue due retries, fail timed-out attempts and hand as
+many ready tasks to the executor as there are free slots. State changes
+accumulate in one ``Batch`` in the order they happened and are committed in
+ONE transaction once the oldest of them is ``commit_interval`` old (10 ms by
+default), and always before the run is reported finished. Batches are applied
+in order, so a task's ``success`` is never committed after the success of a
+task that consumed its output (causal order). A crash at any instant loses
+only uncommitted changes, and ``resume`` re-runs exactly the tasks without a
+committed ``success``: at least once, never one that has it.
 
 State: the engine (``Scheduler``), the executor and its completion queue,
 per-task rows mirroring the store (``_Row``), the outputs by task (objects for
@@ -17,6 +20,8 @@ the thread executor, ``OutputRef``s always), and a heap of attempt deadlines.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import json
 import logging
@@ -25,7 +30,7 @@ import queue
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,7 +181,8 @@ class Runner:
 
     def run_new(self, overrides: Mapping[str, Any]) -> RunResult:
         params = resolve_params(self.pipeline, overrides)
-        check(self.pipeline, params)
+        with gc_paused():
+            check(self.pipeline, params)
         now = self.clock()
         spec = json.dumps(self.pipeline.canonical(), sort_keys=True, default=str)
         version = self.pipeline.content_hash()
@@ -202,7 +208,8 @@ class Runner:
                 f"run '{run.run_id}' already succeeded; nothing to resume "
                 "(start a new run with `stageflow run`)"
             )
-        check(self.pipeline, run.params)
+        with gc_paused():
+            check(self.pipeline, run.params)
         refs = self.store.outputs(run.run_id)
         rows = self.store.task_runs(run.run_id)
         restored = {
@@ -224,22 +231,26 @@ class Runner:
     ) -> RunResult:
         pipeline = self.pipeline
         run_id = run.run_id
-        now = self.clock()
+        now = started = self.clock()
         self.store.claim_run(
             run_id, host=socket.gethostname(), pid=os.getpid(), started_at=_process_start(), now=now
         )
-        plan = EnginePlan.from_pipeline(pipeline)
-        sched = Scheduler(
-            plan,
-            failure_strategy=pipeline.failure_strategy,
-            restored=restored.keys(),
-            attempts=attempts,
-        )
-        tasks = {t.id: t for t in pipeline.tasks}
-        timeouts = {
-            t.id: pipeline.timeout_of(t) or self.settings.task_timeout for t in pipeline.tasks
-        }
-        loop = _Loop(self, run_id, tasks, params, restored)
+        with gc_paused():
+            plan = EnginePlan.from_pipeline(pipeline)
+            sched = Scheduler(
+                plan,
+                failure_strategy=pipeline.failure_strategy,
+                restored=restored.keys(),
+                attempts=attempts,
+            )
+            tasks = {t.id: t for t in pipeline.tasks}
+            timeouts = {
+                t.id: pipeline.timeout_of(t) or self.settings.task_timeout for t in pipeline.tasks
+            }
+            loop = _Loop(self, run_id, tasks, params, restored)
+        # The run's long-lived structures (pipeline, plan, rows) would be rescanned
+        # by every full collection; freeze them for the run (see docs/architecture.md).
+        gc.freeze()
         batch = Batch()
         if resumed:
             loop.reset_for_resume(self.store.task_runs(run_id), now, batch)
@@ -264,6 +275,8 @@ class Runner:
         deadlines: list[tuple[float, str, int]] = []
         last_heartbeat = now
         cancelled = False
+        interval = self.settings.commit_interval
+        dirty_since: float | None = None
         try:
             while not sched.finished:
                 to_start: list[Job] = []
@@ -276,15 +289,26 @@ class Runner:
                         if deadline is not None:
                             heapq.heappush(deadlines, (deadline, t.task_id, t.attempt))
                         to_start.append(loop.job(t.task_id, t.attempt, deadline))
-                if batch:
-                    loop.commit(batch)
-                    batch = Batch()
                 for job in to_start:
                     executor.submit(job)
+                if batch:
+                    # Group commit: changes wait at most commit_interval; batches keep
+                    # the order of events, so causal order holds (module docstring).
+                    if dirty_since is None:
+                        dirty_since = now
+                    if now - dirty_since >= interval or sched.finished:
+                        loop.commit(batch)
+                        batch = Batch()
+                        dirty_since = None
                 if sched.finished:
                     break
                 wait = _MAX_WAIT
-                for due in (sched.next_due(), deadlines[0][0] if deadlines else None):
+                due_times = (
+                    sched.next_due(),
+                    deadlines[0][0] if deadlines else None,
+                    dirty_since + interval if dirty_since is not None else None,
+                )
+                for due in due_times:
                     if due is not None:
                         wait = min(wait, max(0.0, due - now))
                 if sched.running == 0 and not sched.has_ready and sched.next_due() is None:
@@ -324,6 +348,7 @@ class Runner:
                 loop.record([t], batch)
         finally:
             executor.shutdown()
+            gc.unfreeze()
         state = sched.run_state()
         if cancelled:
             state = RunState.CANCELLED
@@ -331,7 +356,7 @@ class Runner:
         batch.events.append(EventRecord(run_id, None, RunState.RUNNING, state, now))
         loop.commit(batch)
         logger.info("run %s finished: %s", run_id, state)
-        return loop.result(state, run.started_at or loop.started_at, now)
+        return loop.result(state, run.started_at or started, now)
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -367,7 +392,6 @@ class _Loop:
         self.values: dict[str, Any] = {}
         self.tracebacks: dict[tuple[str, int], str] = {}
         self.dirty: set[str] = set()
-        self.started_at = runner.clock()
         self.in_thread = runner.executor_name == "thread"
         settings = runner.settings
         self.logs_dir = settings.logs_dir.absolute()
@@ -533,6 +557,19 @@ class _OutputLoader:
             return load_output(self.ref, self.artifacts)
         except Exception:  # e.g. a class only importable in the worker: leave it stored
             return None
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No garbage collection inside: planning 100,000 tasks allocates 100,000s of
+    long-lived objects, and each collection pass would rescan all of them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _drain(completions: Completions, wait: float) -> list[AttemptResult]:

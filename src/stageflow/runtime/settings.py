@@ -31,6 +31,7 @@ class Settings:
     max_retries: int | None = None
     log_level: str = "WARNING"
     inline_output_bytes: int = 64 * 1024
+    commit_interval: float = 0.01  # seconds a state change may wait for its group commit
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     limits: Limits = field(default_factory=Limits)
@@ -90,6 +91,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_retries=int(retries) if retries is not None else None,
         log_level=(get("LOG_LEVEL", "LOG_LEVEL") or "WARNING").upper(),
         inline_output_bytes=int(number("INLINE_OUTPUT_BYTES", None, int) or 64 * 1024),
+        commit_interval=(number("COMMIT_INTERVAL_MS", None, float) or 10.0) / 1000.0,
         api_host=get("API_HOST", "API_HOST") or "127.0.0.1",
         api_port=int(number("API_PORT", "API_PORT", int) or 8080),
         limits=limits,

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, cast
 
 import click
 
-from stageflow.errors import InvalidSpec, StageflowError, UsageError
+from stageflow.errors import StageflowError, UsageError
 
 __all__ = ["main"]
 
@@ -165,15 +165,14 @@ def validate(settings: Any, target: str, fmt: str) -> None:
     try:
         pipeline = load_pipeline(target, settings.limits)
         check(pipeline)
-    except InvalidSpec as exc:
+    except StageflowError as exc:  # InvalidSpec, or a file/module that cannot be loaded
         if fmt == "json":
             click.echo(
                 json.dumps(
                     {"valid": False, "errors": [p.as_json() for p in exc.problems], "summary": None}
                 )
             )
-        else:
-            click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     upstream = pipeline.upstream_map()
     s = shape(upstream)

@@ -117,10 +117,10 @@ class LiveProgress:
 
 def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> None:
     """A plain-text summary of a run."""
-    dur = (result.ended_at or 0) - (result.started_at or 0)
-    out.write(
-        f"run {result.run_id} of pipeline '{result.pipeline}': {result.state} in {dur:.2f}s\n"
-    )
+    took = ""
+    if result.started_at is not None and result.ended_at is not None:  # unfinished: no time
+        took = f" in {result.ended_at - result.started_at:.2f}s"
+    out.write(f"run {result.run_id} of pipeline '{result.pipeline}': {result.state}{took}\n")
     width = max([len(t) for t in result.tasks] + [4])
     out.write(f"  {'task':<{width}}  {'state':<15} {'attempts':>8} {'duration':>9}\n")
     for tid, t in list(result.tasks.items())[:200]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["normalize_pipeline", "normalize_task"]
+__all__ = ["alias_message", "normalize_pipeline", "normalize_task"]
 
 _TASK_RENAMES = {
     "task_id": "id",
@@ -71,27 +71,57 @@ def normalize_task(raw: dict[str, Any]) -> dict[str, Any]:
     return _normalize_policies(task)
 
 
+def alias_message(section: str, key: str, value: object) -> str | None:
+    """Why a seed spelling was left unmapped in a ``section`` (task, retry, resources)
+    mapping, for validation to say instead of "unknown key"; ``None`` if not an alias."""
+    renames = {"task": _TASK_RENAMES, "retry": _RETRY_RENAMES, "resources": _RESOURCE_RENAMES}
+    canonical = renames.get(section, {}).get(key)
+    if canonical is not None:
+        return f"'{key}' is another spelling of '{canonical}', which is also given; keep one"
+    if section == "retry" and key == "exponential_backoff":
+        if isinstance(value, bool):
+            return "exponential_backoff and backoff are both given; keep one"
+        return f"exponential_backoff must be true or false, got {value!r}"
+    if section == "resources" and key == "memory_mb":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return "memory_mb and memory_gb are both given; keep one"
+        return f"memory_mb must be a number of megabytes, got {value!r}"
+    if section == "resources" and key == "timeout_seconds":
+        return "timeout_seconds is given both here and on the task; keep one"
+    return None
+
+
 def _normalize_policies(task: dict[str, Any]) -> dict[str, Any]:
     retry = task.get("retry")
     if isinstance(retry, dict):
-        r = {_RETRY_RENAMES.get(k, k): v for k, v in retry.items()}
+        r = _rename(retry, _RETRY_RENAMES)
         if "exponential_backoff" in r:
             flag = r.pop("exponential_backoff")
-            if isinstance(flag, bool):
-                r.setdefault("backoff", "exponential" if flag else "fixed")
+            if isinstance(flag, bool) and "backoff" not in r:
+                r["backoff"] = "exponential" if flag else "fixed"
             else:
-                r["exponential_backoff"] = flag  # not a bool: let validation name it
+                r["exponential_backoff"] = flag  # not a bool, or a clash: validation names it
         task["retry"] = r
     res = task.get("resources")
     if isinstance(res, dict):
-        r2 = {_RESOURCE_RENAMES.get(k, k): v for k, v in res.items()}
+        r2 = _rename(res, _RESOURCE_RENAMES)
         if "memory_mb" in r2:
             mb = r2.pop("memory_mb")
-            if isinstance(mb, int | float) and not isinstance(mb, bool):
-                r2.setdefault("memory_gb", mb / 1024)
+            if isinstance(mb, int | float) and not isinstance(mb, bool) and "memory_gb" not in r2:
+                r2["memory_gb"] = mb / 1024
             else:
                 r2["memory_mb"] = mb
-        if "timeout_seconds" in r2:  # seed 000 keeps the timeout with the resources
-            task.setdefault("timeout_seconds", r2.pop("timeout_seconds"))
+        if "timeout_seconds" in r2 and "timeout_seconds" not in task:
+            # seed 000 keeps the timeout with the resources
+            task["timeout_seconds"] = r2.pop("timeout_seconds")
         task["resources"] = r2
     return task
+
+
+def _rename(raw: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        new = renames.get(key, key)
+        # Both spellings given: keep both, validation reports it (no silent precedence).
+        out[key if new != key and new in raw else new] = value
+    return out

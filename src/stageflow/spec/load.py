@@ -20,12 +20,18 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from stageflow.errors import InvalidSpec, Problem, SpecLimitExceeded
-from stageflow.spec.aliases import normalize_pipeline
-from stageflow.spec.models import Pipeline
+from stageflow.spec.aliases import alias_message, normalize_pipeline
+from stageflow.spec.models import PRIORITY_NAMES, Pipeline
 from stageflow.spec.suggest import did_you_mean
 from stageflow.spec.validate import structural_problems
 
-__all__ = ["Limits", "parse_document", "pipeline_from_data", "pipeline_from_text"]
+__all__ = [
+    "Limits",
+    "parse_document",
+    "pipeline_from_data",
+    "pipeline_from_text",
+    "salvage_pipeline",
+]
 
 Format = Literal["yaml", "json"]
 
@@ -86,7 +92,8 @@ def parse_document(
         data = _parse_json(text, source) if fmt == "json" else _parse_yaml(text, source, limits)
     except RecursionError:
         raise SpecLimitExceeded(
-            f"{source} is nested deeper than the limit of {limits.max_depth} levels",
+            f"{source} is nested deeper than the limit of {limits.max_depth} levels "
+            "(STAGEFLOW_MAX_SPEC_DEPTH)",
             limit="max_depth",
         ) from None
     _check_shape(data, source, limits)
@@ -119,6 +126,35 @@ def pipeline_from_data(data: object, limits: Limits = DEFAULT_LIMITS) -> Pipelin
     if problems or pipeline is None:
         raise InvalidSpec(_dedupe(problems), pipeline=name)
     return pipeline
+
+
+def salvage_pipeline(data: object) -> Pipeline | None:
+    """``data`` as a pipeline with its unknown keys dropped, or ``None``.
+
+    For reporting: when a spec fails only on unknown keys (or on ids and
+    upstream, which the model does not check), the rest can still be checked
+    (operators, cycles) so every problem is reported at once. ``None`` when
+    any other field is wrong.
+    """
+    if not isinstance(data, dict):
+        return None
+    raw = normalize_pipeline(data)  # copies every mapping that can hold an unknown key
+    try:
+        return Pipeline.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    if any(err["type"] != "extra_forbidden" for err in errors):
+        return None
+    for err in errors:
+        node: Any = raw
+        *path, key = err["loc"]
+        for part in path:
+            node = node[part]
+        node.pop(key, None)
+    try:
+        return Pipeline.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 # -- parsing -------------------------------------------------------------------
@@ -304,6 +340,9 @@ def _message(err: Any, loc: list[Any], task: str | None) -> str:
             if parent in ("retry", "resources", "defaults")
             else ("task" if task is not None and len(loc) == 1 else "pipeline")
         )
+        alias = alias_message(section, key, err.get("input"))
+        if alias is not None:
+            return alias
         known = _known_keys(section)
         hint = did_you_mean(key, known)
         return f"unknown key '{key}'" + (
@@ -315,6 +354,8 @@ def _message(err: Any, loc: list[Any], task: str | None) -> str:
     shown = repr(value)
     if len(shown) > 60:
         shown = shown[:57] + "..."
+    if loc and loc[-1] == "priority" and kind in ("int_parsing", "int_type"):
+        return f"priority must be an integer or one of {', '.join(PRIORITY_NAMES)}, got {shown}"
     if kind == "enum" or kind == "literal_error":
         return f"{err['msg'].lower()}, got {shown}"
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {shown}"
@@ -326,11 +367,13 @@ def _loose_graph(raw: dict[str, Any]) -> list[tuple[str | None, list[str], int]]
     tasks = raw.get("tasks")
     if not isinstance(tasks, list):
         return []
-    out = []
+    out: list[tuple[str | None, list[str], int]] = []
     for index, entry in enumerate(tasks):
         if not isinstance(entry, dict):
             continue
-        tid = entry.get("id") if isinstance(entry.get("id"), str) else None
+        tid = entry.get("id")
+        if not isinstance(tid, str):
+            continue  # a missing or non-string id is reported by the model's validation
         ups: list[str] = []
         for key in ("upstream", "after"):
             value = entry.get(key)

@@ -26,8 +26,16 @@ MAX_ID_LENGTH = 128
 _CALL_PATTERN = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
+_VALID_ID = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: Pipeline names are shown more than typed: spaces are allowed inside (seed 000
+#: calls one "My Workflow"); they are never used as a path.
+_VALID_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9](?:[A-Za-z0-9 _.-]{0,126}[A-Za-z0-9_.-])?")
+
+
 def id_problem(value: str, what: str = "task id") -> str | None:
     """Why ``value`` is not a valid id, or ``None`` when it is."""
+    if _VALID_ID.fullmatch(value):  # the common case, in one regex call
+        return None
     if not value:
         return f"{what} is empty; use letters, digits, '_', '.', '-'"
     if len(value) > MAX_ID_LENGTH:
@@ -53,9 +61,10 @@ def structural_problems(
         if tid is None:
             problems.append(Problem(f"task #{index + 1} has no id; add `id:`", field="id"))
             continue
-        why = id_problem(tid)
-        if why is not None:
-            problems.append(Problem(why, task=tid, field="id"))
+        if not _VALID_ID.fullmatch(tid):
+            why = id_problem(tid)
+            if why is not None:
+                problems.append(Problem(why, task=tid, field="id"))
         if tid in seen:
             problems.append(
                 Problem(
@@ -68,9 +77,11 @@ def structural_problems(
             seen[tid] = index
     suggester: Suggester | None = None
     for tid, ups, _index in rows:
-        if tid is None:
+        if tid is None or not ups:
             continue
         for up in ups:
+            if up in seen and up != tid:
+                continue
             if up == tid:
                 problems.append(
                     Problem(
@@ -93,9 +104,15 @@ def structural_problems(
 def pipeline_problems(pipeline: Pipeline) -> list[Problem]:
     """Semantic problems of a typed pipeline (beyond ids and upstream)."""
     problems: list[Problem] = []
-    why = id_problem(pipeline.name, "pipeline name")
-    if why is not None:
-        problems.append(Problem(why, field="name"))
+    if not _VALID_NAME.fullmatch(pipeline.name):
+        problems.append(
+            Problem(
+                f"pipeline name {pipeline.name!r} is invalid; it must be 1-128 characters, "
+                "start and end with a letter, digit, '_', '.' or '-', contain only those "
+                "and spaces, and no '..'",
+                field="name",
+            )
+        )
     if not pipeline.tasks:
         problems.append(Problem("has no tasks; add at least one under `tasks:`", field="tasks"))
     known_params = set(pipeline.params)

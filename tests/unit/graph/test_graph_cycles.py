@@ -42,12 +42,22 @@ Graph = Mapping[str, Sequence[str]]
             id="three-starts-at-earliest-defined",
         ),
         pytest.param(
-            {"ingest": [], "clean": ["ingest"], "train": ["clean", "evaluate"], "evaluate": ["train"]},
+            {
+                "ingest": [],
+                "clean": ["ingest"],
+                "train": ["clean", "evaluate"],
+                "evaluate": ["train"],
+            },
             ["train", "evaluate", "train"],
             id="behind-acyclic-prefix",
         ),
         pytest.param(
-            {"deploy": ["train"], "ingest": [], "train": ["ingest", "evaluate"], "evaluate": ["train"]},
+            {
+                "deploy": ["train"],
+                "ingest": [],
+                "train": ["ingest", "evaluate"],
+                "evaluate": ["train"],
+            },
             ["train", "evaluate", "train"],
             id="reached-from-a-downstream-task",
         ),
@@ -98,8 +108,10 @@ CYCLIC = {"ingest": [], "train": ["ingest", "evaluate"], "evaluate": ["train"], 
         pytest.param(shape, id="shape"),
         pytest.param(lambda g: upward_rank(g, {}), id="upward_rank"),
         pytest.param(lambda g: critical_path(g, {}), id="critical_path"),
-        *(pytest.param(lambda g, f=fmt: draw(g, f), id=f"draw-{fmt}") for fmt in
-          ("text", "dot", "mermaid", "svg", "png")),
+        *(
+            pytest.param(lambda g, f=fmt: draw(g, f), id=f"draw-{fmt}")
+            for fmt in ("text", "dot", "mermaid", "svg", "png")
+        ),
     ],
 )
 def test_cycle_refused_with_the_found_cycle(refuse: Callable[[Graph], object]) -> None:

@@ -1,16 +1,20 @@
-"""The ``thread`` executor: a reused pool of threads in this process.
+"""The ``thread`` executor: a fixed set of threads in this process, reused.
 
 Fast (no serialization of inputs; outputs passed by reference) and the default.
-A timed-out or cancelled attempt cannot be stopped from outside a thread: it
-is marked failed at once and abandoned; its thread finishes in the background
-and its late result is ignored. Operators that wait (``bash``) watch the
-attempt's cancellation flag and deadline, so they do stop.
+Workers take jobs from one queue and put results on the completion queue: no
+future, lock or thread is created per task. A timed-out or cancelled attempt
+cannot be stopped from outside a thread: the runner marks it failed at once and
+abandons it; its thread finishes in the background and its late result is
+ignored. Operators that wait (``bash``) watch the attempt's cancellation flag
+and deadline, so they do stop. An abandoned attempt occupies its thread until
+it returns, so the pool grows by one thread per abandoned attempt to keep the
+promised parallelism.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from stageflow.runtime.attempt import Job, execute
 from stageflow.runtime.executors.base import Completions
@@ -22,31 +26,57 @@ class ThreadExecutor:
     name = "thread"
 
     def __init__(self, workers: int, completions: Completions) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stageflow")
+        self._jobs: queue.SimpleQueue[tuple[Job, threading.Event] | None] = queue.SimpleQueue()
         self._completions = completions
         self._flags: dict[tuple[str, str, int], threading.Event] = {}
         self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._wanted = workers
+        self._closed = False
+        for _ in range(workers):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(
+            target=self._work, name=f"stageflow-worker-{len(self._threads)}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, flag = item
+            result = execute(job, flag)
+            with self._lock:
+                self._flags.pop(job.key, None)
+            if flag.is_set() and self._closed:
+                continue
+            self._completions.put(result)
 
     def submit(self, job: Job) -> None:
         flag = threading.Event()
         with self._lock:
             self._flags[job.key] = flag
-        self._pool.submit(self._run, job, flag)
-
-    def _run(self, job: Job, flag: threading.Event) -> None:
-        result = execute(job, flag)
-        with self._lock:
-            self._flags.pop(job.key, None)
-        self._completions.put(result)
+        self._jobs.put((job, flag))
 
     def cancel(self, key: tuple[str, str, int]) -> None:
         with self._lock:
             flag = self._flags.get(key)
-        if flag is not None:
+            if flag is None or flag.is_set():
+                return
             flag.set()
+            # The abandoned attempt keeps its thread busy: add one so the others
+            # still get the parallelism they were promised.
+            self._spawn()
+            self._wanted += 1
 
     def shutdown(self) -> None:
         with self._lock:
+            self._closed = True
             for flag in self._flags.values():
                 flag.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in range(self._wanted):
+            self._jobs.put(None)

@@ -17,6 +17,7 @@ start fast and SQLite users need not install it.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -96,6 +97,21 @@ def one_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode=WAL``, retried: on a brand-new file that several
+    processes open at once, SQLite can answer "database is locked" at once,
+    without waiting in the busy handler."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _connect_sqlite(target: str, display_url: str) -> Connection:
     try:
         # isolation_level=None: autocommit; the store issues BEGIN/COMMIT itself.
@@ -109,7 +125,7 @@ def _connect_sqlite(target: str, display_url: str) -> Connection:
         raise StoreError(f"could not connect to {display_url}: {one_line(exc)}") from None
     try:
         # WAL: readers never block the writer; NORMAL: no fsync per commit (safe in WAL).
-        conn.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys=ON")

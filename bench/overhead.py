@@ -1,0 +1,98 @@
+"""W1, W2, W3 and dispatch latency: the run loop's own cost, store on (SQLite).
+
+W1: a 200-task chain of no-op functions -> microseconds per task, and the
+    dispatch latency (a task's end to its dependent's start) p50/p99.
+W2: a 1000-task fan-out/fan-in (1 root, 998 middle, 1 sink) -> microseconds per task.
+W3: 5 layers x 8 tasks of 0.1 s sleeps, each layer after the whole previous one,
+    at 4 workers -> makespan against the 1.0 s ideal.
+
+Usage: python bench/overhead.py [--repeat N]   (prints the best of N, default 5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from typing import Any
+
+from _common import percentile, report, scratch_home
+from stageflow import Pipeline, Task
+
+_marks: list[tuple[float, float]] = []
+
+
+def noop(*args: Any) -> None:
+    return None
+
+
+def marked(*args: Any) -> None:
+    start = time.perf_counter()
+    _marks.append((start, time.perf_counter()))
+
+
+def sleep_tenth(*args: Any) -> None:
+    time.sleep(0.1)
+
+
+def chain(n: int, fn: Any) -> Pipeline:
+    return Pipeline(
+        "w1", tasks=[Task(f"t{i}", fn, upstream=[f"t{i - 1}"] if i else []) for i in range(n)]
+    )
+
+
+def fan(n: int) -> Pipeline:
+    middle = [f"m{i}" for i in range(n - 2)]
+    tasks = [Task("root", noop)]
+    tasks += [Task(m, noop, upstream=["root"]) for m in middle]
+    tasks.append(Task("sink", noop, upstream=middle))
+    return Pipeline("w2", tasks=tasks)
+
+
+def layers(depth: int, width: int) -> Pipeline:
+    tasks = []
+    for level in range(depth):
+        prev = [f"l{level - 1}_{j}" for j in range(width)] if level else []
+        tasks += [Task(f"l{level}_{j}", sleep_tenth, upstream=prev) for j in range(width)]
+    return Pipeline("w3", tasks=tasks)
+
+
+def run(p: Pipeline, home: str, parallel: int) -> float:
+    start = time.perf_counter()
+    result = p.run(home=home, max_parallel=parallel)
+    took = time.perf_counter() - start
+    assert result.state == "success", result.state
+    return took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    home = scratch_home()
+    run(chain(10, noop), home, 4)  # warm up: imports, store creation
+
+    w1 = min(run(chain(200, noop), home, 4) for _ in range(args.repeat))
+    report("W1 chain-200", us_per_task=w1 / 200 * 1e6, total_ms=w1 * 1e3)
+
+    latencies: list[float] = []
+    for _ in range(args.repeat):
+        _marks.clear()
+        run(chain(200, marked), home, 4)
+        latencies += [b[0] - a[1] for a, b in itertools.pairwise(_marks)]
+    report(
+        "W1 dispatch latency",
+        p50_us=percentile(latencies, 50) * 1e6,
+        p99_us=percentile(latencies, 99) * 1e6,
+        samples=len(latencies),
+    )
+
+    w2 = min(run(fan(1000), home, 4) for _ in range(args.repeat))
+    report("W2 fan-out/in-1000", us_per_task=w2 / 1000 * 1e6, total_ms=w2 * 1e3)
+
+    w3 = min(run(layers(5, 8), home, 4) for _ in range(max(1, args.repeat // 2)))
+    report("W3 5x8 sleeps @4", makespan_s=w3, ideal_s=1.0, ratio=w3 / 1.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""Run every bench script, one process each, and print their figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+for script in ("overhead.py", "startup.py", "scale.py"):
+    subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE)
