@@ -291,6 +291,8 @@ class Runner:
                         to_start.append(loop.job(t.task_id, t.attempt, deadline))
                 for job in to_start:
                     executor.submit(job)
+                while loop.to_stop:  # e.g. fail_fast cancelled running attempts
+                    executor.cancel(loop.to_stop.pop())
                 if batch:
                     # Group commit: changes wait at most commit_interval; batches keep
                     # the order of events, so causal order holds (module docstring).
@@ -342,10 +344,9 @@ class Runner:
         except KeyboardInterrupt:
             cancelled = True
             now = self.clock()
-            for t in sched.cancel(now, "cancelled: interrupted (Ctrl-C)"):
-                if t.old is _S.RUNNING:
-                    executor.cancel((run_id, t.task_id, t.attempt))
-                loop.record([t], batch)
+            loop.record(sched.cancel(now, "cancelled: interrupted (Ctrl-C)"), batch)
+            while loop.to_stop:
+                executor.cancel(loop.to_stop.pop())
         finally:
             executor.shutdown()
             gc.unfreeze()
@@ -392,6 +393,7 @@ class _Loop:
         self.values: dict[str, Any] = {}
         self.tracebacks: dict[tuple[str, int], str] = {}
         self.dirty: set[str] = set()
+        self.to_stop: list[tuple[str, str, int]] = []  # attempts cancelled by the engine
         self.in_thread = runner.executor_name == "thread"
         settings = runner.settings
         self.logs_dir = settings.logs_dir.absolute()
@@ -435,6 +437,8 @@ class _Loop:
                 row.error = None
                 batch.attempts.append(AttemptRecord(run_id, t.task_id, t.attempt, _S.RUNNING, t.at))
             elif t.old is _S.RUNNING:
+                if t.new is _S.CANCELLED:
+                    self.to_stop.append((run_id, t.task_id, t.attempt))
                 detail = self.tracebacks.pop((t.task_id, t.attempt), None)
                 error = t.message if detail is None else f"{t.message}\n\n{detail}"
                 batch.attempts.append(

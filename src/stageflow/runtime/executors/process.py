@@ -5,7 +5,8 @@ and a thread in this process that feeds it jobs over a pipe and waits for
 either the result or the worker's death. A task that kills its process
 (``os._exit``, SIGKILL, a segfault) fails that attempt only: the slot reports
 the exit code or signal and starts a fresh worker for the next job. ``cancel``
-(timeouts, run cancellation) kills the worker running that attempt.
+(timeouts, run cancellation) kills the worker running that attempt and the
+processes it started (a cancel that comes before a worker took the job skips it).
 
 Jobs are sent with cloudpickle (functions defined in ``__main__`` or in a
 closure travel by value); upstream outputs travel as ``OutputRef``s that the
@@ -45,6 +46,7 @@ class ProcessExecutor:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str, int], _Slot] = {}
+        self._cancelled: set[tuple[str, str, int]] = set()
         self._slots = [_Slot(self, n) for n in range(workers)]
         for slot in self._slots:
             slot.thread.start()
@@ -55,6 +57,8 @@ class ProcessExecutor:
 
     def cancel(self, key: tuple[str, str, int]) -> None:
         with self._lock:
+            # Remembered until the slot takes the job: a cancel may come before that.
+            self._cancelled.add(key)
             slot = self._running.get(key)
         if slot is not None:
             slot.kill()
@@ -103,10 +107,21 @@ class _Slot:
                 f"cannot send the task to a worker process: "
                 f"{type(exc).__name__}: {exc}; define the function at module level",
             )
-        proc, conn = self.ensure_worker()
         with self.owner._lock:
+            if job.key in self.owner._cancelled:  # cancelled (timed out) before it started
+                self.owner._cancelled.discard(job.key)
+                return _failed(job, started, "cancelled before a worker started it")
             self.owner._running[job.key] = self
         try:
+            try:
+                proc, conn = self.ensure_worker()
+            except Exception as exc:  # e.g. no forkserver: fail the attempt, keep the slot
+                return _failed(
+                    job, started, f"cannot start a worker process: {type(exc).__name__}: {exc}"
+                )
+            with self.owner._lock:
+                if job.key in self.owner._cancelled:
+                    return _failed(job, started, "cancelled before a worker started it")
             try:
                 conn.send_bytes(payload)
             except (BrokenPipeError, OSError):
@@ -124,17 +139,42 @@ class _Slot:
         finally:
             with self.owner._lock:
                 self.owner._running.pop(job.key, None)
+                self.owner._cancelled.discard(job.key)
 
     def kill(self) -> None:
         proc = self.proc
         if proc is not None and proc.is_alive() and proc.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
+            _kill_tree(proc.pid)
 
     def stop_worker(self) -> None:
         if self.conn is not None:
             self.conn.close()
         self.proc, self.conn = None, None
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a worker and every process it started.
+
+    A ``bash`` task's command runs in a session of its own, so killing the worker
+    alone would leave it running. The worker is stopped first so that it cannot
+    start more while its descendants are listed.
+    """
+    import psutil
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    for child in descendants:
+        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+            if os.getpgid(child.pid) == child.pid:  # a group leader: its whole group
+                os.killpg(child.pid, signal.SIGKILL)
+            else:
+                child.kill()
 
 
 def _death(proc: BaseProcess) -> str:

@@ -49,6 +49,10 @@ class ThreadExecutor:
             if item is None:
                 return
             job, flag = item
+            if flag.is_set():  # cancelled (or timed out) before a thread took it
+                with self._lock:
+                    self._flags.pop(job.key, None)
+                continue
             result = execute(job, flag)
             with self._lock:
                 self._flags.pop(job.key, None)
