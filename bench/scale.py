@@ -43,7 +43,7 @@ def build_layered(n: int) -> Any:
 
 
 def plan() -> None:
-    from stageflow.engine.scheduler import EnginePlan, Scheduler
+    from stageflow.engine.scheduler import Scheduler
     from stageflow.graph import critical_path, levels
     from stageflow.runtime.plan import check
     from stageflow.runtime.runner import gc_paused
@@ -55,8 +55,7 @@ def plan() -> None:
     # DAG for the engine, decide the initial states.
     start = time.perf_counter()
     with gc_paused():
-        check(pipeline)
-        sched = Scheduler(EnginePlan.from_pipeline(pipeline))
+        sched = Scheduler(check(pipeline))
         ready = sched.start(0.0)
     took = time.perf_counter() - start
     # Analysis the CLI's `validate`/`graph` add on top: levels and critical path.

@@ -60,15 +60,41 @@ class EnginePlan:
 
     @classmethod
     def from_pipeline(cls, pipeline: Pipeline) -> EnginePlan:
-        """Index a validated pipeline (every upstream id exists, no cycles)."""
-        index = {t.id: i for i, t in enumerate(pipeline.tasks)}
+        """Index a pipeline whose upstream ids all exist (cycles are not checked here)."""
+        tasks = pipeline.tasks
+        index = {t.id: i for i, t in enumerate(tasks)}
+        defaults = pipeline.defaults
+        rule = defaults.trigger_rule or TriggerRule.ALL_SUCCESS
+        retry = defaults.retry or RetryPolicy()
+        priority = defaults.priority or 0
         return cls(
-            ids=[t.id for t in pipeline.tasks],
-            upstream=[[index[u] for u in t.all_upstream] for t in pipeline.tasks],
-            rules=[pipeline.trigger_rule_of(t) for t in pipeline.tasks],
-            retries=[pipeline.retry_of(t) for t in pipeline.tasks],
-            priorities=[pipeline.priority_of(t) for t in pipeline.tasks],
+            ids=list(index),
+            upstream=[
+                [index[u] for u in (t.all_upstream if t.after else t.upstream)] for t in tasks
+            ],
+            rules=[t.trigger_rule or rule for t in tasks],
+            retries=[t.retry or retry for t in tasks],
+            priorities=[priority if t.priority is None else t.priority for t in tasks],
         )
+
+    def acyclic(self) -> bool:
+        """True when the DAG has no cycle (Kahn's count: O(V + E), no recursion)."""
+        n = len(self.ids)
+        waiting = [len(ups) for ups in self.upstream]
+        downstream: list[list[int]] = [[] for _ in range(n)]
+        for i, ups in enumerate(self.upstream):
+            for u in ups:
+                downstream[u].append(i)
+        ready = [i for i in range(n) if not waiting[i]]
+        seen = 0
+        while ready:
+            i = ready.pop()
+            seen += 1
+            for d in downstream[i]:
+                waiting[d] -= 1
+                if not waiting[d]:
+                    ready.append(d)
+        return seen == n
 
 
 class Scheduler:

@@ -8,10 +8,20 @@ reads a clock or logs; ``draw`` returns its drawing instead of writing it, and
 imports Pillow only for PNG.
 """
 
+from typing import TYPE_CHECKING
+
 from stageflow.graph.critical_path import CriticalPath, critical_path, upward_rank
 from stageflow.graph.cycles import CycleError, find_cycle, format_cycle
-from stageflow.graph.draw import FORMATS, STATE_COLOURS, UNKNOWN_STATE_COLOUR, DrawFormat, draw
 from stageflow.graph.order import Shape, downstream, levels, shape, topological_order
+
+if TYPE_CHECKING:
+    from stageflow.graph.drawing import (
+        FORMATS,
+        STATE_COLOURS,
+        UNKNOWN_STATE_COLOUR,
+        DrawFormat,
+        draw,
+    )
 
 __all__ = [
     "FORMATS",
@@ -31,3 +41,14 @@ __all__ = [
     "topological_order",
     "upward_rank",
 ]
+
+_LAZY_DRAW = {"FORMATS", "STATE_COLOURS", "UNKNOWN_STATE_COLOUR", "DrawFormat", "draw"}
+
+
+def __getattr__(name: str) -> object:
+    # Drawing (layout code) is imported on first use: `stageflow run` never draws.
+    if name in _LAZY_DRAW:
+        import importlib
+
+        return getattr(importlib.import_module("stageflow.graph.drawing"), name)
+    raise AttributeError(f"module 'stageflow.graph' has no attribute {name!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from stageflow.engine.scheduler import EnginePlan
 from stageflow.errors import InvalidSpec, Problem
 from stageflow.graph import find_cycle, format_cycle
 from stageflow.operators.registry import task_problems
@@ -49,16 +50,25 @@ def task_parameters(task_parameters: Mapping[str, Any], params: Mapping[str, Any
     return substitute(dict(task_parameters), params) if task_parameters else {}
 
 
-def check(pipeline: Pipeline, params: Mapping[str, Any] | None = None) -> None:
-    """Raise ``InvalidSpec`` with every problem of ``pipeline``; return when it can run."""
-    problems = plan_problems(pipeline, params)
-    if problems:
+def check(pipeline: Pipeline, params: Mapping[str, Any] | None = None) -> EnginePlan:
+    """Raise ``InvalidSpec`` with every problem of ``pipeline``; else return its
+    ``EnginePlan`` (built once here, reused by the runner)."""
+    problems, plan = _problems_and_plan(pipeline, params)
+    if problems or plan is None:
         raise InvalidSpec(problems, pipeline=pipeline.name)
+    return plan
 
 
 def plan_problems(pipeline: Pipeline, params: Mapping[str, Any] | None = None) -> list[Problem]:
     """Every problem of ``pipeline`` (what ``check`` raises), as a list."""
+    return _problems_and_plan(pipeline, params)[0]
+
+
+def _problems_and_plan(
+    pipeline: Pipeline, params: Mapping[str, Any] | None
+) -> tuple[list[Problem], EnginePlan | None]:
     params = pipeline.params if params is None else params
+    plan: EnginePlan | None = None
     problems: list[Problem] = structural_problems(
         ((t.id, t.all_upstream, i) for i, t in enumerate(pipeline.tasks)), pipeline=pipeline.name
     )
@@ -66,14 +76,18 @@ def plan_problems(pipeline: Pipeline, params: Mapping[str, Any] | None = None) -
     problems.extend(spec_problems)
     # A task whose `call:` is already reported gets no second problem about it.
     bad_calls = {p.task for p in spec_problems if p.field == "call"}
-    upstream = pipeline.upstream_map()
+    cycle: list[str] | None = None
     if problems:
         # Still look for a cycle: find_cycle ignores unknown ids, self-loops are
         # reported above, and a duplicated id keeps the edges of every copy.
-        upstream = {}
+        upstream: dict[str, list[str]] = {}
         for t in pipeline.tasks:
             upstream.setdefault(t.id, []).extend(u for u in t.all_upstream if u != t.id)
-    cycle = find_cycle(upstream)
+        cycle = find_cycle(upstream)
+    else:
+        plan = EnginePlan.from_pipeline(pipeline)
+        if not plan.acyclic():  # the cheap count says there is a cycle; find_cycle names it
+            cycle = find_cycle(pipeline.upstream_map())
     if cycle is not None:
         problems.append(
             Problem(
@@ -90,4 +104,4 @@ def plan_problems(pipeline: Pipeline, params: Mapping[str, Any] | None = None) -
         except KeyError:
             continue  # reported by pipeline_problems
         problems.extend(task_problems(task, parameters, params))
-    return problems
+    return problems, plan

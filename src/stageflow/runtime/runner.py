@@ -42,6 +42,7 @@ from stageflow.errors import RunOwned, StageflowError, UsageError
 from stageflow.graph import critical_path
 from stageflow.runtime.artifacts import ArtifactStore, load_output
 from stageflow.runtime.attempt import AttemptResult, Job
+from stageflow.runtime.committer import Committer
 from stageflow.runtime.executors.base import Completions, Executor
 from stageflow.runtime.plan import check, resolve_params, task_parameters
 from stageflow.runtime.result import RunResult, TaskResult
@@ -182,7 +183,7 @@ class Runner:
     def run_new(self, overrides: Mapping[str, Any]) -> RunResult:
         params = resolve_params(self.pipeline, overrides)
         with gc_paused():
-            check(self.pipeline, params)
+            plan = check(self.pipeline, params)
         now = self.clock()
         spec = json.dumps(self.pipeline.canonical(), sort_keys=True, default=str)
         version = self.pipeline.content_hash()
@@ -200,7 +201,7 @@ class Runner:
         )
         self.store.create_run(run, [t.id for t in self.pipeline.tasks])
         logger.info("run %s of pipeline %s (version %s) created", run_id, run.pipeline, version)
-        return self._execute(run, params, restored={}, attempts={}, resumed=False)
+        return self._execute(run, params, plan, restored={}, attempts={}, resumed=False)
 
     def resume(self, run: RunRecord) -> RunResult:
         if run.state == RunState.SUCCESS:
@@ -209,14 +210,16 @@ class Runner:
                 "(start a new run with `stageflow run`)"
             )
         with gc_paused():
-            check(self.pipeline, run.params)
+            plan = check(self.pipeline, run.params)
         refs = self.store.outputs(run.run_id)
         rows = self.store.task_runs(run.run_id)
         restored = {
             r.task_id: refs[r.task_id] for r in rows if r.state == _S.SUCCESS and r.task_id in refs
         }
         attempts = {r.task_id: r.attempts for r in rows}
-        return self._execute(run, run.params, restored=restored, attempts=attempts, resumed=True)
+        return self._execute(
+            run, run.params, plan, restored=restored, attempts=attempts, resumed=True
+        )
 
     # -- the loop ------------------------------------------------------------------
 
@@ -224,6 +227,7 @@ class Runner:
         self,
         run: RunRecord,
         params: dict[str, Any],
+        plan: EnginePlan,
         *,
         restored: dict[str, OutputRef],
         attempts: dict[str, int],
@@ -236,7 +240,6 @@ class Runner:
             run_id, host=socket.gethostname(), pid=os.getpid(), started_at=_process_start(), now=now
         )
         with gc_paused():
-            plan = EnginePlan.from_pipeline(pipeline)
             sched = Scheduler(
                 plan,
                 failure_strategy=pipeline.failure_strategy,
@@ -305,15 +308,15 @@ class Runner:
                 if sched.finished:
                     break
                 wait = _MAX_WAIT
-                due_times = (
-                    sched.next_due(),
+                next_due = sched.next_due()
+                for due in (
+                    next_due,
                     deadlines[0][0] if deadlines else None,
                     dirty_since + interval if dirty_since is not None else None,
-                )
-                for due in due_times:
-                    if due is not None:
-                        wait = min(wait, max(0.0, due - now))
-                if sched.running == 0 and not sched.has_ready and sched.next_due() is None:
+                ):
+                    if due is not None and due - now < wait:
+                        wait = max(0.0, due - now)
+                if sched.running == 0 and not sched.has_ready and next_due is None:
                     raise RuntimeError(
                         f"run {run_id}: no task running, ready or due, "
                         f"but not finished: {sched.states()}"
@@ -356,6 +359,7 @@ class Runner:
         batch.runs.append(RunUpdate(run_id, state=state, ended_at=now, heartbeat_at=now))
         batch.events.append(EventRecord(run_id, None, RunState.RUNNING, state, now))
         loop.commit(batch)
+        loop.committer.close()  # everything committed before the run is reported finished
         logger.info("run %s finished: %s", run_id, state)
         return loop.result(state, run.started_at or started, now)
 
@@ -400,6 +404,7 @@ class _Loop:
         self.artifacts_root = settings.artifacts_root
         self.inline = settings.inline_output_bytes
         self.listener = runner.listener
+        self.committer = Committer(runner.store)
 
     def reset_for_resume(self, rows: list[TaskRunRecord], now: float, batch: Batch) -> None:
         for r in rows:
@@ -524,7 +529,7 @@ class _Loop:
                 )
             )
         self.dirty.clear()
-        self.runner.store.commit(batch)
+        self.committer.submit(batch)
 
     def result(self, state: str, started_at: float, ended_at: float) -> RunResult:
         tasks = {}
@@ -611,7 +616,8 @@ def _settings(settings: Settings | None, home: Any, store_url: str | None) -> Se
 
 
 def _process_start() -> float:
-    import psutil
+    """This process's start time (guards against pid reuse when checking the owner)."""
+    import psutil  # imported here: only a run that records an owner needs it
 
     return float(psutil.Process().create_time())
 

@@ -122,25 +122,32 @@ class SqlStore:
                     if 0 <= cur.rowcount < len(updates):
                         self._raise_missing_run(cur, [u[-1] for u in updates])
                 if batch.task_runs:
-                    cur.executemany(
-                        sql.upsert_task_run,
+                    latest = {(t.run_id, t.task_id): t for t in batch.task_runs}
+                    # ``k``: a task run first seen here gets seq = MAX(seq) + 1 + k, so
+                    # several new ones in one statement still get distinct, rising seqs.
+                    self._many(
+                        cur,
+                        _UPSERT_TASK_RUN,
                         [
                             (
                                 t.run_id,
                                 t.task_id,
                                 t.run_id,
+                                k,
                                 t.state,
                                 t.attempts,
                                 t.started_at,
                                 t.ended_at,
                                 t.error,
                             )
-                            for t in batch.task_runs
+                            for k, t in enumerate(latest.values())
                         ],
                     )
                 if batch.attempts:
-                    cur.executemany(
-                        sql.upsert_attempt,
+                    attempts = {(a.run_id, a.task_id, a.attempt): a for a in batch.attempts}
+                    self._many(
+                        cur,
+                        _UPSERT_ATTEMPT,
                         [
                             (
                                 a.run_id,
@@ -151,12 +158,13 @@ class SqlStore:
                                 a.ended_at,
                                 a.error,
                             )
-                            for a in batch.attempts
+                            for a in attempts.values()
                         ],
                     )
                 if batch.events:
-                    cur.executemany(
-                        sql.insert_event,
+                    self._many(
+                        cur,
+                        _INSERT_EVENT,
                         [
                             (
                                 e.run_id,
@@ -171,8 +179,10 @@ class SqlStore:
                         ],
                     )
                 if batch.outputs:
-                    cur.executemany(
-                        sql.upsert_output,
+                    outputs = {(o.run_id, o.task_id): o for o in batch.outputs}
+                    self._many(
+                        cur,
+                        _UPSERT_OUTPUT,
                         [
                             (
                                 o.run_id,
@@ -184,13 +194,28 @@ class SqlStore:
                                 o.data,
                                 o.uri,
                             )
-                            for o in batch.outputs
+                            for o in outputs.values()
                         ],
                     )
                 cur.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
+
+    def _many(self, cur: Any, statement: _MultiRow, rows: list[tuple[Any, ...]]) -> None:
+        """Write ``rows`` with multi-row statements (one per chunk of rows).
+
+        Rows in one batch are written by a few statements instead of one each:
+        far fewer round trips (PostgreSQL) and interpreter-lock hand-offs
+        (SQLite's driver releases it around every statement), which keeps a
+        commit from stalling the run loop's other threads.
+        """
+        for start in range(0, len(rows), _CHUNK_ROWS):
+            chunk = rows[start : start + _CHUNK_ROWS]
+            cur.execute(
+                _multi_row_sql(self.dialect, statement, len(chunk)),
+                [value for row in chunk for value in row],
+            )
 
     def claim_run(self, run_id: str, *, host: str, pid: int, started_at: float, now: float) -> None:
         """Record this process as the run's owner (owner_* and heartbeat_at).
@@ -368,10 +393,6 @@ class _Statements:
     insert_run: str
     insert_pending: str
     update_run: str
-    upsert_task_run: str
-    upsert_attempt: str
-    insert_event: str
-    upsert_output: str
     claim_run: str
     select_run: str
     list_runs: str
@@ -381,6 +402,50 @@ class _Statements:
     select_task_attempts: str
     select_events: str
     select_outputs: str
+
+
+@dataclass(frozen=True, slots=True)
+class _MultiRow:
+    """``INSERT ... VALUES`` + one ``row`` per record + ``suffix`` (``?`` placeholders)."""
+
+    head: str
+    row: str
+    suffix: str = ""
+
+
+_CHUNK_ROWS = 250  # 250 rows x at most 9 values: far under SQLite's 32,766 variables
+
+_UPSERT_TASK_RUN = _MultiRow(
+    "INSERT INTO task_runs (run_id, task_id, seq, state, attempts, started_at, ended_at, error) "
+    "VALUES ",
+    "(?, ?, (SELECT COALESCE(MAX(seq) + 1, 0) FROM task_runs WHERE run_id = ?) + ?, ?, ?, ?, ?, ?)",
+    " ON CONFLICT (run_id, task_id) DO UPDATE SET state = excluded.state, "
+    "attempts = excluded.attempts, started_at = excluded.started_at, "
+    "ended_at = excluded.ended_at, error = excluded.error",
+)
+_UPSERT_ATTEMPT = _MultiRow(
+    "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, ended_at, error) VALUES ",
+    "(?, ?, ?, ?, ?, ?, ?)",
+    " ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET state = excluded.state, "
+    "started_at = excluded.started_at, ended_at = excluded.ended_at, error = excluded.error",
+)
+_INSERT_EVENT = _MultiRow(
+    "INSERT INTO events (run_id, task_id, from_state, to_state, at, attempt, message) VALUES ",
+    "(?, ?, ?, ?, ?, ?, ?)",
+)
+_UPSERT_OUTPUT = _MultiRow(
+    "INSERT INTO outputs (run_id, task_id, kind, serializer, size, sha256, data, uri) VALUES ",
+    "(?, ?, ?, ?, ?, ?, ?, ?)",
+    " ON CONFLICT (run_id, task_id) DO UPDATE SET kind = excluded.kind, "
+    "serializer = excluded.serializer, size = excluded.size, "
+    "sha256 = excluded.sha256, data = excluded.data, uri = excluded.uri",
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _multi_row_sql(dialect: Dialect, statement: _MultiRow, count: int) -> str:
+    """The statement for ``count`` rows in ``dialect``'s placeholder style (cached)."""
+    return dialect.sql(statement.head + ", ".join([statement.row] * count) + statement.suffix)
 
 
 @functools.cache
@@ -408,33 +473,6 @@ def _statements(dialect: Dialect) -> _Statements:
             "UPDATE runs SET state = COALESCE(?, state), started_at = COALESCE(?, started_at), "
             "ended_at = COALESCE(?, ended_at), heartbeat_at = COALESCE(?, heartbeat_at) "
             "WHERE run_id = ?"
-        ),
-        upsert_task_run=q(
-            "INSERT INTO task_runs "
-            "(run_id, task_id, seq, state, attempts, started_at, ended_at, error) "
-            "VALUES (?, ?, (SELECT COALESCE(MAX(seq) + 1, 0) FROM task_runs WHERE run_id = ?), "
-            "?, ?, ?, ?, ?) "
-            "ON CONFLICT (run_id, task_id) DO UPDATE SET state = excluded.state, "
-            "attempts = excluded.attempts, started_at = excluded.started_at, "
-            "ended_at = excluded.ended_at, error = excluded.error"
-        ),
-        upsert_attempt=q(
-            "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, ended_at, error) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET state = excluded.state, "
-            "started_at = excluded.started_at, ended_at = excluded.ended_at, "
-            "error = excluded.error"
-        ),
-        insert_event=q(
-            "INSERT INTO events (run_id, task_id, from_state, to_state, at, attempt, message) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)"
-        ),
-        upsert_output=q(
-            "INSERT INTO outputs (run_id, task_id, kind, serializer, size, sha256, data, uri) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (run_id, task_id) DO UPDATE SET kind = excluded.kind, "
-            "serializer = excluded.serializer, size = excluded.size, "
-            "sha256 = excluded.sha256, data = excluded.data, uri = excluded.uri"
         ),
         claim_run=q(
             "UPDATE runs SET owner_host = ?, owner_pid = ?, owner_started_at = ?, "

@@ -1,0 +1,71 @@
+"""Group commits on a background thread, in order.
+
+The run loop hands each finished ``Batch`` to ``Committer.submit`` and goes on
+dispatching; one thread applies the batches to the store strictly in the
+order they were submitted (so the causal order of the durability rule holds)
+while the loop keeps tasks moving. ``flush`` waits until everything submitted
+is committed — the loop calls it before reporting a run finished. A failed
+commit is re-raised on the loop's next ``submit``/``flush`` as a ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from stageflow.errors import StoreError
+from stageflow.runtime.store.base import Batch, Store
+
+__all__ = ["Committer"]
+
+
+class Committer:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="stageflow-committer", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: Batch) -> None:
+        """Queue ``batch`` for commit (after every batch submitted before it)."""
+        self._raise_if_failed()
+        self._queue.put(batch)
+
+    def flush(self) -> None:
+        """Block until every submitted batch is committed; raise if one failed."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        """Flush, then stop the thread."""
+        try:
+            self.flush()
+        finally:
+            self._queue.put(None)
+            self._thread.join()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            if self._error is not None:
+                continue  # never commit past a failed batch: order would break
+            try:
+                self._store.commit(item)
+            except BaseException as exc:  # reported to the loop, which stops the run
+                self._error = exc
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            exc = self._error
+            raise StoreError(
+                f"could not write the run's state to the store at {self._store.url}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
