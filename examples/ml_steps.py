@@ -1,4 +1,4 @@
-"""The steps of the example ML pipeline (``ml_pipeline.yaml``), as plain functions.
+"""The steps of the example ML pipeline (``ml_functions.yaml``), as plain functions.
 
 stageflow wires them by parameter name: a parameter named like an upstream
 task receives that task's output; the others come from the task's

@@ -8,6 +8,7 @@
     ├── UnknownOperator            no operator registered under that name
     ├── RunNotFound                no run with that run_id in the store
     ├── RunOwned                   resume refused: a live process still owns the run
+    ├── ControlRefused             cancel/pause/approve/retry does not fit the run's state
     ├── StoreError                 the store cannot be opened/used (bad URL, newer schema)
     ├── MissingExtra               an optional dependency is not installed
     └── UsageError                 a bad CLI/API argument
@@ -24,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "ControlRefused",
     "IllegalTransition",
     "InvalidSpec",
     "MissingExtra",
@@ -123,6 +125,12 @@ class RunNotFound(StageflowError):
 
 class RunOwned(StageflowError):
     pass
+
+
+class ControlRefused(StageflowError):
+    """A run control request (cancel, pause, unpause, approve, retry) that the run's
+    state does not allow: it ended, no live process runs it, the task does not await
+    approval, or the caller is not one of its approvers."""
 
 
 class StoreError(StageflowError):

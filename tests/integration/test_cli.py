@@ -36,7 +36,16 @@ _SEED_VARS = {
     "API_PORT",
 }
 RUN_KEYS = {"run_id", "pipeline", "state", "started_at", "ended_at", "tasks"}
-TASK_KEYS = {"state", "attempts", "started_at", "ended_at", "duration_s", "error"}
+TASK_KEYS = {
+    "state",
+    "attempts",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "error",
+    "cached",
+    "fallback",
+}
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""The examples run end to end: ``examples/ml_pipeline.yaml`` (what ``make demo``
-runs) through the real CLI, and ``examples/sdk_quickstart.py`` through the CLI
-and in-process. Each run gets its own ``--home`` under ``tmp_path``.
+"""The examples run end to end: ``examples/ml_functions.yaml`` (the ML flow as
+plain functions) through the real CLI, and ``examples/sdk_quickstart.py``
+through the CLI and in-process (``make demo``'s ``ml_pipeline.yaml`` is tested
+in ``test_ml_examples.py``). Each run gets its own ``--home`` under ``tmp_path``.
 
 The fast tests check the example steps' own logic (``ml_steps``) on small
 hand-made frames; the slow ones train real scikit-learn models.
@@ -26,7 +27,7 @@ from stageflow.runtime.plan import check
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-ML_YAML = EXAMPLES / "ml_pipeline.yaml"
+ML_YAML = EXAMPLES / "ml_functions.yaml"
 SDK_FILE = EXAMPLES / "sdk_quickstart.py"
 STAGEFLOW = Path(sys.executable).with_name("stageflow")
 TRAINING = ("train_logistic_regression", "train_random_forest", "train_gradient_boosting")
@@ -82,7 +83,7 @@ def test_ml_pipeline_is_valid_and_trains_in_three_parallel_branches() -> None:
     pipeline = load_pipeline(str(ML_YAML))
     check(pipeline)
     upstream = pipeline.upstream_map()
-    assert pipeline.name == "ml-demo"
+    assert pipeline.name == "ml-functions"
     assert set(upstream) == ML_TASKS
     assert set(pipeline.params) >= {"dataset", "test_size", "seed", "metric"}
     for tid in TRAINING:
@@ -182,7 +183,7 @@ def test_select_best_refuses_unknown_metric(ml_steps: ModuleType) -> None:
 def test_ml_pipeline_cli_run_trains_in_parallel_and_runs_show_agrees(tmp_path: Path) -> None:
     result = run_json(tmp_path, str(ML_YAML))
 
-    assert result["pipeline"] == "ml-demo"
+    assert result["pipeline"] == "ml-functions"
     assert result["state"] == "success"
     assert set(result["tasks"]) == ML_TASKS
     assert {tid: t["state"] for tid, t in result["tasks"].items()} == dict.fromkeys(
@@ -207,7 +208,7 @@ def test_ml_pipeline_process_executor_prints_the_best_model(tmp_path: Path) -> N
     proc = stageflow(tmp_path, "run", str(ML_YAML), "--executor", "process")
 
     assert proc.returncode == 0, proc.stderr
-    assert "pipeline 'ml-demo': success" in proc.stdout
+    assert "pipeline 'ml-functions': success" in proc.stdout
     summary = proc.stdout.split("output of select_best: ", 1)[1]
     best = json.loads(summary)
     assert best["metric"] == "f1"

@@ -8,8 +8,15 @@ order they became ready) and marks them ``running`` with their attempt number.
 A failed attempt with retries left becomes ``up_for_retry`` with a due time
 (``retry.retry_delay``); ``due(now)`` re-queues the ones whose time has come.
 With ``failure_strategy="fail_fast"`` the first ``failed`` task cancels every
-task that is not final. The run is ``failed`` when any task ended ``failed`` or
+task that is not final; so does a fatal failure (``fatal_on``) whatever the
+strategy, and ``abort`` (``run_timeout_seconds``), which makes the run
+``failed``. The run is ``failed`` when any task ended ``failed`` or
 ``upstream_failed``, ``cancelled`` when it was cancelled, else ``success``.
+
+Approval gates. A task with ``approval:`` whose trigger rule is met waits in
+``awaiting_approval`` (holding no worker slot) until ``decide_approval``:
+approved, it queues; rejected, or timed out (``due(now)``, like retries), it
+fails and its downstream follow their trigger rules.
 
 State. Tasks are kept by integer index: ``_state`` (TaskState), ``_attempt``
 (attempts started), four upstream-outcome counters per task (so each
@@ -22,13 +29,13 @@ runner to act on and record.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from stageflow.engine.retry import retry_delay, should_retry
 from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState, check_task
 from stageflow.engine.trigger_rules import UpstreamCounts, Verdict, decide
-from stageflow.spec.models import Pipeline, RetryPolicy, TriggerRule
+from stageflow.spec.models import Approval, Pipeline, RetryPolicy, TriggerRule
 
 __all__ = ["EnginePlan", "Scheduler", "Transition"]
 
@@ -57,6 +64,9 @@ class EnginePlan:
     rules: list[TriggerRule]
     retries: list[RetryPolicy]
     priorities: list[int]
+    conditional: list[bool] = field(default_factory=list)  # has a ``when:``
+    branching: list[bool] = field(default_factory=list)  # ``branch: true``
+    approvals: list[Approval | None] = field(default_factory=list)  # ``approval:`` gates
 
     @classmethod
     def from_pipeline(cls, pipeline: Pipeline) -> EnginePlan:
@@ -75,6 +85,9 @@ class EnginePlan:
             rules=[t.trigger_rule or rule for t in tasks],
             retries=[t.retry or retry for t in tasks],
             priorities=[priority if t.priority is None else t.priority for t in tasks],
+            conditional=[t.when is not None for t in tasks],
+            branching=[t.branch for t in tasks],
+            approvals=[t.approval for t in tasks],
         )
 
     def acyclic(self) -> bool:
@@ -107,9 +120,13 @@ class Scheduler:
         failure_strategy: str = "continue",
         restored: Iterable[str] = (),
         attempts: Mapping[str, int] | None = None,
+        condition: Callable[[str], bool | str] | None = None,
+        branch: Callable[[str], Iterable[str] | str] | None = None,
+        jitter_seed: str = "",
     ) -> None:
         """``restored``: ids whose ``success`` is already committed (resume);
-        ``attempts``: attempts already made per task (resume), so numbers go on."""
+        ``attempts``: attempts already made per task (resume), so numbers go on;
+        ``jitter_seed``: mixed into retry jitter (the runner passes the run id)."""
         n = len(plan.ids)
         self._plan = plan
         self._fail_fast = failure_strategy == "fail_fast"
@@ -135,7 +152,19 @@ class Scheduler:
         self._open = n  # tasks not in a final state
         self._running = 0
         self._cancelled_by_request = False
+        self._jitter_seed = jitter_seed
+        self._aborted: str | None = None  # why the run was stopped as failed (abort)
         self._restored = [self._index[t] for t in restored]
+        # Decisions that need task outputs are asked of the caller: ``condition``
+        # evaluates a task's ``when:`` (True, False, or an error message);
+        # ``branch`` names the downstream ids a finished branch task chose.
+        self._condition = condition
+        self._branch = branch
+        self._conditional = plan.conditional or [False] * n
+        self._branching = plan.branching or [False] * n
+        self._approvals = plan.approvals or [None] * n
+        self._approval_heap: list[tuple[float, int]] = []  # (timeout_at, index)
+        self._awaiting = 0  # tasks in awaiting_approval
         self._started = False
 
     # -- queries ---------------------------------------------------------------
@@ -162,19 +191,27 @@ class Scheduler:
     def has_ready(self) -> bool:
         return bool(self._ready)
 
+    @property
+    def awaiting_approval(self) -> int:
+        """How many tasks wait for an approval decision (they hold no worker slot)."""
+        return self._awaiting
+
     def next_due(self) -> float | None:
-        """When the earliest pending retry is due, or ``None``."""
+        """When the earliest pending retry or approval timeout is due, or ``None``."""
+        timeout_at = self._next_approval_timeout()
         while self._retry_heap:
             due_at, i, attempt = self._retry_heap[0]
             if self._state[i] is _S.UP_FOR_RETRY and self._attempt[i] == attempt:
-                return due_at
+                return due_at if timeout_at is None else min(due_at, timeout_at)
             heapq.heappop(self._retry_heap)  # stale: cancelled meanwhile
-        return None
+        return timeout_at
 
     def run_state(self) -> RunState:
         """The run's state implied by the tasks' (``running`` until all are final)."""
         if not self.finished:
             return RunState.RUNNING
+        if self._aborted is not None:
+            return RunState.FAILED
         if any(s in (_S.FAILED, _S.UPSTREAM_FAILED) for s in self._state):
             return RunState.FAILED
         if self._cancelled_by_request or _S.CANCELLED in self._state:
@@ -196,8 +233,8 @@ class Scheduler:
         for i in self._restored:
             self._propagate(i, now, out)
         for i, ups in enumerate(self._plan.upstream):
-            if not ups and self._state[i] is _S.PENDING:
-                self._queue(i, now, out)
+            if not ups and self._state[i] is _S.PENDING and not self._admit(i, now, out):
+                self._propagate(i, now, out)
         return out
 
     def pop_ready(self, limit: int, now: float) -> list[Transition]:
@@ -212,29 +249,72 @@ class Scheduler:
             out.append(self._move(i, _S.RUNNING, now))
         return out
 
+    @property
+    def aborted(self) -> str | None:
+        """Why the run was stopped as ``failed`` (``abort``), or ``None``."""
+        return self._aborted
+
+    def will_retry(
+        self, task_id: str, attempt: int, *, retryable: bool = True, fatal: bool = False
+    ) -> bool:
+        """Whether ``record`` would retry this failure of ``attempt`` (running now):
+        lets the runner prepare a fallback only for a final failure. Changes nothing."""
+        i = self._index[task_id]
+        tries = attempt - self._base[i]
+        return not fatal and should_retry(self._plan.retries[i], tries, retryable=retryable)
+
     def record(
-        self, task_id: str, attempt: int, ok: bool, now: float, error: str | None = None
+        self,
+        task_id: str,
+        attempt: int,
+        ok: bool,
+        now: float,
+        error: str | None = None,
+        *,
+        retryable: bool = True,
+        fatal: bool = False,
     ) -> list[Transition]:
         """An attempt ended. Late or stale reports (the task was cancelled or timed
-        out meanwhile, or it is an older attempt) are ignored: returns ``[]``."""
+        out meanwhile, or it is an older attempt) are ignored: returns ``[]``.
+
+        ``error``: the failure's text, or a success's note (a fallback was used, the
+        output came from the cache). ``retryable=False`` (not in ``retry_on``) fails
+        the task without a retry; ``fatal=True`` (``fatal_on``) fails it and cancels
+        every task that is not final, whatever the failure strategy."""
         i = self._index[task_id]
         if self._state[i] is not _S.RUNNING or self._attempt[i] != attempt:
             return []
         self._running -= 1
         out: list[Transition] = []
         if ok:
-            out.append(self._move(i, _S.SUCCESS, now))
+            skipped = self._branch_skips(i) if self._branching[i] else []
+            if isinstance(skipped, str):  # the branch task returned something unusable
+                out.append(self._move(i, _S.FAILED, now, skipped))
+                self._propagate(i, now, out)
+                return out
+            out.append(self._move(i, _S.SUCCESS, now, error))
+            for d in skipped:
+                if self._state[d] is _S.PENDING:
+                    out.append(
+                        self._move(d, _S.SKIPPED, now, f"not chosen by branch task '{task_id}'")
+                    )
+                    self._propagate(d, now, out)
             self._propagate(i, now, out)
             return out
         policy = self._plan.retries[i]
         tries = attempt - self._base[i]
-        if should_retry(policy, tries):
-            due_at = now + retry_delay(policy, tries)
+        if not fatal and should_retry(policy, tries, retryable=retryable):
+            due_at = now + retry_delay(policy, tries, f"{self._jitter_seed}/{task_id}")
             out.append(self._move(i, _S.UP_FOR_RETRY, now, error, due_at=due_at))
             heapq.heappush(self._retry_heap, (due_at, i, attempt))
             return out
         out.append(self._move(i, _S.FAILED, now, error))
-        if self._fail_fast:
+        if fatal:
+            first = (error or "").splitlines()[0] if error else "a fatal error"
+            self._cancel_all(
+                now, f"cancelled: task '{task_id}' failed with a fatal error ({first})", out
+            )
+        elif self._fail_fast:
             self._cancel_all(now, f"cancelled: task '{task_id}' failed (fail_fast)", out)
         else:
             self._propagate(i, now, out)
@@ -247,6 +327,7 @@ class Scheduler:
             _, i, attempt = heapq.heappop(self._retry_heap)
             if self._state[i] is _S.UP_FOR_RETRY and self._attempt[i] == attempt:
                 self._queue(i, now, out)
+        self._time_out_approvals(now, out)
         return out
 
     def cancel(self, now: float, message: str = "cancelled by request") -> list[Transition]:
@@ -256,6 +337,36 @@ class Scheduler:
         if self.finished:
             return []
         self._cancelled_by_request = True
+        out: list[Transition] = []
+        self._cancel_all(now, message, out)
+        return out
+
+    def decide_approval(
+        self, task_id: str, approved: bool, now: float, message: str
+    ) -> list[Transition]:
+        """Decide a task in ``awaiting_approval``: approved -> ``queued``; rejected ->
+        ``failed`` (downstream follow their trigger rules; ``fail_fast`` cancels the
+        rest). ``message`` says who decided, when and why. A task not awaiting
+        approval (decided, timed out or cancelled meanwhile): returns ``[]``."""
+        i = self._index[task_id]
+        if self._state[i] is not _S.AWAITING_APPROVAL:
+            return []
+        self._awaiting -= 1
+        out: list[Transition] = []
+        if approved:
+            k = len(out)
+            self._queue(i, now, out)
+            out[k] = replace(out[k], message=message)
+        else:
+            self._fail_gate(i, now, message, out)
+        return out
+
+    def abort(self, now: float, message: str) -> list[Transition]:
+        """Stop the run as ``failed`` (e.g. ``run_timeout_seconds``): cancel every task
+        that is not final with ``message`` (running attempts must be stopped)."""
+        if self.finished:
+            return []
+        self._aborted = message
         out: list[Transition] = []
         self._cancel_all(now, message, out)
         return out
@@ -312,7 +423,8 @@ class Scheduler:
                     ),
                 )
                 if verdict is Verdict.RUN:
-                    self._queue(d, now, out)
+                    if not self._admit(d, now, out):
+                        work.append(d)
                 elif verdict is Verdict.SKIP:
                     out.append(
                         self._move(
@@ -331,11 +443,90 @@ class Scheduler:
                     )
                     work.append(d)
 
+    def _admit(self, i: int, now: float, out: list[Transition]) -> bool:
+        """A task whose trigger rule is met: queue it, unless its ``when:`` says
+        skip (``skipped``) or cannot be evaluated (``failed``). Returns True when
+        queued; otherwise the caller propagates the final state."""
+        if self._conditional[i] and self._condition is not None:
+            verdict = self._condition(self._plan.ids[i])
+            if verdict is False:
+                out.append(self._move(i, _S.SKIPPED, now, "skipped: its condition is false"))
+                return False
+            if isinstance(verdict, str):
+                out.append(self._move(i, _S.FAILED, now, verdict))
+                return False
+        if self._approvals[i] is not None:  # a gate: decided before it queues
+            self._await_approval(i, now, out)
+            return True
+        self._queue(i, now, out)
+        return True
+
+    def _await_approval(self, i: int, now: float, out: list[Transition]) -> None:
+        gate = self._approvals[i]
+        assert gate is not None
+        due_at = None if gate.timeout_seconds is None else now + gate.timeout_seconds
+        message = gate.message or "awaiting approval"
+        out.append(self._move(i, _S.AWAITING_APPROVAL, now, message, due_at=due_at))
+        self._awaiting += 1
+        if due_at is not None:
+            heapq.heappush(self._approval_heap, (due_at, i))
+
+    def _next_approval_timeout(self) -> float | None:
+        while self._approval_heap:
+            due_at, i = self._approval_heap[0]
+            if self._state[i] is _S.AWAITING_APPROVAL:
+                return due_at
+            heapq.heappop(self._approval_heap)  # stale: decided or cancelled meanwhile
+        return None
+
+    def _time_out_approvals(self, now: float, out: list[Transition]) -> None:
+        while self._approval_heap and self._approval_heap[0][0] <= now:
+            _, i = heapq.heappop(self._approval_heap)
+            if self._state[i] is _S.AWAITING_APPROVAL:
+                self._awaiting -= 1
+                gate = self._approvals[i]
+                timeout = gate.timeout_seconds if gate is not None else None
+                self._fail_gate(
+                    i,
+                    now,
+                    f"approval timed out: no decision within {timeout:g}s "
+                    "(approval.timeout_seconds)",
+                    out,
+                )
+
+    def _fail_gate(self, i: int, now: float, message: str, out: list[Transition]) -> None:
+        """A rejected or timed-out approval fails the task, as a failed attempt would."""
+        out.append(self._move(i, _S.FAILED, now, message))
+        if self._fail_fast:
+            tid = self._plan.ids[i]
+            self._cancel_all(now, f"cancelled: task '{tid}' failed (fail_fast)", out)
+        else:
+            self._propagate(i, now, out)
+
+    def _branch_skips(self, i: int) -> list[int] | str:
+        """The direct downstream a finished branch task did not choose, or why its
+        choice is unusable."""
+        if self._branch is None:
+            return []
+        choice = self._branch(self._plan.ids[i])
+        chosen = {choice} if isinstance(choice, str) else set(choice)
+        names = {self._plan.ids[d]: d for d in self._downstream[i]}
+        unknown = sorted(chosen - names.keys())
+        if unknown:
+            return (
+                f"branch task '{self._plan.ids[i]}' chose {', '.join(map(repr, unknown))}, "
+                f"which is not directly downstream of it (downstream: "
+                f"{', '.join(sorted(names)) or 'none'})"
+            )
+        return [d for name, d in names.items() if name not in chosen]
+
     def _cancel_all(self, now: float, message: str, out: list[Transition]) -> None:
         for i, state in enumerate(self._state):
             if state not in FINAL_TASK_STATES:
                 if state is _S.RUNNING:
                     self._running -= 1
+                elif state is _S.AWAITING_APPROVAL:
+                    self._awaiting -= 1
                 out.append(self._move(i, _S.CANCELLED, now, message))
 
 

@@ -46,6 +46,10 @@ class TaskContext:
     logger: logging.Logger
     deadline: float | None = None  # wall-clock time.time() after which the attempt is killed
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Where operators keep files they make (reports, pictures, models): a local
+    # folder or an fsspec URL; and the state folder (``STAGEFLOW_HOME``).
+    artifacts_root: str | None = None
+    home: Path | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -35,8 +35,21 @@ _REGISTRY: dict[str, type[Operator]] = {
     "python": PythonOperator,
     "bash": BashOperator,
 }
-# Seed 001's ``custom_script`` and others are added by their own modules below.
-_LAZY: dict[str, str] = {}
+# The ML operators: imported on first use, so `import stageflow` and a run of a
+# small pipeline never load pandas, scikit-learn or MLflow (operators/ml/).
+_LAZY: dict[str, str] = {
+    "data_ingestion": "stageflow.operators.ml.ingestion",
+    "data_validation": "stageflow.operators.ml.validation",
+    "feature_engineering": "stageflow.operators.ml.features",
+    "model_training": "stageflow.operators.ml.training",
+    "model_evaluation": "stageflow.operators.ml.evaluation",
+    "model_selection": "stageflow.operators.ml.registry_ops",
+    "model_registration": "stageflow.operators.ml.registry_ops",
+    "model_deployment": "stageflow.operators.ml.registry_ops",
+    "batch_inference": "stageflow.operators.ml.registry_ops",
+    "custom_script": "stageflow.operators.ml.scripts",
+    "notification": "stageflow.operators.ml.notification",
+}
 _entry_points_loaded = False
 
 

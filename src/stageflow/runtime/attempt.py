@@ -27,7 +27,7 @@ from stageflow.runtime.logs import capture_thread_output, log_path, release_thre
 from stageflow.runtime.store.base import OutputRef
 from stageflow.spec.models import Task
 
-__all__ = ["AttemptResult", "Job", "execute"]
+__all__ = ["AttemptResult", "Job", "error_types", "execute"]
 
 
 @dataclass
@@ -64,6 +64,14 @@ class AttemptResult:
     value: Any = None
     error: str | None = None
     traceback: str | None = None
+    #: ``module.QualName`` of every class in the raised exception's MRO (``retry_on``,
+    #: ``fatal_on``); empty when nothing was raised (e.g. the worker process died).
+    error_types: tuple[str, ...] = ()
+
+
+def error_types(cls: type[BaseException]) -> tuple[str, ...]:
+    """``module.QualName`` of ``cls`` and of every base class but ``object``."""
+    return tuple(f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__ if c is not object)
 
 
 def execute(
@@ -93,6 +101,8 @@ def execute(
         logger=logger,
         deadline=job.deadline,
         cancelled=cancelled or threading.Event(),
+        artifacts_root=job.artifacts_root,
+        home=job.logs_dir.parent,  # logs live at <home>/logs (Settings.logs_dir)
     )
     try:
         artifacts = ArtifactStore(job.artifacts_root)
@@ -119,7 +129,14 @@ def execute(
     except TaskFailed as exc:
         _log_line(path, f"task failed: {exc}")
         return AttemptResult(
-            job.run_id, task_id, job.attempt, False, started, time.time(), error=str(exc)
+            job.run_id,
+            task_id,
+            job.attempt,
+            False,
+            started,
+            time.time(),
+            error=str(exc),
+            error_types=error_types(type(exc)),
         )
     except BaseException as exc:  # the task boundary: any error fails this attempt only
         if isinstance(exc, KeyboardInterrupt | SystemExit) and not in_process:
@@ -129,7 +146,15 @@ def execute(
         tb = traceback.format_exc()
         _log_line(path, tb)
         return AttemptResult(
-            job.run_id, task_id, job.attempt, False, started, time.time(), error=error, traceback=tb
+            job.run_id,
+            task_id,
+            job.attempt,
+            False,
+            started,
+            time.time(),
+            error=error,
+            traceback=tb,
+            error_types=error_types(type(exc)),
         )
     finally:
         restore()

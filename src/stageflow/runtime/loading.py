@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 from stageflow.errors import InvalidSpec, Problem, SpecLimitExceeded, UsageError
 from stageflow.spec.load import (
@@ -23,6 +24,7 @@ from stageflow.spec.load import (
     salvage_pipeline,
 )
 from stageflow.spec.models import Pipeline
+from stageflow.spec.templates import expand_templates
 
 __all__ = ["load_pipeline"]
 
@@ -65,6 +67,8 @@ def _load_file(path: Path, limits: Limits) -> Pipeline:
         raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
     fmt = _SUFFIXES[path.suffix.lower()]
     doc = parse_document(data, fmt=fmt, source=str(path), limits=limits)  # type: ignore[arg-type]
+    if isinstance(doc, dict):
+        doc = expand_templates(doc, _template_loader(limits), str(path.resolve()))
     try:
         pipeline = pipeline_from_data(doc, limits)
     except SpecLimitExceeded:
@@ -76,6 +80,26 @@ def _load_file(path: Path, limits: Limits) -> Pipeline:
         sys.path.insert(0, folder)
     pipeline._source = str(path.resolve())
     return pipeline
+
+
+def _template_loader(limits: Limits) -> Any:
+    """Read a ``use:`` reference: a .yaml/.json path relative to the using file."""
+
+    def load(reference: str, from_source: str) -> tuple[str, dict[str, Any]]:
+        target = (Path(from_source).parent / reference).resolve()
+        if target.suffix.lower() not in _SUFFIXES:
+            raise UsageError(f"use: {reference!r}: a template is a .yaml, .yml or .json file")
+        if not target.is_file():
+            raise UsageError(f"use: {reference!r}: no such file {target}")
+        if target.stat().st_size > limits.max_bytes:
+            raise SpecLimitExceeded(f"use: {reference!r} is over the size limit", limit="max_bytes")
+        fmt = _SUFFIXES[target.suffix.lower()]
+        raw = parse_document(target.read_bytes(), fmt=fmt, source=str(target), limits=limits)  # type: ignore[arg-type]
+        if not isinstance(raw, dict):
+            raise UsageError(f"use: {reference!r}: {target} is not a pipeline mapping")
+        return str(target), raw
+
+    return load
 
 
 def _with_plan_problems(exc: InvalidSpec, doc: object) -> InvalidSpec:

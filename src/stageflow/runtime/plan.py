@@ -16,6 +16,7 @@ from stageflow.engine.scheduler import EnginePlan
 from stageflow.errors import InvalidSpec, Problem
 from stageflow.graph import find_cycle, format_cycle
 from stageflow.operators.registry import task_problems
+from stageflow.runtime.resilience import fallback_problems
 from stageflow.spec.models import Pipeline
 from stageflow.spec.params import substitute
 from stageflow.spec.validate import pipeline_problems, structural_problems
@@ -104,4 +105,6 @@ def _problems_and_plan(
         except KeyError:
             continue  # reported by pipeline_problems
         problems.extend(task_problems(task, parameters, params))
+        if task.fallback is not None:
+            problems.extend(fallback_problems(task, parameters, params))
     return problems, plan

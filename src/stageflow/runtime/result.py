@@ -31,6 +31,7 @@ class TaskResult:
     ended_at: float | None
     error: str | None
     output: Any = None
+    note: str | None = None  # "cached" or "fallback": how a success was reached
 
     @property
     def duration_s(self) -> float | None:
@@ -46,6 +47,8 @@ class TaskResult:
             "ended_at": iso(self.ended_at),
             "duration_s": self.duration_s,
             "error": self.error,
+            "cached": self.note == "cached",
+            "fallback": self.note == "fallback",
         }
 
 
@@ -87,7 +90,7 @@ class RunResult:
             ended_at=run.ended_at,
             tasks={
                 t.task_id: TaskResult(
-                    t.task_id, t.state, t.attempts, t.started_at, t.ended_at, t.error
+                    t.task_id, t.state, t.attempts, t.started_at, t.ended_at, t.error, note=t.note
                 )
                 for t in task_runs
             },

@@ -30,7 +30,7 @@ import queue
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,13 +38,16 @@ from typing import Any
 
 from stageflow.engine.scheduler import EnginePlan, Scheduler, Transition
 from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState
-from stageflow.errors import RunOwned, StageflowError, UsageError
-from stageflow.graph import critical_path
-from stageflow.runtime.artifacts import ArtifactStore, load_output
+from stageflow.errors import ControlRefused, RunOwned, StageflowError, UsageError
+from stageflow.graph import critical_path, downstream
+from stageflow.runtime.artifacts import ArtifactStore, load_output, store_output
 from stageflow.runtime.attempt import AttemptResult, Job
 from stageflow.runtime.committer import Committer
+from stageflow.runtime.control import RunControl, default_requester, live_owner
 from stageflow.runtime.executors.base import Completions, Executor
+from stageflow.runtime.lineage import start_recording
 from stageflow.runtime.plan import check, resolve_params, task_parameters
+from stageflow.runtime.resilience import TIMEOUT_TYPES, Resilience
 from stageflow.runtime.result import RunResult, TaskResult
 from stageflow.runtime.settings import Settings, load_settings
 from stageflow.runtime.store import open_store
@@ -59,10 +62,11 @@ from stageflow.runtime.store.base import (
     Store,
     TaskRunRecord,
 )
+from stageflow.spec.expr import ExpressionError, parse_expression
 from stageflow.spec.load import pipeline_from_data
 from stageflow.spec.models import Pipeline
 
-__all__ = ["Listener", "Runner", "new_run_id", "resume_run", "run_pipeline"]
+__all__ = ["Listener", "Runner", "new_run_id", "resume_run", "retry_run", "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ EXECUTORS = ("thread", "process")
 _HEARTBEAT_SECONDS = 5.0
 _MAX_WAIT = 1.0
 _S = TaskState
+_WHY_STATES = frozenset({_S.FAILED, _S.UP_FOR_RETRY, _S.UPSTREAM_FAILED, _S.CANCELLED, _S.SKIPPED})
 
 
 def new_run_id(now: float) -> str:
@@ -89,11 +94,13 @@ def run_pipeline(
     store_url: str | None = None,
     settings: Settings | None = None,
     listener: Listener | None = None,
+    use_cache: bool = True,
 ) -> RunResult:
     """Validate, record and run ``pipeline``; return its ``RunResult`` (any final state).
 
-    Raises ``InvalidSpec`` before anything runs, ``StoreError`` if the store cannot
-    be opened, ``UsageError`` for a bad executor name or parallelism.
+    ``use_cache=False`` (``--no-cache``) runs cached tasks anyway and refreshes
+    their cache entries. Raises ``InvalidSpec`` before anything runs, ``StoreError``
+    if the store cannot be opened, ``UsageError`` for a bad executor name or parallelism.
     """
     settings = _settings(settings, home, store_url)
     store = open_store(settings.database_url, settings.home)
@@ -105,6 +112,7 @@ def run_pipeline(
             executor=executor,
             max_parallel=max_parallel,
             listener=listener,
+            use_cache=use_cache,
         )
         return runner.run_new(params or {})
     finally:
@@ -146,6 +154,57 @@ def resume_run(
         store.close()
 
 
+def retry_run(
+    run_id: str,
+    *,
+    from_task: str | None = None,
+    by: str | None = None,
+    executor: str = "thread",
+    max_parallel: int | None = None,
+    home: str | os.PathLike[str] | None = None,
+    store_url: str | None = None,
+    settings: Settings | None = None,
+    listener: Listener | None = None,
+    use_cache: bool = True,
+) -> RunResult:
+    """Run the tasks of run ``run_id`` that did not succeed again, in the same run.
+
+    Committed successes are reused (as ``resume`` does); with ``from_task``, that
+    task and everything downstream of it run again even if they succeeded. Attempt
+    numbers go on; an event says why each task was reset. Raises ``RunNotFound``,
+    ``RunOwned`` (a live process still runs it), ``ControlRefused`` (it succeeded
+    and no ``from_task`` was given), ``UsageError`` (no such ``from_task``).
+    """
+    settings = _settings(settings, home, store_url)
+    store = open_store(settings.database_url, settings.home)
+    try:
+        run = store.get_run(run_id)
+        _refuse_if_owned(run)
+        if run.state == RunState.SUCCESS and from_task is None:
+            raise ControlRefused(
+                f"run '{run_id}' succeeded; nothing to retry (`stageflow retry {run_id} "
+                "--from TASK` runs a task and everything downstream of it again)"
+            )
+        record = store.get_pipeline(run.pipeline, run.pipeline_version)
+        pipeline = _reload(record, run)
+        rerun: set[str] = set()
+        if from_task is not None:
+            rerun = _with_downstream(pipeline, from_task, run_id)
+        reason = "retry" + (f" --from {from_task}" if from_task else "")
+        runner = Runner(
+            pipeline,
+            store=store,
+            settings=settings,
+            executor=executor,
+            max_parallel=max_parallel,
+            listener=listener,
+            use_cache=use_cache,
+        )
+        return runner.resume(run, rerun=rerun, reason=f"{reason} (by {by or default_requester()})")
+    finally:
+        store.close()
+
+
 class Runner:
     """Runs one pipeline's runs against one store; see the module docstring."""
 
@@ -159,6 +218,7 @@ class Runner:
         max_parallel: int | None = None,
         listener: Listener | None = None,
         clock: Callable[[], float] = time.time,
+        use_cache: bool = True,
     ) -> None:
         if executor not in EXECUTORS:
             raise UsageError(
@@ -176,6 +236,7 @@ class Runner:
         self.parallel = max_parallel or pipeline.max_parallel_tasks or settings.parallelism()
         self.listener = listener
         self.clock = clock
+        self.use_cache = use_cache
         self.artifacts = ArtifactStore(settings.artifacts_root)
 
     # -- entry points ------------------------------------------------------------
@@ -203,8 +264,12 @@ class Runner:
         logger.info("run %s of pipeline %s (version %s) created", run_id, run.pipeline, version)
         return self._execute(run, params, plan, restored={}, attempts={}, resumed=False)
 
-    def resume(self, run: RunRecord) -> RunResult:
-        if run.state == RunState.SUCCESS:
+    def resume(
+        self, run: RunRecord, *, rerun: Collection[str] = (), reason: str | None = None
+    ) -> RunResult:
+        """Continue ``run``: its committed successes are kept, except the ``rerun`` ids
+        (``retry --from``); ``reason`` goes into the events (default: resume)."""
+        if run.state == RunState.SUCCESS and not rerun:
             raise UsageError(
                 f"run '{run.run_id}' already succeeded; nothing to resume "
                 "(start a new run with `stageflow run`)"
@@ -214,11 +279,13 @@ class Runner:
         refs = self.store.outputs(run.run_id)
         rows = self.store.task_runs(run.run_id)
         restored = {
-            r.task_id: refs[r.task_id] for r in rows if r.state == _S.SUCCESS and r.task_id in refs
+            r.task_id: refs[r.task_id]
+            for r in rows
+            if r.state == _S.SUCCESS and r.task_id in refs and r.task_id not in rerun
         }
         attempts = {r.task_id: r.attempts for r in rows}
         return self._execute(
-            run, run.params, plan, restored=restored, attempts=attempts, resumed=True
+            run, run.params, plan, restored=restored, attempts=attempts, resumed=True, reason=reason
         )
 
     # -- the loop ------------------------------------------------------------------
@@ -232,6 +299,7 @@ class Runner:
         restored: dict[str, OutputRef],
         attempts: dict[str, int],
         resumed: bool,
+        reason: str | None = None,
     ) -> RunResult:
         pipeline = self.pipeline
         run_id = run.run_id
@@ -239,24 +307,32 @@ class Runner:
         self.store.claim_run(
             run_id, host=socket.gethostname(), pid=os.getpid(), started_at=_process_start(), now=now
         )
+        recorder = start_recording(
+            self.store, self.settings, pipeline, run, params, resumed=resumed
+        )
         with gc_paused():
-            sched = Scheduler(
-                plan,
-                failure_strategy=pipeline.failure_strategy,
-                restored=restored.keys(),
-                attempts=attempts,
-            )
             tasks = {t.id: t for t in pipeline.tasks}
             timeouts = {
                 t.id: pipeline.timeout_of(t) or self.settings.task_timeout for t in pipeline.tasks
             }
             loop = _Loop(self, run_id, tasks, params, restored)
+            sched = Scheduler(
+                plan,
+                failure_strategy=pipeline.failure_strategy,
+                restored=restored.keys(),
+                attempts=attempts,
+                condition=loop.condition,
+                branch=loop.branch_choice,
+                jitter_seed=run_id,
+            )
         # The run's long-lived structures (pipeline, plan, rows) would be rescanned
         # by every full collection; freeze them for the run (see docs/architecture.md).
         gc.freeze()
         batch = Batch()
         if resumed:
-            loop.reset_for_resume(self.store.task_runs(run_id), now, batch)
+            loop.reset_for_resume(
+                self.store.task_runs(run_id), now, batch, f"reset by {reason or 'resume'}"
+            )
         batch.runs.append(
             RunUpdate(
                 run_id, state=RunState.RUNNING, started_at=run.started_at or now, heartbeat_at=now
@@ -269,24 +345,34 @@ class Runner:
                 run.state,
                 RunState.RUNNING,
                 now,
-                message="resumed" if resumed else None,
+                message=(reason or "resumed") if resumed else None,
             )
         )
         loop.record(sched.start(now), batch)
         completions: Completions = queue.SimpleQueue()
         executor = _make_executor(self.executor_name, self.parallel, completions)
         deadlines: list[tuple[float, str, int]] = []
+        run_timeout = pipeline.run_timeout_seconds
+        run_deadline = now + run_timeout if run_timeout else None
         last_heartbeat = now
         cancelled = False
+        approvers = {t.id: t.approval.approvers for t in pipeline.tasks if t.approval is not None}
+        control = (  # cancel/pause/unpause/approve requests from other processes
+            RunControl.for_run(self.store, run_id, approvers, now)
+            if resumed
+            else RunControl(self.store, run_id, approvers, now)
+        )
         interval = self.settings.commit_interval
         dirty_since: float | None = None
         try:
             while not sched.finished:
                 to_start: list[Job] = []
                 free = self.parallel - sched.running
-                if free > 0 and sched.has_ready:
+                if free > 0 and sched.has_ready and not control.paused:
                     for t in sched.pop_ready(free, now):
                         loop.record([t], batch)
+                        if t.task_id in loop.guard.guarded and loop.short_circuit(sched, t, batch):
+                            continue  # a cache hit or an open circuit: it does not run
                         timeout = timeouts[t.task_id]
                         deadline = now + timeout if timeout else None
                         if deadline is not None:
@@ -313,10 +399,20 @@ class Runner:
                     next_due,
                     deadlines[0][0] if deadlines else None,
                     dirty_since + interval if dirty_since is not None else None,
+                    control.next_poll,
+                    run_deadline,
                 ):
                     if due is not None and due - now < wait:
                         wait = max(0.0, due - now)
-                if sched.running == 0 and not sched.has_ready and next_due is None:
+                if loop.shortcuts and sched.has_ready and sched.running < self.parallel:
+                    wait = 0.0  # cache hits at dispatch made more tasks ready: go on
+                loop.shortcuts = False
+                if (
+                    sched.running == 0
+                    and not sched.has_ready
+                    and next_due is None
+                    and not sched.awaiting_approval
+                ):
                     raise RuntimeError(
                         f"run {run_id}: no task running, ready or due, "
                         f"but not finished: {sched.states()}"
@@ -330,17 +426,30 @@ class Runner:
                     _, tid, attempt = heapq.heappop(deadlines)
                     if sched.state(tid) is _S.RUNNING and sched.attempt(tid) == attempt:
                         executor.cancel((run_id, tid, attempt))
-                        loop.record(
-                            sched.record(
-                                tid,
-                                attempt,
-                                False,
-                                now,
-                                f"timed out after {timeouts[tid]:g}s (timeout_seconds); "
-                                "the attempt was stopped",
-                            ),
+                        loop.fail(
+                            sched,
+                            tid,
+                            attempt,
+                            now,
+                            f"timed out after {timeouts[tid]:g}s (timeout_seconds); "
+                            "the attempt was stopped",
+                            TIMEOUT_TYPES,
                             batch,
                         )
+                if run_deadline is not None and now >= run_deadline:
+                    run_deadline = None
+                    loop.record(
+                        sched.abort(
+                            now,
+                            f"run timed out after {run_timeout:g}s (run_timeout_seconds); "
+                            "running attempts were stopped and the rest cancelled",
+                        ),
+                        batch,
+                    )
+                if now >= control.next_poll:
+                    control.poll(sched, now, batch, loop.record)
+                    while loop.to_stop:  # a cancel request stops running attempts
+                        executor.cancel(loop.to_stop.pop())
                 if now - last_heartbeat >= _HEARTBEAT_SECONDS:
                     batch.runs.append(RunUpdate(run_id, heartbeat_at=now))
                     last_heartbeat = now
@@ -354,14 +463,20 @@ class Runner:
             executor.shutdown()
             gc.unfreeze()
         state = sched.run_state()
-        if cancelled:
+        if cancelled or control.cancelled:
             state = RunState.CANCELLED
         batch.runs.append(RunUpdate(run_id, state=state, ended_at=now, heartbeat_at=now))
-        batch.events.append(EventRecord(run_id, None, RunState.RUNNING, state, now))
+        batch.events.append(
+            EventRecord(
+                run_id, None, control.state, state, now, message=sched.aborted or control.message
+            )
+        )
         loop.commit(batch)
         loop.committer.close()  # everything committed before the run is reported finished
         logger.info("run %s finished: %s", run_id, state)
-        return loop.result(state, run.started_at or started, now)
+        finished = loop.result(state, run.started_at or started, now)
+        recorder.finish(finished, loop.refs)  # reproducibility record, lineage, tracking
+        return finished
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -375,6 +490,7 @@ class _Row:
     ended_at: float | None = None
     error: str | None = None
     attempt_started: float | None = None
+    note: str | None = None  # "cached" or "fallback"
 
 
 class _Loop:
@@ -398,6 +514,8 @@ class _Loop:
         self.tracebacks: dict[tuple[str, int], str] = {}
         self.dirty: set[str] = set()
         self.to_stop: list[tuple[str, str, int]] = []  # attempts cancelled by the engine
+        self.fallback_error: str | None = None
+        self.shortcuts = False  # a task was decided at dispatch this tick (short_circuit)
         self.in_thread = runner.executor_name == "thread"
         settings = runner.settings
         self.logs_dir = settings.logs_dir.absolute()
@@ -405,8 +523,18 @@ class _Loop:
         self.inline = settings.inline_output_bytes
         self.listener = runner.listener
         self.committer = Committer(runner.store)
+        self.guard = Resilience(
+            runner.pipeline,
+            runner.store,
+            run_id,
+            params,
+            use_cache=runner.use_cache,
+            logs_dir=self.logs_dir,
+        )
 
-    def reset_for_resume(self, rows: list[TaskRunRecord], now: float, batch: Batch) -> None:
+    def reset_for_resume(
+        self, rows: list[TaskRunRecord], now: float, batch: Batch, why: str = "reset by resume"
+    ) -> None:
         for r in rows:
             row = self.rows.get(r.task_id)
             if row is None:
@@ -414,6 +542,7 @@ class _Loop:
             row.attempts = r.attempts
             if r.task_id in self.refs:
                 row.state, row.started_at, row.ended_at = _S.SUCCESS, r.started_at, r.ended_at
+                row.error, row.note = r.error, r.note
                 continue
             row.started_at = None
             if r.state != _S.PENDING:
@@ -425,7 +554,7 @@ class _Loop:
                         _S.PENDING,
                         now,
                         r.attempts,
-                        "reset by resume",
+                        why,
                     )
                 )
                 self.dirty.add(r.task_id)
@@ -453,7 +582,7 @@ class _Loop:
                 )
             if t.new in FINAL_TASK_STATES:
                 row.ended_at = t.at
-            if t.new in (_S.FAILED, _S.UP_FOR_RETRY, _S.UPSTREAM_FAILED, _S.CANCELLED):
+            if t.new in _WHY_STATES:  # why it failed, or did not run
                 row.error = t.message
             row.state = t.new
             batch.events.append(
@@ -469,6 +598,16 @@ class _Loop:
                     (t.due_at or t.at) - t.at,
                     t.message,
                 )
+            elif t.new is _S.AWAITING_APPROVAL:
+                logger.warning(
+                    "run %s task %s awaits approval: %s; decide with `stageflow approve %s %s` "
+                    "(or --reject)",
+                    run_id,
+                    t.task_id,
+                    t.message,
+                    run_id,
+                    t.task_id,
+                )
             elif logger.isEnabledFor(logging.INFO):
                 logger.info("run %s task %s: %s -> %s", run_id, t.task_id, t.old, t.new)
             if self.listener is not None:
@@ -483,9 +622,110 @@ class _Loop:
             batch.outputs.append(result.output)
             if self.in_thread:
                 self.values[tid] = result.value
-        elif result.traceback:
-            self.tracebacks[(tid, result.attempt)] = result.traceback
+            if tid in self.guard.guarded:
+                entry = self.guard.cache_entry(self.tasks[tid], result.output, now)
+                if entry is not None:
+                    batch.cache.append(entry)  # committed with the success, atomically
+                self.guard.circuit_result(tid, result.attempt, True, now)
+        elif not result.ok:
+            if result.traceback:
+                self.tracebacks[(tid, result.attempt)] = result.traceback
+            self.fail(sched, tid, result.attempt, now, result.error, result.error_types, batch)
+            return
         self.record(sched.record(tid, result.attempt, result.ok, now, result.error), batch)
+
+    def fail(
+        self,
+        sched: Scheduler,
+        tid: str,
+        attempt: int,
+        now: float,
+        error: str | None,
+        types: tuple[str, ...],
+        batch: Batch,
+    ) -> None:
+        """An attempt failed (raised, timed out, its worker died, or its circuit is
+        open): count it in its circuit, classify it (``retry_on``/``fatal_on``) and,
+        when it is the task's final failure, use the task's fallback if it has one."""
+        if sched.state(tid) is not _S.RUNNING or sched.attempt(tid) != attempt:
+            return  # a late report of a timed-out or cancelled attempt
+        task = self.tasks[tid]
+        guard = self.guard
+        if tid in guard.guarded:
+            guard.circuit_result(tid, attempt, False, now)
+        retryable, fatal = guard.classify(task, types)
+        if fatal:
+            error = f"{error} (fatal: matches fatal_on, the run stops)"
+        elif not retryable:
+            error = f"{error} (not retried: not in retry_on)"
+        # A fatal error stops the run: no fallback for it.
+        if (
+            task.fallback is not None
+            and not fatal
+            and not sched.will_retry(tid, attempt, retryable=retryable)
+        ):
+            message = self._use_fallback(task, attempt, error or "the task failed", batch)
+            if message is not None:
+                self.record(sched.record(tid, attempt, True, now, message), batch)
+                row = self.rows[tid]
+                row.note, row.error = "fallback", message
+                return
+            error = self.fallback_error
+        self.record(
+            sched.record(tid, attempt, False, now, error, retryable=retryable, fatal=fatal), batch
+        )
+
+    def short_circuit(self, sched: Scheduler, t: Transition, batch: Batch) -> bool:
+        """Decide a task at dispatch without running it: a cache hit ends it
+        ``success`` with the cached output; an open circuit fails the attempt.
+        Returns False when the task must run."""
+        tid, now = t.task_id, t.at
+        task = self.tasks[tid]
+        inputs = [self.refs.get(u) for u in task.upstream]
+        shortcut = self.guard.at_dispatch(
+            task, t.attempt, task_parameters(task.parameters, self.params), inputs, now
+        )
+        if shortcut is None:
+            return False
+        self.shortcuts = True
+        if shortcut.output is None:
+            self.fail(sched, tid, t.attempt, now, shortcut.message, shortcut.error_types, batch)
+            return True
+        self.refs[tid] = shortcut.output
+        batch.outputs.append(shortcut.output)
+        self.record(sched.record(tid, t.attempt, True, now, shortcut.message), batch)
+        self.rows[tid].note = "cached"
+        return True
+
+    def _use_fallback(self, task: Any, attempt: int, error: str, batch: Batch) -> str | None:
+        """Store the fallback output of ``task``; return the success message, or
+        ``None`` with ``self.fallback_error`` saying why the fallback failed too."""
+        tid = task.id
+        try:
+            value = self.guard.fallback_value(
+                task,
+                attempt,
+                task_parameters(task.parameters, self.params),
+                lambda: {u: self._value(u) for u in task.upstream},
+                error,
+            )
+            ref = store_output(
+                value,
+                run_id=self.run_id,
+                task_id=tid,
+                artifacts=self.runner.artifacts,
+                inline_limit=self.inline,
+            )
+        except Exception as exc:  # the fallback's own failure: reported with the task's
+            self.fallback_error = f"{error}; the fallback failed too: {type(exc).__name__}: {exc}"
+            return None
+        self.refs[tid] = ref
+        batch.outputs.append(ref)
+        if self.in_thread:
+            self.values[tid] = value
+        logger.warning("run %s task %s failed; its fallback output is used", self.run_id, tid)
+        first = error.splitlines()[0] if error else "the task failed"
+        return f"fallback used: the task failed: {first}"
 
     def job(self, task_id: str, attempt: int, deadline: float | None) -> Job:
         task = self.tasks[task_id]
@@ -505,6 +745,31 @@ class _Loop:
         else:
             job.input_refs = {u: self.refs[u] for u in task.upstream if u in self.refs}
         return job
+
+    def condition(self, task_id: str) -> bool | str:
+        """Evaluate ``task_id``'s ``when:``: True/False, or why it cannot be evaluated."""
+        task = self.tasks[task_id]
+        try:
+            expression = parse_expression(task.when or "", task.all_upstream)
+            outputs = {
+                r.name: self._value(r.name)
+                for r in expression.references
+                if r.kind == "task" and r.name in self.refs
+            }
+            return bool(expression.evaluate(self.params, outputs))
+        except ExpressionError as exc:
+            return f"condition could not be evaluated: {exc}"
+
+    def branch_choice(self, task_id: str) -> list[str]:
+        """The downstream ids a branch task's output names (``None``: none of them)."""
+        value = self._value(task_id)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list | tuple | set) and all(isinstance(v, str) for v in value):
+            return list(value)
+        return [repr(value)[:80]]  # not ids: the engine fails the branch task, naming it
 
     def _value(self, task_id: str) -> Any:
         if task_id not in self.values:
@@ -526,6 +791,7 @@ class _Loop:
                     row.started_at,
                     row.ended_at,
                     row.error,
+                    row.note,
                 )
             )
         self.dirty.clear()
@@ -534,11 +800,18 @@ class _Loop:
     def result(self, state: str, started_at: float, ended_at: float) -> RunResult:
         tasks = {}
         for tid, row in self.rows.items():
-            output = self.values.get(tid) if self.in_thread else None
-            if output is None and tid in self.refs and not self.in_thread:
+            output = self.values.get(tid)
+            if tid not in self.values and tid in self.refs:  # e.g. cached, or process executor
                 output = _OutputLoader(self.refs[tid], self.runner.artifacts)
             tasks[tid] = TaskResult(
-                tid, row.state, row.attempts, row.started_at, row.ended_at, row.error, output
+                tid,
+                row.state,
+                row.attempts,
+                row.started_at,
+                row.ended_at,
+                row.error,
+                output,
+                row.note,
             )
         durations = {
             tid: (r.ended_at - r.started_at)
@@ -623,34 +896,47 @@ def _process_start() -> float:
 
 
 def _refuse_if_owned(run: RunRecord) -> None:
-    if run.state not in (RunState.RUNNING, RunState.QUEUED, RunState.PAUSED):
+    owner = live_owner(run)
+    if owner is None or (owner.local and owner.pid == os.getpid()):
         return
-    if run.owner_pid is None or run.owner_host != socket.gethostname():
-        if (
-            run.owner_host not in (None, socket.gethostname())
-            and run.heartbeat_at
-            and (time.time() - run.heartbeat_at < 3 * _HEARTBEAT_SECONDS)
-        ):
-            raise RunOwned(
-                f"run '{run.run_id}' is still running on host {run.owner_host} "
-                f"(heartbeat {time.time() - run.heartbeat_at:.0f}s ago); "
-                "wait for it or stop it first"
-            )
-        return
-    import psutil
-
-    try:
-        proc = psutil.Process(run.owner_pid)
-        alive = abs(proc.create_time() - (run.owner_started_at or 0)) < 1.0 and (
-            proc.status() != psutil.STATUS_ZOMBIE
-        )
-    except psutil.Error:
-        alive = False
-    if alive and run.owner_pid != os.getpid():
+    paused = (
+        f"; it is paused: `stageflow unpause {run.run_id}` continues it"
+        if run.state == RunState.PAUSED
+        else ""
+    )
+    if not owner.local:
         raise RunOwned(
-            f"run '{run.run_id}' is still running in process {run.owner_pid}; "
-            "wait for it to finish, or stop that process, then resume"
+            f"run '{run.run_id}' is still running on host {owner.host} "
+            f"(heartbeat {time.time() - (run.heartbeat_at or 0):.0f}s ago); "
+            f"wait for it or stop it first{paused}"
         )
+    raise RunOwned(
+        f"run '{run.run_id}' is still running in process {owner.pid}; "
+        f"wait for it to finish, or stop that process, then resume{paused}"
+    )
+
+
+def _with_downstream(pipeline: Pipeline, task_id: str, run_id: str) -> set[str]:
+    """``task_id`` and every task downstream of it (data or ordering edges)."""
+    upstream = pipeline.upstream_map()
+    if task_id not in upstream:
+        from stageflow.spec.suggest import did_you_mean
+
+        hint = did_you_mean(task_id, sorted(upstream))
+        raise UsageError(
+            f"--from {task_id}: run '{run_id}' has no task '{task_id}'"
+            + (f"; did you mean '{hint}'?" if hint else ""),
+            task=task_id,
+            field="from",
+        )
+    below = downstream(upstream)
+    found, work = {task_id}, [task_id]
+    while work:
+        for d in below[work.pop()]:
+            if d not in found:
+                found.add(d)
+                work.append(d)
+    return found
 
 
 def _source_of(pipeline: Pipeline) -> str | None:

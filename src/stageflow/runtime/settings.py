@@ -35,6 +35,8 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     limits: Limits = field(default_factory=Limits)
+    tracking: bool = False  # each run is an MLflow run (`--track`, STAGEFLOW_TRACKING=1)
+    mlflow_tracking_uri: str | None = None  # None: sqlite:///<home>/mlflow.db
 
     @property
     def artifacts_root(self) -> str:
@@ -94,5 +96,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         commit_interval=(number("COMMIT_INTERVAL_MS", None, float) or 10.0) / 1000.0,
         api_host=get("API_HOST", "API_HOST") or "127.0.0.1",
         api_port=int(number("API_PORT", "API_PORT", int) or 8080),
+        tracking=(get("TRACKING") or "").lower() in ("1", "true", "yes", "on"),
+        mlflow_tracking_uri=get("MLFLOW_TRACKING_URI"),
         limits=limits,
     )

@@ -97,6 +97,11 @@ def cli(ctx: click.Context, home: str | None) -> None:
     default=None,
     help="At most this many tasks at once (default: the pipeline's, else CPU count).",
 )
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Run tasks with `cache: true` anyway (their cache entries are refreshed).",
+)
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
 @click.pass_obj
 def run(
@@ -105,6 +110,7 @@ def run(
     params: tuple[str, ...],
     executor: str,
     max_parallel: int | None,
+    no_cache: bool,
     fmt: str,
 ) -> None:
     """Validate and run TARGET (a .yaml/.json file, or module:pipeline)."""
@@ -121,6 +127,7 @@ def run(
             max_parallel=max_parallel,
             settings=settings,
             listener=listener,
+            use_cache=not no_cache,
         )
     _finish(result, fmt)
 
@@ -134,10 +141,17 @@ def run(
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
 @click.pass_obj
 def resume(settings: Any, run_id: str, executor: str, max_parallel: int | None, fmt: str) -> None:
-    """Finish RUN_ID after a crash: re-run exactly the tasks without a committed success."""
+    """Finish RUN_ID after a crash: re-run exactly the tasks without a committed success.
+
+    A paused run that a live process still runs is unpaused instead (see `unpause`)."""
     from stageflow.runtime.runner import resume_run
 
     _check_run_id(run_id)
+    if _paused_elsewhere(settings, run_id):
+        from stageflow.runtime.control import unpause_run
+
+        click.echo(unpause_run(run_id, settings=settings), err=True)
+        return
     with _progress(fmt, []) as listener:
         result = resume_run(
             run_id,
@@ -147,6 +161,121 @@ def resume(settings: Any, run_id: str, executor: str, max_parallel: int | None, 
             listener=listener,
         )
     _finish(result, fmt)
+
+
+# -- run control: retry / cancel / pause / unpause / approve ---------------------------
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option(
+    "--from",
+    "from_task",
+    metavar="TASK",
+    default=None,
+    help="Also run TASK and everything downstream of it again, even if they succeeded.",
+)
+@click.option(
+    "--executor", type=click.Choice(["thread", "process"]), default="thread", show_default=True
+)
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None)
+@click.option("--no-cache", is_flag=True, help="Run tasks with `cache: true` anyway.")
+@click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
+@click.pass_obj
+def retry(
+    settings: Any,
+    run_id: str,
+    from_task: str | None,
+    executor: str,
+    max_parallel: int | None,
+    no_cache: bool,
+    fmt: str,
+) -> None:
+    """Run the failed/cancelled tasks of the ended RUN_ID again, in the same run.
+
+    Successful outputs are reused; attempt numbers go on."""
+    from stageflow.runtime.runner import retry_run
+
+    _check_run_id(run_id)
+    if from_task is not None:
+        _check_task_id(from_task, "--from")
+    with _progress(fmt, []) as listener:
+        result = retry_run(
+            run_id,
+            from_task=from_task,
+            executor=executor,
+            max_parallel=max_parallel,
+            settings=settings,
+            listener=listener,
+            use_cache=not no_cache,
+        )
+    _finish(result, fmt)
+
+
+_BY = click.option(
+    "--by", default=None, metavar="NAME", help="Who asks (default: the operating system user)."
+)
+
+
+@cli.command()
+@click.argument("run_id")
+@_BY
+@click.pass_obj
+def cancel(settings: Any, run_id: str, by: str | None) -> None:
+    """Cancel RUN_ID: running attempts are stopped, every unfinished task is cancelled."""
+    from stageflow.runtime.control import cancel_run
+
+    _check_run_id(run_id)
+    click.echo(cancel_run(run_id, by=by, settings=settings), err=True)
+
+
+@cli.command()
+@click.argument("run_id")
+@_BY
+@click.pass_obj
+def pause(settings: Any, run_id: str, by: str | None) -> None:
+    """Pause RUN_ID: running tasks finish, no new task starts until `unpause`."""
+    from stageflow.runtime.control import pause_run
+
+    _check_run_id(run_id)
+    click.echo(pause_run(run_id, by=by, settings=settings), err=True)
+
+
+@cli.command()
+@click.argument("run_id")
+@_BY
+@click.pass_obj
+def unpause(settings: Any, run_id: str, by: str | None) -> None:
+    """Let the paused RUN_ID start tasks again."""
+    from stageflow.runtime.control import unpause_run
+
+    _check_run_id(run_id)
+    click.echo(unpause_run(run_id, by=by, settings=settings), err=True)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.argument("task")
+@click.option("--reject", is_flag=True, help="Reject: the task fails instead of running.")
+@click.option("--comment", default=None, metavar="TEXT", help="Why; recorded with the decision.")
+@_BY
+@click.pass_obj
+def approve(
+    settings: Any, run_id: str, task: str, reject: bool, comment: str | None, by: str | None
+) -> None:
+    """Decide the approval gate of TASK in RUN_ID: it runs (or, with --reject, fails)."""
+    from stageflow.runtime.control import decide_approval
+
+    _check_run_id(run_id)
+    _check_task_id(task, "TASK")
+    if comment is not None and len(comment) > 2000:
+        raise UsageError("--comment is over 2000 characters; shorten it", field="comment")
+    click.echo(
+        decide_approval(
+            run_id, task, approve=not reject, comment=comment, by=by, settings=settings
+        ),
+        err=True,
+    )
 
 
 # -- validate / graph -----------------------------------------------------------------
@@ -216,9 +345,17 @@ def validate(settings: Any, target: str, fmt: str) -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="Write to this file (required for png).",
 )
+@click.option(
+    "--collapse", is_flag=True, help="Draw each task group (`use:` template) as one node."
+)
 @click.pass_obj
 def graph(
-    settings: Any, target: str | None, run_id: str | None, fmt: str, output: str | None
+    settings: Any,
+    target: str | None,
+    run_id: str | None,
+    fmt: str,
+    output: str | None,
+    collapse: bool,
 ) -> None:
     """Analyse and draw TARGET's DAG: order, levels, critical path, a picture."""
     from stageflow.graph import DrawFormat, critical_path, draw, levels
@@ -240,6 +377,9 @@ def graph(
         pipeline = load_pipeline(target or "", settings.limits)
         check(pipeline)
     upstream = pipeline.upstream_map()
+    if collapse:
+        upstream, states = _collapsed(pipeline, upstream, states)
+        durations = {}
     if fmt == "png" and output is None:
         raise UsageError("--format png writes binary data: give -o FILE.png")
     picture = draw(upstream, cast(DrawFormat, fmt), states=states, title=pipeline.name)
@@ -360,6 +500,40 @@ def logs(settings: Any, run_id: str, task: str, attempt: int | None) -> None:
 # -- helpers -------------------------------------------------------------------------------
 
 
+def _collapsed(
+    pipeline: Any, upstream: dict[str, list[str]], states: dict[str, str] | None
+) -> tuple[dict[str, list[str]], dict[str, str] | None]:
+    """The DAG with each top-level task group as one node; a group's state is its
+    worst member's (failed before running before success)."""
+    node = {t.id: (t.group.split(".")[0] if t.group else t.id) for t in pipeline.tasks}
+    collapsed: dict[str, list[str]] = {}
+    for tid, ups in upstream.items():
+        edges = collapsed.setdefault(node[tid], [])
+        for u in ups:
+            if node[u] != node[tid] and node[u] not in edges:
+                edges.append(node[u])
+    if states is None:
+        return collapsed, None
+    rank = [
+        "failed",
+        "upstream_failed",
+        "cancelled",
+        "running",
+        "up_for_retry",
+        "queued",
+        "pending",
+        "skipped",
+        "success",
+    ]
+    order = {state: i for i, state in enumerate(rank)}
+    merged: dict[str, str] = {}
+    for tid, state in states.items():
+        current = merged.get(node[tid])
+        if current is None or order.get(state, 3) < order.get(current, 3):
+            merged[node[tid]] = state
+    return collapsed, merged
+
+
 def _configure_logging(level: str) -> None:
     import logging
 
@@ -390,6 +564,23 @@ def _check_run_id(run_id: str) -> None:
     why = id_problem(run_id, "run id")
     if why is not None:
         raise UsageError(f"{why}; see `stageflow runs list`", field="run_id")
+
+
+def _check_task_id(task: str, what: str) -> None:
+    from stageflow.spec.validate import id_problem
+
+    why = id_problem(task)
+    if why is not None:
+        raise UsageError(f"{what}: {why}", field="task")
+
+
+def _paused_elsewhere(settings: Any, run_id: str) -> bool:
+    """True when RUN_ID is paused and a live process (not a crashed one) runs it."""
+    from stageflow.runtime.control import live_owner
+
+    with _store(settings) as store:
+        run = store.get_run(run_id)
+    return run.state == "paused" and live_owner(run) is not None
 
 
 class _store:
@@ -437,3 +628,9 @@ def _finish(result: Any, fmt: str) -> NoReturn:
 
         render_summary(result, sys.stdout)
     sys.exit(0 if result.state == "success" else 1)
+
+
+# The ML commands (operators, runs diff, lineage, models serve, run --track).
+from stageflow.service import cli_ml  # noqa: E402  (after `cli` exists)
+
+cli_ml.attach(cli)

@@ -36,7 +36,7 @@ class LineProgress:
 
     def __call__(self, t: Transition) -> None:
         if t.new in FINAL_TASK_STATES:
-            extra = f": {t.message.splitlines()[0]}" if t.message and t.new != "success" else ""
+            extra = f": {t.message.splitlines()[0]}" if t.message else ""
             self.stream.write(f"[{t.new:>15}] {t.task_id}{extra}\n")
         elif t.new == "up_for_retry":
             self.stream.write(
@@ -122,12 +122,16 @@ def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> N
         took = f" in {result.ended_at - result.started_at:.2f}s"
     out.write(f"run {result.run_id} of pipeline '{result.pipeline}': {result.state}{took}\n")
     width = max([len(t) for t in result.tasks] + [4])
-    out.write(f"  {'task':<{width}}  {'state':<15} {'attempts':>8} {'duration':>9}\n")
+    out.write(f"  {'task':<{width}}  {'state':<18} {'attempts':>8} {'duration':>9}\n")
     for tid, t in list(result.tasks.items())[:200]:
         d = f"{t.duration_s:.2f}s" if t.duration_s is not None else "-"
-        out.write(f"  {tid:<{width}}  {t.state:<15} {t.attempts:>8} {d:>9}\n")
-        if t.error and t.state in ("failed", "upstream_failed", "cancelled"):
+        state = f"{t.state} ({t.note})" if t.note else t.state  # success (cached), (fallback)
+        out.write(f"  {tid:<{width}}  {state:<18} {t.attempts:>8} {d:>9}\n")
+        if t.error and (t.state in ("failed", "upstream_failed", "cancelled") or t.note):
             out.write(f"  {'':<{width}}    {t.error.splitlines()[0]}\n")
+    cached = sum(t.note == "cached" for t in result.tasks.values())
+    if cached:
+        out.write(f"{cached} of {len(result.tasks)} tasks cached (reused, not run)\n")
     if len(result.tasks) > 200:
         out.write(f"  ... and {len(result.tasks) - 200} more tasks\n")
     if result.critical_path:

@@ -27,7 +27,7 @@ _TASK_RENAMES = {
     "retry_policy": "retry",
     "timeout": "timeout_seconds",
 }
-_RETRY_RENAMES = {"retry_delay": "delay_seconds", "retries": "max_retries"}
+_RETRY_RENAMES = {"retry_delay": "delay_seconds", "retries": "max_retries", "strategy": "backoff"}
 _RESOURCE_RENAMES = {"cpu_cores": "cpu", "gpu_count": "gpu"}
 _TOP_LEVEL_RESOURCES = ("cpu", "memory_gb", "gpu", "disk_gb", "cpu_cores", "memory_mb", "gpu_count")
 
@@ -78,6 +78,8 @@ def alias_message(section: str, key: str, value: object) -> str | None:
     canonical = renames.get(section, {}).get(key)
     if canonical is not None:
         return f"'{key}' is another spelling of '{canonical}', which is also given; keep one"
+    if section in ("task", "defaults") and key == "retry_on":
+        return "retry_on belongs to the retry policy: write `retry: {retry_on: [...]}`"
     if section == "retry" and key == "exponential_backoff":
         if isinstance(value, bool):
             return "exponential_backoff and backoff are both given; keep one"

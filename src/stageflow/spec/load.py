@@ -356,6 +356,8 @@ def _message(err: Any, loc: list[Any], task: str | None) -> str:
         shown = shown[:57] + "..."
     if loc and loc[-1] == "priority" and kind in ("int_parsing", "int_type"):
         return f"priority must be an integer or one of {', '.join(PRIORITY_NAMES)}, got {shown}"
+    if kind == "string_pattern_mismatch" and len(loc) >= 2 and loc[-2] in ("retry_on", "fatal_on"):
+        return f"must be an exception class name like ValueError or pkg.module.Error, got {shown}"
     if kind == "enum" or kind == "literal_error":
         return f"{err['msg'].lower()}, got {shown}"
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {shown}"

@@ -16,16 +16,27 @@ import hashlib
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, NewType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NewType
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    field_validator,
+)
 
 if TYPE_CHECKING:
     from stageflow.runtime.result import RunResult
 
 __all__ = [
     "PRIORITY_NAMES",
+    "Approval",
+    "CircuitBreaker",
+    "ExceptionName",
     "FailureStrategy",
+    "Fallback",
     "Pipeline",
     "Resources",
     "RetryPolicy",
@@ -64,15 +75,83 @@ PRIORITY_NAMES: Mapping[str, int] = {"low": -10, "normal": 0, "high": 10, "criti
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+#: An exception class named in ``retry_on``/``fatal_on``: ``ValueError`` or
+#: ``package.module.ClassName``; it matches any class in the raised exception's MRO.
+ExceptionName = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", max_length=300
+    ),
+]
+
+Backoff = Literal["none", "fixed", "linear", "exponential"]
+
+
 class RetryPolicy(BaseModel):
-    """How often and how soon a failed attempt is tried again."""
+    """How often and how soon a failed attempt is tried again (``engine.retry``).
+
+    ``backoff`` (the strategy): ``none`` (never retried), ``fixed``, ``linear``
+    or ``exponential``, capped at ``max_delay_seconds``; ``jitter`` (0..1, ``true``
+    is 1) takes up to that fraction off each delay, deterministically per task
+    and attempt. ``retry_on``: only errors of these classes are retried.
+    """
 
     model_config = _STRICT
 
     max_retries: int = Field(default=0, ge=0, le=1000)
     delay_seconds: float = Field(default=0.0, ge=0.0, le=7 * 24 * 3600)
-    backoff: Literal["fixed", "exponential"] = "fixed"
+    backoff: Backoff = "fixed"
     max_delay_seconds: float = Field(default=3600.0, ge=0.0)
+    jitter: float = Field(default=0.0, ge=0.0, le=1.0)
+    retry_on: list[ExceptionName] | None = None
+
+    @field_validator("jitter", mode="before")
+    @classmethod
+    def _jitter_flag(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return 1.0 if value else 0.0
+        return value
+
+
+class CircuitBreaker(BaseModel):
+    """Fail fast after ``failure_threshold`` consecutive failures of the tasks sharing
+    ``name`` (across runs), for ``reset_timeout_seconds``; then one trial attempt.
+
+    ``name`` defaults to the task's operator (``module:function`` for Python tasks).
+    """
+
+    model_config = _STRICT
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    failure_threshold: int = Field(default=5, ge=1, le=1_000_000)
+    reset_timeout_seconds: float = Field(default=60.0, gt=0.0, le=365 * 24 * 3600)
+
+
+class Fallback(BaseModel):
+    """What a task that finally failed returns instead: a ``value`` (any JSON), or the
+    output of ``call`` (``package.module:function``, bound like the task's function,
+    plus ``error``: the last error's text). Neither given: the value ``null``."""
+
+    model_config = _STRICT
+
+    value: Any = None
+    call: str | None = Field(default=None, max_length=500)
+
+
+_ApproverName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class Approval(BaseModel):
+    """A manual gate: the task waits in ``awaiting_approval`` until someone decides
+    (``stageflow approve RUN_ID TASK [--reject]``). Rejected, or no decision within
+    ``timeout_seconds`` (``None``: wait for ever): the task fails. ``approvers``:
+    only these names may decide (``None``: anyone)."""
+
+    model_config = _STRICT
+
+    message: str = Field(default="", max_length=2000)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=365 * 24 * 3600)
+    approvers: list[_ApproverName] | None = Field(default=None, min_length=1)
 
 
 class Resources(BaseModel):
@@ -96,6 +175,11 @@ class TaskDefaults(BaseModel):
     resources: Resources | None = None
     priority: int | None = None
     trigger_rule: TriggerRule | None = None
+    fatal_on: list[ExceptionName] | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    cache: bool | None = None
+    cache_ttl_seconds: float | None = Field(default=None, gt=0)
+    cache_version: str | None = Field(default=None, max_length=200)
 
     @field_validator("priority", mode="before")
     @classmethod
@@ -126,6 +210,16 @@ class Task(BaseModel):
     timeout_seconds: float | None = Field(default=None, gt=0)
     priority: int | None = None
     trigger_rule: TriggerRule | None = None
+    when: str | None = Field(default=None, max_length=2000)
+    branch: bool = False
+    group: str | None = None  # set by template expansion (``use:``): the group's id
+    fatal_on: list[ExceptionName] | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    fallback: Fallback | None = None
+    cache: bool | None = None
+    cache_ttl_seconds: float | None = Field(default=None, gt=0)
+    cache_version: str | None = Field(default=None, max_length=200)
+    approval: Approval | None = None
 
     def __init__(
         self, id: str | None = None, fn: Callable[..., Any] | None = None, /, **data: Any
@@ -189,6 +283,7 @@ class Pipeline(BaseModel):
     defaults: TaskDefaults = Field(default_factory=TaskDefaults)
     max_parallel_tasks: int | None = Field(default=None, ge=1, le=100_000)
     failure_strategy: FailureStrategy = "continue"
+    run_timeout_seconds: float | None = Field(default=None, gt=0)
     tasks: list[Task] = Field(default_factory=list)
     _source: str | None = PrivateAttr(default=None)  # the file it was loaded from, if any
 
@@ -220,6 +315,34 @@ class Pipeline(BaseModel):
 
     def trigger_rule_of(self, task: Task) -> TriggerRule:
         return task.trigger_rule or self.defaults.trigger_rule or TriggerRule.ALL_SUCCESS
+
+    def fatal_on_of(self, task: Task) -> list[str]:
+        found = task.fatal_on if task.fatal_on is not None else self.defaults.fatal_on
+        return found or []
+
+    def circuit_breaker_of(self, task: Task) -> tuple[str, CircuitBreaker] | None:
+        """The task's circuit breaker and its name (the operator's when not given)."""
+        breaker = task.circuit_breaker or self.defaults.circuit_breaker
+        if breaker is None:
+            return None
+        if breaker.name is not None:
+            return breaker.name, breaker
+        if task.fn is not None:
+            return callable_ref(task.fn), breaker
+        return task.call or task.operator_name, breaker
+
+    def cache_of(self, task: Task) -> bool:
+        return bool(task.cache if task.cache is not None else self.defaults.cache)
+
+    def cache_ttl_of(self, task: Task) -> float | None:
+        if task.cache_ttl_seconds is not None:
+            return task.cache_ttl_seconds
+        return self.defaults.cache_ttl_seconds
+
+    def cache_version_of(self, task: Task) -> str | None:
+        if task.cache_version is not None:
+            return task.cache_version
+        return self.defaults.cache_version
 
     def upstream_map(self) -> dict[str, list[str]]:
         """Task id -> all upstream ids (data and ordering), in definition order."""
@@ -255,9 +378,11 @@ class Pipeline(BaseModel):
         max_parallel: int | None = None,
         home: str | None = None,
         store_url: str | None = None,
+        use_cache: bool = True,
     ) -> RunResult:
         """Validate and run this pipeline in-process; return the finished ``RunResult``.
 
+        ``use_cache=False`` runs cached tasks anyway (``stageflow run --no-cache``).
         Raises ``InvalidSpec`` (every problem at once) before anything runs.
         """
         from stageflow.runtime.runner import run_pipeline  # the SDK facade, see module doc
@@ -269,6 +394,7 @@ class Pipeline(BaseModel):
             max_parallel=max_parallel,
             home=home,
             store_url=store_url,
+            use_cache=use_cache,
         )
 
 

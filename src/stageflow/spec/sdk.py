@@ -34,6 +34,8 @@ def task(
     trigger_rule: str | None = None,
     after: list[str] | None = None,
     parameters: Mapping[str, Any] | None = None,
+    when: str | None = None,
+    branch: bool = False,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -51,6 +53,8 @@ def task(
     trigger_rule: str | None = None,
     after: list[str] | None = None,
     parameters: Mapping[str, Any] | None = None,
+    when: str | None = None,
+    branch: bool = False,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Wrap a function as a ``Task``; options mirror the YAML fields.
 
@@ -78,6 +82,10 @@ def task(
             data["after"] = list(after)
         if parameters:
             data["parameters"] = dict(parameters)
+        if when is not None:
+            data["when"] = when
+        if branch:
+            data["branch"] = True
         data["description"] = (f.__doc__ or "").strip().splitlines()[0] if f.__doc__ else None
         return Task(id or f.__name__, f, **data)
 

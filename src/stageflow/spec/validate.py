@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from stageflow.errors import Problem
+from stageflow.spec.expr import ExpressionError, parse_expression
 from stageflow.spec.models import Pipeline
 from stageflow.spec.params import references
 from stageflow.spec.suggest import Suggester
@@ -117,6 +118,10 @@ def pipeline_problems(pipeline: Pipeline) -> list[Problem]:
         problems.append(Problem("has no tasks; add at least one under `tasks:`", field="tasks"))
     known_params = set(pipeline.params)
     for task in pipeline.tasks:
+        if task.when is not None:
+            problems.extend(
+                _condition_problems(task.id, task.when, task.all_upstream, known_params)
+            )
         given = [
             k
             for k, v in (("operator", task.operator), ("call", task.call), ("fn", task.fn))
@@ -180,3 +185,35 @@ def _param_refs(value: Any, path: str) -> Iterable[tuple[str, str]]:
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from _param_refs(v, f"{path}[{i}]")
+
+
+def _condition_problems(
+    task: str, source: str, upstream: list[str], params: set[str]
+) -> list[Problem]:
+    """A ``when:`` that does not parse, or refers to a non-upstream task or an
+    undeclared parameter."""
+    try:
+        expression = parse_expression(source, upstream)
+    except ExpressionError as exc:
+        return [Problem(f"condition {exc}", task=task, field="when")]
+    problems = []
+    for ref in expression.references:
+        if ref.kind == "params" and ref.name not in params:
+            problems.append(
+                Problem(
+                    f"condition refers to ${{params.{ref.name}}}, which is not a run parameter; "
+                    "declare it under `params:`",
+                    task=task,
+                    field="when",
+                )
+            )
+        elif ref.kind == "task" and ref.name not in upstream:
+            problems.append(
+                Problem(
+                    f"condition refers to ${{{ref.text}}}, but '{ref.name}' is not upstream of "
+                    f"this task; add it to `upstream:`",
+                    task=task,
+                    field="when",
+                )
+            )
+    return problems

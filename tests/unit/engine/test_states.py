@@ -22,9 +22,13 @@ from stageflow.engine.states import (
 )
 from stageflow.errors import IllegalTransition, StageflowError
 
-# DESIGN.md, "Task states": state -> the "next" column (empty: final).
+# DESIGN.md, "Task states": state -> the "next" column (empty: final), plus the
+# deliberate additions documented in docs/architecture.md:
+# pending -> failed (a `when:` condition that cannot be evaluated), and the new
+# state awaiting_approval (an `approval:` gate, decided before the task queues).
 DESIGN_TASK_TABLE: dict[str, set[str]] = {
-    "pending": {"queued", "skipped", "upstream_failed", "cancelled"},
+    "pending": {"queued", "skipped", "upstream_failed", "cancelled", "failed", "awaiting_approval"},
+    "awaiting_approval": {"queued", "failed", "cancelled"},
     "queued": {"running", "cancelled"},
     "running": {"success", "failed", "up_for_retry", "cancelled"},
     "up_for_retry": {"queued", "cancelled"},

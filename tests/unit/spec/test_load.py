@@ -336,10 +336,10 @@ def _one_task(**fields: Any) -> dict[str, Any]:
             id="retries-negative",
         ),
         pytest.param(
-            _one_task(retry={"backoff": "linear"}),
+            _one_task(retry={"backoff": "quadratic"}),
             "a",
             "retry.backoff",
-            "'fixed' or 'exponential', got 'linear'",
+            "'none', 'fixed', 'linear' or 'exponential', got 'quadratic'",
             id="backoff",
         ),
         pytest.param(_one_task(retry=3), "a", "retry", "valid dictionary", id="retry-not-mapping"),

@@ -15,10 +15,15 @@ if TYPE_CHECKING:
     from conftest import Backend
 
 STAGEFLOW_TABLES = [
+    "artifact_links",
     "attempts",
+    "cache_entries",
+    "circuits",
+    "control_requests",
     "events",
     "outputs",
     "pipelines",
+    "run_records",
     "runs",
     "stageflow_schema",
     "task_runs",

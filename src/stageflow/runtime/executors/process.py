@@ -147,9 +147,12 @@ class _Slot:
             _kill_tree(proc.pid)
 
     def stop_worker(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.proc, self.conn = None, None
+        # The slot's thread (its worker died) and shutdown may both get here at
+        # once: only one may close the pipe, or the other's close fails with EBADF.
+        with self.owner._lock:
+            conn, self.proc, self.conn = self.conn, None, None
+        if conn is not None:
+            conn.close()
 
 
 def _kill_tree(pid: int) -> None:

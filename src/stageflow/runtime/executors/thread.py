@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 from stageflow.runtime.attempt import Job, execute
 from stageflow.runtime.executors.base import Completions
 
 __all__ = ["ThreadExecutor"]
+
+_STOP_GRACE_SECONDS = 1.0  # at most, at shutdown, for attempts to stop when told to
 
 
 class ThreadExecutor:
@@ -84,3 +87,9 @@ class ThreadExecutor:
                 flag.set()
         for _ in range(self._wanted):
             self._jobs.put(None)
+        # Attempts told to stop get a moment to do so (``bash`` kills its process
+        # group) before this process may exit: exiting ends daemon threads at once
+        # and would leave a cancelled command running, orphaned.
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

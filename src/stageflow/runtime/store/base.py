@@ -1,7 +1,9 @@
 """The metadata store's interface and its records.
 
 The store holds pipelines (versioned by content hash), runs, task runs, attempts,
-events (every state transition with its timestamp) and output references.  The
+events (every state transition with its timestamp) and output references, plus
+two things that outlive runs: cache entries (a task's output by cache key) and
+circuit breaker states (by circuit name).  The
 runner writes through :meth:`Store.commit`, one transaction per scheduling tick
 (DESIGN.md, durability rule): a ``Batch`` is applied atomically or not at all.
 
@@ -11,13 +13,18 @@ State strings are exactly DESIGN.md's (``engine.states``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:  # the engine (and pydantic with it) is not loaded by `stageflow runs list`
+    from stageflow.engine.circuit import CircuitState
 
 __all__ = [
     "AttemptRecord",
     "Batch",
+    "CacheEntry",
+    "ControlRequest",
     "EventRecord",
     "OutputRef",
     "PipelineRecord",
@@ -76,6 +83,7 @@ class TaskRunRecord:
     started_at: float | None = None
     ended_at: float | None = None
     error: str | None = None
+    note: str | None = None  # "cached" or "fallback": how a success was reached
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +126,36 @@ class OutputRef:
     uri: str | None = None  # set when kind == "file"
 
 
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A task's output stored under its cache key (``runtime.cache``).
+
+    ``output`` names the run and task that produced it; ``expires_at`` (from
+    ``cache_ttl_seconds``) is ``None`` for an entry that never expires.
+    """
+
+    key: str
+    pipeline: str
+    output: OutputRef
+    created_at: float
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    """A request to the process running a run (``runtime.control``): ``cancel``,
+    ``pause``, ``unpause``, or ``approve``/``reject`` of ``task_id``'s approval gate.
+    ``request_id`` is assigned by the store (rising per run); 0 before it is stored."""
+
+    run_id: str
+    request: Literal["cancel", "pause", "unpause", "approve", "reject"]
+    requested_at: float
+    requested_by: str
+    task_id: str | None = None
+    comment: str | None = None
+    request_id: int = 0
+
+
 @dataclass(slots=True)
 class Batch:
     """Everything one scheduling tick changes; applied in one transaction."""
@@ -127,9 +165,12 @@ class Batch:
     events: list[EventRecord] = field(default_factory=list)
     outputs: list[OutputRef] = field(default_factory=list)
     runs: list[RunUpdate] = field(default_factory=list)
+    cache: list[CacheEntry] = field(default_factory=list)  # upserted by key
 
     def __bool__(self) -> bool:
-        return bool(self.task_runs or self.attempts or self.events or self.outputs or self.runs)
+        return bool(
+            self.task_runs or self.attempts or self.events or self.outputs or self.runs
+        ) or bool(self.cache)
 
 
 class Store(Protocol):
@@ -169,5 +210,30 @@ class Store(Protocol):
 
     def outputs(self, run_id: str) -> dict[str, OutputRef]:
         """The stored output of every task of the run that has one."""
+
+    def get_cache(self, key: str, now: float) -> CacheEntry | None:
+        """The entry under ``key``, or ``None`` when there is none or it expired at ``now``."""
+
+    def put_cache(self, entry: CacheEntry) -> None:
+        """Insert the entry, replacing any under the same key."""
+
+    def delete_expired_cache(self, now: float) -> int:
+        """Delete every entry expired at ``now``; return how many were deleted."""
+
+    def get_circuit(self, name: str) -> CircuitState | None:
+        """The circuit's stored state, or ``None`` when it never recorded one."""
+
+    def update_circuit(
+        self, name: str, change: Callable[[CircuitState | None], CircuitState]
+    ) -> CircuitState:
+        """Read the circuit's state, store ``change(state)`` and return it, in one
+        transaction no other writer can interleave (so two processes never both
+        take the one half-open trial). Exceptions from ``change`` roll back."""
+
+    def add_request(self, request: ControlRequest) -> int:
+        """Store a control request; return its ``request_id``. Raises ``RunNotFound``."""
+
+    def requests(self, run_id: str, after: int = 0) -> list[ControlRequest]:
+        """The run's control requests with ``request_id > after``, oldest first."""
 
     def close(self) -> None: ...

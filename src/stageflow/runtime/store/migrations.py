@@ -133,6 +133,69 @@ MIGRATIONS: list[Migration] = [
                 ON DELETE CASCADE
         )""",
     ),
+    _for_both(
+        2,
+        "cache entries, circuit breakers, task run notes (cached / fallback)",
+        """CREATE TABLE cache_entries (
+            cache_key TEXT PRIMARY KEY,
+            pipeline TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('inline', 'file')),
+            serializer TEXT NOT NULL,
+            size {bigint} NOT NULL,
+            sha256 TEXT NOT NULL,
+            data {blob},
+            uri TEXT,
+            created_at {real} NOT NULL,
+            expires_at {real}
+        )""",
+        "CREATE INDEX cache_entries_by_expires_at ON cache_entries (expires_at)",
+        """CREATE TABLE circuits (
+            name TEXT PRIMARY KEY,
+            state TEXT NOT NULL CHECK (state IN ('closed', 'open', 'half_open')),
+            failures INTEGER NOT NULL DEFAULT 0,
+            opened_until {real},
+            trial_started {real},
+            updated_at {real}
+        )""",
+        "ALTER TABLE task_runs ADD COLUMN note TEXT",
+    ),
+    _for_both(
+        3,
+        "control requests (cancel, pause, unpause, approve, reject) from other processes",
+        """CREATE TABLE control_requests (
+            id {id},
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            request TEXT NOT NULL
+                CHECK (request IN ('cancel', 'pause', 'unpause', 'approve', 'reject')),
+            task_id TEXT,
+            requested_at {real} NOT NULL,
+            requested_by TEXT NOT NULL,
+            comment TEXT
+        )""",
+        "CREATE INDEX control_requests_by_run_id ON control_requests (run_id, id)",
+    ),
+    _for_both(
+        4,
+        "reproducibility records and artifact lineage (runtime/lineage.py)",
+        """CREATE TABLE run_records (
+            run_id TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+            record_json TEXT NOT NULL,
+            updated_at {real} NOT NULL
+        )""",
+        """CREATE TABLE artifact_links (
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            task_id TEXT NOT NULL,
+            direction TEXT NOT NULL CHECK (direction IN ('read', 'write')),
+            uri TEXT NOT NULL,
+            sha256 TEXT,
+            kind TEXT,
+            PRIMARY KEY (run_id, task_id, direction, uri)
+        )""",
+        "CREATE INDEX artifact_links_by_sha256 ON artifact_links (sha256)",
+        "CREATE INDEX artifact_links_by_uri ON artifact_links (uri)",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -25,15 +25,17 @@ import contextlib
 import functools
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from stageflow.errors import RunNotFound, StoreError
 from stageflow.runtime.store.base import (
     AttemptRecord,
     Batch,
+    CacheEntry,
+    ControlRequest,
     EventRecord,
     OutputRef,
     PipelineRecord,
@@ -41,6 +43,9 @@ from stageflow.runtime.store.base import (
     TaskRunRecord,
 )
 from stageflow.runtime.store.dialect import Connection, Cursor, Dialect
+
+if TYPE_CHECKING:
+    from stageflow.engine.circuit import CircuitState
 
 __all__ = ["SqlStore"]
 
@@ -139,6 +144,7 @@ class SqlStore:
                                 t.started_at,
                                 t.ended_at,
                                 t.error,
+                                t.note,
                             )
                             for k, t in enumerate(latest.values())
                         ],
@@ -197,6 +203,9 @@ class SqlStore:
                             for o in outputs.values()
                         ],
                     )
+                if batch.cache:
+                    entries = {e.key: e for e in batch.cache}
+                    self._many(cur, _UPSERT_CACHE, [_cache_row(e) for e in entries.values()])
                 cur.execute("COMMIT")
             except BaseException:
                 self._rollback()
@@ -216,6 +225,47 @@ class SqlStore:
                 _multi_row_sql(self.dialect, statement, len(chunk)),
                 [value for row in chunk for value in row],
             )
+
+    def put_cache(self, entry: CacheEntry) -> None:
+        """Insert the entry, replacing any under the same key."""
+        with self._transaction() as cur:
+            self._many(cur, _UPSERT_CACHE, [_cache_row(entry)])
+
+    def delete_expired_cache(self, now: float) -> int:
+        """Delete every entry expired at ``now``; return how many were deleted."""
+        with self._transaction() as cur:
+            cur.execute(self._sql.delete_expired_cache, (now,))
+            return max(cur.rowcount, 0)
+
+    def update_circuit(
+        self, name: str, change: Callable[[CircuitState | None], CircuitState]
+    ) -> CircuitState:
+        """Read, change and write one circuit's state in one transaction.
+
+        SQLite: ``BEGIN IMMEDIATE`` already holds the database's write lock.
+        PostgreSQL: the row is created if absent, then locked (``FOR UPDATE``), so
+        a concurrent updater waits for this transaction and then sees its result.
+        """
+        with self._transaction() as cur:
+            if self.dialect.name == "postgresql":
+                cur.execute(self._sql.insert_circuit_if_absent, (name,))
+            cur.execute(self._sql.select_circuit_for_update, (name,))
+            row = cur.fetchone()
+            # A row created just now only to be locked reads as "no state yet".
+            current = None if row is None or row[5] is None else _circuit_state(row)
+            new = change(current)
+            cur.execute(
+                self._sql.upsert_circuit,
+                (
+                    name,
+                    new.state,
+                    new.failures,
+                    new.opened_until,
+                    new.trial_started,
+                    new.updated_at,
+                ),
+            )
+            return new
 
     def claim_run(self, run_id: str, *, host: str, pid: int, started_at: float, now: float) -> None:
         """Record this process as the run's owner (owner_* and heartbeat_at).
@@ -277,6 +327,67 @@ class SqlStore:
         """The stored output of every task of the run that has one, in task creation order."""
         rows = self._fetchall(self._sql.select_outputs, (run_id,))
         return {row[1]: _output_ref(row) for row in rows}
+
+    def get_cache(self, key: str, now: float) -> CacheEntry | None:
+        """The entry under ``key``, or ``None`` when there is none or it expired at ``now``."""
+        row = self._fetchone(self._sql.select_cache, (key,))
+        if row is None or (row[11] is not None and row[11] <= now):
+            return None
+        data = row[8]
+        ref = OutputRef(
+            run_id=row[2],
+            task_id=row[3],
+            kind=cast(Literal["inline", "file"], row[4]),
+            serializer=row[5],
+            size=row[6],
+            sha256=row[7],
+            data=None if data is None else bytes(data),
+            uri=row[9],
+        )
+        return CacheEntry(row[0], row[1], ref, row[10], row[11])
+
+    def get_circuit(self, name: str) -> CircuitState | None:
+        """The circuit's stored state, or ``None`` when it never recorded one."""
+        row = self._fetchone(self._sql.select_circuit, (name,))
+        return None if row is None or row[5] is None else _circuit_state(row)
+
+    # -- control requests (runtime.control) ----------------------------------
+
+    def add_request(self, request: ControlRequest) -> int:
+        """Store a control request; return its ``request_id``.
+
+        Raises ``RunNotFound`` when the run is not in the store.
+        """
+        row = (
+            request.run_id,
+            request.request,
+            request.task_id,
+            request.requested_at,
+            request.requested_by,
+            request.comment,
+        )
+        with self._transaction() as cur:
+            cur.execute(self._sql.select_run, (request.run_id,))
+            if cur.fetchone() is None:
+                raise self._run_not_found(request.run_id)
+            cur.execute(self.dialect.sql(_INSERT_REQUEST), row)
+            return int(cur.fetchone()[0])
+
+    def requests(self, run_id: str, after: int = 0) -> list[ControlRequest]:
+        """The run's control requests with ``request_id > after``, oldest first."""
+        rows = self._fetchall(self.dialect.sql(_SELECT_REQUESTS), (run_id, after))
+        return [
+            ControlRequest(
+                run_id=row[0],
+                request=row[1],
+                task_id=row[2],
+                requested_at=row[3],
+                requested_by=row[4],
+                comment=row[5],
+                request_id=row[6],
+            )
+            for row in rows
+        ]
 
     # -- lifetime -------------------------------------------------------------
 
@@ -362,6 +473,37 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
     )
 
 
+def _cache_row(e: CacheEntry) -> tuple[Any, ...]:
+    o = e.output
+    return (
+        e.key,
+        e.pipeline,
+        o.run_id,
+        o.task_id,
+        o.kind,
+        o.serializer,
+        o.size,
+        o.sha256,
+        o.data,
+        o.uri,
+        e.created_at,
+        e.expires_at,
+    )
+
+
+def _circuit_state(row: Sequence[Any]) -> CircuitState:
+    from stageflow.engine.circuit import CircuitState  # not loaded by the CLI's reads
+
+    return CircuitState(
+        name=row[0],
+        state=row[1],
+        failures=row[2],
+        opened_until=row[3],
+        trial_started=row[4],
+        updated_at=row[5],
+    )
+
+
 def _output_ref(row: Sequence[Any]) -> OutputRef:
     data = row[6]
     return OutputRef(
@@ -379,6 +521,15 @@ def _output_ref(row: Sequence[Any]) -> OutputRef:
 # -- SQL ----------------------------------------------------------------------
 # Written with '?' placeholders; _statements translates them once per dialect.
 # Literal strings only: no value is ever formatted into SQL.
+
+_INSERT_REQUEST = (
+    "INSERT INTO control_requests (run_id, request, task_id, requested_at, requested_by, "
+    "comment) VALUES (?, ?, ?, ?, ?, ?) RETURNING id"
+)
+_SELECT_REQUESTS = (
+    "SELECT run_id, request, task_id, requested_at, requested_by, comment, id "
+    "FROM control_requests WHERE run_id = ? AND id > ? ORDER BY id"
+)
 
 _SELECT_RUN = (
     "SELECT run_id, pipeline, pipeline_version, state, params_json, created_at, started_at, "
@@ -402,6 +553,12 @@ class _Statements:
     select_task_attempts: str
     select_events: str
     select_outputs: str
+    select_cache: str
+    delete_expired_cache: str
+    select_circuit: str
+    select_circuit_for_update: str
+    insert_circuit_if_absent: str
+    upsert_circuit: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,15 +570,16 @@ class _MultiRow:
     suffix: str = ""
 
 
-_CHUNK_ROWS = 250  # 250 rows x at most 9 values: far under SQLite's 32,766 variables
+_CHUNK_ROWS = 250  # 250 rows x at most 12 values: far under SQLite's 32,766 variables
 
 _UPSERT_TASK_RUN = _MultiRow(
-    "INSERT INTO task_runs (run_id, task_id, seq, state, attempts, started_at, ended_at, error) "
-    "VALUES ",
-    "(?, ?, (SELECT COALESCE(MAX(seq) + 1, 0) FROM task_runs WHERE run_id = ?) + ?, ?, ?, ?, ?, ?)",
+    "INSERT INTO task_runs (run_id, task_id, seq, state, attempts, started_at, ended_at, error, "
+    "note) VALUES ",
+    "(?, ?, (SELECT COALESCE(MAX(seq) + 1, 0) FROM task_runs WHERE run_id = ?) + ?, "
+    "?, ?, ?, ?, ?, ?)",
     " ON CONFLICT (run_id, task_id) DO UPDATE SET state = excluded.state, "
     "attempts = excluded.attempts, started_at = excluded.started_at, "
-    "ended_at = excluded.ended_at, error = excluded.error",
+    "ended_at = excluded.ended_at, error = excluded.error, note = excluded.note",
 )
 _UPSERT_ATTEMPT = _MultiRow(
     "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, ended_at, error) VALUES ",
@@ -439,6 +597,22 @@ _UPSERT_OUTPUT = _MultiRow(
     " ON CONFLICT (run_id, task_id) DO UPDATE SET kind = excluded.kind, "
     "serializer = excluded.serializer, size = excluded.size, "
     "sha256 = excluded.sha256, data = excluded.data, uri = excluded.uri",
+)
+
+
+_UPSERT_CACHE = _MultiRow(
+    "INSERT INTO cache_entries (cache_key, pipeline, run_id, task_id, kind, serializer, size, "
+    "sha256, data, uri, created_at, expires_at) VALUES ",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    " ON CONFLICT (cache_key) DO UPDATE SET pipeline = excluded.pipeline, "
+    "run_id = excluded.run_id, task_id = excluded.task_id, kind = excluded.kind, "
+    "serializer = excluded.serializer, size = excluded.size, sha256 = excluded.sha256, "
+    "data = excluded.data, uri = excluded.uri, created_at = excluded.created_at, "
+    "expires_at = excluded.expires_at",
+)
+_SELECT_CIRCUIT = (
+    "SELECT name, state, failures, opened_until, trial_started, updated_at FROM circuits "
+    "WHERE name = ?"
 )
 
 
@@ -484,7 +658,7 @@ def _statements(dialect: Dialect) -> _Statements:
             _SELECT_RUN + "WHERE pipeline = ? ORDER BY created_at DESC, run_id DESC LIMIT ?"
         ),
         select_task_runs=q(
-            "SELECT run_id, task_id, state, attempts, started_at, ended_at, error "
+            "SELECT run_id, task_id, state, attempts, started_at, ended_at, error, note "
             "FROM task_runs WHERE run_id = ? ORDER BY seq"
         ),
         select_attempts=q(
@@ -504,5 +678,29 @@ def _statements(dialect: Dialect) -> _Statements:
             "SELECT o.run_id, o.task_id, o.kind, o.serializer, o.size, o.sha256, o.data, o.uri "
             "FROM outputs o JOIN task_runs t ON t.run_id = o.run_id AND t.task_id = o.task_id "
             "WHERE o.run_id = ? ORDER BY t.seq"
+        ),
+        select_cache=q(
+            "SELECT cache_key, pipeline, run_id, task_id, kind, serializer, size, sha256, data, "
+            "uri, created_at, expires_at FROM cache_entries WHERE cache_key = ?"
+        ),
+        delete_expired_cache=q(
+            "DELETE FROM cache_entries WHERE expires_at IS NOT NULL AND expires_at <= ?"
+        ),
+        select_circuit=q(_SELECT_CIRCUIT),
+        # SQLite has no FOR UPDATE; its BEGIN IMMEDIATE holds the write lock already.
+        select_circuit_for_update=q(
+            _SELECT_CIRCUIT + (" FOR UPDATE" if dialect.name == "postgresql" else "")
+        ),
+        # The placeholder row (updated_at NULL) exists only to be locked; readers skip it.
+        insert_circuit_if_absent=q(
+            "INSERT INTO circuits (name, state, failures, updated_at) "
+            "VALUES (?, 'closed', 0, NULL) ON CONFLICT (name) DO NOTHING"
+        ),
+        upsert_circuit=q(
+            "INSERT INTO circuits (name, state, failures, opened_until, trial_started, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "state = excluded.state, failures = excluded.failures, "
+            "opened_until = excluded.opened_until, trial_started = excluded.trial_started, "
+            "updated_at = excluded.updated_at"
         ),
     )

@@ -1,0 +1,470 @@
+"""Run control from another thread or process: cancel, pause, unpause, approve.
+
+Policy. A request is a row in the store's ``control_requests`` table (what,
+which task, who, when, a comment), so it works from any process or host that
+can reach the store. The process running the run polls for new rows every
+``POLL_SECONDS`` in its loop (one indexed ``SELECT``) and acts on them through
+``RunControl``:
+
+- ``cancel``: every task that is not final ends ``cancelled`` (running attempts
+  are stopped) and the run ends ``cancelled``;
+- ``pause``: no new task starts, running ones finish; the run is ``paused``;
+- ``unpause``: tasks start again; the run is ``running``;
+- ``approve`` / ``reject`` TASK: decides the approval gate of a task in
+  ``awaiting_approval`` (``engine.scheduler``).
+
+Every accepted request is recorded as an event naming who asked and when. The
+request functions (``cancel_run`` ...) first check what they can and raise a
+``StageflowError`` saying why not: ``RunNotFound``; ``ControlRefused`` when the
+run has ended, no live process runs it, the task does not await approval, or
+the caller is not one of the task's ``approvers`` (names are asserted, not
+authenticated: ``approvers`` guards against mistakes, not attackers). A run
+whose process died cannot act on requests: ``cancel_run`` then cancels it in
+the store itself; the others point to ``stageflow resume``.
+
+State. ``RunControl`` keeps the id of the last request it read: a new run
+starts at 0, a resumed or retried one at the newest id, so requests made to an
+earlier process of the run are history, not orders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from stageflow.engine.scheduler import Scheduler, Transition
+from stageflow.engine.states import FINAL_RUN_STATES, FINAL_TASK_STATES, RunState, TaskState
+from stageflow.errors import ControlRefused, UsageError
+from stageflow.runtime.result import iso
+from stageflow.runtime.settings import Settings, load_settings
+from stageflow.runtime.store import open_store
+from stageflow.runtime.store.base import (
+    AttemptRecord,
+    Batch,
+    ControlRequest,
+    EventRecord,
+    RunRecord,
+    RunUpdate,
+    Store,
+)
+
+__all__ = [
+    "POLL_SECONDS",
+    "Owner",
+    "RunControl",
+    "cancel_run",
+    "decide_approval",
+    "default_requester",
+    "live_owner",
+    "pause_run",
+    "unpause_run",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How often a running run reads new control requests (bench/overhead.py: no
+#: measurable cost on W1; a cancel or approval takes effect within this time).
+POLL_SECONDS = 0.25
+#: A run owned by another host is alive while its heartbeat (every 5 s) is fresher.
+STALE_HEARTBEAT_SECONDS = 15.0
+
+Record = Callable[[list[Transition], Batch], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The live process that runs a run."""
+
+    host: str
+    pid: int | None
+    local: bool  # on this host (checked by pid), else by heartbeat age
+
+    def describe(self) -> str:
+        return f"process {self.pid}" if self.local else f"host {self.host}"
+
+
+def live_owner(run: RunRecord) -> Owner | None:
+    """The live process running ``run``, or ``None`` (it ended, crashed, or none took it).
+
+    On this host: the recorded pid is alive and started when the owner did (pid
+    reuse is caught); on another host: its heartbeat is under 15 s old.
+    """
+    if run.state in FINAL_RUN_STATES or run.owner_host is None:
+        return None
+    if run.owner_host != socket.gethostname():
+        fresh = run.heartbeat_at and time.time() - run.heartbeat_at < STALE_HEARTBEAT_SECONDS
+        return Owner(run.owner_host, run.owner_pid, local=False) if fresh else None
+    if run.owner_pid is None:
+        return None
+    import psutil  # only a control request or a resume needs it
+
+    try:
+        proc = psutil.Process(run.owner_pid)
+        alive = abs(proc.create_time() - (run.owner_started_at or 0)) < 1.0 and (
+            proc.status() != psutil.STATUS_ZOMBIE
+        )
+    except psutil.Error:
+        alive = False
+    return Owner(run.owner_host, run.owner_pid, local=True) if alive else None
+
+
+def default_requester() -> str:
+    """Who is asking, by default: the operating system user."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (e.g. some containers)
+        return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+# -- requests (any process) ----------------------------------------------------------
+
+
+def cancel_run(
+    run_id: str,
+    *,
+    by: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+    store_url: str | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """Ask the process running ``run_id`` to cancel it; return what was done.
+
+    A run that no live process runs (it crashed) is cancelled in the store at once.
+    Raises ``RunNotFound``, or ``ControlRefused`` when the run has ended.
+    """
+    by = _requester(by)
+    with _opened(settings, home, store_url) as store:
+        run = _unfinished(store, run_id, "cancel")
+        now = time.time()
+        # Stored even when no process runs the run: one that is just starting takes
+        # it over from the store and acts on it first thing.
+        store.add_request(ControlRequest(run_id, "cancel", now, by))
+        owner = live_owner(run)
+        if owner is None:
+            _cancel_in_store(store, run, f"cancelled by {by} (no live process ran the run)", now)
+            return f"run '{run_id}' was not running in any live process; cancelled it in the store"
+        return (
+            f"asked {owner.describe()} to cancel run '{run_id}': running attempts are "
+            "stopped and every unfinished task ends cancelled"
+        )
+
+
+def pause_run(
+    run_id: str,
+    *,
+    by: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+    store_url: str | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """Ask the process running ``run_id`` to start no new task (running ones finish).
+
+    Raises ``RunNotFound``, or ``ControlRefused`` when the run has ended or no live
+    process runs it.
+    """
+    by = _requester(by)
+    with _opened(settings, home, store_url) as store:
+        run = _unfinished(store, run_id, "pause")
+        if run.state == RunState.PAUSED:
+            return f"run '{run_id}' is already paused; `stageflow unpause {run_id}` continues it"
+        owner = _owner_or_refuse(run, "pause")
+        store.add_request(ControlRequest(run_id, "pause", time.time(), by))
+        return (
+            f"asked {owner.describe()} to pause run '{run_id}': running tasks finish, "
+            f"no new task starts until `stageflow unpause {run_id}`"
+        )
+
+
+def unpause_run(
+    run_id: str,
+    *,
+    by: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+    store_url: str | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """Ask the process running the paused run ``run_id`` to start tasks again.
+
+    Raises ``RunNotFound``, or ``ControlRefused`` when the run has ended, is not
+    paused, or no live process runs it.
+    """
+    by = _requester(by)
+    with _opened(settings, home, store_url) as store:
+        run = _unfinished(store, run_id, "unpause")
+        if run.state != RunState.PAUSED:
+            raise ControlRefused(
+                f"run '{run_id}' is {run.state}, not paused; nothing to unpause "
+                f"(`stageflow pause {run_id}` pauses it)"
+            )
+        owner = _owner_or_refuse(run, "unpause")
+        store.add_request(ControlRequest(run_id, "unpause", time.time(), by))
+        return f"asked {owner.describe()} to continue run '{run_id}'"
+
+
+def decide_approval(
+    run_id: str,
+    task_id: str,
+    *,
+    approve: bool = True,
+    comment: str | None = None,
+    by: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+    store_url: str | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """Approve (or reject) the approval gate of ``task_id``, which awaits approval.
+
+    Approved, the task runs; rejected, it fails (its downstream follow their
+    trigger rules). Raises ``RunNotFound``; ``UsageError`` for a task the run does
+    not have; ``ControlRefused`` when the run has ended, no live process runs it,
+    the task has no gate or does not await approval, or ``by`` is not an approver.
+    """
+    by = _requester(by)
+    verb = "approve" if approve else "reject"
+    with _opened(settings, home, store_url) as store:
+        run = _unfinished(store, run_id, verb)
+        rows = {r.task_id: r for r in store.task_runs(run_id)}
+        if task_id not in rows:
+            from stageflow.spec.suggest import did_you_mean
+
+            hint = did_you_mean(task_id, sorted(rows))
+            raise UsageError(
+                f"run '{run_id}' has no task '{task_id}'"
+                + (f"; did you mean '{hint}'?" if hint else ""),
+                task=task_id,
+            )
+        gate = _gate_of(store, run, task_id)
+        if gate is None:
+            raise ControlRefused(
+                f"task '{task_id}' of run '{run_id}' has no approval gate; only tasks with "
+                "`approval:` wait for a decision",
+                task=task_id,
+            )
+        approvers = gate.get("approvers")
+        if approvers and by not in approvers:
+            raise ControlRefused(
+                f"'{by}' may not decide the approval of task '{task_id}' in run '{run_id}'; "
+                f"its approvers are: {', '.join(approvers)} (give --by NAME if you are one)",
+                task=task_id,
+            )
+        state = rows[task_id].state
+        if state != TaskState.AWAITING_APPROVAL:
+            raise ControlRefused(
+                f"task '{task_id}' of run '{run_id}' is {state}, not awaiting approval; "
+                "a gate can be decided once the task waits for it (see `stageflow runs show`)",
+                task=task_id,
+            )
+        owner = _owner_or_refuse(run, verb)
+        request: Literal["approve", "reject"] = "approve" if approve else "reject"
+        store.add_request(ControlRequest(run_id, request, time.time(), by, task_id, comment))
+        outcome = "runs" if approve else "fails"
+        return (
+            f"{'approved' if approve else 'rejected'} task '{task_id}' of run '{run_id}' "
+            f"as {by}; {owner.describe()} records it and the task {outcome}"
+        )
+
+
+# -- the run loop's side --------------------------------------------------------------
+
+
+class RunControl:
+    """The run loop's end of run control: reads new requests and applies them.
+
+    ``paused``: no task may start; ``cancelled``: a cancel request ended the run;
+    ``state``: the run's state as this process last recorded it (running/paused);
+    ``message``: who cancelled, for the run's final event.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        approvers: Mapping[str, list[str] | None],
+        now: float,
+        *,
+        after: int = 0,
+    ) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._approvers = approvers  # task id -> approvers (None: anyone)
+        self._after = after
+        self.next_poll = now  # the first poll happens at once
+        self.paused = False
+        self.cancelled = False
+        self.state = RunState.RUNNING
+        self.message: str | None = None
+
+    @classmethod
+    def for_run(
+        cls, store: Store, run_id: str, approvers: Mapping[str, list[str] | None], now: float
+    ) -> RunControl:
+        """Start after the run's newest request: earlier ones were for an earlier process."""
+        after = max((r.request_id for r in store.requests(run_id)), default=0)
+        return cls(store, run_id, approvers, now, after=after)
+
+    def poll(self, sched: Scheduler, now: float, batch: Batch, record: Record) -> None:
+        """Read the requests made since the last poll and act on each, in order."""
+        self.next_poll = now + POLL_SECONDS
+        for request in self._store.requests(self._run_id, self._after):
+            self._after = request.request_id
+            self.apply(request, sched, now, batch, record)
+
+    def apply(
+        self, request: ControlRequest, sched: Scheduler, now: float, batch: Batch, record: Record
+    ) -> None:
+        """Act on one request: engine transitions through ``record``, run changes in ``batch``."""
+        by, kind = request.requested_by, request.request
+        when = iso(request.requested_at)
+        if kind == "cancel":
+            if sched.finished or self.cancelled:
+                return
+            self.cancelled = True
+            self.message = f"cancelled by {by} (requested at {when})"
+            logger.warning("run %s: %s", self._run_id, self.message)
+            record(sched.cancel(now, self.message), batch)
+        elif kind in ("pause", "unpause"):
+            new = RunState.PAUSED if kind == "pause" else RunState.RUNNING
+            if self.state is new or self.cancelled:
+                return
+            message = f"{kind}d by {by} (requested at {when})"
+            logger.warning("run %s: %s", self._run_id, message)
+            batch.runs.append(RunUpdate(self._run_id, state=new))
+            batch.events.append(EventRecord(self._run_id, None, self.state, new, now, 0, message))
+            self.state, self.paused = new, kind == "pause"
+        else:
+            self._decide(request, sched, now, batch, record)
+
+    def _decide(
+        self, request: ControlRequest, sched: Scheduler, now: float, batch: Batch, record: Record
+    ) -> None:
+        tid, by = request.task_id or "", request.requested_by
+        approvers = self._approvers.get(tid)
+        if tid not in self._approvers or sched.state(tid) is not TaskState.AWAITING_APPROVAL:
+            logger.warning(
+                "run %s: %s of task %s by %s ignored: the task does not await approval",
+                self._run_id,
+                request.request,
+                tid,
+                by,
+            )
+            return
+        if approvers and by not in approvers:
+            logger.warning(
+                "run %s: %s of task %s by %s ignored: not one of its approvers (%s)",
+                self._run_id,
+                request.request,
+                tid,
+                by,
+                ", ".join(approvers),
+            )
+            return
+        approved = request.request == "approve"
+        message = (
+            f"{'approved' if approved else 'rejected'} by {by} at {iso(request.requested_at)}"
+            + (f": {request.comment}" if request.comment else "")
+        )
+        logger.warning("run %s task %s: %s", self._run_id, tid, message)
+        record(sched.decide_approval(tid, approved, now, message), batch)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _requester(by: str | None) -> str:
+    if by is None:
+        return default_requester()
+    name = by.strip()
+    if not name or len(name) > 200 or any(c in name for c in "\r\n\t"):
+        raise UsageError(f"--by {by!r}: give a name of 1 to 200 characters on one line", field="by")
+    return name
+
+
+@contextlib.contextmanager
+def _opened(
+    settings: Settings | None, home: str | os.PathLike[str] | None, store_url: str | None
+) -> Iterator[Store]:
+    from dataclasses import replace as with_fields
+
+    settings = settings or load_settings()
+    if home is not None:
+        settings = with_fields(settings, home=Path(home))
+    if store_url is not None:
+        settings = with_fields(settings, database_url=store_url)
+    store = open_store(settings.database_url, settings.home)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _unfinished(store: Store, run_id: str, verb: str) -> RunRecord:
+    run = store.get_run(run_id)
+    if run.state in FINAL_RUN_STATES:
+        hint = (
+            f"; `stageflow retry {run_id}` runs its failed tasks again"
+            if run.state != RunState.SUCCESS
+            else ""
+        )
+        raise ControlRefused(f"run '{run_id}' already ended ({run.state}); nothing to {verb}{hint}")
+    return run
+
+
+def _owner_or_refuse(run: RunRecord, verb: str) -> Owner:
+    owner = live_owner(run)
+    if owner is None:
+        raise ControlRefused(
+            f"cannot {verb} run '{run.run_id}': no live process runs it (it may have crashed); "
+            f"`stageflow resume {run.run_id}` finishes it, `stageflow cancel {run.run_id}` ends it"
+        )
+    return owner
+
+
+def _gate_of(store: Store, run: RunRecord, task_id: str) -> dict[str, Any] | None:
+    """The ``approval:`` of ``task_id`` in the pipeline version the run uses (plain JSON)."""
+    record = store.get_pipeline(run.pipeline, run.pipeline_version)
+    for task in json.loads(record.spec_json).get("tasks", []):
+        if isinstance(task, dict) and task.get("id") == task_id:
+            gate = task.get("approval")
+            return gate if isinstance(gate, dict) else None
+    return None
+
+
+def _cancel_in_store(store: Store, run: RunRecord, message: str, now: float) -> None:
+    """Cancel a run nobody runs: its unfinished tasks and attempts, then the run."""
+    batch = Batch()
+    for row in store.task_runs(run.run_id):
+        if row.state in FINAL_TASK_STATES:
+            continue
+        batch.task_runs.append(replace(row, state=TaskState.CANCELLED, ended_at=now, error=message))
+        batch.events.append(
+            EventRecord(
+                run.run_id, row.task_id, row.state, TaskState.CANCELLED, now, row.attempts, message
+            )
+        )
+    for attempt in store.attempts(run.run_id):
+        if attempt.state not in FINAL_TASK_STATES:
+            batch.attempts.append(
+                AttemptRecord(
+                    attempt.run_id,
+                    attempt.task_id,
+                    attempt.attempt,
+                    TaskState.CANCELLED,
+                    attempt.started_at,
+                    now,
+                    message,
+                )
+            )
+    batch.runs.append(RunUpdate(run.run_id, state=RunState.CANCELLED, ended_at=now))
+    batch.events.append(
+        EventRecord(run.run_id, None, run.state, RunState.CANCELLED, now, 0, message)
+    )
+    store.commit(batch)

@@ -1,0 +1,581 @@
+"""Reproducibility records, ``runs diff`` and lineage.
+
+Every run gets one record (table ``run_records``, JSON keyed by ``run_id``),
+written when the run starts and completed when it ends:
+
+* ``spec``: the pipeline's version (content hash) and the sha256 of its
+  canonical JSON; the file it came from and that file's sha256;
+* ``params`` and ``seeds`` (run parameters and task parameters named ``seed``
+  or ``random_state``);
+* ``code``: the git commit and a dirty flag of the repository holding the
+  pipeline's file (or the working directory);
+* ``environment``: Python version, platform, every installed package with
+  its version and one hash over them all;
+* ``tasks``: what each task recorded (``operators.metadata``): metrics, data
+  read and files written, with content hashes. Task outputs' hashes are the
+  ``outputs`` table's ``sha256`` and are not copied.
+
+Reads and writes also go to ``artifact_links`` (run, task, read/write, URI,
+sha256), indexed by hash and URI, so ``lineage`` can find who produced and
+who consumed a file or a piece of data across runs.
+
+The start record is cheap (no subprocess, no file scan): git and the package
+list are gathered on a helper thread while the tasks run, and joined at the
+end. A failure here never fails the run: it is logged and the record notes it.
+With ``Settings.tracking`` the end of the run is also logged to MLflow
+(``runtime.tracking``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from stageflow.operators.metadata import read_metadata
+from stageflow.runtime.result import RunResult
+from stageflow.runtime.settings import Settings
+from stageflow.runtime.store.base import OutputRef, RunRecord, Store
+from stageflow.spec.models import Pipeline
+
+__all__ = [
+    "RunRecorder",
+    "diff_runs",
+    "installed_packages",
+    "lineage",
+    "load_record",
+    "start_recording",
+]
+
+logger = logging.getLogger(__name__)
+
+SEED_NAMES = ("seed", "random_state", "random_seed")
+
+
+# -- recording ---------------------------------------------------------------------
+
+
+def start_recording(
+    store: Store,
+    settings: Settings,
+    pipeline: Pipeline,
+    run: RunRecord,
+    params: Mapping[str, Any],
+    *,
+    resumed: bool = False,
+) -> RunRecorder:
+    """Write the run's start record now; gather git and packages in the background."""
+    recorder = RunRecorder(store, settings, pipeline, run, params)
+    try:
+        recorder.begin(resumed)
+    except Exception:  # the record must never stop a run
+        logger.warning("run %s: could not write its start record", run.run_id, exc_info=True)
+    return recorder
+
+
+class RunRecorder:
+    """The reproducibility record of one run while it runs (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        pipeline: Pipeline,
+        run: RunRecord,
+        params: Mapping[str, Any],
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.pipeline = pipeline
+        self.run = run
+        self.params = dict(params)
+        self.record: dict[str, Any] = {}
+        self._background: dict[str, Any] = {}
+        self._thread: threading.Thread | None = None
+
+    def begin(self, resumed: bool) -> None:
+        previous = load_record(self.store, self.run.run_id) if resumed else None
+        if previous:
+            self.record = previous
+            self.record.setdefault("resumed_at", []).append(time.time())
+        else:
+            canonical = json.dumps(
+                self.pipeline.canonical(), sort_keys=True, separators=(",", ":"), default=str
+            )
+            self.record = {
+                "run_id": self.run.run_id,
+                "pipeline": self.run.pipeline,
+                "spec": {
+                    "version": self.run.pipeline_version,
+                    "sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+                    "source": self.run.source,
+                },
+                "params": self.params,
+                "seeds": seeds_of(self.pipeline, self.params),
+                "environment": {
+                    "python": platform.python_version(),
+                    "implementation": platform.python_implementation(),
+                    "platform": platform.platform(terse=True),
+                },
+                "started_at": time.time(),
+                "state": "running",
+            }
+            self._thread = threading.Thread(
+                target=self._gather, name="stageflow-lineage", daemon=True
+            )
+            self._thread.start()
+        _save(self.store, self.run.run_id, self.record)
+
+    def finish(self, result: RunResult, refs: Mapping[str, OutputRef] | None = None) -> None:
+        """Complete and save the record; log the run to MLflow when tracking is on."""
+        try:
+            self._finish(result, refs or {})
+        except Exception:  # the record must never fail a run
+            logger.warning("run %s: could not complete its record", result.run_id, exc_info=True)
+
+    def _finish(self, result: RunResult, refs: Mapping[str, OutputRef]) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        record = self.record
+        for key in ("code", "packages"):
+            if key in self._background:
+                if key == "packages":
+                    packages = self._background[key]
+                    record["environment"]["packages"] = packages
+                    record["environment"]["packages_sha256"] = packages_hash(packages)
+                else:
+                    record["code"] = self._background[key]
+        if "spec_file_sha256" in self._background:
+            record["spec"]["file_sha256"] = self._background["spec_file_sha256"]
+        tasks: dict[str, Any] = dict(record.get("tasks") or {})
+        links: list[tuple[str, str, str, str | None, str | None]] = []
+        logs = self.settings.logs_dir.absolute()
+        for tid, task in result.tasks.items():
+            if task.attempts < 1:
+                continue
+            meta = read_metadata(logs, result.run_id, tid, task.attempts)
+            if not any(meta.values()):
+                continue
+            tasks[tid] = {**meta, "state": task.state, "attempt": task.attempts}
+            for direction, key in (("read", "reads"), ("write", "writes")):
+                for item in meta[key]:
+                    uri = item.get("uri")
+                    if isinstance(uri, str) and uri:
+                        links.append((tid, direction, uri, item.get("sha256"), item.get("kind")))
+        record["tasks"] = tasks
+        record["state"] = result.state
+        record["ended_at"] = result.ended_at
+        if self.settings.tracking:
+            from stageflow.runtime.tracking import log_run
+
+            record["tracking"] = log_run(self.settings, self.pipeline, result, record)
+        _save(self.store, result.run_id, record)
+        _save_links(self.store, result.run_id, links)
+
+    def _gather(self) -> None:
+        with contextlib.suppress(Exception):
+            self._background["packages"] = installed_packages()
+        source = self.run.source
+        folder = Path(source).parent if source else Path.cwd()
+        with contextlib.suppress(Exception):
+            self._background["code"] = git_state(folder)
+        if source and Path(source).is_file():
+            with contextlib.suppress(OSError):
+                digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+                self._background["spec_file_sha256"] = digest
+
+
+def seeds_of(pipeline: Pipeline, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every seed the run uses: run parameters and task parameters with a seed's name."""
+    from stageflow.runtime.plan import task_parameters
+
+    seeds = {f"params.{k}": v for k, v in params.items() if k in SEED_NAMES}
+    for task in pipeline.tasks:
+        if not task.parameters:
+            continue
+        try:
+            values = task_parameters(task.parameters, params)
+        except KeyError:
+            continue
+        for key in SEED_NAMES:
+            if key in values:
+                seeds[f"{task.id}.{key}"] = values[key]
+    return seeds
+
+
+def git_state(folder: Path) -> dict[str, Any] | None:
+    """The commit, branch and dirty flag of the git repository holding ``folder``."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(folder), *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": commit,
+        "git_branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "git_dirty": bool(status),
+        "git_root": git("rev-parse", "--show-toplevel"),
+    }
+
+
+def installed_packages() -> dict[str, str]:
+    """name -> version of every distribution on ``sys.path``, from folder names only.
+
+    Reading each package's metadata costs ~0.2 s; ``NAME-VERSION.dist-info``
+    folder names hold the same facts and list in a millisecond.
+    """
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        if not entry or not os.path.isdir(entry):
+            continue
+        try:
+            names = os.listdir(entry)
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            stem = name.rsplit(".", 1)[0]
+            dist, _, version = stem.partition("-")
+            if dist and version:
+                found.setdefault(dist.lower().replace("_", "-"), version)
+    return dict(sorted(found.items()))
+
+
+def packages_hash(packages: Mapping[str, str]) -> str:
+    text = "\n".join(f"{k}=={v}" for k, v in sorted(packages.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- queries -------------------------------------------------------------------------
+
+
+def load_record(store: Store, run_id: str) -> dict[str, Any] | None:
+    """The run's reproducibility record, or ``None`` (an old run, or another store)."""
+    rows = _query(store, "SELECT record_json FROM run_records WHERE run_id = ?", (run_id,))
+    if not rows:
+        return None
+    data = json.loads(rows[0][0])
+    return data if isinstance(data, dict) else None
+
+
+def diff_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
+    """What changed between two runs: parameters, code, data, outputs, environment, metrics.
+
+    Each section maps a name to ``{"a": ..., "b": ...}`` for the entries that
+    differ; ``same`` lists the sections with no difference. Raises
+    ``RunNotFound`` for an unknown run.
+    """
+    runs = [store.get_run(run_a), store.get_run(run_b)]
+    records = [load_record(store, r.run_id) or {} for r in runs]
+    outputs = [store.outputs(r.run_id) for r in runs]
+
+    def pair(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        return {
+            k: {"a": a.get(k), "b": b.get(k)}
+            for k in sorted({*a, *b}, key=str)
+            if a.get(k) != b.get(k)
+        }
+
+    ra, rb = records
+    spec = [
+        {
+            "pipeline": r.pipeline,
+            "pipeline_version": r.pipeline_version,
+            "spec_file_sha256": (rec.get("spec") or {}).get("file_sha256"),
+        }
+        for r, rec in zip(runs, records, strict=True)
+    ]
+    code = [{**spec[i], **(records[i].get("code") or {})} for i in range(2)]
+    code = [{k: v for k, v in c.items() if k != "git_root"} for c in code]
+    env = [dict(r.get("environment") or {}) for r in records]
+    packages = [e.pop("packages", {}) or {} for e in env]
+    sections = {
+        "params": pair(runs[0].params, runs[1].params),
+        "seeds": pair(ra.get("seeds") or {}, rb.get("seeds") or {}),
+        "code": pair(code[0], code[1]),
+        "data": pair(_reads(ra), _reads(rb)),
+        "outputs": pair(
+            {t: o.sha256 for t, o in outputs[0].items()},
+            {t: o.sha256 for t, o in outputs[1].items()},
+        ),
+        "environment": {**pair(env[0], env[1]), **_package_changes(packages[0], packages[1])},
+        "metrics": _metric_changes(_metrics(ra), _metrics(rb)),
+    }
+    return {
+        "a": run_a,
+        "b": run_b,
+        "pipelines": [r.pipeline for r in runs],
+        "states": [r.state for r in runs],
+        "recorded": [bool(ra), bool(rb)],
+        "changes": {k: v for k, v in sections.items() if v},
+        "same": [k for k, v in sections.items() if not v],
+    }
+
+
+def lineage(store: Store, target: str, *, limit_runs: int = 200) -> dict[str, Any]:
+    """Where ``target`` came from and where it went.
+
+    ``target`` is ``RUN_ID/TASK``, ``TASK`` (its latest run), a file path or URI
+    that a task read or wrote, or a sha256 (a prefix of 8+ hex digits will do).
+    The answer names the producing task and run, the tasks that consumed it
+    (downstream in that run, and any task of another run that read the same
+    content), and the chain of upstream tasks back to the raw inputs.
+    Raises ``UsageError`` when nothing matches.
+    """
+    from stageflow.errors import UsageError
+
+    producer = _find_producer(store, target, limit_runs)
+    if producer is None:
+        raise UsageError(
+            f"nothing known as '{target}': give RUN_ID/TASK, a task id, a file a task "
+            "read or wrote, or a sha256 (see `stageflow runs show RUN_ID`)"
+        )
+    run_id, task_id, matched = producer
+    run = store.get_run(run_id)
+    pipeline = _pipeline(store, run)
+    upstream = pipeline.upstream_map() if pipeline else {}
+    record = load_record(store, run_id) or {}
+    outputs = store.outputs(run_id)
+    tasks_meta = record.get("tasks") or {}
+
+    def node(tid: str) -> dict[str, Any]:
+        meta = tasks_meta.get(tid) or {}
+        out = outputs.get(tid)
+        return {
+            "task": tid,
+            "output_sha256": out.sha256 if out else None,
+            "output_uri": out.uri if out else None,
+            "reads": [_link(x) for x in meta.get("reads", [])],
+            "writes": [_link(x) for x in meta.get("writes", [])],
+        }
+
+    chain: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    frontier = list(upstream.get(task_id, []))
+    depth = 1
+    while frontier:
+        nxt: list[str] = []
+        for tid in frontier:
+            if tid in seen:
+                continue
+            seen.add(tid)
+            chain.append({**node(tid), "depth": depth})
+            nxt.extend(upstream.get(tid, []))
+        frontier, depth = nxt, depth + 1
+    consumers = [{"run_id": run_id, "task": tid} for tid, ups in upstream.items() if task_id in ups]
+    hashes = {h for h in (matched.get("sha256"), (node(task_id)["output_sha256"])) if h}
+    for h in hashes:
+        for r_id, t_id, uri in _query(
+            store,
+            "SELECT run_id, task_id, uri FROM artifact_links WHERE direction = 'read' AND "
+            "sha256 = ? AND NOT (run_id = ? AND task_id = ?)",
+            (h, run_id, task_id),
+        ):
+            consumers.append({"run_id": r_id, "task": t_id, "uri": uri})
+    roots = [
+        {"task": c["task"], **r} for c in chain if not upstream.get(c["task"]) for r in c["reads"]
+    ]
+    return {
+        "target": target,
+        "matched": matched,
+        "run_id": run_id,
+        "pipeline": run.pipeline,
+        "task": task_id,
+        "produced": node(task_id),
+        "upstream": chain,
+        "raw_inputs": roots or node(task_id)["reads"],
+        "consumers": consumers,
+    }
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _find_producer(
+    store: Store, target: str, limit_runs: int
+) -> tuple[str, str, dict[str, Any]] | None:
+    from stageflow.errors import RunNotFound
+
+    if "/" in target and not target.startswith(("/", ".")) and "://" not in target:
+        run_id, _, task_id = target.partition("/")
+        with contextlib.suppress(RunNotFound):
+            store.get_run(run_id)
+            if task_id in {t.task_id for t in store.task_runs(run_id)}:
+                return run_id, task_id, {"kind": "task"}
+    hexdigits = set("0123456789abcdef")
+    if len(target) >= 8 and set(target.lower()) <= hexdigits:
+        rows = _query(
+            store,
+            "SELECT run_id, task_id, uri, sha256, kind FROM artifact_links "
+            "WHERE direction = 'write' AND sha256 LIKE ? ORDER BY run_id DESC",
+            (target.lower() + "%",),
+        )
+        if rows:
+            r = rows[0]
+            return r[0], r[1], {"kind": r[4] or "file", "uri": r[2], "sha256": r[3]}
+        for run in store.list_runs(limit=limit_runs):
+            for tid, out in store.outputs(run.run_id).items():
+                if out.sha256.startswith(target.lower()):
+                    return run.run_id, tid, {"kind": "output", "sha256": out.sha256}
+        rows = _query(
+            store,
+            "SELECT run_id, task_id, uri, sha256 FROM artifact_links "
+            "WHERE direction = 'read' AND sha256 LIKE ? ORDER BY run_id DESC",
+            (target.lower() + "%",),
+        )
+        if rows:
+            r = rows[0]
+            return r[0], r[1], {"kind": "input", "uri": r[2], "sha256": r[3], "read_by": r[1]}
+    uris = [target]
+    if "://" not in target:
+        uris.append(str(Path(target).absolute()))
+        uris.append(str(Path(target).resolve()))
+    for uri in dict.fromkeys(uris):
+        rows = _query(
+            store,
+            "SELECT run_id, task_id, uri, sha256, kind FROM artifact_links "
+            "WHERE direction = 'write' AND uri = ? ORDER BY run_id DESC",
+            (uri,),
+        )
+        if rows:
+            r = rows[0]
+            return r[0], r[1], {"kind": r[4] or "file", "uri": r[2], "sha256": r[3]}
+        rows = _query(
+            store,
+            "SELECT run_id, task_id, uri, sha256, kind FROM artifact_links "
+            "WHERE direction = 'read' AND uri = ? ORDER BY run_id DESC",
+            (uri,),
+        )
+        if rows:
+            r = rows[0]
+            return r[0], r[1], {"kind": "input", "uri": r[2], "sha256": r[3], "read_by": r[1]}
+    if "/" not in target and "://" not in target:
+        for run in store.list_runs(limit=limit_runs):
+            if target in {t.task_id for t in store.task_runs(run.run_id)}:
+                return run.run_id, target, {"kind": "task"}
+    return None
+
+
+def _pipeline(store: Store, run: RunRecord) -> Pipeline | None:
+    from stageflow.spec.load import pipeline_from_data
+
+    try:
+        spec = store.get_pipeline(run.pipeline, run.pipeline_version)
+        return pipeline_from_data(json.loads(spec.spec_json))
+    except Exception:  # a pipeline whose call: targets no longer import: no graph
+        return None
+
+
+def _link(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: item.get(k) for k in ("uri", "sha256", "kind") if item.get(k) is not None}
+
+
+def _reads(record: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tid, meta in (record.get("tasks") or {}).items():
+        for item in meta.get("reads", []):
+            if str(item.get("uri", "")).startswith("task:"):
+                continue  # an upstream output: the outputs section covers it
+            out[f"{tid} <- {item.get('uri')}"] = item.get("sha256")
+    return out
+
+
+def _metrics(record: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        f"{tid}.{name}": value
+        for tid, meta in (record.get("tasks") or {}).items()
+        for name, value in (meta.get("metrics") or {}).items()
+    }
+
+
+def _metric_changes(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in sorted({*a, *b}):
+        va, vb = a.get(key), b.get(key)
+        if va == vb:
+            continue
+        entry: dict[str, Any] = {"a": va, "b": vb}
+        if va is not None and vb is not None:
+            entry["delta"] = vb - va
+        out[key] = entry
+    return out
+
+
+def _package_changes(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        f"package {k}": {"a": a.get(k), "b": b.get(k)}
+        for k in sorted({*a, *b})
+        if a.get(k) != b.get(k)
+    }
+
+
+def _save(store: Store, run_id: str, record: Mapping[str, Any]) -> None:
+    text = json.dumps(record, sort_keys=True, default=str)
+    _execute(
+        store,
+        "INSERT INTO run_records (run_id, record_json, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (run_id) DO UPDATE SET record_json = excluded.record_json, "
+        "updated_at = excluded.updated_at",
+        [(run_id, text, time.time())],
+    )
+
+
+def _save_links(
+    store: Store, run_id: str, links: Iterable[tuple[str, str, str, str | None, str | None]]
+) -> None:
+    rows = [(run_id, *link) for link in links]
+    if rows:
+        _execute(
+            store,
+            "INSERT INTO artifact_links (run_id, task_id, direction, uri, sha256, kind) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, task_id, direction, uri) "
+            "DO UPDATE SET sha256 = excluded.sha256, kind = excluded.kind",
+            rows,
+        )
+
+
+# The store has no public API for extension tables yet; these two helpers are the
+# one place that uses SqlStore's transaction and query helpers (same lock, same
+# connection, same placeholder translation as its own statements).
+
+
+def _execute(store: Store, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    from stageflow.runtime.store.sql import SqlStore
+
+    if not isinstance(store, SqlStore):
+        return
+    statement = store.dialect.sql(sql)
+    with store._transaction() as cur:
+        cur.executemany(statement, rows)
+
+
+def _query(store: Store, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    from stageflow.runtime.store.sql import SqlStore
+
+    if not isinstance(store, SqlStore):
+        return []
+    return store._fetchall(store.dialect.sql(sql), params)

@@ -1,0 +1,61 @@
+"""A pipeline using another as a task group, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "templates"
+CLI = str(Path(sys.executable).with_name("stageflow"))
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAGEFLOW_")}
+    return subprocess.run(
+        [CLI, "--home", str(tmp_path / "home"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_run_expands_groups_and_substitutes_with(tmp_path: Path) -> None:
+    proc = _cli(tmp_path, "run", str(FIXTURES / "outer.yaml"), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)
+    assert set(run["tasks"]) == {
+        "ingest",
+        "prep.scale",
+        "prep.tag",
+        "prep_b.scale",
+        "prep_b.tag",
+        "train",
+    }
+    assert all(t["state"] == "success" for t in run["tasks"].values())
+    logs = _cli(tmp_path, "logs", run["run_id"], "prep.scale")
+    assert logs.stdout.strip() == "scaled x5"
+    logs_b = _cli(tmp_path, "logs", run["run_id"], "prep_b.tag")
+    assert logs_b.stdout.strip() == "tagged second"
+
+
+def test_graph_collapses_groups(tmp_path: Path) -> None:
+    expanded = _cli(tmp_path, "graph", str(FIXTURES / "outer.yaml"), "--format", "dot")
+    collapsed = _cli(
+        tmp_path, "graph", str(FIXTURES / "outer.yaml"), "--format", "dot", "--collapse"
+    )
+    assert expanded.returncode == collapsed.returncode == 0, collapsed.stderr
+    assert '"prep.scale" -> "prep.tag"' in expanded.stdout
+    assert '"prep" -> "train"' in collapsed.stdout and "prep.scale" not in collapsed.stdout
+
+
+def test_a_missing_template_is_a_clear_error(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\ntasks:\n  - {id: g, use: nowhere.yaml}\n")
+    proc = _cli(tmp_path, "validate", str(spec))
+    assert proc.returncode == 2
+    assert "use: 'nowhere.yaml': no such file" in proc.stderr
+    assert "Traceback" not in proc.stderr
