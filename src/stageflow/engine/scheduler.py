@@ -67,6 +67,7 @@ class EnginePlan:
     conditional: list[bool] = field(default_factory=list)  # has a ``when:``
     branching: list[bool] = field(default_factory=list)  # ``branch: true``
     approvals: list[Approval | None] = field(default_factory=list)  # ``approval:`` gates
+    mapped: list[float | None] = field(default_factory=list)  # map_over: min success ratio
 
     @classmethod
     def from_pipeline(cls, pipeline: Pipeline) -> EnginePlan:
@@ -88,6 +89,12 @@ class EnginePlan:
             conditional=[t.when is not None for t in tasks],
             branching=[t.branch for t in tasks],
             approvals=[t.approval for t in tasks],
+            mapped=[
+                (1.0 if t.min_success_ratio is None else t.min_success_ratio)
+                if t.map_over is not None
+                else None
+                for t in tasks
+            ],
         )
 
     def acyclic(self) -> bool:
@@ -123,18 +130,30 @@ class Scheduler:
         condition: Callable[[str], bool | str] | None = None,
         branch: Callable[[str], Iterable[str] | str] | None = None,
         jitter_seed: str = "",
+        map_size: Callable[[str], int | str] | None = None,
     ) -> None:
         """``restored``: ids whose ``success`` is already committed (resume);
         ``attempts``: attempts already made per task (resume), so numbers go on;
         ``jitter_seed``: mixed into retry jitter (the runner passes the run id)."""
         n = len(plan.ids)
-        self._plan = plan
+        # Mapped tasks add children at run time: the per-task lists grow, so the
+        # plan's lists are copied, never the caller's mutated.
+        self._plan = replace(
+            plan,
+            ids=list(plan.ids),
+            upstream=list(plan.upstream),
+            rules=list(plan.rules),
+            retries=list(plan.retries),
+            priorities=list(plan.priorities),
+        )
         self._fail_fast = failure_strategy == "fail_fast"
         self._index = {tid: i for i, tid in enumerate(plan.ids)}
         self._state = [_S.PENDING] * n
         self._attempt = [0] * n
-        for tid, count in (attempts or {}).items():
-            self._attempt[self._index[tid]] = count
+        self._prior_attempts = dict(attempts or {})  # children's too (resume)
+        for tid, count in self._prior_attempts.items():
+            if tid in self._index:
+                self._attempt[self._index[tid]] = count
         # A resumed task gets its whole retry budget again (as Airflow's "clear"
         # does); attempt numbers still go on, so each attempt keeps a unique number.
         self._base = list(self._attempt)
@@ -154,15 +173,26 @@ class Scheduler:
         self._cancelled_by_request = False
         self._jitter_seed = jitter_seed
         self._aborted: str | None = None  # why the run was stopped as failed (abort)
-        self._restored = [self._index[t] for t in restored]
+        self._restored_ids = set(restored)
+        self._restored = [self._index[t] for t in self._restored_ids if t in self._index]
         # Decisions that need task outputs are asked of the caller: ``condition``
         # evaluates a task's ``when:`` (True, False, or an error message);
         # ``branch`` names the downstream ids a finished branch task chose.
         self._condition = condition
         self._branch = branch
-        self._conditional = plan.conditional or [False] * n
-        self._branching = plan.branching or [False] * n
-        self._approvals = plan.approvals or [None] * n
+        self._conditional = list(plan.conditional) or [False] * n
+        self._branching = list(plan.branching) or [False] * n
+        self._approvals = list(plan.approvals) or [None] * n
+        # Dynamic fan-out: ``map_size`` says how many elements a mapped task's
+        # input has (or why it has none); each element becomes a child task
+        # ``id[k]``. A parent holds no worker: it is ``running`` while its
+        # children run and ends when the last one does.
+        self._map_size = map_size
+        self._mapped = list(plan.mapped) or [None] * n
+        self._parent: dict[int, int] = {}
+        self._children: dict[int, list[int]] = {}
+        self._children_left: dict[int, int] = {}
+        self._children_ok: dict[int, int] = {}
         self._approval_heap: list[tuple[float, int]] = []  # (timeout_at, index)
         self._awaiting = 0  # tasks in awaiting_approval
         self._started = False
@@ -177,6 +207,21 @@ class Scheduler:
 
     def states(self) -> dict[str, TaskState]:
         return dict(zip(self._plan.ids, self._state, strict=True))
+
+    def children(self, task_id: str) -> list[tuple[str, TaskState]]:
+        """A mapped task's children in element order, with their states."""
+        return [
+            (self._plan.ids[j], self._state[j])
+            for j in self._children.get(self._index[task_id], [])
+        ]
+
+    def parent(self, task_id: str) -> tuple[str, int] | None:
+        """For a child ``id[k]``: the mapped task's id and ``k``; else ``None``."""
+        j = self._index[task_id]
+        p = self._parent.get(j)
+        if p is None:
+            return None
+        return self._plan.ids[p], self._children[p].index(j)
 
     @property
     def finished(self) -> bool:
@@ -314,7 +359,7 @@ class Scheduler:
             self._cancel_all(
                 now, f"cancelled: task '{task_id}' failed with a fatal error ({first})", out
             )
-        elif self._fail_fast:
+        elif self._fail_fast and not self._tolerated(i):
             self._cancel_all(now, f"cancelled: task '{task_id}' failed (fail_fast)", out)
         else:
             self._propagate(i, now, out)
@@ -355,6 +400,17 @@ class Scheduler:
         out: list[Transition] = []
         if approved:
             k = len(out)
+            if self._mapped[i] is not None:
+                self._state[i] = _S.PENDING  # decided: now expand like any mapped task
+                self._open += 0
+                out.append(
+                    Transition(
+                        task_id, _S.AWAITING_APPROVAL, _S.PENDING, self._attempt[i], now, message
+                    )
+                )
+                if not self._expand(i, now, out):
+                    self._propagate(i, now, out)
+                return out
             self._queue(i, now, out)
             out[k] = replace(out[k], message=message)
         else:
@@ -400,6 +456,8 @@ class Scheduler:
         work = [first]
         while work:
             i = work.pop()
+            if i in self._parent:
+                self._child_done(i, now, out, work)
             state = self._state[i]
             for d in self._downstream[i]:
                 if state is _S.SUCCESS:
@@ -458,8 +516,101 @@ class Scheduler:
         if self._approvals[i] is not None:  # a gate: decided before it queues
             self._await_approval(i, now, out)
             return True
+        if self._mapped[i] is not None:
+            return self._expand(i, now, out)
         self._queue(i, now, out)
         return True
+
+    def _expand(self, i: int, now: float, out: list[Transition]) -> bool:
+        """Fan a mapped task out: one child per element. True when children run;
+        False when it already ended (no elements, or its input is unusable)."""
+        tid = self._plan.ids[i]
+        size = self._map_size(tid) if self._map_size is not None else 0
+        if isinstance(size, str):
+            out.append(self._move(i, _S.FAILED, now, size))
+            return False
+        out.append(self._move(i, _S.QUEUED, now))
+        self._attempt[i] += 1
+        out.append(self._move(i, _S.RUNNING, now, f"mapped over {size} elements"))
+        children: list[int] = []
+        restored = 0
+        for k in range(size):
+            j = self._add_child(i, f"{tid}[{k}]")
+            children.append(j)
+        self._children[i] = children
+        self._children_left[i] = size
+        self._children_ok[i] = 0
+        for j in children:
+            if self._plan.ids[j] in self._restored_ids:  # resume: committed before
+                self._state[j] = _S.SUCCESS
+                self._open -= 1
+                restored += 1
+            else:
+                self._queue(j, now, out)
+        self._children_left[i] -= restored
+        self._children_ok[i] += restored
+        if self._children_left[i] == 0:
+            out.append(self._finish_parent(i, now))
+            return False
+        return True
+
+    def _add_child(self, parent: int, child_id: str) -> int:
+        j = len(self._state)
+        plan = self._plan
+        plan.ids.append(child_id)
+        plan.upstream.append([])
+        plan.rules.append(TriggerRule.ALL_SUCCESS)
+        plan.retries.append(plan.retries[parent])
+        plan.priorities.append(plan.priorities[parent])
+        self._index[child_id] = j
+        self._parent[j] = parent
+        prior = self._prior_attempts.get(child_id, 0)
+        self._state.append(_S.PENDING)
+        self._attempt.append(prior)
+        self._base.append(prior)
+        for counters in (self._success, self._failed, self._upstream_failed, self._skipped):
+            counters.append(0)
+        self._conditional.append(False)
+        self._branching.append(False)
+        self._approvals.append(None)
+        self._mapped.append(None)
+        self._downstream.append([])
+        self._open += 1
+        return j
+
+    def _child_done(self, j: int, now: float, out: list[Transition], work: list[int]) -> None:
+        """A child reached a final state: when it was the last, end its parent."""
+        p = self._parent[j]
+        self._children_left[p] -= 1
+        if self._state[j] is _S.SUCCESS:
+            self._children_ok[p] += 1
+        if self._children_left[p] == 0 and self._state[p] is _S.RUNNING:
+            out.append(self._finish_parent(p, now))
+            work.append(p)
+
+    def _finish_parent(self, p: int, now: float) -> Transition:
+        total = len(self._children[p])
+        ok = self._children_ok[p]
+        ratio = self._mapped[p] or 1.0
+        failed = [self._plan.ids[j] for j in self._children[p] if self._state[j] is not _S.SUCCESS]
+        shown = ", ".join(failed[:10]) + (
+            f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+        )
+        if ok >= ratio * total - 1e-9:
+            note = f"{ok} of {total} elements succeeded" + (f"; failed: {shown}" if failed else "")
+            return self._move(p, _S.SUCCESS, now, note)
+        return self._move(
+            p,
+            _S.FAILED,
+            now,
+            f"{ok} of {total} elements succeeded, fewer than min_success_ratio {ratio:g}; "
+            f"failed: {shown}",
+        )
+
+    def _tolerated(self, i: int) -> bool:
+        """A child whose parent accepts some failures (min_success_ratio < 1)."""
+        p = self._parent.get(i)
+        return p is not None and (self._mapped[p] or 1.0) < 1.0
 
     def _await_approval(self, i: int, now: float, out: list[Transition]) -> None:
         gate = self._approvals[i]

@@ -46,10 +46,15 @@ class Job:
     inputs: dict[str, Any] = field(default_factory=dict)  # objects (same process)
     input_refs: dict[str, OutputRef] = field(default_factory=dict)  # refs (worker process)
     keep_value: bool = True  # return the output object (thread executor)
+    task_id: str = ""  # the task run's id when it is not the task's (``id[k]`` of a mapped task)
+
+    def __post_init__(self) -> None:
+        if not self.task_id:
+            self.task_id = self.task.id
 
     @property
     def key(self) -> tuple[str, str, int]:
-        return (self.run_id, self.task.id, self.attempt)
+        return (self.run_id, self.task_id, self.attempt)
 
 
 @dataclass
@@ -79,7 +84,7 @@ def execute(
 ) -> AttemptResult:
     """Run one attempt; never raises (a failure is a result)."""
     started = time.time()
-    task_id = job.task.id
+    task_id = job.task_id
     path = log_path(job.logs_dir, job.run_id, task_id, job.attempt)
     restore: Callable[[], None]
     if in_process:

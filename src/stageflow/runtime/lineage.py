@@ -109,15 +109,12 @@ class RunRecorder:
             self.record = previous
             self.record.setdefault("resumed_at", []).append(time.time())
         else:
-            canonical = json.dumps(
-                self.pipeline.canonical(), sort_keys=True, separators=(",", ":"), default=str
-            )
             self.record = {
                 "run_id": self.run.run_id,
                 "pipeline": self.run.pipeline,
                 "spec": {
+                    # the version is the content hash of the canonical spec (Pipeline.content_hash)
                     "version": self.run.pipeline_version,
-                    "sha256": hashlib.sha256(canonical.encode()).hexdigest(),
                     "source": self.run.source,
                 },
                 "params": self.params,
@@ -160,7 +157,15 @@ class RunRecorder:
         tasks: dict[str, Any] = dict(record.get("tasks") or {})
         links: list[tuple[str, str, str, str | None, str | None]] = []
         logs = self.settings.logs_dir.absolute()
-        for tid, task in result.tasks.items():
+        # Only tasks that wrote something have a log folder: list it once rather
+        # than probing one file per task (a generated DAG has 100,000 of them).
+        try:
+            with os.scandir(logs / result.run_id) as entries:
+                folders = {e.name for e in entries if e.is_dir()}
+        except OSError:
+            folders = set()
+        for tid in [t for t in result.tasks if t in folders]:
+            task = result.tasks[tid]
             if task.attempts < 1:
                 continue
             meta = read_metadata(logs, result.run_id, tid, task.attempts)

@@ -311,10 +311,10 @@ class Runner:
             self.store, self.settings, pipeline, run, params, resumed=resumed
         )
         with gc_paused():
-            tasks = {t.id: t for t in pipeline.tasks}
-            timeouts = {
-                t.id: pipeline.timeout_of(t) or self.settings.task_timeout for t in pipeline.tasks
-            }
+            tasks = _ByTask({t.id: t for t in pipeline.tasks})
+            timeouts = _ByTask(
+                {t.id: pipeline.timeout_of(t) or self.settings.task_timeout for t in pipeline.tasks}
+            )
             loop = _Loop(self, run_id, tasks, params, restored)
             sched = Scheduler(
                 plan,
@@ -324,7 +324,9 @@ class Runner:
                 condition=loop.condition,
                 branch=loop.branch_choice,
                 jitter_seed=run_id,
+                map_size=loop.map_size,
             )
+            loop.sched = sched
         # The run's long-lived structures (pipeline, plan, rows) would be rescanned
         # by every full collection; freeze them for the run (see docs/architecture.md).
         gc.freeze()
@@ -507,6 +509,7 @@ class _Loop:
         self.runner = runner
         self.run_id = run_id
         self.tasks = tasks
+        self.sched: Scheduler | None = None
         self.params = params
         self.rows = {tid: _Row(_S.PENDING) for tid in tasks}
         self.refs: dict[str, OutputRef] = dict(restored)
@@ -562,7 +565,12 @@ class _Loop:
     def record(self, transitions: list[Transition], batch: Batch) -> None:
         run_id = self.run_id
         for t in transitions:
-            row = self.rows[t.task_id]
+            row = self.rows.get(t.task_id)
+            if row is None:  # a child of a mapped task, created at run time
+                row = self.rows[t.task_id] = _Row(_S.PENDING)
+            if t.old is _S.RUNNING and t.new is _S.SUCCESS and self._is_mapped(t.task_id):
+                self._store_mapped_output(t.task_id, batch)
+                row.note, row.error = "mapped", t.message  # "4 of 5 elements succeeded; ..."
             if t.new is _S.RUNNING:
                 row.attempts = t.attempt
                 row.attempt_started = t.at
@@ -740,11 +748,65 @@ class _Loop:
             inline_limit=self.inline,
             deadline=deadline,
         )
+        if task_id != task.id:  # a child of a mapped task: its own id, one element
+            job.task_id = task_id
+        element = self._element(task_id, task)
         if self.in_thread:
             job.inputs = {u: self._value(u) for u in task.upstream}
         else:
-            job.input_refs = {u: self.refs[u] for u in task.upstream if u in self.refs}
+            job.input_refs = {
+                u: self.refs[u] for u in task.upstream if u in self.refs and u != task.map_over
+            }
+        if element is not _NO_ELEMENT:
+            job.inputs[task.map_over or ""] = element
         return job
+
+    # -- dynamic fan-out (map_over) ---------------------------------------------------
+
+    def map_size(self, task_id: str) -> int | str:
+        """How many elements the mapped task's input has, or why it has none."""
+        task = self.tasks[task_id]
+        source = task.map_over or ""
+        value = self._value(source) if source in self.refs else None
+        if not isinstance(value, list | tuple):
+            return (
+                f"map_over: the output of '{source}' is "
+                f"{'missing' if value is None else type(value).__name__}, not a list; "
+                "a mapped task runs once per element of a list"
+            )
+        return len(value)
+
+    def _element(self, task_id: str, task: Any) -> Any:
+        if task_id == task.id or self.sched is None:
+            return _NO_ELEMENT
+        found = self.sched.parent(task_id)
+        if found is None:
+            return _NO_ELEMENT
+        return self._value(task.map_over)[found[1]]
+
+    def _is_mapped(self, task_id: str) -> bool:
+        task = self.tasks.get(task_id)
+        return task is not None and task.id == task_id and task.map_over is not None
+
+    def _store_mapped_output(self, task_id: str, batch: Batch) -> None:
+        """A mapped task's output: its successful children's outputs, in element
+        order; stored before its success is committed, like any output."""
+        assert self.sched is not None
+        outputs = [
+            self._value(child)
+            for child, state in self.sched.children(task_id)
+            if state is _S.SUCCESS
+        ]
+        ref = store_output(
+            outputs,
+            run_id=self.run_id,
+            task_id=task_id,
+            artifacts=self.runner.artifacts,
+            inline_limit=self.inline,
+        )
+        self.refs[task_id] = ref
+        self.values[task_id] = outputs
+        batch.outputs.append(ref)
 
     def condition(self, task_id: str) -> bool | str:
         """Evaluate ``task_id``'s ``when:``: True/False, or why it cannot be evaluated."""
@@ -954,3 +1016,21 @@ def _reload(record: PipelineRecord, run: RunRecord) -> Pipeline:
         return pipeline_from_data(json.loads(record.spec_json))
     except StageflowError:
         raise
+
+
+_NO_ELEMENT = object()
+
+
+class _ByTask(dict[str, Any]):
+    """Per-task values where a mapped task's child ``id[k]`` reads its parent's."""
+
+    def __missing__(self, key: str) -> Any:
+        if key.endswith("]") and "[" in key:
+            return self[key[: key.rindex("[")]]
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default

@@ -358,11 +358,10 @@ def _print_record(settings: Any, run_id: str) -> None:
     spec = record.get("spec") or {}
     code = record.get("code") or {}
     env = record.get("environment") or {}
-    lines = [
-        f"pipeline version  {spec.get('version')} (spec sha256 {str(spec.get('sha256'))[:12]})"
-    ]
+    lines = [f"pipeline version  {spec.get('version')} (content hash of the spec)"]
     if spec.get("source"):
-        lines.append(f"spec file         {spec['source']}")
+        digest = f" (sha256 {str(spec['file_sha256'])[:12]})" if spec.get("file_sha256") else ""
+        lines.append(f"spec file         {spec['source']}{digest}")
     if code:
         dirty = " (dirty)" if code.get("git_dirty") else ""
         lines.append(

@@ -213,6 +213,8 @@ class Task(BaseModel):
     when: str | None = Field(default=None, max_length=2000)
     branch: bool = False
     group: str | None = None  # set by template expansion (``use:``): the group's id
+    map_over: str | None = None  # run once per element of this upstream's output
+    min_success_ratio: float | None = Field(default=None, gt=0.0, le=1.0)
     fatal_on: list[ExceptionName] | None = None
     circuit_breaker: CircuitBreaker | None = None
     fallback: Fallback | None = None
@@ -252,6 +254,20 @@ class Task(BaseModel):
         if self.fn is None:
             raise TypeError(f"task '{self.id}' wraps no Python function")
         return self.fn(*args, **kwargs)
+
+    def map(self, over: str | Task, *, min_success_ratio: float | None = None) -> Task:
+        """A copy of this task that runs once per element of ``over``'s output (a list);
+        downstream receives the list of outputs in order. ``min_success_ratio``: the
+        share of elements that must succeed (default all)."""
+        source = over.id if isinstance(over, Task) else over
+        upstream = self.upstream if source in self.upstream else [*self.upstream, source]
+        return self.model_copy(
+            update={
+                "map_over": source,
+                "min_success_ratio": min_success_ratio,
+                "upstream": upstream,
+            }
+        )
 
     @property
     def all_upstream(self) -> list[str]:

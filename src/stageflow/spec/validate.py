@@ -118,6 +118,23 @@ def pipeline_problems(pipeline: Pipeline) -> list[Problem]:
         problems.append(Problem("has no tasks; add at least one under `tasks:`", field="tasks"))
     known_params = set(pipeline.params)
     for task in pipeline.tasks:
+        if task.map_over is not None and task.map_over not in task.upstream:
+            problems.append(
+                Problem(
+                    f"map_over names '{task.map_over}', which is not in this task's `upstream`; "
+                    "a mapped task runs once per element of an upstream task's output",
+                    task=task.id,
+                    field="map_over",
+                )
+            )
+        if task.min_success_ratio is not None and task.map_over is None:
+            problems.append(
+                Problem(
+                    "min_success_ratio applies only to a mapped task; add `map_over:` or remove it",
+                    task=task.id,
+                    field="min_success_ratio",
+                )
+            )
         if task.when is not None:
             problems.extend(
                 _condition_problems(task.id, task.when, task.all_upstream, known_params)

@@ -56,7 +56,7 @@ import io
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stageflow.operators.base import TaskContext, TaskFailed
 from stageflow.operators.metadata import record
@@ -150,16 +150,21 @@ class TrainingParams(BaseModel):
     name: str | None = Field(default=None, description="the model's name (default: algorithm)")
     input: str | None = Field(default=None, description="the upstream task with the features")
 
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, algo: str) -> str:
+        if "." in algo or ":" in algo or algo in _KNOWN:
+            return algo
+        hint = did_you_mean(algo, _KNOWN)
+        fix = f"did you mean '{hint}'?" if hint else f"use one of {', '.join(_KNOWN)}"
+        raise ValueError(f"unknown algorithm '{algo}'; {fix} (or a class path)")
+
     @model_validator(mode="after")
-    def _known_algorithm(self) -> TrainingParams:
+    def _algorithm_fits_type(self) -> TrainingParams:
         algo = self.algorithm
         if "." in algo or ":" in algo:
             return self
         types = [t for t, names in ALGORITHMS.items() if algo in names]
-        if not types:
-            hint = did_you_mean(algo, _KNOWN)
-            fix = f"did you mean '{hint}'?" if hint else f"use one of {', '.join(_KNOWN)}"
-            raise ValueError(f"unknown algorithm '{algo}'; {fix} (or a class path)")
         if self.model_type is not None and self.model_type not in types:
             raise ValueError(
                 f"algorithm '{algo}' is for {' or '.join(types)}, not {self.model_type}"

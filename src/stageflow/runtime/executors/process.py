@@ -195,7 +195,7 @@ def _death(proc: BaseProcess) -> str:
 
 def _failed(job: Job, started: float, error: str) -> AttemptResult:
     return AttemptResult(
-        job.run_id, job.task.id, job.attempt, False, started, time.time(), error=error
+        job.run_id, job.task_id, job.attempt, False, started, time.time(), error=error
     )
 
 
