@@ -31,6 +31,7 @@ from stageflow.operators.ml.registry_ops import (
     ModelDeployment,
     ModelRegistration,
     RegistrationParams,
+    gate,
 )
 from stageflow.operators.ml.training import ModelTraining, TrainingParams
 from stageflow.service.model_server import load_served_model, make_server
@@ -276,3 +277,45 @@ def test_models_serve_from_the_cli(home: Path, data: dict[str, Any]) -> None:
     assert missing.returncode == 2
     assert "error: no registered model nothing@production" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_a_champion_that_cannot_score_the_rows_loses_to_the_challenger(
+    home: Path, data: dict[str, Any]
+) -> None:
+    from sklearn.datasets import load_iris
+
+    name = "other-columns"
+    iris_features = FeatureEngineering().run(
+        FeatureParams.model_validate({"seed": 0}),
+        {"data": load_iris(as_frame=True).frame},
+        make_ctx(home, "features_iris"),
+    )
+    iris_model = ModelTraining().run(
+        TrainingParams.model_validate({"algorithm": "logistic_regression"}),
+        {"features": iris_features},
+        make_ctx(home, "train_iris"),
+    )
+    iris_eval = ModelEvaluation().run(
+        EvaluationParams.model_validate({"metric": "f1", "pictures": False}),
+        {"features": iris_features, "train": iris_model},
+        make_ctx(home, "evaluate_iris"),
+    )
+    register(home, iris_eval, "register_iris", model_name=name, alias="production")
+
+    challenger = evaluate(home, data, "logistic", name, "evaluate_other")
+    comparison = challenger["champion"]
+    assert comparison["incomparable"] is True and comparison["winner"] == "challenger"
+    assert "cannot score these rows" in comparison["summary"]
+    client = _mlflow.client(_mlflow.tracking_uri(None, home))
+    ok, reason = gate(client, name, "production", "f1", challenger["metrics"], challenger)
+    assert ok and reason == (
+        f"{name}@production v1 cannot score the candidate's rows (other columns): "
+        "the candidate goes ahead"
+    )
+    v2 = register(home, challenger, "register_other", model_name=name)
+    promoted = deploy(
+        home, v2, "promote_other", alias="production", only_if_better_than="production"
+    )
+    assert promoted["reason"] == (
+        f"{name}@production -> version 2 (was 1, kept as {name}@production-previous)"
+    )

@@ -145,7 +145,9 @@ def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> N
 
 
 def _sinks(result: RunResult) -> list[str]:
-    return [tid for tid in result.tasks if result.tasks[tid].state == "success"][-1:]
+    """The last task of the pipeline that succeeded (not an element of a mapped task)."""
+    done = [tid for tid, t in result.tasks.items() if t.state == "success" and "[" not in tid]
+    return done[-1:]
 
 
 def _short(value: Any) -> str:

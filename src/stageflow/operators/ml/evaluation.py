@@ -299,7 +299,21 @@ def _compare(
             "summary": f"no model under {spec.model_name}@{spec.alias} yet: the challenger wins",
         }
     model = _mlflow.load_version(c, spec.model_name, mv.version)
-    theirs, _ = compute_metrics(model, model_type, x, y, [metric])
+    try:
+        theirs, _ = compute_metrics(model, model_type, x, y, [metric])
+    except Exception as exc:  # e.g. the champion was trained on other columns
+        return {
+            **base,
+            "version": str(mv.version),
+            "challenger_value": challenger,
+            "champion_value": None,
+            "incomparable": True,
+            "winner": "challenger",
+            "summary": (
+                f"champion {spec.model_name} v{mv.version} cannot score these rows "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): the challenger wins"
+            ),
+        }
     value = theirs.get(metric)
     wins = value is None or better(metric, challenger, value)
     return {

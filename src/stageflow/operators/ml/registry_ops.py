@@ -309,6 +309,16 @@ def gate(
     if mv is None:
         return True, f"no {name}@{alias} yet: the candidate ({metric} {mine:.4f}) goes ahead"
     comparison = (evaluated or {}).get("champion") or {}
+    if (
+        comparison.get("incomparable")
+        and comparison.get("model_name") == name
+        and comparison.get("alias") == alias
+        and str(comparison.get("version")) == str(mv.version)
+    ):
+        return True, (
+            f"{name}@{alias} v{mv.version} cannot score the candidate's rows "
+            "(other columns): the candidate goes ahead"
+        )
     same = (
         comparison.get("model_name") == name
         and comparison.get("alias") == alias
