@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from _common import peak_rss_mib, report, scratch_home
-
 from stageflow import Pipeline, Task
 
 
