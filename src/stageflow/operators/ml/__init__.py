@@ -1,0 +1,1 @@
+"""The ML operators, registered lazily in ``operators.registry`` (see ``_common``)."""
