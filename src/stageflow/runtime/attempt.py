@@ -101,7 +101,7 @@ def execute(
         task_id=task_id,
         attempt=job.attempt,
         params=job.run_params,
-        work_dir=path.parent / f"work-{job.attempt}",
+        work_dir=Path(f"{path.parent}{os.sep}work-{job.attempt}"),
         log_path=path,
         logger=logger,
         deadline=job.deadline,
