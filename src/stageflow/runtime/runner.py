@@ -38,7 +38,7 @@ from typing import Any
 
 from stageflow.engine.scheduler import EnginePlan, Scheduler, Transition
 from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState
-from stageflow.errors import ControlRefused, RunOwned, StageflowError, UsageError
+from stageflow.errors import ControlRefused, RunOwned, UsageError
 from stageflow.graph import critical_path, downstream
 from stageflow.runtime.artifacts import ArtifactStore, load_output, store_output
 from stageflow.runtime.attempt import AttemptResult, Job
@@ -1006,16 +1006,15 @@ def _source_of(pipeline: Pipeline) -> str | None:
 
 
 def _reload(record: PipelineRecord, run: RunRecord) -> Pipeline:
+    """The pipeline version a run used, with its file's folder importable again
+    (its ``call:`` targets may live beside it). Raises ``InvalidSpec``."""
     import sys
 
     if run.source:
         folder = str(Path(run.source).parent)
         if folder not in sys.path:
             sys.path.insert(0, folder)
-    try:
-        return pipeline_from_data(json.loads(record.spec_json))
-    except StageflowError:
-        raise
+    return pipeline_from_data(json.loads(record.spec_json))
 
 
 _NO_ELEMENT = object()
