@@ -137,11 +137,36 @@ def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> N
     if result.critical_path:
         out.write(f"critical path: {' -> '.join(result.critical_path)}\n")
     if outputs:
+        for line in _metric_lines(result)[-6:]:
+            out.write(line + "\n")
         sinks = _sinks(result)
         for tid in sinks[:5]:
             value = result.tasks[tid].output
             if value is not None:
                 out.write(f"output of {tid}: {_short(value)}\n")
+
+
+def _metric_lines(result: RunResult) -> list[str]:
+    """One line per task whose output carries ``metrics`` (the ML operators' and any
+    function's that returns ``{"metrics": {...}}``): the figures a run is judged by."""
+    lines = []
+    for tid, t in result.tasks.items():
+        value = t.output
+        if t.state != "success" or not isinstance(value, dict):
+            continue
+        metrics = value.get("metrics")
+        if not isinstance(metrics, dict):
+            continue
+        shown = [
+            f"{k}={v:.4g}"
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        if shown:
+            name = value.get("name") or value.get("best_model") or value.get("model_name")
+            label = f"{tid} ({name})" if isinstance(name, str) else tid
+            lines.append(f"metrics of {label}: {', '.join(shown[:8])}")
+    return lines
 
 
 def _sinks(result: RunResult) -> list[str]:
@@ -151,6 +176,10 @@ def _sinks(result: RunResult) -> list[str]:
 
 
 def _short(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    if type(value).__name__ == "DataFrame" and isinstance(shape, tuple) and len(shape) == 2:
+        columns = ", ".join(map(str, list(value.columns)[:6]))
+        return f"a DataFrame of {shape[0]} rows x {shape[1]} columns ({columns}, ...)"
     text = repr(value) if not isinstance(value, dict) else _dict_text(value)
     return text if len(text) <= 600 else text[:597] + "..."
 
