@@ -59,3 +59,29 @@ def test_a_missing_template_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "use: 'nowhere.yaml': no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_repeat_until_runs_rounds_until_the_condition_holds(tmp_path: Path) -> None:
+    """Seed 004's Training -> Evaluation -> {Continue | Deploy}: rounds 1-3 run
+    (accuracy 0.6, 0.75, 0.9), rounds 4-5 are skipped, every round is recorded."""
+    proc = _cli(tmp_path, "run", str(FIXTURES / "iterate.yaml"), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    tasks = json.loads(proc.stdout)["tasks"]
+    ran = [k for k in range(1, 6) if tasks[f"loop.{k}.train"]["state"] == "success"]
+    assert ran == [1, 2, 3]
+    assert all(tasks[f"loop.{k}.evaluate"]["state"] == "skipped" for k in (4, 5))
+    assert "condition is false" in tasks["loop.4.train"]["error"]
+    assert tasks["deploy"]["state"] == "success"
+    result = _cli(tmp_path, "run", str(FIXTURES / "iterate.yaml"))
+    assert "output of deploy: 'deployed round 3'" in result.stdout
+
+
+def test_repeat_that_never_meets_its_condition_stops_at_the_bound(tmp_path: Path) -> None:
+    spec = tmp_path / "bounded.yaml"
+    spec.write_text((FIXTURES / "iterate.yaml").read_text().replace(">= 0.9", ">= 2"))
+    for name in ("train_round.yaml", "iteration_steps.py"):
+        (tmp_path / name).write_text((FIXTURES / name).read_text())
+    proc = _cli(tmp_path, "run", str(spec), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    tasks = json.loads(proc.stdout)["tasks"]
+    assert all(tasks[f"loop.{k}.evaluate"]["state"] == "success" for k in range(1, 6))

@@ -2,7 +2,8 @@
 
 Binding, for each parameter of the function, first match wins:
 
-1. named like a data-upstream task (``-`` and ``.`` read as ``_``): its output;
+1. named like a data-upstream task (``-`` and ``.`` read as ``_``), or like the last
+   part of a grouped one (``evaluate`` for ``train.2.evaluate``): its output;
 2. a key of the task's ``parameters``;
 3. ``context`` (or annotated ``TaskContext``): the task context;
 4. a run parameter of that name;
@@ -80,6 +81,8 @@ def bind(
     """The positional and keyword arguments to call ``fn`` with (see module doc)."""
     sig = _signature(fn)
     by_name = {_upstream_name(k): k for k in inputs}
+    for k in inputs:  # a grouped upstream ``group.2.evaluate`` also answers to ``evaluate``
+        by_name.setdefault(_upstream_name(k.rsplit(".", 1)[-1]), k)
     used_inputs: set[str] = set()
     used_params: set[str] = set()
     args: list[Any] = []
@@ -141,7 +144,9 @@ def binding_problems(
         return []
     if not parameters and not _required(fn, sig):
         return []  # the common generated case (``*args`` functions): nothing can be missing
-    names = {_upstream_name(u) for u in upstream}
+    names = {_upstream_name(u) for u in upstream} | {
+        _upstream_name(u.rsplit(".", 1)[-1]) for u in upstream
+    }
     problems = []
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.values())
     for name, p in sig.items():

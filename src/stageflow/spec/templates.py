@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from stageflow.errors import InvalidSpec, Problem
@@ -78,7 +79,7 @@ def _group(
     def problem(message: str, field: str = "use") -> InvalidSpec:
         return InvalidSpec([Problem(message, task=group_id, field=field)])
 
-    allowed = {"id", "use", "with", "upstream", "after", "description"}
+    allowed = {"id", "use", "with", "upstream", "after", "description", "repeat"}
     extra = sorted(set(task) - allowed)
     if extra:
         raise problem(
@@ -107,40 +108,156 @@ def _group(
             f"{', '.join(sorted(declared)) or 'none'})",
             field="with",
         )
-    params = {**declared, **with_}
-    defaults = sub.get("defaults") or {}
-    sub_tasks = [t for t in sub.get("tasks") or [] if isinstance(t, dict)]
+    template = _Template(
+        reference=reference,
+        params={**declared, **with_},
+        defaults=sub.get("defaults") or {},
+        tasks=[t for t in sub.get("tasks") or [] if isinstance(t, dict)],
+    )
+    outer_after = list(task.get("after") or [])
+    if "repeat" not in task:
+        return _instantiate(
+            template,
+            group_id,
+            group_id,
+            list(task.get("upstream") or []),
+            outer_after,
+            None,
+            problem,
+        )
+    until, iterations = _repeat(task["repeat"], problem)
+    out: list[dict[str, Any]] = []
+    upstream = list(task.get("upstream") or [])
+    all_exits: list[str] = []
+    previous: str | None = None
+    for k in range(1, iterations + 1):
+        prefix = f"{group_id}.{k}"
+        gate = None
+        if previous is not None:
+            gate = _Gate(until, previous)
+        tasks, exits = _instantiate(
+            template, prefix, group_id, upstream, outer_after, gate, problem
+        )
+        out.extend(tasks)
+        all_exits.extend(exits)
+        upstream, outer_after, previous = exits, [], prefix
+    exit_names = [e.rsplit(".", 1)[-1] for e in all_exits[: len(all_exits) // iterations]]
+    out.append(
+        {
+            "id": group_id,
+            "call": "stageflow.spec.templates:last_iteration",
+            "upstream": all_exits,
+            "trigger_rule": "none_failed_min_one_success",
+            "parameters": {"exits": exit_names, "iterations": iterations},
+            "group": group_id,
+            "description": f"the outputs of the last iteration of {reference!r} that ran",
+        }
+    )
+    return out, [group_id]
+
+
+def last_iteration(*outputs: Any, exits: list[str], iterations: int) -> dict[str, Any]:
+    """A repeated group's result: ``{"iteration": k, "outputs": {exit task: output}}`` of
+    the last iteration that ran (its exit tasks' outputs, in upstream order)."""
+    width = len(exits)
+    for k in range(iterations, 0, -1):
+        chunk = outputs[(k - 1) * width : k * width]
+        if any(value is not None for value in chunk):
+            return {"iteration": k, "outputs": dict(zip(exits, chunk, strict=True))}
+    return {"iteration": 0, "outputs": {}}
+
+
+@dataclass(frozen=True)
+class _Template:
+    reference: str
+    params: dict[str, Any]
+    defaults: dict[str, Any]
+    tasks: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """Iteration k runs only if ``until`` was false after iteration ``previous``."""
+
+    until: str
+    previous: str  # the previous iteration's id prefix, e.g. "train.1"
+
+
+def _repeat(spec: Any, problem: Callable[..., InvalidSpec]) -> tuple[str, int]:
+    if not isinstance(spec, dict) or set(spec) - {"until", "max_iterations"}:
+        raise problem("`repeat:` takes {until: EXPRESSION, max_iterations: N}", field="repeat")
+    until, iterations = spec.get("until"), spec.get("max_iterations")
+    if not isinstance(until, str) or not until.strip():
+        raise problem(
+            '`repeat.until` must be a condition, e.g. "${evaluate.accuracy} >= 0.9"',
+            field="repeat.until",
+        )
+    if (
+        not isinstance(iterations, int)
+        or isinstance(iterations, bool)
+        or not 1 <= iterations <= 100
+    ):
+        raise problem(
+            "`repeat.max_iterations` must be a whole number from 1 to 100",
+            field="repeat.max_iterations",
+        )
+    return until, iterations
+
+
+def _instantiate(
+    template: _Template,
+    prefix: str,
+    group_id: str,
+    outer_upstream: list[str],
+    outer_after: list[str],
+    gate: _Gate | None,
+    problem: Callable[..., InvalidSpec],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The template's tasks with ids ``prefix.<id>``; returns them and the exit ids."""
+    sub_tasks = template.tasks
+    params = template.params
     inner_ids = {t.get("id") for t in sub_tasks}
     depended_on = {u for t in sub_tasks for u in (t.get("upstream") or []) + (t.get("after") or [])}
-    outer_upstream = list(task.get("upstream") or [])
     out: list[dict[str, Any]] = []
     for sub_task in sub_tasks:
         new = dict(sub_task)
         tid = sub_task.get("id")
-        new["id"] = f"{group_id}.{tid}"
-        ups = [f"{group_id}.{u}" if u in inner_ids else u for u in sub_task.get("upstream") or []]
-        after = [f"{group_id}.{u}" if u in inner_ids else u for u in sub_task.get("after") or []]
-        if not ups and not after:
+        new["id"] = f"{prefix}.{tid}"
+        ups = [f"{prefix}.{u}" if u in inner_ids else u for u in sub_task.get("upstream") or []]
+        after = [f"{prefix}.{u}" if u in inner_ids else u for u in sub_task.get("after") or []]
+        entry = not ups and not after
+        if entry:
             ups = list(outer_upstream)
-            if task.get("after"):
-                after = list(task["after"])
-        if ups:
-            new["upstream"] = ups
-        if after:
-            new["after"] = after
+            after = list(outer_after)
         for key in _DEFAULTED:
-            if key not in new and key in defaults:
-                new[key] = copy.deepcopy(defaults[key])
+            if key not in new and key in template.defaults:
+                new[key] = copy.deepcopy(template.defaults[key])
         try:
             if "parameters" in new:
                 new["parameters"] = substitute(new["parameters"], params)
             if isinstance(new.get("when"), str):
-                new["when"] = _substitute_condition(new["when"], params, group_id, inner_ids)
+                new["when"] = _substitute_condition(new["when"], params, prefix, inner_ids)
+            if entry and gate is not None:
+                until = _substitute_condition(gate.until, params, gate.previous, inner_ids)
+                condition = f"not ({until})"
+                if isinstance(new.get("when"), str):
+                    condition = f"({new['when']}) and {condition}"
+                new["when"] = condition
+                refs = [
+                    f"{gate.previous}.{r.split('.')[0]}"
+                    for r in _task_refs(gate.until)
+                    if r.split(".")[0] in inner_ids
+                ]
+                after += [r for r in dict.fromkeys(refs) if r not in ups and r not in after]
         except KeyError as exc:
             raise problem(
-                f"template {reference!r} task '{tid}' refers to ${{params.{exc.args[0]}}}"
-                ", which the template does not declare"
+                f"template {template.reference!r} task '{tid}' refers to "
+                f"${{params.{exc.args[0]}}}, which the template does not declare"
             ) from None
+        if ups:
+            new["upstream"] = ups
+        if after:
+            new["after"] = after
         new["group"] = f"{group_id}.{sub_task['group']}" if "group" in sub_task else group_id
         out.append(new)
     exits = [
@@ -149,6 +266,12 @@ def _group(
         if raw_t.get("id") not in depended_on
     ]
     return out, exits
+
+
+def _task_refs(text: str) -> list[str]:
+    import re
+
+    return [m for m in re.findall(r"\$\{([^{}]*)\}", text) if not m.startswith("params.")]
 
 
 def _substitute_condition(

@@ -119,3 +119,53 @@ def test_group_mistakes_name_the_group(
         expand_templates(outer(**group), loader(files), "sub-parent.yaml")
     problem = info.value.problems[0]
     assert problem.field == field and message in problem.message
+
+
+def test_repeat_unrolls_gated_iterations_and_a_collector() -> None:
+    doc = expand_templates(
+        outer(repeat={"until": "${b} == 'x' and ${params.factor} > 1", "max_iterations": 3}),
+        loader({"sub.yaml": SUB}),
+        "o.yaml",
+    )
+    tasks = {t["id"]: t for t in doc["tasks"]}
+    assert [t for t in tasks if t.startswith("g.")] == [
+        f"g.{k}.{n}" for k in (1, 2, 3) for n in ("a", "b", "c")
+    ]
+    assert "when" not in tasks["g.1.a"] and tasks["g.1.a"]["upstream"] == ["ingest"]
+    assert tasks["g.2.a"]["upstream"] == ["g.1.b", "g.1.c"]  # after the previous round
+    assert tasks["g.2.a"]["when"] == "not (${g.1.b} == 'x' and 2 > 1)"
+    assert tasks["g"]["upstream"] == [f"g.{k}.{n}" for k in (1, 2, 3) for n in ("b", "c")]
+    assert tasks["g"]["parameters"] == {"exits": ["b", "c"], "iterations": 3}
+    assert tasks["after"]["upstream"] == ["g"]
+    pipeline_from_data(doc)  # a valid pipeline
+
+
+@pytest.mark.parametrize(
+    ("repeat", "field"),
+    [
+        pytest.param({"until": "${a} > 1"}, "repeat.max_iterations", id="no-bound"),
+        pytest.param({"until": "", "max_iterations": 2}, "repeat.until", id="empty-until"),
+        pytest.param(
+            {"until": "x", "max_iterations": 1000}, "repeat.max_iterations", id="too-many"
+        ),
+        pytest.param({"until": "x", "max_iterations": 2, "every": 1}, "repeat", id="extra-key"),
+    ],
+)
+def test_bad_repeat_is_named(repeat: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        expand_templates(outer(repeat=repeat), loader({"sub.yaml": SUB}), "o.yaml")
+    assert info.value.problems[0].field == field
+
+
+def test_last_iteration_returns_the_last_round_that_ran() -> None:
+    from stageflow.spec.templates import last_iteration
+
+    outputs = ("b1", "c1", "b2", "c2", None, None)
+    assert last_iteration(*outputs, exits=["b", "c"], iterations=3) == {
+        "iteration": 2,
+        "outputs": {"b": "b2", "c": "c2"},
+    }
+    assert last_iteration(None, None, exits=["b", "c"], iterations=1) == {
+        "iteration": 0,
+        "outputs": {},
+    }
