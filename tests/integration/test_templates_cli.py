@@ -85,3 +85,34 @@ def test_repeat_that_never_meets_its_condition_stops_at_the_bound(tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     tasks = json.loads(proc.stdout)["tasks"]
     assert all(tasks[f"loop.{k}.evaluate"]["state"] == "success" for k in range(1, 6))
+
+
+def test_use_a_registered_pipeline_version(tmp_path: Path) -> None:
+    """`use: NAME@VERSION` / `NAME@latest`: a version saved in the store by an earlier run."""
+    first = _cli(tmp_path, "run", str(FIXTURES / "preprocess.yaml"), "--format", "json")
+    assert first.returncode == 0, first.stderr
+    from stageflow.runtime.store import open_store
+
+    store = open_store(None, tmp_path / "home")
+    try:
+        version = store.get_run(json.loads(first.stdout)["run_id"]).pipeline_version
+    finally:
+        store.close()
+    for reference in (f"preprocess@{version}", "preprocess@latest"):
+        spec = tmp_path / "outer.yaml"
+        spec.write_text(
+            "name: outer\ntasks:\n"
+            f"  - {{id: prep, use: '{reference}', with: {{factor: 9}}}}\n"
+            "  - {id: done, operator: bash, upstream: [prep], parameters: {command: 'echo ok'}}\n"
+        )
+        proc = _cli(tmp_path, "run", str(spec), "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        run = json.loads(proc.stdout)
+        assert set(run["tasks"]) == {"prep.scale", "prep.tag", "done"}
+        log = _cli(tmp_path, "logs", run["run_id"], "prep.scale")
+        assert log.stdout.strip() == "scaled x9"
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("name: m\ntasks:\n  - {id: g, use: 'nothing@latest'}\n")
+    proc = _cli(tmp_path, "validate", str(missing))
+    assert proc.returncode != 0 and "no pipeline 'nothing'" in proc.stderr
+    assert "Traceback" not in proc.stderr

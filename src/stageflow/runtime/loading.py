@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ def _template_loader(limits: Limits) -> Any:
     """Read a ``use:`` reference: a .yaml/.json path relative to the using file."""
 
     def load(reference: str, from_source: str) -> tuple[str, dict[str, Any]]:
+        if _REGISTERED.fullmatch(reference):
+            return _registered(reference)
         target = (Path(from_source).parent / reference).resolve()
         if target.suffix.lower() not in _SUFFIXES:
             raise UsageError(f"use: {reference!r}: a template is a .yaml, .yml or .json file")
@@ -100,6 +103,34 @@ def _template_loader(limits: Limits) -> Any:
         return str(target), raw
 
     return load
+
+
+#: ``use: NAME@VERSION`` or ``use: NAME@latest``: a pipeline version saved in the store.
+_REGISTERED = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]*@[A-Za-z0-9]+")
+
+
+def _registered(reference: str) -> tuple[str, dict[str, Any]]:
+    """A registered pipeline version (saved in the store when a run of it was created)."""
+    import json
+
+    from stageflow.runtime.settings import load_settings
+    from stageflow.runtime.store import open_store
+
+    name, _, version = reference.rpartition("@")
+    settings = load_settings()
+    store = open_store(settings.database_url, settings.home)
+    try:
+        record = (
+            store.latest_pipeline(name)
+            if version == "latest"
+            else store.get_pipeline(name, version)
+        )
+    finally:
+        store.close()
+    raw = json.loads(record.spec_json)
+    if not isinstance(raw, dict):
+        raise UsageError(f"use: {reference!r}: the stored spec is not a pipeline mapping")
+    return f"{record.name}@{record.version}", raw
 
 
 def _with_plan_problems(exc: InvalidSpec, doc: object) -> InvalidSpec:

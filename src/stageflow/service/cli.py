@@ -72,6 +72,8 @@ def cli(ctx: click.Context, home: str | None) -> None:
         from dataclasses import replace
 
         settings = replace(settings, home=Path(home))
+        # Code that reads settings itself (e.g. `use: NAME@VERSION`) sees the same home.
+        os.environ["STAGEFLOW_HOME"] = home
     _configure_logging(settings.log_level)
     ctx.obj = settings
 

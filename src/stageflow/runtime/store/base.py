@@ -184,6 +184,9 @@ class Store(Protocol):
     def get_pipeline(self, name: str, version: str) -> PipelineRecord:
         """Raise ``StoreError`` when absent."""
 
+    def latest_pipeline(self, name: str) -> PipelineRecord:
+        """The most recently saved version of ``name``; raise ``StoreError`` when none."""
+
     def create_run(self, run: RunRecord, task_ids: Sequence[str]) -> None:
         """Insert the run and one ``pending`` task run per id, in one transaction."""
 

@@ -290,6 +290,17 @@ class SqlStore:
             )
         return PipelineRecord(*row)
 
+    def latest_pipeline(self, name: str) -> PipelineRecord:
+        """The most recently saved version of pipeline ``name``; ``StoreError`` when none."""
+        row = self._fetchone(self._sql.select_latest_pipeline, (name,))
+        if row is None:
+            raise StoreError(
+                f"no pipeline '{name}' in the store at {self.url}; a pipeline is saved when "
+                "a run of it is created (`stageflow run FILE`)",
+                pipeline=name,
+            )
+        return PipelineRecord(*row)
+
     def get_run(self, run_id: str) -> RunRecord:
         """Raise ``RunNotFound`` (naming the run_id and ``stageflow runs list``) when absent."""
         row = self._fetchone(self._sql.select_run, (run_id,))
@@ -541,6 +552,7 @@ _SELECT_RUN = (
 class _Statements:
     insert_pipeline: str
     select_pipeline: str
+    select_latest_pipeline: str
     insert_run: str
     insert_pending: str
     update_run: str
@@ -633,6 +645,10 @@ def _statements(dialect: Dialect) -> _Statements:
         select_pipeline=q(
             "SELECT name, version, spec_json, created_at FROM pipelines "
             "WHERE name = ? AND version = ?"
+        ),
+        select_latest_pipeline=q(
+            "SELECT name, version, spec_json, created_at FROM pipelines "
+            "WHERE name = ? ORDER BY created_at DESC, version DESC LIMIT 1"
         ),
         insert_run=q(
             "INSERT INTO runs (run_id, pipeline, pipeline_version, state, params_json, "
