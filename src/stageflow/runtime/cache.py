@@ -15,8 +15,11 @@ gets a key at dispatch: the sha256 of the canonical JSON of
 * the source data's version where it can be known: every parameter value (at
   any depth) that is the path of an existing local file adds its size and
   ``st_mtime_ns``, so a rewritten input file is a miss even when the task's
-  spec did not change. Directories, URLs and databases are not looked into:
-  give such a task ``cache_ttl_seconds`` or a ``cache_version`` parameter.
+  spec did not change; every fsspec URL (``s3://``, ``gs://``, ``https://``,
+  ``memory://`` ...) adds the version fields its filesystem reports (ETag,
+  generation, last modified, size). Directories and databases are not looked
+  into: give such a task ``cache_ttl_seconds`` or a ``cache_version`` parameter
+  (a query's text is part of the parameters anyway).
 
 A hit (an entry under the key, younger than ``cache_ttl_seconds`` and whose
 output file still exists) is reused without running: the ``OutputRef`` is
@@ -42,6 +45,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -187,14 +191,38 @@ def code_identity(task: Task) -> tuple[str, list[str] | None]:
     return f"operator:{task.operator_name}:{cls.version}", None
 
 
-def file_versions(values: Any) -> dict[str, list[int]]:
+_REMOTE = re.compile(r"(s3|s3a|gs|gcs|az|abfs|abfss|adl|https?|memory|ftp|sftp)://\S+")
+#: Fields of ``fsspec`` ``info()`` that change when the object changes.
+_VERSION_FIELDS = (
+    "ETag",
+    "etag",
+    "md5Hash",
+    "md5",
+    "version_id",
+    "generation",
+    "LastModified",
+    "last_modified",
+    "mtime",
+    "updated",
+    "created",
+    "size",
+)
+
+
+def file_versions(values: Any) -> dict[str, list[Any]]:
     """``{path: [size, mtime_ns]}`` for every string in ``values`` (nested lists and
-    mappings) that is the path of an existing local file."""
-    found: dict[str, list[int]] = {}
+    mappings) that is the path of an existing local file, and ``{url: [...]}`` with
+    the object's version fields (ETag, generation, last modified, size) for every
+    fsspec URL (``s3://``, ``gs://``, ``https://``, ``memory://`` ...) that answers."""
+    found: dict[str, list[Any]] = {}
     stack = [values]
     while stack:
         value = stack.pop()
-        if isinstance(value, str):
+        if isinstance(value, str) and _REMOTE.fullmatch(value):
+            version = _remote_version(value)
+            if version:
+                found[value] = version
+        elif isinstance(value, str):
             if 0 < len(value) < _MAX_PATH and "\0" not in value and "\n" not in value:
                 try:
                     st = os.stat(value)
@@ -207,3 +235,16 @@ def file_versions(values: Any) -> dict[str, list[int]]:
         elif isinstance(value, list | tuple):
             stack.extend(value)
     return found
+
+
+def _remote_version(url: str) -> list[Any]:
+    """The version fields fsspec reports for ``url`` (empty when it cannot tell:
+    the task then runs against whatever is there, and its key has no version)."""
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url)
+        info = fs.info(path)
+    except Exception:  # unreachable, no such object, or no driver: no version known
+        return []
+    return [[key, str(info[key])] for key in _VERSION_FIELDS if info.get(key) is not None]
