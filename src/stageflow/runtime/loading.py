@@ -25,7 +25,6 @@ from stageflow.spec.load import (
     salvage_pipeline,
 )
 from stageflow.spec.models import Pipeline
-from stageflow.spec.templates import expand_templates
 
 __all__ = ["load_pipeline"]
 
@@ -68,7 +67,14 @@ def _load_file(path: Path, limits: Limits) -> Pipeline:
         raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
     fmt = _SUFFIXES[path.suffix.lower()]
     doc = parse_document(data, fmt=fmt, source=str(path), limits=limits)  # type: ignore[arg-type]
-    if isinstance(doc, dict):
+    tasks = doc.get("tasks") if isinstance(doc, dict) else None
+    if (
+        isinstance(doc, dict)
+        and isinstance(tasks, list)
+        and any(isinstance(t, dict) and "use" in t for t in tasks)
+    ):
+        from stageflow.spec.templates import expand_templates  # only specs with groups
+
         doc = expand_templates(doc, _template_loader(limits), str(path.resolve()))
     try:
         pipeline = pipeline_from_data(doc, limits)

@@ -62,7 +62,6 @@ from stageflow.runtime.store.base import (
     Store,
     TaskRunRecord,
 )
-from stageflow.spec.expr import ExpressionError, parse_expression
 from stageflow.spec.load import pipeline_from_data
 from stageflow.spec.models import Pipeline
 
@@ -810,6 +809,8 @@ class _Loop:
 
     def condition(self, task_id: str) -> bool | str:
         """Evaluate ``task_id``'s ``when:``: True/False, or why it cannot be evaluated."""
+        from stageflow.spec.expr import ExpressionError, parse_expression  # conditions only
+
         task = self.tasks[task_id]
         try:
             expression = parse_expression(task.when or "", task.all_upstream)

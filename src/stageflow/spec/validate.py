@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from stageflow.errors import Problem
-from stageflow.spec.expr import ExpressionError, parse_expression
 from stageflow.spec.models import Pipeline
 from stageflow.spec.params import references
 from stageflow.spec.suggest import Suggester
@@ -209,6 +208,8 @@ def _condition_problems(
 ) -> list[Problem]:
     """A ``when:`` that does not parse, or refers to a non-upstream task or an
     undeclared parameter."""
+    from stageflow.spec.expr import ExpressionError, parse_expression  # only with conditions
+
     try:
         expression = parse_expression(source, upstream)
     except ExpressionError as exc:
