@@ -344,18 +344,7 @@ class SqlStore:
         row = self._fetchone(self._sql.select_cache, (key,))
         if row is None or (row[11] is not None and row[11] <= now):
             return None
-        data = row[8]
-        ref = OutputRef(
-            run_id=row[2],
-            task_id=row[3],
-            kind=cast(Literal["inline", "file"], row[4]),
-            serializer=row[5],
-            size=row[6],
-            sha256=row[7],
-            data=None if data is None else bytes(data),
-            uri=row[9],
-        )
-        return CacheEntry(row[0], row[1], ref, row[10], row[11])
+        return CacheEntry(row[0], row[1], _output_ref(row[2:10]), row[10], row[11])
 
     def get_circuit(self, name: str) -> CircuitState | None:
         """The circuit's stored state, or ``None`` when it never recorded one."""
