@@ -12,14 +12,34 @@ with other fractional requests while their sum stays <= 1 (best fit: the
 fullest device that still fits), and never with a whole-GPU holder.
 ``infeasible`` says, before a run starts, which requests can never fit.
 
+Bounded backfilling. A request that does not fit waits in line (oldest
+first); the oldest waiting one holds the *reservation*. Other requests may
+still start around it (backfill), but at most ``backfill_limit`` of them:
+after that nothing else is admitted until the reserved request fits, so a big
+task waits a bounded time and never starves, whichever run it belongs to.
+Admitting the reserved key, ``withdraw`` (it was cancelled or its run paused)
+or ``forget`` passes the reservation to the next in line.
+
+Exclusive requests (``execution_mode: hybrid``, ``exclusive: true``) are
+admitted only when nothing is held, and while one is held nothing else is.
+
+One ``Admission`` may be shared by several runs (one global budget): every
+method holds the lock it was given (the runtime passes a thread lock), and
+``subscribe`` registers a callback called after each ``release`` (outside the
+lock) so that runs waiting for resources wake up. Keys are ``(owner, item)``
+pairs: ``forget(owner)`` releases all of an owner's grants (a run that ends
+never leaks).
+
 State: the free amount of each scalar resource, the used fraction of each
-GPU device, free pool slots, and the grants by key. Pure: no clock, no I/O.
+GPU device, free pool slots, the grants by key, the reservation and its
+bypass count. Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 __all__ = ["Admission", "Capacity", "Grant", "Request"]
@@ -56,8 +76,24 @@ class Grant:
 class Admission:
     """Tracks free resources; see the module docstring for the policy."""
 
-    def __init__(self, capacity: Capacity) -> None:
+    def __init__(
+        self,
+        capacity: Capacity,
+        *,
+        backfill_limit: int = 8,
+        lock: AbstractContextManager[object] | None = None,
+    ) -> None:
+        """``lock``: held around every change (a ``threading.RLock`` when runs in
+        several threads share this budget; none needed otherwise)."""
         self.capacity = capacity
+        self.backfill_limit = backfill_limit
+        self._lock: AbstractContextManager[object] = lock or nullcontext()
+        # Keys that did not fit, oldest first (a dict keeps insertion order); the
+        # oldest holds the reservation. ``_bypassed``: grants made around it.
+        self._waiting: dict[object, None] = {}
+        self._bypassed = 0
+        self._exclusive: object | None = None  # the key holding the machine alone
+        self._listeners: list[Callable[[], None]] = []
         self._cpu = capacity.cpu
         self._memory = capacity.memory_gb
         self._disk = capacity.disk_gb
@@ -71,23 +107,38 @@ class Admission:
 
     def infeasible(self, request: Request) -> str | None:
         """Why ``request`` can never fit this capacity, or ``None``."""
+        found = self.why_infeasible(request)
+        return None if found is None else found[1]
+
+    def why_infeasible(self, request: Request) -> tuple[str, str] | None:
+        """``(field, message)`` when ``request`` can never fit, else ``None``."""
+        why = self._why(request)
+        if why is None:
+            return None
+        if why.startswith("pool "):
+            return "pool", why
+        field = why.split(" ", 1)[0].rstrip(":")
+        return (field if field.startswith("resources.") else "resources.gpu"), why
+
+    def _why(self, request: Request) -> str | None:
         cap = self.capacity
         if request.gpu > 1 and not float(request.gpu).is_integer():
             return (
-                f"gpu is {request.gpu:g}: a request above 1 GPU must be a whole number "
-                "(fractions share one device)"
+                f"resources.gpu is {request.gpu:g}: a request above 1 GPU must be a whole "
+                "number (fractions share one device)"
             )
         checks = [
-            ("cpu", request.cpu, cap.cpu, "CPUs"),
-            ("memory_gb", request.memory_gb, cap.memory_gb, "GB of memory"),
-            ("gpu", math.ceil(request.gpu), cap.gpu, "GPUs"),
-            ("disk_gb", request.disk_gb, cap.disk_gb, "GB of disk"),
+            ("cpu", request.cpu, cap.cpu, "CPUs", "--cpus"),
+            ("memory_gb", request.memory_gb, cap.memory_gb, "GB of memory", "--memory-gb"),
+            ("gpu", math.ceil(request.gpu), cap.gpu, "GPUs", "--gpus"),
+            ("disk_gb", request.disk_gb, cap.disk_gb, "GB of free disk", None),
         ]
-        for name, asked, have, unit in checks:
+        for name, asked, have, unit, flag in checks:
             if asked > have + _EPS:
+                where = f" (capacity set by {flag} or detected)" if flag else ""
                 return (
-                    f"resources.{name} is {asked:g} but this machine has {have:g} {unit}; "
-                    f"lower it{' or use --executor ray' if name == 'gpu' else ''}"
+                    f"resources.{name} is {asked:g} but this machine has {have:g} {unit}"
+                    f"{where}; lower the request or run it where it fits"
                 )
         for name, asked in request.custom.items():
             limit = cap.custom.get(name)
@@ -106,6 +157,10 @@ class Admission:
 
     def fits(self, request: Request) -> bool:
         """Whether ``request`` fits in what is free right now."""
+        with self._lock:
+            return self._fits(request)
+
+    def _fits(self, request: Request) -> bool:
         if request.cpu > self._cpu + _EPS or request.memory_gb > self._memory + _EPS:
             return False
         if request.disk_gb > self._disk + _EPS:
@@ -122,6 +177,21 @@ class Admission:
         """How many grants are outstanding."""
         return len(self._grants)
 
+    @property
+    def reserved(self) -> object | None:
+        """The key the next resources are kept for (bounded backfilling), or ``None``."""
+        return next(iter(self._waiting), None)
+
+    def may_backfill(self, key: object) -> bool:
+        """Whether a request other than the reservation may still be admitted
+        around it (always True for the reserved key itself or with none)."""
+        with self._lock:
+            return self._open_for(key)
+
+    def _open_for(self, key: object) -> bool:
+        head = next(iter(self._waiting), None)
+        return head is None or head == key or self._bypassed < self.backfill_limit
+
     def free(self) -> dict[str, float]:
         """What is free now (for logs and tests)."""
         return {
@@ -135,12 +205,72 @@ class Admission:
 
     # -- changes -------------------------------------------------------------------
 
-    def acquire(self, key: object, request: Request) -> Grant | None:
-        """Take ``request`` for ``key`` if it fits now; ``None`` (nothing taken) if not."""
-        if key in self._grants:
-            raise RuntimeError(f"{key!r} already holds resources")
-        if not self.fits(request):
-            return None
+    def acquire(self, key: object, request: Request, *, exclusive: bool = False) -> Grant | None:
+        """Take ``request`` for ``key`` if it may start now; ``None`` (nothing taken)
+        if not: the key then waits in line, and the oldest waiting key holds the
+        reservation, around which at most ``backfill_limit`` others are admitted."""
+        with self._lock:
+            if key in self._grants:
+                raise RuntimeError(f"{key!r} already holds resources")
+            if (
+                self._exclusive is not None
+                or not self._open_for(key)
+                or not self._fits(request)
+                or (exclusive and self._grants)
+            ):
+                self._waiting.setdefault(key, None)
+                return None
+            head = next(iter(self._waiting), None)
+            moved = head is not None and head == key
+            if key in self._waiting:
+                del self._waiting[key]
+            if moved:
+                self._bypassed = 0  # the next in line holds the reservation now
+            elif head is not None:
+                self._bypassed += 1
+            if exclusive:
+                self._exclusive = key
+            grant = self._take(key, request)
+            listeners = list(self._listeners) if moved else []
+        for callback in listeners:  # others held back by the reservation may go on
+            callback()
+        return grant
+
+    def withdraw(self, key: object) -> None:
+        """``key`` no longer waits (cancelled, or its run paused): it leaves the line."""
+        with self._lock:
+            if key not in self._waiting:
+                return
+            moved = next(iter(self._waiting)) == key
+            del self._waiting[key]
+            if not moved:
+                return
+            self._bypassed = 0
+            listeners = list(self._listeners)
+        for callback in listeners:
+            callback()
+
+    def forget(self, owner: object) -> None:
+        """Release every grant of keys ``(owner, item)`` and take them out of line."""
+        with self._lock:
+            mine = [k for k in self._grants if isinstance(k, tuple) and k and k[0] is owner]
+            waiting = [k for k in self._waiting if isinstance(k, tuple) and k and k[0] is owner]
+        for key in waiting:
+            self.withdraw(key)
+        for key in mine:
+            self.release(key)
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every release (e.g. to wake a waiting run)."""
+        with self._lock:
+            self._listeners.append(callback)
+
+    def unsubscribe(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+    def _take(self, key: object, request: Request) -> Grant:
         devices = self._pick_gpus(request.gpu) or ()
         self._cpu -= request.cpu
         self._memory -= request.memory_gb
@@ -161,9 +291,18 @@ class Admission:
 
     def release(self, key: object) -> None:
         """Give back what ``key`` holds (no-op when it holds nothing)."""
-        grant = self._grants.pop(key, None)
-        if grant is None:
-            return
+        with self._lock:
+            grant = self._grants.pop(key, None)
+            if grant is None:
+                return
+            self._give_back(key, grant)
+            listeners = list(self._listeners)
+        for callback in listeners:
+            callback()
+
+    def _give_back(self, key: object, grant: Grant) -> None:
+        if self._exclusive == key:
+            self._exclusive = None
         request = grant.request
         self._cpu += request.cpu
         self._memory += request.memory_gb

@@ -4,7 +4,11 @@ Policy. Every task starts ``pending``. A task is decided as soon as its
 trigger rule can be (``trigger_rules.decide``): it becomes ``queued`` (ready),
 ``skipped`` or ``upstream_failed``; final states propagate to downstream at once.
 ``pop_ready`` hands out queued tasks (highest ``priority`` first, then the
-order they became ready) and marks them ``running`` with their attempt number.
+highest upward rank — the critical path first — then the order they became
+ready) and marks them ``running`` with their attempt number. With an
+``Admission`` a task starts only when its resource request is granted (bounded
+backfilling around the best task that does not fit); its grant is released on
+every outcome: success, failure, timeout, cancellation.
 A failed attempt with retries left becomes ``up_for_retry`` with a due time
 (``retry.retry_delay``); ``due(now)`` re-queues the ones whose time has come.
 With ``failure_strategy="fail_fast"`` the first ``failed`` task cancels every
@@ -32,12 +36,13 @@ import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from stageflow.engine.admission import Admission, Grant, Request
 from stageflow.engine.retry import retry_delay, should_retry
 from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState, check_task
 from stageflow.engine.trigger_rules import UpstreamCounts, Verdict, decide
-from stageflow.spec.models import Approval, Pipeline, RetryPolicy, TriggerRule
+from stageflow.spec.models import Approval, Pipeline, Resources, RetryPolicy, TriggerRule
 
-__all__ = ["EnginePlan", "Scheduler", "Transition"]
+__all__ = ["EnginePlan", "Scheduler", "Transition", "to_request"]
 
 _S = TaskState
 
@@ -68,16 +73,31 @@ class EnginePlan:
     branching: list[bool] = field(default_factory=list)  # ``branch: true``
     approvals: list[Approval | None] = field(default_factory=list)  # ``approval:`` gates
     mapped: list[float | None] = field(default_factory=list)  # map_over: min success ratio
+    # Resources: the distinct requests, and each task's index into them (empty
+    # when no task asks for anything: no admission is needed).
+    requests: list[Request] = field(default_factory=list)
+    request_of: list[int] = field(default_factory=list)
+    exclusive: list[bool] = field(default_factory=list)  # execution_mode hybrid
+    estimates: list[float] = field(default_factory=list)  # seconds, for upward ranks
 
     @classmethod
-    def from_pipeline(cls, pipeline: Pipeline) -> EnginePlan:
-        """Index a pipeline whose upstream ids all exist (cycles are not checked here)."""
+    def from_pipeline(
+        cls,
+        pipeline: Pipeline,
+        operator_defaults: Mapping[str, Resources] | None = None,
+    ) -> EnginePlan:
+        """Index a pipeline whose upstream ids all exist (cycles are not checked here).
+
+        ``operator_defaults``: the request of a task that declares none, by
+        operator name (configured; seed 001's ``DEFAULT_TASK_RESOURCES``)."""
         tasks = pipeline.tasks
         index = {t.id: i for i, t in enumerate(tasks)}
         defaults = pipeline.defaults
         rule = defaults.trigger_rule or TriggerRule.ALL_SUCCESS
         retry = defaults.retry or RetryPolicy()
         priority = defaults.priority or 0
+        requests, request_of = _requests(pipeline, operator_defaults or {})
+        hybrid = pipeline.execution_mode == "hybrid"
         return cls(
             ids=list(index),
             upstream=[
@@ -95,7 +115,21 @@ class EnginePlan:
                 else None
                 for t in tasks
             ],
+            requests=requests,
+            request_of=request_of,
+            exclusive=[hybrid and t.exclusive for t in tasks] if hybrid else [],
+            estimates=[t.estimated_seconds or 1.0 for t in tasks]
+            if any(t.estimated_seconds for t in tasks)
+            else [],
         )
+
+    def request(self, i: int) -> Request | None:
+        """Task ``i``'s request, or ``None`` when it asks for nothing."""
+        return self.requests[self.request_of[i]] if self.request_of else None
+
+    def needs_admission(self) -> bool:
+        """Whether any task asks for resources, a pool, or to run alone."""
+        return bool(self.requests) or any(self.exclusive)
 
     def acyclic(self) -> bool:
         """True when the DAG has no cycle (Kahn's count: O(V + E), no recursion)."""
@@ -131,10 +165,13 @@ class Scheduler:
         branch: Callable[[str], Iterable[str] | str] | None = None,
         jitter_seed: str = "",
         map_size: Callable[[str], int | str] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         """``restored``: ids whose ``success`` is already committed (resume);
         ``attempts``: attempts already made per task (resume), so numbers go on;
-        ``jitter_seed``: mixed into retry jitter (the runner passes the run id)."""
+        ``jitter_seed``: mixed into retry jitter (the runner passes the run id);
+        ``admission``: the resource budget tasks are admitted against (shared by
+        the runs of one runtime); ``None``: only the caller's worker limit."""
         n = len(plan.ids)
         # Mapped tasks add children at run time: the per-task lists grow, so the
         # plan's lists are copied, never the caller's mutated.
@@ -165,7 +202,17 @@ class Scheduler:
         self._failed = [0] * n
         self._upstream_failed = [0] * n
         self._skipped = [0] * n
-        self._ready: list[tuple[int, int, int]] = []  # (-priority, sequence, index)
+        # Ready tasks, one heap per distinct request (so a request that does not
+        # fit is passed over in O(1), not rescanned): (-priority, -rank, sequence, i).
+        self._admission = admission
+        self._class = list(plan.request_of) if admission is not None and plan.request_of else []
+        self._requests = list(plan.requests) if self._class else []
+        self._exclusive = list(plan.exclusive) if admission is not None and plan.exclusive else []
+        self._heaps: list[list[tuple[int, float, int, int]]] = [
+            [] for _ in range(max(1, len(self._requests)))
+        ]
+        self._grants: dict[int, Grant] = {}
+        self._rank = _upward_ranks(plan.estimates, self._downstream, n)
         self._sequence = 0
         self._retry_heap: list[tuple[float, int, int]] = []  # (due_at, index, attempt)
         self._open = n  # tasks not in a final state
@@ -234,7 +281,35 @@ class Scheduler:
 
     @property
     def has_ready(self) -> bool:
-        return bool(self._ready)
+        """Queued tasks wait (for a worker or, with admission, for resources)."""
+        return any(self._heaps)
+
+    @property
+    def uses_admission(self) -> bool:
+        return self._admission is not None
+
+    def grant(self, task_id: str) -> Grant | None:
+        """The resources a running task holds (its GPU devices), or ``None``."""
+        return self._grants.get(self._index[task_id])
+
+    def rank(self, task_id: str) -> float:
+        """The task's upward rank: estimated seconds from its start to the DAG's end."""
+        return self._rank[self._index[task_id]]
+
+    def withdraw(self) -> None:
+        """Stop holding resources back for this run's waiting task (the run is
+        paused): others may use them meanwhile."""
+        if self._admission is not None:
+            for i in range(len(self._state)):
+                if self._state[i] is _S.QUEUED:
+                    self._admission.withdraw((self, i))
+
+    def close(self) -> None:
+        """Give back everything this run holds (the runner calls it however the run
+        ended): no grant or reservation outlives the run."""
+        if self._admission is not None:
+            self._admission.forget(self)
+            self._grants.clear()
 
     @property
     def awaiting_approval(self) -> int:
@@ -283,16 +358,64 @@ class Scheduler:
         return out
 
     def pop_ready(self, limit: int, now: float) -> list[Transition]:
-        """Start up to ``limit`` queued tasks: ``queued -> running``, attempt + 1."""
+        """Start up to ``limit`` queued tasks: ``queued -> running``, attempt + 1.
+
+        Order: higher ``priority``, then higher upward rank (the longest estimated
+        path to the end of the DAG: critical path first), then the order they
+        became ready. With admission, a task starts only when its request is
+        granted; the best one that does not fit holds a bounded reservation and
+        smaller ones backfill around it (``engine.admission``)."""
         out: list[Transition] = []
-        while self._ready and len(out) < limit:
-            _, _, i = heapq.heappop(self._ready)
-            if self._state[i] is not _S.QUEUED:
-                continue
-            self._attempt[i] += 1
-            self._running += 1
-            out.append(self._move(i, _S.RUNNING, now))
+        if self._admission is None:
+            ready = self._heaps[0]
+            while ready and len(out) < limit:
+                i = heapq.heappop(ready)[3]
+                if self._state[i] is not _S.QUEUED:
+                    continue
+                self._attempt[i] += 1
+                self._running += 1
+                out.append(self._move(i, _S.RUNNING, now))
+            return out
+        admission = self._admission
+        while len(out) < limit:
+            # The reservation first: when it is one of ours, nothing else may be
+            # admitted once backfilling is used up, so it must be tried by key
+            # (it may no longer head its heap); its heap entry goes stale.
+            reserved = admission.reserved
+            if isinstance(reserved, tuple) and reserved[0] is self:
+                i = reserved[1]
+                if self._state[i] is _S.QUEUED and self._try_start(i, now, out):
+                    continue
+            heads: list[tuple[tuple[int, float, int, int], int]] = []
+            for c, heap in enumerate(self._heaps):
+                while heap and self._state[heap[0][3]] is not _S.QUEUED:
+                    heapq.heappop(heap)  # stale: cancelled meanwhile
+                if heap:
+                    heads.append((heap[0], c))
+            if not heads:
+                break
+            heads.sort()
+            for entry, c in heads:  # the best that may start; smaller ones backfill
+                if self._try_start(entry[3], now, out):
+                    heapq.heappop(self._heaps[c])
+                    break
+            else:
+                break
         return out
+
+    def _try_start(self, i: int, now: float, out: list[Transition]) -> bool:
+        """Start queued task ``i`` if the admission grants its request."""
+        assert self._admission is not None
+        request = self._requests[self._class[i]] if self._class else _NOTHING
+        exclusive = bool(self._exclusive) and self._exclusive[i]
+        grant = self._admission.acquire((self, i), request, exclusive=exclusive)
+        if grant is None:
+            return False
+        self._grants[i] = grant
+        self._attempt[i] += 1
+        self._running += 1
+        out.append(self._move(i, _S.RUNNING, now))
+        return True
 
     @property
     def aborted(self) -> str | None:
@@ -330,6 +453,7 @@ class Scheduler:
         if self._state[i] is not _S.RUNNING or self._attempt[i] != attempt:
             return []
         self._running -= 1
+        self._release(i)
         out: list[Transition] = []
         if ok:
             skipped = self._branch_skips(i) if self._branching[i] else []
@@ -448,7 +572,13 @@ class Scheduler:
     def _queue(self, i: int, now: float, out: list[Transition]) -> None:
         out.append(self._move(i, _S.QUEUED, now))
         self._sequence += 1
-        heapq.heappush(self._ready, (-self._plan.priorities[i], self._sequence, i))
+        heap = self._heaps[self._class[i]] if self._class else self._heaps[0]
+        heapq.heappush(heap, (-self._plan.priorities[i], -self._rank[i], self._sequence, i))
+
+    def _release(self, i: int) -> None:
+        if self._grants and self._grants.pop(i, None) is not None:
+            assert self._admission is not None
+            self._admission.release((self, i))
 
     def _propagate(self, first: int, now: float, out: list[Transition]) -> None:
         """Count ``first``'s final state in its downstream and decide them; repeat
@@ -562,6 +692,11 @@ class Scheduler:
         plan.rules.append(TriggerRule.ALL_SUCCESS)
         plan.retries.append(plan.retries[parent])
         plan.priorities.append(plan.priorities[parent])
+        if self._class:
+            self._class.append(self._class[parent])
+        if self._exclusive:
+            self._exclusive.append(self._exclusive[parent])
+        self._rank.append(self._rank[parent])
         self._index[child_id] = j
         self._parent[j] = parent
         prior = self._prior_attempts.get(child_id, 0)
@@ -675,12 +810,89 @@ class Scheduler:
         for i, state in enumerate(self._state):
             if state not in FINAL_TASK_STATES:
                 if state is _S.RUNNING:
-                    self._running -= 1
+                    if i not in self._children:  # a mapped parent holds no worker
+                        self._running -= 1
+                    self._release(i)
                 elif state is _S.AWAITING_APPROVAL:
                     self._awaiting -= 1
+                elif state is _S.QUEUED and self._admission is not None:
+                    self._admission.withdraw((self, i))
                 out.append(self._move(i, _S.CANCELLED, now, message))
 
 
 def restored_successes(states: Mapping[str, str]) -> list[str]:
     """Ids whose stored state is ``success`` (what resume must not run again)."""
     return [tid for tid, s in states.items() if s == _S.SUCCESS]
+
+
+_NOTHING = Request(cpu=0.0)
+
+
+def _upward_ranks(estimates: list[float], downstream: list[list[int]], n: int) -> list[float]:
+    """Each task's upward rank: its estimate plus the largest rank downstream (the
+    longest estimated path from its start to the end of the DAG). Estimates
+    default to 1 s each. Kahn's order, reversed: O(V + E), no recursion."""
+    cost = estimates if estimates else [1.0] * n
+    waiting = [0] * n
+    for ds in downstream:
+        for d in ds:
+            waiting[d] += 1
+    order = [i for i in range(n) if not waiting[i]]
+    for i in order:  # grows while iterated: a breadth-first topological order
+        for d in downstream[i]:
+            waiting[d] -= 1
+            if not waiting[d]:
+                order.append(d)
+    rank = list(cost)
+    for i in reversed(order):
+        ds = downstream[i]
+        if ds:
+            rank[i] = cost[i] + max(rank[d] for d in ds)
+    return rank
+
+
+def _requests(
+    pipeline: Pipeline, operator_defaults: Mapping[str, Resources]
+) -> tuple[list[Request], list[int]]:
+    """The distinct requests of ``pipeline``'s tasks and each task's index into
+    them; ``([], [])`` when no task asks for anything."""
+    table: dict[tuple[object, ...], int] = {}
+    requests: list[Request] = []
+    of: list[int] = []
+    any_request = False
+    for t in pipeline.tasks:
+        res = pipeline.resources_of(t) or operator_defaults.get(t.operator_name)
+        pool = pipeline.pool_of(t)
+        if res is None and pool is None:
+            request = _NOTHING
+        else:
+            any_request = True
+            request = to_request(res, pool)
+        key = (
+            request.cpu,
+            request.memory_gb,
+            request.gpu,
+            request.disk_gb,
+            tuple(sorted(request.custom.items())),
+            request.pool,
+        )
+        k = table.get(key)
+        if k is None:
+            k = table[key] = len(requests)
+            requests.append(request)
+        of.append(k)
+    return (requests, of) if any_request else ([], [])
+
+
+def to_request(resources: Resources | None, pool: str | None = None) -> Request:
+    """The engine's ``Request`` for a spec's ``resources:`` (and ``pool:``)."""
+    if resources is None:
+        return Request(cpu=0.0, pool=pool)
+    return Request(
+        cpu=resources.cpu,
+        memory_gb=resources.memory_gb,
+        gpu=resources.gpu,
+        disk_gb=resources.disk_gb,
+        custom=resources.custom,
+        pool=pool,
+    )

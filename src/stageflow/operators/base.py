@@ -50,6 +50,16 @@ class TaskContext:
     # folder or an fsspec URL; and the state folder (``STAGEFLOW_HOME``).
     artifacts_root: str | None = None
     home: Path | None = None
+    # Variables the runtime sets for this attempt (``CUDA_VISIBLE_DEVICES`` for the
+    # GPUs assigned to it); part of ``env()`` for subprocesses.
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    # ``enforce_limits``: the memory (GiB) the attempt may use; an operator that runs
+    # subprocesses kills them above it (``None``: no limit).
+    memory_limit_gb: float | None = None
+    # What the subprocesses the operator ran used (``record_subprocess_usage``); the
+    # attempt reports it with its own.
+    subprocess_cpu_seconds: float = 0.0
+    subprocess_peak_rss_mb: float | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -61,6 +71,14 @@ class TaskContext:
         if self.deadline is None:
             return None
         return max(0.0, self.deadline - time.time())
+
+    def record_subprocess_usage(self, cpu_seconds: float, peak_rss_mb: float | None) -> None:
+        """Add a finished subprocess tree's use: CPU adds up; the peak is the largest
+        (an operator's commands run one after another)."""
+        self.subprocess_cpu_seconds += cpu_seconds
+        if peak_rss_mb is not None:
+            peak = self.subprocess_peak_rss_mb
+            self.subprocess_peak_rss_mb = peak_rss_mb if peak is None else max(peak, peak_rss_mb)
 
     def env(self) -> dict[str, str]:
         """Variables describing this attempt, for subprocesses."""
@@ -74,6 +92,7 @@ class TaskContext:
             env[f"STAGEFLOW_PARAM_{name.upper()}"] = (
                 value if isinstance(value, str) else (_json(value))
             )
+        env.update(self.extra_env)
         return env
 
 

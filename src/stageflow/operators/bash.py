@@ -6,7 +6,10 @@ fails the task. The environment holds the parent's, the attempt's
 (``STAGEFLOW_RUN_ID``, ``STAGEFLOW_TASK_ID``, ``STAGEFLOW_ATTEMPT``,
 ``STAGEFLOW_IDEMPOTENCY_KEY``), each run parameter as ``STAGEFLOW_PARAM_<NAME>``
 and the task's ``env``. On timeout or cancellation the whole process group is
-killed (the command runs in its own session), whichever executor runs it.
+killed (the command runs in its own session), whichever executor runs it; and
+so it is when the attempt has a memory limit (``enforce_limits``) and the
+command's process tree goes over it. The command's CPU time and peak memory are
+recorded on the context for the attempt's usage.
 """
 
 from __future__ import annotations
@@ -15,12 +18,18 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow.operators.base import Operator, TaskContext, TaskFailed
+from stageflow.operators.process_tree import (
+    SAMPLE_SECONDS,
+    TreeSampler,
+    memory_limit_message,
+)
 
 __all__ = ["BashOperator", "BashParams"]
 
@@ -58,11 +67,14 @@ class BashOperator(Operator):
                 cwd=cwd,
                 start_new_session=True,
             )
-            code = self._wait(proc, ctx)
-        if code is None:
+            code, peak_mb = _wait(proc, ctx)
+        if code == "cancelled":
             raise TaskFailed("cancelled: the command was killed")
-        if isinstance(code, str):
+        if code == "timeout":
             raise TaskFailed("timed out: the command was killed")
+        if code == "memory":
+            raise TaskFailed(memory_limit_message(peak_mb or 0.0, ctx.memory_limit_gb or 0.0))
+        assert isinstance(code, int)
         tail = _tail(ctx.log_path, start)
         if code != 0:
             last = "\n".join(tail[-5:])
@@ -70,27 +82,67 @@ class BashOperator(Operator):
             raise TaskFailed(f"bash command {why}" + (f"; last output:\n{last}" if last else ""))
         return tail[-1] if tail else None
 
-    @staticmethod
-    def _wait(proc: subprocess.Popen[bytes], ctx: TaskContext) -> int | str | None:
-        while True:
-            remaining = ctx.remaining()
-            step = _POLL_SECONDS if remaining is None else min(_POLL_SECONDS, remaining)
-            try:
-                return proc.wait(timeout=step)
-            except subprocess.TimeoutExpired:
-                pass
-            if ctx.cancelled.is_set():
-                _kill(proc)
-                return None
-            if remaining is not None and remaining <= 0:
-                _kill(proc)
-                return "timeout"
+
+#: The command's own deadline kill waits this long past the deadline, so that the
+#: runner's timeout (which fails the attempt as a timeout and may retry it) comes first.
+_DEADLINE_GRACE = 0.5
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+def _wait(proc: subprocess.Popen[bytes], ctx: TaskContext) -> tuple[int | str, float | None]:
+    """Wait for the command: its exit code, or why it was killed (``"cancelled"``,
+    ``"timeout"``, ``"memory"``), and its tree's peak RSS in MiB.
+
+    The process tree's memory is sampled every ``SAMPLE_SECONDS`` (a command that
+    ends sooner has no peak); the command is reaped with ``wait4`` for its CPU time,
+    its own and its waited-for children's. Both go to ``ctx.record_subprocess_usage``.
+    (``wait4``'s peak is not used: it counts the memory of the process the command
+    was started from, which is this whole process when a thread runs the task.)
+    """
+    limit_mb = None if ctx.memory_limit_gb is None else ctx.memory_limit_gb * 1024
+    sampler = TreeSampler(proc.pid)
+    next_sample = time.monotonic() + SAMPLE_SECONDS
+    delay = 0.0005  # short commands return quickly; long ones are polled every _POLL_SECONDS
+    killed_for: str | None = None
+    while True:
+        reaped = _reap(proc, os.WNOHANG)
+        if reaped is not None:
+            break
+        if time.monotonic() >= next_sample:
+            rss = sampler.sample()
+            next_sample = time.monotonic() + SAMPLE_SECONDS
+            if limit_mb is not None and rss is not None and rss > limit_mb:
+                killed_for = "memory"
+        remaining = ctx.remaining()
+        if killed_for is None and ctx.cancelled.is_set():
+            killed_for = "cancelled"
+        if killed_for is None and remaining is not None and remaining <= -_DEADLINE_GRACE:
+            killed_for = "timeout"  # a backstop: the runner times the attempt out first
+        if killed_for is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            reaped = _reap(proc, 0)
+            break
+        ctx.cancelled.wait(
+            delay if remaining is None else max(0.0, min(delay, remaining + _DEADLINE_GRACE))
+        )
+        delay = min(delay * 2, _POLL_SECONDS)
+    code, cpu_seconds = reaped if reaped is not None else (0, 0.0)
+    ctx.record_subprocess_usage(cpu_seconds, sampler.peak_mb)
+    return (killed_for or code), sampler.peak_mb
+
+
+def _reap(proc: subprocess.Popen[bytes], options: int) -> tuple[int, float] | None:
+    """``wait4`` the command: (exit code, CPU seconds), or ``None`` while it runs
+    (``os.WNOHANG``)."""
+    try:
+        pid, status, usage = os.wait4(proc.pid, options)
+    except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): nothing measured
+        proc.returncode = 0
+        return 0, 0.0
+    if pid == 0:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def _tail(path: Any, start: int, limit: int = 64 * 1024) -> list[str]:

@@ -41,6 +41,7 @@ _LAZY: dict[str, str] = {
     "data_ingestion": "stageflow.operators.ml.ingestion",
     "data_validation": "stageflow.operators.ml.validation",
     "feature_engineering": "stageflow.operators.ml.features",
+    "search_space": "stageflow.operators.ml.search",
     "model_training": "stageflow.operators.ml.training",
     "model_evaluation": "stageflow.operators.ml.evaluation",
     "model_selection": "stageflow.operators.ml.registry_ops",

@@ -27,7 +27,7 @@ from stageflow.runtime.logs import capture_thread_output, log_path, release_thre
 from stageflow.runtime.store.base import OutputRef
 from stageflow.spec.models import Task
 
-__all__ = ["AttemptResult", "Job", "error_types", "execute"]
+__all__ = ["AttemptResult", "Job", "Usage", "error_types", "execute"]
 
 
 @dataclass
@@ -47,6 +47,8 @@ class Job:
     input_refs: dict[str, OutputRef] = field(default_factory=dict)  # refs (worker process)
     keep_value: bool = True  # return the output object (thread executor)
     task_id: str = ""  # the task run's id when it is not the task's (``id[k]`` of a mapped task)
+    env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_VISIBLE_DEVICES
+    memory_limit_gb: float | None = None  # enforce_limits: the hard memory limit
 
     def __post_init__(self) -> None:
         if not self.task_id:
@@ -72,6 +74,18 @@ class AttemptResult:
     #: ``module.QualName`` of every class in the raised exception's MRO (``retry_on``,
     #: ``fatal_on``); empty when nothing was raised (e.g. the worker process died).
     error_types: tuple[str, ...] = ()
+    #: What the attempt used, measured by the executor (``None`` when not measured).
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Measured use of one attempt: CPU seconds (user + system, the task's own
+    processes included) and peak resident memory in MiB (``None``: not measurable
+    for this executor, e.g. a thread shares its process's memory)."""
+
+    cpu_seconds: float | None = None
+    peak_rss_mb: float | None = None
 
 
 def error_types(cls: type[BaseException]) -> tuple[str, ...]:
@@ -108,7 +122,23 @@ def execute(
         cancelled=cancelled or threading.Event(),
         artifacts_root=job.artifacts_root,
         home=job.logs_dir.parent,  # logs live at <home>/logs (Settings.logs_dir)
+        extra_env=job.env,
+        memory_limit_gb=job.memory_limit_gb,
     )
+    mark = _usage_mark(in_process)
+    if in_process and job.env:  # a worker process: the task's own environment
+        saved_env = {k: os.environ.get(k) for k in job.env}
+        os.environ.update(job.env)
+        restore_fds = restore
+
+        def restore() -> None:
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            restore_fds()
+
     try:
         artifacts = ArtifactStore(job.artifacts_root)
         inputs = _inputs(job, artifacts)
@@ -130,6 +160,7 @@ def execute(
             time.time(),
             output=ref,
             value=value if job.keep_value else None,
+            usage=_usage(ctx, mark, in_process),
         )
     except TaskFailed as exc:
         _log_line(path, f"task failed: {exc}")
@@ -142,6 +173,7 @@ def execute(
             time.time(),
             error=str(exc),
             error_types=error_types(type(exc)),
+            usage=_usage(ctx, mark, in_process),
         )
     except BaseException as exc:  # the task boundary: any error fails this attempt only
         if isinstance(exc, KeyboardInterrupt | SystemExit) and not in_process:
@@ -160,6 +192,7 @@ def execute(
             error=error,
             traceback=tb,
             error_types=error_types(type(exc)),
+            usage=_usage(ctx, mark, in_process),
         )
     finally:
         restore()
@@ -176,6 +209,69 @@ def _inputs(job: Job, artifacts: ArtifactStore) -> Mapping[str, Any]:
 
 
 _TASK_LOGGER = logging.getLogger("stageflow.task")
+
+
+def _usage_mark(in_process: bool) -> float:
+    """Where the attempt's CPU time starts: this thread's, or in a worker process the
+    whole process's and its waited-for children's (whose peak memory is reset too)."""
+    if not in_process:
+        return time.thread_time()
+    import resource
+
+    _reset_peak_rss()
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _usage(ctx: TaskContext, mark: float, in_process: bool) -> Usage:
+    """What the attempt used since ``mark``.
+
+    In a thread: the thread's CPU time plus that of the commands the operator ran
+    (``ctx.record_subprocess_usage``), and their peak memory (a thread's own memory
+    cannot be told from its process's). In a worker process: the process's and its
+    children's CPU time (the commands' included), and the larger of the process's
+    peak RSS and the commands'; the executor adds its sampled tree peak.
+    """
+    if not in_process:
+        return Usage(
+            time.thread_time() - mark + ctx.subprocess_cpu_seconds, ctx.subprocess_peak_rss_mb
+        )
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime - mark
+    peaks = [p for p in (_peak_rss_mb(), ctx.subprocess_peak_rss_mb) if p is not None]
+    return Usage(cpu, max(peaks) if peaks else None)
+
+
+_peak_reset = False  # this worker process's peak RSS was reset at the attempt's start
+
+
+def _reset_peak_rss() -> None:
+    """Start this process's peak RSS (VmHWM) afresh, where the system allows it."""
+    global _peak_reset
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _peak_reset = True
+    except OSError:
+        _peak_reset = False
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak RSS in MiB since ``_reset_peak_rss``, if it was reset."""
+    if not _peak_reset:
+        return None
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _log_line(path: Path, text: str) -> None:

@@ -17,7 +17,7 @@ from stageflow.errors import InvalidSpec, Problem
 from stageflow.graph import find_cycle, format_cycle
 from stageflow.operators.registry import task_problems
 from stageflow.runtime.resilience import fallback_problems
-from stageflow.spec.models import Pipeline
+from stageflow.spec.models import Pipeline, Resources
 from stageflow.spec.params import substitute
 from stageflow.spec.validate import pipeline_problems, structural_problems
 
@@ -51,10 +51,16 @@ def task_parameters(task_parameters: Mapping[str, Any], params: Mapping[str, Any
     return substitute(dict(task_parameters), params) if task_parameters else {}
 
 
-def check(pipeline: Pipeline, params: Mapping[str, Any] | None = None) -> EnginePlan:
+def check(
+    pipeline: Pipeline,
+    params: Mapping[str, Any] | None = None,
+    *,
+    operator_defaults: Mapping[str, Resources] | None = None,
+) -> EnginePlan:
     """Raise ``InvalidSpec`` with every problem of ``pipeline``; else return its
-    ``EnginePlan`` (built once here, reused by the runner)."""
-    problems, plan = _problems_and_plan(pipeline, params)
+    ``EnginePlan`` (built once here, reused by the runner). ``operator_defaults``:
+    the request of a task that declares none, by operator."""
+    problems, plan = _problems_and_plan(pipeline, params, operator_defaults)
     if problems or plan is None:
         raise InvalidSpec(problems, pipeline=pipeline.name)
     return plan
@@ -66,7 +72,9 @@ def plan_problems(pipeline: Pipeline, params: Mapping[str, Any] | None = None) -
 
 
 def _problems_and_plan(
-    pipeline: Pipeline, params: Mapping[str, Any] | None
+    pipeline: Pipeline,
+    params: Mapping[str, Any] | None,
+    operator_defaults: Mapping[str, Resources] | None = None,
 ) -> tuple[list[Problem], EnginePlan | None]:
     params = pipeline.params if params is None else params
     plan: EnginePlan | None = None
@@ -86,7 +94,7 @@ def _problems_and_plan(
             upstream.setdefault(t.id, []).extend(u for u in t.all_upstream if u != t.id)
         cycle = find_cycle(upstream)
     else:
-        plan = EnginePlan.from_pipeline(pipeline)
+        plan = EnginePlan.from_pipeline(pipeline, operator_defaults)
         if not plan.acyclic():  # the cheap count says there is a cycle; find_cycle names it
             cycle = find_cycle(pipeline.upstream_map())
     if cycle is not None:

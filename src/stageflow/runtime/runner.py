@@ -31,23 +31,25 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stageflow.engine.admission import Admission, Capacity
 from stageflow.engine.scheduler import EnginePlan, Scheduler, Transition
 from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState
-from stageflow.errors import ControlRefused, RunOwned, UsageError
+from stageflow.errors import ControlRefused, InvalidSpec, RunOwned, UsageError
 from stageflow.graph import critical_path, downstream
 from stageflow.runtime.artifacts import ArtifactStore, load_output, store_output
-from stageflow.runtime.attempt import AttemptResult, Job
+from stageflow.runtime.attempt import AttemptResult, Job, Usage
 from stageflow.runtime.committer import Committer
 from stageflow.runtime.control import RunControl, default_requester, live_owner
 from stageflow.runtime.executors.base import Completions, Executor
 from stageflow.runtime.lineage import start_recording
 from stageflow.runtime.plan import check, resolve_params, task_parameters
 from stageflow.runtime.resilience import TIMEOUT_TYPES, Resilience
+from stageflow.runtime.resources import attempt_env, request_json
 from stageflow.runtime.result import RunResult, TaskResult
 from stageflow.runtime.settings import Settings, load_settings
 from stageflow.runtime.store import open_store
@@ -65,7 +67,15 @@ from stageflow.runtime.store.base import (
 from stageflow.spec.load import pipeline_from_data
 from stageflow.spec.models import Pipeline
 
-__all__ = ["Listener", "Runner", "new_run_id", "resume_run", "retry_run", "run_pipeline"]
+__all__ = [
+    "Listener",
+    "Prepared",
+    "Runner",
+    "new_run_id",
+    "resume_run",
+    "retry_run",
+    "run_pipeline",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +83,7 @@ Listener = Callable[[Transition], None]
 EXECUTORS = ("thread", "process")
 _HEARTBEAT_SECONDS = 5.0
 _MAX_WAIT = 1.0
+BACKFILL_LIMIT = 8  # tasks admitted around one waiting for resources (engine.admission)
 _S = TaskState
 _WHY_STATES = frozenset({_S.FAILED, _S.UP_FOR_RETRY, _S.UPSTREAM_FAILED, _S.CANCELLED, _S.SKIPPED})
 
@@ -101,7 +112,7 @@ def run_pipeline(
     their cache entries. Raises ``InvalidSpec`` before anything runs, ``StoreError``
     if the store cannot be opened, ``UsageError`` for a bad executor name or parallelism.
     """
-    settings = _settings(settings, home, store_url)
+    settings = resolve_settings(settings, home, store_url)
     store = open_store(settings.database_url, settings.home)
     try:
         runner = Runner(
@@ -133,7 +144,7 @@ def resume_run(
     Raises ``RunNotFound``, ``RunOwned`` (a live process still runs it), or
     ``InvalidSpec``/``StageflowError`` when its pipeline can no longer be loaded.
     """
-    settings = _settings(settings, home, store_url)
+    settings = resolve_settings(settings, home, store_url)
     store = open_store(settings.database_url, settings.home)
     try:
         run = store.get_run(run_id)
@@ -174,7 +185,7 @@ def retry_run(
     ``RunOwned`` (a live process still runs it), ``ControlRefused`` (it succeeded
     and no ``from_task`` was given), ``UsageError`` (no such ``from_task``).
     """
-    settings = _settings(settings, home, store_url)
+    settings = resolve_settings(settings, home, store_url)
     store = open_store(settings.database_url, settings.home)
     try:
         run = store.get_run(run_id)
@@ -204,6 +215,15 @@ def retry_run(
         store.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A new run, validated, planned and recorded as ``queued``."""
+
+    run: RunRecord
+    params: dict[str, Any]
+    plan: EnginePlan
+
+
 class Runner:
     """Runs one pipeline's runs against one store; see the module docstring."""
 
@@ -218,7 +238,12 @@ class Runner:
         listener: Listener | None = None,
         clock: Callable[[], float] = time.time,
         use_cache: bool = True,
+        capacity: Capacity | None = None,
+        admission: Admission | None = None,
     ) -> None:
+        """``capacity``: what tasks' requests are admitted against (default: this
+        machine's, detected when a task asks for resources); ``admission``: a
+        budget shared with other runs (a ``LocalRuntime``'s), instead."""
         if executor not in EXECUTORS:
             raise UsageError(
                 f"unknown executor '{executor}'; use one of: {', '.join(EXECUTORS)}",
@@ -233,6 +258,11 @@ class Runner:
         self.settings = settings
         self.executor_name = executor
         self.parallel = max_parallel or pipeline.max_parallel_tasks or settings.parallelism()
+        if pipeline.execution_mode == "sequential":
+            self.parallel = 1  # one task at a time, in priority/topological order
+        self.capacity = capacity
+        self.admission = admission
+        self.shared = admission is not None  # other runs use it too: wake on release
         self.listener = listener
         self.clock = clock
         self.use_cache = use_cache
@@ -241,9 +271,14 @@ class Runner:
     # -- entry points ------------------------------------------------------------
 
     def run_new(self, overrides: Mapping[str, Any]) -> RunResult:
+        return self.start(self.prepare(overrides))
+
+    def prepare(self, overrides: Mapping[str, Any]) -> Prepared:
+        """Validate and plan a new run and record it as ``queued``; ``InvalidSpec``
+        (nothing recorded) when the pipeline or its parameters are wrong, or a
+        request can never fit the capacity."""
         params = resolve_params(self.pipeline, overrides)
-        with gc_paused():
-            plan = check(self.pipeline, params)
+        plan = self._plan(params)
         now = self.clock()
         spec = json.dumps(self.pipeline.canonical(), sort_keys=True, default=str)
         version = self.pipeline.content_hash()
@@ -261,7 +296,18 @@ class Runner:
         )
         self.store.create_run(run, [t.id for t in self.pipeline.tasks])
         logger.info("run %s of pipeline %s (version %s) created", run_id, run.pipeline, version)
-        return self._execute(run, params, plan, restored={}, attempts={}, resumed=False)
+        return Prepared(run, params, plan)
+
+    def start(self, prepared: Prepared) -> RunResult:
+        """Run a prepared (queued) run to its end."""
+        return self._execute(
+            prepared.run,
+            prepared.params,
+            prepared.plan,
+            restored={},
+            attempts={},
+            resumed=False,
+        )
 
     def resume(
         self, run: RunRecord, *, rerun: Collection[str] = (), reason: str | None = None
@@ -273,8 +319,7 @@ class Runner:
                 f"run '{run.run_id}' already succeeded; nothing to resume "
                 "(start a new run with `stageflow run`)"
             )
-        with gc_paused():
-            plan = check(self.pipeline, run.params)
+        plan = self._plan(run.params)
         refs = self.store.outputs(run.run_id)
         rows = self.store.task_runs(run.run_id)
         restored = {
@@ -286,6 +331,33 @@ class Runner:
         return self._execute(
             run, run.params, plan, restored=restored, attempts=attempts, resumed=True, reason=reason
         )
+
+    def _plan(self, params: Mapping[str, Any]) -> EnginePlan:
+        """Check the pipeline (``InvalidSpec`` with every problem, requests that can
+        never fit this capacity included) and plan it, with critical-path estimates."""
+        from stageflow.runtime import resources
+
+        defaults = resources.operator_defaults()
+        with gc_paused():
+            plan = check(self.pipeline, params, operator_defaults=defaults)
+        if plan.needs_admission():
+            if self.admission is None:
+                capacity = self.capacity or resources.detect_capacity(self.settings.home)
+                self.admission = Admission(capacity, backfill_limit=BACKFILL_LIMIT)
+            problems = resources.resource_problems(self.pipeline, plan, self.admission.capacity)
+            if problems:
+                raise InvalidSpec(problems, pipeline=self.pipeline.name)
+            if self.executor_name == "thread" and any(
+                self.pipeline.enforce_limits_of(t) for t in self.pipeline.tasks
+            ):
+                logger.warning(
+                    "enforce_limits: the thread executor can limit only bash tasks' processes; "
+                    "python tasks run in this process (use --executor process to limit them)"
+                )
+        estimates = resources.history_estimates(self.store, self.pipeline, plan)
+        if estimates:
+            plan = replace(plan, estimates=estimates)
+        return plan
 
     # -- the loop ------------------------------------------------------------------
 
@@ -324,6 +396,9 @@ class Runner:
                 branch=loop.branch_choice,
                 jitter_seed=run_id,
                 map_size=loop.map_size,
+                # A shared budget sees every task of every run (an exclusive task of
+                # another run holds them back too); alone, only tasks that ask.
+                admission=self.admission if plan.needs_admission() or self.shared else None,
             )
             loop.sched = sched
         # The run's long-lived structures (pipeline, plan, rows) would be rescanned
@@ -351,6 +426,14 @@ class Runner:
         )
         loop.record(sched.start(now), batch)
         completions: Completions = queue.SimpleQueue()
+
+        def wake() -> None:  # another run released resources: look again
+            completions.put(None)
+
+        shared = self.admission is not None and sched.uses_admission and self.shared
+        if shared:
+            assert self.admission is not None
+            self.admission.subscribe(wake)
         executor = _make_executor(self.executor_name, self.parallel, completions)
         deadlines: list[tuple[float, str, int]] = []
         run_timeout = pipeline.run_timeout_seconds
@@ -369,6 +452,8 @@ class Runner:
             while not sched.finished:
                 to_start: list[Job] = []
                 free = self.parallel - sched.running
+                if control.paused and sched.has_ready:
+                    sched.withdraw()  # hold nothing back for a paused run
                 if free > 0 and sched.has_ready and not control.paused:
                     for t in sched.pop_ready(free, now):
                         loop.record([t], batch)
@@ -421,7 +506,8 @@ class Runner:
                 results = _drain(completions, wait)
                 now = self.clock()
                 for result in results:
-                    loop.finish(sched, result, now, batch)
+                    if result is not None:  # None: a wake-up (resources were released)
+                        loop.finish(sched, result, now, batch)
                 loop.record(sched.due(now), batch)
                 while deadlines and deadlines[0][0] <= now:
                     _, tid, attempt = heapq.heappop(deadlines)
@@ -462,6 +548,10 @@ class Runner:
                 executor.cancel(loop.to_stop.pop())
         finally:
             executor.shutdown()
+            sched.close()  # no grant outlives the run, however it ended
+            if shared:
+                assert self.admission is not None
+                self.admission.unsubscribe(wake)
             gc.unfreeze()
         state = sched.run_state()
         if cancelled or control.cancelled:
@@ -492,6 +582,7 @@ class _Row:
     error: str | None = None
     attempt_started: float | None = None
     note: str | None = None  # "cached" or "fallback"
+    queued_at: float | None = None  # when it last became ready
 
 
 class _Loop:
@@ -514,8 +605,10 @@ class _Loop:
         self.refs: dict[str, OutputRef] = dict(restored)
         self.values: dict[str, Any] = {}
         self.tracebacks: dict[tuple[str, int], str] = {}
+        self.usage: dict[tuple[str, int], Usage] = {}  # measured, until the attempt's row
         self.dirty: set[str] = set()
         self.to_stop: list[tuple[str, str, int]] = []  # attempts cancelled by the engine
+        self.gpus: dict[str, float] = {}  # GPUs held by running attempts (GPU seconds)
         self.fallback_error: str | None = None
         self.shortcuts = False  # a task was decided at dispatch this tick (short_circuit)
         self.in_thread = runner.executor_name == "thread"
@@ -570,21 +663,49 @@ class _Loop:
             if t.old is _S.RUNNING and t.new is _S.SUCCESS and self._is_mapped(t.task_id):
                 self._store_mapped_output(t.task_id, batch)
                 row.note, row.error = "mapped", t.message  # "4 of 5 elements succeeded; ..."
-            if t.new is _S.RUNNING:
+            if t.new is _S.QUEUED:
+                row.queued_at = t.at
+            elif t.new is _S.RUNNING:
                 row.attempts = t.attempt
                 row.attempt_started = t.at
                 if row.started_at is None:
                     row.started_at = t.at
                 row.error = None
-                batch.attempts.append(AttemptRecord(run_id, t.task_id, t.attempt, _S.RUNNING, t.at))
+                grant = self.sched.grant(t.task_id) if self.sched is not None else None
+                batch.attempts.append(
+                    AttemptRecord(
+                        run_id,
+                        t.task_id,
+                        t.attempt,
+                        _S.RUNNING,
+                        t.at,
+                        queued_at=row.queued_at,
+                        request_json=request_json(grant),
+                        gpu_devices=",".join(map(str, grant.gpu_devices))
+                        if grant is not None and grant.gpu_devices
+                        else None,
+                    )
+                )
             elif t.old is _S.RUNNING:
                 if t.new is _S.CANCELLED:
                     self.to_stop.append((run_id, t.task_id, t.attempt))
                 detail = self.tracebacks.pop((t.task_id, t.attempt), None)
                 error = t.message if detail is None else f"{t.message}\n\n{detail}"
+                used = self.usage.pop((t.task_id, t.attempt), None) if self.usage else None
+                gpus = self.gpus.pop(t.task_id, 0.0) if self.gpus else 0.0
+                started = row.attempt_started
                 batch.attempts.append(
                     AttemptRecord(
-                        run_id, t.task_id, t.attempt, t.new, row.attempt_started, t.at, error
+                        run_id,
+                        t.task_id,
+                        t.attempt,
+                        t.new,
+                        started,
+                        t.at,
+                        error,
+                        cpu_seconds=used.cpu_seconds if used is not None else None,
+                        peak_rss_mb=used.peak_rss_mb if used is not None else None,
+                        gpu_seconds=gpus * (t.at - started) if gpus and started else None,
                     )
                 )
             if t.new in FINAL_TASK_STATES:
@@ -622,6 +743,8 @@ class _Loop:
 
     def finish(self, sched: Scheduler, result: AttemptResult, now: float, batch: Batch) -> None:
         tid = result.task_id
+        if result.usage is not None:
+            self.usage[(tid, result.attempt)] = result.usage
         if result.ok and result.output is not None:
             if sched.state(tid) is not _S.RUNNING or sched.attempt(tid) != result.attempt:
                 return  # a late result of a timed-out or cancelled attempt
@@ -749,6 +872,13 @@ class _Loop:
         )
         if task_id != task.id:  # a child of a mapped task: its own id, one element
             job.task_id = task_id
+        grant = self.sched.grant(task_id) if self.sched is not None else None
+        if grant is not None:
+            job.env = attempt_env(grant)
+            if grant.request.gpu:
+                self.gpus[task_id] = grant.request.gpu
+            if grant.request.memory_gb and self.runner.pipeline.enforce_limits_of(task):
+                job.memory_limit_gb = grant.request.memory_gb
         element = self._element(task_id, task)
         if self.in_thread:
             job.inputs = {u: self._value(u) for u in task.upstream}
@@ -766,7 +896,7 @@ class _Loop:
         """How many elements the mapped task's input has, or why it has none."""
         task = self.tasks[task_id]
         source = task.map_over or ""
-        value = self._value(source) if source in self.refs else None
+        value = self._output_so_far(source)
         if not isinstance(value, list | tuple):
             return (
                 f"map_over: the output of '{source}' is "
@@ -774,6 +904,18 @@ class _Loop:
                 "a mapped task runs once per element of a list"
             )
         return len(value)
+
+    def _output_so_far(self, task_id: str) -> Any:
+        """``task_id``'s output, ``None`` when it has none. A mapped task that has
+        just succeeded has no stored output yet: the engine expands (or decides
+        the condition of) its downstream in the same step that ends it, before
+        ``record`` stores the output; here it is built from its children."""
+        if task_id in self.refs:
+            return self._value(task_id)
+        sched = self.sched
+        if self._is_mapped(task_id) and sched is not None and sched.state(task_id) is _S.SUCCESS:
+            return [self._value(c) for c, state in sched.children(task_id) if state is _S.SUCCESS]
+        return None
 
     def _element(self, task_id: str, task: Any) -> Any:
         if task_id == task.id or self.sched is None:
@@ -815,9 +957,9 @@ class _Loop:
         try:
             expression = parse_expression(task.when or "", task.all_upstream)
             outputs = {
-                r.name: self._value(r.name)
+                r.name: self._output_so_far(r.name)
                 for r in expression.references
-                if r.kind == "task" and r.name in self.refs
+                if r.kind == "task" and (r.name in self.refs or self._is_mapped(r.name))
             }
             return bool(expression.evaluate(self.params, outputs))
         except ExpressionError as exc:
@@ -917,7 +1059,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _drain(completions: Completions, wait: float) -> list[AttemptResult]:
+def _drain(completions: Completions, wait: float) -> list[AttemptResult | None]:
     try:
         first = completions.get(timeout=wait) if wait > 0 else completions.get_nowait()
     except queue.Empty:
@@ -940,7 +1082,7 @@ def _make_executor(name: str, workers: int, completions: Completions) -> Executo
     return ThreadExecutor(workers, completions)
 
 
-def _settings(settings: Settings | None, home: Any, store_url: str | None) -> Settings:
+def resolve_settings(settings: Settings | None, home: Any, store_url: str | None) -> Settings:
     from dataclasses import replace
 
     settings = settings or load_settings()

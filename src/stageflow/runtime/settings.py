@@ -5,10 +5,16 @@
 ``LOG_LEVEL``, ``MAX_CONCURRENT_RUNS``, ``API_HOST``, ``API_PORT``). The
 ``STAGEFLOW_`` name wins when both are set. With nothing set, state lives in
 ``./.stageflow/`` (SQLite + artifacts).
+
+Prices for ``stageflow runs cost`` (``runtime.usage``) come from
+``STAGEFLOW_COST="cpu_hour=0.05,memory_gb_hour=0.01,gpu_hour=2.5"``: a price
+per CPU hour, per GB-hour of memory and per GPU hour held; an item left out
+costs nothing, and no variable at all means "no prices configured".
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +23,10 @@ from pathlib import Path
 from stageflow.errors import UsageError
 from stageflow.spec.load import Limits
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["COST_PRICE_NAMES", "Settings", "load_settings"]
+
+#: The prices ``STAGEFLOW_COST`` may set, per hour of one unit held.
+COST_PRICE_NAMES = ("cpu_hour", "memory_gb_hour", "gpu_hour")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,9 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     tracking: bool = False  # each run is an MLflow run (`--track`, STAGEFLOW_TRACKING=1)
     mlflow_tracking_uri: str | None = None  # None: sqlite:///<home>/mlflow.db
+    # Price per hour of a unit held, by name in COST_PRICE_NAMES (STAGEFLOW_COST);
+    # empty: no prices configured.
+    cost_prices: dict[str, float] = field(default_factory=dict)
 
     @property
     def artifacts_root(self) -> str:
@@ -99,4 +111,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tracking=(get("TRACKING") or "").lower() in ("1", "true", "yes", "on"),
         mlflow_tracking_uri=get("MLFLOW_TRACKING_URI"),
         limits=limits,
+        cost_prices=_cost_prices(get("COST")),
     )
+
+
+def _cost_prices(raw: str | None) -> dict[str, float]:
+    """``STAGEFLOW_COST`` parsed like ``resources.parse_counts`` (``NAME=AMOUNT``,
+    comma-separated, amounts >= 0): ``{"cpu_hour": 0.05, ...}``. ``UsageError``
+    names a malformed item or an unknown price."""
+    example = "e.g. STAGEFLOW_COST=cpu_hour=0.05,memory_gb_hour=0.01,gpu_hour=2.5"
+    prices: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in (raw or "").split(","))):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            amount = float(value)
+        except ValueError:
+            amount = -1.0
+        if not sep or not name or not (math.isfinite(amount) and amount >= 0):
+            raise UsageError(f"STAGEFLOW_COST: {item!r} is not PRICE=AMOUNT ({example})")
+        if name not in COST_PRICE_NAMES:
+            raise UsageError(
+                f"STAGEFLOW_COST: unknown price {name!r}; the prices are "
+                f"{', '.join(COST_PRICE_NAMES)} ({example})"
+            )
+        prices[name] = amount
+    return prices

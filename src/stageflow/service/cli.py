@@ -81,6 +81,26 @@ def cli(ctx: click.Context, home: str | None) -> None:
 # -- run / resume -------------------------------------------------------------------
 
 
+def _capacity_options(f: Any) -> Any:
+    """``--cpus/--memory-gb/--gpus``: the capacity tasks' requests are admitted
+    against (default: detected; ``STAGEFLOW_MAX_CPU_CORES`` etc. in the environment)."""
+
+    def apply(ctx: click.Context, param: click.Parameter, value: float | None) -> None:
+        if value is not None:
+            names = {"cpus": "CPU_CORES", "memory_gb": "MEMORY_GB", "gpus": "GPU_COUNT"}
+            os.environ[f"STAGEFLOW_MAX_{names[str(param.name)]}"] = f"{value:g}"
+
+    for name, kind, text in (
+        ("--gpus", click.IntRange(min=0), "GPUs tasks may use (default: detected)"),
+        ("--memory-gb", click.FloatRange(min=0), "memory tasks may use (default: the machine's)"),
+        ("--cpus", click.FloatRange(min=0), "CPUs tasks may use (default: the machine's)"),
+    ):
+        f = click.option(
+            name, type=kind, default=None, callback=apply, expose_value=False, help=text
+        )(f)
+    return f
+
+
 @cli.command()
 @click.argument("target")
 @click.option(
@@ -105,6 +125,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
     help="Run tasks with `cache: true` anyway (their cache entries are refreshed).",
 )
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
+@_capacity_options
 @click.pass_obj
 def run(
     settings: Any,
@@ -115,7 +136,10 @@ def run(
     no_cache: bool,
     fmt: str,
 ) -> None:
-    """Validate and run TARGET (a .yaml/.json file, or module:pipeline)."""
+    """Validate and run TARGET (a .yaml/.json file, or module:pipeline).
+
+    Tasks that declare `resources:` start only when their request fits in what is
+    free of this machine's CPUs, memory and GPUs (--cpus/--memory-gb/--gpus)."""
     from stageflow.runtime.loading import load_pipeline
     from stageflow.runtime.runner import run_pipeline
 
@@ -141,6 +165,7 @@ def run(
 )
 @click.option("--max-parallel", type=click.IntRange(min=1), default=None)
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
+@_capacity_options
 @click.pass_obj
 def resume(settings: Any, run_id: str, executor: str, max_parallel: int | None, fmt: str) -> None:
     """Finish RUN_ID after a crash: re-run exactly the tasks without a committed success.
@@ -183,6 +208,7 @@ def resume(settings: Any, run_id: str, executor: str, max_parallel: int | None, 
 @click.option("--max-parallel", type=click.IntRange(min=1), default=None)
 @click.option("--no-cache", is_flag=True, help="Run tasks with `cache: true` anyway.")
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
+@_capacity_options
 @click.pass_obj
 def retry(
     settings: Any,
@@ -292,10 +318,11 @@ def validate(settings: Any, target: str, fmt: str) -> None:
     from stageflow.graph import critical_path, shape
     from stageflow.runtime.loading import load_pipeline
     from stageflow.runtime.plan import check
+    from stageflow.runtime.resources import operator_defaults
 
     try:
         pipeline = load_pipeline(target, settings.limits)
-        check(pipeline)
+        _check_fits(pipeline, check(pipeline, operator_defaults=operator_defaults()), settings)
     except StageflowError as exc:  # InvalidSpec, or a file/module that cannot be loaded
         if fmt == "json":
             click.echo(
@@ -329,6 +356,18 @@ def validate(settings: Any, target: str, fmt: str) -> None:
             f"{target}: pipeline '{pipeline.name}' is valid: {s.tasks} tasks, "
             f"{s.edges} edges, depth {s.depth}, width {s.width}"
         )
+
+
+def _check_fits(pipeline: Any, plan: Any, settings: Any) -> None:
+    """Requests that can never fit this machine are validation errors too."""
+    if not plan.needs_admission():
+        return
+    from stageflow.errors import InvalidSpec
+    from stageflow.runtime.resources import detect_capacity, resource_problems
+
+    problems = resource_problems(pipeline, plan, detect_capacity(settings.home))
+    if problems:
+        raise InvalidSpec(problems, pipeline=pipeline.name)
 
 
 @cli.command()
@@ -457,6 +496,127 @@ def runs_show(settings: Any, run_id: str, fmt: str) -> None:
         click.echo(json.dumps(result.as_json()))
     else:
         render_summary(result, sys.stdout, outputs=False)
+        _show_usage(settings, run_id)
+
+
+@runs.command("gantt")
+@click.argument("run_id")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="FILE.png|FILE.svg",
+    help="Write the chart here; the suffix picks the format.",
+)
+@click.pass_obj
+def runs_gantt(settings: Any, run_id: str, output: str) -> None:
+    """Draw RUN_ID's attempts on a timeline: one bar per attempt, a row per task.
+
+    x is seconds from the run's start; a bar's colour is its attempt's final state;
+    the lighter segment before it is the time the attempt waited in the queue."""
+    from stageflow.runtime.usage import gantt
+
+    _check_run_id(run_id)
+    path = Path(output)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        shown = f"unsupported suffix {path.suffix!r}" if path.suffix else "no suffix"
+        raise UsageError(
+            f"-o {output}: {shown}; name a .png or .svg file, e.g. -o run.svg", field="output"
+        )
+    _check_output_path(path, output)
+    with _store(settings) as store:
+        run = store.get_run(run_id)
+        task_ids = [t.task_id for t in store.task_runs(run_id)]
+        attempts = store.attempts(run_id)
+    picture = gantt(run, task_ids, attempts, "png" if fmt == "png" else "svg")
+    try:
+        if isinstance(picture, bytes):
+            path.write_bytes(picture)
+        else:
+            path.write_text(picture, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"-o {output}: cannot write it ({exc.strerror or exc}); choose a writable path",
+            field="output",
+        ) from None
+    tasks = len({a.task_id for a in attempts})
+    click.echo(f"wrote {output} ({len(attempts)} attempts of {tasks} tasks)", err=True)
+
+
+@runs.command("cost")
+@click.option("--pipeline", default=None, help="Only runs of this pipeline.")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1, max=3660),
+    default=7,
+    show_default=True,
+    help="Runs created in the last N UTC days, today included.",
+)
+@click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
+@click.pass_obj
+def runs_cost(settings: Any, pipeline: str | None, days: int, fmt: str) -> None:
+    """Runs, task-hours and cost per pipeline per UTC day.
+
+    An attempt costs the resources it requested times its run time times the
+    prices in STAGEFLOW_COST (e.g. cpu_hour=0.05,memory_gb_hour=0.01,gpu_hour=2.5);
+    a task that declares no resources costs nothing."""
+    import time
+
+    from stageflow.runtime.result import iso
+    from stageflow.runtime.usage import cost_report, render_cost
+
+    prices = dict(settings.cost_prices)
+    with _store(settings) as store:
+        since, until, rows = cost_report(
+            store, prices, days=days, now=time.time(), pipeline=pipeline
+        )
+    no_prices = (
+        "no prices configured: set STAGEFLOW_COST, e.g. "
+        "STAGEFLOW_COST=cpu_hour=0.05,memory_gb_hour=0.01,gpu_hour=2.5, to see costs"
+    )
+    if fmt == "json":
+        data = [r.as_json() for r in rows]
+        if not prices:
+            for row in data:
+                row["cost"] = None
+        total = sum(r.cost for r in rows)
+        click.echo(
+            json.dumps(
+                {
+                    "since": iso(since),
+                    "until": iso(until),
+                    "days": days,
+                    "pipeline": pipeline,
+                    "prices": prices or None,
+                    "rows": data,
+                    "total": {
+                        "runs": sum(r.runs for r in rows),
+                        "task_hours": round(sum(r.task_hours for r in rows), 6),
+                        "cost": round(total, 6) if prices else None,
+                    },
+                }
+            )
+        )
+        if not prices:
+            click.echo(no_prices, err=True)
+        return
+    if not rows:
+        which = f" of pipeline '{pipeline}'" if pipeline else ""
+        click.echo(f"no runs{which} created in the last {days} days", err=True)
+        return
+    for line in render_cost(rows, prices):
+        click.echo(line)
+    if prices:
+        from stageflow.runtime.usage import prices_text
+
+        click.echo(
+            f"prices: {prices_text(prices)} per unit requested per hour; "
+            "tasks that declare no resources cost 0",
+            err=True,
+        )
+    else:
+        click.echo(no_prices, err=True)
 
 
 @cli.command()
@@ -596,6 +756,35 @@ class _store:
 
     def __exit__(self, *exc: object) -> None:
         self.store.close()
+
+
+def _show_usage(settings: Any, run_id: str) -> None:
+    """``runs show``'s usage sections: measured critical path, usage per task,
+    cost (with prices) and right-sizing advice."""
+    from stageflow.runtime.usage import render_run_report, run_report
+
+    with _store(settings) as store:
+        report = run_report(store, run_id, settings.cost_prices)
+    for line in render_run_report(report):
+        click.echo(line)
+
+
+def _check_output_path(path: Path, shown: str) -> None:
+    """A clear ``UsageError`` before any work when ``path`` cannot be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"-o {shown} is a folder; name a file in it", field="output")
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"-o {shown}: {str(parent)!r} is not a folder", field="output")
+    if not parent.is_dir():
+        raise UsageError(
+            f"-o {shown}: folder {str(parent)!r} does not exist; create it first",
+            field="output",
+        )
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(
+            f"-o {shown}: not writable by this user; choose another path", field="output"
+        )
 
 
 def _pipeline_of_run(settings: Any, run_id: str) -> tuple[Any, Any]:

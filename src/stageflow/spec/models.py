@@ -15,6 +15,7 @@ import enum
 import hashlib
 import inspect
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NewType
 
@@ -25,6 +26,7 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +70,13 @@ class TriggerRule(enum.StrEnum):
 
 
 FailureStrategy = Literal["fail_fast", "continue"]
+ExecutionMode = Literal["sequential", "parallel", "hybrid"]
+_BUILTIN_RESOURCES = ("cpu", "memory_gb", "gpu", "disk_gb")
+_RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_ResourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+_Amount = Annotated[float, Field(ge=0.0, le=1e12, strict=True)]  # strict: no bools, no "3"
+_SEED_RESOURCE_SPELLINGS = frozenset({"cpu_cores", "gpu_count", "memory_mb", "timeout_seconds"})
+_PoolName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 #: Seed 000's named priorities; an int is accepted as is (higher runs first).
 PRIORITY_NAMES: Mapping[str, int] = {"low": -10, "normal": 0, "high": 10, "critical": 100}
@@ -155,7 +164,15 @@ class Approval(BaseModel):
 
 
 class Resources(BaseModel):
-    """What one attempt asks of the machine (seed spellings are mapped in ``aliases``)."""
+    """What one attempt asks of the machine (seed spellings are mapped in ``aliases``).
+
+    ``cpu`` (default 1 once ``resources:`` is given), ``memory_gb``, ``gpu`` (a
+    fraction below 1 shares a device) and ``disk_gb``; any other key is a custom
+    resource (``licenses: 1``, kept under ``custom``) that must be configured with
+    a capacity. A task that declares no ``resources:`` asks for nothing but a
+    worker slot. A key that looks like a misspelt built-in or a seed spelling
+    left over is not taken as custom: validation names it.
+    """
 
     model_config = _STRICT
 
@@ -163,6 +180,30 @@ class Resources(BaseModel):
     memory_gb: float = Field(default=0.0, ge=0.0, le=1 << 20)
     gpu: float = Field(default=0.0, ge=0.0, le=1024)
     disk_gb: float = Field(default=0.0, ge=0.0, le=1 << 30)
+    custom: dict[_ResourceName, _Amount] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_custom(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        from stageflow.spec.suggest import did_you_mean
+
+        custom = {
+            k: v
+            for k, v in data.items()
+            if isinstance(k, str)
+            and k not in cls.model_fields
+            and k not in _SEED_RESOURCE_SPELLINGS
+            and _RESOURCE_NAME.fullmatch(k)
+            and did_you_mean(k, _BUILTIN_RESOURCES) is None
+        }
+        if not custom:
+            return data
+        given = data.get("custom")
+        rest = {k: v for k, v in data.items() if k not in custom}
+        rest["custom"] = {**custom, **given} if isinstance(given, dict) else custom
+        return rest
 
 
 class TaskDefaults(BaseModel):
@@ -173,6 +214,8 @@ class TaskDefaults(BaseModel):
     retry: RetryPolicy | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
     resources: Resources | None = None
+    pool: _PoolName | None = None
+    enforce_limits: bool | None = None
     priority: int | None = None
     trigger_rule: TriggerRule | None = None
     fatal_on: list[ExceptionName] | None = None
@@ -206,6 +249,10 @@ class Task(BaseModel):
     after: list[str] = Field(default_factory=list)
     parameters: dict[str, Any] = Field(default_factory=dict)
     resources: Resources | None = None
+    pool: _PoolName | None = None  # a named pool with slots (like Airflow pools)
+    exclusive: bool = False  # execution_mode hybrid: runs alone
+    estimated_seconds: float | None = Field(default=None, gt=0)  # for critical-path order
+    enforce_limits: bool | None = None  # memory_gb becomes a hard limit
     retry: RetryPolicy | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
     priority: int | None = None
@@ -299,6 +346,7 @@ class Pipeline(BaseModel):
     defaults: TaskDefaults = Field(default_factory=TaskDefaults)
     max_parallel_tasks: int | None = Field(default=None, ge=1, le=100_000)
     failure_strategy: FailureStrategy = "continue"
+    execution_mode: ExecutionMode = "parallel"
     run_timeout_seconds: float | None = Field(default=None, gt=0)
     tasks: list[Task] = Field(default_factory=list)
     _source: str | None = PrivateAttr(default=None)  # the file it was loaded from, if any
@@ -321,8 +369,18 @@ class Pipeline(BaseModel):
             else (self.defaults.timeout_seconds)
         )
 
-    def resources_of(self, task: Task) -> Resources:
-        return task.resources or self.defaults.resources or _DEFAULT_RESOURCES
+    def resources_of(self, task: Task) -> Resources | None:
+        """The task's request (its own, else the pipeline default); ``None``: it
+        declared none (it then takes a worker slot and no CPU/memory budget)."""
+        return task.resources or self.defaults.resources
+
+    def pool_of(self, task: Task) -> str | None:
+        return task.pool if task.pool is not None else self.defaults.pool
+
+    def enforce_limits_of(self, task: Task) -> bool:
+        if task.enforce_limits is not None:
+            return task.enforce_limits
+        return bool(self.defaults.enforce_limits)
 
     def priority_of(self, task: Task) -> int:
         if task.priority is not None:
@@ -438,9 +496,6 @@ def _plain_task(data: dict[str, Any]) -> bool:
         if type(value) not in (list, tuple) or any(type(v) is not str for v in value):
             return False
     return True
-
-
-_DEFAULT_RESOURCES = Resources()
 
 
 def callable_ref(fn: Callable[..., Any]) -> str:

@@ -73,7 +73,7 @@ def task(
         if timeout is not None:
             data["timeout_seconds"] = timeout
         if resources is not None:
-            data["resources"] = Resources(**resources)
+            data["resources"] = Resources.model_validate(dict(resources))
         if priority is not None:
             data["priority"] = priority
         if trigger_rule is not None:

@@ -138,6 +138,16 @@ def pipeline_problems(pipeline: Pipeline) -> list[Problem]:
             problems.extend(
                 _condition_problems(task.id, task.when, task.all_upstream, known_params)
             )
+        if task.exclusive and pipeline.execution_mode != "hybrid":
+            problems.append(
+                Problem(
+                    f"exclusive: true runs a task alone only in execution_mode: hybrid "
+                    f"(this pipeline's is {pipeline.execution_mode}); set the pipeline's "
+                    "`execution_mode: hybrid` or remove `exclusive`",
+                    task=task.id,
+                    field="exclusive",
+                )
+            )
         given = [
             k
             for k, v in (("operator", task.operator), ("call", task.call), ("fn", task.fn))

@@ -128,6 +128,20 @@ class Sim:
         self.started_after_failure = False
         self.cancelled = False
         self.clock = 0.0
+        # Reference upward ranks (1 s per task): the number of tasks on the longest
+        # path from a task to the end of the DAG, by memoised recursion.
+        downstream: list[list[int]] = [[] for _ in self.ids]
+        for i, ups in enumerate(case.upstream):
+            for u in ups:
+                downstream[u].append(i)
+        memo: dict[int, int] = {}
+
+        def longest(i: int) -> int:
+            if i not in memo:
+                memo[i] = 1 + max((longest(d) for d in downstream[i]), default=0)
+            return memo[i]
+
+        self.rank = [longest(i) for i in range(len(self.ids))]
 
     # -- checks on every transition -----------------------------------------------
 
@@ -200,7 +214,10 @@ class Sim:
     def pop(self) -> None:
         limit = self.rnd.randint(1, 4)
         prio = self.case.priorities
-        expected = sorted(self.queued, key=lambda t: (-prio[self.index[t]], self.queued[t]))
+        expected = sorted(
+            self.queued,
+            key=lambda t: (-prio[self.index[t]], -self.rank[self.index[t]], self.queued[t]),
+        )
         out = self.sched.pop_ready(limit, self.clock)
         assert [t.task_id for t in out] == expected[:limit]
         self.apply(out)

@@ -457,7 +457,7 @@ def test_continue_lets_independent_branches_finish() -> None:
     d = drive(upstream)
     d.start()
     order = d.run_all(fail={"a"})
-    assert order == ["a", "b", "b2", "b3"]
+    assert order == ["b", "a", "b2", "b3"]  # b heads the longer chain: it goes first
     assert d.sched.states() == {
         "a": S.FAILED,
         "a2": S.UPSTREAM_FAILED,
@@ -576,7 +576,11 @@ def test_cancel_of_a_finished_run_changes_nothing() -> None:
 
 def _stale_setup() -> Driver:
     upstream = {"run1": [], "retry": [], "done": [], "queued": [], "pend": ["queued"], "x": []}
-    d = drive(upstream, retries={"retry": RetryPolicy(max_retries=3, delay_seconds=10.0)})
+    d = drive(
+        upstream,
+        retries={"retry": RetryPolicy(max_retries=3, delay_seconds=10.0)},
+        priorities={"run1": 1, "retry": 1, "done": 1},  # before 'queued' (higher rank)
+    )
     d.start()
     d.pop(limit=3)  # run1, retry, done
     d.fail("retry")

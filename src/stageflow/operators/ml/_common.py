@@ -2,10 +2,11 @@
 
 Operators hand each other plain values: a pandas ``DataFrame``, or a ``dict``
 whose ``kind`` says what it is (``features``, ``model``, ``evaluation``,
-``registered_model``, ``deployment``) — readable from a ``python`` step or a
-``custom_script`` without importing stageflow. A dict with an ``estimator``
-(``model``, ``evaluation``) carries a fitted scikit-learn ``Pipeline`` that
-applies the feature transformation and the model in one call.
+``registered_model``, ``deployment``, ``candidate``) — readable from a
+``python`` step or a ``custom_script`` without importing stageflow. A dict
+with an ``estimator`` (``model``, ``evaluation``) carries a fitted
+scikit-learn ``Pipeline`` that applies the feature transformation and the
+model in one call.
 
 Files an operator makes (reports, pictures, models, predictions) go to
 ``<artifacts>/runs/<run_id>/<task_id>/NAME`` — a local folder or any fsspec
@@ -33,6 +34,7 @@ from stageflow.operators.metadata import record, sha256_bytes
 __all__ = [
     "MLOperator",
     "ensure_columns",
+    "is_candidate",
     "is_features",
     "is_frame",
     "is_model",
@@ -84,6 +86,15 @@ def is_frame(value: Any) -> bool:
 
 def is_features(value: Any) -> bool:
     return isinstance(value, dict) and value.get("kind") == "features"
+
+
+def is_candidate(value: Any) -> bool:
+    """A ``search_space`` candidate: ``{"kind": "candidate", "index", "hyperparameters"}``."""
+    return (
+        isinstance(value, dict)
+        and value.get("kind") == "candidate"
+        and isinstance(value.get("hyperparameters"), dict)
+    )
 
 
 def is_model(value: Any) -> bool:

@@ -2,7 +2,14 @@
 
 * ``model_selection`` ranks upstream evaluations by a metric and passes the
   best on (seed 001's A/B pattern: "Model A, Model B -> Comparison -> Best
-  Model Registration"); ties keep the order of ``upstream``.
+  Model Registration"); ties keep the order of ``upstream``. An upstream
+  whose output is a list (a task mapped with ``map_over:``, e.g. one
+  evaluation per ``search_space`` candidate) counts as its elements, in
+  element order, each named by its own task run (``evaluate[3]``). With no
+  evaluation upstream it ranks trained models (``model_training`` outputs)
+  by a training metric instead: ``cv_mean`` (needs ``cross_validation``)
+  or else the test score (``test_accuracy``, ``test_r2``) unless ``metric``
+  names another.
 * ``model_registration`` logs the model to an MLflow run (tagged with the
   stageflow run and task) and registers a new version under ``model_name``,
   with a description, tags, the evaluation metrics as ``metric.NAME`` tags
@@ -98,16 +105,21 @@ class SelectionParams(BaseModel):
     model_config = _STRICT
 
     metric: str | None = Field(
-        default=None, description="rank by this metric (default: the evaluations' primary one)"
+        default=None,
+        description=(
+            "rank by this metric (default: the evaluations' primary one; for trained "
+            "models cv_mean, else the test score)"
+        ),
     )
     candidates: list[str] | None = Field(
-        default=None, description="upstream evaluation tasks to consider (default: all)"
+        default=None,
+        description="upstream tasks (or task runs such as evaluate[2]) to consider (default: all)",
     )
 
 
 @register
 class ModelSelection(MLOperator):
-    """Pick the best of several upstream evaluations by a metric."""
+    """Pick the best of several upstream evaluations (or trained models) by a metric."""
 
     name = "model_selection"
     Params = SelectionParams
@@ -121,47 +133,103 @@ class ModelSelection(MLOperator):
     def execute(self, params: Any, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:
         assert isinstance(params, SelectionParams)
         op = self.name
-        evaluations = [
-            (k, v)
-            for k, v in inputs.items()
-            if _is_evaluation(v) and (params.candidates is None or k in params.candidates)
-        ]
-        if params.candidates:
-            missing = [c for c in params.candidates if c not in dict(evaluations)]
+        entries = _flatten(inputs)
+        evaluations = [e for e in entries if _is_evaluation(e[2])]
+        what, key = "evaluations", "metrics"
+        if not evaluations:
+            evaluations = [e for e in entries if _is_trained(e[2])]
+            what, key = "trained models", "training_metrics"
+        if params.candidates is not None:
+            wanted = set(params.candidates)
+            missing = [
+                c for c in params.candidates if not any(c in (u, t) for u, t, _ in evaluations)
+            ]
             if missing:
-                raise TaskFailed(
-                    f"{op}: candidates {', '.join(missing)} are not upstream evaluations"
-                )
+                raise TaskFailed(f"{op}: candidates {', '.join(missing)} are not upstream {what}")
+            evaluations = [e for e in evaluations if wanted & {e[0], e[1]}]
         if not evaluations:
             raise TaskFailed(
-                f"{op}: no upstream model_evaluation output; list the evaluation tasks "
-                "under `upstream:`"
+                f"{op}: no upstream model_evaluation output (nor model_training output); "
+                "list the evaluation tasks under `upstream:`"
             )
-        metric = params.metric or evaluations[0][1].get("primary_metric") or "accuracy"
-        lacking = [k for k, v in evaluations if metric not in v.get("metrics", {})]
+        ranked_by = {t: v.get(key) or {} for _, t, v in evaluations}
+        if params.metric is not None:
+            metric = params.metric
+        elif key == "metrics":
+            metric = evaluations[0][2].get("primary_metric") or "accuracy"
+        else:
+            metric = _training_metric(evaluations, op)
+        lacking = [t for t, m in ranked_by.items() if metric not in m]
         if lacking:
-            have = ", ".join(evaluations[0][1].get("metrics", {}))
+            have = ", ".join(ranked_by[evaluations[0][1]])
             raise TaskFailed(
                 f"{op}: metric '{metric}' is missing from {', '.join(lacking)}; they have: {have}"
             )
-        sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
-        ranked = sorted(evaluations, key=lambda kv: sign * kv[1]["metrics"][metric])
-        best_task, best = ranked[0]
-        ranking = [
-            {"task": k, "model": v.get("name"), "value": v["metrics"][metric]} for k, v in ranked
-        ]
+        sign = 1.0 if metric in LOWER_IS_BETTER or metric == "cv_std" else -1.0
+        ranked = sorted(evaluations, key=lambda e: sign * ranked_by[e[1]][metric])
+        _, best_task, best = ranked[0]
+        ranking = [_ranked(t, v, ranked_by[t][metric]) for _, t, v in ranked]
         record(
             ctx,
-            metrics={f"best_{metric}": best["metrics"][metric]},
+            metrics={f"best_{metric}": ranked_by[best_task][metric]},
             info={"selected": best_task, "ranking": ranking},
         )
         for place, item in enumerate(ranking, 1):
-            print(f"{place}. {item['model']} ({item['task']}): {metric}={item['value']:.4f}")
+            chosen = ""
+            if item.get("candidate"):
+                values = item["candidate"].get("hyperparameters") or {}
+                chosen = " [" + ", ".join(f"{k}={v!r}" for k, v in values.items()) + "]"
+            print(
+                f"{place}. {item['model']} ({item['task']}){chosen}: {metric}={item['value']:.4f}"
+            )
         return {
             **best,
             "primary_metric": metric,
             "selection": {"metric": metric, "selected": best_task, "ranking": ranking},
         }
+
+
+def _flatten(inputs: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """``(upstream, task run, value)`` for every input; a list counts as its elements."""
+    out: list[tuple[str, str, Any]] = []
+    for upstream, value in inputs.items():
+        if not isinstance(value, list | tuple):
+            out.append((upstream, upstream, value))
+            continue
+        for i, item in enumerate(value):
+            own = item.get("task_id") if isinstance(item, dict) else None
+            # A mapped task's element names its own run (evaluate[3]); with
+            # min_success_ratio, failed elements are missing, so i may differ.
+            run = own if isinstance(own, str) and own.startswith(f"{upstream}[") else None
+            out.append((upstream, run or f"{upstream}[{i}]", item))
+    return out
+
+
+def _is_trained(value: Any) -> bool:
+    return is_model(value) and value.get("kind") == "model"
+
+
+def _training_metric(models: list[tuple[str, str, Any]], op: str) -> str:
+    """The training metric to rank trained models by: cv_mean, else the test score."""
+    kinds = {str(v.get("model_type") or "classification") for _, _, v in models}
+    options = ["cv_mean", *(f"test_{default_metric(k)}" for k in sorted(kinds))]
+    for name in options:
+        if all(name in (v.get("training_metrics") or {}) for _, _, v in models):
+            return name
+    have = ", ".join(models[0][2].get("training_metrics") or {}) or "none"
+    raise TaskFailed(
+        f"{op}: the trained models have no held-out score to rank by ({' or '.join(options)}); "
+        f"set `cross_validation:` on the training, evaluate them with model_evaluation, or "
+        f"name one of their metrics with `metric:` (they have: {have})"
+    )
+
+
+def _ranked(task: str, value: Mapping[str, Any], score: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {"task": task, "model": value.get("name"), "value": score}
+    candidate = value.get("candidate")
+    if candidate:
+        item["candidate"] = candidate
+    return item
 
 
 # -- model_registration -------------------------------------------------------------------

@@ -27,14 +27,27 @@ the estimator has one. The model is a scikit-learn ``Pipeline``: a fresh copy
 of the upstream features' transformer, then the estimator, fit on the raw
 training rows, so it scores raw rows exactly as it was trained.
 
-``cross_validation: K`` adds K-fold scores; ``search`` tries hyperparameter
-candidates (``grid`` or ``random`` with ``n_iter``) by cross-validation and
-keeps the best. ``min_accuracy`` (seed 001) fails the task when the score on
-the test rows (accuracy; R² for regression) is lower.
+``cross_validation: K`` adds K-fold scores (``cv_mean``, ``cv_std``).
+``min_accuracy`` (seed 001) fails the task when the score on the test rows
+(accuracy; R² for regression) is lower.
+
+Hyperparameter search, two ways. ``search`` tries candidates (``grid`` or
+``random`` with ``n_iter``) by cross-validation inside this one task and
+keeps the best. To train each candidate as its own task run instead (run side
+by side, each with its own retries, log and stored output), list them with the
+``search_space`` operator and map this task over it (``map_over:``): a child
+``train[k]`` merges candidate ``k``'s hyperparameters over ``hyperparameters``
+(a misspelt one fails that child with a did-you-mean naming the candidate),
+and its output's ``candidate`` says which it trained. A ``model_evaluation``
+mapped over the training and a ``model_selection`` over that evaluation pick
+the best (``operators.ml.search`` has the whole example). A ``search`` may
+not choose a hyperparameter the candidate sets.
 
 Output: ``{"kind": "model", "name", "algorithm", "model_type", "estimator",
 "target", "hyperparameters", "training_metrics", "classes", "input_example",
-"feature_names_in", "task_id"}``; the model is also saved as ``model.joblib``.
+"feature_names_in", "candidate", "task_id"}`` (``candidate``: ``{"index",
+"hyperparameters", "source"}`` for a mapped child, else ``None``); the model
+is also saved as ``model.joblib``.
 
 Example::
 
@@ -63,6 +76,7 @@ from stageflow.operators.metadata import record
 from stageflow.operators.ml._common import (
     MLOperator,
     ensure_columns,
+    is_candidate,
     is_features,
     is_frame,
     need,
@@ -185,6 +199,12 @@ class ModelTraining(MLOperator):
         from sklearn.base import clone
         from sklearn.pipeline import Pipeline
 
+        candidate = _candidate(inputs, op)
+        origin: dict[str, str] = {}
+        if candidate is not None:
+            params = _with_candidate(params, candidate, op)
+            where = f" (from candidate {candidate['index']} of '{candidate['source']}')"
+            origin = dict.fromkeys(candidate["hyperparameters"], where)
         features = _features(inputs, params, op)
         target = features["target"]
         model_type = params.model_type or features.get("task_type") or "classification"
@@ -192,7 +212,7 @@ class ModelTraining(MLOperator):
         x_train = train.drop(columns=[target]) if target else train
         y_train = train[target] if target else None
         _check_numeric(features["transformer"], x_train, op)
-        estimator = build_estimator(params, model_type, op)
+        estimator = build_estimator(params, model_type, op, origin=origin)
         pipeline = Pipeline([("features", clone(features["transformer"])), ("model", estimator)])
         metrics: dict[str, float] = {}
         best_params: dict[str, Any] = {}
@@ -218,13 +238,19 @@ class ModelTraining(MLOperator):
         model = pipeline.named_steps["model"]
         given = {**params.hyperparameters, **best_params}
         hyper = {k: v for k, v in model.get_params(deep=False).items() if k in given}
-        record(
-            ctx,
-            metrics=metrics,
-            info={"algorithm": params.algorithm, "hyperparameters": hyper, "model": uri},
-        )
+        info: dict[str, Any] = {
+            "algorithm": params.algorithm,
+            "hyperparameters": hyper,
+            "model": uri,
+        }
+        label = f"{params.name or params.algorithm} ({type(model).__name__})"
+        if candidate is not None:
+            info["candidate"] = candidate["index"]
+            chosen = ", ".join(f"{k}={v!r}" for k, v in candidate["hyperparameters"].items())
+            label += f" candidate {candidate['index']} [{chosen}]"
+        record(ctx, metrics=metrics, info=info)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        print(f"trained {params.name or params.algorithm} ({type(model).__name__}): {shown}")
+        print(f"trained {label}: {shown}")
         classes = getattr(model, "classes_", None)
         return {
             "kind": "model",
@@ -239,6 +265,7 @@ class ModelTraining(MLOperator):
             "classes": None if classes is None else [_plain(c) for c in classes],
             "input_example": x_train.head(5),
             "seed": params.seed,
+            "candidate": candidate,
             "task_id": ctx.task_id,
             "model_file": uri,
         }
@@ -278,8 +305,14 @@ def resolve_algorithm(algorithm: str, model_type: str, op: str = "model_training
     return cls
 
 
-def build_estimator(params: TrainingParams, model_type: str, op: str) -> Any:
-    """A fresh estimator with defaults, hyperparameters and the seed applied."""
+def build_estimator(
+    params: TrainingParams, model_type: str, op: str, *, origin: Mapping[str, str] | None = None
+) -> Any:
+    """A fresh estimator with defaults, hyperparameters and the seed applied.
+
+    ``origin`` maps a hyperparameter to where it came from (a search candidate),
+    said in the message when the estimator has no such hyperparameter.
+    """
     cls = resolve_algorithm(params.algorithm, model_type, op)
     defaults = dict(_DEFAULTS.get(params.algorithm, {}))
     if params.algorithm == "svm" and model_type == "classification":
@@ -294,7 +327,8 @@ def build_estimator(params: TrainingParams, model_type: str, op: str) -> Any:
         if key not in known:
             hint = did_you_mean(key, list(known))
             fix = f"did you mean '{hint}'?" if hint else f"it takes: {', '.join(sorted(known))}"
-            raise TaskFailed(f"{op}: {cls.__name__} has no hyperparameter '{key}'; {fix}")
+            where = (origin or {}).get(key, "")
+            raise TaskFailed(f"{op}: {cls.__name__} has no hyperparameter '{key}'{where}; {fix}")
     values.update(params.hyperparameters)
     if params.seed is not None and "random_state" in known:
         values.setdefault("random_state", params.seed)
@@ -331,6 +365,49 @@ def _features(inputs: Mapping[str, Any], params: TrainingParams, op: str) -> dic
         "test": value.iloc[0:0],
         "transformer": identity,
     }
+
+
+def _candidate(inputs: Mapping[str, Any], op: str) -> dict[str, Any] | None:
+    """The search candidate among the inputs (a mapped child's element), if any:
+    ``{"index", "hyperparameters", "source"}``."""
+    found = [(k, v) for k, v in inputs.items() if is_candidate(v)]
+    if not found:
+        for key, value in inputs.items():
+            if isinstance(value, list) and value and all(is_candidate(v) for v in value):
+                raise TaskFailed(
+                    f"{op}: input '{key}' is a list of {len(value)} search candidates; "
+                    f"add `map_over: {key}` to this task to train one model per candidate"
+                )
+        return None
+    if len(found) > 1:
+        names = ", ".join(k for k, _ in found)
+        raise TaskFailed(
+            f"{op}: several upstream tasks give a search candidate ({names}); "
+            "map over one search_space task"
+        )
+    source, value = found[0]
+    return {
+        "index": value.get("index"),
+        "hyperparameters": dict(value["hyperparameters"]),
+        "source": source,
+    }
+
+
+def _with_candidate(
+    params: TrainingParams, candidate: Mapping[str, Any], op: str
+) -> TrainingParams:
+    """``params`` with the candidate's hyperparameters over its own."""
+    chosen: dict[str, Any] = candidate["hyperparameters"]
+    if params.search is not None:
+        both = [k for k in params.search.space if k in chosen]
+        if both:
+            raise TaskFailed(
+                f"{op}: search.space and candidate {candidate['index']} of "
+                f"'{candidate['source']}' both choose {', '.join(both)}; "
+                "search each hyperparameter in one place"
+            )
+    merged = {**params.hyperparameters, **chosen}
+    return params.model_copy(update={"hyperparameters": merged})
 
 
 def _check_numeric(transformer: Any, x: Any, op: str) -> None:

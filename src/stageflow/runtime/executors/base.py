@@ -16,7 +16,8 @@ from stageflow.runtime.attempt import AttemptResult, Job
 
 __all__ = ["Completions", "Executor"]
 
-Completions = queue.SimpleQueue[AttemptResult]
+#: Finished attempts; ``None`` is a wake-up (another run released resources).
+Completions = queue.SimpleQueue[AttemptResult | None]
 
 
 class Executor(Protocol):

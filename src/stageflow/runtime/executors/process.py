@@ -8,6 +8,15 @@ the exit code or signal and starts a fresh worker for the next job. ``cancel``
 (timeouts, run cancellation) kills the worker running that attempt and the
 processes it started (a cancel that comes before a worker took the job skips it).
 
+While a job runs, its slot samples the resident memory of the worker and its
+processes (summed) every ``SAMPLE_SECONDS``: the peak goes into the attempt's
+usage, with the CPU time the worker measures itself. With a memory limit
+(``Job.memory_limit_gb``, from ``enforce_limits``) the slot kills them all once
+the sum goes over it, and the attempt fails saying so. The limit is sampled,
+not an address-space rlimit: libraries reserve far more address space than they
+use (thread arenas, BLAS, CUDA), so an rlimit would fail ordinary tasks; a
+burst between two samples can go past the limit unseen.
+
 Jobs are sent with cloudpickle (functions defined in ``__main__`` or in a
 closure travel by value); upstream outputs travel as ``OutputRef``s that the
 worker loads from the store's inline bytes or the artifact store.
@@ -28,7 +37,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from stageflow.runtime.attempt import AttemptResult, Job, execute
+from stageflow.operators.process_tree import SAMPLE_SECONDS, TreeSampler, memory_limit_message
+from stageflow.runtime.attempt import AttemptResult, Job, Usage, execute
 from stageflow.runtime.executors.base import Completions
 
 __all__ = ["ProcessExecutor"]
@@ -126,20 +136,44 @@ class _Slot:
                 conn.send_bytes(payload)
             except (BrokenPipeError, OSError):
                 return _failed(job, started, _death(proc))
-            ready = multiprocessing.connection.wait([conn, proc.sentinel])
-            if conn in ready:
+            assert proc.pid is not None  # started
+            sampler = TreeSampler(proc.pid)
+            outcome = self.watch(job, proc, conn, sampler)
+            if outcome == "done":
                 try:
                     result: AttemptResult = pickle.loads(conn.recv_bytes())
+                    result.usage = _with_peak(result.usage, sampler.peak_mb)
                     return result
                 except (EOFError, OSError):
                     pass
             proc.join(1)
             self.stop_worker()
-            return _failed(job, started, _death(proc))
+            usage = None if sampler.peak_mb is None else Usage(peak_rss_mb=sampler.peak_mb)
+            if outcome == "memory" and job.memory_limit_gb is not None:
+                error = memory_limit_message(sampler.peak_mb or 0.0, job.memory_limit_gb)
+            else:
+                error = _death(proc)
+            return _failed(job, started, error, usage)
         finally:
             with self.owner._lock:
                 self.owner._running.pop(job.key, None)
                 self.owner._cancelled.discard(job.key)
+
+    def watch(self, job: Job, proc: BaseProcess, conn: Connection, sampler: TreeSampler) -> str:
+        """Wait for the attempt's result (``"done"``) or the worker's death (``"died"``),
+        sampling the memory of the worker and its processes meanwhile; over
+        ``job.memory_limit_gb`` they are all killed (``"memory"``)."""
+        limit_mb = None if job.memory_limit_gb is None else job.memory_limit_gb * 1024
+        while True:
+            ready = multiprocessing.connection.wait([conn, proc.sentinel], timeout=SAMPLE_SECONDS)
+            if conn in ready:
+                return "done"
+            if ready:
+                return "died"
+            rss = sampler.sample()
+            if limit_mb is not None and rss is not None and rss > limit_mb:
+                _kill_tree(sampler.pid)
+                return "memory"
 
     def kill(self) -> None:
         proc = self.proc
@@ -193,10 +227,20 @@ def _death(proc: BaseProcess) -> str:
     return f"the worker process exited with code {code}"
 
 
-def _failed(job: Job, started: float, error: str) -> AttemptResult:
+def _failed(job: Job, started: float, error: str, usage: Usage | None = None) -> AttemptResult:
     return AttemptResult(
-        job.run_id, job.task_id, job.attempt, False, started, time.time(), error=error
+        job.run_id, job.task_id, job.attempt, False, started, time.time(), error=error, usage=usage
     )
+
+
+def _with_peak(usage: Usage | None, sampled_mb: float | None) -> Usage | None:
+    """The worker's own figures, with the larger of its peak and the sampled tree peak."""
+    if sampled_mb is None:
+        return usage
+    if usage is None:
+        return Usage(peak_rss_mb=sampled_mb)
+    own = usage.peak_rss_mb
+    return Usage(usage.cpu_seconds, sampled_mb if own is None else max(own, sampled_mb))
 
 
 def _worker_main(conn: Connection) -> None:

@@ -9,6 +9,12 @@ ignored. Operators that wait (``bash``) watch the attempt's cancellation flag
 and deadline, so they do stop. An abandoned attempt occupies its thread until
 it returns, so the pool grows by one thread per abandoned attempt to keep the
 promised parallelism.
+
+An attempt's usage is its thread's CPU time plus that of the commands its
+operator ran (``bash``), and those commands' peak memory; a Python task's own
+memory cannot be told from its process's, so it has no peak (nor a memory
+limit), and CPU time spent in other threads or processes it starts itself is
+not counted.
 """
 
 from __future__ import annotations

@@ -97,6 +97,17 @@ class AttemptRecord:
     started_at: float | None = None
     ended_at: float | None = None
     error: str | None = None
+    # Scheduling and usage (schema 5). ``queued_at``: when the task became ready
+    # for this attempt (the wait for a worker or resources is started_at - queued_at);
+    # ``request_json``: the resources it held, as JSON ({"cpu": 2, "memory_gb": 4, ...});
+    # ``gpu_devices``: the device indices assigned ("0,1"); measured: CPU seconds,
+    # peak resident memory in MiB, GPU seconds (GPUs held x wall time).
+    queued_at: float | None = None
+    request_json: str | None = None
+    gpu_devices: str | None = None
+    cpu_seconds: float | None = None
+    peak_rss_mb: float | None = None
+    gpu_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +218,18 @@ class Store(Protocol):
 
     def attempts(self, run_id: str, task_id: str | None = None) -> list[AttemptRecord]:
         """Ordered by task creation order, then attempt."""
+
+    def recent_attempts(
+        self, pipeline: str, runs: int = 10
+    ) -> list[tuple[RunRecord, list[AttemptRecord]]]:
+        """The newest ``runs`` runs of ``pipeline``, newest first (by created_at,
+        then run_id), each with its attempts (task creation order, then attempt)."""
+
+    def attempts_between(
+        self, since: float, until: float, pipeline: str | None = None
+    ) -> list[tuple[RunRecord, list[AttemptRecord]]]:
+        """The runs created in ``[since, until)``, only ``pipeline``'s when given,
+        oldest first, each with its attempts (task creation order, then attempt)."""
 
     def events(self, run_id: str) -> list[EventRecord]:
         """In commit order."""

@@ -196,6 +196,16 @@ MIGRATIONS: list[Migration] = [
         "CREATE INDEX artifact_links_by_sha256 ON artifact_links (sha256)",
         "CREATE INDEX artifact_links_by_uri ON artifact_links (uri)",
     ),
+    _for_both(
+        5,
+        "attempts: queue time, resources requested and assigned, measured usage",
+        "ALTER TABLE attempts ADD COLUMN queued_at {real}",
+        "ALTER TABLE attempts ADD COLUMN request_json TEXT",
+        "ALTER TABLE attempts ADD COLUMN gpu_devices TEXT",
+        "ALTER TABLE attempts ADD COLUMN cpu_seconds {real}",
+        "ALTER TABLE attempts ADD COLUMN peak_rss_mb {real}",
+        "ALTER TABLE attempts ADD COLUMN gpu_seconds {real}",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -11,6 +11,12 @@ supplies the differences (``dialect.py``).  Policy and state:
   as plain tuples, and rows are upserts (``INSERT ... ON CONFLICT DO UPDATE``),
   so the runner never asks whether a row exists.
 - A ``RunUpdate`` changes only the fields it sets: ``COALESCE(new, column)``.
+- An attempt row replaces its state, times and error, but its scheduling and
+  usage fields (``queued_at``, ``request_json``, ``gpu_devices``, ``cpu_seconds``,
+  ``peak_rss_mb``, ``gpu_seconds``) keep what an earlier row set when a later one
+  leaves them ``None`` (the running row carries the queue time and request, the
+  final one the measurements): ``COALESCE(new, column)`` across commits, the same
+  merge among the rows of one batch.
 - ``seq`` of a task run is its creation order: its index in ``create_run``, or
   one past the run's largest when ``commit`` upserts a task run not seen before.
 - A store is used from one thread at a time; a lock guards the connection
@@ -26,7 +32,7 @@ import functools
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -150,7 +156,6 @@ class SqlStore:
                         ],
                     )
                 if batch.attempts:
-                    attempts = {(a.run_id, a.task_id, a.attempt): a for a in batch.attempts}
                     self._many(
                         cur,
                         _UPSERT_ATTEMPT,
@@ -163,8 +168,14 @@ class SqlStore:
                                 a.started_at,
                                 a.ended_at,
                                 a.error,
+                                a.queued_at,
+                                a.request_json,
+                                a.gpu_devices,
+                                a.cpu_seconds,
+                                a.peak_rss_mb,
+                                a.gpu_seconds,
                             )
-                            for a in attempts.values()
+                            for a in _merged_attempts(batch.attempts)
                         ],
                     )
                 if batch.events:
@@ -330,6 +341,28 @@ class SqlStore:
             rows = self._fetchall(self._sql.select_task_attempts, (run_id, task_id))
         return [AttemptRecord(*row) for row in rows]
 
+    def recent_attempts(
+        self, pipeline: str, runs: int = 10
+    ) -> list[tuple[RunRecord, list[AttemptRecord]]]:
+        """The newest ``runs`` runs of ``pipeline`` (newest first), each with its
+        attempts in task creation order; one query (index ``runs_by_pipeline``,
+        then the attempts' and task runs' primary keys)."""
+        return _group_by_run(self._fetchall(self._sql.select_recent_attempts, (pipeline, runs)))
+
+    def attempts_between(
+        self, since: float, until: float, pipeline: str | None = None
+    ) -> list[tuple[RunRecord, list[AttemptRecord]]]:
+        """The runs created in ``[since, until)`` (of ``pipeline`` when given),
+        oldest first, each with its attempts in task creation order; one query
+        (index ``runs_by_created_at`` or ``runs_by_pipeline``)."""
+        if pipeline is None:
+            rows = self._fetchall(self._sql.select_attempts_between, (since, until))
+        else:
+            rows = self._fetchall(
+                self._sql.select_pipeline_attempts_between, (pipeline, since, until)
+            )
+        return _group_by_run(rows)
+
     def events(self, run_id: str) -> list[EventRecord]:
         """In commit order."""
         return [EventRecord(*row) for row in self._fetchall(self._sql.select_events, (run_id,))]
@@ -473,6 +506,48 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
     )
 
 
+_MERGED_ATTEMPT_FIELDS = (
+    "queued_at",
+    "request_json",
+    "gpu_devices",
+    "cpu_seconds",
+    "peak_rss_mb",
+    "gpu_seconds",
+)
+
+
+def _merged_attempts(records: Sequence[AttemptRecord]) -> list[AttemptRecord]:
+    """One record per attempt: the last one, with the scheduling and usage fields
+    it leaves ``None`` taken from earlier ones (as the upsert does across commits)."""
+    out: dict[tuple[str, str, int], AttemptRecord] = {}
+    for a in records:
+        key = (a.run_id, a.task_id, a.attempt)
+        earlier = out.get(key)
+        if earlier is not None:
+            kept = {
+                name: getattr(earlier, name)
+                for name in _MERGED_ATTEMPT_FIELDS
+                if getattr(a, name) is None and getattr(earlier, name) is not None
+            }
+            if kept:
+                a = replace(a, **kept)
+        out[key] = a
+    return list(out.values())
+
+
+def _group_by_run(rows: Sequence[Sequence[Any]]) -> list[tuple[RunRecord, list[AttemptRecord]]]:
+    """Rows of run columns + attempt columns (``NULL`` for a run without attempts),
+    ordered by run, as (run, its attempts)."""
+    out: list[tuple[RunRecord, list[AttemptRecord]]] = []
+    width = _RUN_WIDTH
+    for row in rows:
+        if not out or out[-1][0].run_id != row[0]:
+            out.append((_run_record(row), []))
+        if row[width] is not None:
+            out[-1][1].append(AttemptRecord(row[0], *row[width:]))
+    return out
+
+
 def _cache_row(e: CacheEntry) -> tuple[Any, ...]:
     o = e.output
     return (
@@ -535,6 +610,22 @@ _SELECT_RUN = (
     "SELECT run_id, pipeline, pipeline_version, state, params_json, created_at, started_at, "
     "ended_at, owner_host, owner_pid, owner_started_at, heartbeat_at, executor, source FROM runs "
 )
+_RUN_WIDTH = 14  # the run columns in front of the attempt columns below
+# Runs (alias r) with their attempts, in the order of _RUN_WIDTH run columns, then
+# AttemptRecord's fields after run_id; a run without attempts gives one row of NULLs.
+_SELECT_RUN_ATTEMPTS = (
+    "SELECT r.run_id, r.pipeline, r.pipeline_version, r.state, r.params_json, r.created_at, "
+    "r.started_at, r.ended_at, r.owner_host, r.owner_pid, r.owner_started_at, r.heartbeat_at, "
+    "r.executor, r.source, a.task_id, a.attempt, a.state, a.started_at, a.ended_at, a.error, "
+    "a.queued_at, a.request_json, a.gpu_devices, a.cpu_seconds, a.peak_rss_mb, a.gpu_seconds "
+)
+_RECENT_RUNS = (
+    "FROM (SELECT * FROM runs WHERE pipeline = ? ORDER BY created_at DESC, run_id DESC LIMIT ?) "
+)
+_RUN_ATTEMPTS_JOIN = (
+    "r LEFT JOIN attempts a ON a.run_id = r.run_id "
+    "LEFT JOIN task_runs t ON t.run_id = a.run_id AND t.task_id = a.task_id "
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,6 +643,9 @@ class _Statements:
     select_task_runs: str
     select_attempts: str
     select_task_attempts: str
+    select_recent_attempts: str
+    select_attempts_between: str
+    select_pipeline_attempts_between: str
     select_events: str
     select_outputs: str
     select_cache: str
@@ -571,7 +665,7 @@ class _MultiRow:
     suffix: str = ""
 
 
-_CHUNK_ROWS = 250  # 250 rows x at most 12 values: far under SQLite's 32,766 variables
+_CHUNK_ROWS = 250  # 250 rows x at most 13 values: far under SQLite's 32,766 variables
 
 _UPSERT_TASK_RUN = _MultiRow(
     "INSERT INTO task_runs (run_id, task_id, seq, state, attempts, started_at, ended_at, error, "
@@ -582,11 +676,21 @@ _UPSERT_TASK_RUN = _MultiRow(
     "attempts = excluded.attempts, started_at = excluded.started_at, "
     "ended_at = excluded.ended_at, error = excluded.error, note = excluded.note",
 )
+# The scheduling and usage columns keep what an earlier row set when a later one
+# leaves them NULL: the runner writes queued_at/request on the running row and the
+# measurements on the final one.
 _UPSERT_ATTEMPT = _MultiRow(
-    "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, ended_at, error) VALUES ",
-    "(?, ?, ?, ?, ?, ?, ?)",
+    "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, ended_at, error, "
+    "queued_at, request_json, gpu_devices, cpu_seconds, peak_rss_mb, gpu_seconds) VALUES ",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     " ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET state = excluded.state, "
-    "started_at = excluded.started_at, ended_at = excluded.ended_at, error = excluded.error",
+    "started_at = excluded.started_at, ended_at = excluded.ended_at, error = excluded.error, "
+    "queued_at = COALESCE(excluded.queued_at, attempts.queued_at), "
+    "request_json = COALESCE(excluded.request_json, attempts.request_json), "
+    "gpu_devices = COALESCE(excluded.gpu_devices, attempts.gpu_devices), "
+    "cpu_seconds = COALESCE(excluded.cpu_seconds, attempts.cpu_seconds), "
+    "peak_rss_mb = COALESCE(excluded.peak_rss_mb, attempts.peak_rss_mb), "
+    "gpu_seconds = COALESCE(excluded.gpu_seconds, attempts.gpu_seconds)",
 )
 _INSERT_EVENT = _MultiRow(
     "INSERT INTO events (run_id, task_id, from_state, to_state, at, attempt, message) VALUES ",
@@ -667,13 +771,36 @@ def _statements(dialect: Dialect) -> _Statements:
             "FROM task_runs WHERE run_id = ? ORDER BY seq"
         ),
         select_attempts=q(
-            "SELECT a.run_id, a.task_id, a.attempt, a.state, a.started_at, a.ended_at, a.error "
-            "FROM attempts a JOIN task_runs t ON t.run_id = a.run_id AND t.task_id = a.task_id "
+            "SELECT a.run_id, a.task_id, a.attempt, a.state, a.started_at, a.ended_at, a.error, "
+            "a.queued_at, a.request_json, a.gpu_devices, a.cpu_seconds, a.peak_rss_mb, "
+            "a.gpu_seconds FROM attempts a "
+            "JOIN task_runs t ON t.run_id = a.run_id AND t.task_id = a.task_id "
             "WHERE a.run_id = ? ORDER BY t.seq, a.attempt"
         ),
         select_task_attempts=q(
-            "SELECT run_id, task_id, attempt, state, started_at, ended_at, error "
-            "FROM attempts WHERE run_id = ? AND task_id = ? ORDER BY attempt"
+            "SELECT run_id, task_id, attempt, state, started_at, ended_at, error, queued_at, "
+            "request_json, gpu_devices, cpu_seconds, peak_rss_mb, gpu_seconds FROM attempts "
+            "WHERE run_id = ? AND task_id = ? ORDER BY attempt"
+        ),
+        select_recent_attempts=q(
+            _SELECT_RUN_ATTEMPTS
+            + _RECENT_RUNS
+            + _RUN_ATTEMPTS_JOIN
+            + "ORDER BY r.created_at DESC, r.run_id DESC, t.seq, a.attempt"
+        ),
+        select_attempts_between=q(
+            _SELECT_RUN_ATTEMPTS
+            + "FROM runs "
+            + _RUN_ATTEMPTS_JOIN
+            + "WHERE r.created_at >= ? AND r.created_at < ? "
+            "ORDER BY r.created_at, r.run_id, t.seq, a.attempt"
+        ),
+        select_pipeline_attempts_between=q(
+            _SELECT_RUN_ATTEMPTS
+            + "FROM runs "
+            + _RUN_ATTEMPTS_JOIN
+            + "WHERE r.pipeline = ? AND r.created_at >= ? AND r.created_at < ? "
+            "ORDER BY r.created_at, r.run_id, t.seq, a.attempt"
         ),
         select_events=q(
             "SELECT run_id, task_id, from_state, to_state, at, attempt, message "
