@@ -45,7 +45,7 @@ not choose a hyperparameter the candidate sets.
 
 Output: ``{"kind": "model", "name", "algorithm", "model_type", "estimator",
 "target", "hyperparameters", "training_metrics", "classes", "input_example",
-"feature_names_in", "candidate", "task_id"}`` (``candidate``: ``{"index",
+"feature_names_in", "candidate", "gpu_devices", "task_id"}`` (``candidate``: ``{"index",
 "hyperparameters", "source"}`` for a mapped child, else ``None``); the model
 is also saved as ``model.joblib``.
 
@@ -244,6 +244,10 @@ class ModelTraining(MLOperator):
             "model": uri,
         }
         label = f"{params.name or params.algorithm} ({type(model).__name__})"
+        devices = ctx.extra_env.get("CUDA_VISIBLE_DEVICES")
+        if devices is not None:  # the GPUs this attempt was given (resources: {gpu: N})
+            info["cuda_visible_devices"] = devices
+            label += f" on GPU {devices}"
         if candidate is not None:
             info["candidate"] = candidate["index"]
             chosen = ", ".join(f"{k}={v!r}" for k, v in candidate["hyperparameters"].items())
@@ -260,6 +264,7 @@ class ModelTraining(MLOperator):
             "estimator": pipeline,
             "target": target,
             "feature_names_in": [str(c) for c in x_train.columns],
+            "gpu_devices": devices,
             "hyperparameters": hyper,
             "training_metrics": metrics,
             "classes": None if classes is None else [_plain(c) for c in classes],
