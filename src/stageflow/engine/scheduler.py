@@ -282,7 +282,12 @@ class Scheduler:
     @property
     def has_ready(self) -> bool:
         """Queued tasks wait (for a worker or, with admission, for resources)."""
-        return any(self._heaps)
+        for heap in self._heaps:
+            while heap and self._state[heap[0][3]] is not _S.QUEUED:
+                heapq.heappop(heap)  # stale: started by key, or cancelled meanwhile
+            if heap:
+                return True
+        return False
 
     @property
     def uses_admission(self) -> bool:

@@ -615,6 +615,15 @@ def render_run_report(report: RunReport) -> list[str]:
             )
         if len(measured) > _MAX_TASK_LINES:
             lines.append(f"  ... and {len(measured) - _MAX_TASK_LINES} more tasks")
+        cpu = [u.cpu_seconds for u in measured if u.cpu_seconds is not None]
+        peak = [u.peak_rss_mb for u in measured if u.peak_rss_mb is not None]
+        gpu = [u.gpu_seconds for u in measured if u.gpu_seconds is not None]
+        total = f" {_money(report.cost):>10}" if priced and report.cost is not None else ""
+        lines.append(  # the run: CPU and GPU seconds add up; the peak is the largest
+            f"  {'run':<{width}}  {_number(sum(cpu) if cpu else None, 2):>9} "
+            f"{_number(max(peak) if peak else None, 1):>9} "
+            f"{_number(sum(gpu) if gpu else None, 2):>8}{total}  (largest peak of one task)"
+        )
     if report.cost is not None:
         lines.append(f"cost: {_money(report.cost)} ({prices_text(report.prices)})")
     advice = [e.recommendation for e in report.history if e.recommendation]
