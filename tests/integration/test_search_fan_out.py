@@ -133,6 +133,23 @@ def test_the_example_trains_evaluates_and_selects_one_run_per_candidate(tmp_path
     ranking = selected["selection"]["ranking"]
     assert len(ranking) == n and ranking[0]["task"] == expected
 
+    def logs(task: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(STAGEFLOW), "--home", str(settings.home), "logs", result.run_id, task],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    shown = logs("train[3]")  # one child's log, by its run id
+    assert shown.returncode == 0, shown.stderr
+    assert "candidate 3 [" in shown.stdout
+    bad = logs("train[x]")
+    assert bad.returncode == 2 and "ID[K] with K a number" in bad.stderr
+    missing = logs(f"train[{n}]")
+    assert missing.returncode != 0 and f"has no task 'train[{n}]'" in missing.stderr
+
 
 @pytest.mark.slow
 def test_selection_over_the_trained_candidates_by_cross_validation(tmp_path: Path) -> None:

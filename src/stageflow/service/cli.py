@@ -632,7 +632,12 @@ def logs(settings: Any, run_id: str, task: str, attempt: int | None) -> None:
     from stageflow.spec.validate import id_problem
 
     _check_run_id(run_id)
-    why = id_problem(task)
+    base, element = _child_parts(task)  # a mapped task's child: id[k]
+    why = id_problem(base) or (
+        None
+        if element is None or element.isdigit()
+        else f"task {task!r}: a mapped task's run is ID[K] with K a number, e.g. {base}[0]"
+    )
     if why is not None:
         raise UsageError(why, field="task")
     with _store(settings) as store:
@@ -726,6 +731,14 @@ def _check_run_id(run_id: str) -> None:
     why = id_problem(run_id, "run id")
     if why is not None:
         raise UsageError(f"{why}; see `stageflow runs list`", field="run_id")
+
+
+def _child_parts(task: str) -> tuple[str, str | None]:
+    """``"train[3]"`` -> ``("train", "3")``; ``"train"`` -> ``("train", None)``."""
+    if task.endswith("]") and "[" in task:
+        base, _, rest = task.partition("[")
+        return base, rest[:-1]
+    return task, None
 
 
 def _check_task_id(task: str, what: str) -> None:
