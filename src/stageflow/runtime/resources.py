@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,6 +119,8 @@ def _gpus(path: str | None) -> int:
     smi = shutil.which("nvidia-smi", path=path)
     if smi is None:
         return 0
+    import subprocess  # only where nvidia-smi exists
+
     try:
         out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -219,6 +219,8 @@ def history_estimates(store: Store, pipeline: Pipeline, plan: EnginePlan) -> lis
                     durations.setdefault(row.task_id, []).append(row.ended_at - row.started_at)
     if not own and not durations:
         return []
+    import statistics  # only with history to summarise
+
     return [
         own.get(tid) or (statistics.median(durations[tid]) if tid in durations else 1.0)
         for tid in plan.ids
