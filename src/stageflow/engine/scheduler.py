@@ -861,6 +861,15 @@ def _requests(
 ) -> tuple[list[Request], list[int]]:
     """The distinct requests of ``pipeline``'s tasks and each task's index into
     them; ``([], [])`` when no task asks for anything."""
+    if (
+        pipeline.defaults.resources is None
+        and pipeline.defaults.pool is None
+        and not any(t.resources is not None or t.pool is not None for t in pipeline.tasks)
+        and not (
+            operator_defaults and any(t.operator_name in operator_defaults for t in pipeline.tasks)
+        )
+    ):
+        return [], []  # nobody asks for anything (the common, large case): no admission
     table: dict[tuple[object, ...], int] = {}
     requests: list[Request] = []
     of: list[int] = []
