@@ -112,18 +112,9 @@ class Admission:
 
     def why_infeasible(self, request: Request) -> tuple[str, str] | None:
         """``(field, message)`` when ``request`` can never fit, else ``None``."""
-        why = self._why(request)
-        if why is None:
-            return None
-        if why.startswith("pool "):
-            return "pool", why
-        field = why.split(" ", 1)[0].rstrip(":")
-        return (field if field.startswith("resources.") else "resources.gpu"), why
-
-    def _why(self, request: Request) -> str | None:
         cap = self.capacity
         if request.gpu > 1 and not float(request.gpu).is_integer():
-            return (
+            return "resources.gpu", (
                 f"resources.gpu is {request.gpu:g}: a request above 1 GPU must be a whole "
                 "number (fractions share one device)"
             )
@@ -136,7 +127,7 @@ class Admission:
         for name, asked, have, unit, flag in checks:
             if asked > have + _EPS:
                 where = f" (capacity set by {flag} or detected)" if flag else ""
-                return (
+                return f"resources.{name}", (
                     f"resources.{name} is {asked:g} but this machine has {have:g} {unit}"
                     f"{where}; lower the request or run it where it fits"
                 )
@@ -144,15 +135,18 @@ class Admission:
             limit = cap.custom.get(name)
             if limit is None:
                 known = ", ".join(sorted(cap.custom)) or "none"
-                return (
+                return f"resources.{name}", (
                     f"resources.{name}: no custom resource '{name}' is configured "
                     f"(configured: {known})"
                 )
             if asked > limit + _EPS:
-                return f"resources.{name} is {asked:g} but the capacity is {limit:g}"
+                return (
+                    f"resources.{name}",
+                    f"resources.{name} is {asked:g} but the capacity is {limit:g}",
+                )
         if request.pool is not None and request.pool not in cap.pools:
             known = ", ".join(sorted(cap.pools)) or "none"
-            return f"pool '{request.pool}' is not configured (pools: {known})"
+            return "pool", f"pool '{request.pool}' is not configured (pools: {known})"
         return None
 
     def fits(self, request: Request) -> bool:

@@ -629,17 +629,9 @@ def runs_cost(settings: Any, pipeline: str | None, days: int, fmt: str) -> None:
 def logs(settings: Any, run_id: str, task: str, attempt: int | None) -> None:
     """Print the captured stdout/stderr/logging of TASK in RUN_ID."""
     from stageflow.runtime.logs import attempt_log
-    from stageflow.spec.validate import id_problem
 
     _check_run_id(run_id)
-    base, element = _child_parts(task)  # a mapped task's child: id[k]
-    why = id_problem(base) or (
-        None
-        if element is None or element.isdigit()
-        else f"task {task!r}: a mapped task's run is ID[K] with K a number, e.g. {base}[0]"
-    )
-    if why is not None:
-        raise UsageError(why, field="task")
+    _check_task_id(task, "", mapped=True)
     with _store(settings) as store:
         store.get_run(run_id)
         known = {t.task_id for t in store.task_runs(run_id)}
@@ -733,20 +725,17 @@ def _check_run_id(run_id: str) -> None:
         raise UsageError(f"{why}; see `stageflow runs list`", field="run_id")
 
 
-def _child_parts(task: str) -> tuple[str, str | None]:
-    """``"train[3]"`` -> ``("train", "3")``; ``"train"`` -> ``("train", None)``."""
-    if task.endswith("]") and "[" in task:
-        base, _, rest = task.partition("[")
-        return base, rest[:-1]
-    return task, None
-
-
-def _check_task_id(task: str, what: str) -> None:
+def _check_task_id(task: str, what: str, *, mapped: bool = False) -> None:
+    """A bad task id is a usage error (``what``: the argument, prefixed to the
+    message when given); ``mapped``: a mapped task's run ``ID[K]`` is accepted."""
     from stageflow.spec.validate import id_problem
 
-    why = id_problem(task)
+    base, bracket, rest = task.partition("[") if mapped and task.endswith("]") else (task, "", "")
+    why = id_problem(base)
+    if why is None and bracket and not rest[:-1].isdigit():
+        why = f"task {task!r}: a mapped task's run is ID[K] with K a number, e.g. {base}[0]"
     if why is not None:
-        raise UsageError(f"{what}: {why}", field="task")
+        raise UsageError(f"{what}: {why}" if what else why, field="task")
 
 
 def _paused_elsewhere(settings: Any, run_id: str) -> bool:
