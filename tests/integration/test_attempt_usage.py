@@ -24,7 +24,7 @@ from stageflow import Task
 from stageflow.operators.base import TaskContext
 from stageflow.operators.process_tree import memory_limit_message
 from stageflow.runtime.attempt import AttemptResult, Job
-from stageflow.runtime.executors.base import Completions, Executor
+from stageflow.runtime.executors.base import Deliver, Executor
 from stageflow.runtime.executors.process import ProcessExecutor
 from stageflow.runtime.executors.thread import ThreadExecutor
 
@@ -37,12 +37,15 @@ class Runner:
 
     def __init__(self, kind: str, home: Path) -> None:
         self.home = home
-        self.completions: Completions = queue.SimpleQueue()
-        make: Callable[[int, Completions], Executor] = (
+        self.completions: queue.SimpleQueue[AttemptResult] = queue.SimpleQueue()
+        make: Callable[[int, Deliver], Executor] = (
             ProcessExecutor if kind == "process" else ThreadExecutor
         )
-        self.executor = make(1, self.completions)
+        self.executor = make(1, self._deliver)
         self.attempts = 0
+
+    def _deliver(self, result: AttemptResult) -> None:
+        self.completions.put(result)
 
     def run(self, task: Task, memory_limit_gb: float | None = None) -> AttemptResult:
         self.attempts += 1

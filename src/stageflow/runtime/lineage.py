@@ -218,31 +218,47 @@ def seeds_of(pipeline: Pipeline, params: Mapping[str, Any]) -> dict[str, Any]:
     return seeds
 
 
+_GIT_STATUS = ("status", "--porcelain=v2", "--branch", "--untracked-files=no")
+
+
 def git_state(folder: Path) -> dict[str, Any] | None:
-    """The commit, branch and dirty flag of the git repository holding ``folder``."""
+    """The commit, branch and dirty flag of the git repository holding ``folder``.
 
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(folder), *args],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
+    One ``git status`` gives all three (porcelain v2 with ``--branch``); the root
+    is the nearest folder up that holds ``.git``. ``None`` outside a repository,
+    before its first commit, or without git.
+    """
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), *_GIT_STATUS],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
         return None
-    status = git("status", "--porcelain", "--untracked-files=no")
+    if done.returncode != 0:
+        return None
+    head: dict[str, str] = {}
+    dirty = False
+    for line in done.stdout.splitlines():
+        if line.startswith("# branch."):
+            key, _, value = line[len("# branch.") :].partition(" ")
+            head[key] = value
+        elif line and not line.startswith("#"):
+            dirty = True
+    commit = head.get("oid")
+    if not commit or commit == "(initial)":
+        return None
+    branch = head.get("head")
+    here = folder.resolve()
+    root = next((p for p in (here, *here.parents) if (p / ".git").exists()), None)
     return {
         "git_commit": commit,
-        "git_branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-        "git_dirty": bool(status),
-        "git_root": git("rev-parse", "--show-toplevel"),
+        "git_branch": "HEAD" if branch == "(detached)" else branch,
+        "git_dirty": dirty,
+        "git_root": str(root) if root is not None else None,
     }
 
 
@@ -250,24 +266,44 @@ def installed_packages() -> dict[str, str]:
     """name -> version of every distribution on ``sys.path``, from folder names only.
 
     Reading each package's metadata costs ~0.2 s; ``NAME-VERSION.dist-info``
-    folder names hold the same facts and list in a millisecond.
+    folder names hold the same facts and list in a millisecond. A folder's
+    listing is kept while its modification time is unchanged (installing or
+    removing a package adds or removes an entry, which changes it).
     """
     found: dict[str, str] = {}
     for entry in sys.path:
-        if not entry or not os.path.isdir(entry):
-            continue
-        try:
-            names = os.listdir(entry)
-        except OSError:
-            continue
-        for name in names:
-            if not name.endswith((".dist-info", ".egg-info")):
-                continue
-            stem = name.rsplit(".", 1)[0]
-            dist, _, version = stem.partition("-")
-            if dist and version:
-                found.setdefault(dist.lower().replace("_", "-"), version)
+        for dist, version in _distributions(entry):
+            found.setdefault(dist, version)
     return dict(sorted(found.items()))
+
+
+_LISTED: dict[str, tuple[int, list[tuple[str, str]]]] = {}
+
+
+def _distributions(entry: str) -> list[tuple[str, str]]:
+    if not entry:
+        return []
+    try:
+        mtime = os.stat(entry).st_mtime_ns
+    except OSError:
+        return []
+    cached = _LISTED.get(entry)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    try:
+        names = os.listdir(entry)
+    except OSError:  # not a folder (a zip), or unreadable
+        return []
+    dists = []
+    for name in names:
+        if not name.endswith((".dist-info", ".egg-info")):
+            continue
+        stem = name.rsplit(".", 1)[0]
+        dist, _, version = stem.partition("-")
+        if dist and version:
+            dists.append((dist.lower().replace("_", "-"), version))
+    _LISTED[entry] = (mtime, dists)
+    return dists
 
 
 def packages_hash(packages: Mapping[str, str]) -> str:

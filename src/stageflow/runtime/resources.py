@@ -213,10 +213,8 @@ def history_estimates(store: Store, pipeline: Pipeline, plan: EnginePlan) -> lis
     own = {t.id: t.estimated_seconds for t in pipeline.tasks if t.estimated_seconds}
     durations: dict[str, list[float]] = {}
     if 2 < len(plan.ids) <= HISTORY_MAX_TASKS and len(own) < len(plan.ids):
-        for run in store.list_runs(limit=HISTORY_RUNS, pipeline=pipeline.name):
-            for row in store.task_runs(run.run_id):
-                if row.state == "success" and row.started_at and row.ended_at and not row.note:
-                    durations.setdefault(row.task_id, []).append(row.ended_at - row.started_at)
+        for tid, seconds in store.task_durations(pipeline.name, HISTORY_RUNS):
+            durations.setdefault(tid, []).append(seconds)
     if not own and not durations:
         return []
     import statistics  # only with history to summarise

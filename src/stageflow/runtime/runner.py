@@ -25,8 +25,8 @@ import gc
 import heapq
 import json
 import logging
+import math
 import os
-import queue
 import secrets
 import socket
 import time
@@ -45,7 +45,8 @@ from stageflow.runtime.artifacts import ArtifactStore, load_output, store_output
 from stageflow.runtime.attempt import AttemptResult, Job, Usage
 from stageflow.runtime.committer import Committer
 from stageflow.runtime.control import RunControl, default_requester, live_owner
-from stageflow.runtime.executors.base import Completions, Executor
+from stageflow.runtime.cycle import Cycle
+from stageflow.runtime.executors.base import Deliver, Executor
 from stageflow.runtime.lineage import start_recording
 from stageflow.runtime.plan import check, resolve_params, task_parameters
 from stageflow.runtime.resilience import TIMEOUT_TYPES, Resilience
@@ -280,8 +281,9 @@ class Runner:
         params = resolve_params(self.pipeline, overrides)
         plan = self._plan(params)
         now = self.clock()
-        spec = json.dumps(self.pipeline.canonical(), sort_keys=True, default=str)
-        version = self.pipeline.content_hash()
+        canonical = self.pipeline.canonical()
+        spec = json.dumps(canonical, sort_keys=True, default=str)
+        version = self.pipeline.content_hash(canonical)
         self.store.save_pipeline(PipelineRecord(self.pipeline.name, version, spec, now))
         run_id = new_run_id(now)
         run = RunRecord(
@@ -425,134 +427,50 @@ class Runner:
             )
         )
         loop.record(sched.start(now), batch)
-        completions: Completions = queue.SimpleQueue()
-
-        def wake() -> None:  # another run released resources: look again
-            completions.put(None)
-
-        shared = self.admission is not None and sched.uses_admission and self.shared
-        if shared:
-            assert self.admission is not None
-            self.admission.subscribe(wake)
-        executor = _make_executor(self.executor_name, self.parallel, completions)
-        deadlines: list[tuple[float, str, int]] = []
-        run_timeout = pipeline.run_timeout_seconds
-        run_deadline = now + run_timeout if run_timeout else None
-        last_heartbeat = now
-        cancelled = False
         approvers = {t.id: t.approval.approvers for t in pipeline.tasks if t.approval is not None}
         control = (  # cancel/pause/unpause/approve requests from other processes
             RunControl.for_run(self.store, run_id, approvers, now)
             if resumed
             else RunControl(self.store, run_id, approvers, now)
         )
-        interval = self.settings.commit_interval
-        dirty_since: float | None = None
+        drive = _Drive(self, loop, sched, control, timeouts, batch, now)
+        cycle = Cycle(drive.step, self.clock, drive.submit)
+        drive.executor = _make_executor(self.executor_name, self.parallel, cycle.deliver)
+        shared = self.admission is not None and sched.uses_admission and self.shared
+        if shared:
+            assert self.admission is not None
+            self.admission.subscribe(cycle.wake)  # another run released resources
+        cancelled = False
         try:
-            while not sched.finished:
-                to_start: list[Job] = []
-                free = self.parallel - sched.running
-                if control.paused and sched.has_ready:
-                    sched.withdraw()  # hold nothing back for a paused run
-                if free > 0 and sched.has_ready and not control.paused:
-                    for t in sched.pop_ready(free, now):
-                        loop.record([t], batch)
-                        if t.task_id in loop.guard.guarded and loop.short_circuit(sched, t, batch):
-                            continue  # a cache hit or an open circuit: it does not run
-                        timeout = timeouts[t.task_id]
-                        deadline = now + timeout if timeout else None
-                        if deadline is not None:
-                            heapq.heappush(deadlines, (deadline, t.task_id, t.attempt))
-                        to_start.append(loop.job(t.task_id, t.attempt, deadline))
-                for job in to_start:
-                    executor.submit(job)
-                while loop.to_stop:  # e.g. fail_fast cancelled running attempts
-                    executor.cancel(loop.to_stop.pop())
-                if batch:
-                    # Group commit: changes wait at most commit_interval; batches keep
-                    # the order of events, so causal order holds (module docstring).
-                    if dirty_since is None:
-                        dirty_since = now
-                    if now - dirty_since >= interval or sched.finished:
-                        loop.commit(batch)
-                        batch = Batch()
-                        dirty_since = None
-                if sched.finished:
-                    break
-                wait = _MAX_WAIT
-                next_due = sched.next_due()
-                for due in (
-                    next_due,
-                    deadlines[0][0] if deadlines else None,
-                    dirty_since + interval if dirty_since is not None else None,
-                    control.next_poll,
-                    run_deadline,
-                ):
-                    if due is not None and due - now < wait:
-                        wait = max(0.0, due - now)
-                if loop.shortcuts and sched.has_ready and sched.running < self.parallel:
-                    wait = 0.0  # cache hits at dispatch made more tasks ready: go on
-                loop.shortcuts = False
-                if (
-                    sched.running == 0
-                    and not sched.has_ready
-                    and next_due is None
-                    and not sched.awaiting_approval
-                ):
-                    raise RuntimeError(
-                        f"run {run_id}: no task running, ready or due, "
-                        f"but not finished: {sched.states()}"
-                    )
-                results = _drain(completions, wait)
+            cycle.run_step(now)
+            while True:
+                with cycle.lock:
+                    if cycle.error is not None:
+                        raise cycle.error
+                    if sched.finished:
+                        break
+                    now = self.clock()
+                    look = drive.look(now)
+                    cycle.look_at = look
+                cycle.sleep(look - now)
                 now = self.clock()
-                for result in results:
-                    if result is not None:  # None: a wake-up (resources were released)
-                        loop.finish(sched, result, now, batch)
-                loop.record(sched.due(now), batch)
-                while deadlines and deadlines[0][0] <= now:
-                    _, tid, attempt = heapq.heappop(deadlines)
-                    if sched.state(tid) is _S.RUNNING and sched.attempt(tid) == attempt:
-                        executor.cancel((run_id, tid, attempt))
-                        loop.fail(
-                            sched,
-                            tid,
-                            attempt,
-                            now,
-                            f"timed out after {timeouts[tid]:g}s (timeout_seconds); "
-                            "the attempt was stopped",
-                            TIMEOUT_TYPES,
-                            batch,
-                        )
-                if run_deadline is not None and now >= run_deadline:
-                    run_deadline = None
-                    loop.record(
-                        sched.abort(
-                            now,
-                            f"run timed out after {run_timeout:g}s (run_timeout_seconds); "
-                            "running attempts were stopped and the rest cancelled",
-                        ),
-                        batch,
-                    )
-                if now >= control.next_poll:
-                    control.poll(sched, now, batch, loop.record)
-                    while loop.to_stop:  # a cancel request stops running attempts
-                        executor.cancel(loop.to_stop.pop())
-                if now - last_heartbeat >= _HEARTBEAT_SECONDS:
-                    batch.runs.append(RunUpdate(run_id, heartbeat_at=now))
-                    last_heartbeat = now
+                cycle.run_step(now)
         except KeyboardInterrupt:
             cancelled = True
-            now = self.clock()
-            loop.record(sched.cancel(now, "cancelled: interrupted (Ctrl-C)"), batch)
-            while loop.to_stop:
-                executor.cancel(loop.to_stop.pop())
+            with cycle.lock:
+                now = self.clock()
+                loop.record(sched.cancel(now, "cancelled: interrupted (Ctrl-C)"), drive.batch)
+                drive.stop_cancelled()
         finally:
-            executor.shutdown()
+            cycle.close()
+            drive.executor.shutdown()
             sched.close()  # no grant outlives the run, however it ended
             if shared:
                 assert self.admission is not None
-                self.admission.unsubscribe(wake)
+                self.admission.unsubscribe(cycle.wake)
             gc.unfreeze()
+        now = max(now, drive.now)
+        batch = drive.batch
         state = sched.run_state()
         if cancelled or control.cancelled:
             state = RunState.CANCELLED
@@ -571,6 +489,162 @@ class Runner:
 
 
 # -- helpers ---------------------------------------------------------------------
+
+
+class _Drive:
+    """One run's step (``runtime.cycle``): what the loop does per tick, run by
+    whichever thread holds the cycle's lock — a worker that just finished an
+    attempt, or the run's own thread when a timer is due.
+
+    A step records finished attempts, re-queues due retries, fails attempts past
+    their deadline, applies the run's deadline, control requests and heartbeat,
+    starts ready tasks up to ``max_parallel`` and group-commits the batch once its
+    oldest change is ``commit_interval`` old (module docstring: causal order)."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        loop: _Loop,
+        sched: Scheduler,
+        control: RunControl,
+        timeouts: Mapping[str, float | None],
+        batch: Batch,
+        now: float,
+    ) -> None:
+        self.loop = loop
+        self.sched = sched
+        self.control = control
+        self.timeouts = timeouts
+        self.batch = batch
+        self.executor: Executor
+        self.parallel = runner.parallel
+        self.interval = runner.settings.commit_interval
+        self.deadlines: list[tuple[float, str, int]] = []  # (deadline, task id, attempt)
+        self.run_timeout = runner.pipeline.run_timeout_seconds
+        self.run_deadline = now + self.run_timeout if self.run_timeout else None
+        self.last_heartbeat = now
+        self.dirty_since: float | None = None
+        self.now = now
+
+    def submit(self, job: Job) -> None:
+        self.executor.submit(job)
+
+    def stop_cancelled(self) -> None:
+        """Stop the running attempts the engine cancelled (fail_fast, cancel, abort)."""
+        to_stop = self.loop.to_stop
+        while to_stop:
+            self.executor.cancel(to_stop.pop())
+
+    def step(self, results: list[AttemptResult], now: float) -> tuple[list[Job], float]:
+        loop, sched, batch = self.loop, self.sched, self.batch
+        self.now = now = max(now, self.now)
+        for result in results:
+            loop.finish(sched, result, now, batch)
+        due = sched.next_due()
+        if due is not None and due <= now:
+            loop.record(sched.due(now), batch)
+        if self.deadlines and self.deadlines[0][0] <= now:
+            self._time_out(now)
+        if self.run_deadline is not None and now >= self.run_deadline:
+            self.run_deadline = None
+            loop.record(
+                sched.abort(
+                    now,
+                    f"run timed out after {self.run_timeout:g}s (run_timeout_seconds); "
+                    "running attempts were stopped and the rest cancelled",
+                ),
+                batch,
+            )
+        control = self.control
+        if now >= control.next_poll:
+            control.poll(sched, now, batch, loop.record)
+        if now - self.last_heartbeat >= _HEARTBEAT_SECONDS:
+            batch.runs.append(RunUpdate(loop.run_id, heartbeat_at=now))
+            self.last_heartbeat = now
+        jobs = self._dispatch(now) if sched.has_ready else []
+        self.stop_cancelled()
+        if batch:
+            # Group commit: changes wait at most commit_interval; batches keep the
+            # order of events, so causal order holds (module docstring).
+            if self.dirty_since is None:
+                self.dirty_since = now
+            if now - self.dirty_since >= self.interval or sched.finished:
+                loop.commit(batch)
+                self.batch = Batch()
+                self.dirty_since = None
+        return jobs, self.look(now)
+
+    def look(self, now: float) -> float:
+        """When the run's thread must look next (``-inf``: the run finished).
+
+        Raises ``RuntimeError`` (a bug) when nothing runs, waits or is due but the
+        run is not finished."""
+        sched = self.sched
+        if sched.finished:
+            return -math.inf
+        next_due = sched.next_due()
+        if (
+            sched.running == 0
+            and next_due is None
+            and not sched.awaiting_approval
+            and not sched.has_ready
+        ):
+            raise RuntimeError(
+                f"run {self.loop.run_id}: no task running, ready or due, "
+                f"but not finished: {sched.states()}"
+            )
+        look = now + _MAX_WAIT
+        for due in (
+            next_due,
+            self.deadlines[0][0] if self.deadlines else None,
+            self.dirty_since + self.interval if self.dirty_since is not None else None,
+            self.control.next_poll,
+            self.run_deadline,
+        ):
+            if due is not None and due < look:
+                look = due
+        return look
+
+    def _dispatch(self, now: float) -> list[Job]:
+        loop, sched, batch = self.loop, self.sched, self.batch
+        jobs: list[Job] = []
+        if self.control.paused:
+            sched.withdraw()  # hold nothing back for a paused run
+            return jobs
+        guarded = loop.guard.guarded
+        while True:
+            free = self.parallel - sched.running
+            if free <= 0 or not sched.has_ready:
+                return jobs
+            loop.shortcuts = False
+            for t in sched.pop_ready(free, now):
+                loop.record([t], batch)
+                if guarded and t.task_id in guarded and loop.short_circuit(sched, t, batch):
+                    continue  # a cache hit or an open circuit: it does not run
+                timeout = self.timeouts[t.task_id]
+                deadline = now + timeout if timeout else None
+                if deadline is not None:
+                    heapq.heappush(self.deadlines, (deadline, t.task_id, t.attempt))
+                jobs.append(loop.job(t.task_id, t.attempt, deadline))
+            if not loop.shortcuts:  # cache hits may have made more tasks ready
+                return jobs
+
+    def _time_out(self, now: float) -> None:
+        loop, sched = self.loop, self.sched
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, tid, attempt = heapq.heappop(self.deadlines)
+            if sched.state(tid) is _S.RUNNING and sched.attempt(tid) == attempt:
+                self.executor.cancel((loop.run_id, tid, attempt))
+                loop.fail(
+                    sched,
+                    tid,
+                    attempt,
+                    now,
+                    f"timed out after {self.timeouts[tid]:g}s (timeout_seconds); "
+                    "the attempt was stopped",
+                    TIMEOUT_TYPES,
+                    self.batch,
+                )
 
 
 @dataclass(slots=True)
@@ -1059,27 +1133,14 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _drain(completions: Completions, wait: float) -> list[AttemptResult | None]:
-    try:
-        first = completions.get(timeout=wait) if wait > 0 else completions.get_nowait()
-    except queue.Empty:
-        return []
-    results = [first]
-    while True:
-        try:
-            results.append(completions.get_nowait())
-        except queue.Empty:
-            return results
-
-
-def _make_executor(name: str, workers: int, completions: Completions) -> Executor:
+def _make_executor(name: str, workers: int, deliver: Deliver) -> Executor:
     if name == "process":
         from stageflow.runtime.executors.process import ProcessExecutor
 
-        return ProcessExecutor(workers, completions)
+        return ProcessExecutor(workers, deliver)
     from stageflow.runtime.executors.thread import ThreadExecutor
 
-    return ThreadExecutor(workers, completions)
+    return ThreadExecutor(workers, deliver)
 
 
 def resolve_settings(settings: Settings | None, home: Any, store_url: str | None) -> Settings:

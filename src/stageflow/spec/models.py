@@ -433,9 +433,11 @@ class Pipeline(BaseModel):
                 raw["call"] = callable_ref(task.fn)
         return data
 
-    def content_hash(self) -> str:
-        """A stable version id: sha256 of the canonical JSON (12 hex digits)."""
-        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"), default=str)
+    def content_hash(self, canonical: dict[str, Any] | None = None) -> str:
+        """A stable version id: sha256 of the canonical JSON (12 hex digits);
+        ``canonical``: ``self.canonical()`` when the caller has it already."""
+        data = self.canonical() if canonical is None else canonical
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def task(self, task_id: str) -> Task:

@@ -2,7 +2,8 @@
 
 Each slot owns one worker process (started on first use, from a forkserver)
 and a thread in this process that feeds it jobs over a pipe and waits for
-either the result or the worker's death. A task that kills its process
+either the result or the worker's death; the result goes to ``deliver``, and a
+job it returns runs next on the same worker. A task that kills its process
 (``os._exit``, SIGKILL, a segfault) fails that attempt only: the slot reports
 the exit code or signal and starts a fresh worker for the next job. ``cancel``
 (timeouts, run cancellation) kills the worker running that attempt and the
@@ -39,7 +40,7 @@ from typing import Any
 
 from stageflow.operators.process_tree import SAMPLE_SECONDS, TreeSampler, memory_limit_message
 from stageflow.runtime.attempt import AttemptResult, Job, Usage, execute
-from stageflow.runtime.executors.base import Completions
+from stageflow.runtime.executors.base import Deliver
 
 __all__ = ["ProcessExecutor"]
 
@@ -47,12 +48,12 @@ __all__ = ["ProcessExecutor"]
 class ProcessExecutor:
     name = "process"
 
-    def __init__(self, workers: int, completions: Completions) -> None:
+    def __init__(self, workers: int, deliver: Deliver) -> None:
         import cloudpickle
 
         self._dumps = cloudpickle.dumps
         self._ctx = multiprocessing.get_context("forkserver")
-        self._completions = completions
+        self._deliver = deliver
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str, int], _Slot] = {}
@@ -100,11 +101,17 @@ class _Slot:
         return self.proc, self.conn
 
     def loop(self) -> None:
+        job: Job | None = None
         while True:
-            job = self.owner._jobs.get()
             if job is None:
-                return
-            self.owner._completions.put(self.run(job))
+                job = self.owner._jobs.get()
+                if job is None:
+                    return
+            result = self.run(job)
+            # The slot that led the loop's step keeps the next job for its own worker.
+            job = self.owner._deliver(result)
+            if job is not None:
+                job.keep_value = False
 
     def run(self, job: Job) -> AttemptResult:
         started = time.time()

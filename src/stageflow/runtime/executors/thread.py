@@ -1,8 +1,10 @@
 """The ``thread`` executor: a fixed set of threads in this process, reused.
 
 Fast (no serialization of inputs; outputs passed by reference) and the default.
-Workers take jobs from one queue and put results on the completion queue: no
-future, lock or thread is created per task. A timed-out or cancelled attempt
+Workers take jobs from one queue and hand results to ``deliver``; when that
+returns the next job (the worker led the loop's step, ``runtime.cycle``), the
+same thread runs it at once. No future or thread is created per task; threads
+start on demand (a chain needs one), up to the pool's size. A timed-out or cancelled attempt
 cannot be stopped from outside a thread: the runner marks it failed at once and
 abandons it; its thread finishes in the background and its late result is
 ignored. Operators that wait (``bash``) watch the attempt's cancellation flag
@@ -24,7 +26,7 @@ import threading
 import time
 
 from stageflow.runtime.attempt import Job, execute
-from stageflow.runtime.executors.base import Completions
+from stageflow.runtime.executors.base import Deliver
 
 __all__ = ["ThreadExecutor"]
 
@@ -34,16 +36,21 @@ _STOP_GRACE_SECONDS = 1.0  # at most, at shutdown, for attempts to stop when tol
 class ThreadExecutor:
     name = "thread"
 
-    def __init__(self, workers: int, completions: Completions) -> None:
+    def __init__(self, workers: int, deliver: Deliver) -> None:
         self._jobs: queue.SimpleQueue[tuple[Job, threading.Event] | None] = queue.SimpleQueue()
-        self._completions = completions
+        self._deliver = deliver
+        # Single dict operations are atomic under the interpreter lock: the hot path
+        # takes no lock of its own (a lock here convoys the workers behind whichever
+        # one the interpreter preempted while holding it). ``_lock`` guards only the
+        # rare paths: starting threads, cancel, shutdown.
         self._flags: dict[tuple[str, str, int], threading.Event] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._wanted = workers
         self._closed = False
-        for _ in range(workers):
-            self._spawn()
+        # Counters as lists: append and pop are atomic, ``+=`` on an int is not.
+        self._idle: list[None] = []  # threads waiting for a job
+        self._queued: list[None] = []  # jobs put on the queue and not yet taken
 
     def _spawn(self) -> None:
         thread = threading.Thread(
@@ -53,27 +60,42 @@ class ThreadExecutor:
         thread.start()
 
     def _work(self) -> None:
+        item: tuple[Job, threading.Event] | None = None
+        flags = self._flags
         while True:
-            item = self._jobs.get()
             if item is None:
-                return
+                self._idle.append(None)
+                item = self._jobs.get()
+                self._idle.pop()
+                self._queued.pop()
+                if item is None:
+                    return
             job, flag = item
+            item = None
             if flag.is_set():  # cancelled (or timed out) before a thread took it
-                with self._lock:
-                    self._flags.pop(job.key, None)
+                flags.pop(job.key, None)
                 continue
             result = execute(job, flag)
-            with self._lock:
-                self._flags.pop(job.key, None)
+            flags.pop(job.key, None)
             if flag.is_set() and self._closed:
                 continue
-            self._completions.put(result)
+            following = self._deliver(result)
+            if following is not None:  # this thread led the step: run the next one now
+                flag = threading.Event()
+                flags[following.key] = flag
+                item = (following, flag)
 
     def submit(self, job: Job) -> None:
         flag = threading.Event()
-        with self._lock:
-            self._flags[job.key] = flag
+        self._flags[job.key] = flag
+        self._queued.append(None)
         self._jobs.put((job, flag))
+        # Start a thread only when no idle one will take the job: a chain of tasks,
+        # led by its worker, never needs a second one.
+        if len(self._queued) > len(self._idle) and len(self._threads) < self._wanted:
+            with self._lock:
+                if len(self._threads) < self._wanted:
+                    self._spawn()
 
     def cancel(self, key: tuple[str, str, int]) -> None:
         with self._lock:
@@ -89,9 +111,10 @@ class ThreadExecutor:
     def shutdown(self) -> None:
         with self._lock:
             self._closed = True
-            for flag in self._flags.values():
+            for flag in list(self._flags.values()):
                 flag.set()
-        for _ in range(self._wanted):
+        for _ in range(len(self._threads)):
+            self._queued.append(None)
             self._jobs.put(None)
         # Attempts told to stop get a moment to do so (``bash`` kills its process
         # group) before this process may exit: exiting ends daemon threads at once

@@ -225,6 +225,10 @@ class Store(Protocol):
         """The newest ``runs`` runs of ``pipeline``, newest first (by created_at,
         then run_id), each with its attempts (task creation order, then attempt)."""
 
+    def task_durations(self, pipeline: str, runs: int = 10) -> list[tuple[str, float]]:
+        """``(task_id, seconds)`` of every task run that succeeded by running (no
+        cache hit or fallback note) in the newest ``runs`` runs of ``pipeline``."""
+
     def attempts_between(
         self, since: float, until: float, pipeline: str | None = None
     ) -> list[tuple[RunRecord, list[AttemptRecord]]]:
