@@ -15,7 +15,6 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,33 +32,91 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@dataclass
 class TaskContext:
-    """What a running attempt may know about itself."""
+    """What a running attempt may know about itself.
 
-    run_id: str
-    task_id: str
-    attempt: int
-    params: Mapping[str, Any]
-    work_dir: Path
-    log_path: Path
-    logger: logging.Logger
-    deadline: float | None = None  # wall-clock time.time() after which the attempt is killed
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    # Where operators keep files they make (reports, pictures, models): a local
-    # folder or an fsspec URL; and the state folder (``STAGEFLOW_HOME``).
-    artifacts_root: str | None = None
-    home: Path | None = None
-    # Variables the runtime sets for this attempt (``CUDA_VISIBLE_DEVICES`` for the
-    # GPUs assigned to it); part of ``env()`` for subprocesses.
-    extra_env: Mapping[str, str] = field(default_factory=dict)
-    # ``enforce_limits``: the memory (GiB) the attempt may use; an operator that runs
-    # subprocesses kills them above it (``None``: no limit).
-    memory_limit_gb: float | None = None
-    # What the subprocesses the operator ran used (``record_subprocess_usage``); the
-    # attempt reports it with its own.
-    subprocess_cpu_seconds: float = 0.0
-    subprocess_peak_rss_mb: float | None = None
+    ``work_dir`` and ``log_path`` may be given as strings: they become ``Path``s
+    on first use (most tasks never touch them, and a ``Path`` costs more to build
+    than the smallest task does to run).
+    """
+
+    __slots__ = (
+        "_log_path",
+        "_work_dir",
+        "artifacts_root",
+        "attempt",
+        "cancelled",
+        "deadline",
+        "extra_env",
+        "home",
+        "logger",
+        "memory_limit_gb",
+        "params",
+        "run_id",
+        "subprocess_cpu_seconds",
+        "subprocess_peak_rss_mb",
+        "task_id",
+    )
+
+    def __init__(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt: int,
+        params: Mapping[str, Any],
+        work_dir: Path | str,
+        log_path: Path | str,
+        logger: logging.Logger,
+        deadline: float | None = None,
+        cancelled: threading.Event | None = None,
+        artifacts_root: str | None = None,
+        home: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        memory_limit_gb: float | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.task_id = task_id
+        self.attempt = attempt
+        self.params = params
+        self._work_dir = work_dir
+        self._log_path = log_path
+        self.logger = logger
+        #: wall-clock ``time.time()`` after which the attempt is killed
+        self.deadline = deadline
+        self.cancelled = cancelled if cancelled is not None else threading.Event()
+        # Where operators keep files they make (reports, pictures, models): a local
+        # folder or an fsspec URL; and the state folder (``STAGEFLOW_HOME``).
+        self.artifacts_root = artifacts_root
+        self.home = home
+        # Variables the runtime sets for this attempt (``CUDA_VISIBLE_DEVICES`` for the
+        # GPUs assigned to it); part of ``env()`` for subprocesses.
+        self.extra_env: Mapping[str, str] = extra_env if extra_env is not None else {}
+        # ``enforce_limits``: the memory (GiB) the attempt may use; an operator that
+        # runs subprocesses kills them above it (``None``: no limit).
+        self.memory_limit_gb = memory_limit_gb
+        # What the subprocesses the operator ran used (``record_subprocess_usage``);
+        # the attempt reports it with its own.
+        self.subprocess_cpu_seconds = 0.0
+        self.subprocess_peak_rss_mb: float | None = None
+
+    @property
+    def work_dir(self) -> Path:
+        """A scratch folder for this attempt (created by whoever uses it)."""
+        if not isinstance(self._work_dir, Path):
+            self._work_dir = Path(self._work_dir)
+        return self._work_dir
+
+    @property
+    def log_path(self) -> Path:
+        """This attempt's log file (print output and logging go there)."""
+        if not isinstance(self._log_path, Path):
+            self._log_path = Path(self._log_path)
+        return self._log_path
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskContext(run_id={self.run_id!r}, task_id={self.task_id!r}, attempt={self.attempt})"
+        )
 
     @property
     def idempotency_key(self) -> str:

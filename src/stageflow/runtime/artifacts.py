@@ -12,6 +12,7 @@ adds one in front of the built-ins.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -28,6 +29,7 @@ from stageflow.runtime.store.base import OutputRef
 __all__ = [
     "ArtifactStore",
     "Serializer",
+    "artifact_store",
     "deserialize",
     "load_output",
     "register_serializer",
@@ -167,6 +169,12 @@ class ArtifactStore:
 
         with fsspec.open(uri, "rb") as f:
             return bytes(f.read())
+
+
+@functools.lru_cache(maxsize=64)
+def artifact_store(root: str) -> ArtifactStore:
+    """The ``ArtifactStore`` of ``root``, shared (it holds no state of its own)."""
+    return ArtifactStore(root)
 
 
 def store_output(

@@ -9,6 +9,7 @@ boundary — and becomes a failed result with its error and traceback text.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -22,8 +23,8 @@ from typing import Any
 
 from stageflow.operators.base import TaskContext, TaskFailed
 from stageflow.operators.registry import instantiate
-from stageflow.runtime.artifacts import ArtifactStore, load_output, store_output
-from stageflow.runtime.logs import capture_thread_output, log_path, release_thread_output
+from stageflow.runtime.artifacts import ArtifactStore, artifact_store, load_output, store_output
+from stageflow.runtime.logs import capture_thread_output, log_file, release_thread_output
 from stageflow.runtime.store.base import OutputRef
 from stageflow.spec.models import Task
 
@@ -99,7 +100,7 @@ def execute(
     """Run one attempt; never raises (a failure is a result)."""
     started = time.time()
     task_id = job.task_id
-    path = log_path(job.logs_dir, job.run_id, task_id, job.attempt)
+    path = log_file(job.logs_dir, job.run_id, task_id, job.attempt)
     restore: Callable[[], None]
     if in_process:
         restore = _redirect_fds(path)
@@ -115,13 +116,13 @@ def execute(
         task_id=task_id,
         attempt=job.attempt,
         params=job.run_params,
-        work_dir=Path(f"{path.parent}{os.sep}work-{job.attempt}"),
+        work_dir=f"{os.path.dirname(path)}{os.sep}work-{job.attempt}",
         log_path=path,
         logger=logger,
         deadline=job.deadline,
-        cancelled=cancelled or threading.Event(),
+        cancelled=cancelled,
         artifacts_root=job.artifacts_root,
-        home=job.logs_dir.parent,  # logs live at <home>/logs (Settings.logs_dir)
+        home=_home_of(job.logs_dir),  # logs live at <home>/logs (Settings.logs_dir)
         extra_env=job.env,
         memory_limit_gb=job.memory_limit_gb,
     )
@@ -140,7 +141,7 @@ def execute(
             restore_fds()
 
     try:
-        artifacts = ArtifactStore(job.artifacts_root)
+        artifacts = artifact_store(job.artifacts_root)
         inputs = _inputs(job, artifacts)
         operator, params = instantiate(job.task, job.parameters)
         value = operator.run(params, inputs, ctx)
@@ -274,18 +275,23 @@ def _peak_rss_mb() -> float | None:
     return None
 
 
-def _log_line(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+@functools.lru_cache(maxsize=64)
+def _home_of(logs_dir: Path) -> Path:
+    return logs_dir.parent
+
+
+def _log_line(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         f.write(text.rstrip("\n") + "\n")
 
 
-def _redirect_fds(path: Path) -> Callable[[], None]:
+def _redirect_fds(path: str) -> Callable[[], None]:
     """Point fds 1 and 2 of this (worker) process at the attempt's log."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

@@ -48,7 +48,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,7 @@ class TaskCache:
     @staticmethod
     def reuse(entry: CacheEntry, run_id: str, task_id: str) -> OutputRef:
         """The cached output as this run's output of ``task_id`` (same bytes, same place)."""
-        return replace(entry.output, run_id=run_id, task_id=task_id)
+        return entry.output._replace(run_id=run_id, task_id=task_id)
 
     def _code_of(self, task: Task) -> tuple[str, list[str] | None]:
         which: object = (

@@ -37,7 +37,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -444,7 +444,7 @@ def _cancel_in_store(store: Store, run: RunRecord, message: str, now: float) -> 
     for row in store.task_runs(run.run_id):
         if row.state in FINAL_TASK_STATES:
             continue
-        batch.task_runs.append(replace(row, state=TaskState.CANCELLED, ended_at=now, error=message))
+        batch.task_runs.append(row._replace(state=TaskState.CANCELLED, ended_at=now, error=message))
         batch.events.append(
             EventRecord(
                 run.run_id, row.task_id, row.state, TaskState.CANCELLED, now, row.attempts, message

@@ -18,21 +18,31 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["attempt_log", "capture_thread_output", "log_path", "release_thread_output"]
+__all__ = [
+    "attempt_log",
+    "capture_thread_output",
+    "log_file",
+    "log_path",
+    "release_thread_output",
+]
 
 _local = threading.local()
 _installed = False
 _install_lock = threading.Lock()
 
 
-def log_path(logs_dir: Path, run_id: str, task_id: str, attempt: int) -> Path:
+def log_path(logs_dir: Path | str, run_id: str, task_id: str, attempt: int) -> Path:
     """The log file of one attempt; raise ``ValueError`` if it would leave ``logs_dir``."""
+    return Path(log_file(logs_dir, run_id, task_id, attempt))
+
+
+def log_file(logs_dir: Path | str, run_id: str, task_id: str, attempt: int) -> str:
+    """``log_path`` as a string: joining part by part, or even building one ``Path``,
+    costs more than the smallest tasks do to run."""
     for part in (run_id, task_id):
         if not part or "/" in part or "\\" in part or part.startswith(".") or "\0" in part:
             raise ValueError(f"{part!r} cannot name a folder under {logs_dir}")
-    # One string, one Path: joining part by part costs more than the task itself
-    # for the smallest tasks.
-    return Path(f"{logs_dir}{os.sep}{run_id}{os.sep}{task_id}{os.sep}attempt-{attempt}.log")
+    return f"{logs_dir}{os.sep}{run_id}{os.sep}{task_id}{os.sep}attempt-{attempt}.log"
 
 
 def attempt_log(logs_dir: Path, run_id: str, task_id: str) -> list[Path]:
@@ -46,13 +56,13 @@ def attempt_log(logs_dir: Path, run_id: str, task_id: str) -> list[Path]:
 class _Capture:
     """The current attempt's log, opened on the first write (silent tasks cost no file)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = path
         self.file: IO[str] | None = None
 
     def write(self, s: str) -> None:
         if self.file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self.file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         self.file.write(s)
 
@@ -120,7 +130,7 @@ def _install() -> None:
         _installed = True
 
 
-def capture_thread_output(path: Path) -> Any:
+def capture_thread_output(path: Path | str) -> Any:
     """Route this thread's output to ``path`` until ``release_thread_output``."""
     _install()
     capture = _Capture(path)

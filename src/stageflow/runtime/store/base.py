@@ -8,14 +8,17 @@ runner writes through :meth:`Store.commit`, one transaction per scheduling tick
 (DESIGN.md, durability rule): a ``Batch`` is applied atomically or not at all.
 
 Timestamps are float seconds since the epoch (UTC); ``None`` means "not yet".
-State strings are exactly DESIGN.md's (``engine.states``).
+State strings are exactly DESIGN.md's (``engine.states``). The records the run
+loop writes per task (task runs, attempts, events, outputs) are named tuples
+whose fields are their table's columns in order: cheap to make (several per
+task) and written as they are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:  # the engine (and pydantic with it) is not loaded by `stageflow runs list`
     from stageflow.engine.circuit import CircuitState
@@ -72,8 +75,7 @@ class RunUpdate:
     heartbeat_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TaskRunRecord:
+class TaskRunRecord(NamedTuple):
     """The current row of one task in one run (upserted whole)."""
 
     run_id: str
@@ -86,8 +88,7 @@ class TaskRunRecord:
     note: str | None = None  # "cached" or "fallback": how a success was reached
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
+class AttemptRecord(NamedTuple):
     """One attempt of a task run (upserted by run_id, task_id, attempt)."""
 
     run_id: str
@@ -110,8 +111,7 @@ class AttemptRecord:
     gpu_seconds: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class EventRecord:
+class EventRecord(NamedTuple):
     """One state transition; ``task_id`` is ``None`` for a run-level transition."""
 
     run_id: str
@@ -123,8 +123,7 @@ class EventRecord:
     message: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class OutputRef:
+class OutputRef(NamedTuple):
     """Where a task's output lives: inline bytes in the store, or a file URI."""
 
     run_id: str

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -134,8 +135,15 @@ class SqlStore:
                         self._raise_missing_run(cur, [u[-1] for u in updates])
                 if batch.task_runs:
                     latest = {(t.run_id, t.task_id): t for t in batch.task_runs}
-                    # ``k``: a task run first seen here gets seq = MAX(seq) + 1 + k, so
-                    # several new ones in one statement still get distinct, rising seqs.
+                    # A task run first seen here gets seq = MAX(seq) + 1 + k, so several
+                    # new ones in one statement get distinct, rising seqs; an existing
+                    # one keeps its seq (the upsert does not set it). One MAX per run,
+                    # not a subquery per row.
+                    next_seq: dict[str, int] = {}
+                    for run_id, _ in latest:
+                        if run_id not in next_seq:
+                            cur.execute(sql.next_seq, (run_id,))
+                            next_seq[run_id] = int(cur.fetchone()[0])
                     self._many(
                         cur,
                         _UPSERT_TASK_RUN,
@@ -143,8 +151,7 @@ class SqlStore:
                             (
                                 t.run_id,
                                 t.task_id,
-                                t.run_id,
-                                k,
+                                next_seq[t.run_id] + k,
                                 t.state,
                                 t.attempts,
                                 t.started_at,
@@ -155,65 +162,14 @@ class SqlStore:
                             for k, t in enumerate(latest.values())
                         ],
                     )
+                # Attempts, events and outputs are named tuples in column order.
                 if batch.attempts:
-                    self._many(
-                        cur,
-                        _UPSERT_ATTEMPT,
-                        [
-                            (
-                                a.run_id,
-                                a.task_id,
-                                a.attempt,
-                                a.state,
-                                a.started_at,
-                                a.ended_at,
-                                a.error,
-                                a.queued_at,
-                                a.request_json,
-                                a.gpu_devices,
-                                a.cpu_seconds,
-                                a.peak_rss_mb,
-                                a.gpu_seconds,
-                            )
-                            for a in _merged_attempts(batch.attempts)
-                        ],
-                    )
+                    self._many(cur, _UPSERT_ATTEMPT, _merged_attempts(batch.attempts))
                 if batch.events:
-                    self._many(
-                        cur,
-                        _INSERT_EVENT,
-                        [
-                            (
-                                e.run_id,
-                                e.task_id,
-                                e.from_state,
-                                e.to_state,
-                                e.at,
-                                e.attempt,
-                                e.message,
-                            )
-                            for e in batch.events
-                        ],
-                    )
+                    self._many(cur, _INSERT_EVENT, batch.events)
                 if batch.outputs:
                     outputs = {(o.run_id, o.task_id): o for o in batch.outputs}
-                    self._many(
-                        cur,
-                        _UPSERT_OUTPUT,
-                        [
-                            (
-                                o.run_id,
-                                o.task_id,
-                                o.kind,
-                                o.serializer,
-                                o.size,
-                                o.sha256,
-                                o.data,
-                                o.uri,
-                            )
-                            for o in outputs.values()
-                        ],
-                    )
+                    self._many(cur, _UPSERT_OUTPUT, list(outputs.values()))
                 if batch.cache:
                     entries = {e.key: e for e in batch.cache}
                     self._many(cur, _UPSERT_CACHE, [_cache_row(e) for e in entries.values()])
@@ -222,7 +178,7 @@ class SqlStore:
                 self._rollback()
                 raise
 
-    def _many(self, cur: Any, statement: _MultiRow, rows: list[tuple[Any, ...]]) -> None:
+    def _many(self, cur: Any, statement: _MultiRow, rows: Sequence[tuple[Any, ...]]) -> None:
         """Write ``rows`` with multi-row statements (one per chunk of rows).
 
         Rows in one batch are written by a few statements instead of one each:
@@ -236,10 +192,7 @@ class SqlStore:
             # the driver keeps prepared, instead of a new text (a parse) per size.
             size = min(_CHUNK_ROWS, 1 << (left.bit_length() - 1))
             chunk = rows[start : start + size]
-            cur.execute(
-                _multi_row_sql(self.dialect, statement, size),
-                [value for row in chunk for value in row],
-            )
+            cur.execute(_multi_row_sql(self.dialect, statement, size), list(_flat(chunk)))
             start += size
             left -= size
 
@@ -544,7 +497,7 @@ def _merged_attempts(records: Sequence[AttemptRecord]) -> list[AttemptRecord]:
                 if getattr(a, name) is None and getattr(earlier, name) is not None
             }
             if kept:
-                a = replace(a, **kept)
+                a = a._replace(**kept)
         out[key] = a
     return list(out.values())
 
@@ -659,6 +612,7 @@ class _Statements:
     select_task_attempts: str
     select_recent_attempts: str
     select_task_durations: str
+    next_seq: str
     select_attempts_between: str
     select_pipeline_attempts_between: str
     select_events: str
@@ -685,8 +639,7 @@ _CHUNK_ROWS = 128  # 128 rows x at most 13 values: far under SQLite's 32,766 var
 _UPSERT_TASK_RUN = _MultiRow(
     "INSERT INTO task_runs (run_id, task_id, seq, state, attempts, started_at, ended_at, error, "
     "note) VALUES ",
-    "(?, ?, (SELECT COALESCE(MAX(seq) + 1, 0) FROM task_runs WHERE run_id = ?) + ?, "
-    "?, ?, ?, ?, ?, ?)",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
     " ON CONFLICT (run_id, task_id) DO UPDATE SET state = excluded.state, "
     "attempts = excluded.attempts, started_at = excluded.started_at, "
     "ended_at = excluded.ended_at, error = excluded.error, note = excluded.note",
@@ -734,6 +687,9 @@ _SELECT_CIRCUIT = (
     "SELECT name, state, failures, opened_until, trial_started, updated_at FROM circuits "
     "WHERE name = ?"
 )
+
+
+_flat = itertools.chain.from_iterable
 
 
 @functools.lru_cache(maxsize=1024)
@@ -797,6 +753,7 @@ def _statements(dialect: Dialect) -> _Statements:
             "request_json, gpu_devices, cpu_seconds, peak_rss_mb, gpu_seconds FROM attempts "
             "WHERE run_id = ? AND task_id = ? ORDER BY attempt"
         ),
+        next_seq=q("SELECT COALESCE(MAX(seq) + 1, 0) FROM task_runs WHERE run_id = ?"),
         select_task_durations=q(
             "SELECT t.task_id, t.ended_at - t.started_at FROM task_runs t WHERE t.run_id IN "
             "(SELECT run_id FROM runs WHERE pipeline = ? "
