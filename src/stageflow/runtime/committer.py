@@ -3,7 +3,8 @@
 The run loop hands each finished ``Batch`` to ``Committer.submit`` and goes on
 dispatching; one thread applies the batches to the store strictly in the
 order they were submitted (so the causal order of the durability rule holds)
-while the loop keeps tasks moving. ``flush`` waits until everything submitted
+while the loop keeps tasks moving. Batches that queued up while a commit ran
+are applied together, in order, in one transaction. ``flush`` waits until everything submitted
 is committed — the loop calls it before reporting a run finished. A failed
 commit is re-raised on the loop's next ``submit``/``flush`` as a ``StoreError``.
 """
@@ -48,17 +49,29 @@ class Committer:
             self._thread.join()
 
     def _work(self) -> None:
+        waiting: list[Batch | threading.Event | None] = []
         while True:
-            item = self._queue.get()
+            item = waiting.pop() if waiting else self._queue.get()
             if item is None:
                 return
             if isinstance(item, threading.Event):
                 item.set()
                 continue
-            if self._error is not None:
-                continue  # never commit past a failed batch: order would break
+            # Every batch already queued goes into the same transaction: when commits
+            # fall behind a busy run, the backlog costs one commit, not one each.
+            batch = item
+            while True:
+                try:
+                    later = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(later, Batch):
+                    waiting.append(later)
+                    break
+                batch.extend(later)
             try:
-                self._store.commit(item)
+                if self._error is None:  # never commit past a failed batch: order would break
+                    self._store.commit(batch)
             except BaseException as exc:  # reported to the loop, which stops the run
                 self._error = exc
 

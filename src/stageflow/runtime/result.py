@@ -6,7 +6,8 @@ The same shape serves ``Pipeline.run()``'s return value, ``stageflow run
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,13 +55,34 @@ class TaskResult:
 
 @dataclass
 class RunResult:
+    """A run's outcome. ``path``: its critical path (task ids), or a function that
+    computes it: a run of 100,000 tasks pays for the path only if someone reads
+    ``critical_path``."""
+
     run_id: str
     pipeline: str
     state: str
     started_at: float | None
     ended_at: float | None
     tasks: dict[str, TaskResult] = field(default_factory=dict)
-    critical_path: list[str] = field(default_factory=list)
+    path: InitVar[list[str] | Callable[[], list[str]] | None] = None
+    _path: list[str] | Callable[[], list[str]] | None = field(
+        init=False, repr=False, compare=False, default=None
+    )
+
+    def __post_init__(self, path: list[str] | Callable[[], list[str]] | None) -> None:
+        self._path = path
+
+    @property
+    def critical_path(self) -> list[str]:
+        """The longest chain of measured durations through the DAG, first to last."""
+        if callable(self._path):
+            self._path = self._path()
+        return self._path or []
+
+    @critical_path.setter
+    def critical_path(self, tasks: list[str]) -> None:
+        self._path = tasks
 
     @property
     def ok(self) -> bool:

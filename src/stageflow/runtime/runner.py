@@ -1092,15 +1092,17 @@ class _Loop:
                 output,
                 row.note,
             )
-        durations = {
-            tid: (r.ended_at - r.started_at)
-            for tid, r in self.rows.items()
-            if r.started_at is not None and r.ended_at is not None
-        }
-        path = critical_path(self.runner.pipeline.upstream_map(), durations, default=0.0)
-        result = RunResult(
-            self.run_id, self.runner.pipeline.name, state, started_at, ended_at, tasks, path.tasks
-        )
+        rows, pipeline = self.rows, self.runner.pipeline
+
+        def path() -> list[str]:  # computed when first read (RunResult.critical_path)
+            durations = {
+                tid: (r.ended_at - r.started_at)
+                for tid, r in rows.items()
+                if r.started_at is not None and r.ended_at is not None
+            }
+            return critical_path(pipeline.upstream_map(), durations, default=0.0).tasks
+
+        result = RunResult(self.run_id, pipeline.name, state, started_at, ended_at, tasks, path)
         for tid, task in tasks.items():
             if isinstance(task.output, _OutputLoader):
                 task.output = task.output.load()

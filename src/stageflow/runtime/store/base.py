@@ -182,6 +182,16 @@ class Batch:
             self.task_runs or self.attempts or self.events or self.outputs or self.runs
         ) or bool(self.cache)
 
+    def extend(self, later: Batch) -> None:
+        """Append ``later``'s changes after this batch's (one transaction for both
+        keeps their order: the store applies the last record of a row)."""
+        self.task_runs.extend(later.task_runs)
+        self.attempts.extend(later.attempts)
+        self.events.extend(later.events)
+        self.outputs.extend(later.outputs)
+        self.runs.extend(later.runs)
+        self.cache.extend(later.cache)
+
 
 class Store(Protocol):
     """The metadata store. One instance is used from one thread at a time."""
