@@ -94,6 +94,8 @@ def instantiate(task: Task, parameters: Mapping[str, Any]) -> tuple[Operator, Ba
     if task.fn is not None or task.call is not None:
         fn = task.fn if task.fn is not None else resolve_callable(task.call or "")
         op: Operator = PythonOperator(fn)
+        if not parameters:  # the common case: nothing to validate
+            return op, PythonOperator.Params.model_construct()
         return op, PythonOperator.Params.model_validate(dict(parameters))
     cls = get(task.operator_name, task=task.id)
     return cls(), cls.Params.model_validate(dict(parameters))

@@ -29,6 +29,7 @@ import math
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -406,6 +407,7 @@ class Runner:
         # The run's long-lived structures (pipeline, plan, rows) would be rescanned
         # by every full collection; freeze them for the run (see docs/architecture.md).
         gc.freeze()
+        _collect_less(True)
         batch = Batch()
         if resumed:
             loop.reset_for_resume(
@@ -468,6 +470,7 @@ class Runner:
             if shared:
                 assert self.admission is not None
                 self.admission.unsubscribe(cycle.wake)
+            _collect_less(False)
             gc.unfreeze()
         now = max(now, drive.now)
         batch = drive.batch
@@ -1120,6 +1123,35 @@ class _OutputLoader:
             return load_output(self.ref, self.artifacts)
         except Exception:  # e.g. a class only importable in the worker: leave it stored
             return None
+
+
+_GC_YOUNG_THRESHOLD = 10_000
+_gc_lock = threading.Lock()
+_gc_runs = 0
+_gc_saved: tuple[int, int, int] = (700, 10, 10)
+
+
+def _collect_less(on: bool) -> None:
+    """While runs go, collect the young generation every 10,000 allocations, not 700.
+
+    Each task allocates a few dozen short-lived objects (records, results, the
+    attempt's context) that reference counting frees anyway; at the default
+    threshold the collector ran every few tasks and cost ~5-10 % of a no-op task's
+    time. Cyclic garbage is still collected, a little later. Process-wide (the
+    threshold is the interpreter's), counted so that concurrent runs restore it once.
+    """
+    global _gc_runs, _gc_saved
+    with _gc_lock:
+        if on:
+            if _gc_runs == 0:
+                _gc_saved = gc.get_threshold()
+                young, *older = _gc_saved
+                gc.set_threshold(max(young, _GC_YOUNG_THRESHOLD), *older)
+            _gc_runs += 1
+        else:
+            _gc_runs -= 1
+            if _gc_runs == 0:
+                gc.set_threshold(*_gc_saved)
 
 
 @contextlib.contextmanager
