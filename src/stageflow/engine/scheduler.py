@@ -79,6 +79,7 @@ class EnginePlan:
     request_of: list[int] = field(default_factory=list)
     exclusive: list[bool] = field(default_factory=list)  # execution_mode hybrid
     estimates: list[float] = field(default_factory=list)  # seconds, for upward ranks
+    order: list[int] = field(default_factory=list)  # a topological order, when known
 
     @classmethod
     def from_pipeline(
@@ -133,22 +134,25 @@ class EnginePlan:
 
     def acyclic(self) -> bool:
         """True when the DAG has no cycle (Kahn's count: O(V + E), no recursion)."""
+        return self.topological_order() is not None
+
+    def topological_order(self) -> list[int] | None:
+        """Task indexes, each after all its upstream (Kahn's algorithm); ``None``
+        when there is a cycle. Keep it as ``order`` (``replace(plan, order=...)``)
+        and the ``Scheduler`` need not sort the DAG again."""
         n = len(self.ids)
         waiting = [len(ups) for ups in self.upstream]
         downstream: list[list[int]] = [[] for _ in range(n)]
         for i, ups in enumerate(self.upstream):
             for u in ups:
                 downstream[u].append(i)
-        ready = [i for i in range(n) if not waiting[i]]
-        seen = 0
-        while ready:
-            i = ready.pop()
-            seen += 1
+        order = [i for i in range(n) if not waiting[i]]
+        for i in order:  # grows while iterated: a breadth-first topological order
             for d in downstream[i]:
                 waiting[d] -= 1
                 if not waiting[d]:
-                    ready.append(d)
-        return seen == n
+                    order.append(d)
+        return order if len(order) == n else None
 
 
 class Scheduler:
@@ -212,7 +216,7 @@ class Scheduler:
             [] for _ in range(max(1, len(self._requests)))
         ]
         self._grants: dict[int, Grant] = {}
-        self._rank = _upward_ranks(plan.estimates, self._downstream, n)
+        self._rank = _upward_ranks(plan.estimates, self._downstream, n, plan.order)
         self._sequence = 0
         self._retry_heap: list[tuple[float, int, int]] = []  # (due_at, index, attempt)
         self._open = n  # tasks not in a final state
@@ -833,21 +837,25 @@ def restored_successes(states: Mapping[str, str]) -> list[str]:
 _NOTHING = Request(cpu=0.0)
 
 
-def _upward_ranks(estimates: list[float], downstream: list[list[int]], n: int) -> list[float]:
+def _upward_ranks(
+    estimates: list[float], downstream: list[list[int]], n: int, order: list[int]
+) -> list[float]:
     """Each task's upward rank: its estimate plus the largest rank downstream (the
     longest estimated path from its start to the end of the DAG). Estimates
-    default to 1 s each. Kahn's order, reversed: O(V + E), no recursion."""
+    default to 1 s each. Kahn's order (``order`` when the plan has it), reversed:
+    O(V + E), no recursion."""
     cost = estimates if estimates else [1.0] * n
-    waiting = [0] * n
-    for ds in downstream:
-        for d in ds:
-            waiting[d] += 1
-    order = [i for i in range(n) if not waiting[i]]
-    for i in order:  # grows while iterated: a breadth-first topological order
-        for d in downstream[i]:
-            waiting[d] -= 1
-            if not waiting[d]:
-                order.append(d)
+    if len(order) != n:
+        waiting = [0] * n
+        for ds in downstream:
+            for d in ds:
+                waiting[d] += 1
+        order = [i for i in range(n) if not waiting[i]]
+        for i in order:  # grows while iterated: a breadth-first topological order
+            for d in downstream[i]:
+                waiting[d] -= 1
+                if not waiting[d]:
+                    order.append(d)
     rank = list(cost)
     for i in reversed(order):
         ds = downstream[i]

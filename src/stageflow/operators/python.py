@@ -180,6 +180,15 @@ def binding_problems(
     return problems
 
 
+def takes_anything(fn: Callable[..., Any]) -> bool:
+    """True when ``fn`` needs no argument in particular (every parameter has a default
+    or is ``*args``/``**kwargs``): any task without parameters can call it."""
+    try:
+        return not _required(fn, _signature(fn))
+    except (TypeError, ValueError):
+        return True  # no signature to check (``binding_problems`` says nothing either)
+
+
 _SIGNATURES: weakref.WeakKeyDictionary[Any, Mapping[str, inspect.Parameter]] = (
     weakref.WeakKeyDictionary()
 )

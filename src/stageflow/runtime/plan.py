@@ -10,11 +10,13 @@ one ``InvalidSpec``. ``resolve_params`` merges ``--param`` overrides.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from stageflow.engine.scheduler import EnginePlan
 from stageflow.errors import InvalidSpec, Problem
 from stageflow.graph import find_cycle, format_cycle
+from stageflow.operators.python import takes_anything
 from stageflow.operators.registry import task_problems
 from stageflow.runtime.resilience import fallback_problems
 from stageflow.spec.models import Pipeline, Resources
@@ -95,8 +97,11 @@ def _problems_and_plan(
         cycle = find_cycle(upstream)
     else:
         plan = EnginePlan.from_pipeline(pipeline, operator_defaults)
-        if not plan.acyclic():  # the cheap count says there is a cycle; find_cycle names it
+        order = plan.topological_order()
+        if order is None:  # the cheap count says there is a cycle; find_cycle names it
             cycle = find_cycle(pipeline.upstream_map())
+        else:
+            plan = replace(plan, order=order)  # the Scheduler's ranks reuse it
     if cycle is not None:
         problems.append(
             Problem(
@@ -105,9 +110,17 @@ def _problems_and_plan(
                 field="upstream",
             )
         )
+    free: dict[int, bool] = {}  # id(fn) -> it needs nothing from a task (generated DAGs)
     for task in pipeline.tasks:
         if task.id in bad_calls:
             continue
+        fn = task.fn
+        if fn is not None and not task.parameters and task.fallback is None:
+            needs_nothing = free.get(id(fn))
+            if needs_nothing is None:
+                needs_nothing = free[id(fn)] = takes_anything(fn)
+            if needs_nothing:
+                continue  # no parameter to check, and nothing it needs can be missing
         try:
             parameters = task_parameters(task.parameters, params)
         except KeyError:
