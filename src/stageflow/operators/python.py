@@ -79,6 +79,8 @@ def bind(
     ctx: TaskContext,
 ) -> tuple[list[Any], dict[str, Any]]:
     """The positional and keyword arguments to call ``fn`` with (see module doc)."""
+    if not parameters and _only_varargs(fn):  # generated graphs: fn(*upstream_outputs)
+        return list(inputs.values()), {}
     sig = _signature(fn)
     by_name = {_upstream_name(k): k for k in inputs}
     for k in inputs:  # a grouped upstream ``group.2.evaluate`` also answers to ``evaluate``
@@ -208,6 +210,25 @@ def _required(fn: Callable[..., Any], sig: Mapping[str, inspect.Parameter]) -> b
         )
     with contextlib.suppress(TypeError):
         _REQUIRED[fn] = found
+    return found
+
+
+_ONLY_VARARGS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _only_varargs(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``'s one parameter is ``*args`` (cached per function)."""
+    try:
+        return _ONLY_VARARGS[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        params = list(_signature(fn).values())
+    except (TypeError, ValueError):
+        return False
+    found = len(params) == 1 and params[0].kind is params[0].VAR_POSITIONAL
+    with contextlib.suppress(TypeError):
+        _ONLY_VARARGS[fn] = found
     return found
 
 

@@ -85,6 +85,9 @@ def get(name: str, *, task: str | None = None) -> type[Operator]:
     raise UnknownOperator(f"unknown operator '{name}'; {fix}", task=task, field="operator")
 
 
+_NO_PARAMETERS = PythonOperator.Params()  # read only: shared by every call without any
+
+
 def instantiate(task: Task, parameters: Mapping[str, Any]) -> tuple[Operator, BaseModel]:
     """An operator instance and its validated parameters for one attempt.
 
@@ -95,7 +98,7 @@ def instantiate(task: Task, parameters: Mapping[str, Any]) -> tuple[Operator, Ba
         fn = task.fn if task.fn is not None else resolve_callable(task.call or "")
         op: Operator = PythonOperator(fn)
         if not parameters:  # the common case: nothing to validate
-            return op, PythonOperator.Params.model_construct()
+            return op, _NO_PARAMETERS
         return op, PythonOperator.Params.model_validate(dict(parameters))
     cls = get(task.operator_name, task=task.id)
     return cls(), cls.Params.model_validate(dict(parameters))

@@ -9,7 +9,6 @@ boundary — and becomes a failed result with its error and traceback text.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -275,9 +274,19 @@ def _peak_rss_mb() -> float | None:
     return None
 
 
-@functools.lru_cache(maxsize=64)
+_last_home: tuple[Path, Path] | None = None
+
+
 def _home_of(logs_dir: Path) -> Path:
-    return logs_dir.parent
+    """``logs_dir.parent``, kept for the last folder asked (every job of a run has
+    the same one, and ``Path.parent`` costs more than a no-op task's attempt)."""
+    global _last_home
+    last = _last_home
+    if last is not None and last[0] is logs_dir:
+        return last[1]
+    home = logs_dir.parent
+    _last_home = (logs_dir, home)
+    return home
 
 
 def _log_line(path: str, text: str) -> None:

@@ -689,6 +689,8 @@ class _Loop:
         self.fallback_error: str | None = None
         self.shortcuts = False  # a task was decided at dispatch this tick (short_circuit)
         self.in_thread = runner.executor_name == "thread"
+        # Mapped tasks (``map_over``): their success stores their children's outputs.
+        self.mapped = frozenset(tid for tid, t in tasks.items() if t.map_over is not None)
         settings = runner.settings
         self.logs_dir = settings.logs_dir.absolute()
         self.artifacts_root = settings.artifacts_root
@@ -732,27 +734,30 @@ class _Loop:
                 self.dirty.add(r.task_id)
 
     def record(self, transitions: list[Transition], batch: Batch) -> None:
-        run_id = self.run_id
+        """Mirror ``transitions`` in the rows and add their events and attempt
+        records to ``batch`` (the run loop's hottest path: a few per task)."""
+        run_id, rows, events = self.run_id, self.rows, batch.events
+        sched = self.sched
+        admission = sched is not None and sched.uses_admission
+        info = logger.isEnabledFor(logging.INFO)
         for t in transitions:
-            row = self.rows.get(t.task_id)
+            tid, old, new = t.task_id, t.old, t.new
+            row = rows.get(tid)
             if row is None:  # a child of a mapped task, created at run time
-                row = self.rows[t.task_id] = _Row(_S.PENDING)
-            if t.old is _S.RUNNING and t.new is _S.SUCCESS and self._is_mapped(t.task_id):
-                self._store_mapped_output(t.task_id, batch)
-                row.note, row.error = "mapped", t.message  # "4 of 5 elements succeeded; ..."
-            if t.new is _S.QUEUED:
+                row = rows[tid] = _Row(_S.PENDING)
+            if new is _S.QUEUED:
                 row.queued_at = t.at
-            elif t.new is _S.RUNNING:
+            elif new is _S.RUNNING:
                 row.attempts = t.attempt
                 row.attempt_started = t.at
                 if row.started_at is None:
                     row.started_at = t.at
                 row.error = None
-                grant = self.sched.grant(t.task_id) if self.sched is not None else None
+                grant = sched.grant(tid) if admission and sched is not None else None
                 batch.attempts.append(
                     AttemptRecord(
                         run_id,
-                        t.task_id,
+                        tid,
                         t.attempt,
                         _S.RUNNING,
                         t.at,
@@ -763,58 +768,62 @@ class _Loop:
                         else None,
                     )
                 )
-            elif t.old is _S.RUNNING:
-                if t.new is _S.CANCELLED:
-                    self.to_stop.append((run_id, t.task_id, t.attempt))
-                detail = self.tracebacks.pop((t.task_id, t.attempt), None)
+            elif old is _S.RUNNING:
+                if new is _S.SUCCESS and tid in self.mapped:
+                    self._store_mapped_output(tid, batch)
+                    row.note, row.error = "mapped", t.message  # "4 of 5 elements succeeded"
+                elif new is _S.CANCELLED:
+                    self.to_stop.append((run_id, tid, t.attempt))
+                detail = self.tracebacks.pop((tid, t.attempt), None) if self.tracebacks else None
                 error = t.message if detail is None else f"{t.message}\n\n{detail}"
-                used = self.usage.pop((t.task_id, t.attempt), None) if self.usage else None
-                gpus = self.gpus.pop(t.task_id, 0.0) if self.gpus else 0.0
+                used = self.usage.pop((tid, t.attempt), None) if self.usage else None
+                gpus = self.gpus.pop(tid, 0.0) if self.gpus else 0.0
                 started = row.attempt_started
                 batch.attempts.append(
                     AttemptRecord(
                         run_id,
-                        t.task_id,
+                        tid,
                         t.attempt,
-                        t.new,
+                        new,
                         started,
                         t.at,
                         error,
-                        cpu_seconds=used.cpu_seconds if used is not None else None,
-                        peak_rss_mb=used.peak_rss_mb if used is not None else None,
-                        gpu_seconds=gpus * (t.at - started) if gpus and started else None,
+                        None,
+                        None,
+                        None,
+                        used.cpu_seconds if used is not None else None,
+                        used.peak_rss_mb if used is not None else None,
+                        gpus * (t.at - started) if gpus and started else None,
                     )
                 )
-            if t.new in FINAL_TASK_STATES:
+            if new in FINAL_TASK_STATES:
                 row.ended_at = t.at
-            if t.new in _WHY_STATES:  # why it failed, or did not run
+            if new in _WHY_STATES:  # why it failed, or did not run
                 row.error = t.message
-            row.state = t.new
-            batch.events.append(
-                EventRecord(run_id, t.task_id, t.old, t.new, t.at, t.attempt, t.message)
-            )
-            self.dirty.add(t.task_id)
-            if t.new is _S.UP_FOR_RETRY:
+            row.state = new
+            events.append(EventRecord(run_id, tid, old, new, t.at, t.attempt, t.message))
+            self.dirty.add(tid)
+            if new is _S.UP_FOR_RETRY:
                 logger.warning(
                     "run %s task %s attempt %d failed, retry due in %.1fs: %s",
                     run_id,
-                    t.task_id,
+                    tid,
                     t.attempt,
                     (t.due_at or t.at) - t.at,
                     t.message,
                 )
-            elif t.new is _S.AWAITING_APPROVAL:
+            elif new is _S.AWAITING_APPROVAL:
                 logger.warning(
                     "run %s task %s awaits approval: %s; decide with `stageflow approve %s %s` "
                     "(or --reject)",
                     run_id,
-                    t.task_id,
+                    tid,
                     t.message,
                     run_id,
-                    t.task_id,
+                    tid,
                 )
-            elif logger.isEnabledFor(logging.INFO):
-                logger.info("run %s task %s: %s -> %s", run_id, t.task_id, t.old, t.new)
+            elif info:
+                logger.info("run %s task %s: %s -> %s", run_id, tid, old, new)
             if self.listener is not None:
                 self.listener(t)
 
