@@ -128,7 +128,7 @@ def run_pipeline(
         )
         return runner.run_new(params or {})
     finally:
-        store.close()
+        store.close(wait=False)  # the log checkpoint need not delay the result
 
 
 def resume_run(
@@ -163,7 +163,7 @@ def resume_run(
         )
         return runner.resume(run)
     finally:
-        store.close()
+        store.close(wait=False)  # the log checkpoint need not delay the result
 
 
 def retry_run(
@@ -214,7 +214,7 @@ def retry_run(
         )
         return runner.resume(run, rerun=rerun, reason=f"{reason} (by {by or default_requester()})")
     finally:
-        store.close()
+        store.close(wait=False)  # the log checkpoint need not delay the result
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ class ThreadExecutor:
         # one the interpreter preempted while holding it). ``_lock`` guards only the
         # rare paths: starting threads, cancel, shutdown.
         self._flags: dict[tuple[str, str, int], threading.Event] = {}
+        self._early: set[tuple[str, str, int]] = set()  # cancelled before they got here
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._wanted = workers
@@ -81,13 +82,20 @@ class ThreadExecutor:
                 continue
             following = self._deliver(result)
             if following is not None:  # this thread led the step: run the next one now
-                flag = threading.Event()
-                flags[following.key] = flag
-                item = (following, flag)
+                item = (following, self._flag(following.key))
+
+    def _flag(self, key: tuple[str, str, int]) -> threading.Event:
+        """The cancellation flag of a job reaching this executor; already set when a
+        step cancelled the job before it got here (``cancel`` left its key)."""
+        flag = threading.Event()
+        self._flags[key] = flag
+        if self._early and key in self._early:
+            self._early.discard(key)
+            flag.set()
+        return flag
 
     def submit(self, job: Job) -> None:
-        flag = threading.Event()
-        self._flags[job.key] = flag
+        flag = self._flag(job.key)
         self._queued.append(None)
         self._jobs.put((job, flag))
         # Start a thread only when no idle one will take the job: a chain of tasks,
@@ -100,7 +108,19 @@ class ThreadExecutor:
     def cancel(self, key: tuple[str, str, int]) -> None:
         with self._lock:
             flag = self._flags.get(key)
-            if flag is None or flag.is_set():
+            if flag is None:
+                # A step started this job and another one cancels it before the job
+                # reached this executor (jobs are handed over after the step lets go
+                # of the run's lock): leave the key for ``_flag``, then look again,
+                # since it may have registered the job meanwhile. Either this sees
+                # the flag or ``_flag`` sees the key; the job then never runs.
+                self._early.add(key)
+                flag = self._flags.get(key)
+                if flag is not None:
+                    self._early.discard(key)
+                    flag.set()
+                return
+            if flag.is_set():
                 return
             flag.set()
             # The abandoned attempt keeps its thread busy: add one so the others

@@ -391,12 +391,23 @@ class SqlStore:
 
     # -- lifetime -------------------------------------------------------------
 
-    def close(self) -> None:
-        """Close the connection; closing twice is harmless."""
+    def close(self, *, wait: bool = True) -> None:
+        """Close the connection; closing twice is harmless.
+
+        ``wait=False``: return at once and close on a (non-daemon) thread. Closing
+        the last connection to a SQLite file checkpoints its write-ahead log into
+        the database (milliseconds); everything committed is durable before that
+        (it is in the log), so a run need not wait for it. The interpreter waits
+        for the thread before it exits.
+        """
         with self._lock:
-            if not self._closed:
-                self._closed = True
+            if self._closed:
+                return
+            self._closed = True
+            if wait:
                 self._conn.close()
+                return
+        threading.Thread(target=self._conn.close, name="stageflow-store-close").start()
 
     def __enter__(self) -> SqlStore:
         return self
