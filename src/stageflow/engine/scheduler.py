@@ -35,6 +35,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from stageflow.engine.admission import Admission, Grant, Request
 from stageflow.engine.retry import retry_delay, should_retry
@@ -45,11 +46,12 @@ from stageflow.spec.models import Approval, Pipeline, Resources, RetryPolicy, Tr
 __all__ = ["EnginePlan", "Scheduler", "Transition", "to_request"]
 
 _S = TaskState
+_ALL_SUCCESS = TriggerRule.ALL_SUCCESS
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """One task's move from ``old`` to ``new`` at time ``at``."""
+class Transition(NamedTuple):
+    """One task's move from ``old`` to ``new`` at time ``at`` (a named tuple: the
+    engine makes a few per task, and a tuple is the cheapest immutable record)."""
 
     task_id: str
     old: TaskState
@@ -545,7 +547,7 @@ class Scheduler:
                     self._propagate(i, now, out)
                 return out
             self._queue(i, now, out)
-            out[k] = replace(out[k], message=message)
+            out[k] = out[k]._replace(message=message)
         else:
             self._fail_gate(i, now, message, out)
         return out
@@ -601,6 +603,18 @@ class Scheduler:
             for d in self._downstream[i]:
                 if state is _S.SUCCESS:
                     self._success[d] += 1
+                    if (
+                        self._plan.rules[d] is _ALL_SUCCESS
+                        and not (self._failed[d] or self._upstream_failed[d] or self._skipped[d])
+                        and self._state[d] is _S.PENDING
+                    ):
+                        # The common case, decided here as trigger_rules does: wait
+                        # for the rest, or run when every upstream succeeded.
+                        if self._success[d] == len(self._plan.upstream[d]) and not self._admit(
+                            d, now, out
+                        ):
+                            work.append(d)
+                        continue
                 elif state is _S.FAILED:
                     self._failed[d] += 1
                 elif state is _S.SKIPPED:
