@@ -404,10 +404,6 @@ class Runner:
                 admission=self.admission if plan.needs_admission() or self.shared else None,
             )
             loop.sched = sched
-        # The run's long-lived structures (pipeline, plan, rows) would be rescanned
-        # by every full collection; freeze them for the run (see docs/architecture.md).
-        gc.freeze()
-        _collect_less(True)
         batch = Batch()
         if resumed:
             loop.reset_for_resume(
@@ -443,6 +439,10 @@ class Runner:
             assert self.admission is not None
             self.admission.subscribe(cycle.wake)  # another run released resources
         cancelled = False
+        # The run's long-lived structures (pipeline, plan, rows) would be rescanned
+        # by every full collection; freeze them for the run (see docs/architecture.md).
+        gc.freeze()
+        _collect_less(True)
         try:
             cycle.run_step(now)
             while True:
