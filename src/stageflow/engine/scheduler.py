@@ -148,12 +148,7 @@ class EnginePlan:
         for i, ups in enumerate(self.upstream):
             for u in ups:
                 downstream[u].append(i)
-        order = [i for i in range(n) if not waiting[i]]
-        for i in order:  # grows while iterated: a breadth-first topological order
-            for d in downstream[i]:
-                waiting[d] -= 1
-                if not waiting[d]:
-                    order.append(d)
+        order = _kahn(waiting, downstream)
         return order if len(order) == n else None
 
 
@@ -851,6 +846,18 @@ def restored_successes(states: Mapping[str, str]) -> list[str]:
 _NOTHING = Request(cpu=0.0)
 
 
+def _kahn(waiting: list[int], downstream: list[list[int]]) -> list[int]:
+    """A breadth-first topological order (Kahn): ``waiting[i]`` is how many upstream
+    task ``i`` has (consumed). Shorter than the DAG when there is a cycle."""
+    order = [i for i, count in enumerate(waiting) if not count]
+    for i in order:  # grows while iterated
+        for d in downstream[i]:
+            waiting[d] -= 1
+            if not waiting[d]:
+                order.append(d)
+    return order
+
+
 def _upward_ranks(
     estimates: list[float], downstream: list[list[int]], n: int, order: list[int]
 ) -> list[float]:
@@ -864,12 +871,7 @@ def _upward_ranks(
         for ds in downstream:
             for d in ds:
                 waiting[d] += 1
-        order = [i for i in range(n) if not waiting[i]]
-        for i in order:  # grows while iterated: a breadth-first topological order
-            for d in downstream[i]:
-                waiting[d] -= 1
-                if not waiting[d]:
-                    order.append(d)
+        order = _kahn(waiting, downstream)
     rank = list(cost)
     for i in reversed(order):
         ds = downstream[i]
