@@ -66,8 +66,10 @@ class Cycle:
         self._wakeup.set()
 
     def sleep(self, seconds: float) -> None:
-        """The run's thread: wait up to ``seconds`` or until woken."""
-        if seconds > 0:
+        """The run's thread: wait up to ``seconds`` or until woken; not at all when a
+        result is pending (a worker delivered it while this thread held the lock,
+        e.g. to compute ``seconds``, so it is this thread's to record)."""
+        if seconds > 0 and not self._pending:
             self._wakeup.wait(seconds)
         self._wakeup.clear()
 

@@ -128,6 +128,25 @@ def test_deliver_while_the_lock_is_held_leaves_the_result_pending() -> None:
     assert step.recorded == [done]  # not a second time
 
 
+def test_the_run_thread_does_not_sleep_on_a_result_left_while_it_held_the_lock() -> None:
+    # The run's thread holds the lock to compute how long to sleep; a worker that
+    # finishes then leaves its result pending: the thread must not sleep on it.
+    step = Recorder()
+    cycle, _ = make_cycle(step)
+    done = result("x")
+
+    with cycle.lock:
+        worker, returned = in_thread(lambda: cycle.deliver(done))
+        worker.join(WAIT)
+        assert returned == [None]
+    started = time.monotonic()
+    cycle.sleep(WAIT)
+    assert time.monotonic() - started < WAIT / 2  # it looked at once
+    cycle.run_step(NOW)
+
+    assert step.recorded == [done]
+
+
 def test_a_result_delivered_during_run_step_is_recorded_after_it() -> None:
     """The holder (``run_step``) checks ``pending`` after releasing: nothing is stranded."""
     entered, release = threading.Event(), threading.Event()
