@@ -300,6 +300,7 @@ def _distributions(entry: str) -> list[tuple[str, str]]:
             continue
         stem = name.rsplit(".", 1)[0]
         dist, _, version = stem.partition("-")
+        version = version.partition("-py")[0]  # NAME-VERSION-py3.11.egg-info
         if dist and version:
             dists.append((dist.lower().replace("_", "-"), version))
     _LISTED[entry] = (mtime, dists)

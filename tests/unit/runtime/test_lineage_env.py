@@ -168,6 +168,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_distributions_are_read_from_folder_names(site: Path) -> None:
     (site / "Foo_Bar-1.2.3.dist-info").mkdir()
     (site / "old_style-0.9.egg-info").mkdir()
+    (site / "egg_built-2.1-py3.11.egg-info").mkdir()  # the Python tag is not the version
     (site / "noversion.dist-info").mkdir()  # no version in the name: skipped
     (site / "foo_bar").mkdir()  # the package itself, not a distribution
     bump_mtime(site)
@@ -176,6 +177,7 @@ def test_distributions_are_read_from_folder_names(site: Path) -> None:
 
     assert found["foo-bar"] == "1.2.3"
     assert found["old-style"] == "0.9"
+    assert found["egg-built"] == "2.1"
     assert "noversion" not in found
     assert list(found) == sorted(found)
 
