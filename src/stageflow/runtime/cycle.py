@@ -42,6 +42,9 @@ Step = Callable[[list[AttemptResult], float], tuple[list[Job], float]]
 
 
 class Cycle:
+    """One run's step runner: ``deliver`` for workers, ``sleep``/``run_step`` for the
+    run's thread, ``wake`` for anyone (module docstring)."""
+
     def __init__(
         self, step: Step, clock: Callable[[], float], submit: Callable[[Job], None]
     ) -> None:
