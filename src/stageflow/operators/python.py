@@ -21,7 +21,7 @@ import importlib
 import inspect
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -79,7 +79,8 @@ def bind(
     ctx: TaskContext,
 ) -> tuple[list[Any], dict[str, Any]]:
     """The positional and keyword arguments to call ``fn`` with (see module doc)."""
-    if not parameters and _only_varargs(fn):  # generated graphs: fn(*upstream_outputs)
+    shape = _shape(fn)
+    if not parameters and shape is not None and shape.only_varargs:  # fn(*upstream_outputs)
         return list(inputs.values()), {}
     sig = _signature(fn)
     by_name = {_upstream_name(k): k for k in inputs}
@@ -144,7 +145,8 @@ def binding_problems(
         sig = _signature(fn)
     except (TypeError, ValueError):
         return []
-    if not parameters and not _required(fn, sig):
+    shape = _shape(fn)
+    if not parameters and shape is not None and not shape.required:
         return []  # the common generated case (``*args`` functions): nothing can be missing
     names = {_upstream_name(u) for u in upstream} | {
         _upstream_name(u.rsplit(".", 1)[-1]) for u in upstream
@@ -185,10 +187,8 @@ def binding_problems(
 def takes_anything(fn: Callable[..., Any]) -> bool:
     """True when ``fn`` needs no argument in particular (every parameter has a default
     or is ``*args``/``**kwargs``): any task without parameters can call it."""
-    try:
-        return not _required(fn, _signature(fn))
-    except (TypeError, ValueError):
-        return True  # no signature to check (``binding_problems`` says nothing either)
+    shape = _shape(fn)
+    return shape is None or not shape.required  # no signature: nothing to check either
 
 
 _SIGNATURES: weakref.WeakKeyDictionary[Any, Mapping[str, inspect.Parameter]] = (
@@ -196,40 +196,35 @@ _SIGNATURES: weakref.WeakKeyDictionary[Any, Mapping[str, inspect.Parameter]] = (
 )
 
 
-_REQUIRED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+class _Shape(NamedTuple):
+    """What binding needs to know of a function's parameters, beyond their names."""
+
+    required: bool  # a parameter must be provided (no default, not *args/**kwargs)
+    only_varargs: bool  # its one parameter is ``*args``
 
 
-def _required(fn: Callable[..., Any], sig: Mapping[str, inspect.Parameter]) -> bool:
-    """Whether ``fn`` has a parameter that must be provided (cached per function)."""
+_SHAPES: weakref.WeakKeyDictionary[Any, _Shape] = weakref.WeakKeyDictionary()
+
+
+def _shape(fn: Callable[..., Any]) -> _Shape | None:
+    """``fn``'s ``_Shape`` (cached per function); ``None`` without a signature."""
     try:
-        return _REQUIRED[fn]
-    except (KeyError, TypeError):
-        found = any(
-            p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-            for p in sig.values()
-        )
-    with contextlib.suppress(TypeError):
-        _REQUIRED[fn] = found
-    return found
-
-
-_ONLY_VARARGS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-
-
-def _only_varargs(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn``'s one parameter is ``*args`` (cached per function)."""
-    try:
-        return _ONLY_VARARGS[fn]
+        return _SHAPES[fn]
     except (KeyError, TypeError):
         pass
     try:
         params = list(_signature(fn).values())
     except (TypeError, ValueError):
-        return False
-    found = len(params) == 1 and params[0].kind is params[0].VAR_POSITIONAL
-    with contextlib.suppress(TypeError):
-        _ONLY_VARARGS[fn] = found
-    return found
+        return None
+    shape = _Shape(
+        required=any(
+            p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params
+        ),
+        only_varargs=len(params) == 1 and params[0].kind is params[0].VAR_POSITIONAL,
+    )
+    with contextlib.suppress(TypeError):  # not weak-referenceable: no cache
+        _SHAPES[fn] = shape
+    return shape
 
 
 def _signature(fn: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:

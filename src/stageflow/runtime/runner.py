@@ -1,10 +1,12 @@
 """The run loop: turns the engine's decisions into work, records every change.
 
-Policy (DESIGN.md, durability rule). One loop iteration is one scheduling
-tick: collect finished attempts (their outputs are already stored by the
-worker, so an output is durable before its success can be committed), feed
-them to the engine, re-queue due retries, fail timed-out attempts and hand as
-many ready tasks to the executor as there are free slots. State changes
+Policy (DESIGN.md, durability rule). A scheduling step (``_Drive.step``):
+record finished attempts in the engine (their outputs are already stored by
+the worker, so an output is durable before its success can be committed),
+re-queue due retries, fail timed-out attempts and start as many ready tasks as
+there are free slots. A step is run by whichever thread has something for it:
+a worker that just finished an attempt, keeping the next task for itself, or
+the run's own thread when a timer is due (``runtime.cycle``). State changes
 accumulate in one ``Batch`` in the order they happened and are committed in
 ONE transaction once the oldest of them is ``commit_interval`` old (10 ms by
 default), and always before the run is reported finished. Batches are applied
@@ -13,9 +15,10 @@ task that consumed its output (causal order). A crash at any instant loses
 only uncommitted changes, and ``resume`` re-runs exactly the tasks without a
 committed ``success``: at least once, never one that has it.
 
-State: the engine (``Scheduler``), the executor and its completion queue,
-per-task rows mirroring the store (``_Row``), the outputs by task (objects for
-the thread executor, ``OutputRef``s always), and a heap of attempt deadlines.
+State: the engine (``Scheduler``), the executor and the ``Cycle`` that runs
+steps, per-task rows mirroring the store (``_Row``), the outputs by task
+(objects for the thread executor, ``OutputRef``s always), and a heap of attempt
+deadlines (``_Drive``).
 """
 
 from __future__ import annotations
@@ -1012,8 +1015,7 @@ class _Loop:
         return self._value(task.map_over)[found[1]]
 
     def _is_mapped(self, task_id: str) -> bool:
-        task = self.tasks.get(task_id)
-        return task is not None and task.id == task_id and task.map_over is not None
+        return task_id in self.mapped  # a mapped task itself, not one of its children
 
     def _store_mapped_output(self, task_id: str, batch: Batch) -> None:
         """A mapped task's output: its successful children's outputs, in element

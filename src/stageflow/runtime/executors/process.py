@@ -63,7 +63,6 @@ class ProcessExecutor:
             slot.thread.start()
 
     def submit(self, job: Job) -> None:
-        job.keep_value = False
         self._jobs.put(job)
 
     def cancel(self, key: tuple[str, str, int]) -> None:
@@ -110,11 +109,10 @@ class _Slot:
             result = self.run(job)
             # The slot that led the loop's step keeps the next job for its own worker.
             job = self.owner._deliver(result)
-            if job is not None:
-                job.keep_value = False
 
     def run(self, job: Job) -> AttemptResult:
         started = time.time()
+        job.keep_value = False  # the output object stays in the worker process
         try:
             payload = self.owner._dumps(job)
         except Exception as exc:  # an unpicklable function or input: this attempt fails
