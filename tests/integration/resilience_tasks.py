@@ -9,11 +9,14 @@ appends one line per execution to a file named by its parameters, with
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from helpers_tasks import append_line, read_lines
+
+from stageflow.operators.base import TaskContext
 
 
 class TransientError(ConnectionError):
@@ -67,6 +70,13 @@ def broken(extract: list[int]) -> int:
     raise BadInput(f"cannot score {len(extract)} rows")
 
 
+def score_one(extract: int) -> int:
+    """One element of a mapped task: the second one is bad."""
+    if extract == 2:
+        raise BadInput(f"cannot score {extract}")
+    return extract * 10
+
+
 def report(broken: Any) -> Any:
     return {"got": broken}
 
@@ -87,6 +97,27 @@ def slow(seconds: float, marker: str = "") -> str:
     while time.monotonic() < deadline:
         time.sleep(0.02)
     return "slept"
+
+
+#: The thread of each abandoned first attempt of ``slow_first_attempt``, by gate.
+ABANDONED: dict[str, threading.Thread] = {}
+
+
+def slow_first_attempt(gate: str, size: int, context: TaskContext) -> bytes:
+    """Attempt 1 waits until the folder ``gate`` holds ``open`` (past its timeout),
+    then returns ``size`` bytes of ``1``; later attempts return ``size`` bytes of
+    ``2`` at once. (A folder, not a file: a file's version is part of a cache key.)"""
+    if context.attempt > 1:
+        return b"2" * size
+    ABANDONED[gate] = threading.current_thread()
+    deadline = time.monotonic() + 30
+    while not Path(gate, "open").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return b"1" * size
+
+
+def big_fallback(size: int) -> bytes:
+    return b"F" * size
 
 
 # -- caching ---------------------------------------------------------------------------------

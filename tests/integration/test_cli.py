@@ -409,6 +409,8 @@ def test_validate_a_good_spec(tmp_path: Path) -> None:
             "width": 1,
             "critical_path": ["first", "second"],
         },
+        "notes": [],
+        "warnings": [],
     }
 
     summary = sf(tmp_path, "validate", HELLO, "--format", "json").json()["summary"]
@@ -454,7 +456,7 @@ def test_validate_a_missing_file(tmp_path: Path) -> None:
         ),
         pytest.param(
             [HELLO, "--max-parallel", "0"],
-            "Invalid value for '--max-parallel': 0 is not in the range x>=1",
+            "Invalid value for '--max-parallel': 0 is not in the range 1<=x<=100000",
             id="max-parallel-0",
         ),
         pytest.param(

@@ -13,6 +13,7 @@ STAGEFLOW = Path(sys.executable).with_name("stageflow")
 ML_OPERATORS = {
     "data_ingestion",
     "data_validation",
+    "data_processing",
     "feature_engineering",
     "model_training",
     "model_evaluation",
@@ -76,7 +77,8 @@ def test_import_stageflow_and_the_cli_stay_light() -> None:
         "from stageflow.service import cli\n"
         "from stageflow.operators import registry\n"
         "for name in registry.names(): registry.get(name)\n"
-        "print(sorted(m for m in ('pandas', 'sklearn', 'mlflow', 'numpy', 'scipy', 'PIL')"
+        "print(sorted(m for m in ('pandas', 'sklearn', 'mlflow', 'numpy', 'scipy', 'PIL',"
+        " 'matplotlib')"
         " if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

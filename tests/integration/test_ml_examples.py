@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from stageflow.operators.ml import _mlflow
 from stageflow.runtime.loading import load_pipeline
 from stageflow.runtime.plan import check
 from stageflow.runtime.runner import run_pipeline
@@ -95,6 +96,21 @@ def test_demo_twice_shows_champion_and_challenger(tmp_path: Path) -> None:
     )
     assert "params" not in diff["changes"] and "data" not in diff["changes"]
     assert diff["changes"]["metrics"]["register.version"] == {"a": 1.0, "b": 2.0, "delta": 1.0}
+
+    # Another dataset under the same model name: registered as @staging, never
+    # promoted over a champion that cannot score its rows.
+    wine = stageflow(tmp_path, "run", str(DEMO), "--param", "dataset=wine", "--format", "json")
+    run3 = json.loads(wine.stdout)
+    assert run3["tasks"]["register"]["state"] == "success"
+    refused = stageflow(tmp_path, "logs", run3["run_id"], "promote").stdout
+    assert (
+        "gate: demo-classifier@production v1 cannot score the candidate's rows (it was "
+        "trained on other columns), so the two cannot be compared: the champion keeps its place"
+    ) in refused
+    assert "promoted:" not in refused
+    client = _mlflow.client(_mlflow.tracking_uri(None, tmp_path))
+    production = client.get_model_version_by_alias("demo-classifier", "production")
+    assert str(production.version) == "1"
 
 
 @pytest.mark.slow

@@ -279,7 +279,7 @@ def test_models_serve_from_the_cli(home: Path, data: dict[str, Any]) -> None:
     assert "Traceback" not in missing.stderr
 
 
-def test_a_champion_that_cannot_score_the_rows_loses_to_the_challenger(
+def test_a_champion_that_cannot_be_compared_keeps_its_place(
     home: Path, data: dict[str, Any]
 ) -> None:
     from sklearn.datasets import load_iris
@@ -300,21 +300,49 @@ def test_a_champion_that_cannot_score_the_rows_loses_to_the_challenger(
         {"features": iris_features, "train": iris_model},
         make_ctx(home, "evaluate_iris"),
     )
-    register(home, iris_eval, "register_iris", model_name=name, alias="production")
+    v1 = register(home, iris_eval, "register_iris", model_name=name, alias="production")
+    client = _mlflow.client(_mlflow.tracking_uri(None, home))
+    assert client.get_model_version(name, "1").tags["stageflow.schema"] == v1["schema"]
 
     challenger = evaluate(home, data, "logistic", name, "evaluate_other")
     comparison = challenger["champion"]
-    assert comparison["incomparable"] is True and comparison["winner"] == "challenger"
+    assert comparison["incomparable"] is True and comparison["winner"] is None
     assert "cannot score these rows" in comparison["summary"]
-    client = _mlflow.client(_mlflow.tracking_uri(None, home))
-    ok, reason = gate(client, name, "production", "f1", challenger["metrics"], challenger)
-    assert ok and reason == (
-        f"{name}@production v1 cannot score the candidate's rows (other columns): "
-        "the candidate goes ahead"
+    refused = (
+        f"{name}@production v1 cannot score the candidate's rows (it was trained on other "
+        "columns), so the two cannot be compared: the champion keeps its place; to replace "
+        "it with a model of another schema, set `allow_schema_change: true` on this task "
+        "(or use another model_name)"
     )
-    v2 = register(home, challenger, "register_other", model_name=name)
+    assert gate(client, name, "production", "f1", challenger["metrics"], challenger) == (
+        False,
+        refused,
+    )
+    blocked = register(
+        home, challenger, "register_blocked", model_name=name, only_if_better_than="production"
+    )
+    assert (blocked["registered"], blocked["reason"]) == (False, refused)
+
+    # Registered anyway (as staging), the deployment gate holds it back too, and
+    # without the evaluation's comparison the registered schemas tell them apart.
+    v2 = register(home, {**challenger, "champion": None}, "register_other", model_name=name)
+    assert v2["version"] == "2" and v2["schema"] != v1["schema"]
+    for upstream in (v2, {**v2, "champion": None}, {**v2, "champion": None, "schema": None}):
+        held = deploy(
+            home, upstream, "promote_held", alias="production", only_if_better_than="production"
+        )
+        assert held["promoted"] is False, held["reason"]
+        assert f"{name}@production v1 " in held["reason"]
+        assert "set `allow_schema_change: true`" in held["reason"]
+    assert str(client.get_model_version_by_alias(name, "production").version) == "1"
+
     promoted = deploy(
-        home, v2, "promote_other", alias="production", only_if_better_than="production"
+        home,
+        v2,
+        "promote_other",
+        alias="production",
+        only_if_better_than="production",
+        allow_schema_change=True,
     )
     assert promoted["reason"] == (
         f"{name}@production -> version 2 (was 1, kept as {name}@production-previous)"

@@ -10,6 +10,7 @@ for a marker file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from helpers_tasks import assert_durable_and_causal, read_lines, store_of
 
 from stageflow import Pipeline, Task
 from stageflow.errors import InvalidSpec
+from stageflow.runtime.artifacts import artifact_store, load_output
 from stageflow.runtime.plan import check
 from stageflow.runtime.result import RunResult
 from stageflow.runtime.runner import Runner
@@ -143,6 +145,58 @@ def test_a_timed_out_attempt_is_a_failed_attempt_of_class_timeout_error(
         rows = store.attempts(result.run_id)
     assert len(rows) == attempts
     assert all("timed out after 0.3s" in (a.error or "") for a in rows)
+
+
+@pytest.mark.parametrize(
+    ("retries", "fallback", "expected"),
+    [
+        pytest.param(2, None, b"2", id="retried"),
+        pytest.param(0, Fallback(call="resilience_tasks:big_fallback"), b"F", id="fallback"),
+    ],
+)
+def test_an_abandoned_attempt_never_overwrites_the_committed_output(
+    retries: int, fallback: Fallback | None, expected: bytes, tmp_path: Path
+) -> None:
+    # A thread cannot be killed: the timed-out first attempt goes on after the run
+    # ends and stores its own (large, so a file) output when it is released.
+    size = 100_000
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    pipeline = Pipeline(
+        "abandoned",
+        tasks=[
+            Task(
+                "big",
+                rt.slow_first_attempt,
+                parameters={"gate": str(gate), "size": size},
+                timeout_seconds=0.5,
+                retry=RetryPolicy(max_retries=retries, delay_seconds=0.01),
+                fallback=fallback,
+                cache=True,
+            )
+        ],
+    )
+    home = tmp_path / "home"
+    try:
+        result = pipeline.run(executor="thread", home=str(home))
+    finally:
+        (gate / "open").touch()
+    assert states(result) == {"big": "success"}
+    abandoned = rt.ABANDONED.pop(str(gate))
+    abandoned.join(20)
+    assert not abandoned.is_alive(), "the abandoned attempt never finished"
+
+    with store_of(home) as store:
+        ref = store.outputs(result.run_id)["big"]
+        assert ref.kind == "file" and ref.uri is not None
+        data = Path(ref.uri).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == ref.sha256  # the file that was committed
+        assert load_output(ref, artifact_store(str(home / "artifacts"))) == expected * size
+        assert_durable_and_causal(store, pipeline.upstream_map(), result.run_id)
+    if fallback is None:  # a cache hit reads the committed file too
+        again = pipeline.run(executor="thread", home=str(home))
+        assert again.tasks["big"].note == "cached"
+        assert again.output("big") == expected * size
 
 
 # -- fatal_on ------------------------------------------------------------------------------
@@ -406,6 +460,27 @@ def test_fallback_value_and_call_make_a_final_failure_a_marked_success(
         (attempt,) = store.attempts(result.run_id, "broken")
         assert attempt.error is not None and "fallback used" in attempt.error
         assert "Traceback (most recent call last)" in attempt.error  # the real failure kept
+        assert_durable_and_causal(store, pipeline.upstream_map(), result.run_id)
+
+
+def test_a_mapped_task_child_that_falls_back_gets_its_own_output(tmp_path: Path) -> None:
+    pipeline = Pipeline(
+        "mapped-fallback",
+        tasks=[
+            Task("extract", rt.extract),
+            Task("score", rt.score_one, map_over="extract", fallback=Fallback(value=-1)),
+        ],
+    )
+    home = tmp_path / "home"
+    result = pipeline.run(executor="thread", home=str(home))
+
+    assert result.state == "success"
+    assert result.tasks["score[1]"].note == "fallback"
+    assert result.output("score") == [10, -1, 30]
+    with store_of(home) as store:
+        outputs = store.outputs(result.run_id)
+        assert outputs["score[1]"].task_id == "score[1]"
+        assert outputs["score"].task_id == "score"
         assert_durable_and_causal(store, pipeline.upstream_map(), result.run_id)
 
 

@@ -550,15 +550,17 @@ def sf(home: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
 def test_requests_that_can_never_fit_are_refused_naming_task_field_and_capacity(
     tmp_path: Path, command: str
 ) -> None:
+    """``run`` refuses them; ``validate`` warns (the pipeline may be meant for a
+    bigger machine), naming the same task, field and capacity."""
     path = tmp_path / "too_big.yaml"
     path.write_text(TOO_BIG)
     home = tmp_path / "home"
     proc = sf(home, command, path, *(["--format", "json"] if command == "validate" else []))
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == (2 if command == "run" else 0), proc.stderr
     if command == "validate":
         report = json.loads(proc.stdout)
-        assert report["valid"] is False
-        assert {(e["task"], e["field"]) for e in report["errors"]} == {
+        assert report["valid"] is True and report["errors"] == []
+        assert {(e["task"], e["field"]) for e in report["warnings"]} == {
             ("train", "resources.gpu"),
             ("load", "resources.memory_gb"),
         }

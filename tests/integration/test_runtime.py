@@ -97,7 +97,7 @@ def test_outputs_pass_by_name_and_position_and_are_stored_durably(
             "positional": "inline",
         }
         for tid in ("big_bytes", "big_list"):
-            expected = tmp_path / "artifacts" / "outputs" / result.run_id / tid
+            expected = tmp_path / "artifacts" / "outputs" / result.run_id / tid / "attempt-1"
             assert Path(outputs[tid].uri or "") == expected.resolve()
             assert expected.is_file()
             assert outputs[tid].size > 64 * 1024

@@ -83,7 +83,7 @@ def test_outputs_on_an_fsspec_artifact_store(tmp_path: Path) -> None:
     finally:
         store.close()
     assert ref.kind == "file" and ref.uri is not None
-    assert ref.uri == f"{root}/outputs/{result.run_id}/make_numbers"
+    assert ref.uri == f"{root}/outputs/{result.run_id}/make_numbers/attempt-1"
     assert not (settings.home / "artifacts").exists()  # nothing went to the local folder
     assert load_output(ref, ArtifactStore(root)) == list(range(50_000))
 

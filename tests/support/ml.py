@@ -16,6 +16,7 @@ from typing import Any
 
 from stageflow.operators.base import TaskContext
 from stageflow.operators.metadata import metadata_path
+from stageflow.runtime.artifacts import artifact_store
 
 
 def make_ctx(
@@ -25,8 +26,10 @@ def make_ctx(
     run: str = "r1",
     attempt: int = 1,
     params: dict[str, Any] | None = None,
+    pipeline_dir: Path | None = None,
 ) -> TaskContext:
-    """A context laid out as the runtime lays it out under ``tmp_path`` (the home)."""
+    """A context laid out as the runtime lays it out under ``tmp_path`` (the home);
+    ``pipeline_dir``: where relative paths start (default: the current directory)."""
     log = tmp_path / "logs" / run / task / f"attempt-{attempt}.log"
     return TaskContext(
         run_id=run,
@@ -37,7 +40,9 @@ def make_ctx(
         log_path=log,
         logger=logging.getLogger("test.ml"),
         artifacts_root=str(tmp_path / "artifacts"),
+        artifacts=artifact_store(str(tmp_path / "artifacts")),
         home=tmp_path,
+        pipeline_dir=pipeline_dir,
     )
 
 

@@ -73,6 +73,7 @@ def test_import_stageflow_loads_no_heavy_dependency() -> None:
     heavy = [
         "pandas",
         "sklearn",
+        "matplotlib",
         "fastapi",
         "ray",
         "mlflow",

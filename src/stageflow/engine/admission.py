@@ -111,12 +111,24 @@ class Admission:
         return None if found is None else found[1]
 
     def why_infeasible(self, request: Request) -> tuple[str, str] | None:
-        """``(field, message)`` when ``request`` can never fit, else ``None``."""
+        """``(field, message)`` when ``request`` can never fit, else ``None`` (the
+        first of ``all_infeasible``)."""
+        found = self.all_infeasible(request)
+        return found[0] if found else None
+
+    def all_infeasible(self, request: Request) -> list[tuple[str, str]]:
+        """``(field, message)`` for every part of ``request`` that can never fit
+        (CPUs, memory, GPUs, disk, custom resources, pool); empty when it can."""
         cap = self.capacity
-        if request.gpu > 1 and not float(request.gpu).is_integer():
-            return "resources.gpu", (
-                f"resources.gpu is {request.gpu:g}: a request above 1 GPU must be a whole "
-                "number (fractions share one device)"
+        found: list[tuple[str, str]] = []
+        fractional = request.gpu > 1 and not float(request.gpu).is_integer()
+        if fractional:
+            found.append(
+                (
+                    "resources.gpu",
+                    f"resources.gpu is {request.gpu:g}: a request above 1 GPU must be a whole "
+                    "number (fractions share one device)",
+                )
             )
         checks = [
             ("cpu", request.cpu, cap.cpu, "CPUs", "--cpus"),
@@ -125,29 +137,37 @@ class Admission:
             ("disk_gb", request.disk_gb, cap.disk_gb, "GB of free disk", None),
         ]
         for name, asked, have, unit, flag in checks:
-            if asked > have + _EPS:
+            if asked > have + _EPS and not (fractional and name == "gpu"):
                 where = f" (capacity set by {flag} or detected)" if flag else ""
-                return f"resources.{name}", (
-                    f"resources.{name} is {asked:g} but this machine has {have:g} {unit}"
-                    f"{where}; lower the request or run it where it fits"
+                found.append(
+                    (
+                        f"resources.{name}",
+                        f"resources.{name} is {asked:g} but this machine has {_amount(have)} "
+                        f"{unit}{where}; lower the request or run it where it fits",
+                    )
                 )
         for name, asked in request.custom.items():
             limit = cap.custom.get(name)
             if limit is None:
                 known = ", ".join(sorted(cap.custom)) or "none"
-                return f"resources.{name}", (
-                    f"resources.{name}: no custom resource '{name}' is configured "
-                    f"(configured: {known})"
+                found.append(
+                    (
+                        f"resources.{name}",
+                        f"resources.{name}: no custom resource '{name}' is configured "
+                        f"(configured: {known})",
+                    )
                 )
-            if asked > limit + _EPS:
-                return (
-                    f"resources.{name}",
-                    f"resources.{name} is {asked:g} but the capacity is {limit:g}",
+            elif asked > limit + _EPS:
+                found.append(
+                    (
+                        f"resources.{name}",
+                        f"resources.{name} is {asked:g} but the capacity is {_amount(limit)}",
+                    )
                 )
         if request.pool is not None and request.pool not in cap.pools:
             known = ", ".join(sorted(cap.pools)) or "none"
-            return "pool", f"pool '{request.pool}' is not configured (pools: {known})"
-        return None
+            found.append(("pool", f"pool '{request.pool}' is not configured (pools: {known})"))
+        return found
 
     def fits(self, request: Request) -> bool:
         """Whether ``request`` fits in what is free right now."""
@@ -328,3 +348,9 @@ class Admission:
             if best is None or used > self._gpu_used[best]:
                 best = d  # best fit: the fullest device that still has room
         return None if best is None else (best,)
+
+
+def _amount(value: float) -> str:
+    """A detected or configured amount for people: ``23.5`` for 23.5403 GB, ``7.75``,
+    ``16``; a request is shown as the user wrote it."""
+    return f"{round(value, 2 if abs(value) < 10 else 1):g}"

@@ -2,14 +2,18 @@
 
 stdout and stderr go, merged and in order, to the attempt's log; the output is
 the last non-empty line (as Airflow's BashOperator pushes). A non-zero exit
-fails the task. The environment holds the parent's, the attempt's
-(``STAGEFLOW_RUN_ID``, ``STAGEFLOW_TASK_ID``, ``STAGEFLOW_ATTEMPT``,
-``STAGEFLOW_IDEMPOTENCY_KEY``), each run parameter as ``STAGEFLOW_PARAM_<NAME>``
-and the task's ``env``. On timeout or cancellation the whole process group is
+fails the task. The command starts in the pipeline's folder (``cwd``, when
+given, is resolved against it: ``operators/paths.py``), whichever executor runs
+it. The environment holds the parent's, the attempt's (``STAGEFLOW_RUN_ID``,
+``STAGEFLOW_TASK_ID``, ``STAGEFLOW_ATTEMPT``, ``STAGEFLOW_IDEMPOTENCY_KEY``,
+``STAGEFLOW_PIPELINE_DIR``, and ``STAGEFLOW_WORK_DIR``: a scratch folder made
+for the attempt), each run parameter as ``STAGEFLOW_PARAM_<NAME>`` and
+the task's ``env``. On timeout or cancellation the whole process group is
 killed (the command runs in its own session), whichever executor runs it; and
 so it is when the attempt has a memory limit (``enforce_limits``) and the
-command's process tree goes over it. The command's CPU time and peak memory are
-recorded on the context for the attempt's usage.
+command's process tree goes over it, or when the stageflow process running it
+dies, even by ``kill -9`` (``operators.lifeline``). The command's CPU time and
+peak memory are recorded on the context for the attempt's usage.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow.operators.base import Operator, TaskContext, TaskFailed
+from stageflow.operators.lifeline import forget_group, watch_group
 from stageflow.operators.process_tree import (
     SAMPLE_SECONDS,
     TreeSampler,
@@ -41,7 +46,10 @@ class BashParams(BaseModel):
 
     command: str = Field(min_length=1, description="the script, run with `bash -c`")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment")
-    cwd: str | None = Field(default=None, description="working directory (default: a scratch dir)")
+    cwd: str | None = Field(
+        default=None,
+        description="working directory, relative to the pipeline's folder (default: that folder)",
+    )
 
 
 class BashOperator(Operator):
@@ -53,8 +61,14 @@ class BashOperator(Operator):
     def run(self, params: BaseModel, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:
         assert isinstance(params, BashParams)
         env = {**os.environ, **ctx.env(), **params.env}
-        cwd = params.cwd or str(ctx.work_dir)
-        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        cwd = ctx.resolve_path(params.cwd) if params.cwd else str(ctx.pipeline_dir)
+        if not os.path.isdir(cwd):
+            where = "cwd" if params.cwd else "the pipeline's folder"
+            raise TaskFailed(
+                f"bash: the working directory {cwd} ({where}) is not a folder; "
+                "create it, or set `cwd:` to an existing folder"
+            )
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)  # $STAGEFLOW_WORK_DIR
         ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(ctx.log_path, "ab", buffering=0) as log:
             start = log.tell()
@@ -67,7 +81,11 @@ class BashOperator(Operator):
                 cwd=cwd,
                 start_new_session=True,
             )
-            code, peak_mb = _wait(proc, ctx)
+            watch_group(proc.pid)  # killed with this process, even by kill -9 (lifeline)
+            try:
+                code, peak_mb = _wait(proc, ctx)
+            finally:
+                forget_group(proc.pid)
         if code == "cancelled":
             raise TaskFailed("cancelled: the command was killed")
         if code == "timeout":

@@ -2,16 +2,21 @@
 
 Built-in operators are registered here; third-party packages add theirs through
 the ``stageflow.operators`` entry-point group (``name = "package.module:Class"``),
-loaded the first time an unknown name is looked up. ``task_problems`` reports,
+loaded the first time an unknown name is looked up. A seed's other name for a
+built-in (``deployment``: ``spec.aliases.OPERATOR_ALIASES``) finds the same class.
+``task_problems`` reports,
 without running anything, an unknown operator (with a did-you-mean), parameters
-its model rejects, and for Python tasks a ``call:`` target that cannot be
-imported or a function whose parameters nothing provides.
+its model rejects, what the operator's own ``spec_problems`` finds (a
+hyperparameter the estimator lacks, a notification field that cannot be
+filled), and for Python tasks a ``call:`` target that cannot be imported or a
+function whose parameters nothing provides.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import re
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -22,7 +27,9 @@ from stageflow.errors import Problem, UnknownOperator
 from stageflow.operators.base import Operator
 from stageflow.operators.bash import BashOperator
 from stageflow.operators.python import PythonOperator, binding_problems, resolve_callable
-from stageflow.spec.models import Task
+from stageflow.spec.aliases import OPERATOR_ALIASES
+from stageflow.spec.messages import readable_error
+from stageflow.spec.models import Pipeline, Task
 from stageflow.spec.suggest import did_you_mean
 
 __all__ = ["get", "instantiate", "names", "register", "task_problems"]
@@ -40,6 +47,7 @@ _REGISTRY: dict[str, type[Operator]] = {
 _LAZY: dict[str, str] = {
     "data_ingestion": "stageflow.operators.ml.ingestion",
     "data_validation": "stageflow.operators.ml.validation",
+    "data_processing": "stageflow.operators.ml.processing",
     "feature_engineering": "stageflow.operators.ml.features",
     "search_space": "stageflow.operators.ml.search",
     "model_training": "stageflow.operators.ml.training",
@@ -67,7 +75,9 @@ def names() -> list[str]:
 
 
 def get(name: str, *, task: str | None = None) -> type[Operator]:
-    """The operator class for ``name``; raise ``UnknownOperator`` with a did-you-mean."""
+    """The operator class for ``name`` (or a seed's alias of it); raise
+    ``UnknownOperator`` with a did-you-mean."""
+    name = OPERATOR_ALIASES.get(name, name)
     cls = _REGISTRY.get(name)
     if cls is not None:
         return cls
@@ -80,7 +90,7 @@ def get(name: str, *, task: str | None = None) -> type[Operator]:
     _load_entry_points()
     if name in _REGISTRY:
         return _REGISTRY[name]
-    hint = did_you_mean(name, names())
+    hint = did_you_mean(name, [*names(), *OPERATOR_ALIASES])
     fix = f"did you mean '{hint}'?" if hint else f"known operators: {', '.join(names())}"
     raise UnknownOperator(f"unknown operator '{name}'; {fix}", task=task, field="operator")
 
@@ -96,7 +106,7 @@ def instantiate(task: Task, parameters: Mapping[str, Any]) -> tuple[Operator, Ba
     """
     if task.fn is not None or task.call is not None:
         fn = task.fn if task.fn is not None else resolve_callable(task.call or "")
-        op: Operator = PythonOperator(fn)
+        op: Operator = PythonOperator(fn, task.inputs)
         if not parameters:  # the common case: nothing to validate
             return op, _NO_PARAMETERS
         return op, PythonOperator.Params.model_validate(dict(parameters))
@@ -105,9 +115,14 @@ def instantiate(task: Task, parameters: Mapping[str, Any]) -> tuple[Operator, Ba
 
 
 def task_problems(
-    task: Task, parameters: Mapping[str, Any], run_params: Mapping[str, Any]
+    task: Task,
+    parameters: Mapping[str, Any],
+    run_params: Mapping[str, Any],
+    *,
+    pipeline: Pipeline | None = None,
 ) -> list[Problem]:
-    """What is wrong with how ``task`` uses its operator (empty when nothing is)."""
+    """What is wrong with how ``task`` uses its operator (empty when nothing is);
+    the operator's own checks (``Operator.spec_problems``) see ``pipeline``."""
     if task.fn is not None or task.call is not None:
         fn: Callable[..., Any] | None = task.fn
         if fn is None:
@@ -122,17 +137,35 @@ def task_problems(
                     )
                 ]
         return binding_problems(
-            fn, task=task.id, upstream=task.upstream, parameters=parameters, run_params=run_params
+            fn,
+            task=task.id,
+            upstream=task.upstream,
+            parameters=parameters,
+            run_params=run_params,
+            bindings=task.inputs,
+            task_ids=lambda: _suggestible_ids(pipeline),
+            sdk=task.fn is not None,
         )
     try:
         cls = get(task.operator_name, task=task.id)
     except UnknownOperator as exc:
         return [Problem(str(exc), task=task.id, field="operator")]
     try:
-        cls.Params.model_validate(dict(parameters))
+        params = cls.Params.model_validate(dict(parameters))
     except ValidationError as exc:
         return [_param_problem(task.id, task.operator_name, err) for err in exc.errors()]
-    return []
+    return cls.spec_problems(params, task, pipeline, run_params)
+
+
+#: Task ids are offered as a did-you-mean for a function's parameter in pipelines up to
+#: this size (a generated graph's ids are not names a parameter is misspelt from).
+_SUGGEST_IDS_UP_TO = 1000
+
+
+def _suggestible_ids(pipeline: Pipeline | None) -> list[str]:
+    if pipeline is None or len(pipeline.tasks) > _SUGGEST_IDS_UP_TO:
+        return []
+    return [t.id.replace("-", "_").replace(".", "_") for t in pipeline.tasks]
 
 
 def _param_problem(task: str, operator: str, err: Any) -> Problem:
@@ -141,14 +174,26 @@ def _param_problem(task: str, operator: str, err: Any) -> Problem:
     if err["type"] == "missing":
         msg = f"operator '{operator}' needs parameter '{loc}'; add it under `parameters:`"
     elif err["type"] == "extra_forbidden":
-        cls = _REGISTRY.get(operator)
+        cls = _REGISTRY.get(OPERATOR_ALIASES.get(operator, operator))
         known = list(cls.Params.model_fields) if cls else []
         hint = did_you_mean(str(err["loc"][-1]), known)
         msg = f"operator '{operator}' has no parameter '{loc}'" + (
             f"; did you mean '{hint}'?" if hint else f"; it takes: {', '.join(known)}"
         )
+    elif err["type"] == "union_tag_invalid":  # a list of steps: an unknown kind of step
+        expected = re.findall(r"'([^']+)'", str(err.get("ctx", {}).get("expected_tags", "")))
+        tag = str(err.get("ctx", {}).get("tag", ""))
+        hint = did_you_mean(tag, expected)
+        msg = f"operator '{operator}': unknown step '{tag}'; " + (
+            f"did you mean '{hint}'?" if hint else f"the steps are {', '.join(expected)}"
+        )
+    elif err["type"] == "union_tag_not_found":
+        msg = (
+            f"operator '{operator}': a step names its kind, as `- NAME: {{...}}` or "
+            f"`- {{op: NAME, ...}}`; this one names none: {err.get('input')!r}"
+        )
     else:
-        msg = f"operator '{operator}': {err['msg']}, got {err.get('input')!r}"
+        msg = f"operator '{operator}': {readable_error(err)}"
     return Problem(msg, task=task, field=field)
 
 

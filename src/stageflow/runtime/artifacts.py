@@ -4,10 +4,22 @@ Outputs are serialized by the first matching ``Serializer``: ``none``
 (``None``), ``json`` (plain JSON data that round-trips exactly), ``parquet``
 (pandas DataFrames), ``joblib`` (scikit-learn estimators), ``pickle`` (the rest).
 Small results (``inline_limit`` bytes) live inline in the store; larger ones
-are files under ``<root>/outputs/<run_id>/<task_id>`` written atomically
-(temp + rename locally; fsspec's whole-object put elsewhere) before the task's
-success is committed (DESIGN.md, durability rule). ``register_serializer``
-adds one in front of the built-ins.
+are files written atomically (temp + rename locally; fsspec's whole-object put
+elsewhere) before the task's success is committed (DESIGN.md, durability rule).
+``register_serializer`` adds one in front of the built-ins.
+
+Every output file has a path of its own, so no writer can replace bytes that
+another one's success committed: ``<root>/outputs/<run_id>/<task_id>/attempt-N``
+for attempt N (a mapped task's list of its children's outputs: under the
+mapped task's own attempt number) and ``.../fallback-N`` for a fallback used
+after attempt N (that attempt may still run: a thread cannot be stopped). The
+committed ``OutputRef`` holds the URI and the sha256 of exactly the bytes
+written there; readers go by that URI, so outputs stored at
+``outputs/<run_id>/<task_id>`` (the layout before a task had a folder of its
+own) still load; a new output of such a task goes beside that file
+(``<task_id>@attempt-N``). ``ArtifactStore.put`` is the one place that writes
+files: outputs here, and the files operators make through
+``TaskContext.write_file``.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ __all__ = [
     "artifact_store",
     "deserialize",
     "load_output",
+    "output_path",
     "register_serializer",
     "serialize",
     "store_output",
@@ -133,7 +146,10 @@ def deserialize(name: str, data: bytes) -> Any:
 
 
 class ArtifactStore:
-    """Files under a root: a local folder (default) or any fsspec URL."""
+    """Files under a root: a local folder (default) or any fsspec URL.
+
+    It is the ``operators.base.FileStore`` that a ``TaskContext`` writes through.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = root.rstrip("/")
@@ -177,15 +193,37 @@ def artifact_store(root: str) -> ArtifactStore:
     return ArtifactStore(root)
 
 
+def output_path(run_id: str, task_id: str, attempt: int, *, fallback: bool = False) -> str:
+    """Where the output of ``task_id``'s attempt ``attempt`` (or of the fallback used
+    after it) is written, relative to the artifact store's root."""
+    return f"outputs/{run_id}/{task_id}/{_file_name(attempt, fallback)}"
+
+
 def store_output(
-    obj: Any, *, run_id: str, task_id: str, artifacts: ArtifactStore, inline_limit: int
+    obj: Any,
+    *,
+    run_id: str,
+    task_id: str,
+    attempt: int,
+    artifacts: ArtifactStore,
+    inline_limit: int,
+    fallback: bool = False,
 ) -> OutputRef:
-    """Serialize and store ``obj`` durably; return the reference to commit."""
+    """Serialize and store ``obj`` durably at ``output_path``; return the reference
+    to commit (naming the file written and the sha256 of its bytes)."""
     name, data = serialize(obj)
     digest = hashlib.sha256(data).hexdigest()
     if len(data) <= inline_limit:
         return OutputRef(run_id, task_id, "inline", name, len(data), digest, data=data)
-    uri = artifacts.put(f"outputs/{run_id}/{task_id}", data)
+    relpath = output_path(run_id, task_id, attempt, fallback=fallback)
+    try:
+        uri = artifacts.put(relpath, data)
+    except (FileExistsError, NotADirectoryError):
+        # A run begun before tasks had a folder of their own (``retry --from``,
+        # ``resume``) may hold the task's output file where the folder goes, and a
+        # committed success may name it: keep it and write beside it ('@' is never
+        # part of an id, so this name is nobody else's).
+        uri = artifacts.put(f"outputs/{run_id}/{task_id}@{_file_name(attempt, fallback)}", data)
     return OutputRef(run_id, task_id, "file", name, len(data), digest, uri=uri)
 
 
@@ -194,3 +232,7 @@ def load_output(ref: OutputRef, artifacts: ArtifactStore) -> Any:
     if ref.kind == "inline":
         return deserialize(ref.serializer, ref.data or b"")
     return deserialize(ref.serializer, artifacts.get(ref.uri or ""))
+
+
+def _file_name(attempt: int, fallback: bool) -> str:
+    return f"{'fallback' if fallback else 'attempt'}-{attempt}"

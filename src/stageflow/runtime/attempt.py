@@ -5,10 +5,17 @@
 attempt's log, stores the output durably (artifact file or inline bytes) and
 returns an ``AttemptResult``. Every exception is caught here — the task
 boundary — and becomes a failed result with its error and traceback text.
+
+An attempt always reports an outcome, whatever fails while it reports: a log
+that cannot be written (a full disk, a read-only folder) adds a note to the
+error instead of replacing it, and a failure outside the task's own code (the
+log cannot be opened, the output cannot be captured or restored) is a failed
+result saying so, never an exception that would leave the executor waiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -49,6 +56,9 @@ class Job:
     task_id: str = ""  # the task run's id when it is not the task's (``id[k]`` of a mapped task)
     env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_VISIBLE_DEVICES
     memory_limit_gb: float | None = None  # enforce_limits: the hard memory limit
+    pipeline_dir: str = ""  # where relative paths start (operators/paths.py); "": cwd
+    pipeline: str = ""  # the pipeline's name
+    failures: dict[str, str] = field(default_factory=dict)  # failed so far: task -> error
 
     def __post_init__(self) -> None:
         if not self.task_id:
@@ -96,8 +106,27 @@ def error_types(cls: type[BaseException]) -> tuple[str, ...]:
 def execute(
     job: Job, cancelled: threading.Event | None = None, *, in_process: bool = False
 ) -> AttemptResult:
-    """Run one attempt; never raises (a failure is a result)."""
+    """Run one attempt; never raises (a failure is a result), whatever fails while
+    it reports (see the module docstring)."""
     started = time.time()
+    try:
+        return _execute(job, cancelled, in_process, started)
+    except BaseException as exc:  # the attempt's own set-up or reporting failed
+        return AttemptResult(
+            job.run_id,
+            job.task_id,
+            job.attempt,
+            False,
+            started,
+            time.time(),
+            error=f"the attempt failed outside the task's code: {type(exc).__name__}: {exc}",
+            error_types=error_types(type(exc)),
+        )
+
+
+def _execute(
+    job: Job, cancelled: threading.Event | None, in_process: bool, started: float
+) -> AttemptResult:
     task_id = job.task_id
     path = log_file(job.logs_dir, job.run_id, task_id, job.attempt)
     restore: Callable[[], None]
@@ -107,9 +136,11 @@ def execute(
         handle = capture_thread_output(path)
 
         def restore() -> None:
-            release_thread_output(handle)
+            with contextlib.suppress(OSError):  # the log's last flush (a full disk)
+                release_thread_output(handle)
 
     logger = _TASK_LOGGER
+    artifacts = artifact_store(job.artifacts_root)  # a cached lookup: it does no I/O
     ctx = TaskContext(
         run_id=job.run_id,
         task_id=task_id,
@@ -124,6 +155,10 @@ def execute(
         home=_home_of(job.logs_dir),  # logs live at <home>/logs (Settings.logs_dir)
         extra_env=job.env,
         memory_limit_gb=job.memory_limit_gb,
+        pipeline_dir=job.pipeline_dir or None,
+        artifacts=artifacts,
+        pipeline=job.pipeline,
+        failures=job.failures,
     )
     mark = _usage_mark(in_process)
     if in_process and job.env:  # a worker process: the task's own environment
@@ -140,7 +175,6 @@ def execute(
             restore_fds()
 
     try:
-        artifacts = artifact_store(job.artifacts_root)
         inputs = _inputs(job, artifacts)
         operator, params = instantiate(job.task, job.parameters)
         value = operator.run(params, inputs, ctx)
@@ -148,6 +182,7 @@ def execute(
             value,
             run_id=job.run_id,
             task_id=task_id,
+            attempt=job.attempt,  # a file of its own: an abandoned attempt may still finish
             artifacts=artifacts,
             inline_limit=job.inline_limit,
         )
@@ -163,7 +198,7 @@ def execute(
             usage=_usage(ctx, mark, in_process),
         )
     except TaskFailed as exc:
-        _log_line(path, f"task failed: {exc}")
+        unlogged = _log_line(path, f"task failed: {exc}")
         return AttemptResult(
             job.run_id,
             task_id,
@@ -171,7 +206,7 @@ def execute(
             False,
             started,
             time.time(),
-            error=str(exc),
+            error=str(exc) + unlogged,
             error_types=error_types(type(exc)),
             usage=_usage(ctx, mark, in_process),
         )
@@ -181,7 +216,7 @@ def execute(
         else:
             error = f"{type(exc).__name__}: {exc}"
         tb = traceback.format_exc()
-        _log_line(path, tb)
+        unlogged = _log_line(path, tb)
         return AttemptResult(
             job.run_id,
             task_id,
@@ -189,7 +224,7 @@ def execute(
             False,
             started,
             time.time(),
-            error=error,
+            error=error + unlogged,
             traceback=tb,
             error_types=error_types(type(exc)),
             usage=_usage(ctx, mark, in_process),
@@ -289,10 +324,16 @@ def _home_of(logs_dir: Path) -> Path:
     return home
 
 
-def _log_line(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text.rstrip("\n") + "\n")
+def _log_line(path: str, text: str) -> str:
+    """Append ``text`` to the attempt's log; ``""``, or a note for the attempt's
+    error saying why the log could not be written (the error itself must survive)."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text.rstrip("\n") + "\n")
+    except OSError as exc:
+        return f" (and the task log {path} could not be written: {exc.strerror or exc})"
+    return ""
 
 
 def _redirect_fds(path: str) -> Callable[[], None]:
@@ -307,8 +348,9 @@ def _redirect_fds(path: str) -> Callable[[], None]:
     os.close(fd)
 
     def restore() -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a full disk: restore anyway
+                stream.flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         os.close(saved[0])

@@ -9,17 +9,21 @@ gets a key at dispatch: the sha256 of the canonical JSON of
   it can see: for a function, those named like one of its parameters (all of
   them if it takes the task ``context``); for an operator, all of them;
 * its data inputs' content hashes, in ``upstream`` order (the upstream
-  ``OutputRef.sha256``: a hash of the serialized bytes);
+  ``OutputRef.sha256``: a hash of the serialized bytes), and its ``inputs``
+  (which upstream output feeds which parameter) when it has any;
 * ``cache_version`` (bump it to invalidate by hand, e.g. after changing a
   helper the function calls: only the function's own source is hashed);
 * the source data's version where it can be known: every parameter value (at
   any depth) that is the path of an existing local file adds its size and
-  ``st_mtime_ns``, so a rewritten input file is a miss even when the task's
-  spec did not change; every fsspec URL (``s3://``, ``gs://``, ``https://``,
-  ``memory://`` ...) adds the version fields its filesystem reports (ETag,
-  generation, last modified, size). Directories and databases are not looked
-  into: give such a task ``cache_ttl_seconds`` or a ``cache_version`` parameter
-  (a query's text is part of the parameters anyway).
+  ``st_mtime_ns`` (a relative path is looked up where the task will read it: an
+  operator's in the pipeline's folder, ``operators/paths.py``; a function's in
+  the current directory, which is the one it sees), so a rewritten input file
+  is a miss even when the task's spec did not change; every fsspec URL
+  (``s3://``, ``gs://``, ``https://``, ``memory://`` ...) adds the version
+  fields its filesystem reports (ETag, generation, last modified, size).
+  Directories and databases are not looked into: give such a task
+  ``cache_ttl_seconds`` or a ``cache_version`` parameter (a query's text is
+  part of the parameters anyway).
 
 A hit (an entry under the key, younger than ``cache_ttl_seconds`` and whose
 output file still exists) is reused without running: the ``OutputRef`` is
@@ -53,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from stageflow.operators.base import TaskContext
+from stageflow.operators.paths import resolve_path
 from stageflow.operators.python import resolve_callable
 from stageflow.operators.registry import get as get_operator
 from stageflow.runtime.store.base import CacheEntry, OutputRef, Store
@@ -68,9 +73,16 @@ class TaskCache:
     """Keys, lookups and new entries for one run's cached tasks (see the module doc)."""
 
     def __init__(
-        self, pipeline: Pipeline, store: Store, run_params: Mapping[str, Any], *, lookup: bool
+        self,
+        pipeline: Pipeline,
+        store: Store,
+        run_params: Mapping[str, Any],
+        *,
+        lookup: bool,
+        pipeline_dir: str | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.pipeline_dir = pipeline_dir
         self.store = store
         self.run_params = run_params
         self.lookup_enabled = lookup
@@ -103,7 +115,11 @@ class TaskCache:
             "inputs": [None if ref is None else ref.sha256 for ref in inputs],
             "cache_version": self.pipeline.cache_version_of(task),
         }
-        return KeyRecipe(document, [parameters, run_params])
+        if task.inputs:  # which output feeds which parameter (absent: keys stay as they were)
+            document["bindings"] = dict(task.inputs)
+        operator = task.fn is None and task.call is None  # it resolves paths itself
+        base = self.pipeline_dir if operator else None
+        return KeyRecipe(document, [parameters, run_params], base)
 
     def lookup(self, task: Task, key: str, now: float) -> CacheEntry | None:
         """A usable entry under ``key``: not expired, not older than the task's TTL
@@ -159,10 +175,11 @@ class KeyRecipe:
 
     document: dict[str, Any]
     values: list[Any]
+    base: str | None = None  # where relative paths start (``None``: the current directory)
 
     def key(self) -> str:
         """The key with the files' versions as they are now."""
-        document = {**self.document, "files": file_versions(self.values)}
+        document = {**self.document, "files": file_versions(self.values, self.base)}
         text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=repr)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -209,11 +226,12 @@ _VERSION_FIELDS = (
 )
 
 
-def file_versions(values: Any) -> dict[str, list[Any]]:
+def file_versions(values: Any, base: str | None = None) -> dict[str, list[Any]]:
     """``{path: [size, mtime_ns]}`` for every string in ``values`` (nested lists and
-    mappings) that is the path of an existing local file, and ``{url: [...]}`` with
-    the object's version fields (ETag, generation, last modified, size) for every
-    fsspec URL (``s3://``, ``gs://``, ``https://``, ``memory://`` ...) that answers."""
+    mappings) that is the path of an existing local file (a relative one under
+    ``base`` when given), and ``{url: [...]}`` with the object's version fields
+    (ETag, generation, last modified, size) for every fsspec URL (``s3://``,
+    ``gs://``, ``https://``, ``memory://`` ...) that answers."""
     found: dict[str, list[Any]] = {}
     stack = [values]
     while stack:
@@ -225,7 +243,7 @@ def file_versions(values: Any) -> dict[str, list[Any]]:
         elif isinstance(value, str):
             if 0 < len(value) < _MAX_PATH and "\0" not in value and "\n" not in value:
                 try:
-                    st = os.stat(value)
+                    st = os.stat(value if base is None else resolve_path(value, base))
                 except (OSError, ValueError):
                     continue
                 if stat.S_ISREG(st.st_mode):

@@ -78,6 +78,8 @@ class Committer:
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             exc = self._error
+            if isinstance(exc, StoreError):  # already says where and what to do
+                raise StoreError(f"could not write the run's state: {exc}") from exc
             raise StoreError(
                 f"could not write the run's state to the store at {self._store.url}: "
                 f"{type(exc).__name__}: {exc}"

@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import subprocess
@@ -60,6 +61,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SEED_NAMES = ("seed", "random_state", "random_seed")
+#: ``runs diff``: metrics this close are the same figure (float noise, not a change).
+METRIC_REL_TOL = 1e-9
+METRIC_ABS_TOL = 1e-12
+#: ``runs diff``: outputs with different hashes up to this size are read and compared
+#: with their runs' ids masked; larger ones differ by hash.
+OUTPUT_COMPARE_BYTES = 64 * 1024 * 1024
 
 
 # -- recording ---------------------------------------------------------------------
@@ -328,8 +335,9 @@ def diff_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
     """What changed between two runs: parameters, code, data, outputs, environment, metrics.
 
     Each section maps a name to ``{"a": ..., "b": ...}`` for the entries that
-    differ; ``same`` lists the sections with no difference. Raises
-    ``RunNotFound`` for an unknown run.
+    differ; ``same`` lists the sections with no difference. Outputs are compared
+    by content, not by the paths of their own run they name; metrics within float
+    noise are the same. Raises ``RunNotFound`` for an unknown run.
     """
     runs = [store.get_run(run_a), store.get_run(run_b)]
     records = [load_record(store, r.run_id) or {} for r in runs]
@@ -360,10 +368,7 @@ def diff_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
         "seeds": pair(ra.get("seeds") or {}, rb.get("seeds") or {}),
         "code": pair(code[0], code[1]),
         "data": pair(_reads(ra), _reads(rb)),
-        "outputs": pair(
-            {t: o.sha256 for t, o in outputs[0].items()},
-            {t: o.sha256 for t, o in outputs[1].items()},
-        ),
+        "outputs": _output_changes(outputs[0], outputs[1], run_a, run_b),
         "environment": {**pair(env[0], env[1]), **_package_changes(packages[0], packages[1])},
         "metrics": _metric_changes(_metrics(ra), _metrics(rb)),
     }
@@ -555,16 +560,69 @@ def _metrics(record: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _metric_changes(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, Any]:
+    """The metrics that differ, with their delta; float noise (``0.1 + 0.2`` against
+    ``0.3``: within a relative 1e-9 or an absolute 1e-12) is no difference."""
     out: dict[str, Any] = {}
     for key in sorted({*a, *b}):
         va, vb = a.get(key), b.get(key)
-        if va == vb:
+        if va == vb or _same_number(va, vb):
             continue
         entry: dict[str, Any] = {"a": va, "b": vb}
         if va is not None and vb is not None:
             entry["delta"] = vb - va
         out[key] = entry
     return out
+
+
+def _same_number(a: object, b: object) -> bool:
+    numbers = (int, float)
+    if not isinstance(a, numbers) or not isinstance(b, numbers):
+        return False
+    if isinstance(a, bool) or isinstance(b, bool):
+        return False
+    return math.isclose(a, b, rel_tol=METRIC_REL_TOL, abs_tol=METRIC_ABS_TOL)
+
+
+def _output_changes(
+    a: Mapping[str, OutputRef], b: Mapping[str, OutputRef], run_a: str, run_b: str
+) -> dict[str, dict[str, Any]]:
+    """The task outputs whose content differs. Equal hashes are equal content; else the
+    bytes are compared with each run's id masked, so an output that only names a
+    file of its own run (``.../runs/RUN_ID/train/model.joblib``) is the same."""
+    out: dict[str, dict[str, Any]] = {}
+    for tid in sorted({*a, *b}):
+        ra, rb = a.get(tid), b.get(tid)
+        sha_a = ra.sha256 if ra is not None else None
+        sha_b = rb.sha256 if rb is not None else None
+        if sha_a == sha_b:
+            continue
+        if ra is not None and rb is not None and _same_content(ra, rb, run_a, run_b):
+            continue
+        out[tid] = {"a": sha_a, "b": sha_b}
+    return out
+
+
+def _same_content(a: OutputRef, b: OutputRef, run_a: str, run_b: str) -> bool:
+    if a.serializer != b.serializer or len(run_a) != len(run_b):
+        return False
+    if max(a.size, b.size) > OUTPUT_COMPARE_BYTES:
+        return False  # too large to read for a diff: its hash decides
+    try:
+        data_a, data_b = _output_bytes(a), _output_bytes(b)
+    except OSError:  # its file was deleted: the hashes decide
+        return False
+    # Same-length masks keep every length prefix (pickle, JSON) intact.
+    mask = b"\0" * len(run_a)
+    return data_a.replace(run_a.encode(), mask) == data_b.replace(run_b.encode(), mask)
+
+
+def _output_bytes(ref: OutputRef) -> bytes:
+    if ref.kind == "inline":
+        return ref.data or b""
+    from stageflow.runtime.artifacts import artifact_store
+
+    uri = ref.uri or ""
+    return artifact_store(uri.rsplit("/", 1)[0]).get(uri)
 
 
 def _package_changes(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Load a pipeline from what a user names: a YAML/JSON file or ``module:attribute``.
 
-``path/to/pipeline.yaml|.yml|.json`` is read (size-checked before reading) and
-validated; its folder goes on ``sys.path`` so its ``call:`` targets can live
+``path/to/pipeline.yaml|.yml|.json`` is read and validated: only a regular file
+(after symlinks: not a FIFO, which would block, nor a device such as
+``/dev/zero``, which never ends), and never more than the size limit, whatever
+size the file reports; its folder goes on ``sys.path`` so its ``call:`` targets can live
 beside it. ``package.module:name`` or ``path/to/file.py:name`` imports the
 module and takes ``name``, which must be a ``Pipeline`` (or a function with
 no arguments returning one).
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,24 +51,7 @@ def load_pipeline(target: str, limits: Limits = DEFAULT_LIMITS) -> Pipeline:
 
 
 def _load_file(path: Path, limits: Limits) -> Pipeline:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder; give the pipeline file inside it")
-    if size > limits.max_bytes:
-        raise SpecLimitExceeded(
-            f"{path} is {size:,} bytes, over the limit of {limits.max_bytes:,} "
-            "(STAGEFLOW_MAX_SPEC_BYTES)",
-            limit="max_bytes",
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
+    data = _read_spec_file(path, limits)
     fmt = _SUFFIXES[path.suffix.lower()]
     doc = parse_document(data, fmt=fmt, source=str(path), limits=limits)  # type: ignore[arg-type]
     tasks = doc.get("tasks") if isinstance(doc, dict) else None
@@ -76,15 +63,16 @@ def _load_file(path: Path, limits: Limits) -> Pipeline:
         from stageflow.spec.templates import expand_templates  # only specs with groups
 
         doc = expand_templates(doc, _template_loader(limits), str(path.resolve()))
+    # Before any validation: the checks of an invalid spec import `call:` targets too.
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     try:
         pipeline = pipeline_from_data(doc, limits)
     except SpecLimitExceeded:
         raise
     except InvalidSpec as exc:
         raise _with_plan_problems(exc, doc) from None
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
     pipeline._source = str(path.resolve())
     return pipeline
 
@@ -98,12 +86,11 @@ def _template_loader(limits: Limits) -> Any:
         target = (Path(from_source).parent / reference).resolve()
         if target.suffix.lower() not in _SUFFIXES:
             raise UsageError(f"use: {reference!r}: a template is a .yaml, .yml or .json file")
-        if not target.is_file():
+        if not target.exists():
             raise UsageError(f"use: {reference!r}: no such file {target}")
-        if target.stat().st_size > limits.max_bytes:
-            raise SpecLimitExceeded(f"use: {reference!r} is over the size limit", limit="max_bytes")
         fmt = _SUFFIXES[target.suffix.lower()]
-        raw = parse_document(target.read_bytes(), fmt=fmt, source=str(target), limits=limits)  # type: ignore[arg-type]
+        data = _read_spec_file(target, limits, f"use: {reference!r}: ")
+        raw = parse_document(data, fmt=fmt, source=str(target), limits=limits)  # type: ignore[arg-type]
         if not isinstance(raw, dict):
             raise UsageError(f"use: {reference!r}: {target} is not a pipeline mapping")
         return str(target), raw
@@ -137,6 +124,62 @@ def _registered(reference: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(raw, dict):
         raise UsageError(f"use: {reference!r}: the stored spec is not a pipeline mapping")
     return f"{record.name}@{record.version}", raw
+
+
+def _read_spec_file(path: Path, limits: Limits, prefix: str = "") -> bytes:
+    """The bytes of spec file ``path``, at most ``limits.max_bytes`` of them.
+
+    Opened without blocking and checked to be a regular file before a byte is
+    read; read with a bound rather than by the size the file reports (``/proc``
+    files report 0). ``UsageError`` (prefixed with ``prefix``) for a missing,
+    unreadable or irregular file; ``SpecLimitExceeded`` past the size limit.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise UsageError(f"{prefix}{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{prefix}{path} is a folder; give the pipeline file inside it") from None
+    except OSError as exc:
+        raise UsageError(f"{prefix}{path}: cannot read it ({exc.strerror or exc})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise UsageError(f"{prefix}{path} is a folder; give the pipeline file inside it")
+        raise UsageError(
+            f"{prefix}{path} is not a regular file (it is {_file_kind(info.st_mode)}); "
+            "give a pipeline file saved on disk"
+        )
+    with os.fdopen(fd, "rb") as f:
+        size = f"{info.st_size:,} bytes"
+        if info.st_size <= limits.max_bytes:  # what it reports; read no more than the limit
+            try:
+                data = f.read(limits.max_bytes + 1)
+            except OSError as exc:
+                raise UsageError(
+                    f"{prefix}{path}: cannot read it ({exc.strerror or exc})"
+                ) from None
+            if len(data) <= limits.max_bytes:
+                return data
+            size = f"more than {limits.max_bytes:,} bytes"
+    raise SpecLimitExceeded(
+        f"{prefix}{path} is {size}, over the limit of {limits.max_bytes:,} "
+        "(STAGEFLOW_MAX_SPEC_BYTES)",
+        limit="max_bytes",
+    )
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def _with_plan_problems(exc: InvalidSpec, doc: object) -> InvalidSpec:

@@ -21,6 +21,7 @@ from typing import IO, Any
 __all__ = [
     "attempt_log",
     "capture_thread_output",
+    "captured",
     "log_file",
     "log_path",
     "release_thread_output",
@@ -136,6 +137,11 @@ def capture_thread_output(path: Path | str) -> Any:
     capture = _Capture(path)
     _local.file = capture
     return capture
+
+
+def captured() -> bool:
+    """Whether this thread's output goes to an attempt's log right now."""
+    return getattr(_local, "file", None) is not None
 
 
 def release_thread_output(handle: Any) -> None:

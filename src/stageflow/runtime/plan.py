@@ -21,7 +21,7 @@ from stageflow.operators.registry import task_problems
 from stageflow.runtime.resilience import fallback_problems
 from stageflow.spec.models import Pipeline, Resources
 from stageflow.spec.params import substitute
-from stageflow.spec.validate import pipeline_problems, structural_problems
+from stageflow.spec.validate import graph_rows, pipeline_problems, structural_problems
 
 __all__ = ["check", "plan_problems", "resolve_params", "task_parameters"]
 
@@ -33,19 +33,36 @@ def resolve_params(pipeline: Pipeline, overrides: Mapping[str, Any]) -> dict[str
     """
     unknown = [k for k in overrides if k not in pipeline.params]
     if unknown:
+        from stageflow.spec.suggest import did_you_mean
+
         known = ", ".join(sorted(pipeline.params)) or "none"
-        raise InvalidSpec(
-            [
+        fix = (
+            "declare it in Pipeline(..., params={...})"
+            if _defined_in_python(pipeline)
+            else "add it under `params:`"
+        )
+        problems = []
+        for k in unknown:
+            hint = did_you_mean(k, list(pipeline.params))
+            problems.append(
                 Problem(
                     f"--param {k}: the pipeline declares no parameter '{k}' "
-                    f"(declared: {known}); add it under `params:`",
+                    f"(declared: {known}); "
+                    + (f"did you mean '{hint}'? Or {fix}" if hint else fix),
                     field=f"params.{k}",
                 )
-                for k in unknown
-            ],
-            pipeline=pipeline.name,
-        )
+            )
+        raise InvalidSpec(problems, pipeline=pipeline.name)
     return {**pipeline.params, **overrides}
+
+
+def _defined_in_python(pipeline: Pipeline) -> bool:
+    """Whether ``pipeline`` was written in Python (its module, or functions as tasks)
+    rather than in a YAML/JSON file: the advice names where its ``params`` live."""
+    source = getattr(pipeline, "_source", None)
+    if source is not None:
+        return str(source).endswith(".py")
+    return any(t.fn is not None for t in pipeline.tasks)
 
 
 def task_parameters(task_parameters: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
@@ -80,9 +97,7 @@ def _problems_and_plan(
 ) -> tuple[list[Problem], EnginePlan | None]:
     params = pipeline.params if params is None else params
     plan: EnginePlan | None = None
-    problems: list[Problem] = structural_problems(
-        ((t.id, t.all_upstream, i) for i, t in enumerate(pipeline.tasks)), pipeline=pipeline.name
-    )
+    problems: list[Problem] = structural_problems(graph_rows(pipeline), pipeline=pipeline.name)
     spec_problems = pipeline_problems(pipeline)
     problems.extend(spec_problems)
     # A task whose `call:` is already reported gets no second problem about it.
@@ -115,7 +130,7 @@ def _problems_and_plan(
         if task.id in bad_calls:
             continue
         fn = task.fn
-        if fn is not None and not task.parameters and task.fallback is None:
+        if fn is not None and not task.parameters and not task.inputs and task.fallback is None:
             needs_nothing = free.get(id(fn))
             if needs_nothing is None:
                 needs_nothing = free[id(fn)] = takes_anything(fn)
@@ -125,7 +140,7 @@ def _problems_and_plan(
             parameters = task_parameters(task.parameters, params)
         except KeyError:
             continue  # reported by pipeline_problems
-        problems.extend(task_problems(task, parameters, params))
+        problems.extend(task_problems(task, parameters, params, pipeline=pipeline))
         if task.fallback is not None:
             problems.extend(fallback_problems(task, parameters, params))
     return problems, plan

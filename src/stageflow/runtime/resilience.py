@@ -68,13 +68,18 @@ class Resilience:
         *,
         use_cache: bool = True,
         logs_dir: Path,
+        pipeline_dir: str | None = None,
     ) -> None:
+        """``pipeline_dir``: where the run's relative paths start (operators/paths.py)."""
         self.pipeline = pipeline
         self.store = store
         self.run_id = run_id
         self.run_params = run_params
         self.logs_dir = logs_dir
-        self.cache = TaskCache(pipeline, store, run_params, lookup=use_cache)
+        self.pipeline_dir = pipeline_dir
+        self.cache = TaskCache(
+            pipeline, store, run_params, lookup=use_cache, pipeline_dir=pipeline_dir
+        )
         self.cached = {t.id for t in pipeline.tasks if pipeline.cache_of(t)}
         self.breakers: dict[str, tuple[str, CircuitBreaker]] = {}
         self.fatal_on: dict[str, list[str]] = {}
@@ -190,6 +195,7 @@ class Resilience:
             work_dir=path.parent / f"work-{attempt}",
             log_path=path,
             logger=logging.getLogger("stageflow.task"),
+            pipeline_dir=self.pipeline_dir,
         )
         args, kwargs = bind(fn, inputs(), {**parameters, "error": error}, ctx)
         return fn(*args, **kwargs)

@@ -24,6 +24,7 @@ else 1.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -65,12 +66,15 @@ def detect_capacity(home: Path, env: Mapping[str, str] | None = None) -> Capacit
         raw = env.get(f"STAGEFLOW_{name}") or env.get(name)
         if raw in (None, ""):
             return None
+        shown = f"STAGEFLOW_{name}" if env.get(f"STAGEFLOW_{name}") else name
         try:
             value = float(raw)
         except ValueError:
-            raise UsageError(f"{name} is {raw!r}; it must be a number") from None
+            raise UsageError(f"{shown} is {raw!r}; it must be a number") from None
+        if not math.isfinite(value):  # nan would admit anything, inf everything
+            raise UsageError(f"{shown} is {raw!r}; it must be a finite number")
         if value < 0:
-            raise UsageError(f"{name} is {raw!r}; it must not be negative")
+            raise UsageError(f"{shown} is {raw!r}; it must not be negative")
         return value
 
     cpu = number("MAX_CPU_CORES")
@@ -100,7 +104,7 @@ def parse_counts(text: str, variable: str) -> dict[str, float]:
             amount = float(value)
         except ValueError:
             amount = -1.0
-        if not sep or not name.strip() or amount < 0:
+        if not sep or not name.strip() or not (math.isfinite(amount) and amount >= 0):
             raise UsageError(f"{variable}: {item!r} is not NAME=AMOUNT (e.g. training=2)")
         out[name.strip()] = amount
     return out
@@ -177,6 +181,8 @@ def operator_defaults(env: Mapping[str, str] | None = None) -> dict[str, Resourc
     out: dict[str, Resources] = {}
     from pydantic import ValidationError
 
+    from stageflow.spec.messages import readable_error
+
     for operator, request in data.items():
         try:
             out[str(operator)] = Resources.model_validate(request)
@@ -184,7 +190,7 @@ def operator_defaults(env: Mapping[str, str] | None = None) -> dict[str, Resourc
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise UsageError(
-                f"{variable}: {operator}{'.' + where if where else ''}: {first['msg']}"
+                f"{variable}: {operator}{'.' + where if where else ''}: {readable_error(first)}"
             ) from None
     return out
 
@@ -193,21 +199,21 @@ _EXAMPLE = '{"model_training": {"cpu": 2, "memory_gb": 4}}'
 
 
 def resource_problems(pipeline: Pipeline, plan: EnginePlan, capacity: Capacity) -> list[Problem]:
-    """A problem for each task whose request can never fit ``capacity``."""
+    """A problem for each part of each task's request that can never fit ``capacity``
+    (a task asking too many GPUs and too much memory gets both)."""
     if not plan.needs_admission():
         return []
     admission = Admission(capacity)
     problems = []
-    seen: dict[int, tuple[str, str] | None] = {}
+    seen: dict[int, list[tuple[str, str]]] = {}
     for i, tid in enumerate(plan.ids):
         c = plan.request_of[i] if plan.request_of else -1
         if c < 0:
             continue
         if c not in seen:
-            seen[c] = admission.why_infeasible(plan.requests[c])
-        found = seen[c]
-        if found is not None:
-            problems.append(Problem(f"{found[1]} (task cannot run here)", task=tid, field=found[0]))
+            seen[c] = admission.all_infeasible(plan.requests[c])
+        for field, message in seen[c]:
+            problems.append(Problem(f"{message} (task cannot run here)", task=tid, field=field))
     return problems
 
 

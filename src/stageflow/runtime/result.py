@@ -1,19 +1,22 @@
 """What a finished (or inspected) run looks like to a caller: ``RunResult``.
 
 The same shape serves ``Pipeline.run()``'s return value, ``stageflow run
---format json`` and ``stageflow runs show --format json``.
+--format json`` and ``stageflow runs show --format json``. Its tasks are in
+pipeline order, each mapped task followed by its elements by index
+(``index_order``: ``train``, ``train[0]``, ``train[1]``, ..., ``train[10]``),
+whatever order they were created or finished in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from stageflow.runtime.store.base import RunRecord, TaskRunRecord
 
-__all__ = ["RunResult", "TaskResult", "iso"]
+__all__ = ["RunResult", "TaskResult", "index_order", "iso"]
 
 
 def iso(ts: float | None) -> str | None:
@@ -21,6 +24,39 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def index_order(task_ids: Iterable[str]) -> list[str]:
+    """``task_ids`` with each mapped element ``ID[K]`` right after ``ID``, by the
+    number ``K`` (elements of an unlisted ``ID`` stay together, where the first of
+    them was); every other id keeps its place."""
+    ids = list(task_ids)
+    children: dict[str, list[tuple[int, str]]] = {}
+    parent: dict[str, str] = {}
+    for tid in ids:
+        if tid.endswith("]"):
+            base, sep, k = tid[:-1].rpartition("[")
+            if sep and k.isdigit():
+                children.setdefault(base, []).append((int(k), tid))
+                parent[tid] = base
+    if not children:
+        return ids
+    listed = set(ids)
+    out: list[str] = []
+
+    def emit_children(base: str) -> None:
+        for _, kid in sorted(children.pop(base, ())):
+            out.append(kid)
+            emit_children(kid)  # an element that is itself mapped
+
+    for tid in ids:
+        of = parent.get(tid)
+        if of is None:
+            out.append(tid)
+            emit_children(tid)
+        elif of not in listed:
+            emit_children(of)  # the first element met of an unlisted task: all of them
+    return out
 
 
 @dataclass
@@ -72,6 +108,10 @@ class RunResult:
 
     def __post_init__(self, path: list[str] | Callable[[], list[str]] | None) -> None:
         self._path = path
+        if any(tid.endswith("]") for tid in self.tasks):  # mapped elements: by index
+            order = index_order(self.tasks)
+            if order != list(self.tasks):
+                self.tasks = {tid: self.tasks[tid] for tid in order}
 
     @property
     def critical_path(self) -> list[str]:

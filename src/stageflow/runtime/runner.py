@@ -51,6 +51,7 @@ from stageflow.runtime.committer import Committer
 from stageflow.runtime.control import RunControl, default_requester, live_owner
 from stageflow.runtime.cycle import Cycle
 from stageflow.runtime.executors.base import Deliver, Executor
+from stageflow.runtime.interrupt import Interrupt
 from stageflow.runtime.lineage import start_recording
 from stageflow.runtime.plan import check, resolve_params, task_parameters
 from stageflow.runtime.resilience import TIMEOUT_TYPES, Resilience
@@ -75,6 +76,7 @@ from stageflow.spec.models import Pipeline
 __all__ = [
     "Listener",
     "Prepared",
+    "RunStarted",
     "Runner",
     "new_run_id",
     "resume_run",
@@ -85,6 +87,20 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Listener = Callable[[Transition], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """What a run's observers learn before its first step: which run, of what."""
+
+    run_id: str
+    pipeline: str
+    task_ids: list[str]
+    resumed: bool
+
+
+#: Called once a run is claimed, before its first step (e.g. the live view's header).
+OnStart = Callable[[RunStarted], None]
 EXECUTORS = ("thread", "process")
 _HEARTBEAT_SECONDS = 5.0
 _MAX_WAIT = 1.0
@@ -109,6 +125,8 @@ def run_pipeline(
     store_url: str | None = None,
     settings: Settings | None = None,
     listener: Listener | None = None,
+    on_start: OnStart | None = None,
+    interrupt: Interrupt | None = None,
     use_cache: bool = True,
 ) -> RunResult:
     """Validate, record and run ``pipeline``; return its ``RunResult`` (any final state).
@@ -127,6 +145,8 @@ def run_pipeline(
             executor=executor,
             max_parallel=max_parallel,
             listener=listener,
+            on_start=on_start,
+            interrupt=interrupt,
             use_cache=use_cache,
         )
         return runner.run_new(params or {})
@@ -143,6 +163,8 @@ def resume_run(
     store_url: str | None = None,
     settings: Settings | None = None,
     listener: Listener | None = None,
+    on_start: OnStart | None = None,
+    interrupt: Interrupt | None = None,
 ) -> RunResult:
     """Finish run ``run_id``: re-run exactly its tasks without a committed success.
 
@@ -163,6 +185,8 @@ def resume_run(
             executor=executor,
             max_parallel=max_parallel,
             listener=listener,
+            on_start=on_start,
+            interrupt=interrupt,
         )
         return runner.resume(run)
     finally:
@@ -180,6 +204,8 @@ def retry_run(
     store_url: str | None = None,
     settings: Settings | None = None,
     listener: Listener | None = None,
+    on_start: OnStart | None = None,
+    interrupt: Interrupt | None = None,
     use_cache: bool = True,
 ) -> RunResult:
     """Run the tasks of run ``run_id`` that did not succeed again, in the same run.
@@ -213,6 +239,8 @@ def retry_run(
             executor=executor,
             max_parallel=max_parallel,
             listener=listener,
+            on_start=on_start,
+            interrupt=interrupt,
             use_cache=use_cache,
         )
         return runner.resume(run, rerun=rerun, reason=f"{reason} (by {by or default_requester()})")
@@ -241,6 +269,8 @@ class Runner:
         executor: str = "thread",
         max_parallel: int | None = None,
         listener: Listener | None = None,
+        on_start: OnStart | None = None,
+        interrupt: Interrupt | None = None,
         clock: Callable[[], float] = time.time,
         use_cache: bool = True,
         capacity: Capacity | None = None,
@@ -269,6 +299,8 @@ class Runner:
         self.admission = admission
         self.shared = admission is not None  # other runs use it too: wake on release
         self.listener = listener
+        self.on_start = on_start
+        self.interrupt = interrupt
         self.clock = clock
         self.use_cache = use_cache
         self.artifacts = ArtifactStore(settings.artifacts_root)
@@ -441,6 +473,10 @@ class Runner:
         if shared:
             assert self.admission is not None
             self.admission.subscribe(cycle.wake)  # another run released resources
+        if self.interrupt is not None:
+            self.interrupt.subscribe(cycle.wake)  # Ctrl-C: the next step cancels
+        if self.on_start is not None:
+            self.on_start(RunStarted(run_id, pipeline.name, list(loop.rows), resumed))
         cancelled = False
         # The run's long-lived structures (pipeline, plan, rows) would be rescanned
         # by every full collection; freeze them for the run (see docs/architecture.md).
@@ -473,17 +509,26 @@ class Runner:
             if shared:
                 assert self.admission is not None
                 self.admission.unsubscribe(cycle.wake)
+            if self.interrupt is not None:
+                self.interrupt.unsubscribe(cycle.wake)
             _collect_less(False)
             gc.unfreeze()
         now = max(now, drive.now)
         batch = drive.batch
         state = sched.run_state()
-        if cancelled or control.cancelled:
+        if cancelled or control.cancelled or drive.interrupted:
             state = RunState.CANCELLED
         batch.runs.append(RunUpdate(run_id, state=state, ended_at=now, heartbeat_at=now))
         batch.events.append(
             EventRecord(
-                run_id, None, control.state, state, now, message=sched.aborted or control.message
+                run_id,
+                None,
+                control.state,
+                state,
+                now,
+                message=sched.aborted
+                or control.message
+                or (self.interrupt.reason if drive.interrupted and self.interrupt else None),
             )
         )
         loop.commit(batch)
@@ -531,6 +576,8 @@ class _Drive:
         self.last_heartbeat = now
         self.dirty_since: float | None = None
         self.now = now
+        self.interrupt = runner.interrupt
+        self.interrupted = False  # the run was cancelled by ``interrupt`` (Ctrl-C)
 
     def submit(self, job: Job) -> None:
         self.executor.submit(job)
@@ -561,6 +608,10 @@ class _Drive:
                 ),
                 batch,
             )
+        interrupt = self.interrupt
+        if interrupt is not None and interrupt.requested and not self.interrupted:
+            self.interrupted = True
+            loop.record(sched.cancel(now, interrupt.reason), batch)
         control = self.control
         if now >= control.next_poll:
             control.poll(sched, now, batch, loop.record)
@@ -690,6 +741,7 @@ class _Loop:
         self.to_stop: list[tuple[str, str, int]] = []  # attempts cancelled by the engine
         self.gpus: dict[str, float] = {}  # GPUs held by running attempts (GPU seconds)
         self.fallback_error: str | None = None
+        self.failures: dict[str, str] = {}  # task -> error, for TaskContext.failures
         self.shortcuts = False  # a task was decided at dispatch this tick (short_circuit)
         self.in_thread = runner.executor_name == "thread"
         # Mapped tasks (``map_over``): their success stores their children's outputs.
@@ -700,6 +752,8 @@ class _Loop:
         self.inline = settings.inline_output_bytes
         self.listener = runner.listener
         self.committer = Committer(runner.store)
+        # Where the run's tasks start and relative paths resolve (operators/paths.py).
+        self.pipeline_dir = _pipeline_dir(runner.pipeline)
         self.guard = Resilience(
             runner.pipeline,
             runner.store,
@@ -707,6 +761,7 @@ class _Loop:
             params,
             use_cache=runner.use_cache,
             logs_dir=self.logs_dir,
+            pipeline_dir=self.pipeline_dir,
         )
 
     def reset_for_resume(
@@ -773,7 +828,7 @@ class _Loop:
                 )
             elif old is _S.RUNNING:
                 if new is _S.SUCCESS and tid in self.mapped:
-                    self._store_mapped_output(tid, batch)
+                    self._store_mapped_output(tid, t.attempt, batch)
                     row.note, row.error = "mapped", t.message  # "4 of 5 elements succeeded"
                 elif new is _S.CANCELLED:
                     self.to_stop.append((run_id, tid, t.attempt))
@@ -803,6 +858,8 @@ class _Loop:
                 row.ended_at = t.at
             if new in _WHY_STATES:  # why it failed, or did not run
                 row.error = t.message
+                if new is _S.FAILED:
+                    self.failures[tid] = t.message or "failed"
             row.state = new
             events.append(EventRecord(run_id, tid, old, new, t.at, t.attempt, t.message))
             self.dirty.add(tid)
@@ -883,7 +940,7 @@ class _Loop:
             and not fatal
             and not sched.will_retry(tid, attempt, retryable=retryable)
         ):
-            message = self._use_fallback(task, attempt, error or "the task failed", batch)
+            message = self._use_fallback(task, tid, attempt, error or "the task failed", batch)
             if message is not None:
                 self.record(sched.record(tid, attempt, True, now, message), batch)
                 row = self.rows[tid]
@@ -916,10 +973,12 @@ class _Loop:
         self.rows[tid].note = "cached"
         return True
 
-    def _use_fallback(self, task: Any, attempt: int, error: str, batch: Batch) -> str | None:
-        """Store the fallback output of ``task``; return the success message, or
-        ``None`` with ``self.fallback_error`` saying why the fallback failed too."""
-        tid = task.id
+    def _use_fallback(
+        self, task: Any, tid: str, attempt: int, error: str, batch: Batch
+    ) -> str | None:
+        """Store the fallback output of ``task`` as task run ``tid``'s (``id[k]`` for a
+        mapped task's child); return the success message, or ``None`` with
+        ``self.fallback_error`` saying why the fallback failed too."""
         try:
             value = self.guard.fallback_value(
                 task,
@@ -932,8 +991,10 @@ class _Loop:
                 value,
                 run_id=self.run_id,
                 task_id=tid,
+                attempt=attempt,
                 artifacts=self.runner.artifacts,
                 inline_limit=self.inline,
+                fallback=True,  # not attempt-N: that attempt may still be running (a thread)
             )
         except Exception as exc:  # the fallback's own failure: reported with the task's
             self.fallback_error = f"{error}; the fallback failed too: {type(exc).__name__}: {exc}"
@@ -958,7 +1019,11 @@ class _Loop:
             logs_dir=self.logs_dir,
             inline_limit=self.inline,
             deadline=deadline,
+            pipeline_dir=self.pipeline_dir,
+            pipeline=self.runner.pipeline.name,
         )
+        if self.failures:
+            job.failures = dict(self.failures)
         if task_id != task.id:  # a child of a mapped task: its own id, one element
             job.task_id = task_id
         grant = self.sched.grant(task_id) if self.sched is not None else None
@@ -1017,7 +1082,7 @@ class _Loop:
     def _is_mapped(self, task_id: str) -> bool:
         return task_id in self.mapped  # a mapped task itself, not one of its children
 
-    def _store_mapped_output(self, task_id: str, batch: Batch) -> None:
+    def _store_mapped_output(self, task_id: str, attempt: int, batch: Batch) -> None:
         """A mapped task's output: its successful children's outputs, in element
         order; stored before its success is committed, like any output."""
         assert self.sched is not None
@@ -1030,6 +1095,7 @@ class _Loop:
             outputs,
             run_id=self.run_id,
             task_id=task_id,
+            attempt=attempt,  # the mapped task's own: no attempt of it runs code
             artifacts=self.runner.artifacts,
             inline_limit=self.inline,
         )
@@ -1263,7 +1329,16 @@ def _reload(record: PipelineRecord, run: RunRecord) -> Pipeline:
         folder = str(Path(run.source).parent)
         if folder not in sys.path:
             sys.path.insert(0, folder)
-    return pipeline_from_data(json.loads(record.spec_json))
+    pipeline = pipeline_from_data(json.loads(record.spec_json))
+    pipeline._source = run.source  # its tasks start in the same folder again
+    return pipeline
+
+
+def _pipeline_dir(pipeline: Pipeline) -> str:
+    """The folder the pipeline's tasks work in (``operators/paths.py``): its file's
+    folder, else the current directory (a pipeline built and run in Python)."""
+    source = _source_of(pipeline)
+    return os.path.dirname(source) if source else os.getcwd()
 
 
 _NO_ELEMENT = object()

@@ -10,6 +10,11 @@ Prices for ``stageflow runs cost`` (``runtime.usage``) come from
 ``STAGEFLOW_COST="cpu_hour=0.05,memory_gb_hour=0.01,gpu_hour=2.5"``: a price
 per CPU hour, per GB-hour of memory and per GPU hour held; an item left out
 costs nothing, and no variable at all means "no prices configured".
+
+Every number is checked against ``NUMBER_RANGES``: a value that is not a finite
+number (``nan``, ``inf``), is negative or is over its maximum is refused with a
+``UsageError`` naming the variable, never silently used (``nan`` compares false
+with everything, so it would turn a bound off). Empty means the default.
 """
 
 from __future__ import annotations
@@ -23,10 +28,26 @@ from pathlib import Path
 from stageflow.errors import UsageError
 from stageflow.spec.load import Limits
 
-__all__ = ["COST_PRICE_NAMES", "Settings", "load_settings"]
+__all__ = ["COST_PRICE_NAMES", "NUMBER_RANGES", "Settings", "load_settings"]
 
 #: The prices ``STAGEFLOW_COST`` may set, per hour of one unit held.
 COST_PRICE_NAMES = ("cpu_hour", "memory_gb_hour", "gpu_hour")
+
+#: Each numeric variable (after ``STAGEFLOW_``): its type and its largest value.
+NUMBER_RANGES: dict[str, tuple[type[int] | type[float], float]] = {
+    "MAX_SPEC_BYTES": (int, 1 << 40),
+    "MAX_SPEC_DEPTH": (int, 1000),  # past that, the parsers' recursion gives out first
+    "MAX_SPEC_ALIASES": (int, 10**9),
+    "MAX_SPEC_NODES": (int, 10**9),
+    "MAX_TASKS": (int, 10**7),
+    "TASK_TIMEOUT": (float, 365 * 24 * 3600),  # seconds: a year
+    "MAX_RETRIES": (int, 1000),  # as retry.max_retries in a spec
+    "MAX_PARALLEL_TASKS": (int, 100_000),  # as max_parallel_tasks in a spec
+    "MAX_CONCURRENT_RUNS": (int, 100_000),
+    "INLINE_OUTPUT_BYTES": (int, 1 << 29),  # SQLite stores at most 1e9 bytes in a value
+    "COMMIT_INTERVAL_MS": (float, 60_000),  # a minute: longer loses more to a crash
+    "API_PORT": (int, 65535),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +97,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raw = get(name, seed)
         if raw is None:
             return None
+        _, highest = NUMBER_RANGES[name]
+        shown = f"STAGEFLOW_{name}" + (f" (or {seed})" if seed else "")
         try:
             value = kind(raw)
         except ValueError:
-            shown = f"STAGEFLOW_{name}" + (f" (or {seed})" if seed else "")
-            raise UsageError(f"{shown} is {raw!r}; it must be a {kind.__name__}") from None
+            what = "an integer" if kind is int else "a number"
+            raise UsageError(f"{shown} is {raw!r}; it must be {what}") from None
+        if not math.isfinite(value):
+            raise UsageError(f"{shown} is {raw!r}; it must be a finite number")
         if value < 0:
-            raise UsageError(f"STAGEFLOW_{name} is {raw!r}; it must not be negative")
+            raise UsageError(f"{shown} is {raw!r}; it must not be negative")
+        if value > highest:
+            raise UsageError(f"{shown} is {raw!r}; it must be at most {highest:,}")
         return value
 
     defaults = Settings()

@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from stageflow.errors import StageflowError
+from stageflow.runtime.result import index_order
 from stageflow.runtime.store.base import AttemptRecord, RunRecord, TaskRunRecord
 
 if TYPE_CHECKING:
@@ -350,12 +351,14 @@ class TaskUsage:
 def task_usage(
     attempts: Sequence[AttemptRecord], prices: Mapping[str, float] | None = None
 ) -> list[TaskUsage]:
-    """Per task (in the order first met), its attempts' usage; ``cost`` only with prices."""
+    """Per task (in the order first met, a mapped task's elements by index), its
+    attempts' usage; ``cost`` only with prices."""
     by_task: dict[str, list[AttemptRecord]] = {}
     for a in attempts:
         by_task.setdefault(a.task_id, []).append(a)
     out = []
-    for tid, mine in by_task.items():
+    for tid in index_order(by_task):
+        mine = by_task[tid]
         requests = [a.request_json for a in mine if a.request_json]
         devices = [a.gpu_devices for a in mine if a.gpu_devices]
         out.append(
@@ -722,11 +725,11 @@ def gantt(
     attempts: Sequence[AttemptRecord],
     fmt: Literal["svg", "png"],
 ) -> str | bytes:
-    """One bar per attempt: y the task (in ``task_ids`` order, then any other), x the
-    seconds from the run's start, the colour its final state (the DAG drawing's
-    colours); the queued wait is a lighter segment before the bar. An attempt still
-    running is drawn up to the latest time recorded. SVG is text; PNG needs Pillow
-    (``MissingExtra`` without it)."""
+    """One bar per attempt: y the task (in ``task_ids`` order, then any other; a mapped
+    task's elements by index), x the seconds from the run's start, the colour its
+    final state (the DAG drawing's colours); the queued wait is a lighter segment
+    before the bar. An attempt still running is drawn up to the latest time
+    recorded. SVG is text; PNG needs Pillow (``MissingExtra`` without it)."""
     shapes, width, height = _gantt_shapes(run, task_ids, attempts)
     if fmt == "svg":
         return _gantt_svg(shapes, width, height, run)
@@ -741,7 +744,7 @@ def _gantt_shapes(
     drawn = [a for a in attempts if a.started_at is not None or a.queued_at is not None]
     with_bars = {a.task_id for a in drawn}
     listed = [t for t in task_ids if t in with_bars]
-    rows = list(dict.fromkeys([*listed, *(a.task_id for a in drawn)]))
+    rows = index_order(dict.fromkeys([*listed, *(a.task_id for a in drawn)]))
     hidden = max(len(rows) - _MAX_ROWS, 0)
     rows = rows[:_MAX_ROWS]
     index = {t: i for i, t in enumerate(rows)}

@@ -8,8 +8,10 @@ exactly one JSON value on stdout. A user mistake never prints a traceback.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -20,6 +22,10 @@ from stageflow.errors import StageflowError, UsageError
 __all__ = ["main"]
 
 FORMAT = click.Choice(["text", "json"])
+#: Bounds of counting options, so that a huge number is a usage error rather than
+#: an overflow in the store: ``--max-parallel`` as ``max_parallel_tasks`` in a spec.
+MAX_PARALLEL = 100_000
+MAX_LISTED = 1_000_000
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,6 +92,8 @@ def _capacity_options(f: Any) -> Any:
     against (default: detected; ``STAGEFLOW_MAX_CPU_CORES`` etc. in the environment)."""
 
     def apply(ctx: click.Context, param: click.Parameter, value: float | None) -> None:
+        if value is not None and not math.isfinite(value):  # FloatRange lets nan through
+            raise click.BadParameter(f"{value} is not a finite number", ctx, param)
         if value is not None:
             names = {"cpus": "CPU_CORES", "memory_gb": "MEMORY_GB", "gpus": "GPU_COUNT"}
             os.environ[f"STAGEFLOW_MAX_{names[str(param.name)]}"] = f"{value:g}"
@@ -115,7 +123,7 @@ def _capacity_options(f: Any) -> Any:
 )
 @click.option(
     "--max-parallel",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_PARALLEL),
     default=None,
     help="At most this many tasks at once (default: the pipeline's, else CPU count).",
 )
@@ -140,22 +148,36 @@ def run(
 
     Tasks that declare `resources:` start only when their request fits in what is
     free of this machine's CPUs, memory and GPUs (--cpus/--memory-gb/--gpus)."""
+    from stageflow.errors import InvalidSpec
     from stageflow.runtime.loading import load_pipeline
     from stageflow.runtime.runner import run_pipeline
 
     overrides = _parse_params(params)
-    pipeline = load_pipeline(target, settings.limits)
-    with _progress(fmt, [t.id for t in pipeline.tasks]) as listener:
-        result = run_pipeline(
-            pipeline,
-            params=overrides,
-            executor=executor,
-            max_parallel=max_parallel,
-            settings=settings,
-            listener=listener,
-            use_cache=not no_cache,
+    try:
+        pipeline = load_pipeline(target, settings.limits)
+    except StageflowError as exc:  # as `validate` reports it
+        if fmt == "json":
+            click.echo(_invalid_json(exc))
+        raise
+    try:
+        _run_shown(
+            fmt,
+            lambda listener, on_start, interrupt: run_pipeline(
+                pipeline,
+                params=overrides,
+                executor=executor,
+                max_parallel=max_parallel,
+                settings=settings,
+                listener=listener,
+                on_start=on_start,
+                interrupt=interrupt,
+                use_cache=not no_cache,
+            ),
         )
-    _finish(result, fmt)
+    except InvalidSpec as exc:  # refused before any task ran (parameters, resources)
+        if fmt == "json":
+            click.echo(_invalid_json(exc))
+        raise
 
 
 @cli.command()
@@ -163,7 +185,7 @@ def run(
 @click.option(
     "--executor", type=click.Choice(["thread", "process"]), default="thread", show_default=True
 )
-@click.option("--max-parallel", type=click.IntRange(min=1), default=None)
+@click.option("--max-parallel", type=click.IntRange(min=1, max=MAX_PARALLEL), default=None)
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
 @_capacity_options
 @click.pass_obj
@@ -179,15 +201,18 @@ def resume(settings: Any, run_id: str, executor: str, max_parallel: int | None, 
 
         click.echo(unpause_run(run_id, settings=settings), err=True)
         return
-    with _progress(fmt, []) as listener:
-        result = resume_run(
+    _run_shown(
+        fmt,
+        lambda listener, on_start, interrupt: resume_run(
             run_id,
             executor=executor,
             max_parallel=max_parallel,
             settings=settings,
             listener=listener,
-        )
-    _finish(result, fmt)
+            on_start=on_start,
+            interrupt=interrupt,
+        ),
+    )
 
 
 # -- run control: retry / cancel / pause / unpause / approve ---------------------------
@@ -205,7 +230,7 @@ def resume(settings: Any, run_id: str, executor: str, max_parallel: int | None, 
 @click.option(
     "--executor", type=click.Choice(["thread", "process"]), default="thread", show_default=True
 )
-@click.option("--max-parallel", type=click.IntRange(min=1), default=None)
+@click.option("--max-parallel", type=click.IntRange(min=1, max=MAX_PARALLEL), default=None)
 @click.option("--no-cache", is_flag=True, help="Run tasks with `cache: true` anyway.")
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
 @_capacity_options
@@ -227,17 +252,20 @@ def retry(
     _check_run_id(run_id)
     if from_task is not None:
         _check_task_id(from_task, "--from")
-    with _progress(fmt, []) as listener:
-        result = retry_run(
+    _run_shown(
+        fmt,
+        lambda listener, on_start, interrupt: retry_run(
             run_id,
             from_task=from_task,
             executor=executor,
             max_parallel=max_parallel,
             settings=settings,
             listener=listener,
+            on_start=on_start,
+            interrupt=interrupt,
             use_cache=not no_cache,
-        )
-    _finish(result, fmt)
+        ),
+    )
 
 
 _BY = click.option(
@@ -314,7 +342,10 @@ def approve(
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
 @click.pass_obj
 def validate(settings: Any, target: str, fmt: str) -> None:
-    """Check TARGET without running it; print every problem at once."""
+    """Check TARGET without running it; print every problem at once.
+
+    Resource requests larger than this machine are warnings here (exit 0): the
+    pipeline may be meant for a bigger one; `run` here refuses them."""
     from stageflow.graph import critical_path, shape
     from stageflow.runtime.loading import load_pipeline
     from stageflow.runtime.plan import check
@@ -322,19 +353,17 @@ def validate(settings: Any, target: str, fmt: str) -> None:
 
     try:
         pipeline = load_pipeline(target, settings.limits)
-        _check_fits(pipeline, check(pipeline, operator_defaults=operator_defaults()), settings)
+        plan = check(pipeline, operator_defaults=operator_defaults())
+        warnings = _fits_warnings(pipeline, plan, settings)
     except StageflowError as exc:  # InvalidSpec, or a file/module that cannot be loaded
         if fmt == "json":
-            click.echo(
-                json.dumps(
-                    {"valid": False, "errors": [p.as_json() for p in exc.problems], "summary": None}
-                )
-            )
+            click.echo(_invalid_json(exc))
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     upstream = pipeline.upstream_map()
     s = shape(upstream)
     path = critical_path(upstream, {})
+    notes: list[str] = getattr(pipeline, "_notes", [])
     if fmt == "json":
         click.echo(
             json.dumps(
@@ -348,6 +377,8 @@ def validate(settings: Any, target: str, fmt: str) -> None:
                         "width": s.width,
                         "critical_path": path.tasks,
                     },
+                    "notes": notes,
+                    "warnings": [p.as_json() for p in warnings],
                 }
             )
         )
@@ -356,18 +387,36 @@ def validate(settings: Any, target: str, fmt: str) -> None:
             f"{target}: pipeline '{pipeline.name}' is valid: {s.tasks} tasks, "
             f"{s.edges} edges, depth {s.depth}, width {s.width}"
         )
+        for note in notes:  # accepted but not done (seed 002's email_on_failure)
+            click.echo(f"note: {note}", err=True)
+    if warnings:
+        count = f"{len(warnings)} resource request{'s' if len(warnings) != 1 else ''}"
+        click.echo(
+            f"warning: {count} will not fit this machine; `stageflow run` here refuses "
+            "them (the machine or cluster the pipeline runs on may have room):",
+            err=True,
+        )
+        for problem in warnings:
+            click.echo(f"  - {problem.render()}", err=True)
 
 
-def _check_fits(pipeline: Any, plan: Any, settings: Any) -> None:
-    """Requests that can never fit this machine are validation errors too."""
+def _invalid_json(exc: StageflowError) -> str:
+    """``validate``'s JSON answer for a spec that is refused: ``valid`` false and
+    every problem."""
+    return json.dumps(
+        {"valid": False, "errors": [p.as_json() for p in exc.problems], "summary": None}
+    )
+
+
+def _fits_warnings(pipeline: Any, plan: Any, settings: Any) -> list[Any]:
+    """Requests that can never fit this machine: warnings here, since a pipeline is
+    often validated on a laptop for a bigger server or a cluster (``run`` on the
+    local executors refuses them)."""
     if not plan.needs_admission():
-        return
-    from stageflow.errors import InvalidSpec
+        return []
     from stageflow.runtime.resources import detect_capacity, resource_problems
 
-    problems = resource_problems(pipeline, plan, detect_capacity(settings.home))
-    if problems:
-        raise InvalidSpec(problems, pipeline=pipeline.name)
+    return resource_problems(pipeline, plan, detect_capacity(settings.home))
 
 
 @cli.command()
@@ -451,7 +500,7 @@ def runs() -> None:
 
 @runs.command("list")
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=MAX_LISTED), default=50, show_default=True)
 @click.option("--pipeline", default=None, help="Only runs of this pipeline.")
 @click.pass_obj
 def runs_list(settings: Any, fmt: str, limit: int, pipeline: str | None) -> None:
@@ -623,7 +672,10 @@ def runs_cost(settings: Any, pipeline: str | None, days: int, fmt: str) -> None:
 @click.argument("run_id")
 @click.argument("task")
 @click.option(
-    "--attempt", type=click.IntRange(min=1), default=None, help="Only this attempt (default: all)."
+    "--attempt",
+    type=click.IntRange(min=1, max=MAX_LISTED),
+    default=None,
+    help="Only this attempt (default: all).",
 )
 @click.pass_obj
 def logs(settings: Any, run_id: str, task: str, attempt: int | None) -> None:
@@ -704,7 +756,7 @@ def _configure_logging(level: str) -> None:
 
 
 def _parse_params(params: tuple[str, ...]) -> dict[str, Any]:
-    from stageflow.spec.params import parse_param_value
+    from stageflow.spec.params import param_name_problem, parse_param_value
 
     out: dict[str, Any] = {}
     for item in params:
@@ -713,7 +765,10 @@ def _parse_params(params: tuple[str, ...]) -> dict[str, Any]:
             raise UsageError(
                 f"--param {item!r}: expected KEY=VALUE, e.g. --param epochs=10", field="param"
             )
-        out[key.strip()] = parse_param_value(value)
+        why = param_name_problem(key.strip())
+        if why is not None:
+            raise UsageError(f"--param {item!r}: {why}", field="param")
+        out[key.strip()] = parse_param_value(value, key.strip())
     return out
 
 
@@ -748,10 +803,12 @@ def _paused_elsewhere(settings: Any, run_id: str) -> bool:
 
 
 class _store:
+    """The store, opened for reading only: every command using this one only reads."""
+
     def __init__(self, settings: Any) -> None:
         from stageflow.runtime.store import open_store
 
-        self.store = open_store(settings.database_url, settings.home)
+        self.store = open_store(settings.database_url, settings.home, read_only=True)
 
     def __enter__(self) -> Any:
         return self.store
@@ -805,21 +862,36 @@ def _pipeline_of_run(settings: Any, run_id: str) -> tuple[Any, Any]:
     return pipeline, result
 
 
-def _progress(fmt: str, task_ids: list[str]) -> Any:
+def _run_shown(fmt: str, call: Callable[[Any, Any, Any], Any]) -> NoReturn:
+    """Run ``call(listener, on_start, interrupt)`` with progress on stderr (a live
+    view on a terminal) and Ctrl-C handling (``service.interrupts``); then print
+    the result and exit: 0 success, 130 cancelled by Ctrl-C, 1 otherwise."""
+    from stageflow.service.interrupts import CtrlC
     from stageflow.service.progress import LineProgress, LiveProgress
 
-    if fmt == "text" and sys.stderr.isatty() and task_ids and not os.environ.get("CI"):
-        return LiveProgress(task_ids)
-    return LineProgress(sys.stderr)
+    live = fmt == "text" and sys.stderr.isatty() and not os.environ.get("CI")
+    progress: Any = LiveProgress() if live else LineProgress(sys.stderr)
+    with progress, CtrlC(progress.say) as ctrl_c:
 
+        def on_start(info: Any) -> None:
+            ctrl_c.run_id = info.run_id
+            progress.started(info)
 
-def _finish(result: Any, fmt: str) -> NoReturn:
+        result = call(progress, on_start, ctrl_c.interrupt)
+    interrupted = ctrl_c.count > 0 and result.state == "cancelled"
     if fmt == "json":
         click.echo(json.dumps(result.as_json()))
     else:
         from stageflow.service.progress import render_summary
 
         render_summary(result, sys.stdout)
+    if interrupted:
+        click.echo(
+            f"run {result.run_id} cancelled by Ctrl-C; `stageflow retry {result.run_id}` "
+            "runs its unfinished tasks again",
+            err=True,
+        )
+        sys.exit(130)
     sys.exit(0 if result.state == "success" else 1)
 
 

@@ -138,13 +138,49 @@ def _parameters(model: Any) -> list[dict[str, Any]]:
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    if text is None:
-        text = str(annotation)
-    text = re.sub(r"\b(?:typing|[a-z_]+)\.(?=[A-Za-z])", "", text)
-    if text.startswith("Optional[") and text.endswith("]"):
-        text = f"{text[len('Optional[') : -1]} | None"
-    return text.replace("NoneType", "None")
+    """A parameter's type as a person writes it: ``'a' | 'b' | None`` for a literal,
+    ``list[impute | scale]`` for steps told apart by their ``op``, no pydantic
+    metadata (``Annotated[..., FieldInfo(...)]``)."""
+    import types
+    import typing
+
+    if annotation is None or annotation is type(None):
+        return "None"
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        tag = next((m.discriminator for m in args[1:] if _is_tag(m)), None)
+        return " | ".join(_tags(args[0], tag)) if tag is not None else _type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_type_name(a) for a in args if a is not type(None)]
+        return " | ".join(parts + (["None"] if type(None) in args else []))
+    if origin is not None:
+        name = getattr(origin, "__name__", None) or str(origin)
+        return f"{name}[{', '.join(_type_name(a) for a in args)}]" if args else name
+    if isinstance(annotation, type) or annotation is typing.Any:
+        return str(getattr(annotation, "__name__", "Any"))
+    return re.sub(r"\b(?:typing|[a-z_]+)\.(?=[A-Za-z])", "", str(annotation))
+
+
+def _is_tag(metadata: Any) -> bool:
+    """Whether ``metadata`` (of an ``Annotated``) is pydantic's field record naming a
+    discriminator: the field whose value picks the union's member."""
+    return isinstance(getattr(metadata, "discriminator", None), str)
+
+
+def _tags(union: Any, discriminator: str) -> list[str]:
+    """The values of ``discriminator`` that pick each member of ``union`` (``impute``,
+    ``scale``, ...): what a spec writes to choose one."""
+    import typing
+
+    tags: list[str] = []
+    for member in typing.get_args(union) or (union,):
+        field = getattr(member, "model_fields", {}).get(discriminator)
+        values = typing.get_args(field.annotation) if field is not None else ()
+        tags.extend(str(v) for v in values) if values else tags.append(_type_name(member))
+    return tags
 
 
 def _example(cls: Any) -> str:
@@ -182,7 +218,7 @@ def runs_diff(settings: Any, run_a: str, run_b: str, fmt: str) -> None:
 
     for run_id in (run_a, run_b):
         _check_run_id(run_id)
-    store = open_store(settings.database_url, settings.home)
+    store = open_store(settings.database_url, settings.home, read_only=True)
     try:
         diff = diff_runs(store, run_a, run_b)
     finally:
@@ -226,7 +262,7 @@ def lineage(settings: Any, target: str, fmt: str) -> None:
     from stageflow.runtime.lineage import lineage as find
     from stageflow.runtime.store import open_store
 
-    store = open_store(settings.database_url, settings.home)
+    store = open_store(settings.database_url, settings.home, read_only=True)
     try:
         found = find(store, target)
     finally:
@@ -348,7 +384,7 @@ def _print_record(settings: Any, run_id: str) -> None:
     from stageflow.runtime.lineage import load_record
     from stageflow.runtime.store import open_store
 
-    store = open_store(settings.database_url, settings.home)
+    store = open_store(settings.database_url, settings.home, read_only=True)
     try:
         record = load_record(store, run_id)
     finally:

@@ -1,7 +1,9 @@
 """What the CLI shows while a run goes and when it ends.
 
-On a terminal: a live per-task table (rich) on stderr. Elsewhere: one plain
-line per task that reaches a final state, on stderr. The end-of-run summary
+On a terminal: a live view (rich) on stderr: the run id and pipeline, done/total,
+elapsed time, a table of tasks redrawn on a timer, failed tasks' last error
+lines and stageflow's warnings. Elsewhere: the run id when it starts, then one
+plain line per task that reaches a final state, on stderr. The end-of-run summary
 (each task's state, duration and attempts, the critical path, the outputs of
 the final tasks) goes to stdout in text mode; ``--format json`` prints only
 the run's JSON object on stdout.
@@ -9,13 +11,18 @@ the run's JSON object on stdout.
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from stageflow.engine.scheduler import Transition
 from stageflow.engine.states import FINAL_TASK_STATES
 from stageflow.runtime.result import RunResult
+
+if TYPE_CHECKING:
+    from stageflow.runtime.runner import RunStarted
 
 __all__ = ["LineProgress", "LiveProgress", "render_summary"]
 
@@ -29,20 +36,37 @@ _MARK = {
 
 
 class LineProgress:
-    """Plain progress lines on a stream: one per task reaching a final state."""
+    """Plain progress lines on a stream: the run's id when it starts, then one line
+    per task reaching a final state or failing an attempt that will be retried."""
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
+        self.run_id: str | None = None
+
+    def started(self, info: RunStarted) -> None:
+        self.run_id = info.run_id
+        verb = "resumed" if info.resumed else "started"
+        self.stream.write(
+            f"[{verb:>15}] run {info.run_id} of pipeline '{info.pipeline}' "
+            f"({len(info.task_ids)} tasks)\n"
+        )
 
     def __call__(self, t: Transition) -> None:
         if t.new in FINAL_TASK_STATES:
-            extra = f": {t.message.splitlines()[0]}" if t.message else ""
-            self.stream.write(f"[{t.new:>15}] {t.task_id}{extra}\n")
+            lines = _error_lines(t.message) if t.message else []
+            extra = f": {lines[0]}" if lines else ""
+            tail = lines[1:] if t.new == "failed" else []
+            more = "".join(f"{'':>20}{line}\n" for line in tail)
+            self.stream.write(f"[{t.new:>15}] {t.task_id}{extra}\n{more}")
         elif t.new == "up_for_retry":
             self.stream.write(
                 f"[{'retry':>15}] {t.task_id} attempt {t.attempt} failed: "
                 f"{(t.message or '').splitlines()[0] if t.message else ''}\n"
             )
+
+    def say(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
 
     def __enter__(self) -> LineProgress:
         return self
@@ -51,68 +75,209 @@ class LineProgress:
         self.stream.flush()
 
 
-class LiveProgress:
-    """A rich live table of every task's state (terminal only)."""
+_COLOURS = {
+    "success": "green",
+    "failed": "red",
+    "running": "cyan",
+    "queued": "yellow",
+    "up_for_retry": "magenta",
+    "awaiting_approval": "magenta",
+    "upstream_failed": "red",
+    "skipped": "dim",
+    "cancelled": "dim",
+}
+_ROWS = 40  # at most this many task rows; the busiest first when there are more
+_MESSAGES = 8  # the last warnings shown under the table
+_ERROR_LINES = 3  # a failed task's last lines of error
 
-    def __init__(self, task_ids: list[str]) -> None:
+
+class LiveProgress:
+    """A live per-task view on a terminal (rich), redrawn on a timer.
+
+    Policy. The view starts when the run is claimed (``started``), so its first
+    frame names the run id and the pipeline. ``__call__`` (a transition, from
+    whichever thread runs the step) only updates dictionaries; rich's refresh
+    thread draws them 4 times a second, so a running task's time ticks and a
+    100,000-task run pays nothing per task for drawing. The console writes to
+    the real terminal, never through ``sys.stderr``: task output routing
+    (``runtime.logs``) replaces ``sys.stdout``/``sys.stderr``, and rich's own
+    redirection of them is off, so nothing can write back into the view. The
+    log records that would print on stderr meanwhile (stageflow's warnings:
+    retries, approvals, unpauses) are shown once, under the table, instead.
+
+    State: each task's state, attempt, start/end times and last error; the
+    warnings; the run's id, pipeline and start time."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
         from rich.console import Console
+
+        self.states: dict[str, str] = {}
+        self.attempts: dict[str, int] = {}
+        self.started_at: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.errors: dict[str, str] = {}
+        self.messages: list[str] = []
+        self.run_id: str | None = None
+        self.pipeline = ""
+        self.t0 = time.time()
+        self.console = Console(file=stream or _terminal_stream(), stderr=True)
+        self.live: Any = None
+        self._divert = _Divert(self.messages)
+        self._lock = threading.Lock()
+
+    def started(self, info: RunStarted) -> None:
+        """The run is claimed: show its id and tasks (the view starts here)."""
         from rich.live import Live
 
-        self.states = dict.fromkeys(task_ids, "pending")
-        self.attempts = dict.fromkeys(task_ids, 0)
-        self.started: dict[str, float] = {}
-        self.ended: dict[str, float] = {}
-        self.console = Console(stderr=True)
-        self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
+        with self._lock:
+            self.run_id = info.run_id
+            self.pipeline = info.pipeline
+            self.t0 = time.time()
+            for tid in info.task_ids:
+                self.states.setdefault(tid, "pending")
+                self.attempts.setdefault(tid, 0)
+        if self.live is None:
+            self.live = Live(
+                console=self.console,
+                get_renderable=self._render,
+                refresh_per_second=4,
+                transient=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._divert.install()
+            self.live.start()
 
     def __call__(self, t: Transition) -> None:
-        self.states[t.task_id] = t.new
-        self.attempts[t.task_id] = t.attempt
-        if t.new == "running":
-            self.started.setdefault(t.task_id, time.time())
-        if t.new in FINAL_TASK_STATES:
-            self.ended[t.task_id] = time.time()
-        self.live.update(self._table())
+        tid = t.task_id
+        with self._lock:
+            self.states[tid] = t.new
+            self.attempts[tid] = t.attempt
+            if t.new == "running":
+                self.started_at.setdefault(tid, t.at)
+            elif t.new in FINAL_TASK_STATES:
+                self.ended[tid] = t.at
+            if t.message and t.new in ("failed", "up_for_retry"):
+                self.errors[tid] = t.message
 
-    def _table(self) -> Any:
+    def say(self, line: str) -> None:
+        """A line above the view (or on the terminal once it stopped)."""
+        self.console.print(line, markup=False, highlight=False)
+
+    def _render(self) -> Any:
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title="stageflow run", expand=False)
+        with self._lock:
+            states = dict(self.states)
+            attempts = dict(self.attempts)
+            errors = dict(self.errors)
+            messages = list(self.messages[-_MESSAGES:])
+        now = time.time()
+        done = sum(s in FINAL_TASK_STATES for s in states.values())
+        failed = sum(s in ("failed", "upstream_failed") for s in states.values())
+        head = Text()
+        head.append(f"run {self.run_id}", style="bold")
+        head.append(f" · pipeline '{self.pipeline}' · {done}/{len(states)} done")
+        if failed:
+            head.append(f" · {failed} failed", style="red")
+        end = max(self.ended.values()) if done == len(states) and self.ended else now
+        head.append(f" · {max(0.0, end - self.t0):.1f}s")
+        if done < len(states):
+            head.append("   (Ctrl-C cancels)", style="dim")
+        table = Table(expand=False)
         table.add_column("task")
         table.add_column("state")
         table.add_column("attempt", justify="right")
         table.add_column("time", justify="right")
-        colours = {
-            "success": "green",
-            "failed": "red",
-            "running": "cyan",
-            "queued": "yellow",
-            "up_for_retry": "magenta",
-            "upstream_failed": "red",
-            "skipped": "dim",
-            "cancelled": "dim",
-        }
-        now = time.time()
-        for tid, state in list(self.states.items())[:60]:
-            start = self.started.get(tid)
-            took = f"{self.ended.get(tid, now) - start:.1f}s" if start else ""
+        shown = _rows(states)
+        for tid in shown:
+            state = states[tid]
+            start = self.started_at.get(tid)
+            took = f"{self.ended.get(tid, now) - start:.1f}s" if start is not None else ""
             table.add_row(
                 tid,
-                f"[{colours.get(state, 'white')}]{state}[/]",
-                str(self.attempts[tid] or ""),
+                f"[{_COLOURS.get(state, 'white')}]{state}[/]",
+                str(attempts.get(tid) or ""),
                 took,
             )
-        if len(self.states) > 60:
-            done = sum(s in FINAL_TASK_STATES for s in self.states.values())
-            table.caption = f"{done}/{len(self.states)} tasks finished"
-        return table
+        if len(states) > len(shown):
+            table.caption = f"{len(states) - len(shown)} more tasks not shown"
+        parts: list[Any] = [head, table]
+        for tid, message in errors.items():
+            if states.get(tid) != "failed":
+                continue
+            lines = [line for line in message.splitlines() if line.strip()][-_ERROR_LINES:]
+            text = Text(f"{tid} failed: ", style="red")
+            text.append("\n  ".join(lines))
+            parts.append(text)
+        for message in messages:
+            parts.append(Text(f"! {message}", style="yellow"))
+        return Group(*parts)
 
     def __enter__(self) -> LiveProgress:
-        self.live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.live.__exit__(None, None, None)
+        if self.live is not None:
+            self.live.stop()  # draws the final frame, which stays on the terminal
+            self.live = None
+        self._divert.remove()
+
+
+class _Divert(logging.Filter):
+    """While the live view runs, records that the terminal handlers would print are
+    kept (once each) to be shown in the view instead."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__()
+        self.messages = messages
+        self._handlers: list[logging.Handler] = []
+
+    def install(self) -> None:
+        for handler in logging.getLogger().handlers:
+            if type(handler) is logging.StreamHandler:  # not the task-log router
+                handler.addFilter(self)
+                self._handlers.append(handler)
+
+    def remove(self) -> None:
+        for handler in self._handlers:
+            handler.removeFilter(self)
+        self._handlers.clear()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from stageflow.runtime.logs import captured
+
+        if captured():
+            return False  # a task's own logging: it is in the task's log
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: let the handler report it
+            return True
+        if text not in self.messages:
+            self.messages.append(text)
+        return False
+
+
+def _rows(states: dict[str, str]) -> list[str]:
+    """The task rows to show: all of them, or the busiest ``_ROWS`` (running, failed,
+    retrying first, then the rest) in pipeline order, mapped children by index."""
+    if len(states) <= _ROWS:
+        return list(states)
+    busy = ("running", "failed", "up_for_retry", "awaiting_approval", "queued")
+    first = [tid for tid, s in states.items() if s in busy][:_ROWS]
+    keep = set(first)
+    for tid in states:
+        if len(keep) >= _ROWS:
+            break
+        keep.add(tid)
+    return [tid for tid in states if tid in keep]
+
+
+def _terminal_stream() -> TextIO:
+    """The process's real stderr, under any wrapper installed since it started."""
+    return sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
 
 
 def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> None:
@@ -128,7 +293,10 @@ def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> N
         state = f"{t.state} ({t.note})" if t.note else t.state  # success (cached), (fallback)
         out.write(f"  {tid:<{width}}  {state:<18} {t.attempts:>8} {d:>9}\n")
         if t.error and (t.state in ("failed", "upstream_failed", "cancelled") or t.note):
-            out.write(f"  {'':<{width}}    {t.error.splitlines()[0]}\n")
+            first, *rest = _error_lines(t.error) or [""]
+            out.write(f"  {'':<{width}}    {first}\n")
+            for line in rest:  # the last lines of its output (a bash command's, say)
+                out.write(f"  {'':<{width}}      {line}\n")
     cached = sum(t.note == "cached" for t in result.tasks.values())
     if cached:
         out.write(f"{cached} of {len(result.tasks)} tasks cached (reused, not run)\n")
@@ -144,6 +312,34 @@ def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> N
             value = result.tasks[tid].output
             if value is not None:
                 out.write(f"output of {tid}: {_short(value)}\n")
+
+
+#: A failed task's error as shown: its first line, then at most this many of its
+#: last lines (a bash command's last output, say), within this many characters.
+ERROR_TAIL_LINES = 5
+ERROR_TAIL_CHARS = 500
+_ERROR_LINE_CHARS = 200
+
+
+def _error_lines(message: str) -> list[str]:
+    """``message``'s first non-blank line, then its last ``ERROR_TAIL_LINES`` lines,
+    each cut to 200 characters and all of them to ``ERROR_TAIL_CHARS``."""
+
+    def cut(line: str) -> str:
+        line = line.rstrip()
+        return line if len(line) <= _ERROR_LINE_CHARS else line[: _ERROR_LINE_CHARS - 3] + "..."
+
+    lines = [cut(line) for line in message.splitlines() if line.strip()]
+    if not lines:
+        return []
+    tail: list[str] = []
+    budget = ERROR_TAIL_CHARS
+    for line in reversed(lines[1:][-ERROR_TAIL_LINES:]):
+        budget -= len(line)
+        if budget < 0:
+            break
+        tail.append(line)
+    return [lines[0], *reversed(tail)]
 
 
 def _metric_lines(result: RunResult) -> list[str]:

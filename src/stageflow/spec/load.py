@@ -20,7 +20,13 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from stageflow.errors import InvalidSpec, Problem, SpecLimitExceeded
-from stageflow.spec.aliases import alias_message, normalize_pipeline
+from stageflow.spec.aliases import (
+    alias_message,
+    default_args_message,
+    normalize_pipeline,
+    seed_notes,
+)
+from stageflow.spec.messages import readable_error
 from stageflow.spec.models import PRIORITY_NAMES, Pipeline
 from stageflow.spec.suggest import did_you_mean
 from stageflow.spec.validate import structural_problems
@@ -125,6 +131,7 @@ def pipeline_from_data(data: object, limits: Limits = DEFAULT_LIMITS) -> Pipelin
     problems.extend(structural_problems(_loose_graph(raw), pipeline=name))
     if problems or pipeline is None:
         raise InvalidSpec(_dedupe(problems), pipeline=name)
+    pipeline._notes = seed_notes(data)
     return pipeline
 
 
@@ -300,6 +307,9 @@ def _problems_from_pydantic(exc: ValidationError, raw: dict[str, Any]) -> list[P
     tasks: list[Any] = raw_tasks if isinstance(raw_tasks, list) else []
     for err in exc.errors(include_url=False):
         loc = list(err["loc"])
+        if loc == ["default_args"] and err["type"] == "extra_forbidden":
+            problems.extend(_default_args_problems(err.get("input")))
+            continue
         task: str | None = None
         if len(loc) >= 2 and loc[0] == "tasks" and isinstance(loc[1], int):
             index = loc[1]
@@ -310,6 +320,22 @@ def _problems_from_pydantic(exc: ValidationError, raw: dict[str, Any]) -> list[P
         field = ".".join(str(p) for p in loc) or None
         problems.append(Problem(_message(err, loc, task), task=task, field=field))
     return problems
+
+
+def _default_args_problems(left: object) -> list[Problem]:
+    """Seed 002's ``default_args`` keys that ``aliases`` could not map, one problem each."""
+    if not isinstance(left, dict):
+        return [
+            Problem(
+                f"default_args must be a mapping (Airflow's default arguments), got {left!r}; "
+                "or write `defaults:`",
+                field="default_args",
+            )
+        ]
+    return [
+        Problem(default_args_message(str(key), value), field=f"default_args.{key}")
+        for key, value in left.items()
+    ]
 
 
 _KNOWN_KEYS: dict[str, tuple[str, ...]] = {}
@@ -350,6 +376,8 @@ def _message(err: Any, loc: list[Any], task: str | None) -> str:
         )
     if kind == "missing":
         return "is required; add it"
+    if kind in ("value_error", "assertion_error"):  # a validator's own words
+        return readable_error(err)
     value = err.get("input")
     shown = repr(value)
     if len(shown) > 60:

@@ -234,7 +234,10 @@ class Task(BaseModel):
     """One node of the DAG: what runs, after what, with which policies.
 
     SDK form: ``Task("train", fn, upstream=["features"])``; the function's
-    parameters named after upstream tasks receive their outputs.
+    parameters named after upstream tasks receive their outputs. ``inputs`` binds
+    an upstream output to any parameter name instead, ``Task("t1", inc,
+    inputs={"x": "t0"})`` (as Kedro's ``node(inputs=...)``): each source becomes
+    a data upstream of the task, so one function can serve many tasks.
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
@@ -247,6 +250,7 @@ class Task(BaseModel):
     fn: Callable[..., Any] | None = Field(default=None, exclude=True, repr=False)
     upstream: list[str] = Field(default_factory=list)
     after: list[str] = Field(default_factory=list)
+    inputs: dict[str, str] = Field(default_factory=dict)  # parameter -> upstream task id
     parameters: dict[str, Any] = Field(default_factory=dict)
     resources: Resources | None = None
     pool: _PoolName | None = None  # a named pool with slots (like Airflow pools)
@@ -284,6 +288,7 @@ class Task(BaseModel):
             fields["upstream"] = list(fields["upstream"])
             fields["after"] = list(fields["after"])
             fields["parameters"] = {}
+            fields["inputs"] = {}
             object.__setattr__(self, "__dict__", fields)
             object.__setattr__(self, "__pydantic_fields_set__", set(data))
             object.__setattr__(self, "__pydantic_extra__", None)
@@ -295,6 +300,14 @@ class Task(BaseModel):
     @classmethod
     def _named_priority(cls, value: object) -> object:
         return _priority(value)
+
+    @model_validator(mode="after")
+    def _inputs_are_upstream(self) -> Task:
+        """Each ``inputs`` source is a data upstream (added once, after ``upstream``)."""
+        missing = [u for u in dict.fromkeys(self.inputs.values()) if u not in self.upstream]
+        if missing:
+            self.upstream = [*self.upstream, *missing]
+        return self
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the wrapped function directly (handy in unit tests of user code)."""
@@ -339,6 +352,7 @@ class Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str
+    title: str | None = Field(default=None, max_length=200)  # a display name (seed 002)
     description: str | None = None
     owner: str | None = None
     version: str | None = None
@@ -350,6 +364,8 @@ class Pipeline(BaseModel):
     run_timeout_seconds: float | None = Field(default=None, gt=0)
     tasks: list[Task] = Field(default_factory=list)
     _source: str | None = PrivateAttr(default=None)  # the file it was loaded from, if any
+    # What the spec asks for that is accepted but not done (``spec.aliases.seed_notes``).
+    _notes: list[str] = PrivateAttr(default_factory=list)
 
     def __init__(self, name: str | None = None, /, **data: Any) -> None:
         if name is not None:
@@ -514,7 +530,8 @@ def _priority(value: object) -> object:
 
 
 def _infer_upstream_by_name(tasks: list[Task]) -> None:
-    """Wire SDK tasks by parameter name: a parameter named like a task is its upstream."""
+    """Wire SDK tasks by parameter name: a parameter named like a task is its upstream
+    (unless ``inputs`` binds that parameter to another task)."""
     ids: dict[str, str] | None = None
     signatures: dict[int, Mapping[str, inspect.Parameter]] = {}
     for task in tasks:
@@ -538,6 +555,7 @@ def _infer_upstream_by_name(tasks: list[Task]) -> None:
             if n in ids
             and ids[n] != task.id
             and ids[n] not in task.upstream
+            and n not in task.inputs  # bound to another task's output explicitly
             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         ]
         if extra:

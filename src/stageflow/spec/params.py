@@ -3,6 +3,11 @@
 A string that is exactly ``${params.NAME}`` becomes the parameter's value with
 its type; inside a longer string the value is formatted into the text.
 Substitution is plain text replacement: nothing is evaluated.
+
+A parameter's name is an identifier (``PARAM_NAME``): it is written
+``${params.NAME}`` and becomes the environment variable
+``STAGEFLOW_PARAM_<NAME>``. A ``--param`` value is JSON nested at most
+``MAX_PARAM_DEPTH`` levels (a deeper one would exhaust the parser's recursion).
 """
 
 from __future__ import annotations
@@ -12,9 +17,34 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["parse_param_value", "references", "substitute"]
+from stageflow.errors import UsageError
 
-_REF = re.compile(r"\$\{params\.([A-Za-z_][A-Za-z0-9_]*)\}")
+__all__ = [
+    "MAX_PARAM_DEPTH",
+    "PARAM_NAME",
+    "param_name_problem",
+    "parse_param_value",
+    "references",
+    "substitute",
+]
+
+#: What a run parameter may be called: letters, digits and '_', not starting with a digit.
+PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: How deeply a ``--param`` JSON value may nest lists and objects.
+MAX_PARAM_DEPTH = 64
+
+_REF = re.compile(r"\$\{params\.(" + PARAM_NAME.pattern + r")\}")
+
+
+def param_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a run parameter, or ``None`` when it can."""
+    if PARAM_NAME.fullmatch(name):
+        return None
+    return (
+        f"run parameter {name!r} is not a valid name; use letters, digits and '_', "
+        "not starting with a digit (it is written ${params.NAME} and passed to tasks "
+        "as STAGEFLOW_PARAM_NAME)"
+    )
 
 
 def references(text: str) -> Iterator[str]:
@@ -42,12 +72,39 @@ def substitute(value: Any, params: Mapping[str, Any]) -> Any:
     return value
 
 
-def parse_param_value(text: str) -> Any:
-    """A ``--param`` value: JSON when it parses (numbers, true, lists), else the text."""
+def parse_param_value(text: str, name: str = "") -> Any:
+    """A ``--param`` value: JSON when it parses (numbers, true, lists), else the text.
+
+    Raises ``UsageError`` naming ``--param NAME`` when the value nests deeper than
+    ``MAX_PARAM_DEPTH`` levels.
+    """
     try:
-        return json.loads(text)
+        value = json.loads(text)
+    except RecursionError:
+        value = None
     except ValueError:
         return text
+    else:
+        if _depth_within(value, MAX_PARAM_DEPTH):
+            return value
+    raise UsageError(
+        f"--param {name}: the value is nested deeper than {MAX_PARAM_DEPTH} levels; "
+        "pass a flatter value, or a file path to read in the task",
+        field=f"params.{name}" if name else "param",
+    )
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and dicts at most ``limit`` levels (iteratively)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return False
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 def _text(value: Any) -> str:

@@ -4,22 +4,24 @@
 it runs even when other fields failed type validation): invalid or missing ids,
 duplicates, self-dependencies, unknown upstream ids with a did-you-mean.
 ``pipeline_problems`` checks a typed ``Pipeline``: what each task runs, ``call:``
-targets' form, and ``${params.NAME}`` references. Cycles are the graph layer's
-(``graph.find_cycle``); operators' parameters are the registry's.
+targets' form, ``inputs`` sources, and ``${params.NAME}`` references.
+``graph_rows`` gives a typed pipeline's rows for ``structural_problems``.
+Cycles are the graph layer's (``graph.find_cycle``); operators' parameters are
+the registry's.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from stageflow.errors import Problem
 from stageflow.spec.models import Pipeline
-from stageflow.spec.params import references
+from stageflow.spec.params import param_name_problem, references
 from stageflow.spec.suggest import Suggester
 
-__all__ = ["ID_PATTERN", "id_problem", "pipeline_problems", "structural_problems"]
+__all__ = ["ID_PATTERN", "graph_rows", "id_problem", "pipeline_problems", "structural_problems"]
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MAX_ID_LENGTH = 128
@@ -101,6 +103,21 @@ def structural_problems(
     return problems
 
 
+def graph_rows(pipeline: Pipeline) -> Iterator[tuple[str, list[str], int]]:
+    """``(id, upstream, index)`` per task for ``structural_problems``. An ``inputs``
+    source that is not a task (or is the task itself) is left out:
+    ``pipeline_problems`` reports it once, naming the parameter."""
+    ids: set[str] | None = None
+    for i, t in enumerate(pipeline.tasks):
+        ups = t.all_upstream
+        if t.inputs:
+            if ids is None:
+                ids = {x.id for x in pipeline.tasks}
+            sources = set(t.inputs.values())
+            ups = [u for u in ups if u not in sources or (u in ids and u != t.id)]
+        yield t.id, ups, i
+
+
 def pipeline_problems(pipeline: Pipeline) -> list[Problem]:
     """Semantic problems of a typed pipeline (beyond ids and upstream)."""
     problems: list[Problem] = []
@@ -116,7 +133,16 @@ def pipeline_problems(pipeline: Pipeline) -> list[Problem]:
     if not pipeline.tasks:
         problems.append(Problem("has no tasks; add at least one under `tasks:`", field="tasks"))
     known_params = set(pipeline.params)
+    for name in pipeline.params:
+        why = param_name_problem(name)
+        if why is not None:
+            problems.append(Problem(why, field=f"params.{name}"))
+    ids: set[str] | None = None
     for task in pipeline.tasks:
+        if task.inputs:
+            if ids is None:
+                ids = {t.id for t in pipeline.tasks}
+            problems.extend(_inputs_problems(task, ids))
         if task.map_over is not None and task.map_over not in task.upstream:
             problems.append(
                 Problem(
@@ -198,6 +224,32 @@ def pipeline_problems(pipeline: Pipeline) -> list[Problem]:
                         field=path,
                     )
                 )
+    return problems
+
+
+def _inputs_problems(task: Any, ids: set[str]) -> list[Problem]:
+    """``inputs`` that name no task, or the task itself, or that a task running an
+    operator gives (an operator reads its upstream outputs itself)."""
+    if task.fn is None and task.call is None:
+        return [
+            Problem(
+                "inputs binds upstream outputs to a Python function's parameters; operator "
+                f"'{task.operator_name}' reads them itself: use `upstream:` instead",
+                task=task.id,
+                field="inputs",
+            )
+        ]
+    problems = []
+    for name, source in task.inputs.items():
+        if source == task.id:
+            why = f"inputs maps parameter '{name}' to this task itself; name an upstream task"
+        elif source in ids:
+            continue
+        else:
+            hint = Suggester(ids).suggest(source)
+            fix = f"did you mean '{hint}'?" if hint else "add that task or fix the id"
+            why = f"inputs maps parameter '{name}' to task '{source}', which does not exist; {fix}"
+        problems.append(Problem(why, task=task.id, field=f"inputs.{name}"))
     return problems
 
 

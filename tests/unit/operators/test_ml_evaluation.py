@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
 from stageflow.operators.base import TaskFailed
+from stageflow.operators.ml import plots
 from stageflow.operators.ml.evaluation import EvaluationParams, ModelEvaluation
 from stageflow.operators.ml.features import FeatureEngineering, FeatureParams
+from stageflow.operators.ml.ingestion import DataIngestion, IngestionParams
 from stageflow.operators.ml.registry_ops import ModelSelection, SelectionParams
 from stageflow.operators.ml.training import ModelTraining, TrainingParams
 from support.ml import make_ctx, metadata
@@ -105,6 +109,67 @@ def test_the_report_and_pictures_exist_even_when_the_gate_fails(tmp_path: Path) 
         "evaluation.json",
         "roc_curve.png",
     ]
+
+
+def test_pictures_name_the_classes_as_the_data_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = DataIngestion().run(
+        IngestionParams.model_validate({"source": "sklearn:breast_cancer"}),
+        {},
+        make_ctx(tmp_path, "ingest"),
+    )
+    feats, model = prepared(tmp_path, frame, "logistic_regression")
+    assert feats["class_names"] == {"0": "malignant", "1": "benign"}
+    drawn: dict[str, Any] = {}
+
+    def confusion(matrix: Any, labels: list[str], title: str) -> bytes:
+        drawn["confusion"] = labels
+        return b"png"
+
+    def roc(curves: Any, title: str) -> bytes:
+        drawn["roc"] = ([c[0] for c in curves], title)
+        return b"png"
+
+    monkeypatch.setattr(plots, "confusion_matrix_png", confusion)
+    monkeypatch.setattr(plots, "roc_png", roc)
+    evaluate(tmp_path, feats, model)
+    assert drawn == {
+        "confusion": ["malignant", "benign"],
+        "roc": (["benign"], "logistic_regression: ROC (positive class: benign)"),
+    }
+    # Without names in the data, the label values are the names.
+    feats, model = prepared(tmp_path, load_iris(as_frame=True).frame, "logistic_regression")
+    assert feats["class_names"] is None
+    evaluate(tmp_path, feats, model)
+    assert drawn["confusion"] == ["0", "1", "2"] and drawn["roc"][0] == ["0", "1", "2"]
+
+
+def test_the_pictures_are_scikit_learn_displays_with_proper_axes() -> None:
+    figure = plots.confusion_matrix_figure([[50, 3], [0, 89]], ["malignant", "benign"], "cm")
+    [ax, _colorbar] = figure.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["malignant", "benign"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["malignant", "benign"]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted class", "true class")
+    assert ax.yaxis.label.get_rotation() == 90  # along the axis, not across the top
+
+    perfect = [("benign", [0.0, 0.0, 1.0], [0.0, 1.0, 1.0], 1.0)]
+    [ax] = plots.roc_figure(perfect, "roc").axes
+    low, high = ax.get_ylim()
+    assert low < 0 and high > 1 and ax.get_xlim()[0] < 0  # the curve is off the frame
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["benign (AUC = 1.00)", "Chance level (AUC = 0.5)"]
+
+    rng = np.random.default_rng(0)
+    y_true = rng.normal(150, 70, 200)
+    [ax] = plots.residuals_figure(y_true, y_true + rng.normal(3, 55, 200), "residuals").axes
+    ticks = list(ax.get_yticks())
+    assert 0 in ticks
+    assert all(t % 25 == 0 for t in ticks), ticks  # round steps
+    assert ax.yaxis.label.get_rotation() == 90
+    png = plots.residuals_png(y_true, y_true + 1, "r")
+    with Image.open(io.BytesIO(png)) as picture:
+        assert picture.format == "PNG" and picture.size == (640, 480)
 
 
 def test_selection_ranks_by_metric_and_keeps_upstream_order_on_ties(tmp_path: Path) -> None:

@@ -313,3 +313,50 @@ def test_a_plain_dataframe_with_a_target_trains_on_all_rows(tmp_path: Path) -> N
     model = ModelTraining().run(params, {"validate": iris()}, ctx)
     assert model["training_metrics"]["train_accuracy"] > 0.9
     assert "test_accuracy" not in model["training_metrics"]
+
+
+# -- a task type guessed from the target (issue 11) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        pytest.param([0.5, 1.5, 2.25, 3.0] * 10, "regression", id="fractions"),
+        pytest.param([float(v) for v in range(40)], "regression", id="whole-floats-many"),
+        pytest.param([0.0, 1.0] * 20, "classification", id="whole-floats-few"),
+        pytest.param(list(range(30)) * 2, "regression", id="ints-many"),
+        pytest.param([v % 13 for v in range(24)], "regression", id="over-half-the-rows"),
+        pytest.param([v % 3 for v in range(40)], "classification", id="ints-few"),
+        pytest.param(["a", "b"] * 20, "classification", id="text"),
+    ],
+)
+def test_the_task_type_guess_follows_the_target_values(target: list[Any], expected: str) -> None:
+    from stageflow.operators.ml.features import infer_task_type
+
+    assert infer_task_type(pd.DataFrame({"y": target}), "y") == expected
+
+
+def test_a_whole_number_float_target_with_many_values_is_regression(tmp_path: Path) -> None:
+    frame = load_diabetes(as_frame=True).frame  # 214 distinct whole numbers stored as floats
+    out = features(tmp_path, frame, steps=[{"scale": {}}])
+    assert out["task_type"] == "regression"
+    assert (len(out["train"]), len(out["test"])) == (354, 88)
+
+
+def test_a_failed_guess_says_which_task_type_fixes_it(tmp_path: Path) -> None:
+    # 20 whole-number values over 56 rows: taken for classes, two of them with one row
+    y = [v % 18 for v in range(54)] + [100, 101]
+    frame = pd.DataFrame({"x": range(56), "y": y})
+    with pytest.raises(TaskFailed) as info:
+        features(tmp_path, frame, target="y")
+    assert str(info.value) == (
+        "feature_engineering: cannot split 56 rows stratified on 'y': 2 of its 20 classes "
+        "have a single row (100, 101); task_type was guessed as classification "
+        "('y' has 20 distinct whole-number values in 56 rows): set `task_type: regression` "
+        "if 'y' is a quantity, or `stratify: false`"
+    )
+    with pytest.raises(TaskFailed) as info:
+        features(tmp_path, frame, target="y", task_type="classification")
+    assert str(info.value).endswith("have a single row (100, 101); set `stratify: false`")
+    out = features(tmp_path, frame, target="y", task_type="regression")
+    assert out["task_type"] == "regression"

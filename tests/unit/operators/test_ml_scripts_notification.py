@@ -3,15 +3,18 @@ local webhook server)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from stageflow.operators import registry
 from stageflow.operators.base import TaskFailed
-from stageflow.operators.ml.notification import Notification, NotificationParams
+from stageflow.operators.ml.notification import Notification, NotificationParams, render
 from stageflow.operators.ml.scripts import CustomScript, ScriptParams
+from stageflow.spec.models import Task
 from support.ml import closed_port, make_ctx, metadata, webhook
 
 
@@ -175,3 +178,103 @@ def test_an_unknown_template_field_names_what_there_is(
             message="{inputs.train.acc}",
         )
     assert hook.received == []
+
+
+# -- the template: format specs, run fields, validation (issue 11) ----------------------
+
+
+def test_format_specs_and_the_run_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_HOOK", "http://127.0.0.1:1/")
+    ctx = make_ctx(tmp_path, "notify", params={"model": "fraud"})
+    ctx.pipeline = "fraud-detection"
+    inputs = {"evaluate_model": {"metrics": {"accuracy": 0.912345}, "classes": ["no", "yes"]}}
+    message = (
+        "{pipeline}/{run_id}/{task} #{attempt}: {state} [{error}] "
+        "accuracy {inputs.evaluate_model.metrics.accuracy:.4f} "
+        "({inputs.evaluate_model.metrics.accuracy:.1%}) {params.model!r:>9} "
+        "{inputs.evaluate_model.classes.1}"
+    )
+    assert render(message, ctx, inputs) == (
+        "fraud-detection/r1/notify #1: success [] accuracy 0.9123 (91.2%)   'fraud' yes"
+    )
+    ctx.failures = {"train": "model_training: fitting failed: bad\nmore", "score": "boom"}
+    assert render("{state}: {error}", ctx, {}) == (
+        "failed: train: model_training: fitting failed: bad; score: boom"
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        pytest.param("{run_id:.4f}", "cannot format str 'r1' with '.4f'", id="spec"),
+        pytest.param("{inputs.train.__class__}", "inputs.train has no '__class__'", id="attr"),
+        pytest.param("{inputs.train.scores.9}", "has no '9' (it has: items 0 to 1)", id="index"),
+        pytest.param("{params.__class__}", "params has no '__class__'", id="params-attr"),
+    ],
+)
+def test_a_field_that_cannot_be_filled_fails_the_task(
+    tmp_path: Path, message: str, error: str
+) -> None:
+    ctx = make_ctx(tmp_path, "notify")
+    with pytest.raises(TaskFailed, match=re.escape(error)):
+        render(message, ctx, {"train": {"scores": [1, 2]}})
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        pytest.param(
+            "accuracy {inputs.evaluate_model.metrics.accuracy:.4f}",
+            "field {inputs.evaluate_model.metrics.accuracy:.4f}: 'evaluate_model' is not a "
+            "data upstream of this task (upstream: train, register.v2); add it to `upstream:`",
+            id="not-upstream",
+        ),
+        pytest.param(
+            "{inputs.gate.ok}",
+            "field {inputs.gate.ok}: 'gate' is under `after:`, which passes no output; "
+            "move it to `upstream:`",
+            id="after",
+        ),
+        pytest.param(
+            "{pipline}", "field {pipline}: unknown name 'pipline'; did you mean", id="typo"
+        ),
+        pytest.param(
+            "{run_id.__class__}",
+            "field {run_id.__class__}: run_id is a single value; it has no '__class__'",
+            id="attribute",
+        ),
+        pytest.param(
+            "{params.modle}",
+            "field {params.modle}: the pipeline declares no parameter 'modle' (declared: model)",
+            id="param",
+        ),
+        pytest.param(
+            "{params.model:.2f}",
+            "field {params.model:.2f}: cannot format str 'fraud'",
+            id="param-spec",
+        ),
+        pytest.param("{attempt:%}", None, id="int-percent-is-fine"),
+        pytest.param("{state!x}", "unknown conversion !x", id="conversion"),
+        pytest.param("{0}", "unknown name '0'", id="positional"),
+        pytest.param("{}", "field {} names nothing", id="empty"),
+        pytest.param("{inputs.train[0]}", "use dots for keys and list items", id="brackets"),
+        pytest.param("{state:{width}}", "a format spec cannot hold another field", id="nested"),
+        pytest.param("accuracy }", "Single '}' encountered in format string; write {{", id="brace"),
+        pytest.param("{inputs.register.v2.version} {{literal}}", None, id="dotted-upstream"),
+    ],
+)
+def test_template_fields_are_checked_by_validation(message: str, error: str | None) -> None:
+    task = Task(
+        "notify",
+        operator="notification",
+        upstream=["train", "register.v2"],
+        after=["gate"],
+        parameters={"message": message},
+    )
+    problems = registry.task_problems(task, task.parameters, {"model": "fraud"})
+    if error is None:
+        assert problems == []
+        return
+    [problem] = problems
+    assert (problem.task, problem.field) == ("notify", "parameters.message")
+    assert error in problem.message

@@ -21,7 +21,8 @@ from stageflow.operators.ml.features import FeatureEngineering, FeatureParams
 from stageflow.operators.ml.registry_ops import ModelSelection, SelectionParams
 from stageflow.operators.ml.search import SearchSpace, SearchSpaceParams, candidates
 from stageflow.operators.ml.training import ModelTraining, TrainingParams
-from stageflow.spec.models import Task
+from stageflow.runtime.plan import plan_problems
+from stageflow.spec.models import Pipeline, Task
 from support.ml import make_ctx, metadata
 
 
@@ -300,3 +301,102 @@ def test_selection_without_a_held_out_score_says_what_to_do(tmp_path: Path) -> N
     message = str(info.value)
     assert "no held-out score to rank by (cv_mean or test_accuracy)" in message
     assert "set `cross_validation:`" in message and "they have: train_accuracy" in message
+
+
+# -- hyperparameter names checked by validation (issue 11) ------------------------------
+
+
+def test_misspelt_hyperparameters_are_problems_before_running() -> None:
+    pipeline = Pipeline(
+        "search",
+        tasks=[
+            Task(
+                "features",
+                operator="feature_engineering",
+                parameters={"task_type": "${params.kind}"},
+            ),
+            Task(
+                "typed", operator="feature_engineering", parameters={"task_type": "classification"}
+            ),
+            Task(
+                "candidates",
+                operator="search_space",
+                parameters={"space": {"max_dept": [1, 2], "criterion": ["gini"]}},
+            ),
+            Task(
+                "train",
+                operator="model_training",
+                upstream=["features", "candidates"],
+                map_over="candidates",
+                parameters={
+                    "algorithm": "random_forest",
+                    "hyperparameters": {"n_estimator": 10, "max_depth": 3},
+                    "search": {"space": {"min_samples_lef": [1, 2]}},
+                },
+            ),
+            Task(
+                "train_typed",
+                operator="model_training",
+                upstream=["typed"],
+                parameters={"algorithm": "random_forest", "hyperparameters": {"n_estimator": 10}},
+            ),
+            Task(
+                "train_path",
+                operator="model_training",
+                upstream=["typed"],
+                parameters={"algorithm": "sklearn.svm.LinearSVC", "hyperparameters": {"c": 1}},
+            ),
+        ],
+        params={"kind": "regression"},
+    )
+    found = [(p.task, p.field, p.message) for p in plan_problems(pipeline)]
+    assert found == [
+        (
+            "train",
+            "parameters.hyperparameters.n_estimator",
+            "RandomForestRegressor has no hyperparameter 'n_estimator'; "
+            "did you mean 'n_estimators'?",
+        ),
+        (
+            "train",
+            "parameters.search.space.min_samples_lef",
+            "search.space: RandomForestRegressor has no hyperparameter 'min_samples_lef'; "
+            "did you mean 'min_samples_leaf'?",
+        ),
+        (
+            "candidates",
+            "parameters.space.max_dept",
+            "task 'train' trains these candidates: RandomForestRegressor has no "
+            "hyperparameter 'max_dept'; did you mean 'max_depth'?",
+        ),
+        (
+            "train_typed",
+            "parameters.hyperparameters.n_estimator",
+            "RandomForestClassifier has no hyperparameter 'n_estimator'; "
+            "did you mean 'n_estimators'?",
+        ),
+        (
+            "train_path",
+            "parameters.hyperparameters.c",
+            "LinearSVC has no hyperparameter 'c'; did you mean 'C'?",
+        ),
+    ]
+
+
+def test_without_a_known_task_type_a_name_of_either_estimator_passes() -> None:
+    task = Task(
+        "train",
+        operator="model_training",
+        parameters={"algorithm": "random_forest", "hyperparameters": {"class_weight": None}},
+    )
+    assert registry.task_problems(task, task.parameters, {}) == []
+    task = Task(
+        "train",
+        operator="model_training",
+        parameters={"algorithm": "random_forest", "hyperparameters": {"n_estimator": 5}},
+    )
+    [problem] = registry.task_problems(task, task.parameters, {})
+    assert problem.message == (
+        "neither RandomForestClassifier nor RandomForestRegressor has a hyperparameter "
+        "'n_estimator'; did you mean 'n_estimators'?"
+    )

@@ -42,7 +42,7 @@ def test_summary_shows_metrics_and_a_short_last_output() -> None:
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:7]}
     assert rows["evaluate"] == ["success", "2", "0.50s"]
     assert rows["deploy"] == ["failed", "3", "0.50s"]
-    assert "boom" in text and "traceback" not in text  # the first line of the error only
+    assert "    boom\n" in text and "      traceback\n" in text  # then its last lines
     assert "critical path: train -> evaluate -> score" in text
     assert "metrics of evaluate (rf): f1=0.9123" in text  # booleans are not metrics
     assert "output of score: a DataFrame of 3 rows x 2 columns (a, b, ...)" in text

@@ -540,7 +540,7 @@ def test_an_override_of_an_undeclared_parameter_is_refused() -> None:
         (
             "params.epoch",
             "--param epoch: the pipeline declares no parameter 'epoch' (declared: epochs, lr); "
-            "add it under `params:`",
+            "did you mean 'epochs'? Or add it under `params:`",
         ),
         (
             "params.batch",

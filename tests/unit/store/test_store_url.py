@@ -156,7 +156,8 @@ def test_a_password_echoed_by_the_driver_is_scrubbed() -> None:
 def test_a_file_that_is_not_a_database_raises_store_error(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_bytes(b"this is not an SQLite database, just some text" * 100)
-    with pytest.raises(StoreError, match=re.escape(f"could not connect to sqlite:///{path}: ")):
+    damaged = f"the store at sqlite:///{path} is damaged (file is not a database); move {path}"
+    with pytest.raises(StoreError, match=re.escape(damaged)):
         open_store(f"sqlite:///{path}", tmp_path)
 
 

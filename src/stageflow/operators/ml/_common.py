@@ -10,18 +10,15 @@ model in one call.
 
 Files an operator makes (reports, pictures, models, predictions) go to
 ``<artifacts>/runs/<run_id>/<task_id>/NAME`` — a local folder or any fsspec
-URL — written whole (temp + rename locally) and recorded as the task's writes
-(``operators.metadata``).
+URL — written whole by ``TaskContext.write_file`` (the runtime's artifact store)
+and recorded as the task's writes (``operators.metadata``).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import tempfile
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -50,6 +47,7 @@ EXTRAS = {
     "pyarrow": "ml",
     "joblib": "ml",
     "scipy": "ml",
+    "matplotlib": "ml",
     "mlflow": "mlflow",
     "PIL": "draw",
 }
@@ -148,26 +146,9 @@ def ensure_columns(frame: Any, columns: list[str], op: str, role: str = "column"
 
 
 def put_file(ctx: TaskContext, name: str, data: bytes, kind: str) -> str:
-    """Store ``data`` as this task's file ``name``; record it as a write; return its URI."""
-    root = ctx.artifacts_root or str(ctx.work_dir)
-    relpath = f"runs/{ctx.run_id}/{ctx.task_id}/{name}"
-    if "://" not in root or root.startswith("file://"):
-        target = Path(root.removeprefix("file://")).absolute() / relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        uri = str(target)
-    else:
-        fsspec = need("fsspec", "writing to " + root.split("://")[0] + "://")
-        uri = f"{root.rstrip('/')}/{relpath}"
-        fs, path = fsspec.core.url_to_fs(uri)
-        fs.pipe_file(path, data)
+    """Store ``data`` as this task's file ``name`` (``TaskContext.write_file``); record
+    it as a write; return its URI."""
+    uri = ctx.write_file(name, data)
     record(ctx, writes=[{"uri": uri, "sha256": sha256_bytes(data), "kind": kind}])
     return uri
 

@@ -10,12 +10,17 @@ rows (or ``holdout``/``train``, by ``split``). Metrics by task type:
 
 ``thresholds`` fail the task when missed (seed 002's ``accuracy: 0.85``): a
 minimum for scores, a maximum for errors (rmse, mae, mse, log_loss). Pictures
-are PNG artifacts: the confusion matrix and ROC curves, or the residuals.
+are PNG artifacts drawn by scikit-learn's displays on matplotlib
+(``operators.ml.plots``): the confusion matrix and ROC curves, classes by
+name (the features' ``class_names``, else the label values), or the residuals.
 
 ``champion: {model_name, alias}`` scores the model currently registered under
 that MLflow alias on the same rows and reports who wins on ``metric``; having
-no champion yet is not an error (the challenger wins). The comparison travels
-downstream, so ``model_registration``/``model_deployment`` can gate on it.
+no champion yet is not an error (the challenger wins). A champion that cannot
+score these rows (trained on other columns) is reported ``incomparable`` with
+no winner. The comparison travels downstream, so
+``model_registration``/``model_deployment`` can gate on it (an incomparable
+champion keeps its place there unless ``allow_schema_change: true``).
 
 Output: the model record plus ``{"kind": "evaluation", "metrics",
 "evaluated_on", "pictures", "champion"}``; ``evaluation.json`` holds the same.
@@ -122,7 +127,8 @@ class ModelEvaluation(MLOperator):
         label = str(model.get("name") or model.get("algorithm") or "model")
         pictures: dict[str, str] = {}
         if params.pictures:
-            pictures = _pictures(ctx, model_type, curves, label)
+            names = features.get("class_names") or {}
+            pictures = _pictures(ctx, curves, label, names)
         primary = params.metric or default_metric(model_type)
         comparison = None
         if params.champion is not None:
@@ -208,7 +214,10 @@ def compute_metrics(
             "mse": mse,
             "r2": float(m.r2_score(y, predicted)),
         }
-        curves["residuals"] = (list(map(float, predicted)), list(map(float, errors)))
+        curves["prediction_error"] = (
+            list(map(float, np.asarray(y, dtype=float))),
+            list(map(float, predicted)),
+        )
         return {k: v for k, v in values.items() if k in wanted}, curves
     classes = list(getattr(estimator, "classes_", sorted(set(y))))
     binary = len(classes) == 2
@@ -251,21 +260,29 @@ def compute_metrics(
 
 
 def _pictures(
-    ctx: TaskContext, model_type: str, curves: dict[str, Any], label: str
+    ctx: TaskContext, curves: dict[str, Any], label: str, names: Mapping[str, str]
 ) -> dict[str, str]:
+    """Draw and store the pictures ``curves`` has data for; classes shown by their
+    ``names`` (label -> name; a label without one is shown as itself)."""
+
+    def name(cls: Any) -> str:
+        return names.get(str(cls), str(cls))
+
     out: dict[str, str] = {}
     if "confusion" in curves:
         matrix, classes = curves["confusion"]
         data = plots.confusion_matrix_png(
-            matrix, [str(c) for c in classes], f"{label}: confusion matrix"
+            matrix, [name(c) for c in classes], f"{label}: confusion matrix"
         )
         out["confusion_matrix"] = put_file(ctx, "confusion_matrix.png", data, "picture")
     if curves.get("roc"):
-        data = plots.roc_png(curves["roc"], f"{label}: ROC")
+        roc = [(name(cls), fpr, tpr, area) for cls, fpr, tpr, area in curves["roc"]]
+        title = f"{label}: ROC" + (f" (positive class: {roc[0][0]})" if len(roc) == 1 else "")
+        data = plots.roc_png(roc, title)
         out["roc_curve"] = put_file(ctx, "roc_curve.png", data, "picture")
-    if "residuals" in curves:
-        predicted, errors = curves["residuals"]
-        data = plots.residuals_png(predicted, errors, f"{label}: residuals")
+    if "prediction_error" in curves:
+        y_true, y_pred = curves["prediction_error"]
+        data = plots.residuals_png(y_true, y_pred, f"{label}: residuals")
         out["residuals"] = put_file(ctx, "residuals.png", data, "picture")
     return out
 
@@ -308,10 +325,11 @@ def _compare(
             "challenger_value": challenger,
             "champion_value": None,
             "incomparable": True,
-            "winner": "challenger",
+            "winner": None,
             "summary": (
                 f"champion {spec.model_name} v{mv.version} cannot score these rows "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): the challenger wins"
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): not compared; "
+                "a gate on it keeps the champion unless `allow_schema_change: true`"
             ),
         }
     value = theirs.get(metric)

@@ -1,4 +1,5 @@
-"""Row-level expressions over a DataFrame, for ``data_validation``: never ``eval``.
+"""Row-level expressions over a DataFrame, for ``data_validation`` and
+``data_processing`` (``filter``, ``derive``): never ``eval``.
 
 ``amount >= 0 and (country in ['FR', 'DE'] or not is_foreign)`` is parsed with
 ``ast.parse`` (which runs nothing), every node is checked against a whitelist,
@@ -19,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ExpressionError", "evaluate_rows", "parse_rows"]
+__all__ = ["ExpressionError", "evaluate_rows", "evaluate_values", "parse_rows"]
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 32
@@ -85,6 +86,24 @@ def evaluate_rows(text: str, frame: Any) -> Any:
         return pd.Series(bool(value), index=frame.index)
     if value.dtype != bool:
         value = value.astype("boolean").fillna(False).astype(bool)
+    return value
+
+
+def evaluate_values(text: str, frame: Any) -> Any:
+    """The value of ``text`` for each row of ``frame``, as a Series (a constant is
+    repeated): ``quantity * unit_price``, ``lower(country)``, ``amount > 100``.
+
+    Raises ``ExpressionError`` for a disallowed expression, an unknown column, or a
+    list (which is no column value).
+    """
+    import pandas as pd
+
+    tree, quoted = parse_rows(text)
+    value = _eval(tree.body, frame, quoted)
+    if isinstance(value, list):
+        raise ExpressionError("a list is not a column value")
+    if not isinstance(value, pd.Series):
+        return pd.Series([value] * len(frame), index=frame.index)
     return value
 
 

@@ -26,7 +26,14 @@ transformation to raw rows when it serves.
 
 Output: ``{"kind": "features", "train", "test", "holdout" (DataFrames of raw
 columns plus the target), "target", "task_type", "transformer",
-"feature_names_in", "feature_names_out", "seed"}``.
+"feature_names_in", "feature_names_out", "seed", "class_names"}``
+(``class_names``: label -> name when the data names its classes, as
+``data_ingestion`` does for scikit-learn's datasets; else ``None``).
+
+Without ``task_type``, it is guessed from the target: clustering without one;
+regression for fractional values, or for whole numbers with more than 20
+distinct values or distinct in more than half the rows; else classification.
+When a step fails on a guessed type, the message says which ``task_type`` to set.
 
 Example::
 
@@ -68,6 +75,8 @@ __all__ = ["FeatureEngineering", "FeatureParams", "infer_task_type"]
 
 _STEP = ConfigDict(extra="forbid")
 TaskType = Literal["classification", "regression", "clustering"]
+# A numeric target with more distinct values than this is guessed to be a quantity.
+MAX_GUESSED_CLASSES = 20
 
 
 class _Step(BaseModel):
@@ -216,10 +225,20 @@ class FeatureEngineering(MLOperator):
         task_type = params.task_type or infer_task_type(frame, target)
         if task_type != "clustering" and target is None:
             raise TaskFailed(f"{op}: task_type {task_type} needs `target`")
-        train, test, holdout = _split(frame, target, task_type, params, op)
-        x_train = train.drop(columns=[target]) if target else train
-        y_train = train[target] if target else None
-        transformer, transformed = fit_steps(params.steps, x_train, y_train, task_type, op)
+        try:
+            train, test, holdout = _split(frame, target, task_type, params, op)
+            x_train = train.drop(columns=[target]) if target else train
+            y_train = train[target] if target else None
+            transformer, transformed = fit_steps(params.steps, x_train, y_train, task_type, op)
+        except _Unstratified as exc:
+            fix = "set `stratify: false`"
+            if params.task_type is None and target is not None:
+                fix = f"{_guess_note(frame, target, task_type)}, or `stratify: false`"
+            raise TaskFailed(f"{exc}; {fix}") from None
+        except TaskFailed as exc:
+            if params.task_type is None and target is not None:
+                raise TaskFailed(f"{exc}; {_guess_note(frame, target, task_type)}") from None
+            raise
         joblib = need("joblib", op)
         buf = io.BytesIO()
         joblib.dump(transformer, buf)
@@ -250,6 +269,7 @@ class FeatureEngineering(MLOperator):
             "feature_names_in": [str(c) for c in x_train.columns],
             "feature_names_out": names_out,
             "seed": params.seed,
+            "class_names": _class_names(frame, target, task_type),
         }
 
 
@@ -257,15 +277,23 @@ OPERATOR = FeatureEngineering
 
 
 def infer_task_type(frame: Any, target: str | None) -> TaskType:
-    """clustering without a target; regression for a float (or many-valued int) target."""
+    """Guess the task type from the target column.
+
+    clustering without a target; regression for a numeric target with fractional
+    values, more than ``MAX_GUESSED_CLASSES`` distinct values, or distinct values
+    in more than half the rows (too many classes to stratify); else classification.
+    """
     from pandas.api import types
 
     if target is None:
         return "clustering"
-    y = frame[target]
-    if types.is_float_dtype(y):
-        return "regression" if not (y.dropna() % 1 == 0).all() else "classification"
-    if types.is_integer_dtype(y) and y.nunique() > 20:
+    y = frame[target].dropna()
+    if not types.is_numeric_dtype(y) or types.is_bool_dtype(y):
+        return "classification"
+    if types.is_float_dtype(y) and not bool((y % 1 == 0).all()):
+        return "regression"
+    distinct = int(y.nunique())
+    if distinct > MAX_GUESSED_CLASSES or (distinct > 2 and 2 * distinct > len(y)):
         return "regression"
     return "classification"
 
@@ -406,6 +434,17 @@ def _split(
 
     def split(data: Any, size: int) -> tuple[Any, Any]:
         labels = data[target] if (stratify and target is not None) else None
+        if labels is not None:
+            counts = labels.value_counts()
+            lonely = [_plain(v) for v in counts[counts < 2].index]
+            if lonely:
+                shown = ", ".join(map(str, sorted(lonely, key=str)[:5]))
+                more = f", and {len(lonely) - 5} more" if len(lonely) > 5 else ""
+                raise _Unstratified(
+                    f"{op}: cannot split {len(data)} rows stratified on '{target}': "
+                    f"{len(lonely)} of its {len(counts)} classes have a single row "
+                    f"({shown}{more})"
+                )
         try:
             a, b = train_test_split(data, test_size=size, random_state=params.seed, stratify=labels)
         except ValueError as exc:
@@ -427,6 +466,46 @@ def _split(
     return train, test, holdout
 
 
+def _class_names(frame: Any, target: str | None, task_type: str) -> dict[str, str] | None:
+    """The target's class names by label (as text), when the data carries them
+    (``frame.attrs["class_names"][target]``, set by ``data_ingestion``)."""
+    if task_type != "classification" or target is None:
+        return None
+    names = (getattr(frame, "attrs", {}).get("class_names") or {}).get(target)
+    if not isinstance(names, dict):
+        return None
+    return {str(k): str(v) for k, v in names.items()}
+
+
+class _Unstratified(TaskFailed):
+    """A stratified split with classes of one row (the caller adds the fix)."""
+
+
+def _guess_note(frame: Any, target: str, task_type: str) -> str:
+    """What the task type was guessed from, and the setting that overrides the guess."""
+    from pandas.api import types
+
+    y = frame[target].dropna()
+    distinct, rows = int(y.nunique()), len(y)
+    if task_type == "regression":
+        return (
+            f"task_type was guessed as regression ('{target}' has {distinct} distinct "
+            f"numeric values in {rows} rows): set `task_type: classification` "
+            f"if '{target}' holds classes"
+        )
+    kind = "whole-number " if types.is_numeric_dtype(y) and not types.is_bool_dtype(y) else ""
+    return (
+        f"task_type was guessed as classification ('{target}' has {distinct} distinct "
+        f"{kind}values in {rows} rows): set `task_type: regression` if '{target}' is a quantity"
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
 def _line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, at most 300 characters."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= 300 else line[:299] + "…"

@@ -2,12 +2,14 @@
 
 Sources (``source``):
 
-* a local path, or any fsspec URL (``s3://``, ``gs://``, ``memory://``, ...);
+* a local path (a relative one starts at the pipeline's folder:
+  ``operators/paths.py``), or any fsspec URL (``s3://``, ``gs://``, ``memory://``, ...);
   ``http(s)://`` is fetched with the standard library; ``format`` is
   ``csv | json | jsonl | parquet``, inferred from the name when absent
   (``.gz``/``.bz2``/``.xz``/``.zip`` compression too);
 * a database URL (SQLAlchemy spelling) with ``query`` or ``table``:
-  ``sqlite:///file.db`` needs nothing more, other databases need SQLAlchemy;
+  ``sqlite:///file.db`` (relative to the pipeline's folder, too) needs nothing
+  more, other databases need SQLAlchemy;
 * ``sklearn:NAME``: a dataset bundled with scikit-learn (``iris``, ``wine``,
   ``breast_cancer``, ``diabetes``, ``digits``) or a generator
   (``make_classification``, ``make_regression``, ``make_blobs``,
@@ -101,8 +103,8 @@ class IngestionParams(BaseModel):
     source: str | None = Field(
         default=None,
         validation_alias=AliasChoices("source", "source_path"),
-        description="path, fsspec/http URL, database URL or sklearn:NAME; "
-        "none: the upstream DataFrame (seed 001: source_path)",
+        description="path (relative: from the pipeline's folder), fsspec/http URL, database "
+        "URL or sklearn:NAME; none: the upstream DataFrame (seed 001: source_path)",
     )
     source_type: (
         Literal["local", "s3", "gcs", "http", "api", "database", "sklearn", "memory"] | None
@@ -125,7 +127,8 @@ class IngestionParams(BaseModel):
     to: str | None = Field(
         default=None,
         validation_alias=AliasChoices("to", "destination", "output_path"),
-        description="also write the table here: a path/URL or a database URL with `table`",
+        description="also write the table here: a path (relative: from the pipeline's "
+        "folder)/URL or a database URL with `table`",
     )
     if_exists: Literal["fail", "replace", "append"] = Field(
         default="replace", description="when `to` already holds the table"
@@ -176,7 +179,7 @@ class DataIngestion(MLOperator):
         else:
             _check_source_type(params.source, params.source_type)
             frame, read = read_table(
-                params.source,
+                ctx.resolve_path(params.source),
                 fmt=params.format,
                 query=params.query,
                 table=params.table,
@@ -203,7 +206,11 @@ class DataIngestion(MLOperator):
         print(f"read {len(frame)} rows x {frame.shape[1]} columns from {reads[0]['uri']}")
         if params.to is not None:
             written = write_table(
-                frame, params.to, table=params.table, if_exists=params.if_exists, op=op
+                frame,
+                ctx.resolve_path(params.to),
+                table=params.table,
+                if_exists=params.if_exists,
+                op=op,
             )
             record(ctx, writes=[written])
             print(f"wrote {len(frame)} rows to {written['uri']}")
@@ -289,9 +296,7 @@ def fetch_bytes(source: str, timeout: float, op: str) -> bytes:
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise TaskFailed(
-                f"{op}: no such file: {source} (relative paths start at {os.getcwd()})"
-            ) from None
+            raise TaskFailed(f"{op}: no such file: {source}") from None
         except IsADirectoryError:
             raise TaskFailed(f"{op}: {source} is a folder; name a file") from None
         except OSError as exc:
@@ -352,7 +357,14 @@ def _sklearn_frame(name: str, options: dict[str, Any], seed: int, op: str) -> An
             bunch = getattr(datasets, f"load_{name}")(as_frame=True, **options)
         except TypeError as exc:
             raise TaskFailed(f"{op}: bad `options` for sklearn:{name}: {exc}") from None
-        return bunch.frame
+        frame = bunch.frame
+        names = getattr(bunch, "target_names", None)
+        if names is not None and pd.api.types.is_integer_dtype(frame.get("target")):
+            # The classes' names by column and label (label 0 is malignant), for the
+            # evaluation pictures; attrs travel with the frame, through parquet too.
+            labels = {str(i): str(n) for i, n in enumerate(names)}
+            frame.attrs["class_names"] = {"target": labels}
+        return frame
     if name not in GENERATORS:
         raise TaskFailed(
             f"{op}: unknown scikit-learn dataset '{name}'; use {', '.join(BUNDLED + GENERATORS)}"

@@ -3,41 +3,78 @@
 The URL is a secret, so it comes from an environment variable
 (``webhook_env``, default ``SLACK_WEBHOOK_URL``); ``webhook_url`` works too
 but puts the secret in the spec. Error messages show only the URL's scheme
-and host. ``message`` is a template: ``{run_id}``, ``{task_id}``,
-``{attempt}``, ``{params.NAME}`` and ``{inputs.TASK.key...}`` (an upstream
-output, then keys) are replaced — plain lookups, nothing is evaluated;
-``{{``/``}}`` are literal braces. ``format: slack`` posts ``{"text": ...}``;
-``json`` adds ``run_id``, ``task_id`` and ``attempt``.
+and host. ``format: slack`` posts ``{"text": ...}``; ``json`` adds
+``run_id``, ``task_id`` and ``attempt``.
 
-Example (seed 002's completion message)::
+``message`` is a template in Python's format syntax, with these fields:
+
+==========================  ================================================
+``{pipeline}``              the pipeline's name
+``{run_id}``                the run
+``{task}`` (``{task_id}``)  this task; ``{attempt}`` its attempt number
+``{state}``                 ``failed`` once a task of the run has failed, else ``success``
+``{error}``                 each failed task and its error (``train: ...``), else empty
+``{params.NAME}``           a run parameter
+``{inputs.TASK.key...}``    an upstream output, then keys (a number indexes a list)
+==========================  ================================================
+
+A field may end with a format spec (``{inputs.evaluate.metrics.accuracy:.4f}``)
+or a conversion (``!r``); a number without one shows 4 significant digits.
+``{{``/``}}`` are literal braces. Fields are looked up by key, never as
+attributes, and nothing is evaluated. ``stageflow validate`` refuses a field
+that cannot be filled: an unknown name, an undeclared run parameter, a task
+that is not a data upstream, a format spec that does not fit a known value.
+An upstream output without the key fails the task, naming the keys there are.
+
+Example (seed 002's completion message, and one when something failed)::
 
     - id: notify
       operator: notification
-      upstream: [register]
+      upstream: [register, evaluate]
       parameters:
         webhook_env: SLACK_WEBHOOK_URL
-        message: "fraud model v{inputs.register.version} registered (accuracy {inputs.register.metrics.accuracy})"
+        message: "fraud model v{inputs.register.version} registered (accuracy {inputs.evaluate.metrics.accuracy:.4f})"
+    - id: alert
+      operator: notification
+      after: [register]
+      trigger_rule: one_failed
+      parameters:
+        message: "{pipeline} run {run_id}: {state}: {error}"
 """  # noqa: E501
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import string
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stageflow.errors import Problem
 from stageflow.operators.base import Operator, TaskContext, TaskFailed
 from stageflow.operators.metadata import record
+from stageflow.spec.models import Pipeline, Task
+from stageflow.spec.suggest import did_you_mean
 
-__all__ = ["Notification", "NotificationParams", "render"]
+__all__ = ["Notification", "NotificationParams", "render", "template_problems"]
 
-_FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z_][\w.-]*)\}")
+# The fields that hold one value, with a sample of its type (to check format specs).
+_SCALARS: dict[str, Any] = {
+    "pipeline": "name",
+    "run_id": "run",
+    "task": "task",
+    "task_id": "task",
+    "attempt": 1,
+    "state": "success",
+    "error": "",
+}
+_NAMES = [*_SCALARS, "params", "inputs"]
+_CAN_USE = "pipeline, run_id, task, attempt, state, error, params.NAME, inputs.TASK.key"
 
 
 class NotificationParams(BaseModel):
@@ -64,6 +101,24 @@ class Notification(Operator):
 
     name = "notification"
     Params = NotificationParams
+
+    @classmethod
+    def spec_problems(
+        cls,
+        params: BaseModel,
+        task: Task,
+        pipeline: Pipeline | None,
+        run_params: Mapping[str, Any],
+    ) -> list[Problem]:
+        assert isinstance(params, NotificationParams)
+        return [
+            Problem(
+                f"message {why}" if why.startswith("field") else f"message: {why}",
+                task=task.id,
+                field="parameters.message",
+            )
+            for why in template_problems(params.message, task.upstream, task.after, run_params)
+        ]
 
     def run(self, params: BaseModel, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:
         assert isinstance(params, NotificationParams)
@@ -104,48 +159,215 @@ OPERATOR = Notification
 
 
 def render(template: str, ctx: TaskContext, inputs: Mapping[str, Any]) -> str:
-    """``template`` with its ``{fields}`` replaced; ``TaskFailed`` names an unknown one."""
+    """``template`` with its fields filled (see the module docstring).
+
+    Raises ``TaskFailed`` naming a field that cannot be filled or formatted.
+    """
+    failures = ctx.failures
     values: dict[str, Any] = {
+        "pipeline": ctx.pipeline,
         "run_id": ctx.run_id,
+        "task": ctx.task_id,
         "task_id": ctx.task_id,
         "attempt": ctx.attempt,
+        "state": "failed" if failures else "success",
+        "error": "; ".join(f"{t}: {_first_line(e)}" for t, e in failures.items()),
         "params": dict(ctx.params),
         "inputs": dict(inputs),
     }
+    try:
+        parsed = _parse(template)
+    except ValueError as exc:
+        raise TaskFailed(f"notification: message: {exc}") from None
+    out: list[str] = []
+    for literal, field in parsed:
+        out.append(literal)
+        if field is not None:
+            value = _lookup(values, field, list(inputs))
+            try:
+                out.append(_format(value, field))
+            except ValueError as exc:
+                raise TaskFailed(f"notification: message field {field.text}: {exc}") from None
+    return "".join(out)
 
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) in ("{{", "}}"):
-            return match.group(0)[0]
-        path = match.group(1)
-        value = _lookup(values, path)
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return str(value)
 
-    return _FIELD.sub(replace, template)
+def template_problems(
+    template: str, upstream: Sequence[str], after: Sequence[str], run_params: Mapping[str, Any]
+) -> list[str]:
+    """Why fields of ``template`` cannot be filled, known before running: the
+    syntax, unknown names, undeclared run parameters, tasks that are not data
+    ``upstream``, format specs that do not fit the value."""
+    try:
+        parsed = _parse(template)
+    except ValueError as exc:
+        return [str(exc)]
+    problems = []
+    for _, field in parsed:
+        if field is None:
+            continue
+        why = _field_problem(field, upstream, after, run_params)
+        if why is not None:
+            problems.append(f"field {field.text}: {why}")
+    return problems
 
 
-def _lookup(values: Mapping[str, Any], path: str) -> Any:
-    current: Any = values
-    parts = path.split(".")
+class _Field(NamedTuple):
+    text: str  # as written, braces included
+    path: list[str]
+    conversion: str | None
+    spec: str
+
+
+def _parse(template: str) -> list[tuple[str, _Field | None]]:
+    """``(literal text, field)`` pairs; ``ValueError`` says what is malformed."""
+    out: list[tuple[str, _Field | None]] = []
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{exc}; write {{{{ and }}}} for literal braces") from None
+    for literal, name, spec, conversion in parts:
+        if name is None:
+            out.append((literal, None))
+            continue
+        text = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+        text += "}"
+        if not name:
+            raise ValueError(f"field {text} names nothing; use one of {_CAN_USE}")
+        if "[" in name or "]" in name:
+            raise ValueError(f"field {text}: use dots for keys and list items ({{inputs.t.0}})")
+        if conversion not in (None, "r", "s", "a"):
+            raise ValueError(f"field {text}: unknown conversion !{conversion}; use !r, !s or !a")
+        if spec and "{" in spec:
+            raise ValueError(f"field {text}: a format spec cannot hold another field")
+        out.append((literal, _Field(text, name.split("."), conversion, spec or "")))
+    return out
+
+
+def _field_problem(
+    field: _Field, upstream: Sequence[str], after: Sequence[str], run_params: Mapping[str, Any]
+) -> str | None:
+    root, rest = field.path[0], field.path[1:]
+    if root in _SCALARS:
+        if rest:
+            return f"{root} is a single value; it has no '{rest[0]}'"
+        return _spec_problem(field, _SCALARS[root])
+    if root == "params":
+        if not rest:
+            return None
+        if rest[0] not in run_params:
+            declared = ", ".join(sorted(run_params)) or "none"
+            return (
+                f"the pipeline declares no parameter '{rest[0]}' (declared: {declared}); "
+                "add it under `params:`"
+            )
+        return _spec_problem(field, run_params[rest[0]]) if len(rest) == 1 else None
+    if root == "inputs":
+        if not rest:
+            return None
+        task = _upstream_of(rest, upstream)
+        if task is not None:
+            return None
+        name = _upstream_of(rest, after) or rest[0]
+        if name in after:
+            return f"'{name}' is under `after:`, which passes no output; move it to `upstream:`"
+        shown = ", ".join(upstream) or "none"
+        return (
+            f"'{name}' is not a data upstream of this task (upstream: {shown}); "
+            "add it to `upstream:`"
+        )
+    hint = did_you_mean(root, _NAMES)
+    fix = f"did you mean '{hint}'?" if hint else f"use one of {_CAN_USE}"
+    return f"unknown name '{root}'; {fix}"
+
+
+def _spec_problem(field: _Field, sample: Any) -> str | None:
+    try:
+        _format(sample, field)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _upstream_of(parts: Sequence[str], tasks: Sequence[str]) -> str | None:
+    """The longest task id that ``parts`` starts with (task ids may hold dots)."""
+    for n in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:n])
+        if candidate in tasks:
+            return candidate
+    return None
+
+
+def _lookup(values: Mapping[str, Any], field: _Field, upstream: Sequence[str]) -> Any:
+    """The value at ``field``'s path: keys of mappings and indexes of lists only."""
+    parts = list(field.path)
     if parts[0] == "inputs" and len(parts) > 1:
-        # task ids may hold dots: take the longest upstream id that matches
-        for n in range(len(parts) - 1, 1, -1):
-            candidate = ".".join(parts[1:n])
-            if candidate in values["inputs"]:
-                parts = ["inputs", candidate, *parts[n:]]
-                break
+        task = _upstream_of(parts[1:], upstream)
+        if task is not None:
+            parts = ["inputs", task, *parts[1 + len(task.split(".")) :]]
+    current: Any = values
     for i, part in enumerate(parts):
-        if isinstance(current, Mapping) and part in current:
-            current = current[part]
-        else:
+        found, current = _child(current, part)
+        if not found:
             where = ".".join(parts[:i]) or "the template"
-            known = ", ".join(map(str, current)) if isinstance(current, Mapping) else "nothing"
             raise TaskFailed(
-                f"notification: message field {{{path}}}: {where} has no '{part}' "
-                f"(it has: {known[:200]})"
+                f"notification: message field {field.text}: {where} has no '{part}' "
+                f"(it has: {_keys(current)[:200]})"
             )
     return current
+
+
+def _child(value: Any, part: str) -> tuple[bool, Any]:
+    """``(True, value[part])``, or ``(False, value)`` when there is none."""
+    if isinstance(value, Mapping):
+        if part in value:
+            return True, value[part]
+        if part.lstrip("-").isdigit() and int(part) in value:
+            return True, value[int(part)]
+        return False, value
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, str | bytes)
+        and part.lstrip("-").isdigit()
+        and -len(value) <= int(part) < len(value)
+    ):
+        return True, value[int(part)]
+    return False, value
+
+
+def _keys(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(map(str, value)) or "nothing"
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return f"items 0 to {len(value) - 1}" if value else "nothing"
+    return f"nothing: it is a {type(value).__name__}"
+
+
+def _format(value: Any, field: _Field) -> str:
+    """``value`` converted and formatted as ``field`` says; ``ValueError`` says why not."""
+    if field.conversion == "r":
+        value = repr(value)
+    elif field.conversion == "a":
+        value = ascii(value)
+    elif field.conversion == "s":
+        value = str(value)
+    if not field.spec:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    try:
+        return format(value, field.spec)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"cannot format {type(value).__name__} {_short(value)} with '{field.spec}': {exc}"
+        ) from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _where(url: str) -> str:

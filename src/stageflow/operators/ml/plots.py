@@ -1,178 +1,161 @@
-"""Evaluation pictures as PNG bytes, drawn with Pillow (the ``draw`` extra).
+"""Evaluation pictures as PNG bytes, drawn by scikit-learn's display classes on matplotlib.
 
-Three pictures, plain and legible at 640x480: a confusion matrix (counts and
-row shares, shaded by share), ROC curves (one per class for more than two
-classes, with the area under each) and residuals against predictions. Pillow
-is already stageflow's drawing library (``graph.drawing``), so pictures need
-no plotting stack.
+Three pictures at 640x480, from the ``ml`` extra:
+
+* the confusion matrix (``ConfusionMatrixDisplay``): true classes down the
+  y axis, predicted ones along the x axis, each by its name, counts in the
+  cells;
+* ROC curves (``RocCurveDisplay``): the positive class's for two classes, one
+  per class (one-vs-rest) for more, each with its AUC, the chance line, and a
+  small margin around the unit square so a perfect curve is not hidden under
+  the frame;
+* residuals against predictions (``PredictionErrorDisplay``), with the zero line.
+
+Policy: matplotlib is imported on first use, and a figure is drawn on its own
+Agg canvas (``Figure`` + ``FigureCanvasAgg``) rather than through ``pyplot``,
+so no global backend is switched in the caller's process. State: one lock,
+held while a picture is drawn: matplotlib is not thread-safe, and evaluations
+run side by side in one process.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 from stageflow.operators.ml._common import need
 
-__all__ = ["confusion_matrix_png", "residuals_png", "roc_png"]
-
-WIDTH, HEIGHT = 640, 480
-_PALETTE = [
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
+__all__ = [
+    "confusion_matrix_figure",
+    "confusion_matrix_png",
+    "residuals_figure",
+    "residuals_png",
+    "roc_figure",
+    "roc_png",
 ]
-_INK = (33, 33, 33)
-_GRID = (225, 225, 225)
+
+WIDTH, HEIGHT, DPI = 640, 480, 100
+_WHAT = "evaluation pictures"
+_LOCK = threading.Lock()
 
 
 def confusion_matrix_png(
     matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str
 ) -> bytes:
-    """Rows are true classes, columns predicted; each cell shows its count and row share."""
-    image, draw, font, small = _canvas()
-    n = len(labels)
-    size = 340 if n <= 12 else 400
-    cell = size / max(n, 1)
-    left, top = (WIDTH - size) / 2 + 30, 60
-    draw.text((WIDTH / 2, 24), title, fill=_INK, font=font, anchor="mm")
-    for i, row in enumerate(matrix):
-        total = sum(row) or 1
-        for j, count in enumerate(row):
-            share = count / total
-            shade = int(255 - 190 * share)
-            colour = (shade, shade + int(40 * share) if shade < 215 else shade, 255)
-            x0, y0 = left + j * cell, top + i * cell
-            draw.rectangle([x0, y0, x0 + cell, y0 + cell], fill=colour, outline=(215, 215, 215))
-            ink = (255, 255, 255) if share > 0.55 else _INK
-            draw.text(
-                (x0 + cell / 2, y0 + cell / 2 - 7), str(count), fill=ink, font=font, anchor="mm"
-            )
-            draw.text(
-                (x0 + cell / 2, y0 + cell / 2 + 10),
-                f"{share:.0%}",
-                fill=ink,
-                font=small,
-                anchor="mm",
-            )
-    for k, label in enumerate(labels):
-        text = _clip(str(label), 14)
-        draw.text((left - 8, top + (k + 0.5) * cell), text, fill=_INK, font=small, anchor="rm")
-        draw.text(
-            (left + (k + 0.5) * cell, top + size + 14), text, fill=_INK, font=small, anchor="mm"
-        )
-    draw.text((left + size / 2, top + size + 40), "predicted", fill=_INK, font=font, anchor="mm")
-    draw.text((left - 70, top - 18), "true", fill=_INK, font=font, anchor="mm")
-    return _png(image)
+    """The confusion matrix (rows: true classes, columns: predicted) as PNG bytes."""
+    with _LOCK:
+        return _png(confusion_matrix_figure(matrix, labels, title))
 
 
 def roc_png(
     curves: Sequence[tuple[str, Sequence[float], Sequence[float], float]], title: str
 ) -> bytes:
-    """ROC curves: (label, false positive rates, true positive rates, area) each."""
-    image, draw, font, small = _canvas()
-    to_px = _axes(
-        draw,
-        font,
-        small,
-        (0.0, 1.0),
-        (0.0, 1.0),
-        "false positive rate",
-        "true positive rate",
-        title,
+    """ROC curves, ``(label, false positive rates, true positive rates, AUC)`` each
+    (at most ten are drawn), as PNG bytes."""
+    with _LOCK:
+        return _png(roc_figure(curves, title))
+
+
+def residuals_png(y_true: Sequence[float], y_pred: Sequence[float], title: str) -> bytes:
+    """Residuals (true - predicted) against predictions as PNG bytes."""
+    with _LOCK:
+        return _png(residuals_figure(y_true, y_pred, title))
+
+
+def confusion_matrix_figure(
+    matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str
+) -> Any:
+    """The confusion matrix ``Figure``: classes by name on both axes."""
+    np = need("numpy", _WHAT)
+    metrics = need("sklearn.metrics", _WHAT)
+    figure, ax = _figure()
+    names = [_clip(str(label), 18) for label in labels]
+    display = metrics.ConfusionMatrixDisplay(
+        confusion_matrix=np.asarray(matrix), display_labels=names
     )
-    draw.line([to_px(0, 0), to_px(1, 1)], fill=(170, 170, 170), width=1)
-    for k, (label, fpr, tpr, area) in enumerate(curves[:10]):
-        colour = _PALETTE[k % len(_PALETTE)]
-        points = [to_px(x, y) for x, y in zip(fpr, tpr, strict=True)]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        y = 330 - 18 * k
-        draw.line([(400, y), (420, y)], fill=colour, width=3)
-        draw.text(
-            (426, y), f"{_clip(label, 18)} (AUC {area:.3f})", fill=_INK, font=small, anchor="lm"
+    display.plot(
+        ax=ax,
+        cmap="Blues",
+        values_format="d",
+        include_values=len(names) <= 20,
+        xticks_rotation=30 if max((len(n) for n in names), default=0) > 6 else "horizontal",
+        colorbar=True,
+    )
+    ax.set_title(title)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    figure.tight_layout()
+    return figure
+
+
+def roc_figure(
+    curves: Sequence[tuple[str, Sequence[float], Sequence[float], float]], title: str
+) -> Any:
+    """The ROC ``Figure``: one curve per entry, the chance line, axes just past [0, 1]."""
+    np = need("numpy", _WHAT)
+    metrics = need("sklearn.metrics", _WHAT)
+    figure, ax = _figure()
+    shown = list(curves)[:10]
+    for k, (label, fpr, tpr, area) in enumerate(shown):
+        display = metrics.RocCurveDisplay(
+            fpr=np.asarray(fpr, dtype=float), tpr=np.asarray(tpr, dtype=float), roc_auc=area
         )
-    return _png(image)
+        display.plot(ax=ax, name=_clip(str(label), 24), plot_chance_level=k == len(shown) - 1)
+        display.line_.set_linewidth(2)
+    # A perfect curve runs along x = 0 and y = 1: keep it off the frame.
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.grid(True, color="#e5e5e5", linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title(title)
+    figure.tight_layout()
+    return figure
 
 
-def residuals_png(predicted: Sequence[float], residuals: Sequence[float], title: str) -> bytes:
-    """Residuals (true - predicted) against predictions, with the zero line."""
-    image, draw, font, small = _canvas()
-    xs, ys = list(map(float, predicted)), list(map(float, residuals))
-    if not xs:
-        return _png(image)
-    span = max(abs(min(ys)), abs(max(ys)), 1e-9) * 1.1
-    xlo, xhi = min(xs), max(xs)
-    if xhi - xlo < 1e-12:
-        xlo, xhi = xlo - 1, xhi + 1
-    to_px = _axes(draw, font, small, (xlo, xhi), (-span, span), "predicted", "residual", title)
-    draw.line([to_px(xlo, 0), to_px(xhi, 0)], fill=(214, 39, 40), width=1)
-    step = max(1, len(xs) // 3000)
-    for x, y in list(zip(xs, ys, strict=True))[::step]:
-        px, py = to_px(x, y)
-        draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=_PALETTE[0])
-    return _png(image)
+def residuals_figure(y_true: Sequence[float], y_pred: Sequence[float], title: str) -> Any:
+    """The residuals ``Figure`` (true - predicted against predicted; 1,000 points at most)."""
+    np = need("numpy", _WHAT)
+    metrics = need("sklearn.metrics", _WHAT)
+    figure, ax = _figure()
+    if len(y_true):
+        metrics.PredictionErrorDisplay.from_predictions(
+            np.asarray(y_true, dtype=float),
+            np.asarray(y_pred, dtype=float),
+            kind="residual_vs_predicted",
+            subsample=1000,
+            random_state=0,
+            ax=ax,
+            scatter_kwargs={"alpha": 0.6, "s": 14},
+        )
+    ax.set_xlabel("predicted value")
+    ax.set_ylabel("residual (true - predicted)")
+    ax.grid(True, color="#e5e5e5", linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.set_title(title)
+    figure.tight_layout()
+    return figure
 
 
 # -- helpers --------------------------------------------------------------------------
 
 
-def _canvas() -> tuple[Any, Any, Any, Any]:
-    pil = need("PIL.Image", "evaluation pictures")
-    draw_mod = need("PIL.ImageDraw", "evaluation pictures")
-    fonts = need("PIL.ImageFont", "evaluation pictures")
-    image = pil.new("RGB", (WIDTH, HEIGHT), (255, 255, 255))
-    try:
-        font, small = fonts.load_default(size=15), fonts.load_default(size=12)
-    except TypeError:  # Pillow < 10.1: a fixed bitmap font
-        font = small = fonts.load_default()
-    return image, draw_mod.Draw(image), font, small
+def _figure() -> tuple[Any, Any]:
+    """A new 640x480 ``Figure`` on its own Agg canvas, and its axes."""
+    figure_mod = need("matplotlib.figure", _WHAT)
+    agg = need("matplotlib.backends.backend_agg", _WHAT)
+    figure = figure_mod.Figure(figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI)
+    agg.FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
 
 
-def _axes(
-    draw: Any,
-    font: Any,
-    small: Any,
-    xlim: tuple[float, float],
-    ylim: tuple[float, float],
-    xlabel: str,
-    ylabel: str,
-    title: str,
-) -> Callable[[float, float], tuple[float, float]]:
-    left, top, right, bottom = 80, 50, WIDTH - 30, HEIGHT - 70
-
-    def to_px(x: float, y: float) -> tuple[float, float]:
-        fx = (x - xlim[0]) / (xlim[1] - xlim[0])
-        fy = (y - ylim[0]) / (ylim[1] - ylim[0])
-        return left + fx * (right - left), bottom - fy * (bottom - top)
-
-    draw.text((WIDTH / 2, 24), title, fill=_INK, font=font, anchor="mm")
-    for k in range(6):
-        fx = xlim[0] + (xlim[1] - xlim[0]) * k / 5
-        fy = ylim[0] + (ylim[1] - ylim[0]) * k / 5
-        px, _ = to_px(fx, ylim[0])
-        _, py = to_px(xlim[0], fy)
-        draw.line([(px, top), (px, bottom)], fill=_GRID)
-        draw.line([(left, py), (right, py)], fill=_GRID)
-        draw.text((px, bottom + 12), f"{fx:.3g}", fill=_INK, font=small, anchor="mm")
-        draw.text((left - 8, py), f"{fy:.3g}", fill=_INK, font=small, anchor="rm")
-    draw.rectangle([left, top, right, bottom], outline=_INK)
-    draw.text(((left + right) / 2, bottom + 40), xlabel, fill=_INK, font=font, anchor="mm")
-    draw.text((left, top - 14), ylabel, fill=_INK, font=small, anchor="lm")
-    return to_px
-
-
-def _png(image: Any) -> bytes:
+def _png(figure: Any) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
+    figure.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
 
 

@@ -28,7 +28,10 @@ The gate ("does the candidate beat the champion?") compares on the
 evaluation's primary metric (or ``metric``): with the champion's score on the
 same rows when the upstream evaluation measured it (``champion:``), else with
 the ``metric.NAME`` tag the champion was registered with. No champion yet: the
-candidate passes. A tie keeps the champion.
+candidate passes. A tie keeps the champion. A champion that cannot be compared
+— it cannot score the candidate's rows, or it was registered with other
+columns or another target (the version tag ``stageflow.schema``) — keeps its
+place too, with that reason, unless the task sets ``allow_schema_change: true``.
 
 Example::
 
@@ -49,6 +52,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -73,13 +77,18 @@ from stageflow.operators.ml.training import default_metric
 from stageflow.operators.registry import register
 
 __all__ = [
+    "SCHEMA_TAG",
     "BatchInference",
     "ModelDeployment",
     "ModelRegistration",
     "ModelSelection",
+    "gate",
+    "schema_of",
 ]
 
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True)
+# The version tag holding ``schema_of`` the registered model.
+SCHEMA_TAG = "stageflow.schema"
 _TRACKING = Field(
     default=None,
     validation_alias=AliasChoices("tracking_uri", "registry_url"),
@@ -254,6 +263,10 @@ class RegistrationParams(BaseModel):
     only_if_better_than: str | None = Field(
         default=None, description="register only if better than the version under this alias"
     )
+    allow_schema_change: bool = Field(
+        default=False,
+        description="let the gate pass a model whose columns differ from the champion's",
+    )
     metric: str | None = Field(default=None, description="the gate's metric")
     experiment: str | None = Field(default=None, description="MLflow experiment for the run")
     tracking_uri: str | None = _TRACKING
@@ -299,8 +312,19 @@ class ModelRegistration(MLOperator):
             "champion": model.get("champion"),
             "tracking_uri": _mlflow.mask_uri(uri),
         }
+        schema = schema_of(model)
+        if schema is not None:
+            base["schema"] = schema
         if params.only_if_better_than:
-            ok, reason = gate(c, name, params.only_if_better_than, metric, metrics, model)
+            ok, reason = gate(
+                c,
+                name,
+                params.only_if_better_than,
+                metric,
+                metrics,
+                model,
+                allow_schema_change=params.allow_schema_change,
+            )
             print(f"gate: {reason}")
             if not ok:
                 record(ctx, metrics={"registered": 0}, info={"reason": reason})
@@ -332,6 +356,8 @@ class ModelRegistration(MLOperator):
         }
         if params.model_version:
             version_tags["version_label"] = params.model_version
+        if schema is not None:
+            version_tags[SCHEMA_TAG] = schema
         mv = c.create_model_version(
             name, source, run_id=run_id, tags=version_tags, description=params.description
         )
@@ -365,8 +391,15 @@ def gate(
     metric: str,
     metrics: Mapping[str, float],
     evaluated: Mapping[str, Any] | None,
+    *,
+    allow_schema_change: bool = False,
 ) -> tuple[bool, str]:
-    """Whether a candidate with ``metrics`` beats ``name@alias`` on ``metric``, and why."""
+    """Whether a candidate with ``metrics`` beats ``name@alias`` on ``metric``, and why.
+
+    A champion that cannot be compared with the candidate (it cannot score the
+    candidate's rows, or its recorded schema differs) keeps its place unless
+    ``allow_schema_change``.
+    """
     if metric not in metrics:
         raise TaskFailed(
             f"the gate needs the candidate's '{metric}', which it lacks; "
@@ -377,22 +410,31 @@ def gate(
     if mv is None:
         return True, f"no {name}@{alias} yet: the candidate ({metric} {mine:.4f}) goes ahead"
     comparison = (evaluated or {}).get("champion") or {}
-    if (
-        comparison.get("incomparable")
-        and comparison.get("model_name") == name
-        and comparison.get("alias") == alias
-        and str(comparison.get("version")) == str(mv.version)
-    ):
-        return True, (
-            f"{name}@{alias} v{mv.version} cannot score the candidate's rows "
-            "(other columns): the candidate goes ahead"
-        )
-    same = (
+    about_champion = (
         comparison.get("model_name") == name
         and comparison.get("alias") == alias
         and str(comparison.get("version")) == str(mv.version)
-        and comparison.get("metric") == metric
-        and comparison.get("champion_value") is not None
+    )
+    theirs_schema = (getattr(mv, "tags", None) or {}).get(SCHEMA_TAG)
+    mine_schema = schema_of(evaluated or {})
+    why = None
+    if about_champion and comparison.get("incomparable"):
+        why = "cannot score the candidate's rows (it was trained on other columns)"
+    elif theirs_schema and mine_schema and theirs_schema != mine_schema:
+        why = "was trained on other columns (or another target) than the candidate"
+    if why is not None:
+        if allow_schema_change:
+            return True, (
+                f"{name}@{alias} v{mv.version} {why}; allow_schema_change is set: "
+                f"the candidate ({metric} {mine:.4f}) goes ahead"
+            )
+        return False, (
+            f"{name}@{alias} v{mv.version} {why}, so the two cannot be compared: the champion "
+            "keeps its place; to replace it with a model of another schema, set "
+            "`allow_schema_change: true` on this task (or use another model_name)"
+        )
+    same = about_champion and (
+        comparison.get("metric") == metric and comparison.get("champion_value") is not None
     )
     if same:
         theirs, how = float(comparison["champion_value"]), "on the same rows"
@@ -413,6 +455,23 @@ def gate(
     )
 
 
+def schema_of(model: Mapping[str, Any]) -> str | None:
+    """A short hash of what a model takes and predicts (its input columns, target and
+    task type), or ``None`` when the record does not say; registered as the
+    version tag ``stageflow.schema``."""
+    if isinstance(model.get("schema"), str):
+        return str(model["schema"])
+    columns = model.get("feature_names_in")
+    if not columns:
+        return None
+    what = {
+        "columns": list(columns),
+        "target": model.get("target"),
+        "type": model.get("model_type"),
+    }
+    return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:16]
+
+
 # -- model_deployment ------------------------------------------------------------------------
 
 
@@ -427,6 +486,10 @@ class DeploymentParams(BaseModel):
     )
     only_if_better_than: str | None = Field(
         default=None, description="promote only if better than the version under this alias"
+    )
+    allow_schema_change: bool = Field(
+        default=False,
+        description="let the gate pass a model whose columns differ from the champion's",
     )
     metric: str | None = Field(default=None, description="the gate's metric")
     rollback: bool = Field(default=False, description="swap ALIAS and the previous alias back")
@@ -475,10 +538,24 @@ class ModelDeployment(MLOperator):
         version = str(params.version or upstream["version"])
         if params.only_if_better_than:
             metric = params.metric or upstream.get("primary_metric") or "accuracy"
-            metrics = upstream.get("metrics") or _mlflow.version_metrics(
-                c.get_model_version(name, version)
+            candidate = upstream
+            if not upstream.get("metrics") or schema_of(upstream) is None:
+                mv = c.get_model_version(name, version)
+                tags = getattr(mv, "tags", None) or {}
+                candidate = {
+                    **upstream,
+                    "metrics": upstream.get("metrics") or _mlflow.version_metrics(mv),
+                    "schema": schema_of(upstream) or tags.get(SCHEMA_TAG),
+                }
+            ok, reason = gate(
+                c,
+                name,
+                params.only_if_better_than,
+                metric,
+                candidate["metrics"],
+                candidate,
+                allow_schema_change=params.allow_schema_change,
             )
-            ok, reason = gate(c, name, params.only_if_better_than, metric, metrics, upstream)
             print(f"gate: {reason}")
             if not ok:
                 record(ctx, metrics={"promoted": 0}, info={"reason": reason})
@@ -578,7 +655,7 @@ class BatchInference(MLOperator):
         assert isinstance(params, BatchParams)
         op = self.name
         need("pandas", op)
-        data, read = _data(params, inputs, op)
+        data, read = _data(params, inputs, ctx, op)
         estimator, model_read, label = _model(params, inputs, ctx, op)
         columns = getattr(estimator, "feature_names_in_", None)
         x = data
@@ -602,7 +679,8 @@ class BatchInference(MLOperator):
         uri = put_file(ctx, "predictions.parquet", buf.getvalue(), "predictions")
         writes = []
         if params.to:
-            writes.append(write_table(out, params.to, table=None, if_exists="replace", op=op))
+            to = ctx.resolve_path(params.to)  # relative: the pipeline's folder
+            writes.append(write_table(out, to, table=None, if_exists="replace", op=op))
         record(
             ctx,
             metrics={"rows_scored": len(out)},
@@ -614,9 +692,11 @@ class BatchInference(MLOperator):
         return out
 
 
-def _data(params: BatchParams, inputs: Mapping[str, Any], op: str) -> tuple[Any, dict[str, Any]]:
-    if params.source is not None:
-        return read_table(params.source, fmt=params.format, op=op)
+def _data(
+    params: BatchParams, inputs: Mapping[str, Any], ctx: TaskContext, op: str
+) -> tuple[Any, dict[str, Any]]:
+    if params.source is not None:  # a relative path starts at the pipeline's folder
+        return read_table(ctx.resolve_path(params.source), fmt=params.format, op=op)
 
     def usable(value: Any) -> bool:
         return is_frame(value) or is_features(value)

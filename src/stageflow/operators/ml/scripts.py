@@ -7,7 +7,9 @@ the ``python`` operator as the body of a function. A python script sees
 ``inputs`` (upstream outputs by task id), ``params`` (the run's parameters plus
 this task's ``parameters``) and ``context`` (the ``TaskContext``); whatever it
 assigns to ``result`` is the task's output. Give ``script_content`` or
-``script_path`` (relative to the working directory).
+``script_path``: a relative path starts at the pipeline's folder, for both
+script types (``operators/paths.py``), and a missing file fails the task
+before anything runs.
 
 Example::
 
@@ -41,7 +43,9 @@ class ScriptParams(BaseModel):
 
     script_type: Literal["python", "bash"] = Field(default="python", description="python or bash")
     script_content: str | None = Field(default=None, description="the script itself")
-    script_path: str | None = Field(default=None, description="a file holding the script")
+    script_path: str | None = Field(
+        default=None, description="a file holding the script, relative to the pipeline's folder"
+    )
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="extra values for `params` (python scripts)"
     )
@@ -62,10 +66,13 @@ class CustomScript(Operator):
 
     def run(self, params: BaseModel, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:
         assert isinstance(params, ScriptParams)
+        path = None if params.script_path is None else Path(ctx.resolve_path(params.script_path))
         if params.script_type == "bash":
-            command = params.script_content or f"bash {shlex.quote(str(params.script_path))}"
+            if path is not None and not path.is_file():
+                raise TaskFailed(_missing(params, path))
+            command = params.script_content or f"bash {shlex.quote(str(path))}"
             return BashOperator().run(BashParams(command=command, env=params.env), inputs, ctx)
-        source, filename = _source(params)
+        source, filename = _source(params, path)
         try:
             code = compile(source, filename, "exec")
         except SyntaxError as exc:
@@ -91,13 +98,22 @@ class CustomScript(Operator):
 OPERATOR = CustomScript
 
 
-def _source(params: ScriptParams) -> tuple[str, str]:
-    if params.script_content is not None:
-        return params.script_content, "<script_content>"
-    path = Path(str(params.script_path))
+def _source(params: ScriptParams, path: Path | None) -> tuple[str, str]:
+    if params.script_content is not None or path is None:
+        return params.script_content or "", "<script_content>"
     try:
         return path.read_text(encoding="utf-8"), str(path)
-    except FileNotFoundError:
-        raise TaskFailed(f"custom_script: no such script: {path}") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise TaskFailed(_missing(params, path)) from None
     except OSError as exc:
         raise TaskFailed(f"custom_script: cannot read {path}: {exc.strerror}") from None
+
+
+def _missing(params: ScriptParams, path: Path) -> str:
+    given = params.script_path or str(path)
+    if given == str(path):
+        return f"custom_script: no such script: {path}"
+    return (
+        f"custom_script: no such script: {path} (script_path {given!r}; a relative "
+        "path starts at the pipeline's folder)"
+    )

@@ -21,11 +21,16 @@ xgboost / lightgbm  XGBClassifier / LGBMClassifier       XGBRegressor / LGBMRegr
 
 Clustering: ``kmeans``, ``minibatch_kmeans``, ``gaussian_mixture``. Any
 estimator class works by its path (``sklearn.svm.LinearSVC`` or
-``package.module:Class``). ``hyperparameters`` go to the estimator (a
-misspelt one fails with a did-you-mean); ``seed`` sets ``random_state`` when
-the estimator has one. The model is a scikit-learn ``Pipeline``: a fresh copy
-of the upstream features' transformer, then the estimator, fit on the raw
-training rows, so it scores raw rows exactly as it was trained.
+``package.module:Class``). ``hyperparameters`` go to the estimator;
+``seed`` sets ``random_state`` when the estimator has one. A misspelt
+hyperparameter is refused with a did-you-mean by ``stageflow validate``
+(``hyperparameter_problems``: it imports the estimator's class, for a task
+with ``hyperparameters``, ``search`` or a ``search_space`` to map over) and
+again when the estimator is built.
+
+The model is a scikit-learn ``Pipeline``: a fresh copy of the upstream
+features' transformer, then the estimator, fit on the raw training rows, so it
+scores raw rows exactly as it was trained.
 
 ``cross_validation: K`` adds K-fold scores (``cv_mean``, ``cv_std``).
 ``min_accuracy`` (seed 001) fails the task when the score on the test rows
@@ -37,7 +42,9 @@ keeps the best. To train each candidate as its own task run instead (run side
 by side, each with its own retries, log and stored output), list them with the
 ``search_space`` operator and map this task over it (``map_over:``): a child
 ``train[k]`` merges candidate ``k``'s hyperparameters over ``hyperparameters``
-(a misspelt one fails that child with a did-you-mean naming the candidate),
+(a misspelt one is refused by validation when the ``search_space`` task's
+``space`` is written in the spec, else fails that child with a did-you-mean
+naming the candidate),
 and its output's ``candidate`` says which it trained. A ``model_evaluation``
 mapped over the training and a ``model_selection`` over that evaluation pick
 the best (``operators.ml.search`` has the whole example). A ``search`` may
@@ -65,12 +72,21 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from stageflow.errors import Problem
 from stageflow.operators.base import TaskContext, TaskFailed
 from stageflow.operators.metadata import record
 from stageflow.operators.ml._common import (
@@ -83,9 +99,16 @@ from stageflow.operators.ml._common import (
     pick,
     put_file,
 )
+from stageflow.spec.models import Pipeline, Task
 from stageflow.spec.suggest import did_you_mean
 
-__all__ = ["ALGORITHMS", "ModelTraining", "TrainingParams", "resolve_algorithm"]
+__all__ = [
+    "ALGORITHMS",
+    "ModelTraining",
+    "TrainingParams",
+    "hyperparameter_problems",
+    "resolve_algorithm",
+]
 
 ModelType = Literal["classification", "regression", "clustering"]
 
@@ -191,6 +214,17 @@ class ModelTraining(MLOperator):
 
     name = "model_training"
     Params = TrainingParams
+
+    @classmethod
+    def spec_problems(
+        cls,
+        params: BaseModel,
+        task: Task,
+        pipeline: Pipeline | None,
+        run_params: Mapping[str, Any],
+    ) -> list[Problem]:
+        assert isinstance(params, TrainingParams)
+        return hyperparameter_problems(params, task, pipeline, run_params)
 
     def execute(self, params: Any, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:
         assert isinstance(params, TrainingParams)
@@ -330,10 +364,10 @@ def build_estimator(
     values = {k: v for k, v in defaults.items() if k in known}
     for key in params.hyperparameters:
         if key not in known:
-            hint = did_you_mean(key, list(known))
-            fix = f"did you mean '{hint}'?" if hint else f"it takes: {', '.join(sorted(known))}"
             where = (origin or {}).get(key, "")
-            raise TaskFailed(f"{op}: {cls.__name__} has no hyperparameter '{key}'{where}; {fix}")
+            raise TaskFailed(
+                f"{op}: {cls.__name__} has no hyperparameter '{key}'{where}; {_fix(key, known)}"
+            )
     values.update(params.hyperparameters)
     if params.seed is not None and "random_state" in known:
         values.setdefault("random_state", params.seed)
@@ -341,6 +375,74 @@ def build_estimator(
         return estimator.set_params(**values)
     except (TypeError, ValueError) as exc:
         raise TaskFailed(f"{op}: bad hyperparameters for {cls.__name__}: {exc}") from None
+
+
+def hyperparameter_problems(
+    params: TrainingParams,
+    task: Task,
+    pipeline: Pipeline | None,
+    run_params: Mapping[str, Any],
+) -> list[Problem]:
+    """Hyperparameter names the estimator does not take, found before running: in
+    ``hyperparameters``, ``search.space`` and, when the task maps over a
+    ``search_space`` task written out in ``pipeline``, that task's ``space``.
+
+    The estimator's class is imported (scikit-learn, or the class path's module);
+    when it cannot be, nothing is reported here: the run says what to install.
+    """
+    source = _search_space_task(task, pipeline)
+    if not params.hyperparameters and params.search is None and source is None:
+        return []  # nothing to check: no estimator class to import
+    classes = _estimator_classes(params, task, pipeline, run_params)
+    if not classes:
+        return []
+    known = set().union(*(names for _, names in classes))
+    names = [name for name, _ in classes]
+
+    def unknown(key: str) -> str:
+        if len(names) == 1:
+            return f"{names[0]} has no hyperparameter '{key}'; {_fix(key, known)}"
+        return f"neither {' nor '.join(names)} has a hyperparameter '{key}'; {_fix(key, known)}"
+
+    problems = []
+    for key in params.hyperparameters:
+        if key not in known:
+            problems.append(
+                Problem(
+                    unknown(key),
+                    task=task.id,
+                    field=f"parameters.hyperparameters.{key}",
+                )
+            )
+    for key in params.search.space if params.search is not None else ():
+        if key not in known:
+            problems.append(
+                Problem(
+                    f"search.space: {unknown(key)}",
+                    task=task.id,
+                    field=f"parameters.search.space.{key}",
+                )
+            )
+    if source is not None:
+        from stageflow.operators.ml.search import SearchSpaceParams
+        from stageflow.spec.params import substitute
+
+        try:
+            space = SearchSpaceParams.model_validate(
+                substitute(dict(source.parameters), run_params)
+            ).space
+        except (ValidationError, KeyError):
+            space = {}  # reported on that task
+        for key in space:
+            if key not in known:
+                problems.append(
+                    Problem(
+                        f"task '{task.id}' trains these candidates: {unknown(key)}",
+                        task=source.id,
+                        field=f"parameters.space.{key}",
+                    )
+                )
+    return problems
 
 
 def default_metric(model_type: str) -> str:
@@ -534,6 +636,79 @@ def _gate(metrics: Mapping[str, float], minimum: float, model_type: str, op: str
     if value < minimum:
         label = key.replace("_", " ").replace("r2", "R²")
         raise TaskFailed(f"{op}: {label} {value:.4f} is below min_accuracy {minimum:g}")
+
+
+def _fix(key: str, known: Collection[str]) -> str:
+    hint = did_you_mean(key, list(known))
+    return f"did you mean '{hint}'?" if hint else f"it takes: {', '.join(sorted(known))}"
+
+
+def _estimator_classes(
+    params: TrainingParams, task: Task, pipeline: Pipeline | None, run_params: Mapping[str, Any]
+) -> list[tuple[str, frozenset[str]]]:
+    """``(class name, hyperparameter names)`` of each estimator the task may build:
+    one for a ``model_type`` (given, or set on the upstream features), else one per
+    type the short name is for; empty when a class cannot be imported or created."""
+    try:
+        import sklearn  # noqa: F401 - the ml extra; without it the run names the extra
+    except ImportError:
+        return []
+    algo = params.algorithm
+    if "." in algo or ":" in algo:
+        types = ["classification"]  # a class path is the same class whatever the type
+    else:
+        given = params.model_type or _upstream_task_type(task, pipeline, run_params)
+        types = [t for t, names in ALGORITHMS.items() if algo in names]
+        if given in types:
+            types = [given]
+    out = []
+    for model_type in types:
+        try:
+            cls = resolve_algorithm(algo, model_type)
+        except TaskFailed:
+            return []
+        names = _hyperparameter_names(cls)
+        if names is None:
+            return []
+        out.append((cls.__name__, names))
+    return out
+
+
+@functools.cache
+def _hyperparameter_names(cls: type) -> frozenset[str] | None:
+    try:
+        return frozenset(cls().get_params(deep=False))
+    except Exception:  # an estimator that needs arguments: checked when it is built
+        return None
+
+
+def _upstream_task_type(
+    task: Task, pipeline: Pipeline | None, run_params: Mapping[str, Any]
+) -> str | None:
+    """The ``task_type`` an upstream ``feature_engineering`` task states, if one does."""
+    from stageflow.spec.params import substitute
+
+    if pipeline is None:
+        return None
+    for upstream in pipeline.tasks:
+        if upstream.id in task.upstream and upstream.operator_name == "feature_engineering":
+            try:
+                value = substitute({"v": upstream.parameters.get("task_type")}, run_params)["v"]
+            except KeyError:
+                continue  # an undeclared run parameter: reported on that task
+            if isinstance(value, str):
+                return value
+    return None
+
+
+def _search_space_task(task: Task, pipeline: Pipeline | None) -> Task | None:
+    """The ``search_space`` task this one maps over, if it is one."""
+    if pipeline is None or task.map_over is None:
+        return None
+    for other in pipeline.tasks:
+        if other.id == task.map_over:
+            return other if other.operator_name == "search_space" else None
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -154,7 +154,7 @@ class DataValidation(MLOperator):
         assert isinstance(params, ValidationParams)
         need("pandas", self.name)
         if params.input_path is not None:
-            frame, read = read_table(params.input_path, op=self.name)
+            frame, read = read_table(ctx.resolve_path(params.input_path), op=self.name)
             record(ctx, reads=[read])
         else:
             _, frame = pick(inputs, params.input, is_frame, "a DataFrame", self.name)
@@ -379,7 +379,9 @@ def _run_drift(
                 f"data_validation: drift reference '{drift.reference}' is not a DataFrame"
             )
     else:
-        reference, read = read_table(drift.reference, op="data_validation (drift reference)")
+        reference, read = read_table(
+            ctx.resolve_path(drift.reference), op="data_validation (drift reference)"
+        )
         record(ctx, reads=[read])
     columns = drift.columns or [c for c in frame.columns if c in reference.columns]
     missing = [c for c in columns if c not in frame.columns or c not in reference.columns]

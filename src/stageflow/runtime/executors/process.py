@@ -8,6 +8,8 @@ job it returns runs next on the same worker. A task that kills its process
 the exit code or signal and starts a fresh worker for the next job. ``cancel``
 (timeouts, run cancellation) kills the worker running that attempt and the
 processes it started (a cancel that comes before a worker took the job skips it).
+A worker dies with the runner, even a ``kill -9``'d one (``operators.lifeline``),
+rather than run its current task on beside a resumed run.
 
 While a job runs, its slot samples the resident memory of the worker and its
 processes (summed) every ``SAMPLE_SECONDS``: the peak goes into the attempt's
@@ -38,6 +40,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from stageflow.operators.lifeline import die_with_parent
 from stageflow.operators.process_tree import SAMPLE_SECONDS, TreeSampler, memory_limit_message
 from stageflow.runtime.attempt import AttemptResult, Job, Usage, execute
 from stageflow.runtime.executors.base import Deliver
@@ -248,8 +251,29 @@ def _with_peak(usage: Usage | None, sampled_mb: float | None) -> Usage | None:
     return Usage(usage.cpu_seconds, sampled_mb if own is None else max(own, sampled_mb))
 
 
+def _let_fork_server_go() -> None:
+    """Close this worker's copy of the fork server's "alive" pipe.
+
+    The fork server exits when that pipe's write end is closed everywhere; every
+    process it forks inherits a copy (to reach the same server, which a worker
+    never does: one it would need it starts its own), so without this the fork
+    server outlives a killed runner for as long as its workers, and
+    ``die_with_parent`` never fires.
+    """
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if isinstance(fd, int):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        setattr(server, "_forkserver_alive_fd", None)  # noqa: B010  # a private attribute
+
+
 def _worker_main(conn: Connection) -> None:
     """A worker: receive a job, execute it, send the result; until the pipe closes."""
+    _let_fork_server_go()
+    die_with_parent()  # the fork server exits with the runner, even a kill -9'd one
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     while True:
         try:

@@ -12,6 +12,11 @@ reads take no locks and a ``Batch`` is exactly one transaction.
 
 ``psycopg`` is imported only when a PostgreSQL store is opened: the CLI must
 start fast and SQLite users need not install it.
+
+A driver error caused by the store's surroundings, not by stageflow (a full or
+failing disk, a damaged SQLite file, a read-only one, a lost server), is told
+apart by ``Dialect.trouble``, which words it with what to do; the store raises
+those as ``StoreError``.
 """
 
 from __future__ import annotations
@@ -21,10 +26,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote, unquote
 
 from stageflow.errors import MissingExtra, StoreError
 
-__all__ = ["POSTGRESQL", "SQLITE", "Connection", "Cursor", "Dialect"]
+__all__ = [
+    "POSTGRESQL",
+    "SQLITE",
+    "Connection",
+    "Cursor",
+    "Dialect",
+    "connect_sqlite_read_only",
+    "one_line",
+]
 
 #: Seconds a PostgreSQL connection attempt may take unless the URL says otherwise.
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -77,6 +91,10 @@ class Dialect:
     connect: Callable[[str, str], Connection]
     #: The driver's base exception class (imports the driver lazily).
     driver_error: Callable[[], type[Exception]]
+    #: ``trouble(exc, display_url)``: what is wrong with the store and what to do,
+    #: when a driver error comes from its surroundings (disk, file, server); else
+    #: ``None`` (a bug, or an error the caller handles, such as a duplicate key).
+    trouble: Callable[[BaseException, str], str | None]
 
     def sql(self, text: str) -> str:
         """``text`` with its ``?`` placeholders in this dialect's style."""
@@ -95,6 +113,54 @@ def one_line(exc: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(exc).__name__
+
+
+def _sqlite_trouble(exc: BaseException, display_url: str) -> str | None:
+    """A full, failing, damaged, read-only or locked SQLite file, said plainly."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    reason = one_line(exc)
+    path = _sqlite_path(display_url)
+    if _damaged(exc):
+        return (
+            f"the store at {display_url} is damaged ({reason}); move {path} (and its -wal "
+            "and -shm files) aside and run "
+            f"again to start a new store (`sqlite3 {path} .recover | sqlite3 recovered.db` "
+            "saves what the damaged file still holds)"
+        )
+    if name.startswith("SQLITE_FULL"):
+        return (
+            f"the store at {display_url} cannot be written: {reason}; free space on the "
+            f"disk that holds {path}"
+        )
+    if name.startswith("SQLITE_IOERR"):
+        return (
+            f"the store at {display_url} cannot be read or written: {reason}; check the "
+            f"disk that holds {path} (free space, errors)"
+        )
+    if name.startswith("SQLITE_READONLY"):
+        return (
+            f"the store at {display_url} is read-only ({reason}); make {path} and its "
+            "folder writable by this user"
+        )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return (
+            f"the store at {display_url} stayed locked by another process for "
+            f"{SQLITE_BUSY_TIMEOUT_MS // 1000}s ({reason}); try again when it is done"
+        )
+    if name.startswith("SQLITE_CANTOPEN"):
+        return f"the store at {display_url} cannot be opened ({reason}); check {path}"
+    return None
+
+
+def _damaged(exc: BaseException) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in one_line(exc)
+
+
+def _sqlite_path(display_url: str) -> str:
+    """The file an SQLite store URL names (``sqlite:///PATH``)."""
+    _, sep, path = display_url.partition(":///")
+    return unquote(path) if sep else display_url
 
 
 def _switch_to_wal(conn: sqlite3.Connection) -> None:
@@ -122,7 +188,7 @@ def _connect_sqlite(target: str, display_url: str) -> Connection:
             check_same_thread=False,
         )
     except sqlite3.Error as exc:
-        raise StoreError(f"could not connect to {display_url}: {one_line(exc)}") from None
+        raise StoreError(_connect_failure(exc, display_url)) from None
     try:
         # WAL: readers never block the writer; NORMAL: no fsync per commit (safe in WAL).
         _switch_to_wal(conn)
@@ -131,8 +197,51 @@ def _connect_sqlite(target: str, display_url: str) -> Connection:
         conn.execute("PRAGMA foreign_keys=ON")
     except sqlite3.Error as exc:
         conn.close()
-        raise StoreError(f"could not connect to {display_url}: {one_line(exc)}") from None
+        raise StoreError(_connect_failure(exc, display_url)) from None
     return conn
+
+
+def connect_sqlite_read_only(path: str, display_url: str) -> Connection:
+    """An autocommit connection to the existing SQLite file ``path`` that cannot
+    write (``mode=ro``): reading commands work on a read-only folder.
+
+    A WAL database read-only needs its ``-shm`` index: where it is missing and
+    cannot be made (a read-only folder after the last writer closed cleanly, so
+    everything committed is in the file itself), the file is opened ``immutable``.
+    ``StoreError`` when it cannot be opened at all, or is damaged.
+    """
+    uri = "file:" + quote(path, safe="/") + "?mode=ro"
+    last: sqlite3.Error | None = None
+    for suffix in ("", "&immutable=1"):
+        try:
+            conn = sqlite3.connect(
+                uri + suffix,
+                uri=True,
+                timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            last = exc
+            continue
+        try:
+            conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            conn.close()
+            last = exc
+            if _damaged(exc):
+                break
+            continue
+        return conn
+    assert last is not None
+    raise StoreError(_connect_failure(last, display_url))
+
+
+def _connect_failure(exc: BaseException, display_url: str) -> str:
+    return (
+        _sqlite_trouble(exc, display_url) or f"could not connect to {display_url}: {one_line(exc)}"
+    )
 
 
 def _connect_postgres(target: str, display_url: str) -> Connection:
@@ -146,6 +255,15 @@ def _connect_postgres(target: str, display_url: str) -> Connection:
         return psycopg.connect(target, autocommit=True)
     except psycopg.Error as exc:
         raise StoreError(f"could not connect to {display_url}: {one_line(exc)}") from None
+
+
+def _postgres_trouble(exc: BaseException, display_url: str) -> str | None:
+    """A server that went away or refuses work (``OperationalError``), said plainly."""
+    import psycopg  # already imported by _connect_postgres
+
+    if isinstance(exc, psycopg.OperationalError):
+        return f"lost the store at {display_url}: {one_line(exc)}; check that the server is up"
+    return None
 
 
 def _sqlite_error() -> type[Exception]:
@@ -176,6 +294,7 @@ SQLITE = Dialect(
     insert_pending_bulk=None,
     connect=_connect_sqlite,
     driver_error=_sqlite_error,
+    trouble=_sqlite_trouble,
 )
 
 POSTGRESQL = Dialect(
@@ -201,4 +320,5 @@ POSTGRESQL = Dialect(
     ),
     connect=_connect_postgres,
     driver_error=_psycopg_error,
+    trouble=_postgres_trouble,
 )

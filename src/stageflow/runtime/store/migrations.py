@@ -29,7 +29,14 @@ from stageflow.runtime.store.dialect import (
     one_line,
 )
 
-__all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "migrate", "schema_version"]
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "Migration",
+    "migrate",
+    "read_schema_version",
+    "schema_version",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,11 +233,7 @@ def migrate(conn: Connection, dialect: Dialect, url: str) -> int:
     """
     cur = conn.cursor()
     error = dialect.driver_error()
-    try:
-        found = schema_version(cur, dialect)
-    except error as exc:
-        raise StoreError(f"could not open the store at {url}: {one_line(exc)}") from None
-    _refuse_newer(found, url)
+    found = read_schema_version(conn, dialect, url)
     if found == LATEST_VERSION:
         return found
     try:
@@ -248,9 +251,25 @@ def migrate(conn: Connection, dialect: Dialect, url: str) -> int:
             raise
     except error as exc:
         raise StoreError(
-            f"could not migrate the store at {url} to schema version {LATEST_VERSION}: "
+            dialect.trouble(exc, url)
+            or f"could not migrate the store at {url} to schema version {LATEST_VERSION}: "
             f"{one_line(exc)}"
         ) from None
+    return found
+
+
+def read_schema_version(conn: Connection, dialect: Dialect, url: str) -> int:
+    """The database's schema version, read without writing anything.
+
+    Raises ``StoreError`` when it cannot be read (the store's trouble said plainly:
+    a damaged file, a failing disk) or is newer than this code.
+    """
+    try:
+        found = schema_version(conn.cursor(), dialect)
+    except dialect.driver_error() as exc:
+        reason = dialect.trouble(exc, url)
+        raise StoreError(reason or f"could not open the store at {url}: {one_line(exc)}") from None
+    _refuse_newer(found, url)
     return found
 
 

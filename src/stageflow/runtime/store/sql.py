@@ -21,6 +21,9 @@ supplies the differences (``dialect.py``).  Policy and state:
   one past the run's largest when ``commit`` upserts a task run not seen before.
 - A store is used from one thread at a time; a lock guards the connection
   anyway, as it costs well under a microsecond.
+- A driver error that the store's surroundings caused (a full or failing disk,
+  a damaged file, a lost server: ``Dialect.trouble``) is raised as a
+  ``StoreError`` that says what to do; any other driver error is re-raised as is.
 
 Timestamps are float epoch seconds; params are stored as JSON text.
 """
@@ -73,6 +76,7 @@ class SqlStore:
         self._sql = _statements(dialect)
         self._begin = dialect.begin
         self._closed = False
+        self._driver_error = dialect.driver_error()
 
     # -- writes ---------------------------------------------------------------
 
@@ -123,7 +127,7 @@ class SqlStore:
         sql = self._sql
         with self._lock:
             cur = self._cur
-            cur.execute(self._begin)
+            self._start(cur)
             try:
                 if batch.runs:
                     updates = [
@@ -174,8 +178,9 @@ class SqlStore:
                     entries = {e.key: e for e in batch.cache}
                     self._many(cur, _UPSERT_CACHE, [_cache_row(e) for e in entries.values()])
                 cur.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 self._rollback()
+                self._raise_trouble(exc)
                 raise
 
     def _many(self, cur: Any, statement: _MultiRow, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -429,13 +434,22 @@ class SqlStore:
     def _transaction(self) -> Iterator[Cursor]:
         with self._lock:
             cur = self._cur
-            cur.execute(self._begin)
+            self._start(cur)
             try:
                 yield cur
                 cur.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 self._rollback()
+                self._raise_trouble(exc)
                 raise
+
+    def _start(self, cur: Cursor) -> None:
+        """Begin a write transaction (where a locked or read-only store shows first)."""
+        try:
+            cur.execute(self._begin)
+        except self._driver_error as exc:
+            self._raise_trouble(exc)
+            raise
 
     def _rollback(self) -> None:
         # The original error matters more than a failed rollback (e.g. a lost
@@ -445,13 +459,29 @@ class SqlStore:
 
     def _fetchone(self, sql: str, params: tuple[Any, ...]) -> Any:
         with self._lock:
-            self._cur.execute(sql, params)
-            return self._cur.fetchone()
+            try:
+                self._cur.execute(sql, params)
+                return self._cur.fetchone()
+            except self._driver_error as exc:
+                self._raise_trouble(exc)
+                raise
 
     def _fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         with self._lock:
-            self._cur.execute(sql, params)
-            return self._cur.fetchall()
+            try:
+                self._cur.execute(sql, params)
+                return self._cur.fetchall()
+            except self._driver_error as exc:
+                self._raise_trouble(exc)
+                raise
+
+    def _raise_trouble(self, exc: BaseException) -> None:
+        """Raise ``StoreError`` when the store's surroundings caused ``exc``
+        (``Dialect.trouble``); return otherwise, for the caller to re-raise it."""
+        if isinstance(exc, self._driver_error):
+            reason = self.dialect.trouble(exc, self.url)
+            if reason is not None:
+                raise StoreError(reason) from exc
 
     def _run_not_found(self, run_id: str) -> RunNotFound:
         return RunNotFound(

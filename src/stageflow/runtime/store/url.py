@@ -10,6 +10,12 @@ Accepted forms (SQLAlchemy-style, so an existing ``DATABASE_URL`` works)::
     postgres://...  postgresql+psycopg://...
 
 Every message shows the URL through :func:`mask_url`: secrets are never printed.
+
+``open_store(..., read_only=True)`` is for commands that only read (``runs list``,
+``runs show``, ``logs``, ...): an SQLite file is opened ``mode=ro``, so they work
+on a folder this user cannot write; a file that does not exist yet reads as an
+empty store (nothing is created), and one whose schema is older than this code
+is opened for writing once, to migrate it.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from stageflow.runtime.store.dialect import (
     DEFAULT_CONNECT_TIMEOUT,
     POSTGRESQL,
     SQLITE,
+    Connection,
     Dialect,
+    connect_sqlite_read_only,
 )
-from stageflow.runtime.store.migrations import migrate
+from stageflow.runtime.store.migrations import LATEST_VERSION, migrate, read_schema_version
 from stageflow.runtime.store.sql import SqlStore
 
 __all__ = ["ACCEPTED_FORMS", "StoreTarget", "mask_url", "open_store", "parse_store_url"]
@@ -53,18 +61,23 @@ class StoreTarget:
     secrets: tuple[str, ...] = ()  # passwords to scrub from driver messages
 
 
-def open_store(url: str | None, home: Path) -> Store:
+def open_store(url: str | None, home: Path, *, read_only: bool = False) -> Store:
     """Open (and migrate) the store at ``url``; ``None`` means ``home / "stageflow.db"``.
 
+    ``read_only``: for reading only (see the module docstring); a write raises.
     Raises ``StoreError`` for a URL of an unknown form, a database that cannot be
-    reached, or one whose schema is newer than this stageflow; ``MissingExtra``
-    when a PostgreSQL URL is given without psycopg installed.
+    reached or is damaged, or one whose schema is newer than this stageflow;
+    ``MissingExtra`` when a PostgreSQL URL is given without psycopg installed.
     """
     if url is None:
         path = (home / "stageflow.db").absolute()
         target = StoreTarget(SQLITE, str(path), f"sqlite:///{path}")
     else:
         target = parse_store_url(url)
+    if read_only and target.dialect is SQLITE and target.target != ":memory:":
+        reader = _open_sqlite_reader(target)
+        if reader is not None:
+            return reader
     if target.dialect is SQLITE and target.target != ":memory:":
         folder = Path(target.target).parent
         try:
@@ -84,6 +97,27 @@ def open_store(url: str | None, home: Path) -> Store:
         conn.close()
         raise
     return SqlStore(conn, target.dialect, url=target.display_url)
+
+
+def _open_sqlite_reader(target: StoreTarget) -> Store | None:
+    """The SQLite store ``target`` opened ``mode=ro``; an empty in-memory one when
+    its file does not exist; ``None`` when its schema must be migrated first."""
+    path = Path(target.target)
+    if not path.exists():
+        conn: Connection = SQLITE.connect(":memory:", target.display_url)
+        migrate(conn, SQLITE, target.display_url)
+        conn.cursor().execute("PRAGMA query_only = 1")  # read-only, as a file would be
+        return SqlStore(conn, SQLITE, url=target.display_url)
+    conn = connect_sqlite_read_only(target.target, target.display_url)
+    try:
+        version = read_schema_version(conn, SQLITE, target.display_url)
+    except BaseException:
+        conn.close()
+        raise
+    if version != LATEST_VERSION:  # older: migrate it (a newer one was refused)
+        conn.close()
+        return None
+    return SqlStore(conn, SQLITE, url=target.display_url)
 
 
 def parse_store_url(url: str) -> StoreTarget:

@@ -1,0 +1,92 @@
+"""Every numeric setting refuses what is not a finite number in its range.
+
+``nan`` compares false with everything, so a ``nan`` that got through would turn
+a bound off (``STAGEFLOW_COMMIT_INTERVAL_MS=nan``: no intermediate commits;
+``STAGEFLOW_MAX_CPU_CORES=nan``: admit anything). Each variable is walked with
+each bad value; the message names the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stageflow.errors import UsageError
+from stageflow.runtime.resources import detect_capacity
+from stageflow.runtime.settings import NUMBER_RANGES, load_settings
+
+BAD_NUMBERS = ["nan", "NaN", "-nan", "inf", "-inf", "Infinity", "-1", "1e400"]
+SEED_NAMES = {
+    "MAX_PARALLEL_TASKS",
+    "MAX_CONCURRENT_RUNS",
+    "TASK_TIMEOUT",
+    "MAX_RETRIES",
+    "API_PORT",
+}
+
+
+def _cases() -> list[object]:
+    cases = []
+    for name, (kind, highest) in NUMBER_RANGES.items():
+        over = str(int(highest) + 1)
+        for raw in [*BAD_NUMBERS, over]:
+            cases.append(pytest.param(f"STAGEFLOW_{name}", raw, id=f"{name}={raw}"))
+        if name in SEED_NAMES:
+            cases.append(pytest.param(name, "nan", id=f"seed-{name}=nan"))
+        if kind is int:
+            cases.append(pytest.param(f"STAGEFLOW_{name}", "2.5", id=f"{name}=2.5"))
+    return cases
+
+
+@pytest.mark.parametrize(("variable", "raw"), _cases())
+def test_a_bad_number_is_refused_naming_its_variable(variable: str, raw: str) -> None:
+    with pytest.raises(UsageError) as info:
+        load_settings({variable: raw})
+    message = str(info.value)
+    assert message.startswith(f"STAGEFLOW_{variable.removeprefix('STAGEFLOW_')}")
+    assert repr(raw) in message
+    assert "; it must " in message
+
+
+@pytest.mark.parametrize("name", list(NUMBER_RANGES))
+def test_the_largest_value_and_zero_are_accepted(name: str) -> None:
+    kind, highest = NUMBER_RANGES[name]
+    load_settings({f"STAGEFLOW_{name}": str(kind(highest))})
+    load_settings({f"STAGEFLOW_{name}": "0"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "field", "expected"),
+    [
+        pytest.param("STAGEFLOW_COMMIT_INTERVAL_MS", "60000", "commit_interval", 60.0, id="ms"),
+        pytest.param("STAGEFLOW_COMMIT_INTERVAL_MS", "", "commit_interval", 0.01, id="empty"),
+        pytest.param("STAGEFLOW_TASK_TIMEOUT", "2.5", "task_timeout", 2.5, id="timeout"),
+        pytest.param("TASK_TIMEOUT", "0", "task_timeout", None, id="no-timeout"),
+        pytest.param("STAGEFLOW_API_PORT", "65535", "api_port", 65535, id="port"),
+        pytest.param("STAGEFLOW_MAX_RETRIES", "1000", "max_retries", 1000, id="retries"),
+    ],
+)
+def test_a_good_number_is_used(variable: str, raw: str, field: str, expected: object) -> None:
+    assert getattr(load_settings({variable: raw}), field) == expected
+
+
+@pytest.mark.parametrize("raw", [*BAD_NUMBERS, "many"])
+@pytest.mark.parametrize("name", ["MAX_CPU_CORES", "MAX_MEMORY_GB", "MAX_GPU_COUNT"])
+@pytest.mark.parametrize("prefix", ["STAGEFLOW_", ""], ids=["stageflow", "seed"])
+def test_a_bad_capacity_is_refused_naming_its_variable(
+    tmp_path: Path, prefix: str, name: str, raw: str
+) -> None:
+    if raw == "1e400":
+        raw = "1e999"  # float("1e400") is inf too; keep the id readable
+    with pytest.raises(UsageError, match=f"^{prefix}{name} is {raw!r}; it must"):
+        detect_capacity(tmp_path, env={"PATH": "/nonexistent", f"{prefix}{name}": raw})
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-1"])
+@pytest.mark.parametrize("variable", ["STAGEFLOW_POOLS", "STAGEFLOW_CUSTOM_RESOURCES"])
+def test_a_bad_count_is_refused_naming_its_variable(
+    tmp_path: Path, variable: str, raw: str
+) -> None:
+    with pytest.raises(UsageError, match=f"^{variable}: 'a={raw}' is not NAME=AMOUNT"):
+        detect_capacity(tmp_path, env={"PATH": "/nonexistent", variable: f"a={raw}"})

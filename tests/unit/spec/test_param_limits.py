@@ -1,0 +1,72 @@
+"""Run parameters that would break later: names that are no identifier, values
+nested past the parser's recursion. Both are refused up front, naming the parameter."""
+
+from __future__ import annotations
+
+import pytest
+
+from stageflow import Pipeline, Task
+from stageflow.errors import UsageError
+from stageflow.spec.params import MAX_PARAM_DEPTH, param_name_problem, parse_param_value
+from stageflow.spec.validate import pipeline_problems
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _lists(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("3", 3, id="number"),
+        pytest.param("[1, 2]", [1, 2], id="list"),
+        pytest.param("not json [", "not json [", id="text"),
+        pytest.param(_nested(MAX_PARAM_DEPTH), _lists(MAX_PARAM_DEPTH), id="at-the-limit"),
+    ],
+)
+def test_values_within_the_limit_parse(text: str, expected: object) -> None:
+    assert parse_param_value(text, "x") == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(_nested(MAX_PARAM_DEPTH + 1), id="one-over"),
+        pytest.param(_nested(5000), id="5000-lists"),
+        pytest.param('{"a":' * 5000 + "1" + "}" * 5000, id="5000-objects"),
+        pytest.param("[" * 5000, id="5000-unclosed"),
+    ],
+)
+def test_values_nested_too_deep_are_refused(text: str) -> None:
+    with pytest.raises(UsageError, match=r"^--param x: the value is nested deeper than 64 levels"):
+        parse_param_value(text, "x")
+
+
+@pytest.mark.parametrize("name", ["A=B", "a b", "1st", "a-b", "a.b", "", "é"])
+def test_names_that_are_no_identifier_are_problems(name: str) -> None:
+    why = param_name_problem(name)
+    assert why is not None
+    assert why.startswith(f"run parameter {name!r} is not a valid name")
+
+
+@pytest.mark.parametrize("name", ["a", "A_B", "_x", "epochs2"])
+def test_identifiers_are_names(name: str) -> None:
+    assert param_name_problem(name) is None
+
+
+def test_a_pipeline_with_a_bad_parameter_name_is_invalid() -> None:
+    pipeline = Pipeline(
+        "p",
+        tasks=[Task("t", operator="bash", parameters={"command": "true"})],
+        params={"A=B": 1},
+    )
+    problems = [p for p in pipeline_problems(pipeline) if p.field == "params.A=B"]
+    assert len(problems) == 1
+    assert "run parameter 'A=B' is not a valid name" in problems[0].message
