@@ -222,6 +222,7 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_the_run_resumable(folder: Path
     assert code == 130, text[-3000:]
     assert took < 3, took
     assert "stays resumable" in text or f"run {run_id} cancelled by Ctrl-C" in text
+    assert "[/]" not in text and "[cyan]" not in text  # every frame drawn, never raw markup
     if "stays resumable" in text:  # the second Ctrl-C won the race: nothing more committed
         assert run_state(folder, run_id) != "success"
     resumed = subprocess.run(
@@ -278,3 +279,28 @@ def test_warnings_are_shown_once_in_the_view(folder: Path) -> None:
     assert final.count("attempt 1 failed, retry due") == 1, final
     assert "flaky failed:" in final and "the real reason" in final  # its last lines of error
     assert " WARNING stageflow" not in text  # not printed again as a log line
+
+
+def test_without_a_terminal_each_warning_is_one_progress_line(folder: Path) -> None:
+    (folder / "retry.yaml").write_text(
+        "name: retrying\n"
+        "tasks:\n"
+        "  - id: flaky\n"
+        "    operator: bash\n"
+        "    retry: {max_retries: 1, delay_seconds: 0.2}\n"
+        '    parameters: {command: "echo the real reason >&2; exit 3"}\n'
+    )
+    done = subprocess.run(
+        [str(STAGEFLOW), "run", "retry.yaml"],
+        cwd=folder,
+        env=env_for(folder),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    retries = [line for line in lines if "attempt 1 failed" in line]
+    assert len(retries) == 1, done.stderr
+    assert retries[0].startswith("[        warning] run ")
+    assert "[         failed] flaky" in done.stderr

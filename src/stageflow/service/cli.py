@@ -871,7 +871,7 @@ def _run_shown(fmt: str, call: Callable[[Any, Any, Any], Any]) -> NoReturn:
 
     live = fmt == "text" and sys.stderr.isatty() and not os.environ.get("CI")
     progress: Any = LiveProgress() if live else LineProgress(sys.stderr)
-    with progress, CtrlC(progress.say) as ctrl_c:
+    with progress, CtrlC(progress.interrupted) as ctrl_c:
 
         def on_start(info: Any) -> None:
             ctrl_c.run_id = info.run_id

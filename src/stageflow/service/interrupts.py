@@ -28,11 +28,13 @@ __all__ = ["CtrlC"]
 class CtrlC:
     """Install the two-step SIGINT handler for the duration of a ``with`` block."""
 
-    def __init__(self, say: Callable[[str], None]) -> None:
+    def __init__(self, tell: Callable[[int, str], None]) -> None:
+        """``tell(count, line)``: the view learns of the ``count``-th Ctrl-C and shows
+        ``line`` (it must not block: it runs in the signal handler)."""
         self.interrupt = Interrupt()
         self.count = 0
         self.run_id: str | None = None
-        self._say = say
+        self._tell = tell
         self._previous: Any = None
 
     def __enter__(self) -> CtrlC:
@@ -49,14 +51,17 @@ class CtrlC:
         self.count += 1
         run = f"run {self.run_id}" if self.run_id else "the run"
         if self.count == 1:
-            self._say(
-                f"Ctrl-C: cancelling {run} (running attempts are stopped); "
-                "press Ctrl-C again to exit at once and leave it resumable"
-            )
             self.interrupt.request("cancelled: interrupted (Ctrl-C)")
+            self._tell(
+                1,
+                f"Ctrl-C: cancelling {run} (running attempts are stopped); "
+                "press Ctrl-C again to exit at once and leave it resumable",
+            )
             return
         resume = f"`stageflow resume {self.run_id}`" if self.run_id else "`stageflow resume RUN_ID`"
-        self._say(f"Ctrl-C again: exiting now; {run} stays resumable: {resume} finishes it")
+        self._tell(
+            self.count, f"Ctrl-C again: exiting now; {run} stays resumable: {resume} finishes it"
+        )
         _show_cursor()
         os._exit(130)
 

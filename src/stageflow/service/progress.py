@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from stageflow.engine.scheduler import Transition
@@ -42,6 +43,9 @@ class LineProgress:
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.run_id: str | None = None
+        # stageflow's own warnings (a retry, an approval) as progress lines, once each,
+        # instead of a log line beside a progress line that says the same
+        self._divert = _Divert(self._warning, only_stageflow=True)
 
     def started(self, info: RunStarted) -> None:
         self.run_id = info.run_id
@@ -50,6 +54,10 @@ class LineProgress:
             f"[{verb:>15}] run {info.run_id} of pipeline '{info.pipeline}' "
             f"({len(info.task_ids)} tasks)\n"
         )
+        self._divert.install()
+
+    def _warning(self, text: str) -> None:
+        self.stream.write(f"[{'warning':>15}] {text}\n")
 
     def __call__(self, t: Transition) -> None:
         if t.new in FINAL_TASK_STATES:
@@ -58,13 +66,9 @@ class LineProgress:
             tail = lines[1:] if t.new == "failed" else []
             more = "".join(f"{'':>20}{line}\n" for line in tail)
             self.stream.write(f"[{t.new:>15}] {t.task_id}{extra}\n{more}")
-        elif t.new == "up_for_retry":
-            self.stream.write(
-                f"[{'retry':>15}] {t.task_id} attempt {t.attempt} failed: "
-                f"{(t.message or '').splitlines()[0] if t.message else ''}\n"
-            )
 
-    def say(self, line: str) -> None:
+    def interrupted(self, count: int, line: str) -> None:
+        """A Ctrl-C arrived (``service.interrupts``): say what happens now."""
         self.stream.write(line + "\n")
         self.stream.flush()
 
@@ -72,6 +76,7 @@ class LineProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._divert.remove()
         self.stream.flush()
 
 
@@ -106,7 +111,10 @@ class LiveProgress:
     retries, approvals, unpauses) are shown once, under the table, instead.
 
     State: each task's state, attempt, start/end times and last error; the
-    warnings; the run's id, pipeline and start time."""
+    warnings; the run's id, pipeline and start time. No lock: the step's thread
+    writes single dictionary entries, the refresh thread copies whole dictionaries
+    (both atomic under the GIL), and a Ctrl-C handler must never wait on a lock
+    its own thread may hold."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         from rich.console import Console
@@ -119,23 +127,22 @@ class LiveProgress:
         self.messages: list[str] = []
         self.run_id: str | None = None
         self.pipeline = ""
+        self.note = "(Ctrl-C cancels)"  # what Ctrl-C does now, or what it did
         self.t0 = time.time()
         self.console = Console(file=stream or _terminal_stream(), stderr=True)
         self.live: Any = None
-        self._divert = _Divert(self.messages)
-        self._lock = threading.Lock()
+        self._divert = _Divert(self._warning)
 
     def started(self, info: RunStarted) -> None:
         """The run is claimed: show its id and tasks (the view starts here)."""
         from rich.live import Live
 
-        with self._lock:
-            self.run_id = info.run_id
-            self.pipeline = info.pipeline
-            self.t0 = time.time()
-            for tid in info.task_ids:
-                self.states.setdefault(tid, "pending")
-                self.attempts.setdefault(tid, 0)
+        self.run_id = info.run_id
+        self.pipeline = info.pipeline
+        self.t0 = time.time()
+        for tid in info.task_ids:
+            self.states.setdefault(tid, "pending")
+            self.attempts.setdefault(tid, 0)
         if self.live is None:
             self.live = Live(
                 console=self.console,
@@ -150,30 +157,51 @@ class LiveProgress:
 
     def __call__(self, t: Transition) -> None:
         tid = t.task_id
-        with self._lock:
-            self.states[tid] = t.new
-            self.attempts[tid] = t.attempt
-            if t.new == "running":
-                self.started_at.setdefault(tid, t.at)
-            elif t.new in FINAL_TASK_STATES:
-                self.ended[tid] = t.at
-            if t.message and t.new in ("failed", "up_for_retry"):
-                self.errors[tid] = t.message
+        self.states[tid] = t.new
+        self.attempts[tid] = t.attempt
+        if t.new == "running":
+            self.started_at.setdefault(tid, t.at)
+        elif t.new in FINAL_TASK_STATES:
+            self.ended[tid] = t.at
+        if t.message and t.new in ("failed", "up_for_retry"):
+            self.errors[tid] = t.message
 
-    def say(self, line: str) -> None:
-        """A line above the view (or on the terminal once it stopped)."""
-        self.console.print(line, markup=False, highlight=False)
+    def _warning(self, text: str) -> None:
+        if text not in self.messages:
+            self.messages.append(text)
+
+    def interrupted(self, count: int, line: str) -> None:
+        """A Ctrl-C arrived (``service.interrupts``), in a signal handler on the main
+        thread, which may hold this view's lock: nothing here waits for it unbounded.
+        The first: the view says the run is being cancelled. The second: the process
+        exits right after this, so the final frame is drawn from another thread, given
+        half a second, and says the exit was not recorded."""
+        from rich.text import Text
+
+        if count == 1:
+            self.note = "cancelling (Ctrl-C)"
+            # printed from another thread: the console's lock may be held by the refresh
+            threading.Thread(target=self.console.print, args=(Text(line),), daemon=True).start()
+            return
+        self.note = "exited at once (second Ctrl-C): the run stays resumable"
+        live, self.live = self.live, None
+        if live is not None:
+            stopper = threading.Thread(target=live.stop, daemon=True)
+            stopper.start()
+            stopper.join(0.5)
+        self.console.print(Text(line))
 
     def _render(self) -> Any:
         from rich.console import Group
         from rich.table import Table
         from rich.text import Text
 
-        with self._lock:
-            states = dict(self.states)
-            attempts = dict(self.attempts)
-            errors = dict(self.errors)
-            messages = list(self.messages[-_MESSAGES:])
+        # Copies, without a lock: copying a dict of strings is atomic under the GIL, and
+        # a lock here could deadlock with a Ctrl-C handler drawing the final frame.
+        states = self.states.copy()
+        attempts = self.attempts.copy()
+        errors = self.errors.copy()
+        messages = self.messages[-_MESSAGES:]
         now = time.time()
         done = sum(s in FINAL_TASK_STATES for s in states.values())
         failed = sum(s in ("failed", "upstream_failed") for s in states.values())
@@ -184,8 +212,8 @@ class LiveProgress:
             head.append(f" · {failed} failed", style="red")
         end = max(self.ended.values()) if done == len(states) and self.ended else now
         head.append(f" · {max(0.0, end - self.t0):.1f}s")
-        if done < len(states):
-            head.append("   (Ctrl-C cancels)", style="dim")
+        if done < len(states) or self.note != "(Ctrl-C cancels)":
+            head.append(f"   {self.note}", style="dim")
         table = Table(expand=False)
         table.add_column("task")
         table.add_column("state")
@@ -196,9 +224,11 @@ class LiveProgress:
             state = states[tid]
             start = self.started_at.get(tid)
             took = f"{self.ended.get(tid, now) - start:.1f}s" if start is not None else ""
+            # Text, not markup: a frame drawn while a line is printed with markup off
+            # (rich passes its options down to the live renderable) stays right.
             table.add_row(
-                tid,
-                f"[{_COLOURS.get(state, 'white')}]{state}[/]",
+                Text(tid),
+                Text(state, style=_COLOURS.get(state, "white")),
                 str(attempts.get(tid) or ""),
                 took,
             )
@@ -227,12 +257,16 @@ class LiveProgress:
 
 
 class _Divert(logging.Filter):
-    """While the live view runs, records that the terminal handlers would print are
-    kept (once each) to be shown in the view instead."""
+    """While a run is shown, records that the terminal handlers would print go to
+    ``sink`` instead, once each (the live view draws them; the line view prints
+    them as progress lines). A task's own logging is in its log, and dropped here.
+    ``only_stageflow``: other loggers' records print as usual."""
 
-    def __init__(self, messages: list[str]) -> None:
+    def __init__(self, sink: Callable[[str], None], *, only_stageflow: bool = False) -> None:
         super().__init__()
-        self.messages = messages
+        self.sink = sink
+        self.only_stageflow = only_stageflow
+        self.seen: set[str] = set()
         self._handlers: list[logging.Handler] = []
 
     def install(self) -> None:
@@ -249,14 +283,17 @@ class _Divert(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         from stageflow.runtime.logs import captured
 
+        if self.only_stageflow and not record.name.startswith("stageflow"):
+            return True
         if captured():
             return False  # a task's own logging: it is in the task's log
         try:
             text = record.getMessage()
         except Exception:  # a malformed record: let the handler report it
             return True
-        if text not in self.messages:
-            self.messages.append(text)
+        if text not in self.seen:
+            self.seen.add(text)
+            self.sink(text)
         return False
 
 
