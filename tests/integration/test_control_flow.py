@@ -115,6 +115,18 @@ def test_a_condition_that_cannot_be_evaluated_fails_the_task(tmp_path: Path) -> 
     assert "no key 'recall'" in str(out["errors"]["deploy"])  # type: ignore[index]
 
 
+def test_a_condition_on_an_output_without_a_truth_value_fails_the_task(tmp_path: Path) -> None:
+    text = (
+        "name: truthless\n"
+        "tasks:\n"
+        "  - {id: scores, call: 'flow_tasks:scores'}\n"
+        "  - {id: deploy, call: 'flow_tasks:cleanup', upstream: [scores], when: '${scores}'}\n"
+    )
+    out = _run(text, tmp_path, "thread")
+    assert (out["scores"], out["deploy"], out["run"]) == ("success", "failed", "failed")
+    assert "condition could not be evaluated: ValueError" in str(out["errors"]["deploy"])  # type: ignore[index]
+
+
 @pytest.mark.parametrize("executor", EXECUTORS)
 @pytest.mark.parametrize(
     ("drift", "followed", "skipped"),

@@ -320,6 +320,13 @@ tasks:
   - {id: t, operator: bash, parameters: {command: "echo hi"}}
 """
 
+CASED_PARAMS = """\
+name: cased
+params: {x: 1, X: 2}
+tasks:
+  - {id: t, operator: bash, parameters: {command: "echo $STAGEFLOW_PARAM_X"}}
+"""
+
 WANTS_CPUS = """\
 name: cpus
 tasks:
@@ -402,6 +409,50 @@ tasks:
             "STAGEFLOW_MAX_CPU_CORES is 'nan'; it must be a finite number",
             id="max-cpu-cores-nan",
         ),
+        # Capacity settings are refused when the settings load: a pipeline whose
+        # tasks declare no resources fails too, naming the variable.
+        pytest.param(
+            ["run", HELLO],
+            {"STAGEFLOW_MAX_CPU_CORES": "nan"},
+            "STAGEFLOW_MAX_CPU_CORES is 'nan'; it must be a finite number",
+            id="max-cpu-cores-nan-no-resources",
+        ),
+        pytest.param(
+            ["run", HELLO],
+            {"MAX_MEMORY_GB": "-5"},
+            "MAX_MEMORY_GB is '-5'; it must not be negative",
+            id="seed-max-memory-negative-no-resources",
+        ),
+        pytest.param(
+            ["validate", HELLO],
+            {"STAGEFLOW_MAX_GPU_COUNT": "two"},
+            "STAGEFLOW_MAX_GPU_COUNT is 'two'; it must be a number",
+            id="max-gpu-count-word",
+        ),
+        pytest.param(
+            ["run", HELLO],
+            {"STAGEFLOW_POOLS": "training=nan"},
+            "STAGEFLOW_POOLS: 'training=nan' is not NAME=AMOUNT",
+            id="pools-nan-no-resources",
+        ),
+        pytest.param(
+            ["run", HELLO],
+            {"STAGEFLOW_CUSTOM_RESOURCES": "licenses"},
+            "STAGEFLOW_CUSTOM_RESOURCES: 'licenses' is not NAME=AMOUNT",
+            id="custom-resources-no-amount",
+        ),
+        pytest.param(
+            ["validate", "SPECS/cased.yaml"],
+            {},
+            "field 'params.X': run parameters 'x' and 'X' differ only in case",
+            id="params-differing-in-case",
+        ),
+        pytest.param(
+            ["run", "SPECS/cased.yaml", "--param", "X=3"],
+            {},
+            "field 'params.X': run parameters 'x' and 'X' differ only in case",
+            id="params-differing-in-case-run",
+        ),
         pytest.param(
             ["validate", "SPECS/fifo.yaml"],
             {},
@@ -423,6 +474,7 @@ def test_hostile_input_is_a_usage_error(
     specs.mkdir()
     (specs / "ab.yaml").write_text(BAD_PARAM_NAME)
     (specs / "cpus.yaml").write_text(WANTS_CPUS)
+    (specs / "cased.yaml").write_text(CASED_PARAMS)
     os.mkfifo(specs / "fifo.yaml")
     os.symlink("/dev/zero", specs / "zero.yaml")
     home = tmp_path / "home"

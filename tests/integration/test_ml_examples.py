@@ -108,6 +108,17 @@ def test_demo_twice_shows_champion_and_challenger(tmp_path: Path) -> None:
         "trained on other columns), so the two cannot be compared: the champion keeps its place"
     ) in refused
     assert "promoted:" not in refused
+    # ... so the champion cannot score the wine holdout either: said briefly, and
+    # not retried (the columns will not change on another attempt)
+    assert wine.returncode == 1
+    scored3 = run3["tasks"]["score_holdout"]
+    assert (scored3["state"], scored3["attempts"]) == ("failed", 1)
+    assert scored3["error"].startswith(
+        "batch_inference: demo-classifier v1 (demo-classifier@production) expects another "
+        "schema: the data lacks 30 of its 30 feature columns ('mean radius', 'mean texture', "
+        "'mean perimeter', 'mean area', 'mean smoothness' and 25 more)"
+    )
+    assert "model: NAME@ALIAS" in scored3["error"] and len(scored3["error"]) < 500
     client = _mlflow.client(_mlflow.tracking_uri(None, tmp_path))
     production = client.get_model_version_by_alias("demo-classifier", "production")
     assert str(production.version) == "1"

@@ -197,3 +197,58 @@ def test_a_tracked_run_is_an_mlflow_run(runs: dict[str, Any]) -> None:
 
 def test_reading_copies_back_gives_the_same_rows(runs: dict[str, Any]) -> None:
     assert len(pd.read_parquet(runs["copy"])) == 469
+
+
+# -- runs diff of two runs that compute the same things --------------------------------
+
+SAME = """
+name: same-models
+tasks:
+  - id: ingest
+    operator: data_ingestion
+    parameters: {source: "sklearn:iris"}
+  - id: features
+    operator: feature_engineering
+    upstream: [ingest]
+    parameters: {seed: 0, steps: [{impute: {strategy: median}}, {scale: {}}]}
+  - id: train_logistic_regression
+    operator: model_training
+    upstream: [features]
+    parameters: {algorithm: logistic_regression, seed: 0}
+  - id: train_random_forest
+    operator: model_training
+    upstream: [features]
+    parameters:
+      algorithm: random_forest
+      hyperparameters: {n_estimators: 20, max_depth: 4}
+      seed: 0
+  - id: train_gradient_boosting
+    operator: model_training
+    upstream: [features]
+    parameters:
+      algorithm: gradient_boosting
+      hyperparameters: {n_estimators: 10, max_depth: 2}
+      seed: 0
+  - id: evaluate
+    operator: model_evaluation
+    upstream: [features, train_random_forest]
+    parameters: {pictures: true}
+"""
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_runs_diff_of_the_same_models_finds_no_changed_outputs(
+    tmp_path: Path, executor: str
+) -> None:
+    """Equal models pickle to bytes of other lengths in another process, and name
+    files of their own run: the diff compares what they hold."""
+    spec = tmp_path / "same.yaml"
+    spec.write_text(SAME)
+    home = tmp_path / "home"
+    a, b = (sf_json(home, "run", str(spec), "--executor", executor) for _ in range(2))
+    assert (a["state"], b["state"]) == ("success", "success")
+    diff = sf_json(home, "runs", "diff", a["run_id"], b["run_id"])
+    assert "outputs" not in diff["changes"], diff["changes"]
+    assert "outputs" in diff["same"]
+    text = sf(home, "runs", "diff", a["run_id"], b["run_id"]).stdout
+    assert "outputs:" not in text

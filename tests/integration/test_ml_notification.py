@@ -1,5 +1,6 @@
 """A notification in a real run: the pipeline's name, the run's state and the errors
-of the tasks that failed reach the webhook (issue 11)."""
+of the tasks that failed reach the webhook (issue 11), with the lines `runs show`
+shows below a failed task's first line (its command's last output)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def test_a_notification_reports_the_run_state_and_the_failures(
     assert result.tasks["boom"].state == "failed"
     error = result.tasks["boom"].error
     assert error is not None
+    # The error as `runs show` shows it: its first line, then the command's last output.
+    assert error == "bash command exited with code 3; last output:\nno"
     assert [m["text"] for m in hook.received] == [
-        f"nightly run {result.run_id} (alert): failed: boom: {error.splitlines()[0]}"
+        f"nightly run {result.run_id} (alert): failed: boom: {error}"
     ]
     assert result.tasks["alert"].state == "success"

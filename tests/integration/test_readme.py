@@ -14,14 +14,18 @@ new one must be given a check here. What each kind gets:
   ``stageflow validate`` must accept it; ``tasks`` of a file (the
   hyperparameter search) must also be that file's tasks, as written there.
 * ``python``: run as a script in a temporary folder with ``STAGEFLOW_HOME``
-  there; ``python+pipeline`` first defines the ``pipeline`` it uses.
+  there; one defining ``pipeline`` is also run as ``stageflow run FILE.py:pipeline``,
+  which must record exactly one run (importing it must not run it);
+  ``python+pipeline`` first defines the ``pipeline`` it uses.
 * ``shell``: each command is in ``COMMANDS``, with how it is checked:
   ``readme`` and ``journey`` commands run for real through ``bash`` (from a
   copy of ``examples/``, with ``RUN_ID`` and friends replaced by real run ids
-  and the port by a free one); ``parse`` commands (long ML runs that other
-  tests run end to end) are parsed by the real CLI and their pipeline is
-  validated with their ``--param``s; ``make`` targets must exist in the
-  Makefile; ``completion`` lines must produce click's completion script.
+  and the port by a free one); ``fails`` commands run for real the same way and
+  must exit with status 1, printing the output lines their block shows;
+  ``parse`` commands (long ML runs that other tests run end to end) are parsed
+  by the real CLI and their pipeline is validated with their ``--param``s;
+  ``make`` targets must exist in the Makefile; ``completion`` lines must
+  produce click's completion script.
 * ``text``: a diagram, nothing to run.
 """
 
@@ -100,6 +104,10 @@ BLOCKS: dict[tuple[str, str], tuple[str, str | None]] = {
         "SLACK_WEBHOOK_URL=https://hooks.slack.com/services/... "
         "stageflow run examples/fraud_detection.yaml",
     ): ("shell", None),
+    (
+        "examples/README.md",
+        "$ stageflow run examples/fraud_detection.yaml --param accuracy_gate=0.99",
+    ): ("shell", None),
     ("examples/README.md", "stageflow run examples/hyperparameter_search.yaml"): ("shell", None),
     ("examples/README.md", "ingest -> features ----------+---------------------------+"): (
         "text",
@@ -135,7 +143,8 @@ COMMANDS: dict[str, str] = {
     "_STAGEFLOW_COMPLETE=fish_source stageflow | source": "completion",
     "stageflow run examples/ml_pipeline.yaml": "journey",
     "stageflow run examples/ml_pipeline.yaml --executor process": "parse",
-    "stageflow run examples/ml_pipeline.yaml --param dataset=wine --param metric=roc_auc": "parse",
+    "stageflow run examples/ml_pipeline.yaml --param dataset=wine "
+    "--param model_name=wine-classifier --param metric=roc_auc": "journey",
     "stageflow run examples/ml_pipeline.yaml --track": "parse",
     "stageflow runs diff RUN_A RUN_B": "journey",
     "stageflow lineage RUN_ID/score_holdout": "journey",
@@ -145,6 +154,7 @@ COMMANDS: dict[str, str] = {
     "stageflow run examples/ml_functions.yaml": "parse",
     "SLACK_WEBHOOK_URL=https://hooks.slack.com/services/... "
     "stageflow run examples/fraud_detection.yaml": "parse",
+    "stageflow run examples/fraud_detection.yaml --param accuracy_gate=0.99": "fails",
     "stageflow run examples/hyperparameter_search.yaml": "parse",
     "stageflow run examples/hyperparameter_search.yaml --param candidates=9": "parse",
     "stageflow run examples/sdk_quickstart.py:pipeline": "journey",
@@ -405,6 +415,27 @@ def test_the_readme_pipeline_runs_in_its_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_failing_commands_fail_as_shown(tmp_path: Path) -> None:
+    """A command the READMEs show failing (the fraud example's gate) exits with
+    status 1 and prints the lines shown after it (``...`` elided, durations and
+    column widths free)."""
+    work = copy_examples(tmp_path)
+    shown = documented_commands()
+    failing = [c for c, kind in COMMANDS.items() if kind == "fails"]
+    assert failing
+    for line in failing:
+        proc = bash(line, work, tmp_path / "home")
+        assert proc.returncode == 1, f"{line}:\n{proc.stdout}{proc.stderr}"
+        assert "Traceback" not in proc.stderr, proc.stderr
+        printed = [" ".join(got.split()) for got in proc.stdout.splitlines()]
+        expected = [" ".join(e.split()) for e in shown[line] if e.strip() != "..."]
+        assert expected, f"{line}: its block shows no output"
+        for want in expected:
+            pattern = re.escape(want).replace(r"0\.59s", r"\d+\.\d+s")
+            assert any(re.fullmatch(pattern, got) for got in printed), (want, proc.stdout)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "block",
     [pytest.param(b, id=f"{b.doc}:{b.line}") for b in blocks_of("python", "python+pipeline")],
@@ -428,6 +459,12 @@ def test_python_blocks_run(tmp_path: Path, block: Block) -> None:
     assert proc.returncode == 0, f"{block}:\n{proc.stdout}{proc.stderr}"
     if block.kind == "python":
         assert 0.9 <= float(proc.stdout.strip().splitlines()[-1]) <= 1.0
+    if block.kind == "python" and "\npipeline = Pipeline(" in code:
+        # `stageflow run FILE.py:pipeline` imports the file: the run is the CLI's alone
+        home = tmp_path / "cli-home"
+        ran = sf(home, tmp_path, "run", f"{script}:pipeline")
+        assert ran.returncode == 0, f"{block}:\n{ran.stdout}{ran.stderr}"
+        assert len(runs(home)) == 1, f"{block}: importing the file must not run the pipeline"
 
 
 @pytest.mark.slow
@@ -455,6 +492,13 @@ def test_the_journey(tmp_path: Path) -> None:
     do("stageflow run examples/ml_pipeline.yaml")
     do("stageflow run examples/ml_pipeline.yaml")
     run_b, run_a = (r["run_id"] for r in runs(home)[:2])
+    # another dataset beside the demo's champion: its own model name, so it succeeds
+    do(
+        "stageflow run examples/ml_pipeline.yaml --param dataset=wine "
+        "--param model_name=wine-classifier --param metric=roc_auc"
+    )
+    wine = show(home, runs(home)[0]["run_id"])
+    assert wine["tasks"]["score_holdout"]["state"] == "success", wine
     promote = do("stageflow logs RUN_ID promote", RUN_ID=run_b).stdout.strip().splitlines()
     for expected in shown["stageflow logs RUN_ID promote"]:
         pattern = re.escape(expected).replace(r"0\.9889", r"\d\.\d{4}")

@@ -36,7 +36,8 @@ STAGEFLOW = Path(sys.executable).with_name("stageflow")
 CAPACITY = {"MAX_CPU_CORES": "16", "MAX_MEMORY_GB": "64", "MAX_GPU_COUNT": "4"}
 #: fixture -> the operator parameters the seed leaves out ((task, field) refused)
 EXPECTED: dict[str, list[tuple[str, str]]] = {
-    "000_workflow_configuration.json": [],
+    # a data_processing task with no dependency: it has nothing to process
+    "000_workflow_configuration.json": [("unique_id", "parameters.source")],
     "001_create_pipeline.json": [],
     "001_simple_data_processing.json": [],
     "001_ml_training_with_validation.json": [

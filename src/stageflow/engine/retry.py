@@ -19,6 +19,9 @@ and tasks failing together still spread their retries out.
 Error classes are matched by name against the raised exception's MRO (the
 runtime records ``module.QualName`` for every class): ``ValueError`` matches
 ``builtins.ValueError``, and ``pkg.mod.Error`` or ``Error`` matches ``pkg.mod.Error``.
+An error whose classes include ``NOT_RETRYABLE`` (the runtime adds it for
+``TaskFailed(..., retryable=False)``: another attempt cannot change the outcome)
+is never retried, whatever ``retry_on`` says; ``fatal_on`` still applies.
 """
 
 from __future__ import annotations
@@ -28,7 +31,18 @@ from collections.abc import Iterable, Sequence
 
 from stageflow.spec.models import RetryPolicy
 
-__all__ = ["error_matches", "is_retryable", "jitter_fraction", "retry_delay", "should_retry"]
+__all__ = [
+    "NOT_RETRYABLE",
+    "error_matches",
+    "is_retryable",
+    "jitter_fraction",
+    "retry_delay",
+    "should_retry",
+]
+
+#: The class name the runtime adds to an error's classes when the operator said that
+#: another attempt cannot change it (``TaskFailed(..., retryable=False)``).
+NOT_RETRYABLE = "stageflow.NotRetryable"
 
 
 def should_retry(policy: RetryPolicy, attempt: int, *, retryable: bool = True) -> bool:
@@ -69,6 +83,8 @@ def error_matches(names: Iterable[str], error_types: Sequence[str]) -> bool:
 
 
 def is_retryable(policy: RetryPolicy, error_types: Sequence[str]) -> bool:
-    """Whether ``retry_on`` lets an error of ``error_types`` be retried (no
-    ``retry_on``: every error may be)."""
+    """Whether an error of ``error_types`` may be retried: never one marked
+    ``NOT_RETRYABLE``; else one that ``retry_on`` names (no ``retry_on``: any)."""
+    if NOT_RETRYABLE in error_types:
+        return False
     return policy.retry_on is None or error_matches(policy.retry_on, error_types)

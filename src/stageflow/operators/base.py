@@ -37,7 +37,18 @@ __all__ = ["FileStore", "NoParams", "Operator", "TaskContext", "TaskFailed"]
 
 class TaskFailed(Exception):
     """Raised by an operator for an expected failure: the message is the whole story
-    (no traceback is shown for it)."""
+    (no traceback is shown for it).
+
+    ``retryable=False`` says another attempt cannot change the outcome (the data or
+    the model is wrong, not the moment): the task fails at once, whatever its retry
+    policy; its error's classes then include ``stageflow.NotRetryable``
+    (``engine.retry.NOT_RETRYABLE``), which ``fatal_on`` may name.
+    """
+
+    def __init__(self, *args: object, retryable: bool = True) -> None:
+        super().__init__(*args)
+        # An instance attribute: pickling keeps it (a worker process raises it).
+        self.retryable = retryable
 
 
 class NoParams(BaseModel):

@@ -6,7 +6,8 @@ loaded the first time an unknown name is looked up. A seed's other name for a
 built-in (``deployment``: ``spec.aliases.OPERATOR_ALIASES``) finds the same class.
 ``task_problems`` reports,
 without running anything, an unknown operator (with a did-you-mean), parameters
-its model rejects, what the operator's own ``spec_problems`` finds (a
+its model rejects (in a list of steps, by the step's position, kind and own
+parameters, with a did-you-mean), what the operator's own ``spec_problems`` finds (a
 hyperparameter the estimator lacks, a notification field that cannot be
 filled), and for Python tasks a ``call:`` target that cannot be imported or a
 function whose parameters nothing provides.
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-import re
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -28,7 +29,7 @@ from stageflow.operators.base import Operator
 from stageflow.operators.bash import BashOperator
 from stageflow.operators.python import PythonOperator, binding_problems, resolve_callable
 from stageflow.spec.aliases import OPERATOR_ALIASES
-from stageflow.spec.messages import readable_error
+from stageflow.spec.messages import readable_error, shown_value
 from stageflow.spec.models import Pipeline, Task
 from stageflow.spec.suggest import did_you_mean
 
@@ -153,7 +154,7 @@ def task_problems(
     try:
         params = cls.Params.model_validate(dict(parameters))
     except ValidationError as exc:
-        return [_param_problem(task.id, task.operator_name, err) for err in exc.errors()]
+        return [_param_problem(task.id, task.operator_name, err, cls) for err in exc.errors()]
     return cls.spec_problems(params, task, pipeline, run_params)
 
 
@@ -168,33 +169,123 @@ def _suggestible_ids(pipeline: Pipeline | None) -> list[str]:
     return [t.id.replace("-", "_").replace(".", "_") for t in pipeline.tasks]
 
 
-def _param_problem(task: str, operator: str, err: Any) -> Problem:
+def _param_problem(task: str, operator: str, err: Any, cls: type[Operator]) -> Problem:
     loc = ".".join(str(p) for p in err["loc"])
     field = f"parameters.{loc}" if loc else "parameters"
-    if err["type"] == "missing":
+    step = _step_message(err, _step_kinds(cls.Params, err["loc"]))
+    if step is not None:
+        msg = f"operator '{operator}': {step}"
+    elif err["type"] == "missing":
         msg = f"operator '{operator}' needs parameter '{loc}'; add it under `parameters:`"
     elif err["type"] == "extra_forbidden":
-        cls = _REGISTRY.get(OPERATOR_ALIASES.get(operator, operator))
-        known = list(cls.Params.model_fields) if cls else []
+        known = list(cls.Params.model_fields)
         hint = did_you_mean(str(err["loc"][-1]), known)
         msg = f"operator '{operator}' has no parameter '{loc}'" + (
             f"; did you mean '{hint}'?" if hint else f"; it takes: {', '.join(known)}"
         )
-    elif err["type"] == "union_tag_invalid":  # a list of steps: an unknown kind of step
-        expected = re.findall(r"'([^']+)'", str(err.get("ctx", {}).get("expected_tags", "")))
-        tag = str(err.get("ctx", {}).get("tag", ""))
-        hint = did_you_mean(tag, expected)
-        msg = f"operator '{operator}': unknown step '{tag}'; " + (
-            f"did you mean '{hint}'?" if hint else f"the steps are {', '.join(expected)}"
-        )
-    elif err["type"] == "union_tag_not_found":
-        msg = (
-            f"operator '{operator}': a step names its kind, as `- NAME: {{...}}` or "
-            f"`- {{op: NAME, ...}}`; this one names none: {err.get('input')!r}"
-        )
     else:
         msg = f"operator '{operator}': {readable_error(err)}"
     return Problem(msg, task=task, field=field)
+
+
+# -- a list of steps (feature_engineering, data_processing) ---------------------------
+#
+# A parameter typed ``list[Annotated[A | B | ..., Field(discriminator="op")]]`` is a
+# list of steps: pydantic's errors about one of them are worded for the step, by its
+# position (from 1) and its kind, with the step's own parameters.
+
+
+def _step_kinds(params: type[BaseModel], loc: Sequence[Any]) -> dict[str, type[BaseModel]]:
+    """The model of each kind of step (by its ``op``) of the list of steps that ``loc``
+    points into (``steps``, index, ...); empty when ``loc`` points into none."""
+    if len(loc) < 2 or not isinstance(loc[0], str) or not isinstance(loc[1], int):
+        return {}
+    field = params.model_fields.get(loc[0])
+    if field is None or typing.get_origin(field.annotation) is not list:
+        return {}
+    (item,) = typing.get_args(field.annotation) or (None,)
+    if typing.get_origin(item) is not typing.Annotated:
+        return {}
+    union, *metadata = typing.get_args(item)
+    tags = [getattr(m, "discriminator", None) for m in metadata]
+    tag = next((t for t in tags if isinstance(t, str)), None)
+    kinds: dict[str, type[BaseModel]] = {}
+    for member in typing.get_args(union) if tag is not None else ():
+        member_field = getattr(member, "model_fields", {}).get(tag)
+        for value in typing.get_args(member_field.annotation) if member_field else ():
+            kinds[str(value)] = member
+    return kinds
+
+
+def _step_message(err: Any, kinds: Mapping[str, type[BaseModel]]) -> str | None:
+    """The message of ``err`` about one step of a list of ``kinds`` of step, or ``None``
+    for an error that the operator's generic wording fits."""
+    if not kinds:
+        return None
+    loc, kind = err["loc"], err["type"]
+    n = loc[1] + 1
+    names = ", ".join(kinds)
+    if len(loc) == 2:
+        given = err.get("input")
+        if kind == "union_tag_invalid":
+            return _unknown_step(str(err.get("ctx", {}).get("tag", "")), kinds)
+        if not isinstance(given, Mapping):
+            return (
+                f"step {n} names no kind of step: write `- NAME: {{...}}` or "
+                f"`- {{op: NAME, ...}}` with NAME one of {names}; got {shown_value(given)}"
+            )
+        if kind != "union_tag_not_found":
+            return None
+        named = [str(k) for k in given if k in kinds]
+        if len(named) > 1:
+            return (
+                f"step {n} names {len(named)} kinds of step ({', '.join(named)}); give each "
+                f"its own item (`- {named[0]}: {{...}}`, then `- {named[1]}: {{...}}`)"
+            )
+        if len(named) == 1:
+            return (
+                f"step {n} ({named[0]}) takes its parameters as a mapping, as "
+                f"`- {named[0]}: {{...}}`; got {shown_value(given[named[0]])}"
+            )
+        fits = [k for k, m in kinds.items() if set(given) <= {*_step_parameters(m, aliases=True)}]
+        if len(given) == 1 and not fits:
+            return _unknown_step(str(next(iter(given))), kinds)
+        return (
+            f"step {n} names no kind of step: write `- NAME: {{...}}` or "
+            f"`- {{op: NAME, ...}}` with NAME one of {names}"
+        ) + (f" (its parameters fit: {', '.join(fits)})" if fits else "")
+    if len(loc) < 4 or not isinstance(loc[2], str) or loc[2] not in kinds:
+        return None
+    step, name = loc[2], ".".join(str(p) for p in loc[3:])
+    if kind == "extra_forbidden":
+        takes = _step_parameters(kinds[step])
+        hint = did_you_mean(name, _step_parameters(kinds[step], aliases=True))
+        return f"step {n} ({step}) has no parameter '{name}'; " + (
+            f"did you mean '{hint}'?" if hint else f"it takes: {', '.join(takes)}"
+        )
+    if kind == "missing":
+        return f"step {n} ({step}) needs parameter '{name}'; add it: `- {step}: {{{name}: ...}}`"
+    return None
+
+
+def _unknown_step(name: str, kinds: Mapping[str, type[BaseModel]]) -> str:
+    hint = did_you_mean(name, list(kinds))
+    guess = f"did you mean '{hint}'? " if hint else ""
+    return f"unknown step '{name}'; {guess}the steps are {', '.join(kinds)}"
+
+
+def _step_parameters(model: type[BaseModel], *, aliases: bool = False) -> list[str]:
+    """The parameters a kind of step takes: its own first, then those every step has
+    (``columns``); never the ``op`` that names the kind. With ``aliases``, their
+    other names too."""
+    shared = {name for base in model.__mro__[1:] for name in getattr(base, "model_fields", {})}
+    fields = {k: f for k, f in model.model_fields.items() if k != "op"}
+    names = [k for k in fields if k not in shared] + [k for k in fields if k in shared]
+    if aliases:
+        for f in fields.values():
+            choices = getattr(f.validation_alias, "choices", ())
+            names += [c for c in choices if isinstance(c, str) and c not in names]
+    return names
 
 
 def _load_entry_points() -> None:

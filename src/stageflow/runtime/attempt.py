@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stageflow.engine.retry import NOT_RETRYABLE
 from stageflow.operators.base import TaskContext, TaskFailed
 from stageflow.operators.registry import instantiate
 from stageflow.runtime.artifacts import ArtifactStore, artifact_store, load_output, store_output
@@ -82,7 +83,8 @@ class AttemptResult:
     error: str | None = None
     traceback: str | None = None
     #: ``module.QualName`` of every class in the raised exception's MRO (``retry_on``,
-    #: ``fatal_on``); empty when nothing was raised (e.g. the worker process died).
+    #: ``fatal_on``), plus ``NOT_RETRYABLE`` for ``TaskFailed(..., retryable=False)``;
+    #: empty when nothing was raised (e.g. the worker process died).
     error_types: tuple[str, ...] = ()
     #: What the attempt used, measured by the executor (``None`` when not measured).
     usage: Usage | None = None
@@ -207,7 +209,7 @@ def _execute(
             started,
             time.time(),
             error=str(exc) + unlogged,
-            error_types=error_types(type(exc)),
+            error_types=error_types(type(exc)) + (() if exc.retryable else (NOT_RETRYABLE,)),
             usage=_usage(ctx, mark, in_process),
         )
     except BaseException as exc:  # the task boundary: any error fails this attempt only

@@ -64,8 +64,8 @@ SEED_NAMES = ("seed", "random_state", "random_seed")
 #: ``runs diff``: metrics this close are the same figure (float noise, not a change).
 METRIC_REL_TOL = 1e-9
 METRIC_ABS_TOL = 1e-12
-#: ``runs diff``: outputs with different hashes up to this size are read and compared
-#: with their runs' ids masked; larger ones differ by hash.
+#: ``runs diff``: outputs with different hashes up to this size are loaded and compared
+#: by content (``runtime.sameness``); larger ones differ by hash.
 OUTPUT_COMPARE_BYTES = 64 * 1024 * 1024
 
 
@@ -586,9 +586,11 @@ def _same_number(a: object, b: object) -> bool:
 def _output_changes(
     a: Mapping[str, OutputRef], b: Mapping[str, OutputRef], run_a: str, run_b: str
 ) -> dict[str, dict[str, Any]]:
-    """The task outputs whose content differs. Equal hashes are equal content; else the
-    bytes are compared with each run's id masked, so an output that only names a
-    file of its own run (``.../runs/RUN_ID/train/model.joblib``) is the same."""
+    """The task outputs whose content differs. Equal hashes are equal content; else both
+    values are loaded and compared by content with each run's id masked
+    (``runtime.sameness``), so a model trained the same way, or an evaluation that
+    only names files of its own run (``.../runs/RUN_ID/evaluate/roc_curve.png``), is
+    the same."""
     out: dict[str, dict[str, Any]] = {}
     for tid in sorted({*a, *b}):
         ra, rb = a.get(tid), b.get(tid)
@@ -603,26 +605,25 @@ def _output_changes(
 
 
 def _same_content(a: OutputRef, b: OutputRef, run_a: str, run_b: str) -> bool:
-    if a.serializer != b.serializer or len(run_a) != len(run_b):
+    from stageflow.runtime.sameness import same_content
+
+    if a.serializer != b.serializer:
         return False
     if max(a.size, b.size) > OUTPUT_COMPARE_BYTES:
-        return False  # too large to read for a diff: its hash decides
+        return False  # too large to load for a diff: its hash decides
     try:
-        data_a, data_b = _output_bytes(a), _output_bytes(b)
-    except OSError:  # its file was deleted: the hashes decide
+        values = _load(a), _load(b)
+    except Exception:  # deleted, or a class no longer importable: the hashes decide
+        logger.debug("runs diff: could not load the output of %s", a.task_id, exc_info=True)
         return False
-    # Same-length masks keep every length prefix (pickle, JSON) intact.
-    mask = b"\0" * len(run_a)
-    return data_a.replace(run_a.encode(), mask) == data_b.replace(run_b.encode(), mask)
+    return same_content(*values, run_ids=(run_a, run_b))
 
 
-def _output_bytes(ref: OutputRef) -> bytes:
-    if ref.kind == "inline":
-        return ref.data or b""
-    from stageflow.runtime.artifacts import artifact_store
+def _load(ref: OutputRef) -> Any:
+    from stageflow.runtime.artifacts import artifact_store, load_output
 
-    uri = ref.uri or ""
-    return artifact_store(uri.rsplit("/", 1)[0]).get(uri)
+    # The ref names its file: the store's root only matters for writing.
+    return load_output(ref, artifact_store((ref.uri or "").rsplit("/", 1)[0]))
 
 
 def _package_changes(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, Any]:

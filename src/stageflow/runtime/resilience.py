@@ -9,7 +9,8 @@ classes and fallbacks, for one run.
   ``AttemptResult.error_types``) against ``retry_on`` (only those are retried)
   and ``fatal_on`` (the run stops). A timeout counts as ``TimeoutError``; a fast
   failure of an open circuit as ``stageflow.CircuitOpen``; a worker process that
-  died raised nothing, so it matches no name.
+  died raised nothing, so it matches no name. ``TaskFailed(..., retryable=False)``
+  adds ``stageflow.NotRetryable``: never retried, whatever ``retry_on`` says.
 * **Circuits** (``circuit_result``): every admitted attempt's end is counted in
   its circuit (a timeout is a failure); fast failures and cancellations are not.
 * **Fallbacks** (``fallback_value``): when a task finally fails (no retry left,

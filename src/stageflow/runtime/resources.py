@@ -8,7 +8,8 @@ state folder. Configured values win: ``STAGEFLOW_MAX_CPU_CORES`` /
 ``MAX_CPU_CORES``, ``STAGEFLOW_MAX_MEMORY_GB`` / ``MAX_MEMORY_GB``,
 ``STAGEFLOW_MAX_GPU_COUNT`` / ``MAX_GPU_COUNT``, pools as
 ``STAGEFLOW_POOLS="training=2,etl=4"`` and custom resources as
-``STAGEFLOW_CUSTOM_RESOURCES="licenses=3"``.
+``STAGEFLOW_CUSTOM_RESOURCES="licenses=3"`` (parsed and checked by
+``runtime.settings``, which refuses a bad one when the settings load).
 
 ``operator_defaults``: the request of a task that declares none, by operator
 (seed 001's ``DEFAULT_TASK_RESOURCES``), from
@@ -24,7 +25,6 @@ else 1.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from stageflow.engine.admission import Admission, Capacity, Grant
 from stageflow.errors import Problem, UsageError
+from stageflow.runtime.settings import capacity_number, parse_counts
 from stageflow.spec.models import Pipeline, Resources
 
 if TYPE_CHECKING:
@@ -59,27 +60,12 @@ HISTORY_ROWS = 2000
 
 
 def detect_capacity(home: Path, env: Mapping[str, str] | None = None) -> Capacity:
-    """The machine's capacity with configured overrides applied."""
+    """The machine's capacity with configured overrides applied; ``UsageError``
+    names a bad override (``settings.capacity_number``, ``settings.parse_counts``)."""
     env = os.environ if env is None else env
-
-    def number(name: str) -> float | None:
-        raw = env.get(f"STAGEFLOW_{name}") or env.get(name)
-        if raw in (None, ""):
-            return None
-        shown = f"STAGEFLOW_{name}" if env.get(f"STAGEFLOW_{name}") else name
-        try:
-            value = float(raw)
-        except ValueError:
-            raise UsageError(f"{shown} is {raw!r}; it must be a number") from None
-        if not math.isfinite(value):  # nan would admit anything, inf everything
-            raise UsageError(f"{shown} is {raw!r}; it must be a finite number")
-        if value < 0:
-            raise UsageError(f"{shown} is {raw!r}; it must not be negative")
-        return value
-
-    cpu = number("MAX_CPU_CORES")
-    memory = number("MAX_MEMORY_GB")
-    gpus = number("MAX_GPU_COUNT")
+    cpu = capacity_number("MAX_CPU_CORES", env)
+    memory = capacity_number("MAX_MEMORY_GB", env)
+    gpus = capacity_number("MAX_GPU_COUNT", env)
     return Capacity(
         cpu=cpu if cpu is not None else float(_cpus()),
         memory_gb=memory if memory is not None else _memory_gb(),
@@ -93,21 +79,6 @@ def detect_capacity(home: Path, env: Mapping[str, str] | None = None) -> Capacit
             for k, v in parse_counts(env.get("STAGEFLOW_POOLS", ""), "STAGEFLOW_POOLS").items()
         },
     )
-
-
-def parse_counts(text: str, variable: str) -> dict[str, float]:
-    """``"a=2,b=0.5"`` -> ``{"a": 2.0, "b": 0.5}``; ``UsageError`` names a bad item."""
-    out: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        try:
-            amount = float(value)
-        except ValueError:
-            amount = -1.0
-        if not sep or not name.strip() or not (math.isfinite(amount) and amount >= 0):
-            raise UsageError(f"{variable}: {item!r} is not NAME=AMOUNT (e.g. training=2)")
-        out[name.strip()] = amount
-    return out
 
 
 def _cpus() -> int:

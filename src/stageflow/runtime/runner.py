@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from stageflow.engine.admission import Admission, Capacity
+from stageflow.engine.retry import NOT_RETRYABLE
 from stageflow.engine.scheduler import EnginePlan, Scheduler, Transition
 from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState
 from stageflow.errors import ControlRefused, InvalidSpec, RunOwned, UsageError
@@ -932,6 +933,9 @@ class _Loop:
         retryable, fatal = guard.classify(task, types)
         if fatal:
             error = f"{error} (fatal: matches fatal_on, the run stops)"
+        elif NOT_RETRYABLE in types:
+            if sched.will_retry(tid, attempt):  # say so only where a retry was due
+                error = f"{error} (not retried: another attempt cannot change it)"
         elif not retryable:
             error = f"{error} (not retried: not in retry_on)"
         # A fatal error stops the run: no fallback for it.
@@ -1118,6 +1122,8 @@ class _Loop:
             return bool(expression.evaluate(self.params, outputs))
         except ExpressionError as exc:
             return f"condition could not be evaluated: {exc}"
+        except Exception as exc:  # an output that has no truth value (an array), or fails to load
+            return f"condition could not be evaluated: {type(exc).__name__}: {exc}"
 
     def branch_choice(self, task_id: str) -> list[str]:
         """The downstream ids a branch task's output names (``None``: none of them)."""

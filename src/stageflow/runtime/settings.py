@@ -15,6 +15,11 @@ Every number is checked against ``NUMBER_RANGES``: a value that is not a finite
 number (``nan``, ``inf``), is negative or is over its maximum is refused with a
 ``UsageError`` naming the variable, never silently used (``nan`` compares false
 with everything, so it would turn a bound off). Empty means the default.
+
+The capacity overrides that ``runtime.resources.detect_capacity`` applies
+(``CAPACITY_NUMBERS``, with their seed names, and ``CAPACITY_COUNTS``) are
+checked here too, so a bad one fails every command, not only a run whose tasks
+declare resources. Only the text is parsed: no hardware is detected here.
 """
 
 from __future__ import annotations
@@ -28,7 +33,17 @@ from pathlib import Path
 from stageflow.errors import UsageError
 from stageflow.spec.load import Limits
 
-__all__ = ["COST_PRICE_NAMES", "NUMBER_RANGES", "Settings", "load_settings"]
+__all__ = [
+    "CAPACITY_COUNTS",
+    "CAPACITY_NUMBERS",
+    "COST_PRICE_NAMES",
+    "NUMBER_RANGES",
+    "Settings",
+    "capacity_number",
+    "check_capacity",
+    "load_settings",
+    "parse_counts",
+]
 
 #: The prices ``STAGEFLOW_COST`` may set, per hour of one unit held.
 COST_PRICE_NAMES = ("cpu_hour", "memory_gb_hour", "gpu_hour")
@@ -48,6 +63,10 @@ NUMBER_RANGES: dict[str, tuple[type[int] | type[float], float]] = {
     "COMMIT_INTERVAL_MS": (float, 60_000),  # a minute: longer loses more to a crash
     "API_PORT": (int, 65535),
 }
+#: Capacity overrides: a number each, as ``STAGEFLOW_<NAME>`` or the seed's ``<NAME>``.
+CAPACITY_NUMBERS = ("MAX_CPU_CORES", "MAX_MEMORY_GB", "MAX_GPU_COUNT")
+#: Capacity overrides holding ``NAME=AMOUNT`` items (pools, custom resources).
+CAPACITY_COUNTS = ("STAGEFLOW_POOLS", "STAGEFLOW_CUSTOM_RESOURCES")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +131,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise UsageError(f"{shown} is {raw!r}; it must be at most {highest:,}")
         return value
 
+    # Here, where every command starts: detect_capacity reads them again when a run
+    # admits tasks (by then --cpus/--memory-gb/--gpus may have set them).
+    check_capacity(env)
     defaults = Settings()
     limits = Limits(
         max_bytes=int(number("MAX_SPEC_BYTES", None, int) or defaults.limits.max_bytes),
@@ -142,8 +164,50 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
+def check_capacity(env: Mapping[str, str]) -> None:
+    """Raise ``UsageError`` naming the first capacity variable in ``env`` that is bad."""
+    for name in CAPACITY_NUMBERS:
+        capacity_number(name, env)
+    for variable in CAPACITY_COUNTS:
+        parse_counts(env.get(variable, ""), variable)
+
+
+def capacity_number(name: str, env: Mapping[str, str]) -> float | None:
+    """The capacity override ``STAGEFLOW_<name>`` (else the seed's ``<name>``) in ``env``;
+    ``None`` when unset or empty. ``UsageError`` names the variable of a value that is
+    not a finite number >= 0 (``nan`` would admit anything, ``inf`` everything)."""
+    raw = env.get(f"STAGEFLOW_{name}") or env.get(name)
+    if raw in (None, ""):
+        return None
+    shown = f"STAGEFLOW_{name}" if env.get(f"STAGEFLOW_{name}") else name
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{shown} is {raw!r}; it must be a number") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{shown} is {raw!r}; it must be a finite number")
+    if value < 0:
+        raise UsageError(f"{shown} is {raw!r}; it must not be negative")
+    return value
+
+
+def parse_counts(text: str, variable: str) -> dict[str, float]:
+    """``"a=2,b=0.5"`` -> ``{"a": 2.0, "b": 0.5}``; ``UsageError`` names a bad item."""
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            amount = float(value)
+        except ValueError:
+            amount = -1.0
+        if not sep or not name.strip() or not (math.isfinite(amount) and amount >= 0):
+            raise UsageError(f"{variable}: {item!r} is not NAME=AMOUNT (e.g. training=2)")
+        out[name.strip()] = amount
+    return out
+
+
 def _cost_prices(raw: str | None) -> dict[str, float]:
-    """``STAGEFLOW_COST`` parsed like ``resources.parse_counts`` (``NAME=AMOUNT``,
+    """``STAGEFLOW_COST`` parsed like ``parse_counts`` (``NAME=AMOUNT``,
     comma-separated, amounts >= 0): ``{"cpu_hour": 0.05, ...}``. ``UsageError``
     names a malformed item or an unknown price."""
     example = "e.g. STAGEFLOW_COST=cpu_hour=0.05,memory_gb_hour=0.01,gpu_hour=2.5"

@@ -212,7 +212,8 @@ def _example(cls: Any) -> str:
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
 @click.pass_obj
 def runs_diff(settings: Any, run_a: str, run_b: str, fmt: str) -> None:
-    """What changed between RUN_A and RUN_B: parameters, code, data, environment, metrics."""
+    """What changed between RUN_A and RUN_B: parameters, code, data, outputs, environment,
+    metrics. Outputs are compared by content: paths naming each run's id do not count."""
     from stageflow.runtime.lineage import diff_runs
     from stageflow.runtime.store import open_store
 

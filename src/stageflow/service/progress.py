@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from stageflow.engine.error_lines import error_lines as _error_lines
 from stageflow.engine.scheduler import Transition
 from stageflow.engine.states import FINAL_TASK_STATES
 from stageflow.runtime.result import RunResult
@@ -349,34 +350,6 @@ def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> N
             value = result.tasks[tid].output
             if value is not None:
                 out.write(f"output of {tid}: {_short(value)}\n")
-
-
-#: A failed task's error as shown: its first line, then at most this many of its
-#: last lines (a bash command's last output, say), within this many characters.
-ERROR_TAIL_LINES = 5
-ERROR_TAIL_CHARS = 500
-_ERROR_LINE_CHARS = 200
-
-
-def _error_lines(message: str) -> list[str]:
-    """``message``'s first non-blank line, then its last ``ERROR_TAIL_LINES`` lines,
-    each cut to 200 characters and all of them to ``ERROR_TAIL_CHARS``."""
-
-    def cut(line: str) -> str:
-        line = line.rstrip()
-        return line if len(line) <= _ERROR_LINE_CHARS else line[: _ERROR_LINE_CHARS - 3] + "..."
-
-    lines = [cut(line) for line in message.splitlines() if line.strip()]
-    if not lines:
-        return []
-    tail: list[str] = []
-    budget = ERROR_TAIL_CHARS
-    for line in reversed(lines[1:][-ERROR_TAIL_LINES:]):
-        budget -= len(line)
-        if budget < 0:
-            break
-        tail.append(line)
-    return [lines[0], *reversed(tail)]
 
 
 def _metric_lines(result: RunResult) -> list[str]:

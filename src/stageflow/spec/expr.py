@@ -13,6 +13,13 @@ on numbers (``+`` also joins two strings), unary ``-``/``+``, and subscripts
 ``${TASK}`` / ``${TASK.key.key}``: the output of an upstream task, then keys
 (or attributes of a non-mapping output). Task ids may contain dots; the longest
 id that matches wins. Sizes are bounded: 2,000 characters, nesting 32 deep.
+
+Evaluation is bounded too, as it runs in the run loop (a long computation there
+would hold every task): there is no ``**`` or ``<<``, no repetition of text or
+lists (``*`` takes numbers), a joined string holds at most 1,000,000 characters,
+and arithmetic takes and makes integers of at most 4,096 bits (``MAX_INT_BITS``,
+about 1,233 digits; a float has no such limit). A float overflow is an
+``ExpressionError`` as any other failure is.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ __all__ = ["Expression", "ExpressionError", "Reference", "parse_expression"]
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 32
+MAX_INT_BITS = 4096
+MAX_STRING = 1_000_000
 _REF = re.compile(r"\$\{([^{}]*)\}")
 _NAMES = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
@@ -54,6 +63,10 @@ class ExpressionError(ValueError):
     """The expression cannot be parsed or evaluated; the message says why."""
 
 
+class _TooLarge(ExpressionError):
+    """A value the expression would make is beyond the bounds (named with the source)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reference:
     """``${params.NAME}`` (kind ``params``) or ``${TASK.key...}`` (kind ``task``)."""
@@ -75,9 +88,11 @@ class Expression:
         values = [_resolve(ref, params, outputs) for ref in self.references]
         try:
             return _eval(self.tree.body, values)
+        except _TooLarge as exc:
+            raise ExpressionError(f"{self.source!r}: {exc}") from None
         except ExpressionError:
             raise
-        except (TypeError, ZeroDivisionError, KeyError, IndexError, ValueError) as exc:
+        except (TypeError, ArithmeticError, KeyError, IndexError, ValueError) as exc:
             raise ExpressionError(f"{self.source!r}: {type(exc).__name__}: {exc}") from None
 
 
@@ -225,11 +240,15 @@ def _eval(node: ast.AST, refs: list[Any]) -> Any:
     if isinstance(node, ast.BinOp):
         left, right = _eval(node.left, refs), _eval(node.right, refs)
         if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
-            if len(left) + len(right) > 1_000_000:
-                raise ExpressionError("string too long")
+            if len(left) + len(right) > MAX_STRING:
+                raise _TooLarge(
+                    f"joining strings would make {len(left) + len(right):,} characters "
+                    f"(the limit is {MAX_STRING:,})"
+                )
             return left + right
         _number(left)
         _number(right)
+        _check_size(node.op, left, right)
         return _ARITH[type(node.op)](left, right)
     if isinstance(node, ast.Compare):
         left = _eval(node.left, refs)
@@ -245,6 +264,19 @@ def _eval(node: ast.AST, refs: list[Any]) -> Any:
         container, key = _eval(node.value, refs), _eval(node.slice, refs)
         return container[key]
     raise ExpressionError(f"{type(node).__name__} is not allowed")  # _check keeps us out
+
+
+def _check_size(op: ast.operator, left: Any, right: Any) -> None:
+    """Refuse integer arithmetic beyond ``MAX_INT_BITS`` before it runs: a product of
+    large integers (from a parameter or an output) is slow, and holds the run loop."""
+    bits = [abs(v).bit_length() for v in (left, right) if isinstance(v, int)]
+    made = sum(bits) if isinstance(op, ast.Mult) and len(bits) == 2 else max(bits, default=0)
+    if made > MAX_INT_BITS:
+        raise _TooLarge(
+            f"arithmetic on integers of about {made:,} bits (a condition's integers have at "
+            f"most {MAX_INT_BITS:,} bits, about {int(MAX_INT_BITS * 0.30103):,} digits; "
+            "compare large numbers without arithmetic, or as floats)"
+        )
 
 
 def _number(value: Any) -> None:

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from stageflow.spec.messages import shown_value
+
 if TYPE_CHECKING:
     from stageflow.runtime.result import RunResult
 
@@ -154,7 +156,8 @@ class Approval(BaseModel):
     """A manual gate: the task waits in ``awaiting_approval`` until someone decides
     (``stageflow approve RUN_ID TASK [--reject]``). Rejected, or no decision within
     ``timeout_seconds`` (``None``: wait for ever): the task fails. ``approvers``:
-    only these names may decide (``None``: anyone)."""
+    only these names may decide (``None``: anyone). A task's ``approval: true`` is
+    ``Approval()``; ``approval: false`` is no gate."""
 
     model_config = _STRICT
 
@@ -300,6 +303,22 @@ class Task(BaseModel):
     @classmethod
     def _named_priority(cls, value: object) -> object:
         return _priority(value)
+
+    @field_validator("approval", mode="before")
+    @classmethod
+    def _approval_flag(cls, value: object) -> object:
+        """``true``: a gate with the defaults; ``false``: none; nothing else but a mapping."""
+        if value is True:
+            return Approval()
+        if value is False:
+            return None
+        if value is None or isinstance(value, Approval | Mapping):
+            return value
+        raise ValueError(
+            "approval is `true` (a gate anyone may decide, with no time limit) or a mapping: "
+            "`approval: {message: ..., approvers: [...], timeout_seconds: ...}`, each key "
+            f"optional; got {shown_value(value)}"
+        )
 
     @model_validator(mode="after")
     def _inputs_are_upstream(self) -> Task:

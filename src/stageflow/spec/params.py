@@ -6,7 +6,8 @@ Substitution is plain text replacement: nothing is evaluated.
 
 A parameter's name is an identifier (``PARAM_NAME``): it is written
 ``${params.NAME}`` and becomes the environment variable
-``STAGEFLOW_PARAM_<NAME>``. A ``--param`` value is JSON nested at most
+``STAGEFLOW_PARAM_<NAME>`` (upper-cased, so two names that differ only in case
+collide: ``param_name_collisions``). A ``--param`` value is JSON nested at most
 ``MAX_PARAM_DEPTH`` levels (a deeper one would exhaust the parser's recursion).
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from stageflow.errors import UsageError
@@ -22,6 +23,8 @@ from stageflow.errors import UsageError
 __all__ = [
     "MAX_PARAM_DEPTH",
     "PARAM_NAME",
+    "param_collision_problem",
+    "param_name_collisions",
     "param_name_problem",
     "parse_param_value",
     "references",
@@ -44,6 +47,28 @@ def param_name_problem(name: str) -> str | None:
         f"run parameter {name!r} is not a valid name; use letters, digits and '_', "
         "not starting with a digit (it is written ${params.NAME} and passed to tasks "
         "as STAGEFLOW_PARAM_NAME)"
+    )
+
+
+def param_name_collisions(names: Iterable[str]) -> list[tuple[str, str]]:
+    """``(first, other)`` for each valid name that differs from an earlier ``first``
+    only in case: tasks would see both as the same ``STAGEFLOW_PARAM_<NAME>``."""
+    first: dict[str, str] = {}
+    out: list[tuple[str, str]] = []
+    for name in names:
+        if not PARAM_NAME.fullmatch(name):
+            continue  # param_name_problem reports it
+        seen = first.setdefault(name.upper(), name)
+        if seen != name:
+            out.append((seen, name))
+    return out
+
+
+def param_collision_problem(first: str, other: str) -> str:
+    """The message for two run parameters that differ only in case."""
+    return (
+        f"run parameters {first!r} and {other!r} differ only in case; tasks would see "
+        f"both as STAGEFLOW_PARAM_{first.upper()} (one hiding the other); rename one of them"
     )
 
 

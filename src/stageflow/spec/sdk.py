@@ -67,7 +67,7 @@ class TaskOptions(TypedDict, total=False):
     cache: bool
     cache_ttl_seconds: float
     cache_version: str
-    approval: Approval | Mapping[str, Any]
+    approval: Approval | Mapping[str, Any] | bool
 
 
 #: Every option name ``@task`` takes.

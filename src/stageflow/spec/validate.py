@@ -4,7 +4,8 @@
 it runs even when other fields failed type validation): invalid or missing ids,
 duplicates, self-dependencies, unknown upstream ids with a did-you-mean.
 ``pipeline_problems`` checks a typed ``Pipeline``: what each task runs, ``call:``
-targets' form, ``inputs`` sources, and ``${params.NAME}`` references.
+targets' form, ``inputs`` sources, run parameter names (identifiers, no two
+differing only in case) and ``${params.NAME}`` references.
 ``graph_rows`` gives a typed pipeline's rows for ``structural_problems``.
 Cycles are the graph layer's (``graph.find_cycle``); operators' parameters are
 the registry's.
@@ -18,7 +19,12 @@ from typing import Any
 
 from stageflow.errors import Problem
 from stageflow.spec.models import Pipeline
-from stageflow.spec.params import param_name_problem, references
+from stageflow.spec.params import (
+    param_collision_problem,
+    param_name_collisions,
+    param_name_problem,
+    references,
+)
 from stageflow.spec.suggest import Suggester
 
 __all__ = ["ID_PATTERN", "graph_rows", "id_problem", "pipeline_problems", "structural_problems"]
@@ -137,6 +143,8 @@ def pipeline_problems(pipeline: Pipeline) -> list[Problem]:
         why = param_name_problem(name)
         if why is not None:
             problems.append(Problem(why, field=f"params.{name}"))
+    for first, other in param_name_collisions(pipeline.params):
+        problems.append(Problem(param_collision_problem(first, other), field=f"params.{other}"))
     ids: set[str] | None = None
     for task in pipeline.tasks:
         if task.inputs:

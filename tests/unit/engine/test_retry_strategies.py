@@ -9,6 +9,7 @@ import pytest
 
 from stageflow.engine import EnginePlan, Scheduler, TaskState
 from stageflow.engine.retry import (
+    NOT_RETRYABLE,
     error_matches,
     is_retryable,
     jitter_fraction,
@@ -149,6 +150,13 @@ CONN_RESET = (
     "builtins.BaseException",
 )
 CUSTOM = ("shop.api.RateLimited", "shop.api.ApiError", "builtins.Exception")
+# TaskFailed(..., retryable=False): the runtime adds NOT_RETRYABLE to its classes.
+FINAL = (
+    "stageflow.operators.base.TaskFailed",
+    "builtins.Exception",
+    "builtins.BaseException",
+    NOT_RETRYABLE,
+)
 
 
 @pytest.mark.parametrize(
@@ -181,6 +189,9 @@ def test_error_matches(names: list[str], types: tuple[str, ...], expected: bool)
         pytest.param(["ConnectionError"], VALUE_ERROR, False, id="not-listed"),
         pytest.param(["ConnectionError"], (), False, id="nothing-raised-matches-nothing"),
         pytest.param([], VALUE_ERROR, False, id="empty-list-retries-none"),
+        pytest.param(None, FINAL, False, id="not-retryable-without-retry-on"),
+        pytest.param(["TaskFailed"], FINAL, False, id="not-retryable-though-listed"),
+        pytest.param(["NotRetryable"], FINAL, False, id="not-retryable-named"),
     ],
 )
 def test_is_retryable(retry_on: list[str] | None, types: tuple[str, ...], expected: bool) -> None:

@@ -12,9 +12,11 @@ import pytest
 from pydantic import ValidationError
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
+from stageflow.operators import registry
 from stageflow.operators.base import TaskFailed
 from stageflow.operators.ml.features import FeatureEngineering, FeatureParams
 from stageflow.operators.ml.training import ModelTraining, TrainingParams
+from stageflow.spec.models import Task
 from support.ml import make_ctx, metadata
 
 
@@ -162,6 +164,105 @@ def test_feature_failures(tmp_path: Path, params: dict[str, Any], message: str) 
 def test_an_unknown_step_is_refused_before_running() -> None:
     with pytest.raises(ValidationError, match="normalise"):
         FeatureParams.model_validate({"steps": [{"normalise": {}}]})
+
+
+STEP_NAMES = "impute, scale, one_hot, ordinal, log, binning, polynomial, select_k_best, drop, call"
+
+
+def step_problems(parameters: dict[str, Any]) -> list[tuple[str | None, str]]:
+    task = Task(id="features", operator="feature_engineering", parameters=parameters)
+    return [(p.field, p.message) for p in registry.task_problems(task, parameters, {})]
+
+
+@pytest.mark.parametrize(
+    ("step", "field", "message"),
+    [
+        pytest.param(
+            {"scael": {"method": "robust"}},
+            "parameters.steps.0",
+            f"unknown step 'scael'; did you mean 'scale'? the steps are {STEP_NAMES}",
+            id="misspelt-kind",
+        ),
+        pytest.param(
+            {"normalise": None},
+            "parameters.steps.0",
+            f"unknown step 'normalise'; the steps are {STEP_NAMES}",
+            id="unknown-kind",
+        ),
+        pytest.param(
+            {"op": "scael"},
+            "parameters.steps.0",
+            "unknown step 'scael'; did you mean 'scale'?",
+            id="misspelt-op",
+        ),
+        pytest.param(
+            {"impute": {"strategy": "median", "extra": 1}},
+            "parameters.steps.0.impute.extra",
+            "step 1 (impute) has no parameter 'extra'; it takes: strategy, fill_value, columns",
+            id="extra-parameter",
+        ),
+        pytest.param(
+            {"scale": {"method": "robust", "columnz": ["a"]}},
+            "parameters.steps.0.scale.columnz",
+            "step 1 (scale) has no parameter 'columnz'; did you mean 'columns'?",
+            id="misspelt-parameter",
+        ),
+        pytest.param(
+            {"select_k_best": {}},
+            "parameters.steps.0.select_k_best.k",
+            "step 1 (select_k_best) needs parameter 'k'; add it: `- select_k_best: {k: ...}`",
+            id="missing-parameter",
+        ),
+        pytest.param(
+            {"scale": "robust"},
+            "parameters.steps.0",
+            "step 1 (scale) takes its parameters as a mapping, as `- scale: {...}`; got 'robust'",
+            id="body-not-a-mapping",
+        ),
+        pytest.param(
+            {"scale": {}, "impute": {}},
+            "parameters.steps.0",
+            "step 1 names 2 kinds of step (scale, impute); give each its own item",
+            id="two-kinds",
+        ),
+        pytest.param(
+            {"method": "robust"},
+            "parameters.steps.0",
+            "step 1 names no kind of step: write `- NAME: {...}` or `- {op: NAME, ...}` "
+            f"with NAME one of {STEP_NAMES}",
+            id="no-kind",
+        ),
+    ],
+)
+def test_step_problems_name_the_step_and_its_parameters(
+    step: dict[str, Any], field: str, message: str
+) -> None:
+    found = step_problems({"steps": [step]})
+    assert len(found) == 1, found
+    assert found[0][0] == field
+    assert found[0][1].startswith("operator 'feature_engineering': ")
+    assert message in found[0][1]
+
+
+def test_every_step_problem_is_reported_at_once() -> None:
+    found = step_problems(
+        {
+            "steps": [
+                {"scael": {"method": "robust"}},
+                {"impute": {"strategy": "median", "extra": 1}},
+                {"scale": {"method": "robust", "columnz": ["a"]}},
+            ]
+        }
+    )
+    assert [field for field, _ in found] == [
+        "parameters.steps.0",
+        "parameters.steps.1.impute.extra",
+        "parameters.steps.2.scale.columnz",
+    ]
+    assert "did you mean 'scale'?" in found[0][1]
+    assert "step 2 (impute) has no parameter 'extra'" in found[1][1]
+    assert "step 3 (scale) has no parameter 'columnz'; did you mean 'columns'?" in found[2][1]
+    assert not any("it takes: target" in message for _, message in found)
 
 
 # -- model_training -------------------------------------------------------------------

@@ -45,8 +45,16 @@ def failure(frame: pd.DataFrame, *items: Any) -> str:
     return str(info.value)
 
 
-def problems(parameters: dict[str, Any]) -> list[tuple[str | None, str]]:
-    task = Task(id="clean", operator="data_processing", parameters=parameters)
+def problems(
+    parameters: dict[str, Any], upstream: tuple[str, ...] = ("ingest",), after: tuple[str, ...] = ()
+) -> list[tuple[str | None, str]]:
+    task = Task(
+        id="clean",
+        operator="data_processing",
+        parameters=parameters,
+        upstream=list(upstream),
+        after=list(after),
+    )
     return [(p.field, p.message) for p in registry.task_problems(task, parameters, {})]
 
 
@@ -140,12 +148,50 @@ def test_cast_refuses_a_value_that_is_not_of_the_type_unless_coerced() -> None:
     message = failure(SALES, {"op": "cast", "dtypes": {"quantity": "int"}})
     assert message == (
         "data_processing: column 'quantity' has 1 value that is not int (first: 'x' at row 3); "
-        "fix the data, or set `errors: coerce` to make them missing"
+        "fix the data, or add `errors: coerce` to the step to make them missing "
+        "(`- cast: {quantity: int, errors: coerce}`)"
     )
     out = run_steps(SALES, {"op": "cast", "dtypes": {"quantity": "int"}, "errors": "coerce"})
     assert out["quantity"].isna().tolist() == [False, False, False, True, False, False]
     fractions = failure(pd.DataFrame({"v": [1.5]}), {"op": "cast", "dtypes": {"v": "int"}})
     assert "1 value that is not int (first: 1.5 at row 0)" in fractions
+
+
+@pytest.mark.parametrize(
+    ("index", "row"),
+    [
+        pytest.param(pd.Index([4, 5, 6]), "row 5", id="int64-label"),
+        pytest.param(pd.Index([4, 5, 6], dtype="uint64"), "row 5", id="uint64-label"),
+        pytest.param(pd.Index([1.0, 2.5, 3.0]), "row 2.5", id="float-label"),
+        pytest.param(pd.Index(["a", "b", "c"]), "row 'b'", id="text-label"),
+    ],
+)
+def test_cast_names_the_row_as_written(index: pd.Index, row: str) -> None:
+    frame = pd.DataFrame({"unit_price": ["1.5", "abc", "2"]}, index=index)
+    message = failure(frame, {"op": "cast", "dtypes": {"unit_price": "float"}})
+    assert f"(first: 'abc' at {row});" in message
+    assert "np." not in message
+
+
+def test_the_advice_of_a_cast_error_is_a_step_that_validates() -> None:
+    frame = pd.DataFrame({"quantity": ["1", "x"], "unit_price": ["1.5", "abc"]})
+    short = {"cast": {"quantity": "int", "unit_price": "float", "errors": "coerce"}}
+    assert problems({"steps": [short]}) == []
+    assert steps(short) == steps(
+        {"op": "cast", "dtypes": {"quantity": "int", "unit_price": "float"}, "errors": "coerce"}
+    )
+    out = run_steps(frame, short)
+    assert out["quantity"].isna().tolist() == [False, True]
+    assert out["unit_price"].isna().tolist() == [False, True]
+    # a column named `errors` is still a column: it takes a type
+    assert steps({"cast": {"errors": "int"}})[0].dtypes == {"errors": "int"}
+
+
+def test_a_backticked_column_is_shown_as_written() -> None:
+    frame = pd.DataFrame({"unit_price": ["1.5", "abc"]})
+    message = failure(frame, {"filter": "`unit_price` > 2"})
+    assert "cannot compare `unit_price` > 2:" in message
+    assert "_col" not in message
 
 
 def test_fill_missing_by_value_per_column_and_strategy() -> None:
@@ -299,8 +345,32 @@ def test_short_forms_mean_the_long_forms() -> None:
         pytest.param(
             {"steps": [{"filter": "a > 1", "select": ["a"]}]},
             "parameters.steps.0",
-            "a step names its kind, as `- NAME: {...}` or `- {op: NAME, ...}`; this one names none",
+            "step 1 names 2 kinds of step (filter, select); give each its own item",
             id="two-kinds-in-one",
+        ),
+        pytest.param(
+            {"steps": [{"filtr": "a > 1"}]},
+            "parameters.steps.0",
+            "unknown step 'filtr'; did you mean 'filter'? the steps are drop_missing, ",
+            id="misspelt-step-with-text",
+        ),
+        pytest.param(
+            {"steps": [{"fillna": {"valu": 0}}]},
+            "parameters.steps.0.fill_missing.valu",
+            "step 1 (fill_missing) has no parameter 'valu'; did you mean 'value'?",
+            id="misspelt-parameter",
+        ),
+        pytest.param(
+            {"steps": ["drop_missing", {"sort": {"by": "a", "extra": 1}}]},
+            "parameters.steps.1.sort.extra",
+            "step 2 (sort) has no parameter 'extra'; it takes: by, ascending",
+            id="extra-parameter",
+        ),
+        pytest.param(
+            {"steps": [{"derive": {"expr": "a + 1"}}]},
+            "parameters.steps.0.derive.column",
+            "step 1 (derive) needs parameter 'column'; add it: `- derive: {column: ...}`",
+            id="missing-parameter",
         ),
         pytest.param(
             {"steps": [{"aggregate": {"aggregations": {"b": "avg"}}}]},
@@ -325,6 +395,20 @@ def test_short_forms_mean_the_long_forms() -> None:
             "parameters.source",
             "read it with a `data_ingestion` task",
             id="database-source",
+        ),
+        pytest.param(
+            {"steps": [{"derive": {"column": "r", "expr": "quantity + 9**9**9"}}]},
+            "parameters.steps.0.derive.expr",
+            "9 ** 9 ** 9 raises a power to a power (write a single power, with an exponent "
+            "from -64 to 64) in 'quantity + 9**9**9'",
+            id="power-tower",
+        ),
+        pytest.param(
+            {"steps": [{"filter": "'a' * 10**9 == region"}]},
+            "parameters.steps.0.filter.expr",
+            "would make a text or list of 1,000,000,000 characters or items (the limit is "
+            "1,000,000 per value)",
+            id="huge-string",
         ),
         pytest.param(
             {"stepz": []},
@@ -357,6 +441,64 @@ def test_every_problem_of_the_steps_is_reported_at_once() -> None:
 def test_good_parameters_have_no_problems() -> None:
     assert problems({}) == []
     assert problems({"steps": ["drop_missing", {"filter": "`unit price` > 0"}]}) == []
+
+
+@pytest.mark.parametrize(
+    ("parameters", "upstream", "after", "expected"),
+    [
+        pytest.param(
+            {"steps": ["drop_missing"]},
+            (),
+            (),
+            (
+                "parameters.source",
+                "operator 'data_processing' has no DataFrame to process: set `source:` (a "
+                "path, URL or sklearn:NAME) or list an upstream task that produces a DataFrame "
+                "under `upstream:`",
+            ),
+            id="nothing-to-process",
+        ),
+        pytest.param(
+            {},
+            (),
+            ("ingest",),
+            (
+                "parameters.source",
+                "has no DataFrame to process (`after: [ingest]` only orders tasks; it passes no "
+                "data): set `source:`",
+            ),
+            id="after-passes-no-data",
+        ),
+        pytest.param(
+            {"input": "ingset"},
+            ("ingest",),
+            (),
+            (
+                "parameters.input",
+                "input 'ingset' is not a data upstream of this task (upstream: ingest); name "
+                "one of them or add it under `upstream:`",
+            ),
+            id="input-not-upstream",
+        ),
+        pytest.param({"source": "sklearn:iris"}, (), (), None, id="source"),
+        pytest.param({}, ("ingest",), (), None, id="upstream"),
+        pytest.param({"input": "b"}, ("a", "b"), (), None, id="input-upstream"),
+        pytest.param({"source": "x.csv", "input": "a"}, (), (), None, id="source-wins"),
+    ],
+)
+def test_a_task_without_data_fails_validation(
+    parameters: dict[str, Any],
+    upstream: tuple[str, ...],
+    after: tuple[str, ...],
+    expected: tuple[str, str] | None,
+) -> None:
+    found = problems(parameters, upstream, after)
+    if expected is None:
+        assert found == []
+    else:
+        assert len(found) == 1, found
+        assert found[0][0] == expected[0]
+        assert expected[1] in found[0][1]
 
 
 # -- failures met on the data ---------------------------------------------------------

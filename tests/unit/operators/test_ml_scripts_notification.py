@@ -199,8 +199,48 @@ def test_format_specs_and_the_run_fields(tmp_path: Path, monkeypatch: pytest.Mon
     )
     ctx.failures = {"train": "model_training: fitting failed: bad\nmore", "score": "boom"}
     assert render("{state}: {error}", ctx, {}) == (
-        "failed: train: model_training: fitting failed: bad; score: boom"
+        "failed: train: model_training: fitting failed: bad\nmore; score: boom"
     )
+
+
+_OUTPUT = "\n".join(f"line {i}" for i in range(1, 9))
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected"),
+    [
+        pytest.param({}, "", id="none"),
+        pytest.param(
+            {"work": "bash command exited with code 3; last output:\nboom"},
+            "work: bash command exited with code 3; last output:\nboom",
+            id="bash-output",
+        ),
+        pytest.param(
+            {"work": f"bash command exited with code 1; last output:\n{_OUTPUT}\n\n"},
+            "work: bash command exited with code 1; last output:\n"
+            "line 4\nline 5\nline 6\nline 7\nline 8",
+            id="last-lines-only",
+        ),
+        pytest.param(
+            {"work": "failed: " + "x" * 300},
+            "work: failed: " + "x" * 189 + "...",
+            id="long-line-cut",
+        ),
+        pytest.param(
+            {"a": "first\nout a", "b": "second"},
+            "a: first\nout a; b: second",
+            id="two-tasks",
+        ),
+    ],
+)
+def test_the_error_field_shows_what_runs_show_shows(
+    tmp_path: Path, failures: dict[str, str], expected: str
+) -> None:
+    """``{error}``: each failed task's first line and last output lines, bounded as
+    ``stageflow runs show`` bounds them (``engine.error_lines``)."""
+    ctx = make_ctx(tmp_path, "alert")
+    ctx.failures = failures
+    assert render("{error}", ctx, {}) == expected
 
 
 @pytest.mark.parametrize(
@@ -254,6 +294,19 @@ def test_a_field_that_cannot_be_filled_fails_the_task(
             id="param-spec",
         ),
         pytest.param("{attempt:%}", None, id="int-percent-is-fine"),
+        pytest.param(
+            "{inputs.train.metrics.accuracy:zz}",
+            "field {inputs.train.metrics.accuracy:zz}: the format spec 'zz' fits no value",
+            id="input-spec-fits-nothing",
+        ),
+        pytest.param(
+            "{inputs.train.acc!r:.2f}",
+            "field {inputs.train.acc!r:.2f}: the format spec '.2f' fits no value",
+            id="input-spec-after-repr",
+        ),
+        pytest.param("{inputs.train.acc:.4f}", None, id="input-spec-for-a-number"),
+        pytest.param("{inputs.train.n:d} {inputs.train.acc:.1%}", None, id="input-int-percent"),
+        pytest.param("{inputs.train.name:>10} {inputs.train.name:s}", None, id="input-text"),
         pytest.param("{state!x}", "unknown conversion !x", id="conversion"),
         pytest.param("{0}", "unknown name '0'", id="positional"),
         pytest.param("{}", "field {} names nothing", id="empty"),

@@ -3,11 +3,15 @@
 ``nan`` compares false with everything, so a ``nan`` that got through would turn
 a bound off (``STAGEFLOW_COMMIT_INTERVAL_MS=nan``: no intermediate commits;
 ``STAGEFLOW_MAX_CPU_CORES=nan``: admit anything). Each variable is walked with
-each bad value; the message names the variable.
+each bad value; the message names the variable. The capacity variables are
+refused when the settings load, not only when a task declares resources.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,22 +75,67 @@ def test_a_good_number_is_used(variable: str, raw: str, field: str, expected: ob
     assert getattr(load_settings({variable: raw}), field) == expected
 
 
+def _check_capacity(tmp_path: Path) -> dict[str, Callable[[dict[str, str]], object]]:
+    """The two readers of the capacity variables: the settings every command loads
+    (so a bad value fails even a run whose tasks declare no resources) and
+    ``detect_capacity`` (what a run with resources admits against)."""
+    return {
+        "load_settings": load_settings,
+        "detect_capacity": lambda env: detect_capacity(
+            tmp_path, env={"PATH": "/nonexistent", **env}
+        ),
+    }
+
+
+READERS = ["load_settings", "detect_capacity"]
+
+
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("raw", [*BAD_NUMBERS, "many"])
 @pytest.mark.parametrize("name", ["MAX_CPU_CORES", "MAX_MEMORY_GB", "MAX_GPU_COUNT"])
 @pytest.mark.parametrize("prefix", ["STAGEFLOW_", ""], ids=["stageflow", "seed"])
 def test_a_bad_capacity_is_refused_naming_its_variable(
-    tmp_path: Path, prefix: str, name: str, raw: str
+    tmp_path: Path, prefix: str, name: str, raw: str, reader: str
 ) -> None:
     if raw == "1e400":
         raw = "1e999"  # float("1e400") is inf too; keep the id readable
     with pytest.raises(UsageError, match=f"^{prefix}{name} is {raw!r}; it must"):
-        detect_capacity(tmp_path, env={"PATH": "/nonexistent", f"{prefix}{name}": raw})
+        _check_capacity(tmp_path)[reader]({f"{prefix}{name}": raw})
 
 
-@pytest.mark.parametrize("raw", ["nan", "inf", "-1"])
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("raw", ["nan", "inf", "-1", "many", ""])
 @pytest.mark.parametrize("variable", ["STAGEFLOW_POOLS", "STAGEFLOW_CUSTOM_RESOURCES"])
 def test_a_bad_count_is_refused_naming_its_variable(
-    tmp_path: Path, variable: str, raw: str
+    tmp_path: Path, variable: str, raw: str, reader: str
 ) -> None:
     with pytest.raises(UsageError, match=f"^{variable}: 'a={raw}' is not NAME=AMOUNT"):
-        detect_capacity(tmp_path, env={"PATH": "/nonexistent", variable: f"a={raw}"})
+        _check_capacity(tmp_path)[reader]({variable: f"a={raw}"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        pytest.param("STAGEFLOW_MAX_CPU_CORES", "2.5", id="cpus"),
+        pytest.param("MAX_MEMORY_GB", "0", id="seed-memory-zero"),
+        pytest.param("STAGEFLOW_MAX_GPU_COUNT", "8", id="gpus"),
+        pytest.param("STAGEFLOW_MAX_CPU_CORES", "", id="empty-is-detected"),
+        pytest.param("STAGEFLOW_POOLS", "training=2, etl=4", id="pools"),
+        pytest.param("STAGEFLOW_CUSTOM_RESOURCES", "licenses=1.5,", id="custom"),
+    ],
+)
+def test_a_good_capacity_is_accepted_at_settings_load(variable: str, raw: str) -> None:
+    load_settings({variable: raw})
+
+
+def test_settings_load_checks_capacity_without_detecting_hardware() -> None:
+    """Every command loads the settings: parsing the capacity variables there must
+    not cost `stageflow run` a hardware probe (psutil, nvidia-smi)."""
+    code = (
+        "import sys\n"
+        "from stageflow.runtime.settings import load_settings\n"
+        "load_settings({'STAGEFLOW_MAX_CPU_CORES': '2', 'MAX_GPU_COUNT': '1'})\n"
+        "assert 'psutil' not in sys.modules, 'psutil imported'\n"
+        "assert 'stageflow.runtime.resources' not in sys.modules, 'resources imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

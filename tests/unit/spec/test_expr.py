@@ -68,6 +68,8 @@ def test_evaluates(source: str, expected: Any) -> None:
         pytest.param("1 is 1", "comparison not allowed", id="is"),
         pytest.param("~1", "operator not allowed", id="invert"),
         pytest.param("b'x' == b'x'", "not allowed", id="bytes-literal"),
+        pytest.param("${count} ** 9 ** 9", "Pow not allowed", id="power-tower"),
+        pytest.param("1 << 100000000", "LShift not allowed", id="left-shift"),
     ],
 )
 def test_refuses(source: str, message: str) -> None:
@@ -89,6 +91,52 @@ def test_refuses(source: str, message: str) -> None:
 def test_runtime_errors_say_what_went_wrong(source: str, message: str) -> None:
     with pytest.raises(ExpressionError, match=message):
         parse_expression(source, IDS).evaluate(PARAMS, OUTPUTS)
+
+
+@pytest.mark.parametrize(
+    ("source", "params", "message"),
+    [
+        pytest.param(
+            "${params.n} * ${params.n} > 0",
+            {"n": 10**1000},
+            "'${params.n} * ${params.n} > 0': arithmetic on integers of about 6,644 bits (a "
+            "condition's integers have at most 4,096 bits",
+            id="integer-product",
+        ),
+        pytest.param(
+            "${params.n} + 1 > 0", {"n": 10**5000}, "integers of about 16,610 bits", id="operand"
+        ),
+        pytest.param(
+            "1e308 * 1" + "0" * 400 + " > 0",
+            {},
+            "OverflowError: int too large to convert to float",
+            id="float-overflow",
+        ),
+        pytest.param(
+            "${params.n} / 3 > 0",
+            {"n": 10**400},
+            "'${params.n} / 3 > 0': OverflowError: integer division result too large",
+            id="division-overflow",
+        ),
+        pytest.param(
+            "${params.s} + ${params.s} == ''",
+            {"s": "x" * 600_000},
+            "joining strings would make 1,200,000 characters (the limit is 1,000,000)",
+            id="string-join",
+        ),
+    ],
+)
+def test_evaluation_is_bounded(source: str, params: dict[str, Any], message: str) -> None:
+    """The run loop evaluates conditions: nothing may hold it, or escape as a crash."""
+    with pytest.raises(ExpressionError) as info:
+        parse_expression(source, IDS).evaluate(params, OUTPUTS)
+    assert message in str(info.value)
+
+
+def test_large_integers_may_still_be_compared() -> None:
+    expression = parse_expression("${params.n} > 10 and ${params.n} * 2.0 > 0", IDS)
+    assert expression.evaluate({"n": 10**300}, OUTPUTS) is True
+    assert parse_expression("${params.n} > 0", IDS).evaluate({"n": 10**5000}, OUTPUTS) is True
 
 
 def test_no_code_runs_during_parse_or_evaluation(tmp_path: Path) -> None:

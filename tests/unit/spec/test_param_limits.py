@@ -7,7 +7,12 @@ import pytest
 
 from stageflow import Pipeline, Task
 from stageflow.errors import UsageError
-from stageflow.spec.params import MAX_PARAM_DEPTH, param_name_problem, parse_param_value
+from stageflow.spec.params import (
+    MAX_PARAM_DEPTH,
+    param_name_collisions,
+    param_name_problem,
+    parse_param_value,
+)
 from stageflow.spec.validate import pipeline_problems
 
 
@@ -70,3 +75,37 @@ def test_a_pipeline_with_a_bad_parameter_name_is_invalid() -> None:
     problems = [p for p in pipeline_problems(pipeline) if p.field == "params.A=B"]
     assert len(problems) == 1
     assert "run parameter 'A=B' is not a valid name" in problems[0].message
+
+
+# -- names that differ only in case (both would be STAGEFLOW_PARAM_X) --------------------
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        pytest.param(["x", "y"], [], id="distinct"),
+        pytest.param(["x", "X"], [("x", "X")], id="pair"),
+        pytest.param(["lr", "LR", "Lr"], [("lr", "LR"), ("lr", "Lr")], id="three"),
+        pytest.param(["a_b", "A_B", "c", "C"], [("a_b", "A_B"), ("c", "C")], id="two-pairs"),
+        pytest.param(["A=B", "a=b"], [], id="invalid-names-left-to-their-own-problem"),
+        pytest.param([], [], id="none"),
+    ],
+)
+def test_names_that_differ_only_in_case_collide(
+    names: list[str], expected: list[tuple[str, str]]
+) -> None:
+    assert param_name_collisions(names) == expected
+
+
+def test_a_pipeline_with_parameters_differing_in_case_is_invalid() -> None:
+    pipeline = Pipeline(
+        "p",
+        tasks=[Task("t", operator="bash", parameters={"command": "true"})],
+        params={"x": 1, "X": 2},
+    )
+    [problem] = [p for p in pipeline_problems(pipeline) if p.field and "params" in p.field]
+    assert problem.field == "params.X"
+    assert problem.message == (
+        "run parameters 'x' and 'X' differ only in case; tasks would see both as "
+        "STAGEFLOW_PARAM_X (one hiding the other); rename one of them"
+    )

@@ -18,6 +18,7 @@ from stageflow.errors import InvalidSpec
 from stageflow.runtime.loading import load_pipeline
 from stageflow.runtime.plan import check, resolve_params, task_parameters
 from stageflow.spec import Pipeline, Task, pipeline_from_data, pipeline_from_text
+from stageflow.spec.models import Approval
 
 Found = list[tuple[str | None, str | None, str]]
 
@@ -568,3 +569,43 @@ def test_pipeline_names_allow_inner_spaces(name: str, ok: bool) -> None:
     pipeline = Pipeline(name, tasks=[Task("a", operator="bash", parameters={"command": "true"})])
     problems = [p for p in pipeline_problems(pipeline) if p.field == "name"]
     assert (not problems) is ok, problems
+
+
+# -- approval ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("approval", "expected"),
+    [
+        pytest.param(True, Approval(), id="true-is-a-gate-with-defaults"),
+        pytest.param(False, None, id="false-is-no-gate"),
+        pytest.param(None, None, id="none-is-no-gate"),
+        pytest.param({"approvers": ["alice"]}, Approval(approvers=["alice"]), id="mapping"),
+    ],
+)
+def test_approval_true_is_a_gate_anyone_may_decide(
+    approval: object, expected: Approval | None
+) -> None:
+    pipeline = pipeline_from_data(_spec(_bash("deploy", approval=approval)))
+    assert pipeline.tasks[0].approval == expected
+    assert Task("deploy", operator="bash", approval=approval).approval == expected
+
+
+@pytest.mark.parametrize(
+    ("approval", "shown"),
+    [
+        pytest.param("yes please", "'yes please'", id="text"),
+        pytest.param(1, "1", id="number"),
+        pytest.param(["alice"], "['alice']", id="list-of-approvers"),
+    ],
+)
+def test_a_wrong_approval_says_what_to_write(approval: object, shown: str) -> None:
+    assert _problems(_spec(_bash("deploy", approval=approval))) == [
+        (
+            "deploy",
+            "approval",
+            "approval is `true` (a gate anyone may decide, with no time limit) or a "
+            "mapping: `approval: {message: ..., approvers: [...], timeout_seconds: ...}`, "
+            f"each key optional; got {shown}",
+        )
+    ]

@@ -352,12 +352,14 @@ def _compare(
 def _check_thresholds(
     thresholds: Mapping[str, float], metrics: Mapping[str, float], op: str
 ) -> None:
+    # Not retried: another attempt scores the same model on the same rows.
     missed = []
     for name, limit in thresholds.items():
         if name not in metrics:
             raise TaskFailed(
                 f"{op}: threshold for '{name}', which was not computed; "
-                f"computed: {', '.join(metrics)}"
+                f"computed: {', '.join(metrics)}",
+                retryable=False,
             )
         value = metrics[name]
         if name in LOWER_IS_BETTER and value > limit:
@@ -365,4 +367,4 @@ def _check_thresholds(
         elif name not in LOWER_IS_BETTER and value < limit:
             missed.append(f"{name} {value:.4f} is below the threshold {limit:g}")
     if missed:
-        raise TaskFailed(f"{op}: " + "; ".join(missed))
+        raise TaskFailed(f"{op}: " + "; ".join(missed), retryable=False)

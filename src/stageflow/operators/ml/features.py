@@ -181,11 +181,16 @@ class FeatureParams(BaseModel):
     @field_validator("steps", mode="before")
     @classmethod
     def _short_form(cls, value: Any) -> Any:
-        """``- scale: {method: robust}`` is ``- {op: scale, method: robust}``."""
+        """``- scale: {method: robust}`` is ``- {op: scale, method: robust}``; ``- scale``
+        and ``- scale:`` are ``- {op: scale}``. An item naming no kind of step is left
+        as it is: the registry words its problem (``registry._step_message``)."""
         if not isinstance(value, list):
             return value
         out = []
         for item in value:
+            if isinstance(item, str):
+                out.append({"op": item})
+                continue
             names = [k for k in item if k in STEP_NAMES] if isinstance(item, dict) else []
             if isinstance(item, dict) and "op" not in item and len(names) == 1:
                 name = names[0]

@@ -18,12 +18,17 @@ and host. ``format: slack`` posts ``{"text": ...}``; ``json`` adds
 ``{inputs.TASK.key...}``    an upstream output, then keys (a number indexes a list)
 ==========================  ================================================
 
+``{error}`` shows each error as ``stageflow runs show`` does: its first line, then
+its last lines (a bash command's last output) on lines of their own, bounded
+(``engine.error_lines``); tasks are separated by ``; ``.
+
 A field may end with a format spec (``{inputs.evaluate.metrics.accuracy:.4f}``)
 or a conversion (``!r``); a number without one shows 4 significant digits.
 ``{{``/``}}`` are literal braces. Fields are looked up by key, never as
 attributes, and nothing is evaluated. ``stageflow validate`` refuses a field
 that cannot be filled: an unknown name, an undeclared run parameter, a task
-that is not a data upstream, a format spec that does not fit a known value.
+that is not a data upstream, a format spec that does not fit a known value or,
+for an upstream output, fits no value at all (neither a number nor text).
 An upstream output without the key fails the task, naming the keys there are.
 
 Example (seed 002's completion message, and one when something failed)::
@@ -55,6 +60,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stageflow.engine.error_lines import error_lines
 from stageflow.errors import Problem
 from stageflow.operators.base import Operator, TaskContext, TaskFailed
 from stageflow.operators.metadata import record
@@ -74,6 +80,8 @@ _SCALARS: dict[str, Any] = {
     "error": "",
 }
 _NAMES = [*_SCALARS, "params", "inputs"]
+# What a value known only at run time (an upstream output) may be, to check format specs.
+_PLAUSIBLE: tuple[Any, ...] = (0.5, 1, "text")
 _CAN_USE = "pipeline, run_id, task, attempt, state, error, params.NAME, inputs.TASK.key"
 
 
@@ -171,7 +179,7 @@ def render(template: str, ctx: TaskContext, inputs: Mapping[str, Any]) -> str:
         "task_id": ctx.task_id,
         "attempt": ctx.attempt,
         "state": "failed" if failures else "success",
-        "error": "; ".join(f"{t}: {_first_line(e)}" for t, e in failures.items()),
+        "error": "; ".join(f"{t}: {_error_text(e)}" for t, e in failures.items()),
         "params": dict(ctx.params),
         "inputs": dict(inputs),
     }
@@ -260,13 +268,15 @@ def _field_problem(
                 f"the pipeline declares no parameter '{rest[0]}' (declared: {declared}); "
                 "add it under `params:`"
             )
-        return _spec_problem(field, run_params[rest[0]]) if len(rest) == 1 else None
+        if len(rest) == 1:
+            return _spec_problem(field, run_params[rest[0]])
+        return _any_value_problem(field)  # a key inside the value: its type is unknown
     if root == "inputs":
         if not rest:
             return None
         task = _upstream_of(rest, upstream)
         if task is not None:
-            return None
+            return _any_value_problem(field)  # known only at run time
         name = _upstream_of(rest, after) or rest[0]
         if name in after:
             return f"'{name}' is under `after:`, which passes no output; move it to `upstream:`"
@@ -286,6 +296,29 @@ def _spec_problem(field: _Field, sample: Any) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def _any_value_problem(field: _Field) -> str | None:
+    """Why ``field``'s format spec fits no value of any type it could plausibly
+    hold (a number or text), or ``None`` when one of them formats."""
+    if not field.spec:
+        return None
+    for sample in _PLAUSIBLE:
+        try:
+            _format(sample, field)
+        except ValueError:
+            continue
+        return None
+    try:
+        format(0.5, field.spec)
+    except (TypeError, ValueError) as exc:
+        why = str(exc)
+    else:  # a conversion (!r, !s, !a) made every sample text
+        why = f"!{field.conversion} makes the value text"
+    return (
+        f"the format spec '{field.spec}' fits no value (tried a float, an int and a str: "
+        f"{why}); write e.g. :.4f or :.1% for a number, :>10 for text"
+    )
 
 
 def _upstream_of(parts: Sequence[str], tasks: Sequence[str]) -> str | None:
@@ -365,9 +398,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0] if lines else ""
+def _error_text(error: str) -> str:
+    """``error`` bounded as ``stageflow runs show`` shows it, its lines kept."""
+    return "\n".join(error_lines(error))
 
 
 def _where(url: str) -> str:

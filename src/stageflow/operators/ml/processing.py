@@ -16,7 +16,8 @@ fsspec/http URL or ``sklearn:NAME``, as ``data_ingestion`` reads them).
 ``filter``           keep the rows where ``expr`` holds
 ``derive``           add (or replace) ``column`` computed by ``expr``
 ``cast``             ``dtypes``: column -> int | float | string | bool |
-                     datetime | category; ``errors`` raise | coerce (to missing)
+                     datetime | category; ``errors`` raise | coerce (to missing);
+                     short form ``- cast: {a: int, errors: coerce}``
 ``rename``           ``columns``: old -> new
 ``select``           keep only ``columns``, in that order
 ``drop``             remove ``columns``
@@ -32,7 +33,12 @@ Expressions (``filter``, ``derive``) are those of ``data_validation``
 (``operators.ml.expressions``): parsed and checked when the spec is
 validated, interpreted column-wise, never ``eval``-ed — columns by name
 (backticks around odd names), literals, ``and or not``, comparisons, ``in``
-a list, arithmetic, and ``abs isnull notnull length lower upper``.
+a list, arithmetic, and ``abs isnull notnull length lower upper``; bounded so
+that none can exhaust CPU or memory (``**`` exponents from -64 to 64, no power
+towers, texts up to 1,000,000 characters: see that module).
+
+A task with neither ``source`` nor a data upstream fails validation: it would
+have nothing to process.
 
 Output: the DataFrame. Rows in and out of every step are printed to the task's
 log and kept in its metadata (``steps``), with ``rows_in``/``rows_out``
@@ -69,6 +75,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stageflow.errors import Problem
 from stageflow.operators.base import TaskContext, TaskFailed
 from stageflow.operators.metadata import record
 from stageflow.operators.ml._common import MLOperator, ensure_columns, is_frame, need, pick
@@ -78,8 +85,17 @@ from stageflow.operators.ml.expressions import (
     evaluate_values,
     parse_rows,
 )
+from stageflow.spec.models import Pipeline, Task
 
-__all__ = ["AGGREGATIONS", "DTYPES", "STEP_NAMES", "DataProcessing", "ProcessingParams", "apply"]
+__all__ = [
+    "AGGREGATIONS",
+    "DTYPES",
+    "STEP_NAMES",
+    "DataProcessing",
+    "ProcessingParams",
+    "apply",
+    "input_problems",
+]
 
 AGGREGATIONS = (
     "count",
@@ -338,8 +354,9 @@ class ProcessingParams(BaseModel):
     @classmethod
     def _short_form(cls, value: Any) -> Any:
         """``- filter: "x > 0"`` is ``- {op: filter, expr: "x > 0"}``; ``- drop_duplicates``
-        is ``- {op: drop_duplicates}``; ``- select: [a, b]``, ``- cast: {a: int}`` and
-        ``- rename: {a: b}`` name their columns directly."""
+        is ``- {op: drop_duplicates}``; ``- select: [a, b]``, ``- cast: {a: int}`` (with
+        ``errors: coerce`` beside the columns) and ``- rename: {a: b}`` name their
+        columns directly."""
         if not isinstance(value, list):
             return value
         return [_expand(item) for item in value]
@@ -350,6 +367,17 @@ class DataProcessing(MLOperator):
 
     name = "data_processing"
     Params = ProcessingParams
+
+    @classmethod
+    def spec_problems(
+        cls,
+        params: BaseModel,
+        task: Task,
+        pipeline: Pipeline | None,
+        run_params: Mapping[str, Any],
+    ) -> list[Problem]:
+        assert isinstance(params, ProcessingParams)
+        return input_problems(params, task)
 
     def execute(self, params: Any, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:
         assert isinstance(params, ProcessingParams)
@@ -385,6 +413,39 @@ class DataProcessing(MLOperator):
 
 
 OPERATOR = DataProcessing
+
+
+def input_problems(params: ProcessingParams, task: Task) -> list[Problem]:
+    """A task that would have no DataFrame to process: no ``source`` and no data
+    upstream, or an ``input`` that is not one of its data upstream tasks."""
+    if params.source is not None:
+        return []
+    if not task.upstream:
+        only_after = (
+            f" (`after: [{', '.join(task.after)}]` only orders tasks; it passes no data)"
+            if task.after
+            else ""
+        )
+        return [
+            Problem(
+                "operator 'data_processing' has no DataFrame to process"
+                f"{only_after}: set `source:` (a path, URL or sklearn:NAME) or list an "
+                "upstream task that produces a DataFrame under `upstream:`",
+                task=task.id,
+                field="parameters.source",
+            )
+        ]
+    if params.input is not None and params.input not in task.upstream:
+        return [
+            Problem(
+                f"operator 'data_processing': input '{params.input}' is not a data upstream "
+                f"of this task (upstream: {', '.join(task.upstream)}); name one of them or "
+                "add it under `upstream:`",
+                task=task.id,
+                field="parameters.input",
+            )
+        ]
+    return []
 
 
 def apply(step: Any, frame: Any, where: str = "data_processing") -> Any:
@@ -454,7 +515,10 @@ def _expand(item: Any) -> Any:
     elif name in ("drop_missing", "drop_duplicates") and isinstance(body, list):
         body = {"subset": body}
     elif name == "cast" and isinstance(body, dict) and "dtypes" not in body:
-        body = {"dtypes": body}
+        # `errors: raise|coerce` is the option, not a column (a column named `errors`
+        # takes a type, which is neither).
+        option = {k: v for k, v in body.items() if k == "errors" and v in ("raise", "coerce")}
+        body = {"dtypes": {k: v for k, v in body.items() if k not in option}, **option}
     elif name == "rename" and isinstance(body, dict) and "columns" not in body:
         body = {"columns": body}
     if not isinstance(body, dict):
@@ -547,11 +611,14 @@ def _refuse(series: Any, bad: Any, column: str, dtype: str, where: str) -> None:
     first = series[bad].iloc[0]
     first = first.item() if hasattr(first, "item") else first  # numpy scalar: plain repr
     index = series[bad].index[0]
+    index = index.item() if hasattr(index, "item") else index  # row 5, not np.int64(5)
+    row = repr(index) if isinstance(index, str) else str(index)
     count = int(bad.sum())
     raise TaskFailed(
         f"{where}: column '{column}' has {count} value{'s' if count > 1 else ''} that "
-        f"{'are' if count > 1 else 'is'} not {dtype} (first: {first!r} at row {index!r}); "
-        "fix the data, or set `errors: coerce` to make them missing"
+        f"{'are' if count > 1 else 'is'} not {dtype} (first: {first!r} at row {row}); "
+        "fix the data, or add `errors: coerce` to the step to make them missing "
+        f"(`- cast: {{{column}: {dtype}, errors: coerce}}`)"
     )
 
 

@@ -63,7 +63,6 @@ from stageflow.operators.metadata import record
 from stageflow.operators.ml import _mlflow
 from stageflow.operators.ml._common import (
     MLOperator,
-    ensure_columns,
     is_features,
     is_frame,
     is_model,
@@ -660,7 +659,7 @@ class BatchInference(MLOperator):
         columns = getattr(estimator, "feature_names_in_", None)
         x = data
         if columns is not None:
-            ensure_columns(data, [str(c) for c in columns], op, "feature column")
+            _require_features(data, [str(c) for c in columns], label, op)
             x = data[list(columns)]
         try:
             predicted = estimator.predict(x)
@@ -710,6 +709,24 @@ def _data(
     else:
         frame, where = value, f"task:{origin}"
     return frame, {"uri": where, "sha256": frame_hash(frame), "kind": "upstream"}
+
+
+def _require_features(data: Any, columns: list[str], label: str, op: str) -> None:
+    """Raise a ``TaskFailed`` that is not retried (the data will not change) when
+    ``data`` lacks feature columns the model was trained on: how many, the first
+    five, and the fix."""
+    missing = [c for c in columns if c not in data.columns]
+    if not missing:
+        return
+    shown = ", ".join(repr(c) for c in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    raise TaskFailed(
+        f"{op}: {label} expects another schema: the data lacks {len(missing)} of its "
+        f"{len(columns)} feature columns ({shown}{more}), so the model was trained on "
+        "other data; score with the model trained on these columns (`model: NAME@ALIAS`; "
+        "register each dataset's model under a name of its own)",
+        retryable=False,
+    )
 
 
 def _model(
