@@ -173,7 +173,12 @@ class _Slot:
         ``job.memory_limit_gb`` they are all killed (``"memory"``)."""
         limit_mb = None if job.memory_limit_gb is None else job.memory_limit_gb * 1024
         while True:
-            ready = multiprocessing.connection.wait([conn, proc.sentinel], timeout=SAMPLE_SECONDS)
+            try:
+                ready = multiprocessing.connection.wait(
+                    [conn, proc.sentinel], timeout=SAMPLE_SECONDS
+                )
+            except (OSError, ValueError):  # shutdown closed the pipe under us: the run ended
+                return "died"
             if conn in ready:
                 return "done"
             if ready:
