@@ -8,5 +8,13 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 
-for script in ("overhead.py", "startup.py", "scale.py", "fanout.py", "cache.py", "listsched.py"):
+for script in (
+    "overhead.py",
+    "startup.py",
+    "scale.py",
+    "fanout.py",
+    "cache.py",
+    "listsched.py",
+    "queue_throughput.py",
+):
     subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE)

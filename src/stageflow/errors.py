@@ -7,7 +7,8 @@
     ├── SpecLimitExceeded          a spec file is over a size/depth/alias/task limit
     ├── UnknownOperator            no operator registered under that name
     ├── RunNotFound                no run with that run_id in the store
-    ├── RunOwned                   resume refused: a live process still owns the run
+    ├── RunOwned                   a claim refused: another process holds the run's lease
+    ├── LeaseLost                  a commit refused: another process took the run over
     ├── ControlRefused             cancel/pause/approve/retry does not fit the run's state
     ├── StoreError                 the store cannot be opened/used (bad URL, newer schema)
     ├── MissingExtra               an optional dependency is not installed
@@ -28,6 +29,7 @@ __all__ = [
     "ControlRefused",
     "IllegalTransition",
     "InvalidSpec",
+    "LeaseLost",
     "MissingExtra",
     "Problem",
     "RunNotFound",
@@ -124,7 +126,20 @@ class RunNotFound(StageflowError):
 
 
 class RunOwned(StageflowError):
-    pass
+    """A claim of a run was refused: another process holds its lease (``owner``)."""
+
+    def __init__(self, message: str, *, owner: str | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
+class LeaseLost(StageflowError):
+    """A commit of a run was refused: its lease was taken over (by ``owner``), so this
+    process no longer runs it and commits nothing more (fencing)."""
+
+    def __init__(self, message: str, *, owner: str | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
 
 
 class ControlRefused(StageflowError):

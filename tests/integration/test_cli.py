@@ -572,7 +572,8 @@ def test_runs_list_json_is_newest_first(runs: Runs) -> None:
     rows = r.json()
     assert [row["run_id"] for row in rows] == [runs.failing, runs.calls, runs.hello]
     for row in rows:
-        assert set(row) == {"run_id", "pipeline", "state", "started_at", "ended_at"}
+        assert set(row) == {"run_id", "pipeline", "state", "started_at", "ended_at", "lease"}
+        assert row["lease"]["note"] is None and row["lease"]["live"] is False  # ended runs
     assert [(row["pipeline"], row["state"]) for row in rows] == [
         ("failing", "failed"),
         ("calls", "success"),

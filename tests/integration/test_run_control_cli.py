@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -563,11 +564,21 @@ SPEC = {
 
 def make_run(store: Store, run_id: str, state: str, *, live: bool) -> None:
     """A run written straight into the store; ``live``: owned by this (live) process,
-    else by a process that is gone (its start time does not match)."""
+    with a live lease, else by a process that is gone (its start time does not match)
+    and whose lease expired long ago."""
     store.save_pipeline(PipelineRecord("made", "v1", json.dumps(SPEC), 1.0))
     store.create_run(RunRecord(run_id, "made", "v1", state, {}, 1.0), ["deploy", "plain", "later"])
     started = psutil.Process().create_time() if live else 0.0
-    store.claim_run(run_id, host=socket.gethostname(), pid=os.getpid(), started_at=started, now=2.0)
+    store.claim_run(
+        run_id,
+        owner=f"{socket.gethostname()}:{os.getpid()}",
+        expected_epoch=0,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started_at=started,
+        now=time.time() if live else 2.0,
+        ttl=3600.0 if live else 15.0,
+    )
     final = state in ("success", "failed", "cancelled")
     store.commit(
         Batch(

@@ -19,8 +19,11 @@ request functions (``cancel_run`` ...) first check what they can and raise a
 run has ended, no live process runs it, the task does not await approval, or
 the caller is not one of the task's ``approvers`` (names are asserted, not
 authenticated: ``approvers`` guards against mistakes, not attackers). A run
-whose process died cannot act on requests: ``cancel_run`` then cancels it in
-the store itself; the others point to ``stageflow resume``.
+whose process died cannot act on requests: ``cancel_run`` then claims it (a
+compare-and-set of its lease, like ``resume``) and cancels it in the store
+itself; the others point to ``stageflow resume``.
+
+Who runs a run is its lease's owner (``runtime.claim.live_owner``).
 
 State. ``RunControl`` keeps the id of the last request it read: a new run
 starts at 0, a resumed or retried one at the newest id, so requests made to an
@@ -34,16 +37,16 @@ import getpass
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from stageflow.engine.lease import silence
 from stageflow.engine.scheduler import Scheduler, Transition
 from stageflow.engine.states import FINAL_RUN_STATES, FINAL_TASK_STATES, RunState, TaskState
-from stageflow.errors import ControlRefused, UsageError
+from stageflow.errors import ControlRefused, RunOwned, UsageError
+from stageflow.runtime.claim import Owner, holder_of, lease_terms, live_owner, take_run
 from stageflow.runtime.result import iso
 from stageflow.runtime.settings import Settings, load_settings
 from stageflow.runtime.store import open_store
@@ -52,6 +55,7 @@ from stageflow.runtime.store.base import (
     Batch,
     ControlRequest,
     EventRecord,
+    Fence,
     RunRecord,
     RunUpdate,
     Store,
@@ -74,47 +78,8 @@ logger = logging.getLogger(__name__)
 #: How often a running run reads new control requests (bench/overhead.py: no
 #: measurable cost on W1; a cancel or approval takes effect within this time).
 POLL_SECONDS = 0.25
-#: A run owned by another host is alive while its heartbeat (every 5 s) is fresher.
-STALE_HEARTBEAT_SECONDS = 15.0
 
 Record = Callable[[list[Transition], Batch], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """The live process that runs a run."""
-
-    host: str
-    pid: int | None
-    local: bool  # on this host (checked by pid), else by heartbeat age
-
-    def describe(self) -> str:
-        return f"process {self.pid}" if self.local else f"host {self.host}"
-
-
-def live_owner(run: RunRecord) -> Owner | None:
-    """The live process running ``run``, or ``None`` (it ended, crashed, or none took it).
-
-    On this host: the recorded pid is alive and started when the owner did (pid
-    reuse is caught); on another host: its heartbeat is under 15 s old.
-    """
-    if run.state in FINAL_RUN_STATES or run.owner_host is None:
-        return None
-    if run.owner_host != socket.gethostname():
-        fresh = run.heartbeat_at and time.time() - run.heartbeat_at < STALE_HEARTBEAT_SECONDS
-        return Owner(run.owner_host, run.owner_pid, local=False) if fresh else None
-    if run.owner_pid is None:
-        return None
-    import psutil  # only a control request or a resume needs it
-
-    try:
-        proc = psutil.Process(run.owner_pid)
-        alive = abs(proc.create_time() - (run.owner_started_at or 0)) < 1.0 and (
-            proc.status() != psutil.STATUS_ZOMBIE
-        )
-    except psutil.Error:
-        alive = False
-    return Owner(run.owner_host, run.owner_pid, local=True) if alive else None
 
 
 def default_requester() -> str:
@@ -142,15 +107,26 @@ def cancel_run(
     Raises ``RunNotFound``, or ``ControlRefused`` when the run has ended.
     """
     by = _requester(by)
+    settings = settings or load_settings()
     with _opened(settings, home, store_url) as store:
         run = _unfinished(store, run_id, "cancel")
         now = time.time()
         # Stored even when no process runs the run: one that is just starting takes
         # it over from the store and acts on it first thing.
         store.add_request(ControlRequest(run_id, "cancel", now, by))
-        owner = live_owner(run)
+        owner = live_owner(run, now)
         if owner is None:
-            _cancel_in_store(store, run, f"cancelled by {by} (no live process ran the run)", now)
+            # Claimed first (compare-and-set, as resume does): of this cancel and a
+            # resume starting now, exactly one takes the run.
+            try:
+                epoch = take_run(store, run, now=now, terms=lease_terms(settings))
+            except RunOwned as exc:
+                raise ControlRefused(
+                    f"run '{run_id}' was just taken over by {exc.owner}; "
+                    f"`stageflow cancel {run_id}` again asks it to cancel"
+                ) from None
+            message = f"cancelled by {by} (no live process ran the run)"
+            _cancel_in_store(store, run, message, now, epoch)
             return f"run '{run_id}' was not running in any live process; cancelled it in the store"
         return (
             f"asked {owner.describe()} to cancel run '{run_id}': running attempts are "
@@ -419,10 +395,13 @@ def _unfinished(store: Store, run_id: str, verb: str) -> RunRecord:
 
 
 def _owner_or_refuse(run: RunRecord, verb: str) -> Owner:
-    owner = live_owner(run)
+    now = time.time()
+    owner = live_owner(run, now)
     if owner is None:
+        silent = silence(holder_of(run), now)
+        why = f"its owner {silent}" if silent else "it may have crashed"
         raise ControlRefused(
-            f"cannot {verb} run '{run.run_id}': no live process runs it (it may have crashed); "
+            f"cannot {verb} run '{run.run_id}': no live process runs it ({why}); "
             f"`stageflow resume {run.run_id}` finishes it, `stageflow cancel {run.run_id}` ends it"
         )
     return owner
@@ -438,9 +417,10 @@ def _gate_of(store: Store, run: RunRecord, task_id: str) -> dict[str, Any] | Non
     return None
 
 
-def _cancel_in_store(store: Store, run: RunRecord, message: str, now: float) -> None:
-    """Cancel a run nobody runs: its unfinished tasks and attempts, then the run."""
-    batch = Batch()
+def _cancel_in_store(store: Store, run: RunRecord, message: str, now: float, epoch: int) -> None:
+    """Cancel a run nobody runs (this process claimed it: lease ``epoch``): its
+    unfinished tasks and attempts, then the run; its lease is cleared."""
+    batch = Batch(fences={run.run_id: Fence(epoch, now, None)})
     for row in store.task_runs(run.run_id):
         if row.state in FINAL_TASK_STATES:
             continue

@@ -15,6 +15,16 @@ task that consumed its output (causal order). A crash at any instant loses
 only uncommitted changes, and ``resume`` re-runs exactly the tasks without a
 committed ``success``: at least once, never one that has it.
 
+Leases (``engine.lease``, ``runtime.claim.take_run``). Before a run starts
+(a new one) or before its committed state is read (resume, retry), this process
+claims it by compare-and-set of its lease epoch; every batch carries that epoch
+(``Fence``) and renews the lease, and the step adds a heartbeat every
+``renew_every`` (5 s) so a quiet run renews it too. A commit refused because
+another process took the run over (``LeaseLost``) stops the run: no step runs
+after it, running attempts are stopped, nothing more is committed, and the entry
+points raise it. A run starts no new attempt past the lease expiry its last
+commit confirmed (its lease may have been taken over meanwhile).
+
 State: the engine (``Scheduler``), the executor and the ``Cycle`` that runs
 steps, per-task rows mirroring the store (``_Row``), the outputs by task
 (objects for the thread executor, ``OutputRef``s always), and a heap of attempt
@@ -31,7 +41,6 @@ import logging
 import math
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -44,12 +53,13 @@ from stageflow.engine.admission import Admission, Capacity
 from stageflow.engine.retry import NOT_RETRYABLE
 from stageflow.engine.scheduler import EnginePlan, Scheduler, Transition
 from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState
-from stageflow.errors import ControlRefused, InvalidSpec, RunOwned, UsageError
+from stageflow.errors import ControlRefused, InvalidSpec, LeaseLost, UsageError
 from stageflow.graph import critical_path, downstream
 from stageflow.runtime.artifacts import ArtifactStore, load_output, store_output
 from stageflow.runtime.attempt import AttemptResult, Job, Usage
+from stageflow.runtime.claim import check_claimable, default_owner, lease_terms, take_run
 from stageflow.runtime.committer import Committer
-from stageflow.runtime.control import RunControl, default_requester, live_owner
+from stageflow.runtime.control import RunControl, default_requester
 from stageflow.runtime.cycle import Cycle
 from stageflow.runtime.executors.base import Deliver, Executor
 from stageflow.runtime.interrupt import Interrupt
@@ -64,6 +74,7 @@ from stageflow.runtime.store.base import (
     AttemptRecord,
     Batch,
     EventRecord,
+    Fence,
     OutputRef,
     PipelineRecord,
     RunRecord,
@@ -103,7 +114,6 @@ class RunStarted:
 #: Called once a run is claimed, before its first step (e.g. the live view's header).
 OnStart = Callable[[RunStarted], None]
 EXECUTORS = ("thread", "process")
-_HEARTBEAT_SECONDS = 5.0
 _MAX_WAIT = 1.0
 BACKFILL_LIMIT = 8  # tasks admitted around one waiting for resources (engine.admission)
 _S = TaskState
@@ -169,14 +179,15 @@ def resume_run(
 ) -> RunResult:
     """Finish run ``run_id``: re-run exactly its tasks without a committed success.
 
-    Raises ``RunNotFound``, ``RunOwned`` (a live process still runs it), or
-    ``InvalidSpec``/``StageflowError`` when its pipeline can no longer be loaded.
+    Raises ``RunNotFound``, ``RunOwned`` (another process holds its lease, or won the
+    claim), ``LeaseLost`` (taken over while it ran), or ``InvalidSpec``/``StageflowError``
+    when its pipeline can no longer be loaded.
     """
     settings = resolve_settings(settings, home, store_url)
     store = open_store(settings.database_url, settings.home)
     try:
         run = store.get_run(run_id)
-        _refuse_if_owned(run)
+        check_claimable(run, time.time())  # before loading anything; claimed in resume()
         record = store.get_pipeline(run.pipeline, run.pipeline_version)
         pipeline = _reload(record, run)
         runner = Runner(
@@ -214,14 +225,14 @@ def retry_run(
     Committed successes are reused (as ``resume`` does); with ``from_task``, that
     task and everything downstream of it run again even if they succeeded. Attempt
     numbers go on; an event says why each task was reset. Raises ``RunNotFound``,
-    ``RunOwned`` (a live process still runs it), ``ControlRefused`` (it succeeded
-    and no ``from_task`` was given), ``UsageError`` (no such ``from_task``).
+    ``RunOwned`` (another process holds its lease), ``LeaseLost``, ``ControlRefused``
+    (it succeeded and no ``from_task`` was given), ``UsageError`` (no such ``from_task``).
     """
     settings = resolve_settings(settings, home, store_url)
     store = open_store(settings.database_url, settings.home)
     try:
         run = store.get_run(run_id)
-        _refuse_if_owned(run)
+        check_claimable(run, time.time())  # before loading anything; claimed in resume()
         if run.state == RunState.SUCCESS and from_task is None:
             raise ControlRefused(
                 f"run '{run_id}' succeeded; nothing to retry (`stageflow retry {run_id} "
@@ -276,10 +287,12 @@ class Runner:
         use_cache: bool = True,
         capacity: Capacity | None = None,
         admission: Admission | None = None,
+        owner: str | None = None,
     ) -> None:
         """``capacity``: what tasks' requests are admitted against (default: this
         machine's, detected when a task asks for resources); ``admission``: a
-        budget shared with other runs (a ``LocalRuntime``'s), instead."""
+        budget shared with other runs (a ``LocalRuntime``'s), instead; ``owner``:
+        the name this process holds leases under (default ``host:pid``)."""
         if executor not in EXECUTORS:
             raise UsageError(
                 f"unknown executor '{executor}'; use one of: {', '.join(EXECUTORS)}",
@@ -305,16 +318,25 @@ class Runner:
         self.clock = clock
         self.use_cache = use_cache
         self.artifacts = ArtifactStore(settings.artifacts_root)
+        self.owner = owner or default_owner()
+        self.lease = lease_terms(settings)
+        self.epoch = 0  # the lease epoch of the run this runner holds, once claimed
 
     # -- entry points ------------------------------------------------------------
 
     def run_new(self, overrides: Mapping[str, Any]) -> RunResult:
         return self.start(self.prepare(overrides))
 
-    def prepare(self, overrides: Mapping[str, Any]) -> Prepared:
+    def prepare(
+        self, overrides: Mapping[str, Any], *, priority: int = 0, hold: bool = True
+    ) -> Prepared:
         """Validate and plan a new run and record it as ``queued``; ``InvalidSpec``
         (nothing recorded) when the pipeline or its parameters are wrong, or a
-        request can never fit the capacity."""
+        request can never fit the capacity.
+
+        ``hold``: the run is recorded under this runner's lease (it is about to run
+        it: no worker may take it meanwhile); without, it waits in the store's queue
+        for a worker (``stageflow submit``), in ``priority`` order."""
         params = resolve_params(self.pipeline, overrides)
         plan = self._plan(params)
         now = self.clock()
@@ -332,13 +354,17 @@ class Runner:
             now,
             executor=self.executor_name,
             source=_source_of(self.pipeline),
+            lease_owner=self.owner if hold else None,
+            lease_expires_at=self.lease.expiry(now) if hold else None,
+            priority=priority,
         )
         self.store.create_run(run, [t.id for t in self.pipeline.tasks])
         logger.info("run %s of pipeline %s (version %s) created", run_id, run.pipeline, version)
         return Prepared(run, params, plan)
 
     def start(self, prepared: Prepared) -> RunResult:
-        """Run a prepared (queued) run to its end."""
+        """Claim a prepared (queued) run and run it to its end; ``RunOwned`` when
+        another process claimed it first."""
         return self._execute(
             prepared.run,
             prepared.params,
@@ -346,6 +372,22 @@ class Runner:
             restored={},
             attempts={},
             resumed=False,
+            lease=self._claim(prepared.run),
+        )
+
+    def start_queued(self, run: RunRecord) -> RunResult:
+        """Claim a run that waits in the store's queue (``prepare(hold=False)``, by
+        another process) and run it to its end; ``RunOwned`` when another claimed it
+        first. ``InvalidSpec`` when its parameters no longer fit this pipeline."""
+        plan = self._plan(run.params)
+        return self._execute(
+            run,
+            run.params,
+            plan,
+            restored={},
+            attempts={},
+            resumed=False,
+            lease=self._claim(run),
         )
 
     def resume(
@@ -359,6 +401,9 @@ class Runner:
                 "(start a new run with `stageflow run`)"
             )
         plan = self._plan(run.params)
+        # Claimed before the committed state is read: its former owner can commit
+        # nothing after the claim (fencing), so nothing committed is missed.
+        lease = self._claim(run)
         refs = self.store.outputs(run.run_id)
         rows = self.store.task_runs(run.run_id)
         restored = {
@@ -368,8 +413,23 @@ class Runner:
         }
         attempts = {r.task_id: r.attempts for r in rows}
         return self._execute(
-            run, run.params, plan, restored=restored, attempts=attempts, resumed=True, reason=reason
+            run,
+            run.params,
+            plan,
+            restored=restored,
+            attempts=attempts,
+            resumed=True,
+            reason=reason,
+            lease=lease,
         )
+
+    def _claim(self, run: RunRecord) -> Fence:
+        """Take ``run``'s lease (``claim.take_run``: decide, then compare-and-set the
+        epoch read); the fence its commits carry. Raises ``RunOwned``."""
+        now = self.clock()
+        epoch = take_run(self.store, run, now=now, terms=self.lease, owner=self.owner)
+        self.epoch = epoch  # a worker hands the run back under it (``Store.release_lease``)
+        return Fence(epoch, now, self.lease.expiry(now))
 
     def _plan(self, params: Mapping[str, Any]) -> EnginePlan:
         """Check the pipeline (``InvalidSpec`` with every problem, requests that can
@@ -409,14 +469,12 @@ class Runner:
         restored: dict[str, OutputRef],
         attempts: dict[str, int],
         resumed: bool,
+        lease: Fence,
         reason: str | None = None,
     ) -> RunResult:
         pipeline = self.pipeline
         run_id = run.run_id
         now = started = self.clock()
-        self.store.claim_run(
-            run_id, host=socket.gethostname(), pid=os.getpid(), started_at=_process_start(), now=now
-        )
         recorder = start_recording(
             self.store, self.settings, pipeline, run, params, resumed=resumed
         )
@@ -425,7 +483,7 @@ class Runner:
             timeouts = _ByTask(
                 {t.id: pipeline.timeout_of(t) or self.settings.task_timeout for t in pipeline.tasks}
             )
-            loop = _Loop(self, run_id, tasks, params, restored)
+            loop = _Loop(self, run_id, tasks, params, restored, lease)
             sched = Scheduler(
                 plan,
                 failure_strategy=pipeline.failure_strategy,
@@ -469,6 +527,7 @@ class Runner:
         )
         drive = _Drive(self, loop, sched, control, timeouts, batch, now)
         cycle = Cycle(drive.step, self.clock, drive.submit)
+        loop.committer.on_error = cycle.wake  # a refused commit (LeaseLost) stops the run now
         drive.executor = _make_executor(self.executor_name, self.parallel, cycle.deliver)
         shared = self.admission is not None and sched.uses_admission and self.shared
         if shared:
@@ -489,6 +548,7 @@ class Runner:
                 with cycle.lock:
                     if cycle.error is not None:
                         raise cycle.error
+                    loop.committer.check()  # LeaseLost: another process took the run over
                     if sched.finished:
                         break
                     now = self.clock()
@@ -503,6 +563,11 @@ class Runner:
                 now = self.clock()
                 loop.record(sched.cancel(now, "cancelled: interrupted (Ctrl-C)"), drive.batch)
                 drive.stop_cancelled()
+        except LeaseLost as exc:  # taken over: stop, commit nothing more
+            logger.error("run %s: %s", run_id, exc)
+            with contextlib.suppress(LeaseLost):
+                loop.committer.close()  # its thread ends; queued batches are dropped
+            raise
         finally:
             cycle.close()
             drive.executor.shutdown()
@@ -532,8 +597,10 @@ class Runner:
                 or (self.interrupt.reason if drive.interrupted and self.interrupt else None),
             )
         )
-        loop.commit(batch)
-        loop.committer.close()  # everything committed before the run is reported finished
+        try:
+            loop.commit(batch, now, final=True)  # the final state clears the lease
+        finally:
+            loop.committer.close()  # everything committed before the run is reported finished
         logger.info("run %s finished: %s", run_id, state)
         finished = loop.result(state, run.started_at or started, now)
         recorder.finish(finished, loop.refs)  # reproducibility record, lineage, tracking
@@ -571,6 +638,8 @@ class _Drive:
         self.executor: Executor
         self.parallel = runner.parallel
         self.interval = runner.settings.commit_interval
+        self.renew_every = runner.lease.renew_every
+        self.committer = loop.committer
         self.deadlines: list[tuple[float, str, int]] = []  # (deadline, task id, attempt)
         self.run_timeout = runner.pipeline.run_timeout_seconds
         self.run_deadline = now + self.run_timeout if self.run_timeout else None
@@ -616,18 +685,21 @@ class _Drive:
         control = self.control
         if now >= control.next_poll:
             control.poll(sched, now, batch, loop.record)
-        if now - self.last_heartbeat >= _HEARTBEAT_SECONDS:
+        renew = now - self.last_heartbeat >= self.renew_every
+        if renew:  # committed now, whatever commit_interval says: renews the lease
             batch.runs.append(RunUpdate(loop.run_id, heartbeat_at=now))
             self.last_heartbeat = now
-        jobs = self._dispatch(now) if sched.has_ready else []
+        # No new attempt past the lease expiry the last commit confirmed: another
+        # process may have taken the run over meanwhile (a renewal moves it on).
+        jobs = self._dispatch(now) if sched.has_ready and now < self.committer.lease_until else []
         self.stop_cancelled()
         if batch:
             # Group commit: changes wait at most commit_interval; batches keep the
             # order of events, so causal order holds (module docstring).
             if self.dirty_since is None:
                 self.dirty_since = now
-            if now - self.dirty_since >= self.interval or sched.finished:
-                loop.commit(batch)
+            if now - self.dirty_since >= self.interval or sched.finished or renew:
+                loop.commit(batch, now)
                 self.batch = Batch()
                 self.dirty_since = None
         return jobs, self.look(now)
@@ -658,6 +730,7 @@ class _Drive:
             self.dirty_since + self.interval if self.dirty_since is not None else None,
             self.control.next_poll,
             self.run_deadline,
+            self.last_heartbeat + self.renew_every,
         ):
             if due is not None and due < look:
                 look = due
@@ -727,9 +800,12 @@ class _Loop:
         tasks: Mapping[str, Any],
         params: dict[str, Any],
         restored: dict[str, OutputRef],
+        lease: Fence,
     ) -> None:
         self.runner = runner
         self.run_id = run_id
+        self.epoch = lease.epoch  # every commit carries it (fencing)
+        self.lease_seconds = runner.lease.seconds
         self.tasks = tasks
         self.sched: Scheduler | None = None
         self.params = params
@@ -752,7 +828,7 @@ class _Loop:
         self.artifacts_root = settings.artifacts_root
         self.inline = settings.inline_output_bytes
         self.listener = runner.listener
-        self.committer = Committer(runner.store)
+        self.committer = Committer(runner.store, lease_until=lease.expires_at or 0.0)
         # Where the run's tasks start and relative paths resolve (operators/paths.py).
         self.pipeline_dir = _pipeline_dir(runner.pipeline)
         self.guard = Resilience(
@@ -1144,7 +1220,11 @@ class _Loop:
             )
         return self.values[task_id]
 
-    def commit(self, batch: Batch) -> None:
+    def commit(self, batch: Batch, now: float, *, final: bool = False) -> None:
+        """Queue ``batch`` for commit, fenced by this process's lease epoch and
+        renewing the lease to ``now`` + its length (``final``: clearing it)."""
+        expires = None if final else now + self.lease_seconds
+        batch.fences[self.run_id] = Fence(self.epoch, now, expires)
         for tid in self.dirty:
             row = self.rows[tid]
             batch.task_runs.append(
@@ -1269,34 +1349,6 @@ def resolve_settings(settings: Settings | None, home: Any, store_url: str | None
     if store_url is not None:
         settings = replace(settings, database_url=store_url)
     return settings
-
-
-def _process_start() -> float:
-    """This process's start time (guards against pid reuse when checking the owner)."""
-    import psutil  # imported here: only a run that records an owner needs it
-
-    return float(psutil.Process().create_time())
-
-
-def _refuse_if_owned(run: RunRecord) -> None:
-    owner = live_owner(run)
-    if owner is None or (owner.local and owner.pid == os.getpid()):
-        return
-    paused = (
-        f"; it is paused: `stageflow unpause {run.run_id}` continues it"
-        if run.state == RunState.PAUSED
-        else ""
-    )
-    if not owner.local:
-        raise RunOwned(
-            f"run '{run.run_id}' is still running on host {owner.host} "
-            f"(heartbeat {time.time() - (run.heartbeat_at or 0):.0f}s ago); "
-            f"wait for it or stop it first{paused}"
-        )
-    raise RunOwned(
-        f"run '{run.run_id}' is still running in process {owner.pid}; "
-        f"wait for it to finish, or stop that process, then resume{paused}"
-    )
 
 
 def _with_downstream(pipeline: Pipeline, task_id: str, run_id: str) -> set[str]:

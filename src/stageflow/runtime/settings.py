@@ -61,8 +61,12 @@ NUMBER_RANGES: dict[str, tuple[type[int] | type[float], float]] = {
     "MAX_CONCURRENT_RUNS": (int, 100_000),
     "INLINE_OUTPUT_BYTES": (int, 1 << 29),  # SQLite stores at most 1e9 bytes in a value
     "COMMIT_INTERVAL_MS": (float, 60_000),  # a minute: longer loses more to a crash
+    "LEASE_SECONDS": (float, 3600),  # an hour: longer leaves a dead owner's run longer
     "API_PORT": (int, 65535),
 }
+#: The shortest lease ``STAGEFLOW_LEASE_SECONDS`` may set.
+MIN_LEASE_SECONDS = 2.0
+
 #: Capacity overrides: a number each, as ``STAGEFLOW_<NAME>`` or the seed's ``<NAME>``.
 CAPACITY_NUMBERS = ("MAX_CPU_CORES", "MAX_MEMORY_GB", "MAX_GPU_COUNT")
 #: Capacity overrides holding ``NAME=AMOUNT`` items (pools, custom resources).
@@ -81,6 +85,9 @@ class Settings:
     log_level: str = "WARNING"
     inline_output_bytes: int = 64 * 1024
     commit_interval: float = 0.01  # seconds a state change may wait for its group commit
+    # Seconds a run's lease lasts (engine.lease; renewed every third of it); None:
+    # engine.lease.DEFAULT_LEASE_SECONDS.
+    lease_seconds: float | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     limits: Limits = field(default_factory=Limits)
@@ -143,6 +150,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_tasks=int(number("MAX_TASKS", None, int) or defaults.limits.max_tasks),
     )
     timeout = number("TASK_TIMEOUT", "TASK_TIMEOUT", float)
+    lease = number("LEASE_SECONDS", None, float) or None  # 0: the default, as elsewhere
+    if lease is not None and lease < MIN_LEASE_SECONDS:
+        raise UsageError(
+            f"STAGEFLOW_LEASE_SECONDS is {get('LEASE_SECONDS')!r}; it must be at least "
+            f"{MIN_LEASE_SECONDS:g} (a lease is renewed every third of it)"
+        )
     retries = number("MAX_RETRIES", "MAX_RETRIES", int)
     return Settings(
         home=Path(get("HOME") or ".stageflow"),
@@ -155,6 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=(get("LOG_LEVEL", "LOG_LEVEL") or "WARNING").upper(),
         inline_output_bytes=int(number("INLINE_OUTPUT_BYTES", None, int) or 64 * 1024),
         commit_interval=(number("COMMIT_INTERVAL_MS", None, float) or 10.0) / 1000.0,
+        lease_seconds=lease,
         api_host=get("API_HOST", "API_HOST") or "127.0.0.1",
         api_port=int(number("API_PORT", "API_PORT", int) or 8080),
         tracking=(get("TRACKING") or "").lower() in ("1", "true", "yes", "on"),

@@ -455,7 +455,7 @@ def graph(
     if (target is None) == (run_id is None):
         raise UsageError("give either a pipeline file/module or --run RUN_ID")
     if run_id is not None:
-        pipeline, result = _pipeline_of_run(settings, run_id)
+        pipeline, result, _ = _pipeline_of_run(settings, run_id)
         states = {tid: t.state for tid, t in result.tasks.items()}
         durations = {
             tid: t.duration_s for tid, t in result.tasks.items() if t.duration_s is not None
@@ -504,11 +504,17 @@ def runs() -> None:
 @click.option("--pipeline", default=None, help="Only runs of this pipeline.")
 @click.pass_obj
 def runs_list(settings: Any, fmt: str, limit: int, pipeline: str | None) -> None:
-    """Recorded runs, newest first."""
+    """Recorded runs, newest first.
+
+    A run whose lease expired says so: ``running — host:pid silent since 12:01:07 UTC,
+    will be taken over``."""
+    import time
+
     from stageflow.runtime.result import iso
 
     with _store(settings) as store:
         records = store.list_runs(limit=limit, pipeline=pipeline)
+    now = time.time()
     rows = [
         {
             "run_id": r.run_id,
@@ -516,6 +522,7 @@ def runs_list(settings: Any, fmt: str, limit: int, pipeline: str | None) -> None
             "state": r.state,
             "started_at": iso(r.started_at),
             "ended_at": iso(r.ended_at),
+            "lease": _lease_json(r, now),
         }
         for r in records
     ]
@@ -526,8 +533,10 @@ def runs_list(settings: Any, fmt: str, limit: int, pipeline: str | None) -> None
         click.echo("no runs yet; start one with `stageflow run PIPELINE`", err=True)
         return
     for r in rows:
+        lease = r["lease"]
+        state = f"{r['state']} — {lease['note']}" if lease and lease["note"] else r["state"]
         click.echo(
-            f"{r['run_id']}  {r['pipeline']:<24} {r['state']:<10} "
+            f"{r['run_id']}  {r['pipeline']:<24} {state:<10} "
             f"{r['started_at'] or '-'}  {r['ended_at'] or '-'}"
         )
 
@@ -537,14 +546,26 @@ def runs_list(settings: Any, fmt: str, limit: int, pipeline: str | None) -> None
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
 @click.pass_obj
 def runs_show(settings: Any, run_id: str, fmt: str) -> None:
-    """One run: its state and every task's state, attempts, times and error."""
+    """One run: its state and every task's state, attempts, times and error.
+
+    A run whose lease expired says so after its state (as in ``runs list``); the
+    JSON is the shape ``run --format json`` prints."""
+    import io
+    import time
+
     from stageflow.service.progress import render_summary
 
-    _, result = _pipeline_of_run(settings, run_id)
+    _, result, record = _pipeline_of_run(settings, run_id)
     if fmt == "json":
         click.echo(json.dumps(result.as_json()))
     else:
-        render_summary(result, sys.stdout, outputs=False)
+        lease = _lease_json(record, time.time())
+        text = io.StringIO()
+        render_summary(result, text, outputs=False)
+        head, _, rest = text.getvalue().partition("\n")
+        if lease and lease["note"]:  # the first line ends with the run's state
+            head = f"{head} — {lease['note']}"
+        sys.stdout.write(f"{head}\n{rest}")
         _show_usage(settings, run_id)
 
 
@@ -846,7 +867,26 @@ def _check_output_path(path: Path, shown: str) -> None:
         )
 
 
-def _pipeline_of_run(settings: Any, run_id: str) -> tuple[Any, Any]:
+def _lease_json(run: Any, now: float) -> dict[str, Any] | None:
+    """A run's lease for ``runs list``/``runs show``: owner, epoch, expiry, whether it
+    is live, and ``note`` (``engine.lease.silence``) when it expired; ``None`` when the
+    run was never claimed."""
+    if run.lease_owner is None:
+        return None
+    from stageflow.engine.lease import is_live, silence
+    from stageflow.runtime.claim import holder_of
+    from stageflow.runtime.result import iso
+
+    return {
+        "owner": run.lease_owner,
+        "epoch": run.lease_epoch,
+        "expires_at": iso(run.lease_expires_at),
+        "live": is_live(run.lease_expires_at, now),
+        "note": silence(holder_of(run), now),
+    }
+
+
+def _pipeline_of_run(settings: Any, run_id: str) -> tuple[Any, Any, Any]:
     from stageflow.graph import critical_path
     from stageflow.runtime.result import RunResult
     from stageflow.spec.load import pipeline_from_data
@@ -859,7 +899,7 @@ def _pipeline_of_run(settings: Any, run_id: str) -> tuple[Any, Any]:
     pipeline = pipeline_from_data(json.loads(spec.spec_json))
     durations = {tid: t.duration_s for tid, t in result.tasks.items() if t.duration_s is not None}
     result.critical_path = critical_path(pipeline.upstream_map(), durations, default=0.0).tasks
-    return pipeline, result
+    return pipeline, result, record
 
 
 def _run_shown(fmt: str, call: Callable[[Any, Any, Any], Any]) -> NoReturn:
@@ -899,3 +939,8 @@ def _run_shown(fmt: str, call: Callable[[Any, Any, Any], Any]) -> NoReturn:
 from stageflow.service import cli_ml  # noqa: E402  (after `cli` exists)
 
 cli_ml.attach(cli)
+
+# The queue commands (submit, worker).
+from stageflow.service import cli_queue  # noqa: E402  (after `cli` exists)
+
+cli_queue.attach(cli)

@@ -293,7 +293,16 @@ def test_get_run_of_unknown_run_raises_run_not_found(store: SqlStore) -> None:
 
 def test_claim_run_sets_the_owner(store: SqlStore) -> None:
     store.create_run(make_run(), [])
-    store.claim_run("r1", host="worker-1", pid=1234, started_at=50.5, now=60.25)
+    epoch = store.claim_run(
+        "r1",
+        owner="worker-1:1234",
+        expected_epoch=0,
+        host="worker-1",
+        pid=1234,
+        started_at=50.5,
+        now=60.25,
+        ttl=15.0,
+    )
     run = store.get_run("r1")
     assert (run.owner_host, run.owner_pid, run.owner_started_at, run.heartbeat_at) == (
         "worker-1",
@@ -301,14 +310,38 @@ def test_claim_run_sets_the_owner(store: SqlStore) -> None:
         50.5,
         60.25,
     )
-    store.claim_run("r1", host="worker-2", pid=99, started_at=70.0, now=71.0)
+    assert (epoch, run.lease_owner, run.lease_epoch, run.lease_expires_at) == (
+        1,
+        "worker-1:1234",
+        1,
+        75.25,
+    )
+    store.claim_run(
+        "r1",
+        owner="worker-2:99",
+        expected_epoch=1,
+        host="worker-2",
+        pid=99,
+        started_at=70.0,
+        now=71.0,
+        ttl=15.0,
+    )
     assert store.get_run("r1").owner_host == "worker-2"
     assert store.get_run("r1").state == "queued"
 
 
 def test_claim_run_of_unknown_run_raises_run_not_found(store: SqlStore) -> None:
     with pytest.raises(RunNotFound, match="no run 'ghost'"):
-        store.claim_run("ghost", host="h", pid=1, started_at=0.0, now=0.0)
+        store.claim_run(
+            "ghost",
+            owner="h:1",
+            expected_epoch=0,
+            host="h",
+            pid=1,
+            started_at=0.0,
+            now=0.0,
+            ttl=15.0,
+        )
 
 
 def test_a_commit_failing_midway_leaves_nothing(store: SqlStore) -> None:

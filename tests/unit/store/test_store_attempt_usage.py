@@ -214,9 +214,17 @@ def test_a_version_4_store_is_migrated_and_keeps_its_attempts(
     with monkeypatch.context() as patch:
         patch.setattr(migrations_module, "MIGRATIONS", MIGRATIONS[:4])
         patch.setattr(migrations_module, "LATEST_VERSION", 4)
-        with backend.open() as old:
-            old.create_run(run("r1"), ["a"])
-            # The code of version 4 wrote only the first seven columns.
+        with backend.open():
+            # The code of version 4 wrote the runs' first 14 columns and the
+            # attempts' first seven.
+            backend.query(
+                "INSERT INTO runs (run_id, pipeline, pipeline_version, state, params_json, "
+                "created_at) VALUES ('r1', 'churn', 'v1', 'success', '{}', 100.0)"
+            )
+            backend.query(
+                "INSERT INTO task_runs (run_id, task_id, seq, state, attempts) "
+                "VALUES ('r1', 'a', 0, 'pending', 0)"
+            )
             backend.query(
                 "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, ended_at, "
                 "error) VALUES ('r1', 'a', 1, 'success', 1.0, 2.0, NULL)"

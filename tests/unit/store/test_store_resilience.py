@@ -219,8 +219,15 @@ def test_a_version_1_store_is_migrated_and_keeps_its_rows(
     with monkeypatch.context() as patch:
         patch.setattr(migrations_module, "MIGRATIONS", MIGRATIONS[:1])
         patch.setattr(migrations_module, "LATEST_VERSION", 1)
-        with backend.open() as old:
-            old.create_run(RunRecord("r1", "p", "v", "success", {}, 1.0), ["a"])
+        with backend.open():  # a run as the code of version 1 wrote it
+            backend.query(
+                "INSERT INTO runs (run_id, pipeline, pipeline_version, state, params_json, "
+                "created_at) VALUES ('r1', 'p', 'v', 'success', '{}', 1.0)"
+            )
+            backend.query(
+                "INSERT INTO task_runs (run_id, task_id, seq, state, attempts) "
+                "VALUES ('r1', 'a', 0, 'pending', 0)"
+            )
     assert backend.query("SELECT version FROM stageflow_schema") == [(1,)]
     assert "cache_entries" not in backend.tables()
     with backend.open() as store:

@@ -7,6 +7,12 @@ circuit breaker states (by circuit name).  The
 runner writes through :meth:`Store.commit`, one transaction per scheduling tick
 (DESIGN.md, durability rule): a ``Batch`` is applied atomically or not at all.
 
+Leases (``engine.lease``): a run's row holds its lease (owner, epoch, expiry).
+``claim_run`` takes it by compare-and-set on the epoch the claimer read, so of
+simultaneous claimers exactly one wins; a ``Batch`` carries the ``Fence`` of its
+run (the epoch its process claimed), and ``commit`` applies nothing unless that
+epoch is still the run's (``LeaseLost``). A fenced commit renews the lease.
+
 Timestamps are float seconds since the epoch (UTC); ``None`` means "not yet".
 State strings are exactly DESIGN.md's (``engine.states``). The records the run
 loop writes per task (task runs, attempts, events, outputs) are named tuples
@@ -29,6 +35,7 @@ __all__ = [
     "CacheEntry",
     "ControlRequest",
     "EventRecord",
+    "Fence",
     "OutputRef",
     "PipelineRecord",
     "RunRecord",
@@ -62,6 +69,12 @@ class RunRecord:
     heartbeat_at: float | None = None
     executor: str | None = None
     source: str | None = None  # where the pipeline was loaded from (file path), for resume
+    # The lease (schema 6; engine.lease): who holds the run, the epoch of its claim
+    # (0: never claimed) and when it expires (None: no lease, e.g. the run ended).
+    lease_owner: str | None = None
+    lease_epoch: int = 0
+    lease_expires_at: float | None = None
+    priority: int = 0  # higher runs first when runs wait in the store's queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +179,22 @@ class ControlRequest:
     request_id: int = 0
 
 
+class Fence(NamedTuple):
+    """A batch's lease on its run: committed only while the run's lease epoch is
+    still ``epoch``; the commit renews the lease to ``expires_at`` (``None``: clears
+    it, as a run's final commit does) and sets ``heartbeat_at`` to ``renewed_at``."""
+
+    epoch: int
+    renewed_at: float
+    expires_at: float | None
+
+
 @dataclass(slots=True)
 class Batch:
-    """Everything one scheduling tick changes; applied in one transaction."""
+    """Everything one scheduling tick changes; applied in one transaction.
+
+    ``fences``: run_id -> ``Fence``; the batch is applied only if every fenced run
+    still has that lease epoch (else ``LeaseLost``, nothing applied)."""
 
     task_runs: list[TaskRunRecord] = field(default_factory=list)
     attempts: list[AttemptRecord] = field(default_factory=list)
@@ -176,6 +202,7 @@ class Batch:
     outputs: list[OutputRef] = field(default_factory=list)
     runs: list[RunUpdate] = field(default_factory=list)
     cache: list[CacheEntry] = field(default_factory=list)  # upserted by key
+    fences: dict[str, Fence] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(
@@ -191,6 +218,7 @@ class Batch:
         self.outputs.extend(later.outputs)
         self.runs.extend(later.runs)
         self.cache.extend(later.cache)
+        self.fences.update(later.fences)  # the later renewal (or clearing) wins
 
 
 class Store(Protocol):
@@ -211,10 +239,37 @@ class Store(Protocol):
         """Insert the run and one ``pending`` task run per id, in one transaction."""
 
     def commit(self, batch: Batch) -> None:
-        """Apply a whole batch in one transaction (upserts for rows, inserts for events)."""
+        """Apply a whole batch in one transaction (upserts for rows, inserts for events).
 
-    def claim_run(self, run_id: str, *, host: str, pid: int, started_at: float, now: float) -> None:
-        """Record this process as the run's owner (owner_* and heartbeat_at)."""
+        Its fences first: a fenced run whose lease epoch changed raises ``LeaseLost``
+        (naming the new owner) and nothing is applied; otherwise its lease is renewed."""
+
+    def claim_run(
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        expected_epoch: int,
+        host: str,
+        pid: int,
+        started_at: float,
+        now: float,
+        ttl: float,
+    ) -> int:
+        """Take the run's lease if its epoch is still ``expected_epoch`` (one
+        conditional update): owner, epoch + 1, expiry ``now + ttl``, owner_* and
+        heartbeat_at. Returns the new epoch. Raises ``RunOwned`` naming the owner
+        when the epoch moved on (another claimer won), ``RunNotFound``."""
+
+    def renew_lease(self, run_id: str, epoch: int, now: float, ttl: float) -> bool:
+        """Extend the lease to ``now + ttl`` if its epoch is still ``epoch``; False if not."""
+
+    def release_lease(self, run_id: str, epoch: int, now: float) -> bool:
+        """Move the epoch on and expire the lease ``now`` if the epoch is still ``epoch``
+        (a worker handing a run back to the queue); False if not."""
+
+    def claimable_runs(self, now: float, limit: int) -> list[RunRecord]:
+        """Runs a worker may claim at ``now``, ``priority`` high first, then oldest."""
 
     def get_run(self, run_id: str) -> RunRecord:
         """Raise ``RunNotFound`` (naming the run_id and ``stageflow runs list``) when absent."""

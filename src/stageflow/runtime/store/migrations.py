@@ -213,6 +213,21 @@ MIGRATIONS: list[Migration] = [
         "ALTER TABLE attempts ADD COLUMN peak_rss_mb {real}",
         "ALTER TABLE attempts ADD COLUMN gpu_seconds {real}",
     ),
+    _for_both(
+        6,
+        "runs: leases (owner, epoch, expiry; engine.lease) and priority",
+        "ALTER TABLE runs ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE runs ADD COLUMN lease_epoch {bigint} NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN lease_expires_at {real}",
+        "ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        # An unfinished run recorded before leases existed gets the lease its last
+        # heartbeat would have given (15 s, the default): a run whose process died
+        # long ago is taken over at once, one that was just running is not.
+        """UPDATE runs SET lease_owner = owner_host || ':' || CAST(owner_pid AS TEXT),
+            lease_expires_at = heartbeat_at + 15
+            WHERE state IN ('queued', 'running', 'paused') AND owner_host IS NOT NULL
+            AND owner_pid IS NOT NULL AND heartbeat_at IS NOT NULL""",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

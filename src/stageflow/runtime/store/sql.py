@@ -11,6 +11,14 @@ supplies the differences (``dialect.py``).  Policy and state:
   as plain tuples, and rows are upserts (``INSERT ... ON CONFLICT DO UPDATE``),
   so the runner never asks whether a row exists.
 - A ``RunUpdate`` changes only the fields it sets: ``COALESCE(new, column)``.
+- Leases (``engine.lease``): ``claim_run`` is ONE conditional ``UPDATE ... WHERE
+  lease_epoch = <the epoch the claimer read>``, so of simultaneous claimers exactly
+  one changes the row. ``commit`` first renews the lease of every fenced run with
+  ``UPDATE ... WHERE lease_epoch = <its epoch>`` in the same transaction; a row not
+  changed means the run was taken over: roll back, ``LeaseLost``. On PostgreSQL that
+  update holds the run's row lock until the commit, so a concurrent claim waits for
+  it and then finds the epoch it read unchanged (it wins) or not (it fails); SQLite
+  has one writer at a time (``BEGIN IMMEDIATE``).
 - An attempt row replaces its state, times and error, but its scheduling and
   usage fields (``queued_at``, ``request_json``, ``gpu_devices``, ``cpu_seconds``,
   ``peak_rss_mb``, ``gpu_seconds``) keep what an earlier row set when a later one
@@ -40,7 +48,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from stageflow.errors import RunNotFound, StoreError
+from stageflow.errors import LeaseLost, RunNotFound, RunOwned, StoreError
 from stageflow.runtime.store.base import (
     AttemptRecord,
     Batch,
@@ -106,6 +114,10 @@ class SqlStore:
             run.heartbeat_at,
             run.executor,
             run.source,
+            run.lease_owner,
+            run.lease_epoch,
+            run.lease_expires_at,
+            run.priority,
         )
         run_id = run.run_id
         bulk = self.dialect.insert_pending_bulk
@@ -120,7 +132,8 @@ class SqlStore:
     def commit(self, batch: Batch) -> None:
         """Apply a whole batch in one transaction; on any error roll back and re-raise.
 
-        Raises ``RunNotFound`` when a ``RunUpdate`` names a run not in the store.
+        Raises ``RunNotFound`` when a ``RunUpdate`` names a run not in the store, and
+        ``LeaseLost`` (nothing applied) when a fenced run's lease epoch moved on.
         """
         if not batch:
             return
@@ -129,6 +142,15 @@ class SqlStore:
             cur = self._cur
             self._start(cur)
             try:
+                # First, so that on PostgreSQL the run's row is locked against a
+                # concurrent claim for the rest of the transaction.
+                for run_id, fence in batch.fences.items():
+                    cur.execute(
+                        sql.renew_lease,
+                        (fence.expires_at, fence.renewed_at, run_id, fence.epoch),
+                    )
+                    if cur.rowcount == 0:
+                        raise self._lease_lost(cur, run_id, fence.epoch)
                 if batch.runs:
                     updates = [
                         (u.state, u.started_at, u.ended_at, u.heartbeat_at, u.run_id)
@@ -242,15 +264,64 @@ class SqlStore:
             )
             return new
 
-    def claim_run(self, run_id: str, *, host: str, pid: int, started_at: float, now: float) -> None:
-        """Record this process as the run's owner (owner_* and heartbeat_at).
+    def claim_run(
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        expected_epoch: int,
+        host: str,
+        pid: int,
+        started_at: float,
+        now: float,
+        ttl: float,
+    ) -> int:
+        """Take the run's lease if its epoch is still ``expected_epoch``; return the new
+        epoch (``expected_epoch + 1``).
 
-        Raises ``RunNotFound`` when the run is not in the store.
+        One conditional ``UPDATE`` (module docstring): of claimers that read the same
+        epoch exactly one succeeds. Raises ``RunOwned`` naming the run's owner when the
+        epoch moved on, ``RunNotFound`` when the run is not in the store.
         """
+        row = (owner, now + ttl, host, pid, started_at, now, run_id, expected_epoch)
         with self._transaction() as cur:
-            cur.execute(self._sql.claim_run, (host, pid, started_at, now, run_id))
-            if cur.rowcount == 0:
-                raise self._run_not_found(run_id)
+            cur.execute(self._sql.claim_run, row)
+            if cur.rowcount == 1:
+                return expected_epoch + 1
+            cur.execute(self._sql.select_run, (run_id,))
+            found = cur.fetchone()
+        if found is None:
+            raise self._run_not_found(run_id)
+        run = _run_record(found)
+        raise RunOwned(
+            f"run '{run_id}' was claimed by {run.lease_owner} (lease epoch {run.lease_epoch}) "
+            f"before this process could take it; wait for it to finish or stop it first "
+            f"(`stageflow runs show {run_id}`)",
+            owner=run.lease_owner,
+        )
+
+    def renew_lease(self, run_id: str, epoch: int, now: float, ttl: float) -> bool:
+        """Extend the run's lease to ``now + ttl`` (and its heartbeat to ``now``) if its
+        epoch is still ``epoch``; False when it is not (or the run is not in the store)."""
+        with self._transaction() as cur:
+            cur.execute(self._sql.renew_lease, (now + ttl, now, run_id, epoch))
+            return cur.rowcount == 1
+
+    def release_lease(self, run_id: str, epoch: int, now: float) -> bool:
+        """Hand the run back to the queue: if its epoch is still ``epoch``, move the
+        epoch on (so the releasing process's later commits are refused, fencing) and
+        let the lease expire ``now``, so any worker may take the run over at once.
+        False when another process took it meanwhile (nothing changed)."""
+        with self._transaction() as cur:
+            cur.execute(self._sql.release_lease, (now, run_id, epoch))
+            return cur.rowcount == 1
+
+    def claimable_runs(self, now: float, limit: int) -> list[RunRecord]:
+        """Runs a worker may claim at ``now``, in queue order (``priority`` high
+        first, then oldest): ``queued`` runs nobody holds, and ``queued``/``running``
+        runs whose lease expired (their owner went silent: a takeover). A read only:
+        claiming is ``claim_run``'s compare-and-set."""
+        return [_run_record(row) for row in self._fetchall(self._sql.claimable_runs, (now, limit))]
 
     # -- reads ----------------------------------------------------------------
 
@@ -488,6 +559,21 @@ class SqlStore:
             f"no run '{run_id}' in the store at {self.url}; see `stageflow runs list`"
         )
 
+    def _lease_lost(self, cur: Cursor, run_id: str, epoch: int) -> LeaseLost | RunNotFound:
+        """Why a fenced commit of ``run_id`` changed no row: the run is gone, or it
+        was taken over (the new owner named)."""
+        cur.execute(self._sql.select_run, (run_id,))
+        found = cur.fetchone()
+        if found is None:
+            return self._run_not_found(run_id)
+        run = _run_record(found)
+        return LeaseLost(
+            f"run '{run_id}' was taken over by {run.lease_owner} (lease epoch "
+            f"{run.lease_epoch}; this process held epoch {epoch}): this process stopped "
+            "its attempts and committed nothing more",
+            owner=run.lease_owner,
+        )
+
     def _raise_missing_run(self, cur: Cursor, run_ids: list[str]) -> None:
         for run_id in run_ids:
             cur.execute(self._sql.select_run, (run_id,))
@@ -511,6 +597,10 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         heartbeat_at=row[11],
         executor=row[12],
         source=row[13],
+        lease_owner=row[14],
+        lease_epoch=row[15],
+        lease_expires_at=row[16],
+        priority=row[17],
     )
 
 
@@ -616,15 +706,17 @@ _SELECT_REQUESTS = (
 
 _SELECT_RUN = (
     "SELECT run_id, pipeline, pipeline_version, state, params_json, created_at, started_at, "
-    "ended_at, owner_host, owner_pid, owner_started_at, heartbeat_at, executor, source FROM runs "
+    "ended_at, owner_host, owner_pid, owner_started_at, heartbeat_at, executor, source, "
+    "lease_owner, lease_epoch, lease_expires_at, priority FROM runs "
 )
-_RUN_WIDTH = 14  # the run columns in front of the attempt columns below
+_RUN_WIDTH = 18  # the run columns in front of the attempt columns below
 # Runs (alias r) with their attempts, in the order of _RUN_WIDTH run columns, then
 # AttemptRecord's fields after run_id; a run without attempts gives one row of NULLs.
 _SELECT_RUN_ATTEMPTS = (
     "SELECT r.run_id, r.pipeline, r.pipeline_version, r.state, r.params_json, r.created_at, "
     "r.started_at, r.ended_at, r.owner_host, r.owner_pid, r.owner_started_at, r.heartbeat_at, "
-    "r.executor, r.source, a.task_id, a.attempt, a.state, a.started_at, a.ended_at, a.error, "
+    "r.executor, r.source, r.lease_owner, r.lease_epoch, r.lease_expires_at, r.priority, "
+    "a.task_id, a.attempt, a.state, a.started_at, a.ended_at, a.error, "
     "a.queued_at, a.request_json, a.gpu_devices, a.cpu_seconds, a.peak_rss_mb, a.gpu_seconds "
 )
 _RECENT_RUNS = (
@@ -645,6 +737,9 @@ class _Statements:
     insert_pending: str
     update_run: str
     claim_run: str
+    renew_lease: str
+    release_lease: str
+    claimable_runs: str
     select_run: str
     list_runs: str
     list_runs_of_pipeline: str
@@ -758,7 +853,8 @@ def _statements(dialect: Dialect) -> _Statements:
         insert_run=q(
             "INSERT INTO runs (run_id, pipeline, pipeline_version, state, params_json, "
             "created_at, started_at, ended_at, owner_host, owner_pid, owner_started_at, "
-            "heartbeat_at, executor, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "heartbeat_at, executor, source, lease_owner, lease_epoch, lease_expires_at, "
+            "priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ),
         insert_pending=q(
             "INSERT INTO task_runs (run_id, task_id, seq, state, attempts) "
@@ -770,8 +866,22 @@ def _statements(dialect: Dialect) -> _Statements:
             "WHERE run_id = ?"
         ),
         claim_run=q(
-            "UPDATE runs SET owner_host = ?, owner_pid = ?, owner_started_at = ?, "
-            "heartbeat_at = ? WHERE run_id = ?"
+            "UPDATE runs SET lease_owner = ?, lease_epoch = lease_epoch + 1, "
+            "lease_expires_at = ?, owner_host = ?, owner_pid = ?, owner_started_at = ?, "
+            "heartbeat_at = ? WHERE run_id = ? AND lease_epoch = ?"
+        ),
+        renew_lease=q(
+            "UPDATE runs SET lease_expires_at = ?, heartbeat_at = ? "
+            "WHERE run_id = ? AND lease_epoch = ?"
+        ),
+        release_lease=q(
+            "UPDATE runs SET lease_epoch = lease_epoch + 1, lease_expires_at = ? "
+            "WHERE run_id = ? AND lease_epoch = ?"
+        ),
+        claimable_runs=q(
+            _SELECT_RUN + "WHERE state IN ('queued', 'running') "
+            "AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
+            "ORDER BY priority DESC, created_at, run_id LIMIT ?"
         ),
         select_run=q(_SELECT_RUN + "WHERE run_id = ?"),
         list_runs=q(_SELECT_RUN + "ORDER BY created_at DESC, run_id DESC LIMIT ?"),
