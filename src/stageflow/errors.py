@@ -5,6 +5,7 @@
     StageflowError                 a user mistake; message says where, what, how to fix
     ├── InvalidSpec                a pipeline spec has problems (holds every Problem)
     ├── SpecLimitExceeded          a spec file is over a size/depth/alias/task limit
+    ├── DoesNotFitHere             (an InvalidSpec) requests larger than this machine
     ├── UnknownOperator            no operator registered under that name
     ├── RunNotFound                no run with that run_id in the store
     ├── RunOwned                   a claim refused: another process holds the run's lease
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ControlRefused",
+    "DoesNotFitHere",
     "IllegalTransition",
     "InvalidSpec",
     "LeaseLost",
@@ -107,6 +109,11 @@ class InvalidSpec(StageflowError):
     @property
     def problems(self) -> list[Problem]:
         return list(self._problems)
+
+
+class DoesNotFitHere(InvalidSpec):
+    """Task requests larger than this machine's capacity: the spec is fine, this
+    machine is too small (a worker leaves such a run for a bigger one)."""
 
 
 class SpecLimitExceeded(InvalidSpec):

@@ -548,3 +548,35 @@ def test_a_run_the_worker_cannot_load_fails_once_with_the_reason(place: Place) -
     assert "could not run it here" not in err
     shown = place.cli("runs", "show", run_id)
     assert "failed" in shown.stdout
+
+
+# -- a run too big for a worker ------------------------------------------------------------
+
+
+def test_a_run_too_big_for_one_worker_waits_for_a_bigger_one(place: Place) -> None:
+    spec = place.tmp / "big.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "big",
+                "tasks": [
+                    {
+                        "id": "t1",
+                        "operator": "bash",
+                        "parameters": {"command": "true"},
+                        "resources": {"cpu": 64},
+                    }
+                ],
+            }
+        )
+    )
+    run_id = place.submit(spec)  # queued for whichever worker it fits, not refused here
+    small = place.start_worker("small", "--idle-exit", "1", STAGEFLOW_MAX_CPU_CORES="2")
+    assert small.wait(timeout=60) == 0, place.stderr("small")
+    assert "left for a bigger worker" in place.stderr("small")
+    with place.store() as store:
+        assert store.get_run(run_id).state == "queued"  # not failed, not held
+    big = place.start_worker("big", "--idle-exit", "1", STAGEFLOW_MAX_CPU_CORES="64")
+    assert big.wait(timeout=60) == 0, place.stderr("big")
+    with place.store() as store:
+        assert store.get_run(run_id).state == "success", place.stderr("big")

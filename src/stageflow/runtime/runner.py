@@ -53,7 +53,7 @@ from stageflow.engine.admission import Admission, Capacity
 from stageflow.engine.retry import NOT_RETRYABLE
 from stageflow.engine.scheduler import EnginePlan, Scheduler, Transition
 from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState
-from stageflow.errors import ControlRefused, InvalidSpec, LeaseLost, UsageError
+from stageflow.errors import ControlRefused, DoesNotFitHere, LeaseLost, UsageError
 from stageflow.graph import critical_path, downstream
 from stageflow.runtime.artifacts import ArtifactStore, load_output, store_output
 from stageflow.runtime.attempt import AttemptResult, Job, Usage
@@ -338,7 +338,8 @@ class Runner:
         it: no worker may take it meanwhile); without, it waits in the store's queue
         for a worker (``stageflow submit``), in ``priority`` order."""
         params = resolve_params(self.pipeline, overrides)
-        plan = self._plan(params)
+        # A queued run is for whichever worker it fits: this machine's size is not its limit.
+        plan = self._plan(params, fit=hold)
         now = self.clock()
         canonical = self.pipeline.canonical()
         spec = json.dumps(canonical, sort_keys=True, default=str)
@@ -431,9 +432,10 @@ class Runner:
         self.epoch = epoch  # a worker hands the run back under it (``Store.release_lease``)
         return Fence(epoch, now, self.lease.expiry(now))
 
-    def _plan(self, params: Mapping[str, Any]) -> EnginePlan:
-        """Check the pipeline (``InvalidSpec`` with every problem, requests that can
-        never fit this capacity included) and plan it, with critical-path estimates."""
+    def _plan(self, params: Mapping[str, Any], *, fit: bool = True) -> EnginePlan:
+        """Check the pipeline (``InvalidSpec`` with every problem; ``DoesNotFitHere``
+        for requests that can never fit this capacity, unless ``fit`` is false) and
+        plan it, with critical-path estimates."""
         from stageflow.runtime import resources
 
         defaults = resources.operator_defaults()
@@ -444,8 +446,8 @@ class Runner:
                 capacity = self.capacity or resources.detect_capacity(self.settings.home)
                 self.admission = Admission(capacity, backfill_limit=BACKFILL_LIMIT)
             problems = resources.resource_problems(self.pipeline, plan, self.admission.capacity)
-            if problems:
-                raise InvalidSpec(problems, pipeline=self.pipeline.name)
+            if problems and fit:
+                raise DoesNotFitHere(problems, pipeline=self.pipeline.name)
             if self.executor_name == "thread" and any(
                 self.pipeline.enforce_limits_of(t) for t in self.pipeline.tasks
             ):

@@ -13,7 +13,9 @@ several workers polling one store exactly one runs each run; the losers skip it.
 A queued run starts fresh; a taken-over one resumes (its committed successes are
 kept: the durability rule). A run whose pipeline cannot be loaded here (a module
 this host lacks, a spec that no longer validates) is claimed and recorded
-``failed`` with the reason, so no worker spins on it.
+``failed`` with the reason, so no worker spins on it; one whose requests are
+larger than this machine (``DoesNotFitHere``) is left for a bigger worker and not
+polled again here for a while.
 
 Draining (SIGTERM, Ctrl-C: ``drain``): the worker claims nothing more and waits
 up to ``grace_seconds`` for its runs to end; a run still going then is handed
@@ -37,7 +39,14 @@ from dataclasses import dataclass, field
 
 from stageflow.engine.admission import Admission
 from stageflow.engine.states import RunState
-from stageflow.errors import InvalidSpec, LeaseLost, RunOwned, StageflowError, UsageError
+from stageflow.errors import (
+    DoesNotFitHere,
+    InvalidSpec,
+    LeaseLost,
+    RunOwned,
+    StageflowError,
+    UsageError,
+)
 from stageflow.runtime.claim import lease_terms, take_run
 from stageflow.runtime.runner import BACKFILL_LIMIT, EXECUTORS, Runner, RunStarted, _reload
 from stageflow.runtime.settings import Settings
@@ -218,6 +227,13 @@ class Worker:
                     result = runner.resume(run, reason=f"taken over by worker {self.owner}")
             except RunOwned:
                 logger.debug("run %s: another process claimed it first", run.run_id)
+                return
+            except DoesNotFitHere as exc:  # fine, but too big for this worker: leave it
+                self._later[run.run_id] = time.time() + RETRY_LATER_SECONDS
+                first = exc.problems[0].render() if exc.problems else str(exc)
+                self._say(
+                    f"run {run.run_id}: left for a bigger worker; it does not fit this one: {first}"
+                )
                 return
             except InvalidSpec as exc:  # planned before any claim: it no longer validates
                 self._fail_unloadable(store, run, exc)
