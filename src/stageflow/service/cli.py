@@ -944,3 +944,8 @@ cli_ml.attach(cli)
 from stageflow.service import cli_queue  # noqa: E402  (after `cli` exists)
 
 cli_queue.attach(cli)
+
+# The statistics command (stats).
+from stageflow.service import cli_stats  # noqa: E402  (after `cli` exists)
+
+cli_stats.attach(cli)

@@ -19,6 +19,7 @@ from stageflow.runtime.store.base import (
     RunUpdate,
     Store,
     TaskRunRecord,
+    TaskRunStat,
 )
 from stageflow.runtime.store.sql import SqlStore
 from stageflow.runtime.store.url import mask_url, open_store
@@ -35,6 +36,7 @@ __all__ = [
     "SqlStore",
     "Store",
     "TaskRunRecord",
+    "TaskRunStat",
     "mask_url",
     "open_store",
 ]

@@ -42,6 +42,7 @@ __all__ = [
     "RunUpdate",
     "Store",
     "TaskRunRecord",
+    "TaskRunStat",
 ]
 
 
@@ -122,6 +123,24 @@ class AttemptRecord(NamedTuple):
     cpu_seconds: float | None = None
     peak_rss_mb: float | None = None
     gpu_seconds: float | None = None
+
+
+class TaskRunStat(NamedTuple):
+    """One task run of a pipeline's recent runs, for statistics (``Store.task_run_stats``):
+    its run's id, state and creation time, the task run's final row, and the times of
+    its last attempt (``None`` when it has none, e.g. a cache hit or a mapped parent)."""
+
+    run_id: str
+    run_state: str
+    run_created_at: float
+    task_id: str
+    state: str
+    attempts: int
+    attempt_started_at: float | None
+    attempt_ended_at: float | None
+    ended_at: float | None
+    error: str | None
+    note: str | None
 
 
 class EventRecord(NamedTuple):
@@ -298,6 +317,17 @@ class Store(Protocol):
     ) -> list[tuple[RunRecord, list[AttemptRecord]]]:
         """The runs created in ``[since, until)``, only ``pipeline``'s when given,
         oldest first, each with its attempts (task creation order, then attempt)."""
+
+    def task_run_stats(self, pipeline: str, since: float, limit: int = 10_000) -> list[TaskRunStat]:
+        """The task runs of ``pipeline``'s runs created at or after ``since``, newest
+        run first (by created_at, then run_id), each run's in task creation order; at
+        most ``limit`` of them (the newest)."""
+
+    def run_states(self, pipeline: str, since: float) -> dict[str, int]:
+        """How many of ``pipeline``'s runs created at or after ``since`` are in each state."""
+
+    def pipeline_names(self) -> list[str]:
+        """The names of every stored pipeline, sorted."""
 
     def events(self, run_id: str) -> list[EventRecord]:
         """In commit order."""

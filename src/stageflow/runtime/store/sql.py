@@ -59,6 +59,7 @@ from stageflow.runtime.store.base import (
     PipelineRecord,
     RunRecord,
     TaskRunRecord,
+    TaskRunStat,
 )
 from stageflow.runtime.store.dialect import Connection, Cursor, Dialect
 
@@ -406,6 +407,23 @@ class SqlStore:
             )
         return _group_by_run(rows)
 
+    def task_run_stats(self, pipeline: str, since: float, limit: int = 10_000) -> list[TaskRunStat]:
+        """The newest ``limit`` task runs of ``pipeline``'s runs created since ``since``,
+        with their last attempts' times; one query (index ``runs_by_pipeline``, then the
+        task runs' and attempts' primary keys). Every run has a task run, so at most
+        ``limit`` runs are read."""
+        rows = self._fetchall(self._sql.select_task_run_stats, (pipeline, since, limit, limit))
+        return [TaskRunStat(*row) for row in rows]
+
+    def run_states(self, pipeline: str, since: float) -> dict[str, int]:
+        """Runs of ``pipeline`` created since ``since``, counted by state; one query."""
+        rows = self._fetchall(self._sql.count_run_states, (pipeline, since))
+        return {str(state): int(count) for state, count in rows}
+
+    def pipeline_names(self) -> list[str]:
+        """The names of every stored pipeline, sorted."""
+        return [str(row[0]) for row in self._fetchall(self._sql.select_pipeline_names, ())]
+
     def events(self, run_id: str) -> list[EventRecord]:
         """In commit order."""
         return [EventRecord(*row) for row in self._fetchall(self._sql.select_events, (run_id,))]
@@ -751,6 +769,9 @@ class _Statements:
     next_seq: str
     select_attempts_between: str
     select_pipeline_attempts_between: str
+    select_task_run_stats: str
+    count_run_states: str
+    select_pipeline_names: str
     select_events: str
     select_outputs: str
     select_cache: str
@@ -932,6 +953,21 @@ def _statements(dialect: Dialect) -> _Statements:
             + "WHERE r.pipeline = ? AND r.created_at >= ? AND r.created_at < ? "
             "ORDER BY r.created_at, r.run_id, t.seq, a.attempt"
         ),
+        # The runs are cut to the limit first: each has at least one task run.
+        select_task_run_stats=q(
+            "SELECT r.run_id, r.state, r.created_at, t.task_id, t.state, t.attempts, "
+            "a.started_at, a.ended_at, t.ended_at, t.error, t.note FROM "
+            "(SELECT run_id, state, created_at FROM runs WHERE pipeline = ? AND created_at >= ? "
+            "ORDER BY created_at DESC, run_id DESC LIMIT ?) r "
+            "JOIN task_runs t ON t.run_id = r.run_id "
+            "LEFT JOIN attempts a ON a.run_id = t.run_id AND a.task_id = t.task_id "
+            "AND a.attempt = t.attempts "
+            "ORDER BY r.created_at DESC, r.run_id DESC, t.seq LIMIT ?"
+        ),
+        count_run_states=q(
+            "SELECT state, COUNT(*) FROM runs WHERE pipeline = ? AND created_at >= ? GROUP BY state"
+        ),
+        select_pipeline_names=q("SELECT DISTINCT name FROM pipelines ORDER BY name"),
         select_events=q(
             "SELECT run_id, task_id, from_state, to_state, at, attempt, message "
             "FROM events WHERE run_id = ? ORDER BY id"
