@@ -183,8 +183,9 @@ class Worker:
             for run_id in done:
                 del self._active[run_id]
         now = time.time()
-        for run_id in [r for r, t in self._later.items() if t <= now]:
-            del self._later[run_id]
+        # A copy (atomic under the GIL): run threads add to it meanwhile.
+        for run_id in [r for r, t in self._later.copy().items() if t <= now]:
+            self._later.pop(run_id, None)
 
     # -- one run --------------------------------------------------------------------------
 
@@ -211,7 +212,8 @@ class Worker:
             fresh = run.state == RunState.QUEUED and run.lease_epoch == 0
 
             def claimed(info: RunStarted) -> None:  # said only once the claim is won
-                self.report.started += 1
+                with self._lock:
+                    self.report.started += 1
                 how = (
                     "started"
                     if fresh
