@@ -5,7 +5,7 @@ running attempts are stopped, every unfinished task is cancelled, the run is
 committed ``cancelled`` and the CLI exits 130 with a line saying so. A second
 SIGINT exits at once (130), committing nothing more: the run stays as the store
 last saw it, owned by a process that no longer exists, so ``stageflow resume``
-finishes it; child processes die with this one (``operators.process_tree``).
+finishes it; child processes die with this one (``operators.lifeline``).
 Only the main thread receives signals, so the handler is installed only there.
 
 State: the interrupt request, how many SIGINTs arrived, the previous handler.
