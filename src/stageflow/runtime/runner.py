@@ -91,6 +91,7 @@ __all__ = [
     "RunStarted",
     "Runner",
     "new_run_id",
+    "reload_pipeline",
     "resume_run",
     "retry_run",
     "run_pipeline",
@@ -189,7 +190,7 @@ def resume_run(
         run = store.get_run(run_id)
         check_claimable(run, time.time())  # before loading anything; claimed in resume()
         record = store.get_pipeline(run.pipeline, run.pipeline_version)
-        pipeline = _reload(record, run)
+        pipeline = reload_pipeline(record, run)
         runner = Runner(
             pipeline,
             store=store,
@@ -239,7 +240,7 @@ def retry_run(
                 "--from TASK` runs a task and everything downstream of it again)"
             )
         record = store.get_pipeline(run.pipeline, run.pipeline_version)
-        pipeline = _reload(record, run)
+        pipeline = reload_pipeline(record, run)
         rerun: set[str] = set()
         if from_task is not None:
             rerun = _with_downstream(pipeline, from_task, run_id)
@@ -1380,7 +1381,7 @@ def _source_of(pipeline: Pipeline) -> str | None:
     return getattr(pipeline, "_source", None)
 
 
-def _reload(record: PipelineRecord, run: RunRecord) -> Pipeline:
+def reload_pipeline(record: PipelineRecord, run: RunRecord) -> Pipeline:
     """The pipeline version a run used, with its file's folder importable again
     (its ``call:`` targets may live beside it). Raises ``InvalidSpec``."""
     import sys

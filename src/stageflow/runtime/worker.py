@@ -48,7 +48,13 @@ from stageflow.errors import (
     UsageError,
 )
 from stageflow.runtime.claim import lease_terms, take_run
-from stageflow.runtime.runner import BACKFILL_LIMIT, EXECUTORS, Runner, RunStarted, _reload
+from stageflow.runtime.runner import (
+    BACKFILL_LIMIT,
+    EXECUTORS,
+    Runner,
+    RunStarted,
+    reload_pipeline,
+)
 from stageflow.runtime.settings import Settings
 from stageflow.runtime.store import open_store
 from stageflow.runtime.store.base import Batch, EventRecord, Fence, RunRecord, RunUpdate, Store
@@ -194,7 +200,7 @@ class Worker:
         try:
             try:
                 record = store.get_pipeline(run.pipeline, run.pipeline_version)
-                pipeline = _reload(record, run)
+                pipeline = reload_pipeline(record, run)
                 runner = Runner(
                     pipeline,
                     store=store,

@@ -18,6 +18,7 @@ from typing import Any, NoReturn, cast
 import click
 
 from stageflow.errors import StageflowError, UsageError
+from stageflow.service.cli_options import PARAM_OPTION
 
 __all__ = ["main"]
 
@@ -111,13 +112,7 @@ def _capacity_options(f: Any) -> Any:
 
 @cli.command()
 @click.argument("target")
-@click.option(
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a run parameter (JSON values are parsed: 3, true, [1,2]).",
-)
+@PARAM_OPTION
 @click.option(
     "--executor", type=click.Choice(["thread", "process"]), default="thread", show_default=True
 )

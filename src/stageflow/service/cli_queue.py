@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from stageflow.errors import StageflowError
+from stageflow.service.cli_options import PARAM_OPTION
 
 __all__ = ["attach"]
 
@@ -33,13 +34,7 @@ def attach(cli: click.Group) -> None:
 
 @click.command()
 @click.argument("target")
-@click.option(
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a run parameter (JSON values are parsed: 3, true, [1,2]).",
-)
+@PARAM_OPTION
 @click.option(
     "--priority",
     type=click.IntRange(min=-1_000_000, max=1_000_000),
