@@ -12,7 +12,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "stageflow"
 
 # Each layer may import only the layers before it (and errors.py).
-ORDER = ["spec", "graph", "engine", "operators", "runtime", "service"]
+ORDER = ["spec", "graph", "engine", "operators", "runtime", "operations", "service"]
 
 
 def _imports(path: Path) -> list[tuple[str, int, bool]]:
@@ -51,6 +51,39 @@ def test_imports_point_one_way(layer: str, path: Path) -> None:
             assert module in ("stageflow.runtime.runner", "stageflow.runtime.result")
             continue
         pytest.fail(f"{path.relative_to(SRC)}:{line}: layer '{layer}' imports {module}")
+
+
+def _checked_imports(path: Path) -> list[tuple[str, int]]:
+    """(module, line) of every stageflow import in ``path`` that runs: those under
+    ``if TYPE_CHECKING:`` name types for the checker only and are left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If)
+        and isinstance(node.test, ast.Name)
+        and node.test.id == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.extend((f"{node.module}.{a.name}", node.lineno) for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.extend((a.name, node.lineno) for a in node.names)
+    return [(name, line) for name, line in found if name.startswith("stageflow.")]
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "service").rglob("*.py")), ids=lambda p: p.name)
+def test_interfaces_hold_no_sql(path: Path) -> None:
+    """An interface reaches the store only through ``operations`` (DESIGN.md: "an
+    interface never holds SQL"): no module of ``service`` imports ``runtime.store``."""
+    for module, line in _checked_imports(path):
+        assert not (module + ".").startswith("stageflow.runtime.store."), (
+            f"{path.relative_to(SRC)}:{line} imports {module}; go through stageflow.operations"
+        )
 
 
 def test_pure_layers_do_no_io_imports() -> None:

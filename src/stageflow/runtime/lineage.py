@@ -528,12 +528,12 @@ def _find_producer(
 
 
 def _pipeline(store: Store, run: RunRecord) -> Pipeline | None:
-    from stageflow.spec.load import pipeline_from_data
+    from stageflow.errors import StageflowError
+    from stageflow.runtime.loading import pipeline_of_run
 
     try:
-        spec = store.get_pipeline(run.pipeline, run.pipeline_version)
-        return pipeline_from_data(json.loads(spec.spec_json))
-    except Exception:  # a pipeline whose call: targets no longer import: no graph
+        return pipeline_of_run(store, run)
+    except StageflowError:  # the version is gone or no longer builds: no graph
         return None
 
 

@@ -7,6 +7,14 @@ size the file reports; its folder goes on ``sys.path`` so its ``call:`` targets 
 beside it. ``package.module:name`` or ``path/to/file.py:name`` imports the
 module and takes ``name``, which must be a ``Pipeline`` (or a function with
 no arguments returning one).
+
+``pipeline_of_run`` is the one way to get back the pipeline a recorded run used
+(the version saved in the store when the run was created). Its error policy is
+the same for every caller: it returns the pipeline or raises a ``StageflowError``
+(``StoreError`` when that version is not in the store, ``InvalidSpec`` when the
+saved spec no longer builds); a caller that can do without the graph (a usage
+report, lineage) catches ``StageflowError`` and says so, never a bare
+``Exception``.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import re
 import stat
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageflow.errors import InvalidSpec, Problem, SpecLimitExceeded, UsageError
 from stageflow.spec.load import (
@@ -30,7 +38,10 @@ from stageflow.spec.load import (
 )
 from stageflow.spec.models import Pipeline
 
-__all__ = ["load_pipeline"]
+if TYPE_CHECKING:
+    from stageflow.runtime.store.base import RunRecord, Store
+
+__all__ = ["load_pipeline", "pipeline_of_run"]
 
 _SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 
@@ -48,6 +59,34 @@ def load_pipeline(target: str, limits: Limits = DEFAULT_LIMITS) -> Pipeline:
             ".json, or name a Python object as module:pipeline"
         )
     raise UsageError(f"{target}: no such file; give a .yaml/.json file or module:pipeline")
+
+
+def pipeline_of_run(store: Store, run: RunRecord, *, importable: bool = False) -> Pipeline:
+    """The pipeline version ``run`` used, as saved in ``store``, its source set to the
+    run's (so its tasks start in the same folder again).
+
+    ``importable``: also put the folder of the run's pipeline file on ``sys.path``,
+    so its ``call:`` targets that live beside it import (what executing the run
+    needs; reading it does not). Raises ``StoreError`` when the version is not in
+    the store, ``InvalidSpec`` when the saved spec no longer builds.
+    """
+    import json
+
+    record = store.get_pipeline(run.pipeline, run.pipeline_version)
+    try:
+        data = json.loads(record.spec_json)
+    except ValueError as exc:
+        raise InvalidSpec(
+            [Problem(f"the saved spec of version '{run.pipeline_version}' is not JSON ({exc})")],
+            pipeline=run.pipeline,
+        ) from None
+    if importable and run.source:
+        folder = str(Path(run.source).parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    pipeline = pipeline_from_data(data)
+    pipeline._source = run.source
+    return pipeline
 
 
 def _load_file(path: Path, limits: Limits) -> Pipeline:

@@ -1,7 +1,8 @@
 """Per-task statistics across a pipeline's recent runs (``stageflow stats``).
 
 Everything here is pure arithmetic on store rows (``TaskRunStat``), except
-``stats_report`` at the end, which reads a store. Policy:
+``stats_report`` at the end, which reads a store; the interfaces render the
+result (``service.tables``). Policy:
 
 * **Which runs**: those created in the last ``days`` UTC days, today included (as
   ``runs cost``), at most the newest ``MAX_TASK_RUNS`` task runs of them.
@@ -45,7 +46,6 @@ __all__ = [
     "TaskStats",
     "first_line",
     "nearest_rank",
-    "render_stats",
     "stats_report",
     "task_stats",
 ]
@@ -182,41 +182,6 @@ def task_stats(rows: Iterable[TaskRunStat]) -> list[TaskStats]:
     return out
 
 
-def render_stats(stats: PipelineStats) -> list[str]:
-    """The text table: one line per task, then the runs by state."""
-    head = ("task", "runs", "ok", "failed", "other", "success", "p50", "p95", "last failure")
-    table = [head]
-    for t in stats.tasks:
-        last = "-"
-        if t.last_failure_at is not None:
-            stamp = datetime.fromtimestamp(t.last_failure_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            last = f"{stamp} {t.last_failure or ''}".rstrip()
-        table.append(
-            (
-                t.task_id,
-                str(t.runs),
-                str(t.successes),
-                str(t.failures),
-                str(t.other),
-                "-" if t.success_rate is None else f"{t.success_rate * 100:.1f}%",
-                _seconds(t.p50_seconds),
-                _seconds(t.p95_seconds),
-                last,
-            )
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(len(head) - 1)]
-    lines = []
-    for row in table:
-        cells = [
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=False))
-        ]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    states = ", ".join(f"{n} {s}" for s, n in sorted(stats.runs_by_state.items()))
-    lines.append(f"runs: {stats.runs} ({states})")
-    return lines
-
-
 def stats_report(store: Store, pipeline: str, *, days: int, now: float) -> PipelineStats:
     """``pipeline``'s statistics over the runs created in the last ``days`` UTC days.
 
@@ -265,7 +230,3 @@ class _Tally:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
-
-
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}s"

@@ -2,8 +2,9 @@
 
 Everything here reads store records (``AttemptRecord`` with its scheduling and
 usage fields, ``TaskRunRecord``, ``RunRecord``); the functions are pure, except
-the ``*_report`` helpers at the end, which read a store, and ``gantt``, which
-draws. Policy:
+the ``*_report`` helpers at the end, which read a store. Nothing here renders:
+the interfaces turn these dataclasses into text, JSON or pictures
+(``service.tables``, ``service.gantt``). Policy:
 
 * **Measured critical path** of a run: start at the task that ended last (the
   one that decided the run's end; a tie goes to the one created last, i.e. the
@@ -59,12 +60,8 @@ __all__ = [
     "cost_report",
     "efficiency",
     "format_gb",
-    "gantt",
     "measured_critical_path",
     "parse_request",
-    "prices_text",
-    "render_cost",
-    "render_run_report",
     "run_cost",
     "run_report",
     "suggest_memory_gb",
@@ -83,7 +80,6 @@ HEADROOM = 1.5
 #: ... rounded up to a multiple of this many GB.
 MEMORY_STEP_GB = 0.5
 MIB_PER_GB = 1024.0
-_MAX_TASK_LINES = 200  # as the run summary: a huge run's table is cut here
 
 _ELEMENT = re.compile(r"\[\d+\]$")
 
@@ -491,7 +487,7 @@ def _max(values: Iterable[float | None]) -> float | None:
     return max(known) if known else None
 
 
-# -- reports: read the store, render text -------------------------------------------------------
+# -- reports: read the store -------------------------------------------------------------------
 
 
 @dataclass
@@ -543,12 +539,11 @@ def run_report(
 
 
 def _stored_upstream(store: Store, run: RunRecord) -> dict[str, list[str]]:
-    from stageflow.spec.load import pipeline_from_data
+    from stageflow.runtime.loading import pipeline_of_run
 
     try:
-        spec = store.get_pipeline(run.pipeline, run.pipeline_version)
-        return pipeline_from_data(json.loads(spec.spec_json)).upstream_map()
-    except (StageflowError, ValueError):
+        return pipeline_of_run(store, run).upstream_map()
+    except StageflowError:  # the version is gone or no longer builds: no graph
         return {}
 
 
@@ -574,339 +569,3 @@ def cost_report(
     until = (today + timedelta(days=1)).timestamp()
     rows = cost_by_pipeline_day(store.attempts_between(since, until, pipeline), prices)
     return since, until, rows
-
-
-def render_run_report(report: RunReport) -> list[str]:
-    """The text sections of a run's usage report (empty sections are left out)."""
-    lines: list[str] = []
-    zero = report.zero
-    if report.path:
-        width = max([len(s.task_id) for s in report.path] + [4])
-        end = report.path[-1].ended_at
-        at = f" at +{_seconds(end - zero)}" if zero is not None else ""
-        lines.append(f"measured critical path (the chain that decided the run's end{at}):")
-        lines.append(f"  {'task':<{width}}  {'attempts':>8} {'queued':>9} {'ran':>9} {'ended':>10}")
-        for s in report.path:
-            ended = f"+{_seconds(s.ended_at - zero)}" if zero is not None else "-"
-            lines.append(
-                f"  {s.task_id:<{width}}  {s.attempts:>8} {_seconds(s.wait_s):>9} "
-                f"{_seconds(s.run_s):>9} {ended:>10}"
-            )
-    measured = [
-        u
-        for u in report.usage
-        if u.request
-        or u.cpu_seconds is not None
-        or u.peak_rss_mb is not None
-        or u.gpu_seconds is not None
-    ]
-    if measured:
-        width = max([len(u.task_id) for u in measured] + [4])
-        priced = report.cost is not None
-        lines.append("usage per task:")
-        lines.append(
-            f"  {'task':<{width}}  {'cpu s':>9} {'peak MiB':>9} {'gpu s':>8}"
-            + (f" {'cost':>10}" if priced else "")
-            + "  requested"
-        )
-        for u in measured[:_MAX_TASK_LINES]:
-            cost = f" {_money(u.cost):>10}" if priced else ""
-            lines.append(
-                f"  {u.task_id:<{width}}  {_number(u.cpu_seconds, 2):>9} "
-                f"{_number(u.peak_rss_mb, 1):>9} {_number(u.gpu_seconds, 2):>8}{cost}  "
-                f"{_request_text(u.request, u.gpu_devices)}"
-            )
-        if len(measured) > _MAX_TASK_LINES:
-            lines.append(f"  ... and {len(measured) - _MAX_TASK_LINES} more tasks")
-        cpu = [u.cpu_seconds for u in measured if u.cpu_seconds is not None]
-        peak = [u.peak_rss_mb for u in measured if u.peak_rss_mb is not None]
-        gpu = [u.gpu_seconds for u in measured if u.gpu_seconds is not None]
-        total = f" {_money(report.cost):>10}" if priced and report.cost is not None else ""
-        lines.append(  # the run: CPU and GPU seconds add up; the peak is the largest
-            f"  {'run':<{width}}  {_number(sum(cpu) if cpu else None, 2):>9} "
-            f"{_number(max(peak) if peak else None, 1):>9} "
-            f"{_number(sum(gpu) if gpu else None, 2):>8}{total}  (largest peak of one task)"
-        )
-    if report.cost is not None:
-        lines.append(f"cost: {_money(report.cost)} ({prices_text(report.prices)})")
-    advice = [e.recommendation for e in report.history if e.recommendation]
-    if advice:
-        runs = "run" if report.history_runs == 1 else f"{report.history_runs} runs"
-        lines.append(f"right-sizing (from the last {runs} of '{report.run.pipeline}'):")
-        lines.extend(f"  {line}" for line in advice)
-    return lines
-
-
-def render_cost(rows: Sequence[CostRow], prices: Mapping[str, float]) -> list[str]:
-    """The cost table: one line per pipeline per day, then the total."""
-    priced = bool(prices)
-    width = max([len(r.pipeline) for r in rows] + [len("pipeline")])
-    head = f"{'pipeline':<{width}}  {'day':<10} {'runs':>6} {'task-hours':>11}"
-    lines = [head + (f" {'cost':>12}" if priced else "")]
-    for r in rows:
-        lines.append(
-            f"{r.pipeline:<{width}}  {r.day:<10} {r.runs:>6} {r.task_hours:>11.4f}"
-            + (f" {_money(r.cost):>12}" if priced else "")
-        )
-    total_cost = sum(r.cost for r in rows)
-    lines.append(
-        f"{'total':<{width}}  {'':<10} {sum(r.runs for r in rows):>6} "
-        f"{sum(r.task_hours for r in rows):>11.4f}"
-        + (f" {_money(total_cost):>12}" if priced else "")
-    )
-    return lines
-
-
-def prices_text(prices: Mapping[str, float]) -> str:
-    """``cpu_hour=0.05, gpu_hour=2.5``: the prices as configured."""
-    return ", ".join(f"{k}={v:g}" for k, v in prices.items())
-
-
-def _request_text(request: Mapping[str, float], devices: str | None) -> str:
-    if not request:
-        return "nothing declared"
-    parts = []
-    for key, value in request.items():
-        if key == "memory_gb":
-            parts.append(f"memory {format_gb(value)}")
-        else:
-            parts.append(f"{key} {value:g}")
-    if devices:
-        parts.append(f"devices {devices}")
-    return ", ".join(parts)
-
-
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}s"
-
-
-def _number(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _money(value: float | None) -> str:
-    """Four decimals; an amount under 0.0001 in scientific notation, so a
-    cost is never shown as 0 when it is not."""
-    if value is None:
-        return "-"
-    return f"{value:.4f}" if value == 0 or value >= 0.0001 else f"{value:.1e}"
-
-
-# -- the Gantt chart --------------------------------------------------------------------------
-
-_ROW = 22.0
-_BAR = 14.0
-_MARGIN = 16.0
-_CHAR = 7.2  # monospace advance at 12 px
-_PLOT_WIDTH = 760.0
-_MAX_ROWS = 500
-_INK = "#212529"
-_GRID = "#dee2e6"
-_BORDER = "#343a40"
-
-
-@dataclass(frozen=True, slots=True)
-class _Shape:
-    kind: Literal["rect", "text", "line"]
-    x: float
-    y: float
-    w: float = 0.0  # rect: width; line: x2
-    h: float = 0.0  # rect: height; line: y2
-    fill: str = _INK
-    text: str = ""
-    anchor: Literal["start", "middle", "end"] = "start"
-    tip: str = ""
-    outline: bool = False
-
-
-def gantt(
-    run: RunRecord,
-    task_ids: Sequence[str],
-    attempts: Sequence[AttemptRecord],
-    fmt: Literal["svg", "png"],
-) -> str | bytes:
-    """One bar per attempt: y the task (in ``task_ids`` order, then any other; a mapped
-    task's elements by index), x the seconds from the run's start, the colour its
-    final state (the DAG drawing's colours); the queued wait is a lighter segment
-    before the bar. An attempt still running is drawn up to the latest time
-    recorded. SVG is text; PNG needs Pillow (``MissingExtra`` without it)."""
-    shapes, width, height = _gantt_shapes(run, task_ids, attempts)
-    if fmt == "svg":
-        return _gantt_svg(shapes, width, height, run)
-    return _gantt_png(shapes, width, height)
-
-
-def _gantt_shapes(
-    run: RunRecord, task_ids: Sequence[str], attempts: Sequence[AttemptRecord]
-) -> tuple[list[_Shape], float, float]:
-    from stageflow.graph.drawing import STATE_COLOURS, UNKNOWN_STATE_COLOUR
-
-    drawn = [a for a in attempts if a.started_at is not None or a.queued_at is not None]
-    with_bars = {a.task_id for a in drawn}
-    listed = [t for t in task_ids if t in with_bars]
-    rows = index_order(dict.fromkeys([*listed, *(a.task_id for a in drawn)]))
-    hidden = max(len(rows) - _MAX_ROWS, 0)
-    rows = rows[:_MAX_ROWS]
-    index = {t: i for i, t in enumerate(rows)}
-    times = [t for a in drawn for t in (a.queued_at, a.started_at, a.ended_at) if t is not None] + [
-        t for t in (run.started_at, run.ended_at) if t is not None
-    ]
-    zero = run.started_at if run.started_at is not None else min(times, default=0.0)
-    zero = min([zero, *times])
-    end = max(times, default=zero)
-    span = max(end - zero, 1e-3)
-    step = _tick_step(span)
-    scale = _PLOT_WIDTH / span
-    label_w = max([len(t) for t in rows] + [4]) * _CHAR + 12
-    left = _MARGIN + label_w
-    top = _MARGIN + 30.0
-    plot_h = max(len(rows), 1) * _ROW
-    shapes: list[_Shape] = []
-    title = f"run {run.run_id} of pipeline '{run.pipeline}': {run.state}"
-    shapes.append(_Shape("text", _MARGIN, _MARGIN + 14, text=title))
-    for k in range(math.floor(span / step + 1e-9) + 1):
-        tick = round(k * step, 9)
-        x = left + tick * scale
-        shapes.append(_Shape("line", x, top, x, top + plot_h, fill=_GRID))
-        shapes.append(_Shape("text", x, top + plot_h + 16, text=f"{tick:g}s", anchor="middle"))
-    for i, tid in enumerate(rows):
-        y = top + i * _ROW + _ROW / 2
-        shapes.append(_Shape("text", left - 8, y + 4, text=tid, anchor="end"))
-    states: list[str] = []
-    for a in drawn:
-        if a.task_id not in index:
-            continue
-        colour = STATE_COLOURS.get(a.state, UNKNOWN_STATE_COLOUR)
-        if a.state not in states:
-            states.append(a.state)
-        y = top + index[a.task_id] * _ROW + (_ROW - _BAR) / 2
-        start = a.started_at if a.started_at is not None else (a.ended_at or end)
-        stop = a.ended_at if a.ended_at is not None else end
-        tip = f"{a.task_id} attempt {a.attempt}: {a.state}"
-        if a.queued_at is not None and start > a.queued_at:
-            shapes.append(
-                _Shape(
-                    "rect",
-                    left + (a.queued_at - zero) * scale,
-                    y,
-                    (start - a.queued_at) * scale,
-                    _BAR,
-                    fill=_lighter(colour),
-                    tip=f"{tip}, queued {start - a.queued_at:.2f}s",
-                )
-            )
-        if a.started_at is not None:
-            shapes.append(
-                _Shape(
-                    "rect",
-                    left + (start - zero) * scale,
-                    y,
-                    max((stop - start) * scale, 1.0),
-                    _BAR,
-                    fill=colour,
-                    tip=f"{tip}, ran {max(stop - start, 0.0):.2f}s",
-                    outline=True,
-                )
-            )
-    legend_y = top + plot_h + 40
-    x = left
-    ordered = [s for s in STATE_COLOURS if s in states] + [
-        s for s in states if s not in STATE_COLOURS
-    ]
-    for state in ordered:
-        colour = STATE_COLOURS.get(state, UNKNOWN_STATE_COLOUR)
-        shapes.append(_Shape("rect", x, legend_y - 10, 12, 12, fill=colour, outline=True))
-        shapes.append(_Shape("text", x + 18, legend_y, text=state))
-        x += 18 + len(state) * _CHAR + 16
-    shapes.append(_Shape("rect", x, legend_y - 10, 12, 12, fill=_lighter("#adb5bd")))
-    shapes.append(_Shape("text", x + 18, legend_y, text="lighter: waiting in the queue"))
-    note = "seconds from the run's start"
-    if hidden:
-        note += f"; {hidden} more tasks not drawn"
-    shapes.append(_Shape("text", left, legend_y + 22, text=note))
-    width = left + _PLOT_WIDTH + _MARGIN + 24
-    width = max(width, _MARGIN * 2 + len(title) * _CHAR, x + 200)
-    return shapes, width, legend_y + 22 + _MARGIN
-
-
-def _tick_step(span: float) -> float:
-    """A 1, 2 or 5 x 10^k step giving at most 10 ticks over ``span``."""
-    raw = span / 10
-    power = 10 ** math.floor(math.log10(raw))
-    for factor in (1, 2, 5, 10):
-        if factor * power >= raw:
-            return float(factor * power)
-    return float(10 * power)
-
-
-def _lighter(colour: str) -> str:
-    """``colour`` mixed 60% with white: the queued segment's shade."""
-    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
-    return "#" + "".join(f"{round(c + (255 - c) * 0.6):02x}" for c in (r, g, b))
-
-
-def _gantt_svg(shapes: Sequence[_Shape], width: float, height: float, run: RunRecord) -> str:
-    from html import escape
-
-    out = [
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="ui-monospace, Menlo, Consolas, '
-        '\'DejaVu Sans Mono\', monospace" font-size="12">',
-        f"<title>{escape(f'run {run.run_id}')}</title>",
-        f'<rect x="0" y="0" width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>',
-    ]
-    for s in shapes:
-        if s.kind == "line":
-            out.append(
-                f'<line x1="{s.x:.1f}" y1="{s.y:.1f}" x2="{s.w:.1f}" y2="{s.h:.1f}" '
-                f'stroke="{s.fill}"/>'
-            )
-        elif s.kind == "rect":
-            stroke = f' stroke="{_BORDER}" stroke-width="0.8"' if s.outline else ""
-            tip = f"<title>{escape(s.tip)}</title>" if s.tip else ""
-            out.append(
-                f'<rect x="{s.x:.1f}" y="{s.y:.1f}" width="{s.w:.1f}" height="{s.h:.1f}" '
-                f'fill="{s.fill}"{stroke}>{tip}</rect>'
-            )
-        else:
-            out.append(
-                f'<text x="{s.x:.1f}" y="{s.y:.1f}" text-anchor="{s.anchor}" '
-                f'fill="{s.fill}">{escape(s.text)}</text>'
-            )
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
-
-def _gantt_png(shapes: Sequence[_Shape], width: float, height: float) -> bytes:
-    import io
-
-    from stageflow.errors import MissingExtra
-
-    try:
-        from PIL import Image, ImageDraw, ImageFont
-    except ImportError as exc:
-        raise MissingExtra("drawing PNG needs Pillow: pip install 'stageflow[draw]'") from exc
-    image = Image.new("RGB", (math.ceil(width), math.ceil(height)), "#ffffff")
-    pen = ImageDraw.Draw(image)
-    font: Any
-    try:
-        font = ImageFont.load_default(size=12)
-    except TypeError:  # Pillow before 10.1: only the fixed-size bitmap font
-        font = ImageFont.load_default()
-    for s in shapes:
-        if s.kind == "line":
-            pen.line((s.x, s.y, s.w, s.h), fill=s.fill)
-        elif s.kind == "rect":
-            pen.rectangle(
-                (s.x, s.y, s.x + max(s.w, 1.0), s.y + s.h),
-                fill=s.fill,
-                outline=_BORDER if s.outline else None,
-            )
-        else:
-            length = font.getlength(s.text)
-            x = s.x - (length if s.anchor == "end" else length / 2 if s.anchor == "middle" else 0)
-            pen.text((x, s.y - 11), s.text, fill=s.fill, font=font)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

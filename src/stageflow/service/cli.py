@@ -18,6 +18,7 @@ from typing import Any, NoReturn, cast
 import click
 
 from stageflow.errors import StageflowError, UsageError
+from stageflow.runtime.host import tune_gc
 from stageflow.service.cli_options import PARAM_OPTION
 
 __all__ = ["main"]
@@ -31,6 +32,7 @@ MAX_LISTED = 1_000_000
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the click app, turning user mistakes into exit codes."""
+    tune_gc()  # this process exists to run pipelines (a host embedded elsewhere does not)
     try:
         cli.main(args=argv, prog_name="stageflow", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -143,9 +145,9 @@ def run(
 
     Tasks that declare `resources:` start only when their request fits in what is
     free of this machine's CPUs, memory and GPUs (--cpus/--memory-gb/--gpus)."""
+    from stageflow import operations as ops
     from stageflow.errors import InvalidSpec
     from stageflow.runtime.loading import load_pipeline
-    from stageflow.runtime.runner import run_pipeline
 
     overrides = _parse_params(params)
     try:
@@ -157,16 +159,16 @@ def run(
     try:
         _run_shown(
             fmt,
-            lambda listener, on_start, interrupt: run_pipeline(
+            lambda listener, on_start, interrupt: ops.start(
+                settings,
                 pipeline,
-                params=overrides,
+                overrides,
                 executor=executor,
                 max_parallel=max_parallel,
-                settings=settings,
+                use_cache=not no_cache,
                 listener=listener,
                 on_start=on_start,
                 interrupt=interrupt,
-                use_cache=not no_cache,
             ),
         )
     except InvalidSpec as exc:  # refused before any task ran (parameters, resources)
@@ -188,21 +190,15 @@ def resume(settings: Any, run_id: str, executor: str, max_parallel: int | None, 
     """Finish RUN_ID after a crash: re-run exactly the tasks without a committed success.
 
     A paused run that a live process still runs is unpaused instead (see `unpause`)."""
-    from stageflow.runtime.runner import resume_run
+    from stageflow import operations as ops
 
-    _check_run_id(run_id)
-    if _paused_elsewhere(settings, run_id):
-        from stageflow.runtime.control import unpause_run
-
-        click.echo(unpause_run(run_id, settings=settings), err=True)
-        return
     _run_shown(
         fmt,
-        lambda listener, on_start, interrupt: resume_run(
+        lambda listener, on_start, interrupt: ops.resume(
+            settings,
             run_id,
             executor=executor,
             max_parallel=max_parallel,
-            settings=settings,
             listener=listener,
             on_start=on_start,
             interrupt=interrupt,
@@ -242,23 +238,20 @@ def retry(
     """Run the failed/cancelled tasks of the ended RUN_ID again, in the same run.
 
     Successful outputs are reused; attempt numbers go on."""
-    from stageflow.runtime.runner import retry_run
+    from stageflow import operations as ops
 
-    _check_run_id(run_id)
-    if from_task is not None:
-        _check_task_id(from_task, "--from")
     _run_shown(
         fmt,
-        lambda listener, on_start, interrupt: retry_run(
+        lambda listener, on_start, interrupt: ops.retry(
+            settings,
             run_id,
             from_task=from_task,
             executor=executor,
             max_parallel=max_parallel,
-            settings=settings,
+            use_cache=not no_cache,
             listener=listener,
             on_start=on_start,
             interrupt=interrupt,
-            use_cache=not no_cache,
         ),
     )
 
@@ -274,10 +267,9 @@ _BY = click.option(
 @click.pass_obj
 def cancel(settings: Any, run_id: str, by: str | None) -> None:
     """Cancel RUN_ID: running attempts are stopped, every unfinished task is cancelled."""
-    from stageflow.runtime.control import cancel_run
+    from stageflow import operations as ops
 
-    _check_run_id(run_id)
-    click.echo(cancel_run(run_id, by=by, settings=settings), err=True)
+    click.echo(ops.cancel(settings, run_id, by=by).message, err=True)
 
 
 @cli.command()
@@ -286,10 +278,9 @@ def cancel(settings: Any, run_id: str, by: str | None) -> None:
 @click.pass_obj
 def pause(settings: Any, run_id: str, by: str | None) -> None:
     """Pause RUN_ID: running tasks finish, no new task starts until `unpause`."""
-    from stageflow.runtime.control import pause_run
+    from stageflow import operations as ops
 
-    _check_run_id(run_id)
-    click.echo(pause_run(run_id, by=by, settings=settings), err=True)
+    click.echo(ops.pause(settings, run_id, by=by).message, err=True)
 
 
 @cli.command()
@@ -298,10 +289,9 @@ def pause(settings: Any, run_id: str, by: str | None) -> None:
 @click.pass_obj
 def unpause(settings: Any, run_id: str, by: str | None) -> None:
     """Let the paused RUN_ID start tasks again."""
-    from stageflow.runtime.control import unpause_run
+    from stageflow import operations as ops
 
-    _check_run_id(run_id)
-    click.echo(unpause_run(run_id, by=by, settings=settings), err=True)
+    click.echo(ops.unpause(settings, run_id, by=by).message, err=True)
 
 
 @cli.command()
@@ -315,18 +305,10 @@ def approve(
     settings: Any, run_id: str, task: str, reject: bool, comment: str | None, by: str | None
 ) -> None:
     """Decide the approval gate of TASK in RUN_ID: it runs (or, with --reject, fails)."""
-    from stageflow.runtime.control import decide_approval
+    from stageflow import operations as ops
 
-    _check_run_id(run_id)
-    _check_task_id(task, "TASK")
-    if comment is not None and len(comment) > 2000:
-        raise UsageError("--comment is over 2000 characters; shorten it", field="comment")
-    click.echo(
-        decide_approval(
-            run_id, task, approve=not reject, comment=comment, by=by, settings=settings
-        ),
-        err=True,
-    )
+    decide = ops.reject if reject else ops.approve
+    click.echo(decide(settings, run_id, task, comment=comment, by=by).message, err=True)
 
 
 # -- validate / graph -----------------------------------------------------------------
@@ -450,7 +432,13 @@ def graph(
     if (target is None) == (run_id is None):
         raise UsageError("give either a pipeline file/module or --run RUN_ID")
     if run_id is not None:
-        pipeline, result, _ = _pipeline_of_run(settings, run_id)
+        import time
+
+        from stageflow import operations as ops
+
+        with ops.reading(settings) as store:
+            detail = ops.show_run(store, run_id, now=time.time())
+        pipeline, result = detail.pipeline, detail.result
         states = {tid: t.state for tid, t in result.tasks.items()}
         durations = {
             tid: t.duration_s for tid, t in result.tasks.items() if t.duration_s is not None
@@ -497,43 +485,66 @@ def runs() -> None:
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1, max=MAX_LISTED), default=50, show_default=True)
 @click.option("--pipeline", default=None, help="Only runs of this pipeline.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="STATE",
+    help="Only runs in this state (repeatable): queued, running, paused, success, failed, "
+    "cancelled.",
+)
+@click.option(
+    "--since", default=None, metavar="TIME", help="Only runs created at or after TIME (ISO-8601)."
+)
+@click.option("--until", default=None, metavar="TIME", help="Only runs created before TIME.")
+@click.option(
+    "--cursor",
+    default=None,
+    metavar="CURSOR",
+    help="Start after the last run of the previous page (its cursor is printed on stderr).",
+)
 @click.pass_obj
-def runs_list(settings: Any, fmt: str, limit: int, pipeline: str | None) -> None:
-    """Recorded runs, newest first.
+def runs_list(
+    settings: Any,
+    fmt: str,
+    limit: int,
+    pipeline: str | None,
+    states: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    cursor: str | None,
+) -> None:
+    """Recorded runs, newest first, a page of --limit at a time.
 
     A run whose lease expired says so: ``running — host:pid silent since 12:01:07 UTC,
     will be taken over``."""
     import time
 
+    from stageflow import operations as ops
     from stageflow.runtime.result import iso
 
-    with _store(settings) as store:
-        records = store.list_runs(limit=limit, pipeline=pipeline)
-    now = time.time()
-    rows = [
-        {
-            "run_id": r.run_id,
-            "pipeline": r.pipeline,
-            "state": r.state,
-            "started_at": iso(r.started_at),
-            "ended_at": iso(r.ended_at),
-            "lease": _lease_json(r, now),
-        }
-        for r in records
-    ]
+    which = ops.RunFilter(
+        pipeline=pipeline,
+        states=states,
+        since=None if since is None else ops.parse_instant(since, "since"),
+        until=None if until is None else ops.parse_instant(until, "until"),
+        limit=limit,
+        cursor=cursor,
+    )
+    with ops.reading(settings) as store:
+        page = ops.list_runs(store, which, now=time.time())
     if fmt == "json":
-        click.echo(json.dumps(rows))
-        return
-    if not rows:
+        click.echo(json.dumps([r.as_json() for r in page.runs]))
+    elif not page.runs:
         click.echo("no runs yet; start one with `stageflow run PIPELINE`", err=True)
-        return
-    for r in rows:
-        lease = r["lease"]
-        state = f"{r['state']} — {lease['note']}" if lease and lease["note"] else r["state"]
-        click.echo(
-            f"{r['run_id']}  {r['pipeline']:<24} {state:<10} "
-            f"{r['started_at'] or '-'}  {r['ended_at'] or '-'}"
-        )
+    else:
+        for r in page.runs:
+            click.echo(
+                f"{r.run_id}  {r.pipeline:<24} {r.status:<10} "
+                f"{iso(r.started_at) or '-'}  {iso(r.ended_at) or '-'}"
+            )
+    if page.cursor is not None:
+        click.echo(f"more runs: `stageflow runs list --cursor {page.cursor}`", err=True)
 
 
 @runs.command("show")
@@ -548,20 +559,24 @@ def runs_show(settings: Any, run_id: str, fmt: str) -> None:
     import io
     import time
 
+    from stageflow import operations as ops
     from stageflow.service.progress import render_summary
+    from stageflow.service.tables import render_run_report
 
-    _, result, record = _pipeline_of_run(settings, run_id)
+    with ops.reading(settings) as store:
+        detail = ops.show_run(store, run_id, now=time.time())
+        report = ops.usage(store, run_id, settings.cost_prices) if fmt == "text" else None
     if fmt == "json":
-        click.echo(json.dumps(result.as_json()))
-    else:
-        lease = _lease_json(record, time.time())
-        text = io.StringIO()
-        render_summary(result, text, outputs=False)
-        head, _, rest = text.getvalue().partition("\n")
-        if lease and lease["note"]:  # the first line ends with the run's state
-            head = f"{head} — {lease['note']}"
-        sys.stdout.write(f"{head}\n{rest}")
-        _show_usage(settings, run_id)
+        click.echo(json.dumps(detail.result.as_json()))
+        return
+    text = io.StringIO()
+    render_summary(detail.result, text, outputs=False)
+    head, _, rest = text.getvalue().partition("\n")
+    if detail.lease and detail.lease.note:  # the first line ends with the run's state
+        head = f"{head} — {detail.lease.note}"
+    sys.stdout.write(f"{head}\n{rest}")
+    for line in render_run_report(report) if report is not None else ():
+        click.echo(line)
 
 
 @runs.command("gantt")
@@ -579,9 +594,10 @@ def runs_gantt(settings: Any, run_id: str, output: str) -> None:
 
     x is seconds from the run's start; a bar's colour is its attempt's final state;
     the lighter segment before it is the time the attempt waited in the queue."""
-    from stageflow.runtime.usage import gantt
+    from stageflow import operations as ops
+    from stageflow.service.gantt import gantt
 
-    _check_run_id(run_id)
+    ops.check_run_id(run_id)
     path = Path(output)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("png", "svg"):
@@ -590,11 +606,10 @@ def runs_gantt(settings: Any, run_id: str, output: str) -> None:
             f"-o {output}: {shown}; name a .png or .svg file, e.g. -o run.svg", field="output"
         )
     _check_output_path(path, output)
-    with _store(settings) as store:
-        run = store.get_run(run_id)
-        task_ids = [t.task_id for t in store.task_runs(run_id)]
-        attempts = store.attempts(run_id)
-    picture = gantt(run, task_ids, attempts, "png" if fmt == "png" else "svg")
+    with ops.reading(settings) as store:
+        timeline = ops.run_timeline(store, run_id)
+    attempts = timeline.attempts
+    picture = gantt(timeline.run, timeline.task_ids, attempts, "png" if fmt == "png" else "svg")
     try:
         if isinstance(picture, bytes):
             path.write_bytes(picture)
@@ -628,60 +643,34 @@ def runs_cost(settings: Any, pipeline: str | None, days: int, fmt: str) -> None:
     a task that declares no resources costs nothing."""
     import time
 
-    from stageflow.runtime.result import iso
-    from stageflow.runtime.usage import cost_report, render_cost
+    from stageflow import operations as ops
+    from stageflow.service.tables import prices_text, render_cost
 
-    prices = dict(settings.cost_prices)
-    with _store(settings) as store:
-        since, until, rows = cost_report(
-            store, prices, days=days, now=time.time(), pipeline=pipeline
+    with ops.reading(settings) as store:
+        report = ops.cost(
+            store, settings.cost_prices, days=days, now=time.time(), pipeline=pipeline
         )
     no_prices = (
         "no prices configured: set STAGEFLOW_COST, e.g. "
         "STAGEFLOW_COST=cpu_hour=0.05,memory_gb_hour=0.01,gpu_hour=2.5, to see costs"
     )
     if fmt == "json":
-        data = [r.as_json() for r in rows]
-        if not prices:
-            for row in data:
-                row["cost"] = None
-        total = sum(r.cost for r in rows)
-        click.echo(
-            json.dumps(
-                {
-                    "since": iso(since),
-                    "until": iso(until),
-                    "days": days,
-                    "pipeline": pipeline,
-                    "prices": prices or None,
-                    "rows": data,
-                    "total": {
-                        "runs": sum(r.runs for r in rows),
-                        "task_hours": round(sum(r.task_hours for r in rows), 6),
-                        "cost": round(total, 6) if prices else None,
-                    },
-                }
-            )
-        )
-        if not prices:
-            click.echo(no_prices, err=True)
-        return
-    if not rows:
+        click.echo(json.dumps(report.as_json()))
+    elif not report.rows:
         which = f" of pipeline '{pipeline}'" if pipeline else ""
         click.echo(f"no runs{which} created in the last {days} days", err=True)
         return
-    for line in render_cost(rows, prices):
-        click.echo(line)
-    if prices:
-        from stageflow.runtime.usage import prices_text
-
+    else:
+        for line in render_cost(report.rows, report.prices):
+            click.echo(line)
+    if not report.prices:
+        click.echo(no_prices, err=True)
+    elif fmt == "text":
         click.echo(
-            f"prices: {prices_text(prices)} per unit requested per hour; "
+            f"prices: {prices_text(report.prices)} per unit requested per hour; "
             "tasks that declare no resources cost 0",
             err=True,
         )
-    else:
-        click.echo(no_prices, err=True)
 
 
 @cli.command()
@@ -696,31 +685,17 @@ def runs_cost(settings: Any, pipeline: str | None, days: int, fmt: str) -> None:
 @click.pass_obj
 def logs(settings: Any, run_id: str, task: str, attempt: int | None) -> None:
     """Print the captured stdout/stderr/logging of TASK in RUN_ID."""
-    from stageflow.runtime.logs import attempt_log
+    from stageflow import operations as ops
 
-    _check_run_id(run_id)
-    _check_task_id(task, "", mapped=True)
-    with _store(settings) as store:
-        store.get_run(run_id)
-        known = {t.task_id for t in store.task_runs(run_id)}
-    if task not in known:
-        from stageflow.spec.suggest import did_you_mean
-
-        hint = did_you_mean(task, sorted(known))
-        raise UsageError(
-            f"run '{run_id}' has no task '{task}'" + (f"; did you mean '{hint}'?" if hint else ""),
-            task=task,
-        )
-    files = attempt_log(settings.logs_dir, run_id, task)
-    if attempt is not None:
-        files = [f for f in files if f.stem == f"attempt-{attempt}"]
-    if not files:
+    with ops.reading(settings) as store:
+        found = ops.task_logs(store, settings.logs_dir, run_id, task, attempt=attempt)
+    if not found.files:
         click.echo(f"task '{task}' of run '{run_id}' wrote no output", err=True)
         return
-    for f in files:
-        if len(files) > 1:
-            click.echo(f"--- {f.stem} ---", err=True)
-        sys.stdout.write(f.read_text(encoding="utf-8", errors="replace"))
+    for f in found.files:
+        if len(found.files) > 1:
+            click.echo(f"--- attempt-{f.attempt} ---", err=True)
+        sys.stdout.write(f.text)
     sys.stdout.flush()
 
 
@@ -788,62 +763,6 @@ def _parse_params(params: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _check_run_id(run_id: str) -> None:
-    from stageflow.spec.validate import id_problem
-
-    why = id_problem(run_id, "run id")
-    if why is not None:
-        raise UsageError(f"{why}; see `stageflow runs list`", field="run_id")
-
-
-def _check_task_id(task: str, what: str, *, mapped: bool = False) -> None:
-    """A bad task id is a usage error (``what``: the argument, prefixed to the
-    message when given); ``mapped``: a mapped task's run ``ID[K]`` is accepted."""
-    from stageflow.spec.validate import id_problem
-
-    base, bracket, rest = task.partition("[") if mapped and task.endswith("]") else (task, "", "")
-    why = id_problem(base)
-    if why is None and bracket and not rest[:-1].isdigit():
-        why = f"task {task!r}: a mapped task's run is ID[K] with K a number, e.g. {base}[0]"
-    if why is not None:
-        raise UsageError(f"{what}: {why}" if what else why, field="task")
-
-
-def _paused_elsewhere(settings: Any, run_id: str) -> bool:
-    """True when RUN_ID is paused and a live process (not a crashed one) runs it."""
-    from stageflow.runtime.control import live_owner
-
-    with _store(settings) as store:
-        run = store.get_run(run_id)
-    return run.state == "paused" and live_owner(run) is not None
-
-
-class _store:
-    """The store, opened for reading only: every command using this one only reads."""
-
-    def __init__(self, settings: Any) -> None:
-        from stageflow.runtime.store import open_store
-
-        self.store = open_store(settings.database_url, settings.home, read_only=True)
-
-    def __enter__(self) -> Any:
-        return self.store
-
-    def __exit__(self, *exc: object) -> None:
-        self.store.close()
-
-
-def _show_usage(settings: Any, run_id: str) -> None:
-    """``runs show``'s usage sections: measured critical path, usage per task,
-    cost (with prices) and right-sizing advice."""
-    from stageflow.runtime.usage import render_run_report, run_report
-
-    with _store(settings) as store:
-        report = run_report(store, run_id, settings.cost_prices)
-    for line in render_run_report(report):
-        click.echo(line)
-
-
 def _check_output_path(path: Path, shown: str) -> None:
     """A clear ``UsageError`` before any work when ``path`` cannot be written."""
     parent = path.parent if str(path.parent) else Path(".")
@@ -862,45 +781,12 @@ def _check_output_path(path: Path, shown: str) -> None:
         )
 
 
-def _lease_json(run: Any, now: float) -> dict[str, Any] | None:
-    """A run's lease for ``runs list``/``runs show``: owner, epoch, expiry, whether it
-    is live, and ``note`` (``engine.lease.silence``) when it expired; ``None`` when the
-    run was never claimed."""
-    if run.lease_owner is None:
-        return None
-    from stageflow.engine.lease import is_live, silence
-    from stageflow.runtime.claim import holder_of
-    from stageflow.runtime.result import iso
-
-    return {
-        "owner": run.lease_owner,
-        "epoch": run.lease_epoch,
-        "expires_at": iso(run.lease_expires_at),
-        "live": is_live(run.lease_expires_at, now),
-        "note": silence(holder_of(run), now),
-    }
-
-
-def _pipeline_of_run(settings: Any, run_id: str) -> tuple[Any, Any, Any]:
-    from stageflow.graph import critical_path
-    from stageflow.runtime.result import RunResult
-    from stageflow.spec.load import pipeline_from_data
-
-    _check_run_id(run_id)
-    with _store(settings) as store:
-        record = store.get_run(run_id)
-        result = RunResult.from_records(record, store.task_runs(run_id))
-        spec = store.get_pipeline(record.pipeline, record.pipeline_version)
-    pipeline = pipeline_from_data(json.loads(spec.spec_json))
-    durations = {tid: t.duration_s for tid, t in result.tasks.items() if t.duration_s is not None}
-    result.critical_path = critical_path(pipeline.upstream_map(), durations, default=0.0).tasks
-    return pipeline, result, record
-
-
 def _run_shown(fmt: str, call: Callable[[Any, Any, Any], Any]) -> NoReturn:
     """Run ``call(listener, on_start, interrupt)`` with progress on stderr (a live
     view on a terminal) and Ctrl-C handling (``service.interrupts``); then print
-    the result and exit: 0 success, 130 cancelled by Ctrl-C, 1 otherwise."""
+    the result and exit: 0 success, 130 cancelled by Ctrl-C, 1 otherwise. A call
+    that made a request instead (an ``operations.ControlOutcome``) says what it did
+    and exits 0."""
     from stageflow.service.interrupts import CtrlC
     from stageflow.service.progress import LineProgress, LiveProgress
 
@@ -913,6 +799,11 @@ def _run_shown(fmt: str, call: Callable[[Any, Any, Any], Any]) -> NoReturn:
             progress.started(info)
 
         result = call(progress, on_start, ctrl_c.interrupt)
+    from stageflow.operations import ControlOutcome
+
+    if isinstance(result, ControlOutcome):  # a request instead of a run (resume: unpause)
+        click.echo(result.message, err=True)
+        sys.exit(0)
     interrupted = ctrl_c.count > 0 and result.state == "cancelled"
     if fmt == "json":
         click.echo(json.dumps(result.as_json()))
@@ -944,3 +835,13 @@ cli_queue.attach(cli)
 from stageflow.service import cli_stats  # noqa: E402  (after `cli` exists)
 
 cli_stats.attach(cli)
+
+# The pipeline commands (pipelines list / versions / show).
+from stageflow.service import cli_pipelines  # noqa: E402  (after `cli` exists)
+
+cli_pipelines.attach(cli)
+
+# The pool commands (pools set / list / remove).
+from stageflow.service import cli_pools  # noqa: E402  (after `cli` exists)
+
+cli_pools.attach(cli)

@@ -214,37 +214,31 @@ def _example(cls: Any) -> str:
 def runs_diff(settings: Any, run_a: str, run_b: str, fmt: str) -> None:
     """What changed between RUN_A and RUN_B: parameters, code, data, outputs, environment,
     metrics. Outputs are compared by content: paths naming each run's id do not count."""
-    from stageflow.runtime.lineage import diff_runs
-    from stageflow.runtime.store import open_store
+    from stageflow import operations as ops
 
-    for run_id in (run_a, run_b):
-        _check_run_id(run_id)
-    store = open_store(settings.database_url, settings.home, read_only=True)
-    try:
-        diff = diff_runs(store, run_a, run_b)
-    finally:
-        store.close()
+    with ops.reading(settings) as store:
+        diff = ops.diff(store, run_a, run_b)
     if fmt == "json":
-        click.echo(json.dumps(diff, default=str))
+        click.echo(json.dumps(diff.as_json(), default=str))
         return
     click.echo(
-        f"a: {run_a} ({diff['pipelines'][0]}, {diff['states'][0]})\n"
-        f"b: {run_b} ({diff['pipelines'][1]}, {diff['states'][1]})"
+        f"a: {run_a} ({diff.pipelines[0]}, {diff.states[0]})\n"
+        f"b: {run_b} ({diff.pipelines[1]}, {diff.states[1]})"
     )
-    for i, recorded in enumerate(diff["recorded"]):
+    for i, recorded in enumerate(diff.recorded):
         if not recorded:
             click.echo(f"note: run {'ab'[i]} has no reproducibility record (an older run)")
-    if not diff["changes"]:
+    if not diff.changes:
         click.echo("no differences")
-    for section, changes in diff["changes"].items():
+    for section, changes in diff.changes.items():
         click.echo(f"{section}:")
         for key, change in changes.items():
             delta = ""
             if "delta" in change:
                 delta = f"  ({change['delta']:+.4g})"
             click.echo(f"  {key}: {_short(change['a'])} -> {_short(change['b'])}{delta}")
-    if diff["same"]:
-        click.echo(f"unchanged: {', '.join(diff['same'])}")
+    if diff.same:
+        click.echo(f"unchanged: {', '.join(diff.same)}")
 
 
 # -- lineage ------------------------------------------------------------------------------
@@ -260,23 +254,18 @@ def lineage(settings: Any, target: str, fmt: str) -> None:
     TARGET is RUN_ID/TASK, a task id (its latest run), a file a task read or
     wrote, or a sha256 (8+ hex digits).
     """
-    from stageflow.runtime.lineage import lineage as find
-    from stageflow.runtime.store import open_store
+    from stageflow import operations as ops
 
-    store = open_store(settings.database_url, settings.home, read_only=True)
-    try:
-        found = find(store, target)
-    finally:
-        store.close()
+    with ops.reading(settings) as store:
+        found = ops.lineage(store, target)
     if fmt == "json":
-        click.echo(json.dumps(found, default=str))
+        click.echo(json.dumps(found.as_json(), default=str))
         return
-    produced = found["produced"]
-    matched = found["matched"]
+    produced = found.produced
+    matched = found.matched
     what = {"task": "", "input": "an input read by "}.get(matched.get("kind", ""), "written by ")
     click.echo(
-        f"{target}: {what}task {found['task']} of run {found['run_id']} "
-        f"(pipeline {found['pipeline']})"
+        f"{target}: {what}task {found.task} of run {found.run_id} (pipeline {found.pipeline})"
     )
     if produced["output_sha256"]:
         click.echo(f"  output sha256 {produced['output_sha256'][:16]}")
@@ -284,20 +273,20 @@ def lineage(settings: Any, target: str, fmt: str) -> None:
         click.echo(f"  read  {_link(item)}")
     for item in produced["writes"]:
         click.echo(f"  wrote {_link(item)}")
-    if found["upstream"]:
+    if found.upstream:
         click.echo("upstream ([N]: N steps up):")
-        for node in found["upstream"]:
+        for node in found.upstream:
             sha = (node["output_sha256"] or "")[:12]
             click.echo(f"  [{node['depth']}] {node['task']}" + (f"  output {sha}" if sha else ""))
             for item in node["reads"]:
                 click.echo(f"        read {_link(item)}")
-    if found["raw_inputs"]:
+    if found.raw_inputs:
         click.echo("raw inputs:")
-        for item in found["raw_inputs"]:
+        for item in found.raw_inputs:
             task = f"{item['task']} <- " if "task" in item else ""
             click.echo(f"  {task}{_link(item)}")
-    click.echo("consumed by:" if found["consumers"] else "consumed by: nothing recorded")
-    for c in found["consumers"]:
+    click.echo("consumed by:" if found.consumers else "consumed by: nothing recorded")
+    for c in found.consumers:
         how = f" (read {c['uri']})" if c.get("uri") else ""
         click.echo(f"  {c['task']} in run {c['run_id']}{how}")
 
@@ -382,14 +371,10 @@ def _append_record_to_show(command: click.Command) -> None:
 
 
 def _print_record(settings: Any, run_id: str) -> None:
-    from stageflow.runtime.lineage import load_record
-    from stageflow.runtime.store import open_store
+    from stageflow import operations as ops
 
-    store = open_store(settings.database_url, settings.home, read_only=True)
-    try:
-        record = load_record(store, run_id)
-    finally:
-        store.close()
+    with ops.reading(settings) as store:
+        record = ops.record(store, run_id)
     if not record:
         return
     spec = record.get("spec") or {}
@@ -438,15 +423,6 @@ def _require_mlflow(what: str) -> None:
 
     if importlib.util.find_spec("mlflow") is None:
         raise MissingExtra(f"{what} needs MLflow: pip install 'stageflow[mlflow]'")
-
-
-def _check_run_id(run_id: str) -> None:
-    from stageflow.errors import UsageError
-    from stageflow.spec.validate import id_problem
-
-    why = id_problem(run_id, "run id")
-    if why is not None:
-        raise UsageError(f"{why}; see `stageflow runs list`", field="run_id")
 
 
 def _link(item: dict[str, Any]) -> str:

@@ -49,37 +49,18 @@ def submit(settings: Any, target: str, params: tuple[str, ...], priority: int, f
 
     Nothing is queued when the pipeline or a parameter is wrong (exit 2, every
     problem listed)."""
-    from stageflow.runtime.loading import load_pipeline
-    from stageflow.runtime.runner import Runner
-    from stageflow.runtime.store import open_store
+    from stageflow import operations as ops
     from stageflow.service.cli import _invalid_json, _parse_params
 
     overrides = _parse_params(params)
     try:
-        pipeline = load_pipeline(target, settings.limits)
-        store = open_store(settings.database_url, settings.home)
-        try:
-            prepared = Runner(pipeline, store=store, settings=settings).prepare(
-                overrides, priority=priority, hold=False
-            )
-        finally:
-            store.close()
+        run = ops.submit(settings, target, overrides, priority=priority)
     except StageflowError as exc:
         if fmt == "json" and exc.problems:
             click.echo(_invalid_json(exc))
         raise
-    run = prepared.run
     if fmt == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "run_id": run.run_id,
-                    "pipeline": run.pipeline,
-                    "state": run.state,
-                    "priority": run.priority,
-                }
-            )
-        )
+        click.echo(json.dumps(run.as_json()))
     else:
         click.echo(run.run_id)
     click.echo(
@@ -141,15 +122,14 @@ def worker(
     at once (the leases then expire and another worker takes the runs)."""
     import os
 
-    from stageflow.runtime.store import open_store
-    from stageflow.runtime.store.url import mask_url
+    from stageflow import operations as ops
     from stageflow.runtime.worker import Worker
 
     if name is not None and (not name.strip() or len(name) > 100 or "\n" in name):
         from stageflow.errors import UsageError
 
         raise UsageError("--name must be 1 to 100 characters on one line", field="name")
-    open_store(settings.database_url, settings.home).close()  # unreachable: say so now
+    ops.check_store(settings)  # unreachable: say so now
 
     def say(line: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -184,7 +164,7 @@ def worker(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, drain)
         signal.signal(signal.SIGINT, drain)
-    where = mask_url(settings.database_url) if settings.database_url else str(settings.home)
+    where = ops.store_location(settings)
     say(
         f"worker {w.owner} ready: {w.concurrency} run(s) at once, executor {executor}, "
         f"store {where}"

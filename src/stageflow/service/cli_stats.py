@@ -2,8 +2,8 @@
 
 ``stageflow stats PIPELINE [--days N] [--format text|json|csv]``: per-task runs,
 successes, failures, success rate, duration p50/p95 and last failure over the
-pipeline's recent runs (``runtime.stats`` says what counts). It only reads: the
-store is opened read-only.
+pipeline's recent runs (``operations.stats``; ``runtime.stats`` says what counts).
+It only reads: the store is opened read-only.
 """
 
 from __future__ import annotations
@@ -63,11 +63,12 @@ def stats(settings: Any, pipeline: str, days: int, fmt: str) -> None:
     p50/p95 of its successful attempts, and its last failure. A mapped task's
     elements (train[3]) count under the task (train). Exit 1 for an unknown
     pipeline."""
-    from stageflow.runtime.stats import MAX_TASK_RUNS, render_stats, stats_report
-    from stageflow.service.cli import _store
+    from stageflow import operations as ops
+    from stageflow.runtime.stats import MAX_TASK_RUNS
+    from stageflow.service.tables import render_stats
 
-    with _store(settings) as store:
-        report = stats_report(store, pipeline, days=days, now=time.time())
+    with ops.reading(settings) as store:
+        report = ops.stats(store, pipeline, days=days, now=time.time())
     if not report.tasks:
         click.echo(f"no runs of pipeline '{pipeline}' created in the last {days} days", err=True)
     if fmt == "json":

@@ -9,7 +9,8 @@ import pytest
 
 from stageflow.runtime.result import RunResult, TaskResult, index_order
 from stageflow.runtime.store.base import AttemptRecord, RunRecord
-from stageflow.runtime.usage import gantt, task_usage
+from stageflow.runtime.usage import task_usage
+from stageflow.service.gantt import gantt
 
 
 @pytest.mark.parametrize(

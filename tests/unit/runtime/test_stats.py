@@ -11,10 +11,10 @@ from stageflow.runtime.stats import (
     TaskStats,
     first_line,
     nearest_rank,
-    render_stats,
     task_stats,
 )
 from stageflow.runtime.store import TaskRunStat
+from stageflow.service.tables import render_stats
 
 
 def row(

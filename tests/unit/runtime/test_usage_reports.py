@@ -23,15 +23,14 @@ from stageflow.runtime.usage import (
     cost_by_pipeline_day,
     efficiency,
     format_gb,
-    gantt,
     measured_critical_path,
     parse_request,
-    render_cost,
-    render_run_report,
     run_cost,
     suggest_memory_gb,
     task_usage,
 )
+from stageflow.service.gantt import gantt
+from stageflow.service.tables import render_cost, render_run_report
 
 PRICES = {"cpu_hour": 0.05, "memory_gb_hour": 0.01, "gpu_hour": 2.5}
 

@@ -1,0 +1,315 @@
+"""Commands: queue a run, run one here, resume or retry it, and control it.
+
+Policy. Each command checks its arguments (``operations.arguments``) before it
+touches the store, then does what the runtime's public entry points do:
+
+* ``submit`` validates the pipeline and its parameters and records a ``queued``
+  run with no lease (``Runner.prepare(hold=False)``): a worker claims it. Nothing
+  is recorded when anything is wrong (``InvalidSpec`` with every problem).
+* ``start`` / ``resume`` / ``retry`` execute in the calling process
+  (``runtime.runner.run_pipeline`` / ``resume_run`` / ``retry_run``) and return
+  the ``RunResult``; ``resume`` of a run that is paused while a live process runs
+  it unpauses it instead (``ControlOutcome``).
+* ``cancel`` / ``pause`` / ``unpause`` / ``approve`` / ``reject`` are requests
+  through the store (``runtime.control``), which reach the process that owns the
+  run wherever it is; each returns a ``ControlOutcome`` whose ``message`` says
+  what was done.
+
+Every user mistake raises a ``StageflowError`` subclass; nothing prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from stageflow.errors import UsageError
+from stageflow.operations.arguments import check_run_id, check_task_id
+from stageflow.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from stageflow.runtime.interrupt import Interrupt
+    from stageflow.runtime.result import RunResult
+    from stageflow.runtime.runner import Listener, OnStart
+    from stageflow.spec.models import Pipeline
+
+__all__ = [
+    "MAX_COMMENT",
+    "ControlOutcome",
+    "SubmittedRun",
+    "approve",
+    "cancel",
+    "pause",
+    "reject",
+    "resume",
+    "retry",
+    "start",
+    "submit",
+    "unpause",
+]
+
+#: The longest comment an approval decision records.
+MAX_COMMENT = 2000
+
+Request = Literal["cancel", "pause", "unpause", "approve", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedRun:
+    """A run recorded ``queued`` for a worker."""
+
+    run_id: str
+    pipeline: str
+    pipeline_version: str
+    state: str
+    priority: int
+    params: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "state": self.state,
+            "priority": self.priority,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ControlOutcome:
+    """What a control request did: ``message`` says it for a person."""
+
+    run_id: str
+    request: Request
+    by: str
+    message: str
+    task_id: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "request": self.request,
+            "by": self.by,
+            "task_id": self.task_id,
+            "message": self.message,
+        }
+
+
+def submit(
+    settings: Settings,
+    pipeline: Pipeline | str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    priority: int = 0,
+) -> SubmittedRun:
+    """Validate ``pipeline`` (a ``Pipeline``, or a file / ``module:name`` to load) and
+    queue a run of it; nothing is recorded when it or a parameter is wrong.
+
+    Raises ``InvalidSpec`` (every problem), ``UsageError`` (a target that cannot be
+    loaded, a priority out of range), ``StoreError``."""
+    from stageflow.runtime.loading import load_pipeline
+    from stageflow.runtime.runner import Runner
+    from stageflow.runtime.store import open_store
+
+    if not -1_000_000 <= priority <= 1_000_000:
+        raise UsageError(f"priority {priority} is out of range -1000000..1000000", field="priority")
+    if isinstance(pipeline, str):
+        pipeline = load_pipeline(pipeline, settings.limits)
+    store = open_store(settings.database_url, settings.home)
+    try:
+        prepared = Runner(pipeline, store=store, settings=settings).prepare(
+            dict(params or {}), priority=priority, hold=False
+        )
+    finally:
+        store.close()
+    run = prepared.run
+    return SubmittedRun(
+        run.run_id, run.pipeline, run.pipeline_version, run.state, run.priority, run.params
+    )
+
+
+def start(
+    settings: Settings,
+    pipeline: Pipeline,
+    params: Mapping[str, Any] | None = None,
+    *,
+    executor: str = "thread",
+    max_parallel: int | None = None,
+    use_cache: bool = True,
+    listener: Listener | None = None,
+    on_start: OnStart | None = None,
+    interrupt: Interrupt | None = None,
+) -> RunResult:
+    """Validate, record and run ``pipeline`` in this process (``runtime.runner.run_pipeline``);
+    its ``RunResult`` in any final state. Raises ``InvalidSpec`` before anything runs."""
+    from stageflow.runtime.runner import run_pipeline
+
+    return run_pipeline(
+        pipeline,
+        params=params,
+        executor=executor,
+        max_parallel=max_parallel,
+        settings=settings,
+        listener=listener,
+        on_start=on_start,
+        interrupt=interrupt,
+        use_cache=use_cache,
+    )
+
+
+def resume(
+    settings: Settings,
+    run_id: str,
+    *,
+    by: str | None = None,
+    executor: str = "thread",
+    max_parallel: int | None = None,
+    listener: Listener | None = None,
+    on_start: OnStart | None = None,
+    interrupt: Interrupt | None = None,
+) -> RunResult | ControlOutcome:
+    """Finish ``run_id`` in this process: re-run exactly its tasks without a committed
+    success. A run paused while a live process still runs it is unpaused instead
+    (the ``ControlOutcome`` of that). Raises ``UsageError``, ``RunNotFound``,
+    ``RunOwned``, ``LeaseLost``, and what loading its pipeline raises."""
+    from stageflow.operations.runs import paused_elsewhere
+    from stageflow.operations.stores import reading
+    from stageflow.runtime.runner import resume_run
+
+    check_run_id(run_id)
+    with reading(settings) as store:
+        paused = paused_elsewhere(store, run_id, now=time.time())
+    if paused:
+        return unpause(settings, run_id, by=by)
+    return resume_run(
+        run_id,
+        executor=executor,
+        max_parallel=max_parallel,
+        settings=settings,
+        listener=listener,
+        on_start=on_start,
+        interrupt=interrupt,
+    )
+
+
+def retry(
+    settings: Settings,
+    run_id: str,
+    *,
+    from_task: str | None = None,
+    by: str | None = None,
+    executor: str = "thread",
+    max_parallel: int | None = None,
+    use_cache: bool = True,
+    listener: Listener | None = None,
+    on_start: OnStart | None = None,
+    interrupt: Interrupt | None = None,
+) -> RunResult:
+    """Run the tasks of the ended ``run_id`` that did not succeed again, in this process
+    (``runtime.runner.retry_run``); with ``from_task``, that task and its downstream
+    too. Raises ``UsageError``, ``RunNotFound``, ``RunOwned``, ``ControlRefused``."""
+    from stageflow.runtime.runner import retry_run
+
+    check_run_id(run_id)
+    if from_task is not None:
+        check_task_id(from_task, "--from")
+    return retry_run(
+        run_id,
+        from_task=from_task,
+        by=by,
+        executor=executor,
+        max_parallel=max_parallel,
+        settings=settings,
+        listener=listener,
+        on_start=on_start,
+        interrupt=interrupt,
+        use_cache=use_cache,
+    )
+
+
+def cancel(settings: Settings, run_id: str, *, by: str | None = None) -> ControlOutcome:
+    """Cancel ``run_id``: its owner stops running attempts and cancels every unfinished
+    task; a run no live process runs is cancelled in the store at once. Raises
+    ``UsageError``, ``RunNotFound``, ``ControlRefused`` (it ended)."""
+    from stageflow.runtime.control import cancel_run
+
+    check_run_id(run_id)
+    message = cancel_run(run_id, by=by, settings=settings)
+    return ControlOutcome(run_id, "cancel", _requester(by), message)
+
+
+def pause(settings: Settings, run_id: str, *, by: str | None = None) -> ControlOutcome:
+    """Ask the owner of ``run_id`` to start no new task. Raises ``UsageError``,
+    ``RunNotFound``, ``ControlRefused`` (it ended, or no live process runs it)."""
+    from stageflow.runtime.control import pause_run
+
+    check_run_id(run_id)
+    message = pause_run(run_id, by=by, settings=settings)
+    return ControlOutcome(run_id, "pause", _requester(by), message)
+
+
+def unpause(settings: Settings, run_id: str, *, by: str | None = None) -> ControlOutcome:
+    """Ask the owner of the paused ``run_id`` to start tasks again. Raises ``UsageError``,
+    ``RunNotFound``, ``ControlRefused`` (not paused, ended, or no live process runs it)."""
+    from stageflow.runtime.control import unpause_run
+
+    check_run_id(run_id)
+    message = unpause_run(run_id, by=by, settings=settings)
+    return ControlOutcome(run_id, "unpause", _requester(by), message)
+
+
+def approve(
+    settings: Settings,
+    run_id: str,
+    task_id: str,
+    *,
+    comment: str | None = None,
+    by: str | None = None,
+) -> ControlOutcome:
+    """Approve the gate of ``task_id`` (awaiting approval): it runs. Raises
+    ``UsageError`` (bad id, no such task, comment too long), ``RunNotFound``,
+    ``ControlRefused`` (no gate, not awaiting, ``by`` not an approver, no owner)."""
+    return _decide(settings, run_id, task_id, True, comment, by)
+
+
+def reject(
+    settings: Settings,
+    run_id: str,
+    task_id: str,
+    *,
+    comment: str | None = None,
+    by: str | None = None,
+) -> ControlOutcome:
+    """Reject the gate of ``task_id``: it fails (its downstream follow their trigger
+    rules). Raises as ``approve``."""
+    return _decide(settings, run_id, task_id, False, comment, by)
+
+
+def _decide(
+    settings: Settings,
+    run_id: str,
+    task_id: str,
+    approved: bool,
+    comment: str | None,
+    by: str | None,
+) -> ControlOutcome:
+    from stageflow.runtime.control import decide_approval
+
+    check_run_id(run_id)
+    check_task_id(task_id, "TASK")
+    if comment is not None and len(comment) > MAX_COMMENT:
+        raise UsageError(f"--comment is over {MAX_COMMENT} characters; shorten it", field="comment")
+    message = decide_approval(
+        run_id, task_id, approve=approved, comment=comment, by=by, settings=settings
+    )
+    return ControlOutcome(
+        run_id, "approve" if approved else "reject", _requester(by), message, task_id
+    )
+
+
+def _requester(by: str | None) -> str:
+    """Who asked, as ``runtime.control`` recorded it (it checked ``by`` already)."""
+    from stageflow.runtime.control import default_requester
+
+    return by.strip() if by is not None else default_requester()

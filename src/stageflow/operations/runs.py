@@ -1,0 +1,364 @@
+"""Queries about runs: list them (filtered, a page at a time), show one, its logs.
+
+Policy:
+
+* **Listing** is newest first, by ``(created_at, run_id)`` descending, so runs
+  created in the same instant still have one order. A page holds at most
+  ``limit`` runs (1 to ``MAX_PAGE``); when more match, ``RunPage.cursor`` names
+  the last run shown, and the next page starts strictly after it (keyset
+  pagination: a run created meanwhile never shifts a page, nor is any run shown
+  twice). A cursor is opaque text: base64url of ``[created_at, run_id]``.
+* **Filters**: ``pipeline`` (exact name), ``states`` (any of them; each one of
+  DESIGN.md's run states), ``since``/``until`` (creation time in ``[since, until)``).
+  A filter that can match nothing by construction (an unknown state, ``since``
+  not before ``until``) is a ``UsageError`` naming the field, not an empty page.
+* **Lease status**: a run whose lease expired says so after its state
+  (``running — w-3 silent since 12:01:07 UTC, will be taken over``), from
+  ``engine.lease.silence`` at the time the caller passes.
+
+Every function takes an opened store (``operations.stores``) and the time where
+it matters; none prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stageflow.errors import UsageError
+from stageflow.operations.arguments import check_run_id, check_task_id
+from stageflow.runtime.result import RunResult, iso
+from stageflow.runtime.store.base import AttemptRecord, RunRecord, Store
+
+if TYPE_CHECKING:
+    from stageflow.spec.models import Pipeline
+
+__all__ = [
+    "MAX_PAGE",
+    "RUN_STATES",
+    "LeaseStatus",
+    "LogFile",
+    "RunDetail",
+    "RunFilter",
+    "RunPage",
+    "RunSummary",
+    "RunTimeline",
+    "TaskLogs",
+    "decode_cursor",
+    "encode_cursor",
+    "lease_status",
+    "list_runs",
+    "paused_elsewhere",
+    "run_timeline",
+    "show_run",
+    "task_logs",
+]
+
+#: The most runs one page holds.
+MAX_PAGE = 1_000_000
+#: DESIGN.md's run states (strings: listing runs does not load the engine).
+RUN_STATES = ("queued", "running", "paused", "success", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs to list; every field given must match (``None``/empty: any)."""
+
+    pipeline: str | None = None
+    states: tuple[str, ...] = ()
+    since: float | None = None  # created at or after
+    until: float | None = None  # created before
+    limit: int = 50
+    cursor: str | None = None  # from the previous page's ``RunPage.cursor``
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseStatus:
+    """A run's lease as its listing shows it; ``note`` is set only when it expired."""
+
+    owner: str
+    epoch: int
+    expires_at: float | None
+    live: bool
+    note: str | None  # e.g. "w-3 silent since 12:01:07 UTC, will be taken over"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "epoch": self.epoch,
+            "expires_at": iso(self.expires_at),
+            "live": self.live,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One line of a run listing."""
+
+    run_id: str
+    pipeline: str
+    pipeline_version: str
+    state: str
+    priority: int
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    lease: LeaseStatus | None  # None: never claimed
+
+    @property
+    def status(self) -> str:
+        """The state, followed by the lease's note when its owner went silent."""
+        note = self.lease.note if self.lease else None
+        return f"{self.state} — {note}" if note else self.state
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "state": self.state,
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "lease": self.lease.as_json() if self.lease else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """A page of runs, newest first; ``cursor`` fetches the next (``None``: no more)."""
+
+    runs: list[RunSummary]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    """One run: its record, its task runs (as a ``RunResult``, with the critical path
+    by measured durations), every attempt, its lease and the pipeline version it used."""
+
+    run: RunRecord
+    result: RunResult
+    attempts: list[AttemptRecord]
+    lease: LeaseStatus | None
+    pipeline: Pipeline
+
+    @property
+    def status(self) -> str:
+        note = self.lease.note if self.lease else None
+        return f"{self.run.state} — {note}" if note else self.run.state
+
+
+@dataclass(frozen=True, slots=True)
+class RunTimeline:
+    """A run's attempts in time, for a Gantt chart: ``task_ids`` in creation order."""
+
+    run: RunRecord
+    task_ids: list[str]
+    attempts: list[AttemptRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class LogFile:
+    """One attempt's captured output."""
+
+    attempt: int
+    path: Path
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLogs:
+    """What a task of a run wrote, attempt by attempt (empty: it wrote nothing)."""
+
+    run_id: str
+    task_id: str
+    files: list[LogFile] = field(default_factory=list)
+
+
+def list_runs(store: Store, which: RunFilter, *, now: float) -> RunPage:
+    """A page of the runs ``which`` selects, newest first (see the module docstring).
+
+    Raises ``UsageError`` (``field``: ``state``, ``since``, ``limit`` or ``cursor``)
+    for a filter that cannot be right."""
+    _check_filter(which)
+    before = decode_cursor(which.cursor) if which.cursor is not None else None
+    records = store.query_runs(
+        pipeline=which.pipeline,
+        states=tuple(dict.fromkeys(which.states)),
+        since=which.since,
+        until=which.until,
+        before=before,
+        limit=which.limit + 1,  # one more tells whether another page follows
+    )
+    shown = records[: which.limit]
+    more = len(records) > which.limit
+    cursor = encode_cursor(shown[-1].created_at, shown[-1].run_id) if more and shown else None
+    return RunPage([_summary(r, now) for r in shown], cursor)
+
+
+def show_run(store: Store, run_id: str, *, now: float) -> RunDetail:
+    """Run ``run_id`` with its task runs, attempts, lease and pipeline.
+
+    Raises ``UsageError`` (a malformed id), ``RunNotFound``, and what
+    ``runtime.loading.pipeline_of_run`` raises when its pipeline version is gone."""
+    from stageflow.graph import critical_path
+    from stageflow.runtime.loading import pipeline_of_run
+
+    check_run_id(run_id)
+    run = store.get_run(run_id)
+    attempts = store.attempts(run_id)
+    result = RunResult.from_records(run, store.task_runs(run_id), attempts)  # with table rows
+    pipeline = pipeline_of_run(store, run)
+    durations = {tid: t.duration_s for tid, t in result.tasks.items() if t.duration_s is not None}
+    result.critical_path = critical_path(pipeline.upstream_map(), durations, default=0.0).tasks
+    return RunDetail(run, result, attempts, lease_status(run, now), pipeline)
+
+
+def run_timeline(store: Store, run_id: str) -> RunTimeline:
+    """Run ``run_id``'s attempts with its task order; ``UsageError``, ``RunNotFound``."""
+    check_run_id(run_id)
+    run = store.get_run(run_id)
+    task_ids = [t.task_id for t in store.task_runs(run_id)]
+    return RunTimeline(run, task_ids, store.attempts(run_id))
+
+
+def task_logs(
+    store: Store, logs_dir: Path, run_id: str, task_id: str, *, attempt: int | None = None
+) -> TaskLogs:
+    """The captured stdout/stderr/logging of ``task_id`` in ``run_id`` (only attempt
+    ``attempt`` when given), read whole.
+
+    Raises ``UsageError`` for a malformed id or a task the run does not have (naming
+    the closest one), ``RunNotFound``."""
+    from stageflow.runtime.logs import attempt_log
+
+    check_run_id(run_id)
+    check_task_id(task_id, mapped=True)
+    if attempt is not None and attempt < 1:
+        raise UsageError(f"attempt {attempt}: attempts count from 1", field="attempt")
+    store.get_run(run_id)
+    known = [t.task_id for t in store.task_runs(run_id)]
+    if task_id not in known:
+        from stageflow.spec.suggest import did_you_mean
+
+        hint = did_you_mean(task_id, sorted(known))
+        raise UsageError(
+            f"run '{run_id}' has no task '{task_id}'"
+            + (f"; did you mean '{hint}'?" if hint else ""),
+            task=task_id,
+        )
+    files = []
+    for path in attempt_log(logs_dir, run_id, task_id):
+        number = int(path.stem.split("-")[1])
+        if attempt is None or number == attempt:
+            files.append(LogFile(number, path, path.read_text(encoding="utf-8", errors="replace")))
+    return TaskLogs(run_id, task_id, files)
+
+
+def paused_elsewhere(store: Store, run_id: str, *, now: float) -> bool:
+    """Whether ``run_id`` is paused and a live process (not a crashed one) runs it:
+    then ``resume`` means unpause. Raises ``UsageError``, ``RunNotFound``."""
+    from stageflow.runtime.claim import live_owner
+
+    check_run_id(run_id)
+    run = store.get_run(run_id)
+    return run.state == "paused" and live_owner(run, now) is not None
+
+
+def lease_status(run: RunRecord, now: float) -> LeaseStatus | None:
+    """``run``'s lease at ``now``; ``None`` when it was never claimed."""
+    if run.lease_owner is None:
+        return None
+    from stageflow.engine.lease import is_live, silence
+    from stageflow.runtime.claim import holder_of
+
+    return LeaseStatus(
+        owner=run.lease_owner,
+        epoch=run.lease_epoch,
+        expires_at=run.lease_expires_at,
+        live=is_live(run.lease_expires_at, now),
+        note=silence(holder_of(run), now),
+    )
+
+
+def encode_cursor(created_at: float, run_id: str) -> str:
+    """The opaque cursor of a page that ends with this run."""
+    data = json.dumps([created_at, run_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """``(created_at, run_id)`` of a cursor made by ``encode_cursor``; ``UsageError``
+    (field ``cursor``) for anything else."""
+    bad = UsageError(
+        f"cursor {cursor[:40]!r} is not one this store gave; pass the `cursor` of the "
+        "previous page as it was, or leave it out to start from the newest run",
+        field="cursor",
+    )
+    if len(cursor) > 400:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise bad from None
+    if (
+        not isinstance(data, list)
+        or len(data) != 2
+        or not isinstance(data[0], int | float)
+        or isinstance(data[0], bool)
+        or not math.isfinite(data[0])
+        or not isinstance(data[1], str)
+    ):
+        raise bad
+    from stageflow.spec.validate import id_problem
+
+    if id_problem(data[1], "run id") is not None:
+        raise bad
+    return float(data[0]), data[1]
+
+
+def _check_filter(which: RunFilter) -> None:
+    if not 1 <= which.limit <= MAX_PAGE:
+        raise UsageError(
+            f"limit {which.limit} is out of range; give 1 to {MAX_PAGE:,}", field="limit"
+        )
+    unknown = [s for s in which.states if s not in RUN_STATES]
+    if unknown:
+        from stageflow.spec.suggest import did_you_mean
+
+        hint = did_you_mean(unknown[0], list(RUN_STATES))
+        raise UsageError(
+            f"state '{unknown[0]}' is not a run state; a run is one of {', '.join(RUN_STATES)}"
+            + (f" (did you mean '{hint}'?)" if hint else ""),
+            field="state",
+        )
+    for name in ("since", "until"):
+        value = getattr(which, name)
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{name} must be a finite time", field=name)
+    if which.since is not None and which.until is not None and which.since >= which.until:
+        raise UsageError(
+            f"since ({iso(which.since)}) is not before until ({iso(which.until)}); "
+            "no run can match: swap them or widen the window",
+            field="since",
+        )
+
+
+def _summary(run: RunRecord, now: float) -> RunSummary:
+    return RunSummary(
+        run_id=run.run_id,
+        pipeline=run.pipeline,
+        pipeline_version=run.pipeline_version,
+        state=run.state,
+        priority=run.priority,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        lease=lease_status(run, now),
+    )
