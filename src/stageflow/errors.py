@@ -12,6 +12,7 @@
     ├── LeaseLost                  a commit refused: another process took the run over
     ├── ControlRefused             cancel/pause/approve/retry does not fit the run's state
     ├── StoreError                 the store cannot be opened/used (bad URL, newer schema)
+    │   └── StoreUnreachable       its server went away: the connection is reopened on next use
     ├── MissingExtra               an optional dependency is not installed
     └── UsageError                 a bad CLI/API argument
 
@@ -39,6 +40,7 @@ __all__ = [
     "SpecLimitExceeded",
     "StageflowError",
     "StoreError",
+    "StoreUnreachable",
     "UnknownOperator",
     "UsageError",
 ]
@@ -157,6 +159,14 @@ class ControlRefused(StageflowError):
 
 class StoreError(StageflowError):
     pass
+
+
+class StoreUnreachable(StoreError):
+    """The store's server cannot be reached, or the connection to it was lost: trying
+    again later may succeed (the store reopens its connection on next use). At a
+    command's start it is the user's to fix (the URL, the server): exit 2."""
+
+    exit_code = 2
 
 
 class MissingExtra(StageflowError):

@@ -573,10 +573,134 @@ def test_a_run_too_big_for_one_worker_waits_for_a_bigger_one(place: Place) -> No
     run_id = place.submit(spec)  # queued for whichever worker it fits, not refused here
     small = place.start_worker("small", "--idle-exit", "1", STAGEFLOW_MAX_CPU_CORES="2")
     assert small.wait(timeout=60) == 0, place.stderr("small")
-    assert "left for a bigger worker" in place.stderr("small")
+    err = place.stderr("small")
+    assert f"run {run_id}: left for a bigger worker; it does not fit this one" in err, err
+    assert "(handed back to the queue)" in err, err
+    assert len([ln for ln in err.splitlines() if "left for a bigger worker" in ln]) == 1, err
     with place.store() as store:
-        assert store.get_run(run_id).state == "queued"  # not failed, not held
+        run = store.get_run(run_id)
+        assert run.state == "queued"  # not failed
+        # Claimed, then handed back at once: any worker may take it now.
+        assert run.lease_epoch == 2 and (run.lease_expires_at or 0.0) <= time.time(), run
+        assert run_id in {r.run_id for r in store.claimable_runs(time.time(), 10)}
     big = place.start_worker("big", "--idle-exit", "1", STAGEFLOW_MAX_CPU_CORES="64")
     assert big.wait(timeout=60) == 0, place.stderr("big")
     with place.store() as store:
         assert store.get_run(run_id).state == "success", place.stderr("big")
+
+
+# -- a lost database connection ---------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_worker_that_loses_its_database_connections_keeps_its_run_and_finishes_it(
+    tmp_path: Path,
+) -> None:
+    """Every server session of the worker is ended (``pg_terminate_backend``) while a task
+    runs: the worker reconnects (its poll and the run's commits try again), the run ends
+    ``success`` with every task run once, and the worker goes on claiming runs."""
+    import secrets
+
+    import psycopg
+
+    from support.postgres import POSTGRES_URL
+
+    require_postgres()
+    app = f"sf_lost_{secrets.token_hex(4)}"
+    with postgres_schema() as url:
+        place = Place(tmp_path, f"{url}&application_name={app}")
+        try:
+            gate = place.tmp / "gate"
+            spec = place.write_spec("lost", {"t1": [], "t2": [AT_GATE], "t3": []}, gate=str(gate))
+            first = place.submit(spec)
+            worker = place.start_worker("w", "--idle-exit", "2")
+            wait_until(
+                lambda: (first, "t2", worker.pid) in place.rows() and committed(place, first, "t1"),
+                "the worker ran t1 and started t2",
+                timeout=60,
+            )
+
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    (app,),
+                ).fetchall()
+            assert len(ended) >= 2, ended  # its poll's session and the run's
+            gate.touch()
+            second = place.submit(spec)
+
+            assert worker.wait(timeout=90) == 0, place.stderr("w")
+            err = place.stderr("w")
+            assert f"run {first} of pipeline 'lost': success" in err, err
+            assert f"run {second} of pipeline 'lost': success" in err, err
+            assert "the store answers again" in err, err  # it noticed, and recovered
+            assert "Traceback" not in err, err
+            with place.store() as store:
+                for run_id in (first, second):
+                    run = store.get_run(run_id)
+                    assert (run.state, run.lease_owner) == ("success", owner("w", worker))
+                    assert run_successes(store, run_id) == 1
+                    assert task_successes(store, run_id) == Counter({"t1": 1, "t2": 1, "t3": 1})
+            assert Counter((r, t) for r, t, _ in place.rows()) == Counter(
+                {(r, t): 1 for r in (first, second) for t in ("t1", "t2", "t3")}
+            )
+        finally:
+            stop_all(place)
+
+
+def test_a_worker_whose_store_cannot_be_reached_says_which_and_why_at_start(
+    place: Place,
+) -> None:
+    bad = "postgresql://stageflow:hunter2@127.0.0.1:1/nowhere"
+
+    r = place.cli("worker", "--idle-exit", "1", STAGEFLOW_DATABASE_URL=bad)
+
+    assert r.returncode == 2, r
+    assert "could not connect to postgresql://stageflow:***@127.0.0.1:1/nowhere" in r.stderr
+    assert "Connection refused" in r.stderr or "connection failed" in r.stderr, r.stderr
+    assert "hunter2" not in r.stderr + r.stdout
+    assert "Traceback" not in r.stderr
+
+
+# -- a run claimed by the worker's poll is not claimed again by its thread ----------------------
+
+
+def _one(x: int = 1) -> int:
+    return x
+
+
+def test_a_run_won_by_claim_next_starts_under_that_epoch_without_claiming_again(
+    tmp_path: Path,
+) -> None:
+    from stageflow import Pipeline, Task
+    from stageflow.errors import RunOwned
+    from stageflow.runtime.runner import Runner
+    from stageflow.runtime.settings import Settings
+
+    settings = Settings(home=tmp_path / "home")
+    pipeline = Pipeline("won", tasks=[Task("a", _one)])
+    with contextlib.closing(open_store(None, settings.home)) as store:
+        first = Runner(pipeline, store=store, settings=settings).prepare({}, hold=False).run
+        second = Runner(pipeline, store=store, settings=settings).prepare({}, hold=False).run
+        now = time.time()
+        got = store.claim_next(owner="w (h:1)", host=HOST, pid=os.getpid(), now=now, ttl=15.0)
+        assert got is not None and got[0].run_id == first.run_id
+
+        # Given the queue's view (no lease shown), the runner renews the lease it was
+        # handed instead of claiming again: the epoch stays the one claim_next won.
+        result = Runner(pipeline, store=store, settings=settings, owner="w (h:1)").start_queued(
+            got[0], epoch=got[1]
+        )
+        assert result.state == "success"
+        run = store.get_run(first.run_id)
+        assert (run.state, run.lease_epoch, run.lease_owner) == ("success", 1, "w (h:1)")
+
+        # An epoch that is no longer the run's (taken meanwhile) starts nothing.
+        got = store.claim_next(owner="w (h:1)", host=HOST, pid=os.getpid(), now=now, ttl=15.0)
+        assert got is not None and got[0].run_id == second.run_id
+        store.release_lease(second.run_id, got[1], now)
+        with pytest.raises(RunOwned):
+            Runner(pipeline, store=store, settings=settings).start_queued(got[0], epoch=got[1])
+        assert store.get_run(second.run_id).state == "queued"
+        assert store.task_runs(second.run_id)[0].state == "pending"

@@ -30,9 +30,21 @@ lock) so that runs waiting for resources wake up. Keys are ``(owner, item)``
 pairs: ``forget(owner)`` releases all of an owner's grants (a run that ends
 never leaks).
 
+Global pools. Pool slots may be kept outside this process (deployment-wide,
+in the store: ``runtime.pools``). An ``Admission`` given a ``PoolGate`` does
+not count pool slots itself: once the rest of a pooled request fits, it asks
+``gate.take(key, pool)`` (non-blocking; under the lock) and grants only if the
+gate gave a slot, and every ``release`` of that grant calls
+``gate.give_back(key, pool)`` (outside the lock). A request refused only by the
+gate waits, but outside the line: it holds no reservation, since keeping local
+resources free for it would not bring a slot held elsewhere any sooner, and the
+slot frees without a local ``release``, so ``waits_for_pool(owner)`` tells the
+caller to ask again later (the runner polls).
+
 State: the free amount of each scalar resource, the used fraction of each
-GPU device, free pool slots, the grants by key, the reservation and its
-bypass count. Pure: no clock, no I/O.
+GPU device, free pool slots (without a gate), the grants by key, the
+reservation and its bypass count, the keys the gate refused. Pure: no clock,
+no I/O (a gate's I/O is the caller's).
 """
 
 from __future__ import annotations
@@ -41,8 +53,9 @@ import math
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import Protocol
 
-__all__ = ["Admission", "Capacity", "Grant", "Request"]
+__all__ = ["Admission", "Capacity", "Grant", "PoolGate", "Request"]
 
 _EPS = 1e-9
 
@@ -73,6 +86,16 @@ class Grant:
     gpu_devices: tuple[int, ...] = ()
 
 
+class PoolGate(Protocol):
+    """Pool slots kept outside this ``Admission`` (``runtime.pools.GlobalPools``)."""
+
+    def take(self, key: object, pool: str) -> bool:
+        """Take one slot of ``pool`` for ``key`` now if one is free; never waits."""
+
+    def give_back(self, key: object, pool: str) -> None:
+        """Give back the slot ``key`` took."""
+
+
 class Admission:
     """Tracks free resources; see the module docstring for the policy."""
 
@@ -82,9 +105,11 @@ class Admission:
         *,
         backfill_limit: int = 8,
         lock: AbstractContextManager[object] | None = None,
+        gate: PoolGate | None = None,
     ) -> None:
         """``lock``: held around every change (a ``threading.RLock`` when runs in
-        several threads share this budget; none needed otherwise)."""
+        several threads share this budget; none needed otherwise); ``gate``: pool
+        slots are taken from it instead of counted here (module docstring)."""
         self.capacity = capacity
         self.backfill_limit = backfill_limit
         self._lock: AbstractContextManager[object] = lock or nullcontext()
@@ -102,6 +127,8 @@ class Admission:
         self._gpu_used = [0.0] * capacity.gpu  # fraction of each device in use
         self._gpu_whole = [False] * capacity.gpu  # held whole by one attempt
         self._grants: dict[object, Grant] = {}
+        self.gate = gate
+        self._gated: dict[object, None] = {}  # keys the gate refused a slot, not granted since
 
     # -- questions ---------------------------------------------------------------
 
@@ -166,7 +193,13 @@ class Admission:
                 )
         if request.pool is not None and request.pool not in cap.pools:
             known = ", ".join(sorted(cap.pools)) or "none"
-            found.append(("pool", f"pool '{request.pool}' is not configured (pools: {known})"))
+            found.append(
+                (
+                    "pool",
+                    f"pool '{request.pool}' is not configured (pools: {known}); create it with "
+                    f"`stageflow pools set {request.pool} SLOTS`",
+                )
+            )
         return found
 
     def fits(self, request: Request) -> bool:
@@ -182,9 +215,18 @@ class Admission:
         for name, asked in request.custom.items():
             if asked > self._custom.get(name, 0.0) + _EPS:
                 return False
-        if request.pool is not None and self._pools.get(request.pool, 0) < 1:
+        if request.pool is not None and self.gate is None and self._pools.get(request.pool, 0) < 1:
             return False
         return self._pick_gpus(request.gpu) is not None
+
+    def waits_for_pool(self, owner: object) -> bool:
+        """Whether a key ``(owner, item)`` was refused a slot by the gate and has not
+        been granted, withdrawn or forgotten since: its slot may free elsewhere, so
+        ``owner`` must ask again later."""
+        if not self._gated:  # the common case, read without the lock (runs ask often)
+            return False
+        with self._lock:
+            return any(isinstance(k, tuple) and k and k[0] is owner for k in self._gated)
 
     @property
     def held(self) -> int:
@@ -232,20 +274,30 @@ class Admission:
                 or not self._fits(request)
                 or (exclusive and self._grants)
             ):
+                self._gated.pop(key, None)
                 self._waiting.setdefault(key, None)
                 return None
-            head = next(iter(self._waiting), None)
-            moved = head is not None and head == key
-            if key in self._waiting:
-                del self._waiting[key]
-            if moved:
-                self._bypassed = 0  # the next in line holds the reservation now
-            elif head is not None:
-                self._bypassed += 1
-            if exclusive:
-                self._exclusive = key
-            grant = self._take(key, request)
-            listeners = list(self._listeners) if moved else []
+            grant: Grant | None = None
+            if request.pool is not None and self.gate is not None:
+                if not self.gate.take(key, request.pool):
+                    # Refused a slot held elsewhere: it waits, but out of the line.
+                    self._gated[key] = None
+                    listeners = self._leave_line(key)
+                else:
+                    self._gated.pop(key, None)
+            if key not in self._gated:
+                head = next(iter(self._waiting), None)
+                moved = head is not None and head == key
+                if key in self._waiting:
+                    del self._waiting[key]
+                if moved:
+                    self._bypassed = 0  # the next in line holds the reservation now
+                elif head is not None:
+                    self._bypassed += 1
+                if exclusive:
+                    self._exclusive = key
+                grant = self._take(key, request)
+                listeners = list(self._listeners) if moved else []
         for callback in listeners:  # others held back by the reservation may go on
             callback()
         return grant
@@ -253,22 +305,29 @@ class Admission:
     def withdraw(self, key: object) -> None:
         """``key`` no longer waits (cancelled, or its run paused): it leaves the line."""
         with self._lock:
-            if key not in self._waiting:
-                return
-            moved = next(iter(self._waiting)) == key
-            del self._waiting[key]
-            if not moved:
-                return
-            self._bypassed = 0
-            listeners = list(self._listeners)
+            self._gated.pop(key, None)
+            listeners = self._leave_line(key)
         for callback in listeners:
             callback()
+
+    def _leave_line(self, key: object) -> list[Callable[[], None]]:
+        """Take ``key`` out of the line (under the lock); the listeners to call when
+        it held the reservation (the next in line holds it now)."""
+        if key not in self._waiting:
+            return []
+        moved = next(iter(self._waiting)) == key
+        del self._waiting[key]
+        if not moved:
+            return []
+        self._bypassed = 0
+        return list(self._listeners)
 
     def forget(self, owner: object) -> None:
         """Release every grant of keys ``(owner, item)`` and take them out of line."""
         with self._lock:
             mine = [k for k in self._grants if isinstance(k, tuple) and k and k[0] is owner]
             waiting = [k for k in self._waiting if isinstance(k, tuple) and k and k[0] is owner]
+            waiting += [k for k in self._gated if isinstance(k, tuple) and k and k[0] is owner]
         for key in waiting:
             self.withdraw(key)
         for key in mine:
@@ -291,7 +350,7 @@ class Admission:
         self._disk -= request.disk_gb
         for name, asked in request.custom.items():
             self._custom[name] -= asked
-        if request.pool is not None:
+        if request.pool is not None and self.gate is None:
             self._pools[request.pool] -= 1
         if request.gpu >= 1:
             for d in devices:
@@ -311,6 +370,9 @@ class Admission:
                 return
             self._give_back(key, grant)
             listeners = list(self._listeners)
+        pool = grant.request.pool
+        if pool is not None and self.gate is not None:
+            self.gate.give_back(key, pool)  # outside the lock: it may write to a store
         for callback in listeners:
             callback()
 
@@ -323,7 +385,7 @@ class Admission:
         self._disk += request.disk_gb
         for name, asked in request.custom.items():
             self._custom[name] += asked
-        if request.pool is not None:
+        if request.pool is not None and self.gate is None:
             self._pools[request.pool] += 1
         if request.gpu >= 1:
             for d in grant.gpu_devices:

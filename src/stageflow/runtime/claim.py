@@ -8,7 +8,10 @@ process: it decides with ``engine.lease.decide`` on the run as it read it, then
 compare-and-sets the epoch it read (``Store.claim_run``), so of any number of
 simultaneous claimers (``run``, ``resume``, ``retry``, ``cancel`` of an orphaned
 run) exactly one wins; the others get ``RunOwned`` naming the owner. The epoch it
-returns goes into every commit of the run (``Fence``).
+returns goes into every commit of the run (``Fence``). A worker does not read
+first: ``Store.claim_next`` picks the next claimable run and claims it in one
+transaction, and the runner starts it under that epoch (``Runner.start_queued``,
+``Runner.resume`` with ``epoch=``).
 
 An owner is named ``host:pid`` by default. No state.
 """

@@ -11,25 +11,61 @@ commit is re-raised on the loop's next ``submit``/``flush``/``check`` as a
 and ``on_error`` is called at once so that the loop can stop without waiting
 for its next commit. ``lease_until``: the latest lease expiry a commit
 confirmed (its fences'), which the loop trusts to start new attempts.
+
+A lost connection (``StoreUnreachable``: the database server restarted, the network
+dropped, an administrator ended the session) is not a failure yet: the same batch
+is tried again with backoff (``retry_delay``; one log line per try) while the lease
+it last confirmed holds, the store reopening its connection on the next try; the
+loop meanwhile goes on (its running attempts are untouched; it starts none past
+``lease_until``) and its later batches wait in order behind this one. A commit
+whose outcome is unknown (the connection broke around ``COMMIT``) is checked before
+it is tried again: a fenced batch that went through left its fence's expiry in the
+run's row. Once the lease has expired the committer gives up exactly as on a
+refused commit (``LeaseLost``: the loop stops its attempts and commits nothing
+more; another worker, or ``stageflow resume``, takes the run over and resumes it).
+
+State: the queue of batches, the first error, ``lease_until``.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
-from stageflow.errors import LeaseLost, StoreError
+from stageflow.engine.lease import clock_text
+from stageflow.errors import LeaseLost, StoreError, StoreUnreachable
 from stageflow.runtime.store.base import Batch, Store
 
-__all__ = ["Committer"]
+__all__ = ["Committer", "retry_delay"]
+
+logger = logging.getLogger(__name__)
+
+#: The first wait before trying a lost store again; doubled per try up to the cap.
+FIRST_RETRY_SECONDS = 0.25
+
+
+def retry_delay(tries: int, cap: float = 5.0) -> float:
+    """Seconds to wait before try ``tries + 1`` after ``tries`` failed ones: 0.25 s,
+    doubling, at most ``cap``."""
+    return min(cap, FIRST_RETRY_SECONDS * 2.0 ** max(tries - 1, 0))
 
 
 class Committer:
-    def __init__(self, store: Store, *, lease_until: float = 0.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        lease_until: float = 0.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._store = store
         self._queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
+        self._clock, self._sleep = clock, sleep  # (a fake clock's, in tests)
         self.lease_until = lease_until
         self.on_error: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._work, name="stageflow-committer", daemon=True)
@@ -82,7 +118,7 @@ class Committer:
                 batch.extend(later)
             try:
                 if self._error is None:  # never commit past a failed batch: order would break
-                    self._store.commit(batch)
+                    self._commit(batch)
                     for fence in batch.fences.values():
                         if fence.expires_at is not None and fence.expires_at > self.lease_until:
                             self.lease_until = fence.expires_at
@@ -90,6 +126,63 @@ class Committer:
                 self._error = exc
                 if self.on_error is not None:
                     self.on_error()
+
+    def _commit(self, batch: Batch) -> None:
+        """Commit ``batch``, trying again while the store is unreachable and the lease
+        holds (module docstring); ``LeaseLost`` once it expired."""
+        tries = 0
+        while True:
+            try:
+                self._store.commit(batch)
+            except StoreUnreachable as exc:
+                tries += 1
+                now = self._clock()
+                if now >= self.lease_until:
+                    raise self._gave_up(batch, exc) from exc
+                wait = min(retry_delay(tries), self.lease_until - now)
+                logger.warning(
+                    "%s: could not commit (try %d): %s; trying again in %.2fs, "
+                    "until its lease expires at %s",
+                    _runs(batch),
+                    tries,
+                    exc,
+                    wait,
+                    clock_text(self.lease_until, now),
+                )
+            else:
+                if tries:
+                    logger.warning("%s: the store answers again; committed", _runs(batch))
+                return
+            self._sleep(wait)
+            if self._went_through(batch):
+                logger.warning(
+                    "%s: the store answers again; its commit had gone through", _runs(batch)
+                )
+                return
+
+    def _went_through(self, batch: Batch) -> bool:
+        """Whether a fenced ``batch`` whose commit broke off was committed after all:
+        each fenced run's row shows its fence (epoch and the expiry it set). Unknown
+        (the store still unreachable, or no fence): False, and it is tried again."""
+        if not batch.fences:
+            return False
+        try:
+            for run_id, fence in batch.fences.items():
+                run = self._store.get_run(run_id)
+                if run.lease_epoch != fence.epoch or run.lease_expires_at != fence.expires_at:
+                    return False
+        except StoreError:
+            return False
+        return True
+
+    def _gave_up(self, batch: Batch, exc: StoreUnreachable) -> LeaseLost:
+        now = self._clock()
+        return LeaseLost(
+            f"{_runs(batch)}: the store stayed unreachable ({exc}) until this process's "
+            f"lease expired at {clock_text(self.lease_until, now)}: it stopped the run's "
+            "attempts and committed nothing more; a live worker (or `stageflow resume`) "
+            "takes the run over"
+        )
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -102,3 +195,11 @@ class Committer:
                 f"could not write the run's state to the store at {self._store.url}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+
+
+def _runs(batch: Batch) -> str:
+    """The runs a batch writes, for a log line: ``run r1`` or ``runs r1, r2``."""
+    ids = sorted(batch.fences) or sorted({u.run_id for u in batch.runs})
+    if len(ids) == 1:
+        return f"run {ids[0]}"
+    return f"runs {', '.join(ids)}" if ids else "a batch"

@@ -34,13 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from stageflow.engine.lease import silence
 from stageflow.engine.scheduler import Scheduler, Transition
@@ -60,6 +59,9 @@ from stageflow.runtime.store.base import (
     RunUpdate,
     Store,
 )
+
+if TYPE_CHECKING:
+    from stageflow.spec.models import Approval
 
 __all__ = [
     "POLL_SECONDS",
@@ -225,7 +227,7 @@ def decide_approval(
                 "`approval:` wait for a decision",
                 task=task_id,
             )
-        approvers = gate.get("approvers")
+        approvers = gate.approvers
         if approvers and by not in approvers:
             raise ControlRefused(
                 f"'{by}' may not decide the approval of task '{task_id}' in run '{run_id}'; "
@@ -290,7 +292,14 @@ class RunControl:
     def poll(self, sched: Scheduler, now: float, batch: Batch, record: Record) -> None:
         """Read the requests made since the last poll and act on each, in order."""
         self.next_poll = now + POLL_SECONDS
-        for request in self._store.requests(self._run_id, self._after):
+        from stageflow.errors import StoreUnreachable  # (a lost connection: runtime.committer)
+
+        try:
+            requests = self._store.requests(self._run_id, self._after)
+        except StoreUnreachable as exc:  # read again at the next poll; the run goes on
+            logger.debug("run %s: control requests not read: %s", self._run_id, exc)
+            return
+        for request in requests:
             self._after = request.request_id
             self.apply(request, sched, now, batch, record)
 
@@ -407,13 +416,14 @@ def _owner_or_refuse(run: RunRecord, verb: str) -> Owner:
     return owner
 
 
-def _gate_of(store: Store, run: RunRecord, task_id: str) -> dict[str, Any] | None:
-    """The ``approval:`` of ``task_id`` in the pipeline version the run uses (plain JSON)."""
-    record = store.get_pipeline(run.pipeline, run.pipeline_version)
-    for task in json.loads(record.spec_json).get("tasks", []):
-        if isinstance(task, dict) and task.get("id") == task_id:
-            gate = task.get("approval")
-            return gate if isinstance(gate, dict) else None
+def _gate_of(store: Store, run: RunRecord, task_id: str) -> Approval | None:
+    """The ``approval:`` of ``task_id`` in the pipeline version the run uses; raises
+    as ``runtime.loading.pipeline_of_run`` does."""
+    from stageflow.runtime.loading import pipeline_of_run
+
+    for task in pipeline_of_run(store, run).tasks:
+        if task.id == task_id:
+            return task.approval
     return None
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from stageflow.engine.admission import Admission, Capacity
 from stageflow.errors import UsageError
+from stageflow.runtime.pools import GlobalPools
 from stageflow.runtime.resources import detect_capacity
 from stageflow.runtime.result import RunResult
 from stageflow.runtime.runner import (
@@ -99,7 +100,10 @@ class LocalRuntime:
         self.executor = executor
         self.capacity = capacity or detect_capacity(self.settings.home)
         self.admission = Admission(
-            self.capacity, backfill_limit=BACKFILL_LIMIT, lock=threading.RLock()
+            self.capacity,
+            backfill_limit=BACKFILL_LIMIT,
+            lock=threading.RLock(),
+            gate=GlobalPools(),  # pool slots are the store's, shared with other processes
         )
         self._lock = threading.Lock()
         self._queue: list[tuple[int, int, _Queued]] = []  # (-priority, sequence, run)

@@ -10,6 +10,8 @@ state folder. Configured values win: ``STAGEFLOW_MAX_CPU_CORES`` /
 ``STAGEFLOW_POOLS="training=2,etl=4"`` and custom resources as
 ``STAGEFLOW_CUSTOM_RESOURCES="licenses=3"`` (parsed and checked by
 ``runtime.settings``, which refuses a bad one when the settings load).
+Pools are not this machine's: ``configured_pools`` only seeds the store's
+global pools (``runtime.pools``), whose sizes the runs share.
 
 ``operator_defaults``: the request of a task that declares none, by operator
 (seed 001's ``DEFAULT_TASK_RESOURCES``), from
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "attempt_env",
+    "configured_pools",
     "detect_capacity",
     "history_estimates",
     "operator_defaults",
@@ -74,11 +77,16 @@ def detect_capacity(home: Path, env: Mapping[str, str] | None = None) -> Capacit
         custom=parse_counts(
             env.get("STAGEFLOW_CUSTOM_RESOURCES", ""), "STAGEFLOW_CUSTOM_RESOURCES"
         ),
-        pools={
-            k: int(v)
-            for k, v in parse_counts(env.get("STAGEFLOW_POOLS", ""), "STAGEFLOW_POOLS").items()
-        },
+        pools=configured_pools(env),
     )
+
+
+def configured_pools(env: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Pool sizes from ``STAGEFLOW_POOLS`` (they seed the store's global pools where it
+    has none of that name: ``runtime.pools``); ``UsageError`` names a bad one."""
+    env = os.environ if env is None else env
+    raw = env.get("STAGEFLOW_POOLS", "")
+    return {k: int(v) for k, v in parse_counts(raw, "STAGEFLOW_POOLS").items()}
 
 
 def _cpus() -> int:

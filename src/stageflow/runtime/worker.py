@@ -2,20 +2,26 @@
 
 Policy. ``stageflow submit`` records a run as ``queued`` with no lease
 (``Runner.prepare(hold=False)``). A worker polls the store every
-``poll_seconds`` for runs it may claim (``Store.claimable_runs``: queued runs
-nobody holds, and queued or running runs whose lease expired because their
-owner went silent), in queue order (run ``priority``, then age), and runs up to
-``concurrency`` of them at once, each on a thread of its own with its own store
-connection, all admitted against ONE capacity (``engine.admission``: the
-machine's CPU/memory/GPU and pools). Reading a candidate is not claiming it: the
-run's thread claims it with the lease compare-and-set (``runtime.claim``), so of
-several workers polling one store exactly one runs each run; the losers skip it.
-A queued run starts fresh; a taken-over one resumes (its committed successes are
+``poll_seconds`` and, while it has free slots, claims the next run in queue order
+(run ``priority``, then age) with ``Store.claim_next``: one transaction that picks
+a claimable run (queued and nobody holds it, or queued/running with an expired
+lease: its owner went silent) and takes its lease, so of several workers on one
+store each run goes to exactly one. It runs up to ``concurrency`` runs at once,
+each on a thread of its own with its own store connection, all admitted against
+ONE capacity (``engine.admission``: the machine's CPU/memory/GPU and pools); the
+run's thread starts it under the epoch already won (it claims nothing again). A
+queued run starts fresh; a taken-over one resumes (its committed successes are
 kept: the durability rule). A run whose pipeline cannot be loaded here (a module
-this host lacks, a spec that no longer validates) is claimed and recorded
-``failed`` with the reason, so no worker spins on it; one whose requests are
-larger than this machine (``DoesNotFitHere``) is left for a bigger worker and not
-polled again here for a while.
+this host lacks, a spec that no longer validates) is recorded ``failed`` with the
+reason, so no worker spins on it; one whose requests are larger than this machine
+(``DoesNotFitHere``) is handed back at once (``Store.release_lease``: another
+worker may take it now) and not claimed here again for a while.
+
+A store that stops answering (``StoreError`` while polling: a lost connection, a
+locked file) does not stop the worker: it tries again with backoff
+(``committer.retry_delay``), one line per try, and says when the store answers
+again; its runs meanwhile go on, their commits retried by their committers until
+their leases expire (``runtime.committer``).
 
 Draining (SIGTERM, Ctrl-C: ``drain``): the worker claims nothing more and waits
 up to ``grace_seconds`` for its runs to end; a run still going then is handed
@@ -23,8 +29,9 @@ back to the queue (``Store.release_lease`` moves its epoch on, so this process
 can commit nothing more to it, and expires its lease, so any worker takes it
 over at once) and its attempts are stopped when its next commit is refused.
 
-State: the runs in progress (id -> runner, thread), runs this worker could not
-start recently (not polled again for a while), counters, the draining flag.
+State: the runs in progress (id -> runner, thread, lease epoch), runs this worker
+could not start recently (not claimed again for a while), counters, the draining
+flag.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from stageflow.engine.admission import Admission
 from stageflow.engine.states import RunState
@@ -45,15 +52,17 @@ from stageflow.errors import (
     LeaseLost,
     RunOwned,
     StageflowError,
+    StoreError,
     UsageError,
 )
-from stageflow.runtime.claim import lease_terms, take_run
+from stageflow.runtime.claim import lease_terms, process_start
+from stageflow.runtime.committer import retry_delay
+from stageflow.runtime.loading import pipeline_of_run
 from stageflow.runtime.runner import (
     BACKFILL_LIMIT,
     EXECUTORS,
     Runner,
     RunStarted,
-    reload_pipeline,
 )
 from stageflow.runtime.settings import Settings
 from stageflow.runtime.store import open_store
@@ -63,8 +72,10 @@ __all__ = ["Worker", "WorkerReport", "worker_owner"]
 
 logger = logging.getLogger(__name__)
 
-#: A run this worker could not start is not polled again for this long.
+#: A run this worker could not start is not claimed here again for this long.
 RETRY_LATER_SECONDS = 30.0
+#: The longest wait between two tries of a store that stopped answering.
+STORE_RETRY_CAP_SECONDS = 10.0
 
 
 def worker_owner(name: str | None) -> str:
@@ -89,6 +100,7 @@ class WorkerReport:
 class _Active:
     runner: Runner | None
     thread: threading.Thread
+    epoch: int  # the lease epoch this worker won for the run
 
 
 class Worker:
@@ -121,6 +133,9 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.grace_seconds = grace_seconds
         self.report = WorkerReport()
+        self.terms = lease_terms(settings)
+        self._host, self._pid = socket.gethostname(), os.getpid()
+        self._process_start = process_start()
         self._say = say or (lambda line: logger.info("%s", line))
         self._admission: Admission | None = None
         self._active: dict[str, _Active] = {}
@@ -136,19 +151,33 @@ class Worker:
         nothing to do for ``idle_exit`` seconds); return what was done."""
         store = open_store(self.settings.database_url, self.settings.home)
         idle_since = time.monotonic()
+        failures = 0  # polls in a row that the store did not answer
         try:
             while not self._draining:
                 self._reap()
-                if max_runs is not None and self.report.started >= max_runs:
-                    if not self._active:
-                        break
-                elif len(self._active) < self.concurrency:
-                    self._poll(store)
-                if self._active:
+                wait = self.poll_seconds
+                try:
+                    if max_runs is not None and self.report.started >= max_runs:
+                        if not self._active:
+                            break
+                    elif len(self._active) < self.concurrency:
+                        self._poll(store)
+                except StoreError as exc:
+                    failures += 1
+                    wait = retry_delay(failures, STORE_RETRY_CAP_SECONDS)
+                    self._say(
+                        f"could not poll the store (try {failures}): {exc}; "
+                        f"trying again in {wait:.2f}s"
+                    )
+                else:
+                    if failures:
+                        self._say(f"the store answers again after {failures} failed poll(s)")
+                    failures = 0
+                if self._active or failures:
                     idle_since = time.monotonic()
                 elif idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
                     break
-                self._wake.wait(self.poll_seconds)
+                self._wake.wait(wait)
                 self._wake.clear()
             self._finish_draining(store)
         finally:
@@ -161,25 +190,46 @@ class Worker:
         self._draining = True
 
     def _poll(self, store: Store) -> bool:
-        """Start threads for claimable runs up to the free slots; True if any started
-        (a thread that then loses the claim to another worker ends at once)."""
-        now = time.time()
-        free = self.concurrency - len(self._active)
+        """Claim runs (``Store.claim_next``) while slots are free and start a thread for
+        each; True if any started. ``StoreError`` when the store does not answer."""
         started = False
-        # Candidates past the ones this worker runs or skips, so those do not hide them.
-        limit = free + len(self._active) + len(self._later) + 4
-        for run in store.claimable_runs(now, limit):
-            if free <= 0:
+        while len(self._active) < self.concurrency and not self._draining:
+            now = time.time()
+            # Its own runs too: one whose lease lapsed while this process was held up
+            # (its commits will renew it, or be refused) is not claimed a second time.
+            exclude = set(self._active)
+            exclude.update(r for r, t in self._later.copy().items() if t > now)
+            got = store.claim_next(
+                owner=self.owner,
+                host=self._host,
+                pid=self._pid,
+                now=now,
+                ttl=self.terms.seconds,
+                started_at=self._process_start,
+                exclude=exclude,
+            )
+            if got is None:
                 break
-            if run.run_id in self._active or self._later.get(run.run_id, 0.0) > now:
-                continue
+            run, epoch = got
+            claimed = replace(  # the run as the store now holds it: this worker's lease
+                run,
+                lease_owner=self.owner,
+                lease_epoch=epoch,
+                lease_expires_at=self.terms.expiry(now),
+                heartbeat_at=now,
+                owner_host=self._host,
+                owner_pid=self._pid,
+                owner_started_at=self._process_start,
+            )
             thread = threading.Thread(
-                target=self._run_one, args=(run,), name=f"stageflow-run-{run.run_id}", daemon=True
+                target=self._run_one,
+                args=(run, claimed, epoch),
+                name=f"stageflow-run-{run.run_id}",
+                daemon=True,
             )
             with self._lock:
-                self._active[run.run_id] = _Active(None, thread)
+                self._active[run.run_id] = _Active(None, thread, epoch)
             thread.start()
-            free -= 1
             started = True
         return started
 
@@ -195,12 +245,19 @@ class Worker:
 
     # -- one run --------------------------------------------------------------------------
 
-    def _run_one(self, run: RunRecord) -> None:
-        store = open_store(self.settings.database_url, self.settings.home)
+    def _run_one(self, run: RunRecord, claimed: RunRecord, epoch: int) -> None:
+        """Run ``run``, which this worker claimed at ``epoch`` (``claimed``: the run
+        under that lease; ``run``: as it stood in the queue, its previous owner)."""
+        try:
+            store = open_store(self.settings.database_url, self.settings.home)
+        except StoreError as exc:  # its lease expires and it goes back to the queue
+            self._later[run.run_id] = time.time() + RETRY_LATER_SECONDS
+            self._say(f"run {run.run_id}: could not open the store to run it: {exc}")
+            self._wake.set()
+            return
         try:
             try:
-                record = store.get_pipeline(run.pipeline, run.pipeline_version)
-                pipeline = reload_pipeline(record, run)
+                pipeline = pipeline_of_run(store, run, importable=True)
                 runner = Runner(
                     pipeline,
                     store=store,
@@ -209,42 +266,53 @@ class Worker:
                     admission=self._shared_admission(),
                     owner=self.owner,
                 )
+            except StoreError as exc:
+                self._hand_back(store, run, epoch, f"could not read its pipeline: {exc}")
+                return
             except StageflowError as exc:
-                self._fail_unloadable(store, run, exc)
+                self._fail_unloadable(store, run, epoch, exc)
                 return
             with self._lock:
                 if run.run_id in self._active:
                     self._active[run.run_id].runner = runner
-            fresh = run.state == RunState.QUEUED and run.lease_epoch == 0
+            # Nothing of a queued run was committed (its first commit makes it running):
+            # it starts afresh, even if a worker that died had claimed it before.
+            fresh = run.state == RunState.QUEUED
 
-            def claimed(info: RunStarted) -> None:  # said only once the claim is won
+            def claimed_hook(info: RunStarted) -> None:  # said once the run starts
                 with self._lock:
                     self.report.started += 1
-                how = (
-                    "started"
-                    if fresh
-                    else f"taking it over from {run.lease_owner or 'a process that is gone'}"
-                )
+                before = run.lease_owner
+                if not fresh:
+                    how = f"taking it over from {before or 'a process that is gone'}"
+                elif before and before != self.owner:  # its claimer died before starting it
+                    how = f"started (claimed earlier by {before}, whose lease expired)"
+                else:
+                    how = "started"
                 self._say(f"run {run.run_id} of pipeline '{run.pipeline}': {how}")
 
-            runner.on_start = claimed
+            runner.on_start = claimed_hook
             try:
                 if fresh:
-                    result = runner.start_queued(run)
+                    result = runner.start_queued(claimed, epoch=epoch)
                 else:
-                    result = runner.resume(run, reason=f"taken over by worker {self.owner}")
+                    result = runner.resume(
+                        claimed, reason=f"taken over by worker {self.owner}", epoch=epoch
+                    )
             except RunOwned:
-                logger.debug("run %s: another process claimed it first", run.run_id)
+                logger.debug("run %s: another process took it first", run.run_id)
                 return
-            except DoesNotFitHere as exc:  # fine, but too big for this worker: leave it
-                self._later[run.run_id] = time.time() + RETRY_LATER_SECONDS
+            except DoesNotFitHere as exc:  # fine, but too big for this worker: hand it back
                 first = exc.problems[0].render() if exc.problems else str(exc)
-                self._say(
-                    f"run {run.run_id}: left for a bigger worker; it does not fit this one: {first}"
+                self._hand_back(
+                    store,
+                    run,
+                    epoch,
+                    f"left for a bigger worker; it does not fit this one: {first}",
                 )
                 return
-            except InvalidSpec as exc:  # planned before any claim: it no longer validates
-                self._fail_unloadable(store, run, exc)
+            except InvalidSpec as exc:  # planned before it started: it no longer validates
+                self._fail_unloadable(store, run, epoch, exc)
                 return
             except LeaseLost as exc:
                 self.report.lost.append(run.run_id)
@@ -252,8 +320,7 @@ class Worker:
                 return
             except StageflowError as exc:  # its parameters no longer fit, the store failed
                 self.report.failed_to_start[run.run_id] = str(exc)
-                self._later[run.run_id] = time.time() + RETRY_LATER_SECONDS
-                self._say(f"run {run.run_id}: could not run it here: {exc}")
+                self._hand_back(store, run, epoch, f"could not run it here: {exc}")
                 return
             self.report.finished[run.run_id] = str(result.state)
             self._say(f"run {run.run_id} of pipeline '{run.pipeline}': {result.state}")
@@ -264,17 +331,25 @@ class Worker:
             store.close(wait=False)
             self._wake.set()
 
-    def _fail_unloadable(self, store: Store, run: RunRecord, exc: StageflowError) -> None:
-        """Record a run whose pipeline cannot be loaded here as ``failed``, claimed
-        first (compare-and-set) so that only one worker does it."""
+    def _hand_back(self, store: Store, run: RunRecord, epoch: int, why: str) -> None:
+        """Give ``run`` back to the queue at once (``Store.release_lease``: another
+        worker may take it now) and claim it here again only after a while."""
+        self._later[run.run_id] = time.time() + RETRY_LATER_SECONDS
+        try:
+            back = store.release_lease(run.run_id, epoch, time.time())
+        except StoreError as exc:  # then its lease simply expires
+            logger.warning("run %s: could not hand it back: %s", run.run_id, exc)
+            back = False
+        where = "handed back to the queue" if back else "left to its lease's expiry"
+        self._say(f"run {run.run_id}: {why} ({where})")
+
+    def _fail_unloadable(
+        self, store: Store, run: RunRecord, epoch: int, exc: StageflowError
+    ) -> None:
+        """Record a run whose pipeline cannot be loaded here as ``failed`` (under the
+        lease this worker won, so only one worker does it)."""
         now = time.time()
         message = f"worker {self.owner} could not load or plan the run's pipeline: {exc}"
-        try:
-            epoch = take_run(
-                store, run, now=now, terms=lease_terms(self.settings), owner=self.owner
-            )
-        except RunOwned:
-            return
         batch = Batch()
         batch.runs.append(
             RunUpdate(run.run_id, state=RunState.FAILED, ended_at=now, heartbeat_at=now)
@@ -283,19 +358,25 @@ class Worker:
             EventRecord(run.run_id, None, run.state, RunState.FAILED, now, message=message)
         )
         batch.fences[run.run_id] = Fence(epoch, now, None)
-        store.commit(batch)
+        try:
+            store.commit(batch)
+        except (LeaseLost, StoreError) as error:  # taken over meanwhile, or the store failed
+            self._say(f"run {run.run_id}: could not record it failed: {error}")
+            return
         self.report.failed_to_start[run.run_id] = message
         self._say(f"run {run.run_id}: failed: {message}")
 
     def _shared_admission(self) -> Admission:
         with self._lock:
             if self._admission is None:
+                from stageflow.runtime.pools import GlobalPools
                 from stageflow.runtime.resources import detect_capacity
 
                 self._admission = Admission(
                     detect_capacity(self.settings.home),
                     backfill_limit=BACKFILL_LIMIT,
                     lock=threading.RLock(),
+                    gate=GlobalPools(),  # pool slots: the store's, across workers
                 )
             return self._admission
 
@@ -313,10 +394,12 @@ class Worker:
             left = dict(self._active)
         now = time.time()
         for run_id, active in left.items():
-            runner = active.runner
-            if runner is None or not runner.epoch:
+            try:
+                back = store.release_lease(run_id, active.epoch, now)
+            except StoreError as exc:  # its lease expires, and then it is taken over
+                self._say(f"run {run_id}: could not hand it back ({exc}); its lease expires")
                 continue
-            if store.release_lease(run_id, runner.epoch, now):
+            if back:
                 self.report.handed_back.append(run_id)
                 self._say(f"run {run_id}: handed back to the queue (draining)")
         for active in left.values():

@@ -8,6 +8,7 @@ fenced with an epoch that is no longer the run's is refused whole (``LeaseLost``
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -22,8 +23,10 @@ from stageflow.runtime.store import (
     RunUpdate,
     SqlStore,
     TaskRunRecord,
+    open_store,
 )
 from stageflow.runtime.store.migrations import MIGRATIONS, migrate
+from support.postgres import postgres_schema, require_postgres
 
 if TYPE_CHECKING:
     from conftest import Backend
@@ -265,3 +268,153 @@ def test_release_lease_moves_the_epoch_on_and_expires_the_lease(store: SqlStore)
     with pytest.raises(LeaseLost):  # the releasing process can commit nothing more
         store.commit(work("r1", Fence(1, 102.0, 117.0)))
     assert claim(store, "host-b:20", 2, now=102.0) == 3
+
+
+# -- claim_next: pick and claim in one transaction ------------------------------------------
+
+
+def claim_next(
+    store: SqlStore, owner: str, now: float, exclude: tuple[str, ...] = ()
+) -> tuple[str, int] | None:
+    host, _, pid = owner.partition(":")
+    got = store.claim_next(
+        owner=owner, host=host, pid=int(pid), now=now, ttl=15.0, started_at=1.0, exclude=exclude
+    )
+    return None if got is None else (got[0].run_id, got[1])
+
+
+def test_claim_next_takes_runs_in_priority_then_age_order(store: SqlStore) -> None:
+    runs = [
+        RunRecord("old-low", "p", "v1", "queued", {}, 1.0),
+        RunRecord("new-high", "p", "v1", "queued", {}, 3.0, priority=5),
+        RunRecord("mid-low", "p", "v1", "queued", {}, 2.0),
+        RunRecord("held", "p", "v1", "queued", {}, 0.5, lease_owner="h:1", lease_expires_at=200.0),
+        RunRecord("done", "p", "v1", "success", {}, 0.1),
+        RunRecord("paused", "p", "v1", "paused", {}, 0.2),
+    ]
+    for run in runs:
+        store.create_run(run, ["a"])
+
+    taken = [claim_next(store, "host-a:10", 100.0) for _ in range(4)]
+
+    assert taken == [("new-high", 1), ("old-low", 1), ("mid-low", 1), None]
+    run = store.get_run("new-high")
+    assert (run.lease_owner, run.lease_epoch, run.lease_expires_at) == ("host-a:10", 1, 115.0)
+    assert (run.owner_host, run.owner_pid, run.owner_started_at, run.heartbeat_at) == (
+        "host-a",
+        10,
+        1.0,
+        100.0,
+    )
+    assert run.state == "queued"  # claimed, not started: the runner starts it
+
+
+def test_claim_next_returns_the_run_as_it_stood_in_the_queue(store: SqlStore) -> None:
+    make_run(store)
+    claim(store, "host-a:10", 0, now=100.0)
+    got = store.claim_next(owner="host-b:20", host="host-b", pid=20, now=120.0, ttl=15.0)
+    assert got is not None
+    before, epoch = got
+    assert (before.lease_owner, before.lease_epoch, epoch) == ("host-a:10", 1, 2)  # taken from a
+    assert store.get_run("r1").lease_owner == "host-b:20"
+
+
+def test_claim_next_passes_over_excluded_runs(store: SqlStore) -> None:
+    for k, run_id in enumerate(["r1", "r2", "r3"]):
+        store.create_run(RunRecord(run_id, "p", "v1", "queued", {}, float(k)), ["a"])
+    assert claim_next(store, "host-a:10", 100.0, exclude=("r1", "r2")) == ("r3", 1)
+    assert claim_next(store, "host-a:10", 100.0, exclude=("r1", "r2")) is None
+    assert claim_next(store, "host-a:10", 100.0, exclude=("r2",)) == ("r1", 1)
+    assert claim_next(store, "host-a:10", 100.0) == ("r2", 1)
+
+
+def test_a_claimed_run_that_never_started_returns_to_the_queue_when_its_lease_expires(
+    store: SqlStore,
+) -> None:
+    make_run(store)
+    assert claim_next(store, "host-a:10", 100.0) == ("r1", 1)  # its worker dies here
+
+    assert claim_next(store, "host-b:20", 114.9) is None  # a's lease is live until 115
+    assert claim_next(store, "host-b:20", 115.0) == ("r1", 2)  # expired: back in the queue
+
+    run = store.get_run("r1")
+    assert (run.state, run.lease_owner, run.lease_epoch) == ("queued", "host-b:20", 2)
+    with pytest.raises(LeaseLost):  # the first claimer can commit nothing
+        store.commit(work("r1", Fence(1, 116.0, 131.0)))
+
+
+def test_claim_next_takes_over_a_running_run_whose_lease_expired(store: SqlStore) -> None:
+    make_run(store)
+    claim(store, "host-a:10", 0, now=100.0)
+    store.commit(work("r1", Fence(1, 101.0, 116.0)))  # running, lease until 116
+    assert claim_next(store, "host-b:20", 110.0) is None
+    assert claim_next(store, "host-b:20", 117.0) == ("r1", 2)
+    store.commit(
+        Batch(
+            runs=[RunUpdate("r1", state="success", ended_at=120.0)],
+            fences={"r1": Fence(2, 120.0, None)},
+        )
+    )
+    assert claim_next(store, "host-c:30", 1000.0) is None  # ended: never claimable again
+
+
+def test_concurrent_claim_next_claims_each_run_exactly_once(backend: Backend) -> None:
+    runs, claimers = 40, 6
+    with backend.open() as store:
+        for k in range(runs):
+            store.create_run(RunRecord(f"r{k:02d}", "p", "v1", "queued", {}, float(k)), ["a"])
+    stores = [backend.open() for _ in range(claimers)]
+    start = threading.Barrier(claimers)
+    won: dict[int, list[tuple[str, int]]] = {k: [] for k in range(claimers)}
+
+    def claimer(k: int) -> None:
+        start.wait()
+        while (got := claim_next(stores[k], f"host:{k}", 100.0)) is not None:
+            won[k].append(got)
+
+    threads = [threading.Thread(target=claimer, args=(k,)) for k in range(claimers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for s in stores:
+        s.close()
+
+    claimed = [run_id for k in won for run_id, _ in won[k]]
+    assert sorted(claimed) == [f"r{k:02d}" for k in range(runs)]  # each once, none missed
+    assert {epoch for k in won for _, epoch in won[k]} == {1}
+    with backend.open() as store:
+        for k, got in won.items():
+            for run_id, _ in got:
+                assert store.get_run(run_id).lease_owner == f"host:{k}"
+            # Each claimer took its runs in queue order.
+            assert [r for r, _ in got] == sorted(r for r, _ in got)
+
+
+@pytest.mark.postgres
+def test_claim_next_on_postgresql_skips_a_run_locked_by_another_transaction(
+    tmp_path: Path,
+) -> None:
+    """A run whose row another transaction holds (a claimer, or its owner committing)
+    is passed over at once (SKIP LOCKED), not waited for."""
+    import psycopg
+
+    require_postgres()
+    with postgres_schema() as url:
+        with open_store(url, tmp_path) as store:
+            assert isinstance(store, SqlStore)
+            for k, run_id in enumerate(["r1", "r2"]):
+                store.create_run(RunRecord(run_id, "p", "v1", "queued", {}, float(k)), ["a"])
+        got: list[tuple[str, int] | None] = []
+        with psycopg.connect(url, autocommit=True) as conn, open_store(url, tmp_path) as store:
+            assert isinstance(store, SqlStore)
+            conn.execute("BEGIN")
+            conn.execute("SELECT run_id FROM runs WHERE run_id = 'r1' FOR UPDATE")
+            claimer = threading.Thread(target=lambda: got.append(claim_next(store, "h:1", 100.0)))
+            claimer.start()
+            claimer.join(10)
+            done = not claimer.is_alive()
+            conn.execute("ROLLBACK")
+            claimer.join(10)
+    assert done, "claim_next waited for the locked run"
+    assert got == [("r2", 1)]

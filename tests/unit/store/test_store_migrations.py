@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from stageflow.errors import StoreError
-from stageflow.runtime.store import RunRecord
+from stageflow.runtime.store import AttemptRecord, RunRecord
 from stageflow.runtime.store.dialect import POSTGRESQL, SQLITE
 from stageflow.runtime.store.migrations import LATEST_VERSION, MIGRATIONS
 
@@ -23,6 +23,8 @@ STAGEFLOW_TABLES = [
     "events",
     "outputs",
     "pipelines",
+    "pool_slots",
+    "pools",
     "run_records",
     "runs",
     "stageflow_schema",
@@ -54,6 +56,30 @@ def test_a_fresh_database_is_migrated(backend: Backend) -> None:
         pass
     assert [t for t in backend.tables() if not t.startswith("sqlite_")] == STAGEFLOW_TABLES
     assert backend.query("SELECT version FROM stageflow_schema") == [(LATEST_VERSION,)]
+
+
+# The attempts table's columns, in order: AttemptRecord's fields (its rows are written
+# and read positionally), one group per schema step that added some.
+ATTEMPT_COLUMNS = [
+    *("run_id", "task_id", "attempt", "state", "started_at", "ended_at", "error"),  # 1
+    *("queued_at", "request_json", "gpu_devices", "cpu_seconds", "peak_rss_mb"),  # 5
+    "gpu_seconds",  # 5
+    *("rows_in", "rows_out"),  # 8
+]
+
+
+def test_the_attempts_table_has_the_record_s_columns_in_order(backend: Backend) -> None:
+    with backend.open():
+        pass
+    if backend.name == "sqlite":
+        rows = backend.query("SELECT name FROM pragma_table_info('attempts') ORDER BY cid")
+    else:
+        rows = backend.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = 'attempts' ORDER BY ordinal_position"
+        )
+    assert [r[0] for r in rows] == ATTEMPT_COLUMNS
+    assert list(AttemptRecord._fields) == ATTEMPT_COLUMNS
 
 
 def test_reopening_is_idempotent_and_keeps_data(backend: Backend) -> None:
@@ -88,3 +114,26 @@ def test_a_failed_migration_changes_nothing(backend: Backend) -> None:
     with pytest.raises(StoreError, match=r"could not migrate the store at .* to schema version"):
         backend.open()
     assert [t for t in backend.tables() if not t.startswith("sqlite_")] == ["task_runs"]
+
+
+def test_the_queue_is_read_through_its_partial_index(backend: Backend) -> None:
+    """Claiming reads only unfinished runs: the planner picks ``runs_in_queue``."""
+    from stageflow.runtime.store.sql import _statements
+
+    store = backend.open()
+    try:
+        sql = _statements(store.dialect)
+        if store.dialect is SQLITE:
+            plan = backend.query("EXPLAIN QUERY PLAN " + sql.claim_next_sqlite, (0.0, "[]"))
+            assert any("runs_in_queue" in str(row) for row in plan), plan
+        else:
+            with backend.raw() as conn:
+                cur = conn.cursor()
+                cur.execute("SET enable_seqscan = off")  # a tiny table: ask whether it CAN
+                cur.execute(
+                    "EXPLAIN " + sql.claim_next_pg.replace("FOR UPDATE SKIP LOCKED", ""), (0.0, [])
+                )
+                plan = [row[0] for row in cur.fetchall()]
+            assert any("runs_in_queue" in line for line in plan), plan
+    finally:
+        store.close()

@@ -9,7 +9,8 @@ runner writes through :meth:`Store.commit`, one transaction per scheduling tick
 
 Leases (``engine.lease``): a run's row holds its lease (owner, epoch, expiry).
 ``claim_run`` takes it by compare-and-set on the epoch the claimer read, so of
-simultaneous claimers exactly one wins; a ``Batch`` carries the ``Fence`` of its
+simultaneous claimers exactly one wins (``claim_next`` picks the next queued run and
+claims it in one transaction: a worker's way in); a ``Batch`` carries the ``Fence`` of its
 run (the epoch its process claimed), and ``commit`` applies nothing unless that
 epoch is still the run's (``LeaseLost``). A fenced commit renews the lease.
 
@@ -22,7 +23,7 @@ task) and written as they are.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
@@ -38,11 +39,14 @@ __all__ = [
     "Fence",
     "OutputRef",
     "PipelineRecord",
+    "PoolHolding",
+    "PoolRecord",
     "RunRecord",
     "RunUpdate",
     "Store",
     "TaskRunRecord",
     "TaskRunStat",
+    "VersionCount",
 ]
 
 
@@ -123,6 +127,10 @@ class AttemptRecord(NamedTuple):
     cpu_seconds: float | None = None
     peak_rss_mb: float | None = None
     gpu_seconds: float | None = None
+    # Table rows (schema 8): the rows of the attempt's table inputs, summed, and of
+    # its table output; ``None`` when it took no table or returned none.
+    rows_in: int | None = None
+    rows_out: int | None = None
 
 
 class TaskRunStat(NamedTuple):
@@ -141,6 +149,37 @@ class TaskRunStat(NamedTuple):
     ended_at: float | None
     error: str | None
     note: str | None
+
+
+class VersionCount(NamedTuple):
+    """One saved pipeline version with how many runs used it (``Store.pipeline_versions``)."""
+
+    pipeline: str
+    version: str
+    saved_at: float  # when the version was first saved (a run of it was created)
+    runs: int
+    last_run_at: float | None  # the newest of those runs' creation; None: no run
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRecord:
+    """A global pool (schema 7; ``runtime.pools``): its name and how many slots it has."""
+
+    name: str
+    slots: int
+    updated_at: float
+
+
+class PoolHolding(NamedTuple):
+    """One slot of a pool held by one attempt of a task, under its run's lease epoch
+    (the holding is live while that lease is: ``Store.acquire_pool_slot``)."""
+
+    pool: str
+    run_id: str
+    task_id: str
+    attempt: int
+    lease_epoch: int
+    acquired_at: float
 
 
 class EventRecord(NamedTuple):
@@ -290,11 +329,46 @@ class Store(Protocol):
     def claimable_runs(self, now: float, limit: int) -> list[RunRecord]:
         """Runs a worker may claim at ``now``, ``priority`` high first, then oldest."""
 
+    def claim_next(
+        self,
+        *,
+        owner: str,
+        host: str,
+        pid: int,
+        now: float,
+        ttl: float,
+        started_at: float | None = None,
+        exclude: Collection[str] = (),
+    ) -> tuple[RunRecord, int] | None:
+        """Pick the first of ``claimable_runs(now)`` not in ``exclude`` and take its lease
+        (as ``claim_run``), in one transaction: of any number of simultaneous callers,
+        each run goes to exactly one. Returns the run as it stood in the queue (its
+        previous lease included) and the new epoch; ``None`` when nothing is claimable."""
+
     def get_run(self, run_id: str) -> RunRecord:
         """Raise ``RunNotFound`` (naming the run_id and ``stageflow runs list``) when absent."""
 
     def list_runs(self, *, limit: int = 100, pipeline: str | None = None) -> list[RunRecord]:
         """Newest first (by created_at, then run_id)."""
+
+    def query_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        states: Sequence[str] = (),
+        since: float | None = None,
+        until: float | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """The runs matching every filter given, newest first (by created_at, then
+        run_id, both descending): of ``pipeline``; in any of ``states``; created in
+        ``[since, until)``; after ``before`` = (created_at, run_id) in that order (the
+        last run of the previous page: keyset pagination). At most ``limit``."""
+
+    def pipeline_versions(self, name: str | None = None) -> list[VersionCount]:
+        """Every saved pipeline version (only ``name``'s when given) with its run count:
+        by pipeline name, then newest saved first."""
 
     def task_runs(self, run_id: str) -> list[TaskRunRecord]:
         """In the order the task runs were created."""
@@ -353,6 +427,38 @@ class Store(Protocol):
         """Read the circuit's state, store ``change(state)`` and return it, in one
         transaction no other writer can interleave (so two processes never both
         take the one half-open trial). Exceptions from ``change`` roll back."""
+
+    def pools(self) -> list[PoolRecord]:
+        """Every global pool, by name."""
+
+    def set_pool(self, name: str, slots: int, now: float) -> None:
+        """Create the pool or change its number of slots (holdings are kept: a smaller
+        size takes effect as they are released)."""
+
+    def seed_pools(self, slots: dict[str, int], now: float) -> None:
+        """Create each pool that does not exist yet with its number of slots (pools
+        from settings); existing pools keep theirs."""
+
+    def remove_pool(self, name: str) -> bool:
+        """Delete the pool and its holdings; False when there is no such pool."""
+
+    def acquire_pool_slot(
+        self, pool: str, run_id: str, task_id: str, attempt: int, lease_epoch: int, now: float
+    ) -> bool:
+        """Take one slot of ``pool`` for the attempt if fewer than its slots are held
+        by live holdings; False (nothing changed) when full or the pool is gone.
+
+        One transaction, serialised per pool (no read-then-write): holdings that are
+        no longer live are deleted first — their run's lease expired at ``now``, its
+        epoch moved past theirs (taken over) or it ended — so a slot held by a dead
+        process comes back when its lease expires."""
+
+    def release_pool_slot(self, pool: str, run_id: str, task_id: str) -> None:
+        """Delete the holding (no-op when there is none)."""
+
+    def pool_holdings(self, now: float, pool: str | None = None) -> list[PoolHolding]:
+        """The live holdings at ``now`` (only ``pool``'s when given), by pool, then
+        acquisition time."""
 
     def add_request(self, request: ControlRequest) -> int:
         """Store a control request; return its ``request_id``. Raises ``RunNotFound``."""

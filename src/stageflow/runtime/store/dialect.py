@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
-from stageflow.errors import MissingExtra, StoreError
+from stageflow.errors import MissingExtra, StoreError, StoreUnreachable
 
 __all__ = [
     "POSTGRESQL",
@@ -253,6 +253,8 @@ def _connect_postgres(target: str, display_url: str) -> Connection:
         ) from None
     try:
         return psycopg.connect(target, autocommit=True)
+    except psycopg.OperationalError as exc:  # no server there, refused, timed out
+        raise StoreUnreachable(f"could not connect to {display_url}: {one_line(exc)}") from None
     except psycopg.Error as exc:
         raise StoreError(f"could not connect to {display_url}: {one_line(exc)}") from None
 

@@ -228,6 +228,41 @@ MIGRATIONS: list[Migration] = [
             WHERE state IN ('queued', 'running', 'paused') AND owner_host IS NOT NULL
             AND owner_pid IS NOT NULL AND heartbeat_at IS NOT NULL""",
     ),
+    _for_both(
+        7,
+        "global pools (deployment-wide slots) and their holdings (runtime/pools.py)",
+        """CREATE TABLE pools (
+            name TEXT PRIMARY KEY,
+            slots INTEGER NOT NULL CHECK (slots >= 0),
+            updated_at {real} NOT NULL
+        )""",
+        # A holding is live while its run's lease is (same epoch, not expired, run
+        # not final): Store.acquire_pool_slot deletes the others as it goes.
+        """CREATE TABLE pool_slots (
+            pool TEXT NOT NULL REFERENCES pools (name) ON DELETE CASCADE,
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            task_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            lease_epoch {bigint} NOT NULL,
+            acquired_at {real} NOT NULL,
+            PRIMARY KEY (pool, run_id, task_id)
+        )""",
+        "CREATE INDEX pool_slots_by_run_id ON pool_slots (run_id)",
+    ),
+    _for_both(
+        8,
+        "attempts: table rows in and out (runtime/attempt.py counts them)",
+        "ALTER TABLE attempts ADD COLUMN rows_in {bigint}",
+        "ALTER TABLE attempts ADD COLUMN rows_out {bigint}",
+    ),
+    _for_both(
+        9,
+        "runs: the queue's index (Store.claim_next, claimable_runs): only unfinished runs",
+        # Partial: a store with 100,000 finished runs keeps a claim as cheap as an
+        # empty one (the planners use it: the queries repeat this WHERE clause).
+        "CREATE INDEX runs_in_queue ON runs (priority DESC, created_at, run_id) "
+        "WHERE state IN ('queued', 'running')",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -13,7 +13,10 @@ supplies the differences (``dialect.py``).  Policy and state:
 - A ``RunUpdate`` changes only the fields it sets: ``COALESCE(new, column)``.
 - Leases (``engine.lease``): ``claim_run`` is ONE conditional ``UPDATE ... WHERE
   lease_epoch = <the epoch the claimer read>``, so of simultaneous claimers exactly
-  one changes the row. ``commit`` first renews the lease of every fenced run with
+  one changes the row. ``claim_next`` (a worker) picks the first claimable run and
+  claims it in the same transaction: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+  concurrent claimers each lock a different run and never wait on one another;
+  ``BEGIN IMMEDIATE`` on SQLite. ``commit`` first renews the lease of every fenced run with
   ``UPDATE ... WHERE lease_epoch = <its epoch>`` in the same transaction; a row not
   changed means the run was taken over: roll back, ``LeaseLost``. On PostgreSQL that
   update holds the run's row lock until the commit, so a concurrent claim waits for
@@ -32,6 +35,10 @@ supplies the differences (``dialect.py``).  Policy and state:
 - A driver error that the store's surroundings caused (a full or failing disk,
   a damaged file, a lost server: ``Dialect.trouble``) is raised as a
   ``StoreError`` that says what to do; any other driver error is re-raised as is.
+  A PostgreSQL connection that broke (the server restarted, a network cut, an
+  administrator ended it) is raised as ``StoreUnreachable`` and reopened by the next
+  call (``reopen``), so a caller that retries (the committer, a worker's poll) goes
+  on once the server answers again; nothing is retried here.
 
 Timestamps are float epoch seconds; params are stored as JSON text.
 """
@@ -43,12 +50,12 @@ import functools
 import itertools
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from stageflow.errors import LeaseLost, RunNotFound, RunOwned, StoreError
+from stageflow.errors import LeaseLost, RunNotFound, RunOwned, StoreError, StoreUnreachable
 from stageflow.runtime.store.base import (
     AttemptRecord,
     Batch,
@@ -57,9 +64,12 @@ from stageflow.runtime.store.base import (
     EventRecord,
     OutputRef,
     PipelineRecord,
+    PoolHolding,
+    PoolRecord,
     RunRecord,
     TaskRunRecord,
     TaskRunStat,
+    VersionCount,
 )
 from stageflow.runtime.store.dialect import Connection, Cursor, Dialect
 
@@ -76,11 +86,22 @@ class SqlStore:
     Build one with :func:`stageflow.runtime.store.open_store`, which also migrates.
     """
 
-    def __init__(self, conn: Connection, dialect: Dialect, *, url: str) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        dialect: Dialect,
+        *,
+        url: str,
+        reopen: Callable[[], Connection] | None = None,
+    ) -> None:
         self.url = url
         self.dialect = dialect
         self._conn = conn
         self._cur: Cursor = conn.cursor()
+        # A server's connection that broke (``StoreUnreachable``) is reopened by the
+        # next call through ``reopen``; None: never (SQLite has no connection to lose).
+        self._reopen = reopen
+        self._lost = False
         self._lock = threading.Lock()
         self._sql = _statements(dialect)
         self._begin = dialect.begin
@@ -140,7 +161,7 @@ class SqlStore:
             return
         sql = self._sql
         with self._lock:
-            cur = self._cur
+            cur = self._cursor()
             self._start(cur)
             try:
                 # First, so that on PostgreSQL the run's row is locked against a
@@ -324,6 +345,117 @@ class SqlStore:
         claiming is ``claim_run``'s compare-and-set."""
         return [_run_record(row) for row in self._fetchall(self._sql.claimable_runs, (now, limit))]
 
+    def claim_next(
+        self,
+        *,
+        owner: str,
+        host: str,
+        pid: int,
+        now: float,
+        ttl: float,
+        started_at: float | None = None,
+        exclude: Collection[str] = (),
+    ) -> tuple[RunRecord, int] | None:
+        """Pick the first claimable run in queue order (as ``claimable_runs``), not in
+        ``exclude``, and take its lease, in ONE transaction; ``None`` when there is none.
+
+        Returns the run as it stood in the queue (its previous lease says whom it was
+        taken from) and the new epoch; the run's row now holds ``owner``'s lease until
+        ``now + ttl``. PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1`` (a run
+        another claimer or a committing owner has locked is passed over, never waited
+        for), then the compare-and-set; SQLite: both inside ``BEGIN IMMEDIATE`` (one
+        writer at a time). ``started_at``: the owner process's start time (``owner_*``).
+        """
+        excluded = list(exclude)
+        pick = self._sql.claim_next_pg if self.dialect.name == "postgresql" else None
+        with self._transaction() as cur:
+            if pick is not None:
+                cur.execute(pick, (now, excluded))
+            else:
+                cur.execute(self._sql.claim_next_sqlite, (now, json.dumps(excluded)))
+            found = cur.fetchone()
+            if found is None:
+                return None
+            run = _run_record(found)
+            cur.execute(
+                self._sql.claim_run,
+                (owner, now + ttl, host, pid, started_at, now, run.run_id, run.lease_epoch),
+            )
+            if cur.rowcount != 1:  # cannot happen: the row is locked (or the file is)
+                raise RuntimeError(f"run {run.run_id}: its row changed while locked")
+        return run, run.lease_epoch + 1
+
+    # -- global pools (runtime.pools) -------------------------------------------
+
+    def pools(self) -> list[PoolRecord]:
+        """Every global pool, by name."""
+        rows = self._fetchall(_pool_statements(self.dialect).select_pools, ())
+        return [PoolRecord(str(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+    def set_pool(self, name: str, slots: int, now: float) -> None:
+        """Create the pool or change its number of slots."""
+        with self._transaction() as cur:
+            cur.execute(_pool_statements(self.dialect).upsert_pool, (name, slots, now))
+
+    def seed_pools(self, slots: dict[str, int], now: float) -> None:
+        """Create each pool not in the store yet; existing pools keep their size."""
+        if not slots:
+            return
+        rows = [(name, count, now) for name, count in sorted(slots.items())]
+        with self._transaction() as cur:
+            cur.executemany(_pool_statements(self.dialect).insert_pool_if_absent, rows)
+
+    def remove_pool(self, name: str) -> bool:
+        """Delete the pool and its holdings; False when there is no such pool."""
+        sql = _pool_statements(self.dialect)
+        with self._transaction() as cur:
+            cur.execute(sql.delete_pool_holdings, (name,))
+            cur.execute(sql.delete_pool, (name,))
+            return cur.rowcount == 1
+
+    def acquire_pool_slot(
+        self, pool: str, run_id: str, task_id: str, attempt: int, lease_epoch: int, now: float
+    ) -> bool:
+        """Take one slot of ``pool`` if fewer than its slots are held by live holdings.
+
+        One transaction, serialised per pool: PostgreSQL locks the pool's row
+        (``FOR UPDATE``), so a concurrent acquirer waits and then counts this one's
+        holding (each statement reads what was committed before it began); SQLite's
+        ``BEGIN IMMEDIATE`` holds the write lock. Dead holdings (run's lease expired
+        at ``now``, epoch moved past theirs, run final) and this task's own earlier
+        holding are deleted, then ONE conditional insert takes the slot only if the
+        count is below the size. False when full or the pool does not exist."""
+        sql = _pool_statements(self.dialect)
+        with self._transaction() as cur:
+            cur.execute(sql.lock_pool, (pool,))
+            if cur.fetchone() is None:
+                return False
+            cur.execute(sql.delete_dead_holdings, (pool, now))
+            cur.execute(sql.delete_own_holding, (pool, run_id, task_id))
+            cur.execute(
+                sql.insert_holding_if_free,
+                (pool, run_id, task_id, attempt, lease_epoch, now, pool),
+            )
+            return cur.rowcount == 1
+
+    def release_pool_slot(self, pool: str, run_id: str, task_id: str) -> None:
+        """Delete the holding (no-op when there is none)."""
+        with self._transaction() as cur:
+            cur.execute(_pool_statements(self.dialect).delete_own_holding, (pool, run_id, task_id))
+
+    def pool_holdings(self, now: float, pool: str | None = None) -> list[PoolHolding]:
+        """The live holdings at ``now`` (only ``pool``'s when given), by pool, then
+        acquisition time."""
+        sql = _pool_statements(self.dialect)
+        if pool is None:
+            rows = self._fetchall(sql.select_live_holdings, (now,))
+        else:
+            rows = self._fetchall(sql.select_live_holdings_of_pool, (now, pool))
+        return [
+            PoolHolding(str(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), float(r[5]))
+            for r in rows
+        ]
+
     # -- reads ----------------------------------------------------------------
 
     def get_pipeline(self, name: str, version: str) -> PipelineRecord:
@@ -362,6 +494,45 @@ class SqlStore:
         else:
             rows = self._fetchall(self._sql.list_runs_of_pipeline, (pipeline, limit))
         return [_run_record(row) for row in rows]
+
+    def query_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        states: Sequence[str] = (),
+        since: float | None = None,
+        until: float | None = None,
+        before: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """The runs matching every filter given, newest first (created_at, then run_id,
+        descending); ``before``: the (created_at, run_id) a page starts after. One
+        query on index ``runs_by_pipeline`` or ``runs_by_created_at``."""
+        params: list[Any] = []
+        if pipeline is not None:
+            params.append(pipeline)
+        params.extend(states)
+        params.extend(t for t in (since, until) if t is not None)
+        if before is not None:
+            params.extend((before[0], before[0], before[1]))
+        sql = _query_runs_sql(
+            self.dialect,
+            pipeline is not None,
+            len(states),
+            since is not None,
+            until is not None,
+            before is not None,
+        )
+        return [_run_record(row) for row in self._fetchall(sql, (*params, limit))]
+
+    def pipeline_versions(self, name: str | None = None) -> list[VersionCount]:
+        """Every saved version (of ``name`` when given) with its run count and newest run;
+        one query."""
+        if name is None:
+            rows = self._fetchall(self._sql.select_versions, ())
+        else:
+            rows = self._fetchall(self._sql.select_versions_of, (name,))
+        return [VersionCount(str(r[0]), str(r[1]), r[2], int(r[3]), r[4]) for r in rows]
 
     def task_runs(self, run_id: str) -> list[TaskRunRecord]:
         """In the order the task runs were created; empty for an unknown run."""
@@ -522,7 +693,7 @@ class SqlStore:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Cursor]:
         with self._lock:
-            cur = self._cur
+            cur = self._cursor()
             self._start(cur)
             try:
                 yield cur
@@ -548,29 +719,50 @@ class SqlStore:
 
     def _fetchone(self, sql: str, params: tuple[Any, ...]) -> Any:
         with self._lock:
+            cur = self._cursor()
             try:
-                self._cur.execute(sql, params)
-                return self._cur.fetchone()
+                cur.execute(sql, params)
+                return cur.fetchone()
             except self._driver_error as exc:
                 self._raise_trouble(exc)
                 raise
 
     def _fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         with self._lock:
+            cur = self._cursor()
             try:
-                self._cur.execute(sql, params)
-                return self._cur.fetchall()
+                cur.execute(sql, params)
+                return cur.fetchall()
             except self._driver_error as exc:
                 self._raise_trouble(exc)
                 raise
 
     def _raise_trouble(self, exc: BaseException) -> None:
         """Raise ``StoreError`` when the store's surroundings caused ``exc``
-        (``Dialect.trouble``); return otherwise, for the caller to re-raise it."""
+        (``Dialect.trouble``), ``StoreUnreachable`` when it also broke a connection
+        this store can reopen (the next call reopens it); return otherwise, for the
+        caller to re-raise it."""
         if isinstance(exc, self._driver_error):
             reason = self.dialect.trouble(exc, self.url)
             if reason is not None:
+                if self._reopen is not None and _broken(self._conn):
+                    self._lost = True
+                    raise StoreUnreachable(reason) from exc
                 raise StoreError(reason) from exc
+
+    def _cursor(self) -> Cursor:
+        """The cursor to use, on a new connection when the last one was lost (held
+        lock). ``StoreUnreachable`` while the server still cannot be reached."""
+        if self._lost:
+            assert self._reopen is not None
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            try:
+                conn = self._reopen()
+            except StoreError as exc:
+                raise StoreUnreachable(str(exc)) from None
+            self._conn, self._cur, self._lost = conn, conn.cursor(), False
+        return self._cur
 
     def _run_not_found(self, run_id: str) -> RunNotFound:
         return RunNotFound(
@@ -597,6 +789,12 @@ class SqlStore:
             cur.execute(self._sql.select_run, (run_id,))
             if cur.fetchone() is None:
                 raise self._run_not_found(run_id)
+
+
+def _broken(conn: Connection) -> bool:
+    """Whether a driver connection is closed or broken (psycopg's ``closed`` and
+    ``broken``; an SQLite connection has neither and never breaks)."""
+    return bool(getattr(conn, "broken", False) or getattr(conn, "closed", False))
 
 
 def _run_record(row: Sequence[Any]) -> RunRecord:
@@ -629,6 +827,8 @@ _MERGED_ATTEMPT_FIELDS = (
     "cpu_seconds",
     "peak_rss_mb",
     "gpu_seconds",
+    "rows_in",
+    "rows_out",
 )
 
 
@@ -735,7 +935,8 @@ _SELECT_RUN_ATTEMPTS = (
     "r.started_at, r.ended_at, r.owner_host, r.owner_pid, r.owner_started_at, r.heartbeat_at, "
     "r.executor, r.source, r.lease_owner, r.lease_epoch, r.lease_expires_at, r.priority, "
     "a.task_id, a.attempt, a.state, a.started_at, a.ended_at, a.error, "
-    "a.queued_at, a.request_json, a.gpu_devices, a.cpu_seconds, a.peak_rss_mb, a.gpu_seconds "
+    "a.queued_at, a.request_json, a.gpu_devices, a.cpu_seconds, a.peak_rss_mb, a.gpu_seconds, "
+    "a.rows_in, a.rows_out "
 )
 _RECENT_RUNS = (
     "FROM (SELECT * FROM runs WHERE pipeline = ? ORDER BY created_at DESC, run_id DESC LIMIT ?) "
@@ -758,6 +959,8 @@ class _Statements:
     renew_lease: str
     release_lease: str
     claimable_runs: str
+    claim_next_pg: str
+    claim_next_sqlite: str
     select_run: str
     list_runs: str
     list_runs_of_pipeline: str
@@ -772,6 +975,8 @@ class _Statements:
     select_task_run_stats: str
     count_run_states: str
     select_pipeline_names: str
+    select_versions: str
+    select_versions_of: str
     select_events: str
     select_outputs: str
     select_cache: str
@@ -791,7 +996,7 @@ class _MultiRow:
     suffix: str = ""
 
 
-_CHUNK_ROWS = 128  # 128 rows x at most 13 values: far under SQLite's 32,766 variables
+_CHUNK_ROWS = 128  # 128 rows x at most 15 values: far under SQLite's 32,766 variables
 
 _UPSERT_TASK_RUN = _MultiRow(
     "INSERT INTO task_runs (run_id, task_id, seq, state, attempts, started_at, ended_at, error, "
@@ -806,8 +1011,9 @@ _UPSERT_TASK_RUN = _MultiRow(
 # measurements on the final one.
 _UPSERT_ATTEMPT = _MultiRow(
     "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, ended_at, error, "
-    "queued_at, request_json, gpu_devices, cpu_seconds, peak_rss_mb, gpu_seconds) VALUES ",
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "queued_at, request_json, gpu_devices, cpu_seconds, peak_rss_mb, gpu_seconds, rows_in, "
+    "rows_out) VALUES ",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     " ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET state = excluded.state, "
     "started_at = excluded.started_at, ended_at = excluded.ended_at, error = excluded.error, "
     "queued_at = COALESCE(excluded.queued_at, attempts.queued_at), "
@@ -815,7 +1021,9 @@ _UPSERT_ATTEMPT = _MultiRow(
     "gpu_devices = COALESCE(excluded.gpu_devices, attempts.gpu_devices), "
     "cpu_seconds = COALESCE(excluded.cpu_seconds, attempts.cpu_seconds), "
     "peak_rss_mb = COALESCE(excluded.peak_rss_mb, attempts.peak_rss_mb), "
-    "gpu_seconds = COALESCE(excluded.gpu_seconds, attempts.gpu_seconds)",
+    "gpu_seconds = COALESCE(excluded.gpu_seconds, attempts.gpu_seconds), "
+    "rows_in = COALESCE(excluded.rows_in, attempts.rows_in), "
+    "rows_out = COALESCE(excluded.rows_out, attempts.rows_out)",
 )
 _INSERT_EVENT = _MultiRow(
     "INSERT INTO events (run_id, task_id, from_state, to_state, at, attempt, message) VALUES ",
@@ -853,6 +1061,35 @@ _flat = itertools.chain.from_iterable
 def _multi_row_sql(dialect: Dialect, statement: _MultiRow, count: int) -> str:
     """The statement for ``count`` rows in ``dialect``'s placeholder style (cached)."""
     return dialect.sql(statement.head + ", ".join([statement.row] * count) + statement.suffix)
+
+
+@functools.lru_cache(maxsize=256)
+def _query_runs_sql(
+    dialect: Dialect, pipeline: bool, states: int, since: bool, until: bool, before: bool
+) -> str:
+    """``Store.query_runs``'s statement for the filters given (cached per combination)."""
+    where = []
+    if pipeline:
+        where.append("pipeline = ?")
+    if states:
+        where.append(f"state IN ({', '.join(['?'] * states)})")
+    if since:
+        where.append("created_at >= ?")
+    if until:
+        where.append("created_at < ?")
+    if before:  # keyset pagination: strictly after the cursor in (created_at, run_id) DESC
+        where.append("(created_at < ? OR (created_at = ? AND run_id < ?))")
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    return dialect.sql(_SELECT_RUN + clause + "ORDER BY created_at DESC, run_id DESC LIMIT ?")
+
+
+_SELECT_VERSIONS = (
+    "SELECT p.name, p.version, p.created_at, COUNT(r.run_id), MAX(r.created_at) "
+    "FROM pipelines p LEFT JOIN runs r ON r.pipeline = p.name AND r.pipeline_version = p.version "
+)
+_GROUP_VERSIONS = (
+    "GROUP BY p.name, p.version, p.created_at ORDER BY p.name, p.created_at DESC, p.version DESC"
+)
 
 
 @functools.cache
@@ -904,6 +1141,21 @@ def _statements(dialect: Dialect) -> _Statements:
             "AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
             "ORDER BY priority DESC, created_at, run_id LIMIT ?"
         ),
+        # The same queue, first run only, less the excluded ids (a text array on
+        # PostgreSQL, a JSON array on SQLite); locked for the claim that follows.
+        claim_next_pg=q(
+            _SELECT_RUN + "WHERE state IN ('queued', 'running') "
+            "AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
+            "AND NOT (run_id = ANY(?::text[])) "
+            "ORDER BY priority DESC, created_at, run_id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        ),
+        claim_next_sqlite=q(
+            _SELECT_RUN  # noqa: S608 (literal strings only, as every statement here)
+            + "WHERE state IN ('queued', 'running') "
+            "AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
+            "AND run_id NOT IN (SELECT value FROM json_each(?)) "
+            "ORDER BY priority DESC, created_at, run_id LIMIT 1"
+        ),
         select_run=q(_SELECT_RUN + "WHERE run_id = ?"),
         list_runs=q(_SELECT_RUN + "ORDER BY created_at DESC, run_id DESC LIMIT ?"),
         list_runs_of_pipeline=q(
@@ -916,13 +1168,14 @@ def _statements(dialect: Dialect) -> _Statements:
         select_attempts=q(
             "SELECT a.run_id, a.task_id, a.attempt, a.state, a.started_at, a.ended_at, a.error, "
             "a.queued_at, a.request_json, a.gpu_devices, a.cpu_seconds, a.peak_rss_mb, "
-            "a.gpu_seconds FROM attempts a "
+            "a.gpu_seconds, a.rows_in, a.rows_out FROM attempts a "
             "JOIN task_runs t ON t.run_id = a.run_id AND t.task_id = a.task_id "
             "WHERE a.run_id = ? ORDER BY t.seq, a.attempt"
         ),
         select_task_attempts=q(
             "SELECT run_id, task_id, attempt, state, started_at, ended_at, error, queued_at, "
-            "request_json, gpu_devices, cpu_seconds, peak_rss_mb, gpu_seconds FROM attempts "
+            "request_json, gpu_devices, cpu_seconds, peak_rss_mb, gpu_seconds, rows_in, rows_out "
+            "FROM attempts "
             "WHERE run_id = ? AND task_id = ? ORDER BY attempt"
         ),
         next_seq=q("SELECT COALESCE(MAX(seq) + 1, 0) FROM task_runs WHERE run_id = ?"),
@@ -968,6 +1221,8 @@ def _statements(dialect: Dialect) -> _Statements:
             "SELECT state, COUNT(*) FROM runs WHERE pipeline = ? AND created_at >= ? GROUP BY state"
         ),
         select_pipeline_names=q("SELECT DISTINCT name FROM pipelines ORDER BY name"),
+        select_versions=q(_SELECT_VERSIONS + _GROUP_VERSIONS),
+        select_versions_of=q(_SELECT_VERSIONS + "WHERE p.name = ? " + _GROUP_VERSIONS),
         select_events=q(
             "SELECT run_id, task_id, from_state, to_state, at, attempt, message "
             "FROM events WHERE run_id = ? ORDER BY id"
@@ -1000,5 +1255,78 @@ def _statements(dialect: Dialect) -> _Statements:
             "state = excluded.state, failures = excluded.failures, "
             "opened_until = excluded.opened_until, trial_started = excluded.trial_started, "
             "updated_at = excluded.updated_at"
+        ),
+    )
+
+
+# -- global pools (runtime.pools) ---------------------------------------------------
+
+# A holding is live while its run's lease is: same epoch, not expired (at the
+# parameter's time), run not final. Spelled out in each statement (literals only).
+_SELECT_LIVE_HOLDINGS = (
+    "SELECT pool, run_id, task_id, attempt, lease_epoch, acquired_at FROM pool_slots WHERE "
+    "EXISTS (SELECT 1 FROM runs r WHERE r.run_id = pool_slots.run_id "
+    "AND r.lease_epoch = pool_slots.lease_epoch AND r.lease_expires_at IS NOT NULL "
+    "AND r.lease_expires_at > ? AND r.state NOT IN ('success', 'failed', 'cancelled')) "
+)
+_DELETE_DEAD_HOLDINGS = (
+    "DELETE FROM pool_slots WHERE pool = ? AND NOT "
+    "EXISTS (SELECT 1 FROM runs r WHERE r.run_id = pool_slots.run_id "
+    "AND r.lease_epoch = pool_slots.lease_epoch AND r.lease_expires_at IS NOT NULL "
+    "AND r.lease_expires_at > ? AND r.state NOT IN ('success', 'failed', 'cancelled'))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _PoolStatements:
+    select_pools: str
+    upsert_pool: str
+    insert_pool_if_absent: str
+    delete_pool: str
+    delete_pool_holdings: str
+    lock_pool: str
+    delete_dead_holdings: str
+    delete_own_holding: str
+    insert_holding_if_free: str
+    select_live_holdings: str
+    select_live_holdings_of_pool: str
+
+
+@functools.cache
+def _pool_statements(dialect: Dialect) -> _PoolStatements:
+    q = dialect.sql
+    return _PoolStatements(
+        select_pools=q("SELECT name, slots, updated_at FROM pools ORDER BY name"),
+        upsert_pool=q(
+            "INSERT INTO pools (name, slots, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) "
+            "DO UPDATE SET slots = excluded.slots, updated_at = excluded.updated_at"
+        ),
+        insert_pool_if_absent=q(
+            "INSERT INTO pools (name, slots, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO NOTHING"
+        ),
+        delete_pool=q("DELETE FROM pools WHERE name = ?"),
+        delete_pool_holdings=q("DELETE FROM pool_slots WHERE pool = ?"),
+        # SQLite has no FOR UPDATE; its BEGIN IMMEDIATE holds the write lock already.
+        lock_pool=q(
+            "SELECT slots FROM pools WHERE name = ? FOR UPDATE"
+            if dialect.name == "postgresql"
+            else "SELECT slots FROM pools WHERE name = ?"
+        ),
+        delete_dead_holdings=q(_DELETE_DEAD_HOLDINGS),
+        delete_own_holding=q(
+            "DELETE FROM pool_slots WHERE pool = ? AND run_id = ? AND task_id = ?"
+        ),
+        # The compare-and-set: inserts one row only while the live count is below the size.
+        insert_holding_if_free=q(
+            "INSERT INTO pool_slots (pool, run_id, task_id, attempt, lease_epoch, acquired_at) "
+            "SELECT ?, ?, ?, ?, ?, ? FROM pools p WHERE p.name = ? "
+            "AND (SELECT COUNT(*) FROM pool_slots s WHERE s.pool = p.name) < p.slots"
+        ),
+        select_live_holdings=q(
+            _SELECT_LIVE_HOLDINGS + "ORDER BY pool, acquired_at, run_id, task_id"
+        ),
+        select_live_holdings_of_pool=q(
+            _SELECT_LIVE_HOLDINGS + "AND pool = ? ORDER BY acquired_at, run_id, task_id"
         ),
     )

@@ -20,6 +20,7 @@ is opened for writing once, to migrate it.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,14 +90,24 @@ def open_store(url: str | None, home: Path, *, read_only: bool = False) -> Store
             ) from None
     try:
         conn = target.dialect.connect(target.target, target.display_url)
-    except StoreError as exc:
-        raise StoreError(_scrub(str(exc), target.secrets)) from None
+    except StoreError as exc:  # (its class kept: StoreUnreachable says "try again later")
+        raise type(exc)(_scrub(str(exc), target.secrets)) from None
     try:
         migrate(conn, target.dialect, target.display_url)
     except BaseException:
         conn.close()
         raise
-    return SqlStore(conn, target.dialect, url=target.display_url)
+    reopen = functools.partial(_reopen, target) if target.dialect is POSTGRESQL else None
+    return SqlStore(conn, target.dialect, url=target.display_url, reopen=reopen)
+
+
+def _reopen(target: StoreTarget) -> Connection:
+    """A new connection to ``target``, for a store whose connection was lost (no
+    migration: the schema is already there)."""
+    try:
+        return target.dialect.connect(target.target, target.display_url)
+    except StoreError as exc:
+        raise type(exc)(_scrub(str(exc), target.secrets)) from None
 
 
 def _open_sqlite_reader(target: StoreTarget) -> Store | None:

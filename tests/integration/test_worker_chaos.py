@@ -1,0 +1,382 @@
+"""Chaos: ``stageflow worker`` processes killed and frozen while they run 300 runs.
+
+- 3 workers on one PostgreSQL store: one SIGKILLed mid-way, another SIGSTOPped past
+  its lease (until another worker took one of its runs over) and then continued;
+- 2 workers on one SQLite store: one SIGSTOPped likewise, then the other SIGKILLed.
+
+300 small runs (3 to 10 tasks in random DAGs, tasks of 0 to 30 ms; seeded) are
+queued first. Leases last 2 s (the shortest allowed), so a silent worker's runs are
+taken over within seconds. What must hold whatever the timing:
+
+- every run ends exactly once, ``success``, every task with exactly one committed
+  ``success`` (the store's events: a refused commit writes nothing);
+- no committed success is repeated: each task leaves ``start``/``end`` lines with
+  its run, task, attempt, pid and time in a ledger (``chaos_tasks``); the attempt
+  whose success was committed ran to its end (around the time its success was
+  recorded), and after that no process started the task again unless it had lost
+  the run (``LeaseLost`` in its output: an owner that lost the run may still start
+  what it had dispatched before; it commits nothing of it);
+- fencing: every run taken over from the frozen worker was refused to it when it
+  came back (``LeaseLost`` in its output), and its runs were finished by others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+from helpers_tasks import clean_environ, read_lines, wait_until
+
+from stageflow.runtime.store import Store, open_store
+from support.postgres import postgres_schema, require_postgres
+
+pytestmark = pytest.mark.slow
+
+STAGEFLOW = Path(sys.executable).with_name("stageflow")
+HERE = Path(__file__).resolve().parent
+RUNS = 300
+PIPELINES = 12
+LEASE_SECONDS = 2.0  # runtime.settings.MIN_LEASE_SECONDS
+SKEW = 1.0  # seconds: see check_every_run
+
+
+@dataclass
+class Chaos:
+    """One test's store, workers and ledger."""
+
+    tmp: Path
+    url: str | None
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def home(self) -> Path:
+        return self.tmp / "home"
+
+    @property
+    def ledger(self) -> Path:
+        return self.tmp / "ledger"
+
+    def env(self) -> dict[str, str]:
+        env = clean_environ(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+        env["STAGEFLOW_LEASE_SECONDS"] = f"{LEASE_SECONDS:g}"
+        if self.url is not None:
+            env["STAGEFLOW_DATABASE_URL"] = self.url
+        return env
+
+    @contextlib.contextmanager
+    def store(self) -> Iterator[Store]:
+        store = open_store(self.url, self.home)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def submit_all(self, seed: int) -> list[str]:
+        """Queue ``RUNS`` runs of ``PIPELINES`` random pipelines (in this process)."""
+        from stageflow.runtime.loading import load_pipeline
+        from stageflow.runtime.runner import Runner
+        from stageflow.runtime.settings import load_settings
+
+        rng = random.Random(seed)
+        settings = replace(load_settings({}), home=self.home, database_url=self.url)
+        pipelines = [load_pipeline(str(self._write_spec(k, rng))) for k in range(PIPELINES)]
+        run_ids = []
+        with self.store() as store:
+            for k in range(RUNS):
+                runner = Runner(pipelines[k % PIPELINES], store=store, settings=settings)
+                run_ids.append(runner.prepare({}, hold=False).run.run_id)
+        return run_ids
+
+    def _write_spec(self, k: int, rng: random.Random) -> Path:
+        size = rng.randint(3, 10)
+        tasks = []
+        for i in range(size):
+            ups = sorted(rng.sample(range(i), min(i, rng.randint(1, 2)))) if i else []
+            tasks.append(
+                {
+                    "id": f"t{i}",
+                    "call": "chaos_tasks:step",
+                    "upstream": [f"t{u}" for u in ups],
+                    "parameters": {"pause": round(rng.uniform(0.0, 0.03), 3)},
+                }
+            )
+        spec = {"name": f"chaos{k}", "params": {"ledger": str(self.ledger)}, "tasks": tasks}
+        path = self.tmp / f"chaos{k}.json"
+        path.write_text(json.dumps(spec))
+        return path
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        with (self.tmp / f"{name}.err").open("wb") as err:
+            proc = subprocess.Popen(
+                [
+                    str(STAGEFLOW),
+                    "--home",
+                    str(self.home),
+                    "worker",
+                    "--name",
+                    name,
+                    "--concurrency",
+                    "4",
+                    "--idle-exit",
+                    "8",  # longer than a freeze round's wait for a takeover
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=self.env(),
+                start_new_session=True,
+            )
+        self.workers[name] = proc
+        return proc
+
+    def stderr(self, name: str) -> str:
+        return (self.tmp / f"{name}.err").read_text(errors="replace")
+
+    def owner(self, name: str) -> str:
+        import socket
+
+        return f"{name} ({socket.gethostname()}:{self.workers[name].pid})"
+
+    def successes(self) -> int:
+        with self.store() as store:
+            return sum(1 for r in store.list_runs(limit=RUNS) if r.state == "success")
+
+    def wait_for_successes(self, count: int) -> None:
+        wait_until(lambda: self.successes() >= count, f"{count} runs succeeded", timeout=90)
+
+    def kill(self, name: str) -> None:
+        proc = self.workers[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def freeze_until_taken_over(self, frozen: str, takers: list[str]) -> None:
+        """SIGSTOP ``frozen`` until one of ``takers`` took a run over from it (its lease
+        expired), then SIGCONT it. A worker frozen inside a SQLite write transaction
+        blocks every other writer; it is then continued and frozen again later."""
+        proc = self.workers[frozen]
+        for _ in range(6):
+            # Frozen while it holds a run (else nothing can be taken from it: on a fast
+            # machine the queue may drain first): wait for one, stop it, look again.
+            wait_until(lambda: self.holds_a_run(frozen), f"{frozen} holds a run", timeout=60)
+            os.kill(proc.pid, signal.SIGSTOP)
+            if not self.holds_a_run(frozen):
+                os.kill(proc.pid, signal.SIGCONT)
+                continue
+            deadline = time.monotonic() + LEASE_SECONDS + 8
+            while time.monotonic() < deadline:
+                if any(taken_from(self, t, frozen) for t in takers):
+                    os.kill(proc.pid, signal.SIGCONT)
+                    return
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.5)
+        with self.store() as store:
+            held = [
+                (r.run_id, r.state, r.lease_owner, r.lease_expires_at)
+                for r in store.list_runs(limit=RUNS)
+                if r.state in ("queued", "running")
+            ]
+        raise AssertionError(
+            f"no worker took a run over from the frozen {frozen}; unfinished runs: {held}; "
+            + " | ".join(f"{t}: {self.stderr(t)[-1500:]}" for t in takers)
+        )
+
+    def holds_a_run(self, name: str) -> bool:
+        """Whether worker ``name`` holds the live lease of an unfinished run now."""
+        owner, now = self.owner(name), time.time()
+        with self.store() as store:
+            return any(
+                r.lease_owner == owner
+                and r.state in ("queued", "running")
+                and (r.lease_expires_at or 0.0) > now
+                for r in store.list_runs(limit=RUNS)
+            )
+
+    def stop_all(self) -> None:
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+
+@pytest.fixture
+def sqlite_chaos(tmp_path: Path) -> Iterator[Chaos]:
+    chaos = Chaos(tmp_path, None)
+    try:
+        yield chaos
+    finally:
+        chaos.stop_all()
+
+
+@pytest.fixture
+def postgres_chaos(tmp_path: Path) -> Iterator[Chaos]:
+    require_postgres()
+    with postgres_schema() as url:
+        chaos = Chaos(tmp_path, url)
+        try:
+            yield chaos
+        finally:
+            chaos.stop_all()
+
+
+# -- the checks -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    event: str  # start | end
+    run_id: str
+    task_id: str
+    attempt: int
+    pid: int
+    at: float
+
+
+def ledger(chaos: Chaos) -> list[Line]:
+    out = []
+    for text in read_lines(chaos.ledger):
+        event, run_id, task_id, attempt, pid, at = text.split()
+        out.append(Line(event, run_id, task_id, int(attempt), int(pid), float(at)))
+    return out
+
+
+def lost_runs(chaos: Chaos, name: str) -> set[str]:
+    """The runs worker ``name`` was refused a commit of (``LeaseLost``: taken over)."""
+    pattern = re.compile(r"run (\S+): run '\S+' was taken over by ")
+    return {m.group(1) for m in map(pattern.search, chaos.stderr(name).splitlines()) if m}
+
+
+def taken_from(chaos: Chaos, taker: str, victim: str) -> set[str]:
+    """The runs ``taker`` says it took from ``victim``: a run ``victim`` was running, or
+    one it had claimed and not started yet."""
+    pattern = re.compile(
+        r"run (\S+) of pipeline '[^']+': (?:taking it over from|started \(claimed earlier by) "
+        + re.escape(chaos.owner(victim))
+    )
+    return {m.group(1) for m in map(pattern.search, chaos.stderr(taker).splitlines()) if m}
+
+
+def check_every_run(chaos: Chaos, run_ids: list[str], names: list[str]) -> None:
+    """Every run once ``success``; every task's success committed once, the attempt
+    committed ran to its end before it, and no process started the task again
+    afterwards unless it had lost the run (module docstring)."""
+    lines = ledger(chaos)
+    by_task: dict[tuple[str, str], list[Line]] = defaultdict(list)
+    for line in lines:
+        by_task[(line.run_id, line.task_id)].append(line)
+    lost = {chaos.workers[name].pid: lost_runs(chaos, name) for name in names}
+    checked = 0
+    with chaos.store() as store:
+        for run_id in run_ids:
+            run = store.get_run(run_id)
+            assert run.state == "success", run
+            events = store.events(run_id)
+            finals = [
+                e.to_state
+                for e in events
+                if e.task_id is None and e.to_state in ("success", "failed", "cancelled")
+            ]
+            assert finals == ["success"], (run_id, finals)
+            rows = store.task_runs(run_id)
+            assert {t.state for t in rows} == {"success"}, run_id
+            committed = Counter(e.task_id for e in events if e.task_id and e.to_state == "success")
+            assert committed == Counter({t.task_id: 1 for t in rows}), (run_id, committed)
+            for e in events:
+                if not (e.task_id and e.to_state == "success"):
+                    continue
+                ran = by_task[(run_id, e.task_id)]
+                # The committed attempt ran to its end in one process, around the time its
+                # success was recorded (a step may record a result with the time it read
+                # just before it took the run's lock: SKEW).
+                ends = {x.pid: x.at for x in ran if x.event == "end" and x.attempt == e.attempt}
+                mine = [
+                    x
+                    for x in ran
+                    if x.event == "start"
+                    and x.attempt == e.attempt
+                    and x.at <= e.at + SKEW
+                    and ends.get(x.pid, math.inf) <= e.at + SKEW
+                ]
+                assert mine, (run_id, e, ran)
+                # After it, no process started the task again unless it had lost the run.
+                again = [
+                    x
+                    for x in ran
+                    if x.event == "start"
+                    and x.at > e.at
+                    and x not in mine
+                    and run_id not in lost.get(x.pid, ())
+                ]
+                assert again == [], (run_id, e, again)
+                checked += 1
+    assert checked == len({(x.run_id, x.task_id) for x in lines})  # and every task ran
+
+
+def check_frozen_was_fenced(chaos: Chaos, frozen: str, takers: list[str]) -> set[str]:
+    """Every run taken from the frozen worker was refused to it when it came back."""
+    taken = set().union(*(taken_from(chaos, t, frozen) for t in takers))
+    assert taken, f"no run was taken over from {frozen}"
+    err = chaos.stderr(frozen)
+    for run_id in taken:
+        assert f"run {run_id}: run '{run_id}' was taken over by" in err, (run_id, err[-3000:])
+    assert "committed nothing more" in err
+    return taken
+
+
+# -- the tests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_three_workers_on_postgresql_one_killed_one_frozen(postgres_chaos: Chaos) -> None:
+    chaos = postgres_chaos
+    run_ids = chaos.submit_all(seed=12)
+    names = ["a", "b", "c"]
+    for name in names:
+        chaos.start(name)
+
+    chaos.wait_for_successes(40)
+    chaos.kill("c")
+    chaos.wait_for_successes(100)
+    chaos.freeze_until_taken_over("b", takers=["a"])
+
+    for name in ("a", "b"):
+        assert chaos.workers[name].wait(timeout=120) == 0, chaos.stderr(name)[-3000:]
+    check_every_run(chaos, run_ids, names)
+    check_frozen_was_fenced(chaos, "b", takers=["a"])
+    from_killed = taken_from(chaos, "a", "c") | taken_from(chaos, "b", "c")
+    assert from_killed, "the killed worker held no run"
+
+
+def test_two_workers_on_sqlite_one_frozen_then_the_other_killed(sqlite_chaos: Chaos) -> None:
+    chaos = sqlite_chaos
+    run_ids = chaos.submit_all(seed=7)
+    names = ["a", "b"]
+    for name in names:
+        chaos.start(name)
+
+    chaos.wait_for_successes(60)
+    chaos.freeze_until_taken_over("b", takers=["a"])
+    chaos.wait_for_successes(150)
+    chaos.kill("a")
+
+    assert chaos.workers["b"].wait(timeout=120) == 0, chaos.stderr("b")[-3000:]
+    check_every_run(chaos, run_ids, names)
+    check_frozen_was_fenced(chaos, "b", takers=["a"])
+    assert taken_from(chaos, "b", "a"), "the killed worker held no run"
