@@ -1,7 +1,8 @@
 """W1, W2, W3 and dispatch latency: the run loop's own cost, store on (SQLite).
 
-W1: a 200-task chain of no-op functions -> microseconds per task, and the
-    dispatch latency (a task's end to its dependent's start) p50/p99.
+W1: a 200-task chain of no-op functions -> microseconds per task, the dispatch
+    latency (a task's end to its dependent's start) p50/p99, and the run's fixed cost
+    split: before its first task starts, the chain itself, after its last task ends.
 W2: a 1000-task fan-out/fan-in (1 root, 998 middle, 1 sink) -> microseconds per task.
 W3: 5 layers x 8 tasks of 0.1 s sleeps, each layer after the whole previous one,
     at 4 workers -> makespan against the 1.0 s ideal.
@@ -71,20 +72,40 @@ def main() -> None:
     args = parser.parse_args()
     home = scratch_home()
     run(chain(10, noop), home, 4)  # warm up: imports, store creation
+    try:  # the collector settings `stageflow run` uses (the CLI sets them, a host does not)
+        from stageflow.runtime.host import tune_gc
+
+        tune_gc()
+    except ImportError:  # a version from before the host (A/B runs against older commits)
+        pass
 
     w1 = min(run(chain(200, noop), home, 4) for _ in range(args.repeat))
     report("W1 chain-200", us_per_task=w1 / 200 * 1e6, total_ms=w1 * 1e3)
 
     latencies: list[float] = []
+    splits: list[tuple[float, float, float]] = []  # (before first task, chain, after last)
     for _ in range(args.repeat):
         _marks.clear()
-        run(chain(200, marked), home, 4)
+        p = chain(200, marked)
+        start = time.perf_counter()
+        run(p, home, 4)
+        end = time.perf_counter()
         latencies += [b[0] - a[1] for a, b in itertools.pairwise(_marks)]
+        first, last = _marks[0][0], _marks[-1][1]
+        splits.append((first - start, last - first, end - last))
     report(
         "W1 dispatch latency",
         p50_us=percentile(latencies, 50) * 1e6,
         p99_us=percentile(latencies, 99) * 1e6,
         samples=len(latencies),
+    )
+    before, middle, after = min(splits, key=sum)
+    report(
+        "W1 fixed cost split",
+        before_first_task_ms=before * 1e3,
+        chain_ms=middle * 1e3,
+        after_last_task_ms=after * 1e3,
+        fixed_ms=(before + after) * 1e3,
     )
 
     w2 = min(run(fan(1000), home, 4) for _ in range(args.repeat))

@@ -15,6 +15,7 @@ from helpers_tasks import wait_cancelled
 
 from stageflow import Orchestrator, Pipeline, Task
 from stageflow.errors import RunNotFound
+from stageflow.runtime.result import RunResult
 from stageflow.runtime.settings import Settings
 
 
@@ -75,6 +76,39 @@ def test_execute_async_does_not_block_the_event_loop(tmp_path: Path) -> None:
     assert ticks >= 10, ticks
     a, b = sorted(runs[1:], key=lambda r: r.started_at or 0.0)
     assert (a.ended_at or 0.0) > (b.started_at or 0.0)  # the two awaited runs overlapped
+
+
+def test_await_execute_inside_a_running_loop_keeps_the_loop_free(tmp_path: Path) -> None:
+    ticks = 0
+
+    async def ticker(stop: asyncio.Event) -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    async def main(orch: Orchestrator) -> list[str]:
+        stop = asyncio.Event()
+        ticking = asyncio.create_task(ticker(stop))
+        # seed 000's spelling: inside a loop, execute returns an awaitable
+        first = await orch.execute(_pipeline())
+        pending = orch.execute(_pipeline("other"))
+        assert not isinstance(pending, RunResult)
+        second = await pending
+        # in a thread with no running loop, the same call blocks and returns the result
+        third = await asyncio.get_running_loop().run_in_executor(None, orch.execute, _pipeline())
+        stop.set()
+        await ticking
+        assert isinstance(third, RunResult)
+        return [r.state for r in (first, second, third)]
+
+    with Orchestrator(settings=_settings(tmp_path)) as orch:
+        states = asyncio.run(main(orch))
+        blocking = orch.execute(_pipeline())  # no loop here: blocks, as before
+    assert states == ["success"] * 3
+    assert isinstance(blocking, RunResult) and blocking.state == "success"
+    # three runs of 0.3 s were awaited; a loop blocked by them would barely tick
+    assert ticks >= 20, ticks
 
 
 def test_status_history_and_stats_reflect_the_runs(tmp_path: Path) -> None:

@@ -11,6 +11,14 @@ that cannot be written (a full disk, a read-only folder) adds a note to the
 error instead of replacing it, and a failure outside the task's own code (the
 log cannot be opened, the output cannot be captured or restored) is a failed
 result saying so, never an exception that would leave the executor waiting.
+
+Table rows: an attempt whose inputs include tables reports ``rows_in`` (their rows,
+summed) and one whose output is a table ``rows_out``, counted where the objects are
+(in a worker process, after its inputs are loaded there). A table is a pandas or
+polars ``DataFrame`` or a pyarrow ``Table``, told by ``isinstance`` against the class
+of a library that is already imported: whoever holds such an object has imported its
+library, so counting imports nothing; the classes are looked up again only when
+``sys.modules`` changed size, so an attempt with no table costs well under a microsecond.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from stageflow.runtime.logs import capture_thread_output, log_file, release_thre
 from stageflow.runtime.store.base import OutputRef
 from stageflow.spec.models import Task
 
-__all__ = ["AttemptResult", "Job", "Usage", "error_types", "execute"]
+__all__ = ["AttemptResult", "Job", "Usage", "error_types", "execute", "table_rows"]
 
 
 @dataclass
@@ -88,6 +96,10 @@ class AttemptResult:
     error_types: tuple[str, ...] = ()
     #: What the attempt used, measured by the executor (``None`` when not measured).
     usage: Usage | None = None
+    #: Rows of its table inputs, summed (``None``: it took no table; see the module docstring).
+    rows_in: int | None = None
+    #: Rows of its table output (``None``: it returned no table, or it failed).
+    rows_out: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +188,10 @@ def _execute(
                     os.environ[k] = v
             restore_fds()
 
+    rows_in: int | None = None  # a failed attempt that loaded its inputs counts them too
     try:
         inputs = _inputs(job, artifacts)
+        rows_in = _rows_in(inputs)
         operator, params = instantiate(job.task, job.parameters)
         value = operator.run(params, inputs, ctx)
         ref = store_output(
@@ -198,6 +212,8 @@ def _execute(
             output=ref,
             value=value if job.keep_value else None,
             usage=_usage(ctx, mark, in_process),
+            rows_in=rows_in,
+            rows_out=table_rows(value),
         )
     except TaskFailed as exc:
         unlogged = _log_line(path, f"task failed: {exc}")
@@ -211,6 +227,7 @@ def _execute(
             error=str(exc) + unlogged,
             error_types=error_types(type(exc)) + (() if exc.retryable else (NOT_RETRYABLE,)),
             usage=_usage(ctx, mark, in_process),
+            rows_in=rows_in,
         )
     except BaseException as exc:  # the task boundary: any error fails this attempt only
         if isinstance(exc, KeyboardInterrupt | SystemExit) and not in_process:
@@ -230,9 +247,58 @@ def _execute(
             traceback=tb,
             error_types=error_types(type(exc)),
             usage=_usage(ctx, mark, in_process),
+            rows_in=rows_in,
         )
     finally:
         restore()
+
+
+def table_rows(value: object) -> int | None:
+    """The number of rows of ``value`` when it is a table (see the module docstring),
+    else ``None``; never imports a table library."""
+    classes = _table_classes()
+    if classes and isinstance(value, classes):
+        return int(value.shape[0])  # type: ignore[attr-defined]  # every table class has shape
+    return None
+
+
+#: The table classes counted, by the module that defines them (looked up, not imported).
+_TABLE_CLASSES: tuple[tuple[str, str], ...] = (
+    ("pandas", "DataFrame"),
+    ("polars", "DataFrame"),
+    ("pyarrow", "Table"),
+)
+# The classes found, and len(sys.modules) when they were looked up: a library imported
+# since then changes the count (an attempt pays one len() when nothing was imported).
+_found: tuple[int, tuple[type, ...]] = (-1, ())
+
+
+def _table_classes() -> tuple[type, ...]:
+    global _found
+    modules = sys.modules
+    count = len(modules)
+    if _found[0] == count:
+        return _found[1]
+    classes = []
+    for module, name in _TABLE_CLASSES:
+        cls = getattr(modules.get(module), name, None)
+        if isinstance(cls, type):
+            classes.append(cls)
+    _found = (count, tuple(classes))
+    return _found[1]
+
+
+def _rows_in(inputs: Mapping[str, Any]) -> int | None:
+    """The rows of the tables among ``inputs``, summed; ``None`` when none is a table."""
+    classes = _table_classes()
+    if not classes:
+        return None
+    total: int | None = None
+    for value in inputs.values():
+        if isinstance(value, classes):
+            rows = int(value.shape[0])  # type: ignore[attr-defined]  # every table has shape
+            total = rows if total is None else total + rows
+    return total
 
 
 def _inputs(job: Job, artifacts: ArtifactStore) -> Mapping[str, Any]:

@@ -13,10 +13,15 @@ asyncio face (``await execute_async(...)``, ``await wait(handle)``) suits a
 FastAPI app or a notebook: a run's result is awaited through its handle's
 ``concurrent.futures.Future`` (``asyncio.wrap_future``) and store reads go to
 the loop's default executor, so the event loop is never blocked while runs run.
+``execute`` serves both: with no event loop running in the calling thread it
+blocks and returns the result; inside a running loop (a coroutine, a notebook
+cell) blocking would freeze the loop, so it returns an awaitable of the same
+result instead, and ``await orchestrator.execute(pipeline)`` works as written.
 
 State: the ``LocalRuntime``, one store connection for queries (guarded by a
-lock: an app may call from several threads), and the ``RunHandle`` of every run
-submitted here and not yet ended. ``close`` (or leaving ``with``) waits for
+lock: an app may call from several threads), the ``RunHandle`` of every run
+submitted here and not yet ended, and the ``asyncio.Task`` of every ``execute``
+called from an event loop and not yet done. ``close`` (or leaving ``with``) waits for
 every submitted run to end, then closes the store.
 """
 
@@ -26,7 +31,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from stageflow.engine.states import FINAL_RUN_STATES
@@ -69,6 +74,7 @@ class Orchestrator:
         self._store_lock = threading.Lock()
         self._handles: dict[str, RunHandle] = {}
         self._lock = threading.Lock()
+        self._tasks: set[asyncio.Task[RunResult]] = set()  # execute() from an event loop
 
     # -- running (blocking) ------------------------------------------------------------
 
@@ -87,8 +93,29 @@ class Orchestrator:
 
     def execute(
         self, pipeline: Pipeline, params: Mapping[str, Any] | None = None, *, priority: int = 0
-    ) -> RunResult:
-        """Submit a run and wait for it to end (any final state)."""
+    ) -> Any:
+        """Submit a run and return its result once it ends (any final state).
+
+        Called with no running event loop in this thread, it blocks and returns the
+        ``RunResult``. Called from inside a running event loop, where blocking would
+        freeze the loop, it returns an awaitable of that ``RunResult``: an
+        ``asyncio.Task`` of ``execute_async``, started at once (the run is submitted
+        whether or not it is awaited), so ``await orchestrator.execute(pipeline)``
+        works as written. Raises ``InvalidSpec`` (nothing recorded) for a mistake in
+        the pipeline or its parameters, ``UsageError`` after ``close``; from a loop,
+        the awaitable raises them.
+
+        Typed ``Any`` because the returned kind depends on the caller's thread:
+        ``RunResult`` or ``Awaitable[RunResult]``.
+        """
+        if _loop_running():
+            task: asyncio.Task[RunResult] = asyncio.ensure_future(
+                self.execute_async(pipeline, params, priority=priority)
+            )
+            self._tasks.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._tasks.discard)
+            awaitable: Awaitable[RunResult] = task
+            return awaitable
         return self.submit(pipeline, params, priority=priority).result()
 
     # -- running (asyncio) -------------------------------------------------------------
@@ -125,10 +152,14 @@ class Orchestrator:
     # -- queries -----------------------------------------------------------------------
 
     def status(self, run_id: str) -> RunResult:
-        """The run's state and its tasks' as stored now. Raises ``RunNotFound``."""
+        """The run's state and its tasks' as stored now, with their table rows and
+        the run's ``total_records_processed`` (``runtime.result``), whichever process
+        ran it. Raises ``RunNotFound``."""
         with self._store_lock:
             record = self.store.get_run(run_id)
-            return RunResult.from_records(record, self.store.task_runs(run_id))
+            return RunResult.from_records(
+                record, self.store.task_runs(run_id), self.store.attempts(run_id)
+            )
 
     def history(self, pipeline: str | None = None, limit: int = 10) -> list[RunRecord]:
         """The latest ``limit`` runs, newest first; of one pipeline when named."""
@@ -186,3 +217,12 @@ class Orchestrator:
     def _forget(self, run_id: str) -> None:
         with self._lock:
             self._handles.pop(run_id, None)
+
+
+def _loop_running() -> bool:
+    """Whether an asyncio event loop is running in this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -5,6 +5,16 @@ The same shape serves ``Pipeline.run()``'s return value, ``stageflow run
 pipeline order, each mapped task followed by its elements by index
 (``index_order``: ``train``, ``train[0]``, ``train[1]``, ..., ``train[10]``),
 whatever order they were created or finished in.
+
+Table rows. A task that took tables in or gave one out has ``rows_in`` / ``rows_out``
+(``runtime.attempt`` counts them; the store keeps them on the attempt), those of its
+last attempt. A run's ``total_records_processed`` counts the records that entered its
+table flow once, however many tasks then transform them: the ``rows_out`` of every
+task that gives a table out without taking one in (the loads, queries and ingests the
+tables start from). A chain ``load`` (1,000 rows) -> ``clean`` (990) -> ``aggregate``
+(12) processed 1,000 records, not 2,002; a join of two loaded tables processed both.
+``None`` when no task gave a table out; a success taken from the cache ran no code and
+counts no rows.
 """
 
 from __future__ import annotations
@@ -14,9 +24,9 @@ from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from stageflow.runtime.store.base import RunRecord, TaskRunRecord
+from stageflow.runtime.store.base import AttemptRecord, RunRecord, TaskRunRecord
 
-__all__ = ["RunResult", "TaskResult", "index_order", "iso"]
+__all__ = ["RunResult", "TaskResult", "index_order", "iso", "records_processed", "rows_by_task"]
 
 
 def iso(ts: float | None) -> str | None:
@@ -24,6 +34,32 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def rows_by_task(attempts: Iterable[AttemptRecord]) -> dict[str, tuple[int | None, int | None]]:
+    """``(rows_in, rows_out)`` of each task's last attempt among ``attempts`` that
+    counted any (tasks without rows are left out)."""
+    last: dict[str, AttemptRecord] = {}
+    for a in attempts:
+        seen = last.get(a.task_id)
+        if seen is None or a.attempt > seen.attempt:
+            last[a.task_id] = a
+    return {
+        tid: (a.rows_in, a.rows_out)
+        for tid, a in last.items()
+        if a.rows_in is not None or a.rows_out is not None
+    }
+
+
+def records_processed(rows: Iterable[tuple[int | None, int | None]]) -> int | None:
+    """The records that entered a run's table flow: the ``rows_out`` of every
+    ``(rows_in, rows_out)`` with no rows in (see the module docstring); ``None``
+    when no table came out of any task."""
+    total: int | None = None
+    for rows_in, rows_out in rows:
+        if rows_out is not None and rows_in is None:
+            total = rows_out if total is None else total + rows_out
+    return total
 
 
 def index_order(task_ids: Iterable[str]) -> list[str]:
@@ -69,6 +105,8 @@ class TaskResult:
     error: str | None
     output: Any = None
     note: str | None = None  # "cached" or "fallback": how a success was reached
+    rows_in: int | None = None  # rows of its table inputs, summed (module docstring)
+    rows_out: int | None = None  # rows of its table output
 
     @property
     def duration_s(self) -> float | None:
@@ -77,7 +115,8 @@ class TaskResult:
         return round(self.ended_at - self.started_at, 6)
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        """Its JSON; ``rows_in`` and ``rows_out`` only for a task that took or gave tables."""
+        doc: dict[str, Any] = {
             "state": self.state,
             "attempts": self.attempts,
             "started_at": iso(self.started_at),
@@ -87,6 +126,9 @@ class TaskResult:
             "cached": self.note == "cached",
             "fallback": self.note == "fallback",
         }
+        if self.rows_in is not None or self.rows_out is not None:
+            doc["rows_in"], doc["rows_out"] = self.rows_in, self.rows_out
+        return doc
 
 
 @dataclass
@@ -128,22 +170,52 @@ class RunResult:
     def ok(self) -> bool:
         return self.state == "success"
 
+    @property
+    def rows_in(self) -> int | None:
+        """Rows its tasks took in as tables, summed over tasks (``None``: none)."""
+        return _sum(t.rows_in for t in self.tasks.values())
+
+    @property
+    def rows_out(self) -> int | None:
+        """Rows its tasks gave out as tables, summed over tasks (``None``: none)."""
+        return _sum(t.rows_out for t in self.tasks.values())
+
+    @property
+    def total_records_processed(self) -> int | None:
+        """The records that entered the run's table flow (see the module docstring)."""
+        return records_processed((t.rows_in, t.rows_out) for t in self.tasks.values())
+
     def output(self, task_id: str) -> Any:
         """The output of ``task_id`` (``KeyError`` for an unknown task)."""
         return self.tasks[task_id].output
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        """Its JSON; ``rows_in``, ``rows_out`` and ``total_records_processed`` only for
+        a run whose tasks took or gave tables (a run of none keeps its old shape)."""
+        doc: dict[str, Any] = {
             "run_id": self.run_id,
             "pipeline": self.pipeline,
             "state": self.state,
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
-            "tasks": {tid: t.as_json() for tid, t in self.tasks.items()},
         }
+        rows_in, rows_out = self.rows_in, self.rows_out
+        if rows_in is not None or rows_out is not None:
+            doc["rows_in"], doc["rows_out"] = rows_in, rows_out
+            doc["total_records_processed"] = self.total_records_processed
+        doc["tasks"] = {tid: t.as_json() for tid, t in self.tasks.items()}
+        return doc
 
     @classmethod
-    def from_records(cls, run: RunRecord, task_runs: list[TaskRunRecord]) -> RunResult:
+    def from_records(
+        cls,
+        run: RunRecord,
+        task_runs: list[TaskRunRecord],
+        attempts: Iterable[AttemptRecord] = (),
+    ) -> RunResult:
+        """The run as stored; with its ``attempts`` (``Store.attempts``), its tasks'
+        table rows too."""
+        rows = rows_by_task(attempts)
         return cls(
             run_id=run.run_id,
             pipeline=run.pipeline,
@@ -152,8 +224,27 @@ class RunResult:
             ended_at=run.ended_at,
             tasks={
                 t.task_id: TaskResult(
-                    t.task_id, t.state, t.attempts, t.started_at, t.ended_at, t.error, note=t.note
+                    t.task_id,
+                    t.state,
+                    t.attempts,
+                    t.started_at,
+                    t.ended_at,
+                    t.error,
+                    note=t.note,
+                    rows_in=rows.get(t.task_id, _NO_ROWS)[0],
+                    rows_out=rows.get(t.task_id, _NO_ROWS)[1],
                 )
                 for t in task_runs
             },
         )
+
+
+_NO_ROWS: tuple[None, None] = (None, None)
+
+
+def _sum(values: Iterable[int | None]) -> int | None:
+    total: int | None = None
+    for v in values:
+        if v is not None:
+            total = v if total is None else total + v
+    return total

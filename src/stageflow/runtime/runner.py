@@ -34,16 +34,14 @@ deadlines (``_Drive``).
 from __future__ import annotations
 
 import contextlib
-import gc
 import heapq
 import json
 import logging
 import math
 import os
 import secrets
-import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +51,7 @@ from stageflow.engine.admission import Admission, Capacity
 from stageflow.engine.retry import NOT_RETRYABLE
 from stageflow.engine.scheduler import EnginePlan, Scheduler, Transition
 from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState
-from stageflow.errors import ControlRefused, DoesNotFitHere, LeaseLost, UsageError
+from stageflow.errors import ControlRefused, DoesNotFitHere, InvalidSpec, LeaseLost, UsageError
 from stageflow.graph import critical_path, downstream
 from stageflow.runtime.artifacts import ArtifactStore, load_output, store_output
 from stageflow.runtime.attempt import AttemptResult, Job, Usage
@@ -61,15 +59,19 @@ from stageflow.runtime.claim import check_claimable, default_owner, lease_terms,
 from stageflow.runtime.committer import Committer
 from stageflow.runtime.control import RunControl, default_requester
 from stageflow.runtime.cycle import Cycle
-from stageflow.runtime.executors.base import Deliver, Executor
+from stageflow.runtime.executors.base import Executor
+from stageflow.runtime.host import EXECUTORS, Host, default_host
 from stageflow.runtime.interrupt import Interrupt
-from stageflow.runtime.lineage import start_recording
+from stageflow.runtime.lineage import RunRecorder, start_recording
+from stageflow.runtime.loading import pipeline_of_run
+from stageflow.runtime.observers import RunEvent
 from stageflow.runtime.plan import check, resolve_params, task_parameters
+from stageflow.runtime.pools import POLL_SECONDS as POOL_POLL_SECONDS
+from stageflow.runtime.pools import bind_run
 from stageflow.runtime.resilience import TIMEOUT_TYPES, Resilience
 from stageflow.runtime.resources import attempt_env, request_json
-from stageflow.runtime.result import RunResult, TaskResult
+from stageflow.runtime.result import RunResult, TaskResult, rows_by_task
 from stageflow.runtime.settings import Settings, load_settings
-from stageflow.runtime.store import open_store
 from stageflow.runtime.store.base import (
     AttemptRecord,
     Batch,
@@ -82,16 +84,15 @@ from stageflow.runtime.store.base import (
     Store,
     TaskRunRecord,
 )
-from stageflow.spec.load import pipeline_from_data
 from stageflow.spec.models import Pipeline
 
 __all__ = [
+    "EXECUTORS",
     "Listener",
     "Prepared",
     "RunStarted",
     "Runner",
     "new_run_id",
-    "reload_pipeline",
     "resume_run",
     "retry_run",
     "run_pipeline",
@@ -114,7 +115,6 @@ class RunStarted:
 
 #: Called once a run is claimed, before its first step (e.g. the live view's header).
 OnStart = Callable[[RunStarted], None]
-EXECUTORS = ("thread", "process")
 _MAX_WAIT = 1.0
 BACKFILL_LIMIT = 8  # tasks admitted around one waiting for resources (engine.admission)
 _S = TaskState
@@ -140,6 +140,7 @@ def run_pipeline(
     on_start: OnStart | None = None,
     interrupt: Interrupt | None = None,
     use_cache: bool = True,
+    host: Host | None = None,
 ) -> RunResult:
     """Validate, record and run ``pipeline``; return its ``RunResult`` (any final state).
 
@@ -148,8 +149,8 @@ def run_pipeline(
     if the store cannot be opened, ``UsageError`` for a bad executor name or parallelism.
     """
     settings = resolve_settings(settings, home, store_url)
-    store = open_store(settings.database_url, settings.home)
-    try:
+    host = host or default_host()
+    with host.store(settings) as store:  # opened once per process, not per run
         runner = Runner(
             pipeline,
             store=store,
@@ -160,10 +161,9 @@ def run_pipeline(
             on_start=on_start,
             interrupt=interrupt,
             use_cache=use_cache,
+            host=host,
         )
         return runner.run_new(params or {})
-    finally:
-        store.close(wait=False)  # the log checkpoint need not delay the result
 
 
 def resume_run(
@@ -177,6 +177,7 @@ def resume_run(
     listener: Listener | None = None,
     on_start: OnStart | None = None,
     interrupt: Interrupt | None = None,
+    host: Host | None = None,
 ) -> RunResult:
     """Finish run ``run_id``: re-run exactly its tasks without a committed success.
 
@@ -185,12 +186,11 @@ def resume_run(
     when its pipeline can no longer be loaded.
     """
     settings = resolve_settings(settings, home, store_url)
-    store = open_store(settings.database_url, settings.home)
-    try:
+    host = host or default_host()
+    with host.store(settings) as store:
         run = store.get_run(run_id)
         check_claimable(run, time.time())  # before loading anything; claimed in resume()
-        record = store.get_pipeline(run.pipeline, run.pipeline_version)
-        pipeline = reload_pipeline(record, run)
+        pipeline = pipeline_of_run(store, run, importable=True)
         runner = Runner(
             pipeline,
             store=store,
@@ -200,10 +200,9 @@ def resume_run(
             listener=listener,
             on_start=on_start,
             interrupt=interrupt,
+            host=host,
         )
         return runner.resume(run)
-    finally:
-        store.close(wait=False)  # the log checkpoint need not delay the result
 
 
 def retry_run(
@@ -220,6 +219,7 @@ def retry_run(
     on_start: OnStart | None = None,
     interrupt: Interrupt | None = None,
     use_cache: bool = True,
+    host: Host | None = None,
 ) -> RunResult:
     """Run the tasks of run ``run_id`` that did not succeed again, in the same run.
 
@@ -230,8 +230,8 @@ def retry_run(
     (it succeeded and no ``from_task`` was given), ``UsageError`` (no such ``from_task``).
     """
     settings = resolve_settings(settings, home, store_url)
-    store = open_store(settings.database_url, settings.home)
-    try:
+    host = host or default_host()
+    with host.store(settings) as store:
         run = store.get_run(run_id)
         check_claimable(run, time.time())  # before loading anything; claimed in resume()
         if run.state == RunState.SUCCESS and from_task is None:
@@ -239,8 +239,7 @@ def retry_run(
                 f"run '{run_id}' succeeded; nothing to retry (`stageflow retry {run_id} "
                 "--from TASK` runs a task and everything downstream of it again)"
             )
-        record = store.get_pipeline(run.pipeline, run.pipeline_version)
-        pipeline = reload_pipeline(record, run)
+        pipeline = pipeline_of_run(store, run, importable=True)
         rerun: set[str] = set()
         if from_task is not None:
             rerun = _with_downstream(pipeline, from_task, run_id)
@@ -255,10 +254,9 @@ def retry_run(
             on_start=on_start,
             interrupt=interrupt,
             use_cache=use_cache,
+            host=host,
         )
         return runner.resume(run, rerun=rerun, reason=f"{reason} (by {by or default_requester()})")
-    finally:
-        store.close(wait=False)  # the log checkpoint need not delay the result
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,11 +287,13 @@ class Runner:
         capacity: Capacity | None = None,
         admission: Admission | None = None,
         owner: str | None = None,
+        host: Host | None = None,
     ) -> None:
         """``capacity``: what tasks' requests are admitted against (default: this
         machine's, detected when a task asks for resources); ``admission``: a
         budget shared with other runs (a ``LocalRuntime``'s), instead; ``owner``:
-        the name this process holds leases under (default ``host:pid``)."""
+        the name this process holds leases under (default ``host:pid``); ``host``:
+        the process's executor pools and observers (default: ``default_host()``)."""
         if executor not in EXECUTORS:
             raise UsageError(
                 f"unknown executor '{executor}'; use one of: {', '.join(EXECUTORS)}",
@@ -322,6 +322,7 @@ class Runner:
         self.owner = owner or default_owner()
         self.lease = lease_terms(settings)
         self.epoch = 0  # the lease epoch of the run this runner holds, once claimed
+        self.host = host or default_host()
 
     # -- entry points ------------------------------------------------------------
 
@@ -377,10 +378,11 @@ class Runner:
             lease=self._claim(prepared.run),
         )
 
-    def start_queued(self, run: RunRecord) -> RunResult:
+    def start_queued(self, run: RunRecord, *, epoch: int | None = None) -> RunResult:
         """Claim a run that waits in the store's queue (``prepare(hold=False)``, by
         another process) and run it to its end; ``RunOwned`` when another claimed it
-        first. ``InvalidSpec`` when its parameters no longer fit this pipeline."""
+        first. ``InvalidSpec`` when its parameters no longer fit this pipeline.
+        ``epoch``: the caller claimed it already (``Store.claim_next``; see ``_claim``)."""
         plan = self._plan(run.params)
         return self._execute(
             run,
@@ -389,14 +391,20 @@ class Runner:
             restored={},
             attempts={},
             resumed=False,
-            lease=self._claim(run),
+            lease=self._claim(run, epoch),
         )
 
     def resume(
-        self, run: RunRecord, *, rerun: Collection[str] = (), reason: str | None = None
+        self,
+        run: RunRecord,
+        *,
+        rerun: Collection[str] = (),
+        reason: str | None = None,
+        epoch: int | None = None,
     ) -> RunResult:
         """Continue ``run``: its committed successes are kept, except the ``rerun`` ids
-        (``retry --from``); ``reason`` goes into the events (default: resume)."""
+        (``retry --from``); ``reason`` goes into the events (default: resume).
+        ``epoch``: the caller claimed it already (``Store.claim_next``; see ``_claim``)."""
         if run.state == RunState.SUCCESS and not rerun:
             raise UsageError(
                 f"run '{run.run_id}' already succeeded; nothing to resume "
@@ -405,7 +413,7 @@ class Runner:
         plan = self._plan(run.params)
         # Claimed before the committed state is read: its former owner can commit
         # nothing after the claim (fencing), so nothing committed is missed.
-        lease = self._claim(run)
+        lease = self._claim(run, epoch)
         refs = self.store.outputs(run.run_id)
         rows = self.store.task_runs(run.run_id)
         restored = {
@@ -425,13 +433,32 @@ class Runner:
             lease=lease,
         )
 
-    def _claim(self, run: RunRecord) -> Fence:
+    def _claim(self, run: RunRecord, epoch: int | None = None) -> Fence:
         """Take ``run``'s lease (``claim.take_run``: decide, then compare-and-set the
-        epoch read); the fence its commits carry. Raises ``RunOwned``."""
+        epoch read); the fence its commits carry. Raises ``RunOwned``.
+
+        ``epoch``: already won by the caller (a worker's ``Store.claim_next``), so
+        nothing is claimed again. When ``run`` shows that lease, its expiry is the
+        one trusted for starting attempts; otherwise the lease is renewed now
+        (``RunOwned`` when the epoch moved on meanwhile)."""
         now = self.clock()
-        epoch = take_run(self.store, run, now=now, terms=self.lease, owner=self.owner)
+        if epoch is None:
+            epoch = take_run(self.store, run, now=now, terms=self.lease, owner=self.owner)
+            expires = self.lease.expiry(now)
+        elif run.lease_epoch == epoch and run.lease_expires_at is not None:
+            expires = run.lease_expires_at
+        elif self.store.renew_lease(run.run_id, epoch, now, self.lease.seconds):
+            expires = self.lease.expiry(now)
+        else:
+            from stageflow.errors import RunOwned  # the one place the runner raises it
+
+            raise RunOwned(
+                f"run '{run.run_id}' was taken by another process (its lease epoch is no "
+                f"longer {epoch}) before this one could start it",
+                owner=None,
+            )
         self.epoch = epoch  # a worker hands the run back under it (``Store.release_lease``)
-        return Fence(epoch, now, self.lease.expiry(now))
+        return Fence(epoch, now, expires)
 
     def _plan(self, params: Mapping[str, Any], *, fit: bool = True) -> EnginePlan:
         """Check the pipeline (``InvalidSpec`` with every problem; ``DoesNotFitHere``
@@ -440,13 +467,23 @@ class Runner:
         from stageflow.runtime import resources
 
         defaults = resources.operator_defaults()
-        with gc_paused():
-            plan = check(self.pipeline, params, operator_defaults=defaults)
+        plan = check(self.pipeline, params, operator_defaults=defaults)
         if plan.needs_admission():
+            from stageflow.runtime import pools
+
             if self.admission is None:
                 capacity = self.capacity or resources.detect_capacity(self.settings.home)
-                self.admission = Admission(capacity, backfill_limit=BACKFILL_LIMIT)
-            problems = resources.resource_problems(self.pipeline, plan, self.admission.capacity)
+                self.admission = Admission(
+                    capacity, backfill_limit=BACKFILL_LIMIT, gate=pools.GlobalPools(self.clock)
+                )
+            capacity = self.admission.capacity
+            if pools.uses_pools(plan) and self.admission.gate is not None:
+                # Pools are the store's (deployment-wide), not this machine's.
+                capacity = pools.with_global_pools(self.store, capacity, self.clock())
+            problems = resources.resource_problems(self.pipeline, plan, capacity)
+            unknown = [p for p in problems if p.field == "pool"]
+            if unknown:  # no pool of that name anywhere: no machine can run it
+                raise InvalidSpec(unknown, pipeline=self.pipeline.name)
             if problems and fit:
                 raise DoesNotFitHere(problems, pipeline=self.pipeline.name)
             if self.executor_name == "thread" and any(
@@ -481,26 +518,27 @@ class Runner:
         recorder = start_recording(
             self.store, self.settings, pipeline, run, params, resumed=resumed
         )
-        with gc_paused():
-            tasks = _ByTask({t.id: t for t in pipeline.tasks})
-            timeouts = _ByTask(
-                {t.id: pipeline.timeout_of(t) or self.settings.task_timeout for t in pipeline.tasks}
-            )
-            loop = _Loop(self, run_id, tasks, params, restored, lease)
-            sched = Scheduler(
-                plan,
-                failure_strategy=pipeline.failure_strategy,
-                restored=restored.keys(),
-                attempts=attempts,
-                condition=loop.condition,
-                branch=loop.branch_choice,
-                jitter_seed=run_id,
-                map_size=loop.map_size,
-                # A shared budget sees every task of every run (an exclusive task of
-                # another run holds them back too); alone, only tasks that ask.
-                admission=self.admission if plan.needs_admission() or self.shared else None,
-            )
-            loop.sched = sched
+        observers = self.host.observers
+        watching = self._watch(run_id, recorder)
+        tasks = _ByTask({t.id: t for t in pipeline.tasks})
+        timeouts = _ByTask(
+            {t.id: pipeline.timeout_of(t) or self.settings.task_timeout for t in pipeline.tasks}
+        )
+        loop = _Loop(self, run_id, tasks, params, restored, lease)
+        sched = Scheduler(
+            plan,
+            failure_strategy=pipeline.failure_strategy,
+            restored=restored.keys(),
+            attempts=attempts,
+            condition=loop.condition,
+            branch=loop.branch_choice,
+            jitter_seed=run_id,
+            map_size=loop.map_size,
+            # A shared budget sees every task of every run (an exclusive task of
+            # another run holds them back too); alone, only tasks that ask.
+            admission=self.admission if plan.needs_admission() or self.shared else None,
+        )
+        loop.sched = sched
         batch = Batch()
         if resumed:
             loop.reset_for_resume(
@@ -521,6 +559,8 @@ class Runner:
                 message=(reason or "resumed") if resumed else None,
             )
         )
+        info = RunStarted(run_id, pipeline.name, list(loop.rows), resumed)
+        observers.publish(RunEvent("started", run_id, info=info))  # before any transition
         loop.record(sched.start(now), batch)
         approvers = {t.id: t.approval.approvers for t in pipeline.tasks if t.approval is not None}
         control = (  # cancel/pause/unpause/approve requests from other processes
@@ -531,20 +571,16 @@ class Runner:
         drive = _Drive(self, loop, sched, control, timeouts, batch, now)
         cycle = Cycle(drive.step, self.clock, drive.submit)
         loop.committer.on_error = cycle.wake  # a refused commit (LeaseLost) stops the run now
-        drive.executor = _make_executor(self.executor_name, self.parallel, cycle.deliver)
+        drive.executor = self.host.pool(self.executor_name).attach(
+            run_id, cycle.deliver, self.parallel
+        )
         shared = self.admission is not None and sched.uses_admission and self.shared
         if shared:
             assert self.admission is not None
             self.admission.subscribe(cycle.wake)  # another run released resources
         if self.interrupt is not None:
             self.interrupt.subscribe(cycle.wake)  # Ctrl-C: the next step cancels
-        if self.on_start is not None:
-            self.on_start(RunStarted(run_id, pipeline.name, list(loop.rows), resumed))
         cancelled = False
-        # The run's long-lived structures (pipeline, plan, rows) would be rescanned
-        # by every full collection; freeze them for the run (see docs/architecture.md).
-        gc.freeze()
-        _collect_less(True)
         try:
             cycle.run_step(now)
             while True:
@@ -570,6 +606,10 @@ class Runner:
             logger.error("run %s: %s", run_id, exc)
             with contextlib.suppress(LeaseLost):
                 loop.committer.close()  # its thread ends; queued batches are dropped
+            self._unwatch(run_id, watching)
+            raise
+        except BaseException:
+            self._unwatch(run_id, watching)
             raise
         finally:
             cycle.close()
@@ -580,8 +620,6 @@ class Runner:
                 self.admission.unsubscribe(cycle.wake)
             if self.interrupt is not None:
                 self.interrupt.unsubscribe(cycle.wake)
-            _collect_less(False)
-            gc.unfreeze()
         now = max(now, drive.now)
         batch = drive.batch
         state = sched.run_state()
@@ -606,8 +644,36 @@ class Runner:
             loop.committer.close()  # everything committed before the run is reported finished
         logger.info("run %s finished: %s", run_id, state)
         finished = loop.result(state, run.started_at or started, now)
-        recorder.finish(finished, loop.refs)  # reproducibility record, lineage, tracking
+        # The reproducibility record, lineage and tracking are written by an observer;
+        # the caller gets the result once they (and the live view) have seen the end.
+        observers.publish(RunEvent("finished", run_id, result=finished, refs=dict(loop.refs)))
+        self._unwatch(run_id, watching)
         return finished
+
+    def _watch(self, run_id: str, recorder: RunRecorder) -> list[Callable[[], None]]:
+        """Subscribe this run's observers: its record (on ``finished``), the listener and
+        ``on_start`` callbacks it was given. Returns their unsubscribe functions."""
+        observers = self.host.observers
+        listener, on_start = self.listener, self.on_start
+
+        def observe(event: RunEvent) -> None:
+            if event.kind == "task":
+                if listener is not None and event.transition is not None:
+                    listener(event.transition)
+            elif event.kind == "started":
+                if on_start is not None:
+                    on_start(event.info)
+            elif event.kind == "finished" and event.result is not None:
+                recorder.finish(event.result, event.refs)
+
+        return [observers.subscribe(observe, run_id=run_id)]
+
+    def _unwatch(self, run_id: str, watching: list[Callable[[], None]]) -> None:
+        """Wait until this run's events were handled, then unsubscribe its observers."""
+        if not self.host.observers.drain(run_id):
+            logger.warning("run %s: its observers did not catch up within 30 s", run_id)
+        for unsubscribe in watching:
+            unsubscribe()
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -651,6 +717,14 @@ class _Drive:
         self.now = now
         self.interrupt = runner.interrupt
         self.interrupted = False  # the run was cancelled by ``interrupt`` (Ctrl-C)
+        self.pools = bind_run(  # global pool slots: taken in the store (runtime.pools)
+            runner.admission if sched.uses_admission else None,
+            sched,
+            run_id=loop.run_id,
+            epoch=loop.epoch,
+            store=runner.store,
+            clock=runner.clock,
+        )
 
     def submit(self, job: Job) -> None:
         self.executor.submit(job)
@@ -737,6 +811,9 @@ class _Drive:
         ):
             if due is not None and due < look:
                 look = due
+        if self.pools is not None and self.pools.waiting():
+            # A slot held by another process frees without waking this run: ask again.
+            look = min(look, now + POOL_POLL_SECONDS)
         return look
 
     def _dispatch(self, now: float) -> list[Job]:
@@ -752,6 +829,8 @@ class _Drive:
                 return jobs
             loop.shortcuts = False
             for t in sched.pop_ready(free, now):
+                if self.pools is not None:  # a pooled start is stamped after its slot
+                    t = t._replace(at=self.pools.started_at(t.task_id, t.at))
                 loop.record([t], batch)
                 if guarded and t.task_id in guarded and loop.short_circuit(sched, t, batch):
                     continue  # a cache hit or an open circuit: it does not run
@@ -817,20 +896,23 @@ class _Loop:
         self.values: dict[str, Any] = {}
         self.tracebacks: dict[tuple[str, int], str] = {}
         self.usage: dict[tuple[str, int], Usage] = {}  # measured, until the attempt's row
+        self.counted: dict[tuple[str, int], tuple[int | None, int | None]] = {}  # table rows
+        self.task_rows: dict[str, tuple[int | None, int | None]] = {}  # last attempt's rows
+        self.restored = frozenset(restored)  # succeeded in an earlier process (resume)
         self.dirty: set[str] = set()
         self.to_stop: list[tuple[str, str, int]] = []  # attempts cancelled by the engine
         self.gpus: dict[str, float] = {}  # GPUs held by running attempts (GPU seconds)
         self.fallback_error: str | None = None
         self.failures: dict[str, str] = {}  # task -> error, for TaskContext.failures
         self.shortcuts = False  # a task was decided at dispatch this tick (short_circuit)
-        self.in_thread = runner.executor_name == "thread"
+        self.in_thread = runner.host.pool(runner.executor_name).shares_memory
         # Mapped tasks (``map_over``): their success stores their children's outputs.
         self.mapped = frozenset(tid for tid, t in tasks.items() if t.map_over is not None)
         settings = runner.settings
         self.logs_dir = settings.logs_dir.absolute()
         self.artifacts_root = settings.artifacts_root
         self.inline = settings.inline_output_bytes
-        self.listener = runner.listener
+        self.observers = runner.host.observers
         self.committer = Committer(runner.store, lease_until=lease.expires_at or 0.0)
         # Where the run's tasks start and relative paths resolve (operators/paths.py).
         self.pipeline_dir = _pipeline_dir(runner.pipeline)
@@ -875,7 +957,7 @@ class _Loop:
         """Mirror ``transitions`` in the rows and add their events and attempt
         records to ``batch`` (the run loop's hottest path: a few per task)."""
         run_id, rows, events = self.run_id, self.rows, batch.events
-        sched = self.sched
+        sched, observers = self.sched, self.observers
         admission = sched is not None and sched.uses_admission
         info = logger.isEnabledFor(logging.INFO)
         for t in transitions:
@@ -917,6 +999,11 @@ class _Loop:
                 used = self.usage.pop((tid, t.attempt), None) if self.usage else None
                 gpus = self.gpus.pop(tid, 0.0) if self.gpus else 0.0
                 started = row.attempt_started
+                rows_in, rows_out = self.task_rows[tid] = (
+                    self.counted.pop((tid, t.attempt), (None, None))
+                    if self.counted
+                    else (None, None)
+                )
                 batch.attempts.append(
                     AttemptRecord(
                         run_id,
@@ -932,6 +1019,8 @@ class _Loop:
                         used.cpu_seconds if used is not None else None,
                         used.peak_rss_mb if used is not None else None,
                         gpus * (t.at - started) if gpus and started else None,
+                        rows_in,
+                        rows_out,
                     )
                 )
             if new in FINAL_TASK_STATES:
@@ -964,13 +1053,15 @@ class _Loop:
                 )
             elif info:
                 logger.info("run %s task %s: %s -> %s", run_id, tid, old, new)
-            if self.listener is not None:
-                self.listener(t)
+            if observers:
+                observers.publish(RunEvent("task", run_id, transition=t))
 
     def finish(self, sched: Scheduler, result: AttemptResult, now: float, batch: Batch) -> None:
         tid = result.task_id
         if result.usage is not None:
             self.usage[(tid, result.attempt)] = result.usage
+        if result.rows_in is not None or result.rows_out is not None:
+            self.counted[(tid, result.attempt)] = (result.rows_in, result.rows_out)
         if result.ok and result.output is not None:
             if sched.state(tid) is not _S.RUNNING or sched.attempt(tid) != result.attempt:
                 return  # a late result of a timed-out or cancelled attempt
@@ -1247,6 +1338,9 @@ class _Loop:
 
     def result(self, state: str, started_at: float, ended_at: float) -> RunResult:
         tasks = {}
+        task_rows = self.task_rows
+        if self.restored:  # their attempts ran in an earlier process: rows from the store
+            task_rows = {**rows_by_task(self.runner.store.attempts(self.run_id)), **task_rows}
         for tid, row in self.rows.items():
             output = self.values.get(tid)
             if tid not in self.values and tid in self.refs:  # e.g. cached, or process executor
@@ -1260,6 +1354,7 @@ class _Loop:
                 row.error,
                 output,
                 row.note,
+                *task_rows.get(tid, (None, None)),
             )
         rows, pipeline = self.rows, self.runner.pipeline
 
@@ -1289,58 +1384,6 @@ class _OutputLoader:
             return load_output(self.ref, self.artifacts)
         except Exception:  # e.g. a class only importable in the worker: leave it stored
             return None
-
-
-_GC_YOUNG_THRESHOLD = 10_000
-_gc_lock = threading.Lock()
-_gc_runs = 0
-_gc_saved: tuple[int, int, int] = (700, 10, 10)
-
-
-def _collect_less(on: bool) -> None:
-    """While runs go, collect the young generation every 10,000 allocations, not 700.
-
-    Each task allocates a few dozen short-lived objects (records, results, the
-    attempt's context) that reference counting frees anyway; at the default
-    threshold the collector ran every few tasks and cost ~5-10 % of a no-op task's
-    time. Cyclic garbage is still collected, a little later. Process-wide (the
-    threshold is the interpreter's), counted so that concurrent runs restore it once.
-    """
-    global _gc_runs, _gc_saved
-    with _gc_lock:
-        if on:
-            if _gc_runs == 0:
-                _gc_saved = gc.get_threshold()
-                young, *older = _gc_saved
-                gc.set_threshold(max(young, _GC_YOUNG_THRESHOLD), *older)
-            _gc_runs += 1
-        else:
-            _gc_runs -= 1
-            if _gc_runs == 0:
-                gc.set_threshold(*_gc_saved)
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """No garbage collection inside: planning 100,000 tasks allocates 100,000s of
-    long-lived objects, and each collection pass would rescan all of them."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _make_executor(name: str, workers: int, deliver: Deliver) -> Executor:
-    if name == "process":
-        from stageflow.runtime.executors.process import ProcessExecutor
-
-        return ProcessExecutor(workers, deliver)
-    from stageflow.runtime.executors.thread import ThreadExecutor
-
-    return ThreadExecutor(workers, deliver)
 
 
 def resolve_settings(settings: Settings | None, home: Any, store_url: str | None) -> Settings:
@@ -1379,20 +1422,6 @@ def _with_downstream(pipeline: Pipeline, task_id: str, run_id: str) -> set[str]:
 
 def _source_of(pipeline: Pipeline) -> str | None:
     return getattr(pipeline, "_source", None)
-
-
-def reload_pipeline(record: PipelineRecord, run: RunRecord) -> Pipeline:
-    """The pipeline version a run used, with its file's folder importable again
-    (its ``call:`` targets may live beside it). Raises ``InvalidSpec``."""
-    import sys
-
-    if run.source:
-        folder = str(Path(run.source).parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-    pipeline = pipeline_from_data(json.loads(record.spec_json))
-    pipeline._source = run.source  # its tasks start in the same folder again
-    return pipeline
 
 
 def _pipeline_dir(pipeline: Pipeline) -> str:

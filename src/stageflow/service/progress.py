@@ -325,16 +325,24 @@ def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> N
         took = f" in {result.ended_at - result.started_at:.2f}s"
     out.write(f"run {result.run_id} of pipeline '{result.pipeline}': {result.state}{took}\n")
     width = max([len(t) for t in result.tasks] + [4])
-    out.write(f"  {'task':<{width}}  {'state':<18} {'attempts':>8} {'duration':>9}\n")
+    tables = any(t.rows_in is not None or t.rows_out is not None for t in result.tasks.values())
+    rows_head = f" {'rows in -> out':>16}" if tables else ""
+    out.write(f"  {'task':<{width}}  {'state':<18} {'attempts':>8} {'duration':>9}{rows_head}\n")
     for tid, t in list(result.tasks.items())[:200]:
         d = f"{t.duration_s:.2f}s" if t.duration_s is not None else "-"
         state = f"{t.state} ({t.note})" if t.note else t.state  # success (cached), (fallback)
-        out.write(f"  {tid:<{width}}  {state:<18} {t.attempts:>8} {d:>9}\n")
+        rows = f" {_rows_text(t.rows_in, t.rows_out):>16}" if tables else ""
+        out.write(f"  {tid:<{width}}  {state:<18} {t.attempts:>8} {d:>9}{rows}\n")
         if t.error and (t.state in ("failed", "upstream_failed", "cancelled") or t.note):
             first, *rest = _error_lines(t.error) or [""]
             out.write(f"  {'':<{width}}    {first}\n")
             for line in rest:  # the last lines of its output (a bash command's, say)
                 out.write(f"  {'':<{width}}      {line}\n")
+    if result.total_records_processed is not None:
+        out.write(
+            f"records processed: {result.total_records_processed:,} "
+            f"(rows in {result.rows_in or 0:,}, rows out {result.rows_out or 0:,})\n"
+        )
     cached = sum(t.note == "cached" for t in result.tasks.values())
     if cached:
         out.write(f"{cached} of {len(result.tasks)} tasks cached (reused, not run)\n")
@@ -350,6 +358,15 @@ def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> N
             value = result.tasks[tid].output
             if value is not None:
                 out.write(f"output of {tid}: {_short(value)}\n")
+
+
+def _rows_text(rows_in: int | None, rows_out: int | None) -> str:
+    """``1,000 -> 990``; ``-`` where a side took or gave no table."""
+    if rows_in is None and rows_out is None:
+        return "-"
+    left = "-" if rows_in is None else f"{rows_in:,}"
+    right = "-" if rows_out is None else f"{rows_out:,}"
+    return f"{left} -> {right}"
 
 
 def _metric_lines(result: RunResult) -> list[str]:

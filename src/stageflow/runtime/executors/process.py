@@ -1,4 +1,4 @@
-"""The ``process`` executor: a reused pool of worker processes.
+"""The ``process`` executor: the process's worker processes, shared by its runs, reused.
 
 Each slot owns one worker process (started on first use, from a forkserver)
 and a thread in this process that feeds it jobs over a pipe and waits for
@@ -43,27 +43,68 @@ from typing import Any
 from stageflow.operators.lifeline import die_with_parent
 from stageflow.operators.process_tree import SAMPLE_SECONDS, TreeSampler, memory_limit_message
 from stageflow.runtime.attempt import AttemptResult, Job, Usage, execute
-from stageflow.runtime.executors.base import Deliver
+from stageflow.runtime.executors.base import Deliver, Executor, RunView
 
 __all__ = ["ProcessExecutor"]
 
 
 class ProcessExecutor:
-    name = "process"
+    """The process's worker processes (``executors.base``); ``workers``/``deliver``: a
+    pool used by one caller directly (results of runs not attached go to ``deliver``,
+    and ``workers`` slots are wanted besides the attached runs')."""
 
-    def __init__(self, workers: int, deliver: Deliver) -> None:
+    name = "process"
+    shares_memory = False
+
+    def __init__(self, workers: int = 0, deliver: Deliver | None = None) -> None:
         import cloudpickle
 
         self._dumps = cloudpickle.dumps
         self._ctx = multiprocessing.get_context("forkserver")
-        self._deliver = deliver
+        self._default = deliver
+        self._routes: dict[str, Deliver] = {}  # run id -> its deliver (attached runs)
+        self._demand: dict[str, int] = {}  # run id -> its parallelism
+        self._base = workers
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str, int], _Slot] = {}
         self._cancelled: set[tuple[str, str, int]] = set()
-        self._slots = [_Slot(self, n) for n in range(workers)]
-        for slot in self._slots:
-            slot.thread.start()
+        self._slots: list[_Slot] = []
+        self._closed = False
+        self._grow(workers)
+
+    def _grow(self, wanted: int) -> None:
+        """Slots (a thread each; its worker process starts with its first job) up to
+        ``wanted``; slots are never taken away: an idle one keeps its warm worker."""
+        with self._lock:
+            while len(self._slots) < wanted and not self._closed:
+                slot = _Slot(self, len(self._slots))
+                self._slots.append(slot)
+                slot.thread.start()
+
+    @property
+    def workers(self) -> int:
+        return len(self._slots)
+
+    def attach(self, run_id: str, deliver: Deliver, parallel: int) -> Executor:
+        with self._lock:
+            self._routes[run_id] = deliver
+            self._demand[run_id] = parallel
+            wanted = self._base + sum(self._demand.values())
+        self._grow(wanted)
+        return RunView(self, run_id)
+
+    def detach(self, run_id: str) -> None:
+        """Forget the run and kill its attempts still going (and skip its queued jobs)."""
+        with self._lock:
+            self._routes.pop(run_id, None)
+            self._demand.pop(run_id, None)
+            going = [slot for key, slot in self._running.items() if key[0] == run_id]
+        for slot in going:
+            slot.kill()
+
+    def route(self, run_id: str) -> Deliver | None:
+        return self._routes.get(run_id, self._default)
 
     def submit(self, job: Job) -> None:
         self._jobs.put(job)
@@ -77,9 +118,12 @@ class ProcessExecutor:
             slot.kill()
 
     def shutdown(self) -> None:
-        for _ in self._slots:
+        with self._lock:
+            self._closed = True
+            slots = list(self._slots)
+        for _ in slots:
             self._jobs.put(None)
-        for slot in self._slots:
+        for slot in slots:
             slot.kill()
             slot.stop_worker()
 
@@ -109,9 +153,14 @@ class _Slot:
                 job = self.owner._jobs.get()
                 if job is None:
                     return
+            deliver = self.owner.route(job.run_id)
+            if deliver is None:  # its run is done with the pool: skip it
+                job = None
+                continue
             result = self.run(job)
+            deliver = self.owner.route(job.run_id)
             # The slot that led the loop's step keeps the next job for its own worker.
-            job = self.owner._deliver(result)
+            job = None if deliver is None else deliver(result)
 
     def run(self, job: Job) -> AttemptResult:
         started = time.time()

@@ -1,4 +1,4 @@
-"""The ``thread`` executor: a fixed set of threads in this process, reused.
+"""The ``thread`` executor: the process's threads, shared by its runs and reused.
 
 Fast (no serialization of inputs; outputs passed by reference) and the default.
 Workers take jobs from one queue and hand results to ``deliver``; when that
@@ -26,7 +26,7 @@ import threading
 import time
 
 from stageflow.runtime.attempt import Job, execute
-from stageflow.runtime.executors.base import Deliver
+from stageflow.runtime.executors.base import Deliver, Executor, RunView
 
 __all__ = ["ThreadExecutor"]
 
@@ -34,24 +34,63 @@ _STOP_GRACE_SECONDS = 1.0  # at most, at shutdown, for attempts to stop when tol
 
 
 class ThreadExecutor:
-    name = "thread"
+    """The process's thread pool (``executors.base``); ``workers``/``deliver``: a pool
+    used by one caller directly (results of runs not attached go to ``deliver``, and
+    ``workers`` threads are wanted besides the attached runs')."""
 
-    def __init__(self, workers: int, deliver: Deliver) -> None:
+    name = "thread"
+    shares_memory = True
+
+    def __init__(self, workers: int = 0, deliver: Deliver | None = None) -> None:
         self._jobs: queue.SimpleQueue[tuple[Job, threading.Event] | None] = queue.SimpleQueue()
-        self._deliver = deliver
+        self._default = deliver
+        self._routes: dict[str, Deliver] = {}  # run id -> its deliver (attached runs)
+        self._demand: dict[str, int] = {}  # run id -> its parallelism
+        self._base = workers
         # Single dict operations are atomic under the interpreter lock: the hot path
         # takes no lock of its own (a lock here convoys the workers behind whichever
         # one the interpreter preempted while holding it). ``_lock`` guards only the
-        # rare paths: starting threads, cancel, shutdown.
+        # rare paths: attaching, starting threads, cancel, shutdown.
         self._flags: dict[tuple[str, str, int], threading.Event] = {}
         self._early: set[tuple[str, str, int]] = set()  # cancelled before they got here
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._abandoned: set[tuple[str, str, int]] = set()  # cancelled, a thread added each
         self._wanted = workers
         self._closed = False
         # Counters as lists: append and pop are atomic, ``+=`` on an int is not.
         self._idle: list[None] = []  # threads waiting for a job
         self._queued: list[None] = []  # jobs put on the queue and not yet taken
+
+    @property
+    def workers(self) -> int:
+        return len(self._threads)
+
+    # -- runs ----------------------------------------------------------------------
+
+    def attach(self, run_id: str, deliver: Deliver, parallel: int) -> Executor:
+        with self._lock:
+            self._routes[run_id] = deliver
+            self._demand[run_id] = parallel
+            self._wanted = self._base + sum(self._demand.values()) + len(self._abandoned)
+        return RunView(self, run_id)
+
+    def detach(self, run_id: str) -> None:
+        """Forget the run; its attempts still going are told to stop and get up to a
+        second to do so (``bash`` kills its process group) — a process may exit next."""
+        with self._lock:
+            self._routes.pop(run_id, None)
+            self._demand.pop(run_id, None)
+            self._wanted = self._base + sum(self._demand.values()) + len(self._abandoned)
+            going = [flag for key, flag in list(self._flags.items()) if key[0] == run_id]
+            for flag in going:
+                flag.set()
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        while going and time.monotonic() < deadline:
+            time.sleep(0.005)
+            going = [f for k, f in list(self._flags.items()) if k[0] == run_id]
+
+    # -- the workers -------------------------------------------------------------------
 
     def _spawn(self) -> None:
         thread = threading.Thread(
@@ -63,6 +102,7 @@ class ThreadExecutor:
     def _work(self) -> None:
         item: tuple[Job, threading.Event] | None = None
         flags = self._flags
+        routes = self._routes
         while True:
             if item is None:
                 self._idle.append(None)
@@ -75,14 +115,35 @@ class ThreadExecutor:
             item = None
             if flag.is_set():  # cancelled (or timed out) before a thread took it
                 flags.pop(job.key, None)
+                if self._abandoned and self._settle(job.key):
+                    return
                 continue
             result = execute(job, flag)
             flags.pop(job.key, None)
-            if flag.is_set() and self._closed:
+            if flag.is_set():  # cancelled while it ran (its late result is ignored)
+                if self._abandoned and self._settle(job.key):
+                    return  # the pool had grown for it: this thread goes
+                if self._closed:
+                    continue
+            deliver = routes.get(job.run_id, self._default)
+            if deliver is None:  # its run is done with the pool
                 continue
-            following = self._deliver(result)
+            following = deliver(result)
             if following is not None:  # this thread led the step: run the next one now
                 item = (following, self._flag(following.key))
+
+    def _settle(self, key: tuple[str, str, int]) -> bool:
+        """A cancelled job's thread is free again: the pool shrinks back by the thread
+        ``cancel`` added for it; true when the calling thread is the one to go."""
+        with self._lock:
+            if key not in self._abandoned:
+                return False
+            self._abandoned.discard(key)
+            self._wanted -= 1
+            if self._closed or len(self._threads) <= self._wanted:
+                return False
+            self._threads.remove(threading.current_thread())
+            return True
 
     def _flag(self, key: tuple[str, str, int]) -> threading.Event:
         """The cancellation flag of a job reaching this executor; already set when a
@@ -124,9 +185,10 @@ class ThreadExecutor:
                 return
             flag.set()
             # The abandoned attempt keeps its thread busy: add one so the others
-            # still get the parallelism they were promised.
-            self._spawn()
+            # still get the parallelism they were promised (until it returns).
+            self._abandoned.add(key)
             self._wanted += 1
+            self._spawn()
 
     def shutdown(self) -> None:
         with self._lock:
@@ -140,5 +202,5 @@ class ThreadExecutor:
         # group) before this process may exit: exiting ends daemon threads at once
         # and would leave a cancelled command running, orphaned.
         deadline = time.monotonic() + _STOP_GRACE_SECONDS
-        for thread in self._threads:
+        for thread in list(self._threads):
             thread.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,110 @@
+"""One worker process, many concurrent runs: its threads and processes stay bounded by
+its pools (``runtime.host``), counted from outside while 50 runs go at once.
+
+The worker runs ``--concurrency N`` runs at once; each run may use ``max_parallel_tasks``
+(2) attempts at once. The process's ONE thread pool (or pool of worker processes) is
+shared by all of them, so it never holds more than N x 2 workers; every run adds its
+own thread (the loop) and its committer's, and nothing is started per task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers_tasks import clean_environ
+
+from stageflow.runtime.loading import load_pipeline
+from stageflow.runtime.runner import Runner
+from stageflow.runtime.settings import load_settings
+from stageflow.runtime.store import open_store
+
+pytestmark = pytest.mark.slow
+
+STAGEFLOW = Path(sys.executable).with_name("stageflow")
+PARALLEL = 2
+PER_RUN_THREADS = 3  # a run's loop, its committer, its record's background gatherer
+BASE_THREADS = 12  # the main thread, the observers, the store's, logging, ...
+
+
+def spec(tmp: Path, executor_tasks: int = 4) -> Path:
+    path = tmp / "sleepy.json"
+    tasks = [
+        {"id": f"t{n}", "operator": "bash", "parameters": {"command": "sleep 0.3"}}
+        for n in range(executor_tasks)
+    ]
+    path.write_text(json.dumps({"name": "sleepy", "max_parallel_tasks": PARALLEL, "tasks": tasks}))
+    return path
+
+
+def queue_runs(home: Path, path: Path, count: int) -> list[str]:
+    settings = load_settings({"STAGEFLOW_HOME": str(home)})
+    store = open_store(None, home)
+    try:
+        runner = Runner(load_pipeline(str(path)), store=store, settings=settings)
+        return [runner.prepare({}, hold=False).run.run_id for _ in range(count)]
+    finally:
+        store.close()
+
+
+def executor_processes(worker: psutil.Process, executor: str) -> int:
+    """The thread executor's attempts' commands (the worker's own children), or the
+    process executor's worker processes (the children of its fork server)."""
+    children = worker.children()
+    if executor == "thread":
+        return len(children)
+    return sum(len(c.children()) for c in children if "forkserver" in " ".join(c.cmdline()))
+
+
+@pytest.mark.parametrize(("executor", "runs"), [("thread", 50), ("process", 10)])
+def test_concurrent_runs_in_one_worker_hold_bounded_threads_and_processes(
+    tmp_path: Path, executor: str, runs: int
+) -> None:
+    home = tmp_path / "home"
+    ids = queue_runs(home, spec(tmp_path), runs)
+    proc = subprocess.Popen(
+        [
+            str(STAGEFLOW),
+            "--home",
+            str(home),
+            "worker",
+            "--concurrency",
+            str(runs),
+            "--executor",
+            executor,
+            "--idle-exit",
+            "2",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "worker.err").open("wb"),
+        env=clean_environ(os.environ),
+    )
+    watched = psutil.Process(proc.pid)
+    most_threads = most_children = 0
+    while proc.poll() is None:
+        try:
+            most_threads = max(most_threads, watched.num_threads())
+            most_children = max(most_children, executor_processes(watched, executor))
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+    assert proc.wait(timeout=120) == 0, (tmp_path / "worker.err").read_text()
+    print(f"{executor}: {runs} runs, at most {most_threads} threads, {most_children} children")
+
+    store = open_store(None, home)
+    try:
+        states = {store.get_run(r).state for r in ids}
+    finally:
+        store.close()
+    assert states == {"success"}
+    pool = runs * PARALLEL  # the pool's bound: concurrent runs x their parallelism
+    assert most_threads <= BASE_THREADS + runs * PER_RUN_THREADS + pool
+    assert most_children <= pool  # worker processes, or the tasks' commands: the pool's size
+    assert most_threads > runs  # it did run them at once (a run's loop thread each)

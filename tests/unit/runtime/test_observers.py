@@ -1,0 +1,118 @@
+"""Run events reach subscribers off the runs' locks (``runtime.observers``)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from stageflow import Pipeline, Task
+from stageflow.engine.scheduler import Transition
+from stageflow.engine.states import TaskState
+from stageflow.runtime.host import Host
+from stageflow.runtime.observers import Observers, RunEvent
+from stageflow.runtime.runner import run_pipeline
+from stageflow.runtime.settings import load_settings
+
+WAIT = 10.0
+
+
+def one() -> int:
+    return 1
+
+
+def plus_one(a: int) -> int:
+    return a + 1
+
+
+def task_event(run_id: str, n: int) -> RunEvent:
+    t = Transition(f"t{n}", TaskState.PENDING, TaskState.QUEUED, 0, 0.0)
+    return RunEvent("task", run_id, transition=t)
+
+
+def test_events_reach_subscribers_in_order_filtered_by_run() -> None:
+    observers = Observers()
+    everything: list[str] = []
+    only_a: list[str] = []
+    observers.subscribe(lambda e: everything.append(f"{e.run_id}:{e.transition.task_id}"))  # type: ignore[union-attr]
+    observers.subscribe(
+        lambda e: only_a.append(e.transition.task_id),  # type: ignore[union-attr]
+        run_id="a",
+    )
+    for n in range(50):
+        observers.publish(task_event("a" if n % 2 == 0 else "b", n))
+
+    assert observers.drain("a", WAIT) and observers.drain("b", WAIT)
+    assert everything == [f"{'a' if n % 2 == 0 else 'b'}:t{n}" for n in range(50)]
+    assert only_a == [f"t{n}" for n in range(0, 50, 2)]
+    observers.close()
+
+
+def test_a_slow_subscriber_never_blocks_the_publisher_and_task_events_are_dropped_when_full() -> (
+    None
+):
+    observers = Observers(size=5)
+    gate = threading.Event()
+    seen: list[str] = []
+
+    def slow(event: RunEvent) -> None:
+        gate.wait(WAIT)
+        seen.append(event.kind)
+
+    observers.subscribe(slow)
+    for n in range(20):  # the subscriber holds the first; 5 fit; the rest are dropped
+        observers.publish(task_event("r", n))
+    assert 10 <= observers.dropped <= 15  # publishing returned at once: it never waited
+    gate.set()
+    observers.publish(RunEvent("finished", "r"))  # a run's end waits for room instead
+
+    assert observers.drain("r", WAIT)
+    assert seen[-1] == "finished"
+    assert len(seen) == 20 - observers.dropped + 1
+    observers.close()
+
+
+def test_a_failing_subscriber_does_not_stop_the_others() -> None:
+    observers = Observers()
+    seen: list[int] = []
+
+    def broken(event: RunEvent) -> None:
+        raise ValueError("a bug in a subscriber")
+
+    observers.subscribe(broken)
+    observers.subscribe(lambda e: seen.append(1))
+    observers.publish(RunEvent("started", "r"))
+    observers.publish(RunEvent("finished", "r"))
+
+    assert observers.drain("r", WAIT)
+    assert seen == [1, 1]
+    observers.close()
+
+
+def test_without_subscribers_nothing_is_queued() -> None:
+    observers = Observers(size=1)
+    for n in range(10):
+        observers.publish(task_event("r", n))
+    assert observers.dropped == 0
+    assert observers.drain("r", 0.0)  # nothing to wait for
+
+
+def test_a_run_publishes_its_start_every_transition_and_its_end(tmp_path: Path) -> None:
+    host = Host()
+    events: list[RunEvent] = []
+    host.observers.subscribe(events.append)
+    pipeline = Pipeline("obs", tasks=[Task("a", one), Task("b", plus_one, upstream=["a"])])
+    settings = load_settings({"STAGEFLOW_HOME": str(tmp_path)})
+    transitions: list[Transition] = []
+
+    result = run_pipeline(pipeline, settings=settings, listener=transitions.append, host=host)
+
+    assert result.state == "success"
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "finished"
+    assert events[-1].result is not None and events[-1].result.run_id == result.run_id
+    task_events = [e.transition for e in events if e.kind == "task"]
+    assert [(t.task_id, t.new) for t in task_events if t is not None] == [
+        (t.task_id, t.new) for t in transitions
+    ]  # the run's listener is one more subscriber, fed the same events
+    assert ("b", TaskState.SUCCESS) in [(t.task_id, t.new) for t in transitions]
+    host.close()
