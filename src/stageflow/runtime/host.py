@@ -31,22 +31,26 @@ import contextlib
 import gc
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stageflow.errors import UsageError
 
 if TYPE_CHECKING:
     from stageflow.engine.admission import Admission
+    from stageflow.engine.scheduler import EnginePlan
     from stageflow.runtime.executors.base import ExecutorPool
     from stageflow.runtime.observers import Observers
     from stageflow.runtime.settings import Settings
     from stageflow.runtime.store.base import Store
+    from stageflow.spec.models import Pipeline
 
 __all__ = ["EXECUTORS", "Host", "default_host", "tune_gc"]
 
 EXECUTORS = ("thread", "process")
+ESTIMATES_SECONDS = 10.0  # how long a pipeline's history estimates are reused
 
 
 class Host:
@@ -67,6 +71,8 @@ class Host:
         )
         self._lock = threading.Lock()
         self._closed = False
+        # (store URL, pipeline, tasks) -> (when read, task ids, estimates): see below.
+        self._estimates: dict[tuple[str, str, int], tuple[float, Any, list[float]]] = {}
 
     def pool(self, name: str) -> ExecutorPool:
         """The process's pool of executor ``name`` (``thread`` or ``process``), created on
@@ -123,6 +129,26 @@ class Host:
         if not keep:
             store.close(wait=False)
 
+    def history_estimates(self, store: Store, pipeline: Pipeline, plan: EnginePlan) -> list[float]:
+        """``resources.history_estimates`` (each task's expected seconds from its recent
+        runs), read from the store at most every ``ESTIMATES_SECONDS`` per pipeline and
+        store: they only order ready tasks (critical path first), so a few seconds'
+        staleness costs nothing, while the read is the largest part of a small run's
+        start (hundreds of rows)."""
+        from stageflow.runtime import resources
+
+        key = (store.url, pipeline.name, len(plan.ids))
+        now = time.monotonic()
+        cached = self._estimates.get(key)
+        if cached is not None and now - cached[0] < ESTIMATES_SECONDS and cached[1] == plan.ids:
+            return cached[2]
+        estimates = resources.history_estimates(store, pipeline, plan)
+        with self._lock:
+            if len(self._estimates) >= 256:  # many pipelines: forget the oldest
+                self._estimates.pop(next(iter(self._estimates)))
+            self._estimates[key] = (now, plan.ids, estimates)
+        return estimates
+
     def workers(self) -> int:
         """Threads and worker-process slots its pools hold now (for reports and tests)."""
         return sum(pool.workers for pool in list(self._pools.values()))
@@ -147,7 +173,7 @@ class Host:
         self.close()
 
 
-_IDLE_STORES_PER_URL = 2
+_IDLE_STORES_PER_URL = 8
 _STORE_URLS = 4
 
 

@@ -493,7 +493,7 @@ class Runner:
                     "enforce_limits: the thread executor can limit only bash tasks' processes; "
                     "python tasks run in this process (use --executor process to limit them)"
                 )
-        estimates = resources.history_estimates(self.store, self.pipeline, plan)
+        estimates = self.host.history_estimates(self.store, self.pipeline, plan)
         if estimates:
             plan = replace(plan, estimates=estimates)
         return plan
@@ -560,6 +560,8 @@ class Runner:
             )
         )
         info = RunStarted(run_id, pipeline.name, list(loop.rows), resumed)
+        if self.on_start is not None:  # on this thread, before any event: the view's header
+            self.on_start(info)
         observers.publish(RunEvent("started", run_id, info=info))  # before any transition
         loop.record(sched.start(now), batch)
         approvers = {t.id: t.approval.approvers for t in pipeline.tasks if t.approval is not None}
@@ -640,10 +642,11 @@ class Runner:
         )
         try:
             loop.commit(batch, now, final=True)  # the final state clears the lease
+            # Built while the committer writes the final batch (it is not reported before).
+            finished = loop.result(state, run.started_at or started, now)
         finally:
             loop.committer.close()  # everything committed before the run is reported finished
         logger.info("run %s finished: %s", run_id, state)
-        finished = loop.result(state, run.started_at or started, now)
         # The reproducibility record, lineage and tracking are written by an observer;
         # the caller gets the result once they (and the live view) have seen the end.
         observers.publish(RunEvent("finished", run_id, result=finished, refs=dict(loop.refs)))
@@ -651,18 +654,17 @@ class Runner:
         return finished
 
     def _watch(self, run_id: str, recorder: RunRecorder) -> list[Callable[[], None]]:
-        """Subscribe this run's observers: its record (on ``finished``), the listener and
-        ``on_start`` callbacks it was given. Returns their unsubscribe functions."""
+        """Subscribe this run's observers: its record (on ``finished``) and the listener it
+        was given (``on_start`` is called on the run's thread before its first event, so
+        that a view is up before anything it shows happens). Returns their unsubscribe
+        functions."""
         observers = self.host.observers
-        listener, on_start = self.listener, self.on_start
+        listener = self.listener
 
         def observe(event: RunEvent) -> None:
             if event.kind == "task":
                 if listener is not None and event.transition is not None:
                     listener(event.transition)
-            elif event.kind == "started":
-                if on_start is not None:
-                    on_start(event.info)
             elif event.kind == "finished" and event.result is not None:
                 recorder.finish(event.result, event.refs)
 

@@ -57,6 +57,7 @@ from stageflow.errors import (
 )
 from stageflow.runtime.claim import lease_terms, process_start
 from stageflow.runtime.committer import retry_delay
+from stageflow.runtime.host import default_host
 from stageflow.runtime.loading import pipeline_of_run
 from stageflow.runtime.runner import (
     BACKFILL_LIMIT,
@@ -249,12 +250,16 @@ class Worker:
         """Run ``run``, which this worker claimed at ``epoch`` (``claimed``: the run
         under that lease; ``run``: as it stood in the queue, its previous owner)."""
         try:
-            store = open_store(self.settings.database_url, self.settings.home)
+            # A connection from the host's pool: opened once, lent run after run.
+            with default_host().store(self.settings) as store:
+                self._run_with(store, run, claimed, epoch)
         except StoreError as exc:  # its lease expires and it goes back to the queue
             self._later[run.run_id] = time.time() + RETRY_LATER_SECONDS
             self._say(f"run {run.run_id}: could not open the store to run it: {exc}")
+        finally:
             self._wake.set()
-            return
+
+    def _run_with(self, store: Store, run: RunRecord, claimed: RunRecord, epoch: int) -> None:
         try:
             try:
                 pipeline = pipeline_of_run(store, run, importable=True)
@@ -327,9 +332,6 @@ class Worker:
         except Exception:  # a bug: the run keeps its lease until it expires
             logger.exception("run %s: the worker failed while running it", run.run_id)
             self._later[run.run_id] = time.time() + RETRY_LATER_SECONDS
-        finally:
-            store.close(wait=False)
-            self._wake.set()
 
     def _hand_back(self, store: Store, run: RunRecord, epoch: int, why: str) -> None:
         """Give ``run`` back to the queue at once (``Store.release_lease``: another

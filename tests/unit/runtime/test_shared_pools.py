@@ -178,3 +178,34 @@ def test_a_store_whose_borrower_failed_is_not_lent_again(tmp_path: Path) -> None
             raise RuntimeError("the run failed while it held the store")
         with host.store(settings) as next_one:
             assert next_one is not broken
+
+
+class CountingStore:
+    """Only what ``resources.history_estimates`` reads, counting the reads."""
+
+    url = "sqlite:///counting"
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def task_durations(self, pipeline: str, runs: int) -> list[tuple[str, float]]:
+        self.reads += 1
+        return [("t0", 2.0), ("t1", 4.0), ("t2", 6.0)]
+
+
+def test_history_estimates_are_read_once_per_pipeline_for_a_while() -> None:
+    from stageflow.runtime.plan import check
+
+    pipeline = Pipeline("est", tasks=[Task(f"t{n}", echo) for n in range(3)])
+    plan = check(pipeline, {})
+    store = CountingStore()
+    with Host() as host:
+        first = host.history_estimates(store, pipeline, plan)  # type: ignore[arg-type]
+        again = host.history_estimates(store, pipeline, plan)  # type: ignore[arg-type]
+        assert first == again == [2.0, 4.0, 6.0]
+        assert store.reads == 1  # the second run of the pipeline did not read the store
+
+        other = Pipeline("est", tasks=[Task(f"t{n}", echo) for n in (2, 1, 0)])
+        reordered = host.history_estimates(store, other, check(other, {}))  # type: ignore[arg-type]
+        assert reordered == [6.0, 4.0, 2.0]  # another task order is another plan: read again
+        assert store.reads == 2
