@@ -42,12 +42,27 @@ def build_layered(n: int) -> Any:
     return Pipeline("plan100k", tasks=tasks)
 
 
+def _collector_as_run_has_it() -> Any:
+    """The garbage collector as `stageflow run` has it: tuned once by the CLI
+    (``runtime.host.tune_gc``), which lets a run pause it while planning; returns
+    the context the measured parts run in. Before the host existed (A/B runs
+    against older commits) the runner paused it while planning in any process."""
+    try:
+        from stageflow.runtime.host import collector_paused, tune_gc
+    except ImportError:
+        from stageflow.runtime.runner import gc_paused  # type: ignore[attr-defined]
+
+        return gc_paused
+    tune_gc()
+    return collector_paused
+
+
 def plan() -> None:
     from stageflow.engine.scheduler import Scheduler
     from stageflow.graph import critical_path, levels
     from stageflow.runtime.plan import check
-    from stageflow.runtime.runner import gc_paused
 
+    gc_paused = _collector_as_run_has_it()
     start = time.perf_counter()
     pipeline = build_layered(N)
     built = time.perf_counter() - start
@@ -74,6 +89,7 @@ def plan() -> None:
 def run() -> None:
     from stageflow import Pipeline, Task
 
+    _collector_as_run_has_it()
     start = time.perf_counter()
     leaves = [f"m{i}" for i in range(N - 2)]
     tasks = [Task("root", noop)] + [Task(m, noop, upstream=["root"]) for m in leaves]

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from stageflow.runtime.store.base import Store
     from stageflow.spec.models import Pipeline
 
-__all__ = ["EXECUTORS", "Host", "default_host", "tune_gc"]
+__all__ = ["EXECUTORS", "Host", "collector_paused", "default_host", "tune_gc"]
 
 EXECUTORS = ("thread", "process")
 ESTIMATES_SECONDS = 10.0  # how long a pipeline's history estimates are reused
@@ -228,6 +228,24 @@ def default_host() -> Host:
 
 
 _GC_YOUNG_THRESHOLD = 10_000
+_gc_tuned = False  # the process's entry point opted in (tune_gc)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage collection inside, in a process whose entry point called ``tune_gc``
+    (planning 100,000 tasks allocates 100,000s of long-lived objects, and every pass
+    would rescan them); elsewhere — a program embedding a host — nothing changes."""
+    if not _gc_tuned:
+        yield
+        return
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def tune_gc() -> None:
@@ -241,6 +259,8 @@ def tune_gc() -> None:
     time, and each full pass rescanned the pipeline's long-lived structures.
     Cyclic garbage is still collected, a little later. Process-wide, so never done
     by a ``Host``: a program embedding one keeps its own collector settings."""
+    global _gc_tuned
     young, *older = gc.get_threshold()
     gc.set_threshold(max(young, _GC_YOUNG_THRESHOLD), *older)
     gc.freeze()
+    _gc_tuned = True  # and runs may pause the collector while they plan

@@ -8,8 +8,9 @@ hands each event to the subscribers, in the order published. So a slow
 subscriber never slows a run: while the queue is full, task events are dropped
 (counted in ``dropped``, one warning per burst) rather than block the step; the
 events that end something (``finished``) wait for room instead, so no
-subscriber misses a run's end. With no subscriber, publishing costs one
-truthiness test.
+subscriber misses a run's end. Task events are built and queued only while a
+subscriber wants them (the reproducibility record wants a run's end only): with
+none, the run loop pays one truthiness test per transition.
 
 Subscribers: the CLI's live view (``service.progress``), a run's listener and
 ``on_start`` callbacks (``Runner``), the reproducibility record, lineage and
@@ -63,7 +64,8 @@ class Observers:
     """Subscribers to run events and the queue that feeds them (module docstring)."""
 
     def __init__(self, size: int = QUEUE_SIZE) -> None:
-        self._subs: tuple[tuple[Observer, str | None], ...] = ()
+        self._subs: tuple[tuple[Observer, str | None, bool], ...] = ()
+        self._task_subs = 0  # subscribers that want task events
         self._queue: queue.Queue[RunEvent | None] = queue.Queue(size)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -74,14 +76,19 @@ class Observers:
         self._warned = False
 
     def __bool__(self) -> bool:
-        return bool(self._subs)
+        """Whether anyone wants task events (the run loop asks before it builds one)."""
+        return self._task_subs > 0
 
-    def subscribe(self, observer: Observer, *, run_id: str | None = None) -> Callable[[], None]:
-        """Call ``observer`` with every event (of run ``run_id`` only, when given); returns
-        the function that unsubscribes it."""
-        entry = (observer, run_id)
+    def subscribe(
+        self, observer: Observer, *, run_id: str | None = None, tasks: bool = True
+    ) -> Callable[[], None]:
+        """Call ``observer`` with every event (of run ``run_id`` only, when given; without
+        ``tasks``, only runs' ``started``/``finished``: task events are then not even
+        queued unless another subscriber wants them). Returns the unsubscribe function."""
+        entry = (observer, run_id, tasks)
         with self._lock:
             self._subs = (*self._subs, entry)
+            self._task_subs += tasks
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._dispatch, name="stageflow-observers", daemon=True
@@ -90,13 +97,15 @@ class Observers:
 
         def unsubscribe() -> None:
             with self._lock:
-                self._subs = tuple(s for s in self._subs if s is not entry)
+                if entry in self._subs:
+                    self._subs = tuple(s for s in self._subs if s is not entry)
+                    self._task_subs -= tasks
 
         return unsubscribe
 
     def publish(self, event: RunEvent) -> None:
         """Queue ``event`` for the subscribers; never blocks a run for a task event."""
-        if not self._subs:
+        if not self._subs or (event.kind == "task" and not self._task_subs):
             return
         run_id = event.run_id
         try:
@@ -138,8 +147,9 @@ class Observers:
                 return
             if self._warned and self._queue.qsize() < self._queue.maxsize // 2:
                 self._warned = False  # caught up: warn again at the next burst
-            for observer, only in self._subs:
-                if only is not None and only != event.run_id:
+            task = event.kind == "task"
+            for observer, only, tasks in self._subs:
+                if (only is not None and only != event.run_id) or (task and not tasks):
                     continue
                 try:
                     observer(event)

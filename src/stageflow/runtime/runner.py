@@ -60,7 +60,7 @@ from stageflow.runtime.committer import Committer
 from stageflow.runtime.control import RunControl, default_requester
 from stageflow.runtime.cycle import Cycle
 from stageflow.runtime.executors.base import Executor
-from stageflow.runtime.host import EXECUTORS, Host, default_host
+from stageflow.runtime.host import EXECUTORS, Host, collector_paused, default_host
 from stageflow.runtime.interrupt import Interrupt
 from stageflow.runtime.lineage import RunRecorder, start_recording
 from stageflow.runtime.loading import pipeline_of_run
@@ -467,7 +467,8 @@ class Runner:
         from stageflow.runtime import resources
 
         defaults = resources.operator_defaults()
-        plan = check(self.pipeline, params, operator_defaults=defaults)
+        with collector_paused():  # only where the entry point tuned the collector
+            plan = check(self.pipeline, params, operator_defaults=defaults)
         if plan.needs_admission():
             from stageflow.runtime import pools
 
@@ -668,7 +669,7 @@ class Runner:
             elif event.kind == "finished" and event.result is not None:
                 recorder.finish(event.result, event.refs)
 
-        return [observers.subscribe(observe, run_id=run_id)]
+        return [observers.subscribe(observe, run_id=run_id, tasks=listener is not None)]
 
     def _unwatch(self, run_id: str, watching: list[Callable[[], None]]) -> None:
         """Wait until this run's events were handled, then unsubscribe its observers."""

@@ -116,3 +116,25 @@ def test_a_run_publishes_its_start_every_transition_and_its_end(tmp_path: Path) 
     ]  # the run's listener is one more subscriber, fed the same events
     assert ("b", TaskState.SUCCESS) in [(t.task_id, t.new) for t in transitions]
     host.close()
+
+
+def test_task_events_are_not_queued_when_no_subscriber_wants_them() -> None:
+    observers = Observers(size=1)
+    ends: list[str] = []
+    observers.subscribe(lambda e: ends.append(e.kind), tasks=False)
+    assert not observers  # the run loop asks this before it builds a task event
+    for n in range(10):
+        observers.publish(task_event("r", n))  # would overflow a queue of 1 if queued
+    observers.publish(RunEvent("finished", "r"))
+
+    assert observers.drain("r", WAIT)
+    assert ends == ["finished"] and observers.dropped == 0
+    watcher: list[str] = []
+    unsubscribe = observers.subscribe(lambda e: watcher.append(e.kind), run_id="s")
+    assert observers
+    observers.publish(task_event("s", 0))
+    assert observers.drain("s", WAIT)
+    assert watcher == ["task"] and ends == ["finished"]  # each gets what it asked for
+    unsubscribe()
+    assert not observers
+    observers.close()

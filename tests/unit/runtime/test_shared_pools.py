@@ -209,3 +209,25 @@ def test_history_estimates_are_read_once_per_pipeline_for_a_while() -> None:
         reordered = host.history_estimates(store, other, check(other, {}))  # type: ignore[arg-type]
         assert reordered == [6.0, 4.0, 2.0]  # another task order is another plan: read again
         assert store.reads == 2
+
+
+def test_only_a_process_whose_entry_point_tuned_the_collector_has_it_paused() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import gc\n"
+        "from stageflow.runtime.host import collector_paused, tune_gc\n"
+        "threshold = gc.get_threshold()\n"
+        "with collector_paused():\n"
+        "    embedded = gc.isenabled()\n"
+        "assert gc.get_threshold() == threshold  # a host alone changes nothing\n"
+        "tune_gc()\n"
+        "with collector_paused():\n"
+        "    tuned = gc.isenabled()\n"
+        "print(embedded, tuned, gc.isenabled(), gc.get_threshold()[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["True", "False", "True", "10000"]
