@@ -74,7 +74,7 @@ class Host:
         # (store URL, pipeline, tasks) -> (when read, task ids, estimates): see below.
         self._estimates: dict[tuple[str, str, int], tuple[float, Any, list[float]]] = {}
 
-    def pool(self, name: str) -> ExecutorPool:
+    def executor_pool(self, name: str) -> ExecutorPool:
         """The process's pool of executor ``name`` (``thread`` or ``process``), created on
         first use."""
         pool = self._pools.get(name)

@@ -574,7 +574,7 @@ class Runner:
         drive = _Drive(self, loop, sched, control, timeouts, batch, now)
         cycle = Cycle(drive.step, self.clock, drive.submit)
         loop.committer.on_error = cycle.wake  # a refused commit (LeaseLost) stops the run now
-        drive.executor = self.host.pool(self.executor_name).attach(
+        drive.executor = self.host.executor_pool(self.executor_name).attach(
             run_id, cycle.deliver, self.parallel
         )
         shared = self.admission is not None and sched.uses_admission and self.shared
@@ -908,7 +908,7 @@ class _Loop:
         self.fallback_error: str | None = None
         self.failures: dict[str, str] = {}  # task -> error, for TaskContext.failures
         self.shortcuts = False  # a task was decided at dispatch this tick (short_circuit)
-        self.in_thread = runner.host.pool(runner.executor_name).shares_memory
+        self.in_thread = runner.host.executor_pool(runner.executor_name).shares_memory
         # Mapped tasks (``map_over``): their success stores their children's outputs.
         self.mapped = frozenset(tid for tid, t in tasks.items() if t.map_over is not None)
         settings = runner.settings
