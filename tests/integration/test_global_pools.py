@@ -26,18 +26,17 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers_tasks import clean_environ, read_lines, wait_until
+from helpers_places import Place as BasePlace
+from helpers_tasks import read_lines, wait_until
 
-from stageflow.runtime.store import AttemptRecord, Store, open_store
+from stageflow.runtime.store import AttemptRecord, Store
 from support.postgres import postgres_schema, require_postgres
 
 pytestmark = pytest.mark.slow
 
-STAGEFLOW = Path(sys.executable).with_name("stageflow")
 POOL = {"STAGEFLOW_POOLS": "lic=1"}
 LEDGER = 'echo "$STAGEFLOW_RUN_ID $STAGEFLOW_TASK_ID $PPID" >> "$STAGEFLOW_PARAM_LEDGER"'
 AT_GATE = (  # waits (at most 90 s) until the file named by the `gate` parameter exists
@@ -50,28 +49,8 @@ POOLS_CLI = (
 )
 
 
-@dataclass
-class Place:
-    """One test's home and store (``url``: a PostgreSQL schema; ``None``: SQLite)."""
-
-    tmp: Path
-    url: str | None = None
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def home(self) -> Path:
-        return self.tmp / "home"
-
-    @property
-    def ledger(self) -> Path:
-        return self.tmp / "ledger"
-
-    def env(self, extra: dict[str, str]) -> dict[str, str]:
-        env = clean_environ(os.environ)
-        if self.url is not None:
-            env["STAGEFLOW_DATABASE_URL"] = self.url
-        env.update(extra)
-        return env
+class Place(BasePlace):
+    """A ``helpers_places.Place`` with the pool commands and bash specs."""
 
     def cli(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -88,34 +67,6 @@ class Place:
         r = self.cli("submit", str(spec), **extra)
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
-
-    def start(self, name: str, *args: str, **extra: str) -> subprocess.Popen[bytes]:
-        """``stageflow ARGS`` in a session of its own; its output in ``NAME.out/.err``."""
-        with (
-            (self.tmp / f"{name}.out").open("wb") as out,
-            (self.tmp / f"{name}.err").open("wb") as err,
-        ):
-            proc = subprocess.Popen(
-                [str(STAGEFLOW), "--home", str(self.home), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=self.env(extra),
-                start_new_session=True,
-            )
-        self.procs.append(proc)
-        return proc
-
-    def stderr(self, name: str) -> str:
-        return (self.tmp / f"{name}.err").read_text(errors="replace")
-
-    @contextlib.contextmanager
-    def store(self) -> Iterator[Store]:
-        store = open_store(self.url, self.home)
-        try:
-            yield store
-        finally:
-            store.close()
 
     def spec(
         self, name: str, tasks: dict[str, tuple[str | None, list[str]]], **params: str

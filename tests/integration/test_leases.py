@@ -22,29 +22,27 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers_tasks import clean_environ, read_lines, wait_until
+from helpers_places import Place as BasePlace
+from helpers_tasks import read_lines, wait_until
 
 from stageflow import Pipeline, Task
 from stageflow.errors import LeaseLost
 from stageflow.operators.base import TaskContext
 from stageflow.runtime.runner import run_pipeline
 from stageflow.runtime.settings import Settings
-from stageflow.runtime.store import Store, open_store
+from stageflow.runtime.store import Store
 from support.postgres import postgres_schema, require_postgres
 
 pytestmark = pytest.mark.slow
 
-STAGEFLOW = Path(sys.executable).with_name("stageflow")
 HERE = Path(__file__).resolve().parent
 HOST = socket.gethostname()
 
@@ -61,57 +59,13 @@ UPSTREAM: dict[str, list[str]] = {
 CHAIN: dict[str, list[str]] = {f"t{i}": [f"t{i - 1}"] if i > 1 else [] for i in range(1, 7)}
 
 
-@dataclass
-class Place:
-    """Where the processes of one test keep their state: a home folder, and the
-    store (``url``: a fresh PostgreSQL schema; ``None``: SQLite in the home)."""
-
-    tmp: Path
-    url: str | None
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def home(self) -> Path:
-        return self.tmp / "home"
+class Place(BasePlace):
+    """A ``helpers_places.Place`` whose processes import this folder's task modules."""
 
     def env(self, extra: dict[str, str]) -> dict[str, str]:
-        env = clean_environ(os.environ)
+        env = super().env(extra)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-        if self.url is not None:
-            env["STAGEFLOW_DATABASE_URL"] = self.url
-        env.update(extra)
         return env
-
-    def start(self, name: str, *args: str, **extra: str) -> subprocess.Popen[bytes]:
-        """``stageflow ARGS`` in a session of its own; its output in ``name.out/.err``."""
-        with (
-            (self.tmp / f"{name}.out").open("wb") as out,
-            (self.tmp / f"{name}.err").open("wb") as err,
-        ):
-            proc = subprocess.Popen(
-                [str(STAGEFLOW), "--home", str(self.home), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=self.env(extra),
-                start_new_session=True,
-            )
-        self.procs.append(proc)
-        return proc
-
-    def output(self, name: str) -> tuple[str, str]:
-        return (
-            (self.tmp / f"{name}.out").read_text(errors="replace"),
-            (self.tmp / f"{name}.err").read_text(errors="replace"),
-        )
-
-    @contextlib.contextmanager
-    def store(self) -> Iterator[Store]:
-        store = open_store(self.url, self.home)
-        try:
-            yield store
-        finally:
-            store.close()
 
     def unlocked(self, run_id: str) -> bool:
         """True when no transaction holds a write lock a claim of ``run_id`` would wait for."""

@@ -24,23 +24,22 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers_tasks import clean_environ, read_lines, wait_until
+from helpers_places import STAGEFLOW
+from helpers_places import Place as BasePlace
+from helpers_tasks import read_lines, wait_until
 
 from stageflow.runtime.store import Store, open_store
 from support.postgres import postgres_schema, require_postgres
 
 pytestmark = pytest.mark.slow
 
-STAGEFLOW = Path(sys.executable).with_name("stageflow")
 HOST = socket.gethostname()
 LEASE = {"STAGEFLOW_LEASE_SECONDS": "2"}
 
@@ -52,29 +51,8 @@ AT_GATE = (  # waits (at most 90 s) until the file named by the `gate` parameter
 SHORT_NAP = "sleep 0.0$((RANDOM % 8))"  # 0 to 70 ms
 
 
-@dataclass
-class Place:
-    """Where the processes of one test keep their state: a home folder, and the
-    store (``url``: a fresh PostgreSQL schema; ``None``: SQLite in the home)."""
-
-    tmp: Path
-    url: str | None = None
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def home(self) -> Path:
-        return self.tmp / "home"
-
-    @property
-    def ledger(self) -> Path:
-        return self.tmp / "ledger"
-
-    def env(self, extra: dict[str, str]) -> dict[str, str]:
-        env = clean_environ(os.environ)
-        if self.url is not None:
-            env["STAGEFLOW_DATABASE_URL"] = self.url
-        env.update(extra)
-        return env
+class Place(BasePlace):
+    """A ``helpers_places.Place`` with the queue's commands: submit, start a worker."""
 
     def cli(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -95,31 +73,7 @@ class Place:
     def start_worker(self, name: str, *args: str, **extra: str) -> subprocess.Popen[bytes]:
         """``stageflow worker --name NAME ARGS`` in a session of its own; its output
         in ``NAME.out/.err``."""
-        with (
-            (self.tmp / f"{name}.out").open("wb") as out,
-            (self.tmp / f"{name}.err").open("wb") as err,
-        ):
-            proc = subprocess.Popen(
-                [str(STAGEFLOW), "--home", str(self.home), "worker", "--name", name, *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=self.env(extra),
-                start_new_session=True,
-            )
-        self.procs.append(proc)
-        return proc
-
-    def stderr(self, name: str) -> str:
-        return (self.tmp / f"{name}.err").read_text(errors="replace")
-
-    @contextlib.contextmanager
-    def store(self) -> Iterator[Store]:
-        store = open_store(self.url, self.home)
-        try:
-            yield store
-        finally:
-            store.close()
+        return self.start(name, "worker", "--name", name, *args, **extra)
 
     def rows(self) -> list[tuple[str, str, int]]:
         """The ledger: (run_id, task_id, pid of the worker) per task started."""

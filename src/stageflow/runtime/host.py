@@ -7,11 +7,12 @@ them and reused by every later run: never a pool per run, nothing spawned per
 task. A run attaches to its host's pool for its duration (``Runner`` does it) and
 detaches at its end; the pool grows to the parallelism of the runs attached at
 once and keeps its threads and warm worker processes for the next. The host also
-carries what its runs share: the settings, the admission (one CPU/memory/GPU
-budget for all of them, when it has one), the observers (``runtime.observers``:
-run and task events delivered off the runs' locks) and a small pool of store
-connections for the runs its entry points start (``store``: the schema is
-checked once, not per run).
+carries what its runs share: the observers (``runtime.observers``: run and task
+events delivered off the runs' locks), a small pool of store connections for the
+runs its entry points start (``store``: the schema is checked once, not per run)
+and each pipeline's history estimates. A shared CPU/memory/GPU budget stays with
+whoever runs several runs at once (a worker, a ``LocalRuntime``: their
+``Admission``), and settings are passed per run.
 
 A host changes nothing process-wide: the garbage collector's thresholds,
 ``sys.path``, ``os.environ`` and signal handlers are the entry points' business
@@ -39,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 from stageflow.errors import UsageError
 
 if TYPE_CHECKING:
-    from stageflow.engine.admission import Admission
     from stageflow.engine.scheduler import EnginePlan
     from stageflow.runtime.executors.base import ExecutorPool
     from stageflow.runtime.observers import Observers
@@ -54,15 +54,11 @@ ESTIMATES_SECONDS = 10.0  # how long a pipeline's history estimates are reused
 
 
 class Host:
-    """One process's executor pools, observers and (optionally) shared admission."""
+    """One process's executor pools, observers, lent store connections and estimates."""
 
-    def __init__(
-        self, settings: Settings | None = None, *, admission: Admission | None = None
-    ) -> None:
+    def __init__(self) -> None:
         from stageflow.runtime.observers import Observers
 
-        self.settings = settings
-        self.admission = admission
         self.observers: Observers = Observers()
         self._pools: dict[str, ExecutorPool] = {}
         # (database URL, home) -> idle store connections and their file's identity.

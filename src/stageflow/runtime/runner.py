@@ -654,11 +654,11 @@ class Runner:
         self._unwatch(run_id, watching)
         return finished
 
-    def _watch(self, run_id: str, recorder: RunRecorder) -> list[Callable[[], None]]:
+    def _watch(self, run_id: str, recorder: RunRecorder) -> Callable[[], None]:
         """Subscribe this run's observers: its record (on ``finished``) and the listener it
         was given (``on_start`` is called on the run's thread before its first event, so
-        that a view is up before anything it shows happens). Returns their unsubscribe
-        functions."""
+        that a view is up before anything it shows happens). Returns the unsubscribe
+        function."""
         observers = self.host.observers
         listener = self.listener
 
@@ -669,14 +669,13 @@ class Runner:
             elif event.kind == "finished" and event.result is not None:
                 recorder.finish(event.result, event.refs)
 
-        return [observers.subscribe(observe, run_id=run_id, tasks=listener is not None)]
+        return observers.subscribe(observe, run_id=run_id, tasks=listener is not None)
 
-    def _unwatch(self, run_id: str, watching: list[Callable[[], None]]) -> None:
+    def _unwatch(self, run_id: str, unsubscribe: Callable[[], None]) -> None:
         """Wait until this run's events were handled, then unsubscribe its observers."""
         if not self.host.observers.drain(run_id):
             logger.warning("run %s: its observers did not catch up within 30 s", run_id)
-        for unsubscribe in watching:
-            unsubscribe()
+        unsubscribe()
 
 
 # -- helpers ---------------------------------------------------------------------
