@@ -468,6 +468,26 @@ def test_sigterm_lets_a_run_end_within_the_grace_and_claims_nothing_more(place: 
     assert place.rows() == [(first, "t1", worker.pid), (first, "t2", worker.pid)]
 
 
+def test_sigusr1_prints_every_threads_stack_and_the_worker_goes_on(place: Place) -> None:
+    gate = place.tmp / "gate"
+    spec = place.write_spec("held", {"t1": [AT_GATE], "t2": []}, gate=str(gate))
+    run_id = place.submit(spec)
+    worker = place.start_worker("w", "--concurrency", "1")
+    wait_until(lambda: [r for r, _, _ in place.rows()] == [run_id], "the run started", 60)
+
+    os.kill(worker.pid, signal.SIGUSR1)
+    # faulthandler's dump: the main thread (the poll loop) and the run's own thread.
+    wait_until(lambda: "Current thread" in place.stderr("w"), "the stacks are printed")
+    err = place.stderr("w")
+    assert "in serve" in err and "in _run_one" in err, err
+    gate.touch()
+    wait_until(lambda: len(place.rows()) == 2, "the run went on")
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, place.stderr("w")
+    with place.store() as store:
+        assert store.get_run(run_id).state == "success"
+
+
 # -- a pipeline the worker cannot load ---------------------------------------------------------
 
 

@@ -5,8 +5,9 @@
 - 2 workers on one SQLite store: one SIGSTOPped likewise, then the other SIGKILLed.
 
 300 small runs (3 to 10 tasks in random DAGs, tasks of 0 to 30 ms; seeded) are
-queued first. Leases last 2 s (the shortest allowed), so a silent worker's runs are
-taken over within seconds. What must hold whatever the timing:
+queued first, and 24 more whenever fewer than 8 wait while the test needs a worker
+busy (to freeze it while it holds a run). Leases last 2 s (the shortest allowed),
+so a silent worker's runs are taken over within seconds. What must hold whatever the timing:
 
 - every run ends exactly once, ``success``, every task with exactly one committed
   ``success`` (the store's events: a refused commit writes nothing);
@@ -33,9 +34,10 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers_tasks import clean_environ, read_lines, wait_until
@@ -60,6 +62,8 @@ class Chaos:
     tmp: Path
     url: str | None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    pipelines: list[Any] = field(default_factory=list)  # stageflow Pipelines
+    run_ids: list[str] = field(default_factory=list)  # every run queued, in order
 
     @property
     def home(self) -> Path:
@@ -85,21 +89,33 @@ class Chaos:
         finally:
             store.close()
 
-    def submit_all(self, seed: int) -> list[str]:
+    def submit_all(self, seed: int) -> None:
         """Queue ``RUNS`` runs of ``PIPELINES`` random pipelines (in this process)."""
         from stageflow.runtime.loading import load_pipeline
+
+        rng = random.Random(seed)
+        self.pipelines = [load_pipeline(str(self._write_spec(k, rng))) for k in range(PIPELINES)]
+        self.submit(RUNS)
+
+    def submit(self, count: int) -> None:
+        """Queue ``count`` more runs of the pipelines, round robin."""
         from stageflow.runtime.runner import Runner
         from stageflow.runtime.settings import load_settings
 
-        rng = random.Random(seed)
         settings = replace(load_settings({}), home=self.home, database_url=self.url)
-        pipelines = [load_pipeline(str(self._write_spec(k, rng))) for k in range(PIPELINES)]
-        run_ids = []
         with self.store() as store:
-            for k in range(RUNS):
-                runner = Runner(pipelines[k % PIPELINES], store=store, settings=settings)
-                run_ids.append(runner.prepare({}, hold=False).run.run_id)
-        return run_ids
+            for _ in range(count):
+                pipeline = self.pipelines[len(self.run_ids) % PIPELINES]
+                runner = Runner(pipeline, store=store, settings=settings)
+                self.run_ids.append(runner.prepare({}, hold=False).run.run_id)
+
+    def top_up(self) -> None:
+        """Queue more runs when few are left, so that a worker is busy whenever the
+        test needs one to hold a run (on a fast machine the queue may drain first)."""
+        with self.store() as store:
+            queued = sum(1 for r in store.list_runs(limit=len(self.run_ids)) if r.state == "queued")
+        if queued < 8:
+            self.submit(24)
 
     def _write_spec(self, k: int, rng: random.Random) -> Path:
         size = rng.randint(3, 10)
@@ -153,10 +169,11 @@ class Chaos:
 
     def successes(self) -> int:
         with self.store() as store:
-            return sum(1 for r in store.list_runs(limit=RUNS) if r.state == "success")
+            runs = store.list_runs(limit=len(self.run_ids))
+            return sum(1 for r in runs if r.state == "success")
 
     def wait_for_successes(self, count: int) -> None:
-        wait_until(lambda: self.successes() >= count, f"{count} runs succeeded", timeout=90)
+        self.wait(lambda: self.successes() >= count, f"{count} runs succeeded", timeout=90)
 
     def kill(self, name: str) -> None:
         proc = self.workers[name]
@@ -170,9 +187,10 @@ class Chaos:
         blocks every other writer; it is then continued and frozen again later."""
         proc = self.workers[frozen]
         for _ in range(6):
-            # Frozen while it holds a run (else nothing can be taken from it: on a fast
-            # machine the queue may drain first): wait for one, stop it, look again.
-            wait_until(lambda: self.holds_a_run(frozen), f"{frozen} holds a run", timeout=60)
+            # Frozen while it holds a run (else nothing can be taken from it): wait for
+            # one, stop it, look again.
+            self.top_up()
+            self.wait(lambda: self.holds_a_run(frozen), f"{frozen} holds a run", timeout=60)
             os.kill(proc.pid, signal.SIGSTOP)
             if not self.holds_a_run(frozen):
                 os.kill(proc.pid, signal.SIGCONT)
@@ -185,16 +203,37 @@ class Chaos:
                 time.sleep(0.05)
             os.kill(proc.pid, signal.SIGCONT)
             time.sleep(0.5)
+        raise AssertionError(
+            f"no worker took a run over from the frozen {frozen}\n{self.diagnosis()}"
+        )
+
+    def wait(self, check: Callable[[], bool], what: str, timeout: float) -> None:
+        """``wait_until``, with ``diagnosis`` in its failure."""
+        try:
+            wait_until(check, what, timeout=timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.diagnosis()}") from None
+
+    def diagnosis(self) -> str:
+        """The unfinished runs, and each worker's state and last output, with every
+        thread's stack of each live one (``stageflow worker`` prints them on SIGUSR1)."""
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
+                    os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(1.0)
         with self.store() as store:
             held = [
-                (r.run_id, r.state, r.lease_owner, r.lease_expires_at)
-                for r in store.list_runs(limit=RUNS)
+                (r.run_id, r.state, r.lease_owner, r.lease_epoch, r.lease_expires_at)
+                for r in store.list_runs(limit=len(self.run_ids))
                 if r.state in ("queued", "running")
             ]
-        raise AssertionError(
-            f"no worker took a run over from the frozen {frozen}; unfinished runs: {held}; "
-            + " | ".join(f"{t}: {self.stderr(t)[-1500:]}" for t in takers)
-        )
+        lines = [f"now {time.time():.3f}; {len(held)} unfinished run(s): {held[:40]}"]
+        for name, proc in self.workers.items():
+            lines.append(f"--- worker {name} (pid {proc.pid}, exit {proc.poll()}):")
+            lines.append(self.stderr(name)[-6000:])
+        return "\n".join(lines)
 
     def holds_a_run(self, name: str) -> bool:
         """Whether worker ``name`` holds the live lease of an unfinished run now."""
@@ -204,7 +243,7 @@ class Chaos:
                 r.lease_owner == owner
                 and r.state in ("queued", "running")
                 and (r.lease_expires_at or 0.0) > now
-                for r in store.list_runs(limit=RUNS)
+                for r in store.list_runs(limit=len(self.run_ids))
             )
 
     def stop_all(self) -> None:
@@ -346,7 +385,7 @@ def check_frozen_was_fenced(chaos: Chaos, frozen: str, takers: list[str]) -> set
 @pytest.mark.postgres
 def test_three_workers_on_postgresql_one_killed_one_frozen(postgres_chaos: Chaos) -> None:
     chaos = postgres_chaos
-    run_ids = chaos.submit_all(seed=12)
+    chaos.submit_all(seed=12)
     names = ["a", "b", "c"]
     for name in names:
         chaos.start(name)
@@ -358,7 +397,7 @@ def test_three_workers_on_postgresql_one_killed_one_frozen(postgres_chaos: Chaos
 
     for name in ("a", "b"):
         assert chaos.workers[name].wait(timeout=120) == 0, chaos.stderr(name)[-3000:]
-    check_every_run(chaos, run_ids, names)
+    check_every_run(chaos, chaos.run_ids, names)
     check_frozen_was_fenced(chaos, "b", takers=["a"])
     from_killed = taken_from(chaos, "a", "c") | taken_from(chaos, "b", "c")
     assert from_killed, "the killed worker held no run"
@@ -366,7 +405,7 @@ def test_three_workers_on_postgresql_one_killed_one_frozen(postgres_chaos: Chaos
 
 def test_two_workers_on_sqlite_one_frozen_then_the_other_killed(sqlite_chaos: Chaos) -> None:
     chaos = sqlite_chaos
-    run_ids = chaos.submit_all(seed=7)
+    chaos.submit_all(seed=7)
     names = ["a", "b"]
     for name in names:
         chaos.start(name)
@@ -377,6 +416,6 @@ def test_two_workers_on_sqlite_one_frozen_then_the_other_killed(sqlite_chaos: Ch
     chaos.kill("a")
 
     assert chaos.workers["b"].wait(timeout=120) == 0, chaos.stderr("b")[-3000:]
-    check_every_run(chaos, run_ids, names)
+    check_every_run(chaos, chaos.run_ids, names)
     check_frozen_was_fenced(chaos, "b", takers=["a"])
     assert taken_from(chaos, "b", "a"), "the killed worker held no run"

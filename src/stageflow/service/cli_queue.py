@@ -119,7 +119,8 @@ def worker(
     Runs whose owner went silent (its lease expired) are taken over and resumed.
     SIGTERM or Ctrl-C drains: nothing more is claimed, runs in progress get
     --grace-seconds to end, the rest go back to the queue; a second Ctrl-C exits
-    at once (the leases then expire and another worker takes the runs)."""
+    at once (the leases then expire and another worker takes the runs).
+    SIGUSR1 prints every thread's stack to stderr and changes nothing."""
     import os
 
     from stageflow import operations as ops
@@ -164,6 +165,11 @@ def worker(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, drain)
         signal.signal(signal.SIGINT, drain)
+        # `kill -USR1 PID` prints every thread's stack to stderr (a worker that seems
+        # stuck says where), and the worker goes on.
+        import faulthandler
+
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     where = ops.store_location(settings)
     say(
         f"worker {w.owner} ready: {w.concurrency} run(s) at once, executor {executor}, "
