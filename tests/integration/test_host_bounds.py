@@ -29,8 +29,9 @@ pytestmark = pytest.mark.slow
 
 STAGEFLOW = Path(sys.executable).with_name("stageflow")
 PARALLEL = 2
-PER_RUN_THREADS = 3  # a run's loop, its committer, its record's background gatherer
-BASE_THREADS = 12  # the main thread, the observers, the store's, logging, ...
+PER_RUN_THREADS = 2  # a run's loop and its committer
+BASE_THREADS = 16  # the main thread, the observers, the store's, logging, 4 gatherers ...
+GATHERERS = 4  # runtime.lineage: threads gathering git and packages for the records
 
 
 def spec(tmp: Path, executor_tasks: int = 4) -> Path:
@@ -53,13 +54,24 @@ def queue_runs(home: Path, path: Path, count: int) -> list[str]:
         store.close()
 
 
-def executor_processes(worker: psutil.Process, executor: str) -> int:
+def command_line(process: psutil.Process) -> str:
+    """Its command line; empty once it has ended (a child may end while listed)."""
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ""
+
+
+def executor_processes(worker: psutil.Process, executor: str) -> tuple[int, int]:
     """The thread executor's attempts' commands (the worker's own children), or the
-    process executor's worker processes (the children of its fork server)."""
-    children = worker.children()
+    process executor's worker processes (the children of its fork server); and the
+    ``git status`` the records' gatherers run."""
+    listed = [(c, command_line(c)) for c in worker.children()]
+    children = [(c, line) for c, line in listed if line]  # not those that ended meanwhile
+    gits = sum(1 for _, line in children if line.startswith("git "))
     if executor == "thread":
-        return len(children)
-    return sum(len(c.children()) for c in children if "forkserver" in " ".join(c.cmdline()))
+        return len(children) - gits, gits
+    return sum(len(c.children()) for c, line in children if "forkserver" in line), gits
 
 
 @pytest.mark.parametrize(("executor", "runs"), [("thread", 50), ("process", 10)])
@@ -87,13 +99,14 @@ def test_concurrent_runs_in_one_worker_hold_bounded_threads_and_processes(
         env=clean_environ(os.environ),
     )
     watched = psutil.Process(proc.pid)
-    most_threads = most_children = 0
+    most_threads = most_children = most_gits = 0
     while proc.poll() is None:
         try:
             most_threads = max(most_threads, watched.num_threads())
-            most_children = max(most_children, executor_processes(watched, executor))
+            children, gits = executor_processes(watched, executor)
         except psutil.NoSuchProcess:
             break
+        most_children, most_gits = max(most_children, children), max(most_gits, gits)
         time.sleep(0.02)
     assert proc.wait(timeout=120) == 0, (tmp_path / "worker.err").read_text()
     print(f"{executor}: {runs} runs, at most {most_threads} threads, {most_children} children")
@@ -107,4 +120,5 @@ def test_concurrent_runs_in_one_worker_hold_bounded_threads_and_processes(
     pool = runs * PARALLEL  # the pool's bound: concurrent runs x their parallelism
     assert most_threads <= BASE_THREADS + runs * PER_RUN_THREADS + pool
     assert most_children <= pool  # worker processes, or the tasks' commands: the pool's size
+    assert most_gits <= GATHERERS  # not one per run
     assert most_threads > runs  # it did run them at once (a run's loop thread each)

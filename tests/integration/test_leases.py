@@ -26,6 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -376,3 +377,31 @@ def stop_between_commits(place: Place, proc: subprocess.Popen[bytes], run_id: st
         os.killpg(proc.pid, signal.SIGCONT)
         time.sleep(0.05)
     raise AssertionError("the run's process held a write lock every time it was stopped")
+
+
+def test_a_run_prepared_to_run_here_is_created_under_this_process_s_lease(
+    place: Place,
+) -> None:
+    """``prepare(hold=True)`` records the run already claimed (epoch 1, this process as
+    its owner), so ``start`` runs it without a second claim; one prepared for the
+    queue (``hold=False``) has no owner until a worker claims it."""
+    from stageflow.runtime.claim import process_start
+    from stageflow.runtime.runner import Runner
+    from stageflow.runtime.settings import load_settings
+
+    settings = replace(load_settings({}), home=place.home, database_url=place.url)
+    pipeline = Pipeline("held", tasks=[Task("only", quiet)])
+    with place.store() as store:
+        runner = Runner(pipeline, store=store, settings=settings)
+        held = runner.prepare({})
+        queued = runner.prepare({}, hold=False)
+        for prepared, epoch in ((held, 1), (queued, 0)):
+            assert store.get_run(prepared.run.run_id).lease_epoch == epoch
+        row = store.get_run(held.run.run_id)
+        assert (row.lease_owner, row.owner_host, row.owner_pid) == (runner.owner, HOST, os.getpid())
+        assert row.owner_started_at == process_start()
+        assert store.get_run(queued.run.run_id).lease_owner is None
+
+        assert runner.start(held).state == "success"
+        done = store.get_run(held.run.run_id)
+        assert (done.state, done.lease_epoch, done.lease_expires_at) == ("success", 1, None)

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
 import logging
 import math
 import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
@@ -55,7 +55,13 @@ from stageflow.errors import ControlRefused, DoesNotFitHere, InvalidSpec, LeaseL
 from stageflow.graph import critical_path, downstream
 from stageflow.runtime.artifacts import ArtifactStore, load_output, store_output
 from stageflow.runtime.attempt import AttemptResult, Job, Usage
-from stageflow.runtime.claim import check_claimable, default_owner, lease_terms, take_run
+from stageflow.runtime.claim import (
+    check_claimable,
+    default_owner,
+    lease_terms,
+    process_start,
+    take_run,
+)
 from stageflow.runtime.committer import Committer
 from stageflow.runtime.control import RunControl, default_requester
 from stageflow.runtime.cycle import Cycle
@@ -261,11 +267,13 @@ def retry_run(
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A new run, validated, planned and recorded as ``queued``."""
+    """A new run, validated, planned and recorded as ``queued``; ``held``: under the
+    preparing runner's lease (epoch 1), which ``start`` trusts without claiming again."""
 
     run: RunRecord
     params: dict[str, Any]
     plan: EnginePlan
+    held: bool = False
 
 
 class Runner:
@@ -343,10 +351,7 @@ class Runner:
         # A queued run is for whichever worker it fits: this machine's size is not its limit.
         plan = self._plan(params, fit=hold)
         now = self.clock()
-        canonical = self.pipeline.canonical()
-        spec = json.dumps(canonical, sort_keys=True, default=str)
-        version = self.pipeline.content_hash(canonical)
-        self.store.save_pipeline(PipelineRecord(self.pipeline.name, version, spec, now))
+        spec, version = self.pipeline.versioned_spec()
         run_id = new_run_id(now)
         run = RunRecord(
             run_id,
@@ -357,25 +362,41 @@ class Runner:
             now,
             executor=self.executor_name,
             source=_source_of(self.pipeline),
-            lease_owner=self.owner if hold else None,
-            lease_expires_at=self.lease.expiry(now) if hold else None,
             priority=priority,
         )
-        self.store.create_run(run, [t.id for t in self.pipeline.tasks])
+        if hold:  # created under this process's lease (epoch 1): `start` claims nothing
+            run = replace(
+                run,
+                owner_host=socket.gethostname(),
+                owner_pid=os.getpid(),
+                owner_started_at=process_start(),
+                heartbeat_at=now,
+                lease_owner=self.owner,
+                lease_epoch=1,
+                lease_expires_at=self.lease.expiry(now),
+            )
+        # The pipeline version (if new), the run and its pending task runs: one transaction.
+        self.store.create_run(
+            run,
+            [t.id for t in self.pipeline.tasks],
+            pipeline=PipelineRecord(self.pipeline.name, version, spec, now),
+        )
         logger.info("run %s of pipeline %s (version %s) created", run_id, run.pipeline, version)
-        return Prepared(run, params, plan)
+        return Prepared(run, params, plan, held=hold)
 
     def start(self, prepared: Prepared) -> RunResult:
-        """Claim a prepared (queued) run and run it to its end; ``RunOwned`` when
-        another process claimed it first."""
+        """Run a prepared run to its end: one ``prepare`` created under this process's
+        lease (``hold``) as it stands; a queued one is claimed first (``RunOwned`` when
+        another process claimed it first)."""
+        run = prepared.run
         return self._execute(
-            prepared.run,
+            run,
             prepared.params,
             prepared.plan,
             restored={},
             attempts={},
             resumed=False,
-            lease=self._claim(prepared.run),
+            lease=self._claim(run, run.lease_epoch if prepared.held else None),
         )
 
     def start_queued(self, run: RunRecord, *, epoch: int | None = None) -> RunResult:
@@ -516,8 +537,9 @@ class Runner:
         pipeline = self.pipeline
         run_id = run.run_id
         now = started = self.clock()
+        batch = Batch()  # the run's first commit: its start record, its start, its tasks'
         recorder = start_recording(
-            self.store, self.settings, pipeline, run, params, resumed=resumed
+            self.store, self.settings, pipeline, run, params, resumed=resumed, batch=batch
         )
         observers = self.host.observers
         watching = self._watch(run_id, recorder)
@@ -540,7 +562,6 @@ class Runner:
             admission=self.admission if plan.needs_admission() or self.shared else None,
         )
         loop.sched = sched
-        batch = Batch()
         if resumed:
             loop.reset_for_resume(
                 self.store.task_runs(run_id), now, batch, f"reset by {reason or 'resume'}"

@@ -471,9 +471,14 @@ class Pipeline(BaseModel):
     def content_hash(self, canonical: dict[str, Any] | None = None) -> str:
         """A stable version id: sha256 of the canonical JSON (12 hex digits);
         ``canonical``: ``self.canonical()`` when the caller has it already."""
+        return self.versioned_spec(canonical)[1]
+
+    def versioned_spec(self, canonical: dict[str, Any] | None = None) -> tuple[str, str]:
+        """The canonical JSON text (sorted keys, no spaces: what a store keeps) and its
+        version id (``content_hash``), from one serialisation."""
         data = self.canonical() if canonical is None else canonical
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return text, hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def task(self, task_id: str) -> Task:
         for t in self.tasks:

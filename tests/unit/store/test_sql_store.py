@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -350,11 +351,9 @@ def test_a_commit_failing_midway_leaves_nothing(store: SqlStore) -> None:
         runs=[RunUpdate("r1", state="running")],
         task_runs=[TaskRunRecord("r1", "a", "running", 1, 1.0)],
         attempts=[AttemptRecord("r1", "a", 1, "running", 1.0)],
-        events=[
-            EventRecord("r1", "a", "queued", "running", 1.0, 1),
-            EventRecord("r1", "a", "running", cast(str, None), 2.0, 1),  # NOT NULL violation
-        ],
-        outputs=[OutputRef("r1", "a", "inline", "json", 1, "0" * 64, data=b"1")],
+        events=[EventRecord("r1", "a", "queued", "running", 1.0, 1)],
+        # Written after the rows above: the CHECK on kind fails the commit midway.
+        outputs=[OutputRef("r1", "a", cast(Any, "nowhere"), "json", 1, "0" * 64, data=b"1")],
     )
     with pytest.raises(Exception):  # the driver's integrity error, re-raised
         store.commit(bad)
@@ -426,3 +425,35 @@ def test_two_sqlite_stores_on_one_file_see_each_others_commits(tmp_path: Path) -
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         raw.close()
+
+
+def test_create_run_saves_its_pipeline_version_in_the_same_transaction(store: SqlStore) -> None:
+    first = PipelineRecord("churn", "v1", '{"name":"churn"}', 1.0)
+    store.create_run(make_run("r1"), ["a"], pipeline=first)
+    assert store.get_pipeline("churn", "v1") == first
+    # The version exists already: kept as it was (idempotent, as save_pipeline).
+    store.create_run(make_run("r2"), ["a"], pipeline=replace(first, created_at=2.0))
+    assert store.get_pipeline("churn", "v1") == first
+    # A run that cannot be created leaves no new version behind.
+    with pytest.raises(Exception):  # the driver's integrity error: r1 exists
+        store.create_run(make_run("r1"), ["a"], pipeline=PipelineRecord("churn", "v2", "{}", 3.0))
+    with pytest.raises(StoreError):
+        store.get_pipeline("churn", "v2")
+
+
+def test_a_batch_writes_run_records_the_last_one_winning(store: SqlStore) -> None:
+    from stageflow.runtime.lineage import load_record
+    from stageflow.runtime.store import RecordText
+
+    store.create_run(make_run("r1"), ["a"])
+    store.commit(Batch(records=[RecordText("r1", '{"state": "running"}', 1.0)]))
+    assert load_record(store, "r1") == {"state": "running"}
+    store.commit(
+        Batch(
+            records=[
+                RecordText("r1", '{"state": "x"}', 2.0),
+                RecordText("r1", '{"state": "success"}', 3.0),
+            ]
+        )
+    )
+    assert load_record(store, "r1") == {"state": "success"}

@@ -247,6 +247,14 @@ class Fence(NamedTuple):
     expires_at: float | None
 
 
+class RecordText(NamedTuple):
+    """A run's reproducibility record (``runtime.lineage``) as JSON text."""
+
+    run_id: str
+    record_json: str
+    updated_at: float
+
+
 @dataclass(slots=True)
 class Batch:
     """Everything one scheduling tick changes; applied in one transaction.
@@ -260,12 +268,13 @@ class Batch:
     outputs: list[OutputRef] = field(default_factory=list)
     runs: list[RunUpdate] = field(default_factory=list)
     cache: list[CacheEntry] = field(default_factory=list)  # upserted by key
+    records: list[RecordText] = field(default_factory=list)  # upserted by run
     fences: dict[str, Fence] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(
             self.task_runs or self.attempts or self.events or self.outputs or self.runs
-        ) or bool(self.cache)
+        ) or bool(self.cache or self.records)
 
     def extend(self, later: Batch) -> None:
         """Append ``later``'s changes after this batch's (one transaction for both
@@ -276,6 +285,7 @@ class Batch:
         self.outputs.extend(later.outputs)
         self.runs.extend(later.runs)
         self.cache.extend(later.cache)
+        self.records.extend(later.records)
         self.fences.update(later.fences)  # the later renewal (or clearing) wins
 
 
@@ -293,8 +303,11 @@ class Store(Protocol):
     def latest_pipeline(self, name: str) -> PipelineRecord:
         """The most recently saved version of ``name``; raise ``StoreError`` when none."""
 
-    def create_run(self, run: RunRecord, task_ids: Sequence[str]) -> None:
-        """Insert the run and one ``pending`` task run per id, in one transaction."""
+    def create_run(
+        self, run: RunRecord, task_ids: Sequence[str], *, pipeline: PipelineRecord | None = None
+    ) -> None:
+        """Insert the run and one ``pending`` task run per id, and ``pipeline``'s version
+        if absent (as ``save_pipeline``), in one transaction."""
 
     def commit(self, batch: Batch) -> None:
         """Apply a whole batch in one transaction (upserts for rows, inserts for events).

@@ -62,6 +62,13 @@ def _for_both(version: int, description: str, *templates: str) -> Migration:
     )
 
 
+_EVENT_BATCHES = """CREATE TABLE event_batches (
+    id {id},
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    events TEXT NOT NULL
+)"""
+_EVENT_BATCHES_INDEX = "CREATE INDEX event_batches_by_run_id ON event_batches (run_id, id)"
+
 MIGRATIONS: list[Migration] = [
     _for_both(
         1,
@@ -262,6 +269,33 @@ MIGRATIONS: list[Migration] = [
         # empty one (the planners use it: the queries repeat this WHERE clause).
         "CREATE INDEX runs_in_queue ON runs (priority DESC, created_at, run_id) "
         "WHERE state IN ('queued', 'running')",
+    ),
+    Migration(
+        10,
+        "events: one row per run per commit (event_batches), not one per transition",
+        # A commit writes a run's transitions as one JSON array of [task_id, from_state,
+        # to_state, at, attempt, message] rows: a 200-task run commits 600 of them.
+        # Each old event becomes a batch of one, under its old id (their order stays).
+        # SQLite's json_array writes a REAL with 15 significant digits (times of old
+        # events keep 10 us); PostgreSQL's json keeps every digit.
+        sqlite=(
+            SQLITE.ddl(_EVENT_BATCHES),
+            _EVENT_BATCHES_INDEX,
+            "INSERT INTO event_batches (id, run_id, events) SELECT id, run_id, "
+            "json_array(json_array(task_id, from_state, to_state, at, attempt, message)) "
+            "FROM events",
+            "DROP TABLE events",
+        ),
+        postgresql=(
+            POSTGRESQL.ddl(_EVENT_BATCHES),
+            _EVENT_BATCHES_INDEX,
+            "INSERT INTO event_batches (id, run_id, events) SELECT id, run_id, "
+            "json_build_array(json_build_array(task_id, from_state, to_state, at, attempt, "
+            "message))::text FROM events",
+            "SELECT setval(pg_get_serial_sequence('event_batches', 'id'), "
+            "(SELECT MAX(id) FROM event_batches))",
+            "DROP TABLE events",
+        ),
     ),
 ]
 

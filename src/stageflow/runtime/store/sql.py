@@ -116,8 +116,11 @@ class SqlStore:
         with self._transaction() as cur:
             cur.execute(self._sql.insert_pipeline, row)
 
-    def create_run(self, run: RunRecord, task_ids: Sequence[str]) -> None:
-        """Insert the run and one ``pending`` task run per id (seq = index), in one transaction.
+    def create_run(
+        self, run: RunRecord, task_ids: Sequence[str], *, pipeline: PipelineRecord | None = None
+    ) -> None:
+        """Insert the run and one ``pending`` task run per id (seq = index), and
+        ``pipeline``'s version if absent (as ``save_pipeline``), in one transaction.
 
         Raises the driver's integrity error when the run_id exists or an id repeats.
         """
@@ -144,6 +147,11 @@ class SqlStore:
         run_id = run.run_id
         bulk = self.dialect.insert_pending_bulk
         with self._transaction() as cur:
+            if pipeline is not None:
+                cur.execute(
+                    self._sql.insert_pipeline,
+                    (pipeline.name, pipeline.version, pipeline.spec_json, pipeline.created_at),
+                )
             cur.execute(self._sql.insert_run, row)
             if task_ids and bulk is not None:
                 cur.execute(bulk, (run_id, list(task_ids)))
@@ -214,13 +222,16 @@ class SqlStore:
                 if batch.attempts:
                     self._many(cur, _UPSERT_ATTEMPT, _merged_attempts(batch.attempts))
                 if batch.events:
-                    self._many(cur, _INSERT_EVENT, batch.events)
+                    self._many(cur, _INSERT_EVENTS, _event_batches(batch.events))
                 if batch.outputs:
                     outputs = {(o.run_id, o.task_id): o for o in batch.outputs}
                     self._many(cur, _UPSERT_OUTPUT, list(outputs.values()))
                 if batch.cache:
                     entries = {e.key: e for e in batch.cache}
                     self._many(cur, _UPSERT_CACHE, [_cache_row(e) for e in entries.values()])
+                if batch.records:
+                    records = {r.run_id: r for r in batch.records}
+                    self._many(cur, _UPSERT_RECORD, list(records.values()))
                 cur.execute("COMMIT")
             except BaseException as exc:
                 self._rollback()
@@ -597,7 +608,11 @@ class SqlStore:
 
     def events(self, run_id: str) -> list[EventRecord]:
         """In commit order."""
-        return [EventRecord(*row) for row in self._fetchall(self._sql.select_events, (run_id,))]
+        return [
+            EventRecord(run_id, *event)
+            for (body,) in self._fetchall(self._sql.select_events, (run_id,))
+            for event in json.loads(body)
+        ]
 
     def outputs(self, run_id: str) -> dict[str, OutputRef]:
         """The stored output of every task of the run that has one, in task creation order."""
@@ -1025,10 +1040,20 @@ _UPSERT_ATTEMPT = _MultiRow(
     "rows_in = COALESCE(excluded.rows_in, attempts.rows_in), "
     "rows_out = COALESCE(excluded.rows_out, attempts.rows_out)",
 )
-_INSERT_EVENT = _MultiRow(
-    "INSERT INTO events (run_id, task_id, from_state, to_state, at, attempt, message) VALUES ",
-    "(?, ?, ?, ?, ?, ?, ?)",
-)
+# A run's events of one commit: one row, a JSON array of the EventRecords' fields
+# after run_id (migration 10): a transition costs a few bytes, not a row and its index.
+_INSERT_EVENTS = _MultiRow("INSERT INTO event_batches (run_id, events) VALUES ", "(?, ?)")
+
+
+def _event_batches(events: Sequence[EventRecord]) -> list[tuple[str, str]]:
+    """``events`` as one (run_id, JSON) row per run, each run's in their order."""
+    by_run: dict[str, list[tuple[Any, ...]]] = {}
+    for event in events:
+        by_run.setdefault(event.run_id, []).append(event[1:])
+    # Floats are written as repr: times read back exactly.
+    return [(run_id, json.dumps(rows, separators=(",", ":"))) for run_id, rows in by_run.items()]
+
+
 _UPSERT_OUTPUT = _MultiRow(
     "INSERT INTO outputs (run_id, task_id, kind, serializer, size, sha256, data, uri) VALUES ",
     "(?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1038,6 +1063,12 @@ _UPSERT_OUTPUT = _MultiRow(
 )
 
 
+_UPSERT_RECORD = _MultiRow(
+    "INSERT INTO run_records (run_id, record_json, updated_at) VALUES ",
+    "(?, ?, ?)",
+    " ON CONFLICT (run_id) DO UPDATE SET record_json = excluded.record_json, "
+    "updated_at = excluded.updated_at",
+)
 _UPSERT_CACHE = _MultiRow(
     "INSERT INTO cache_entries (cache_key, pipeline, run_id, task_id, kind, serializer, size, "
     "sha256, data, uri, created_at, expires_at) VALUES ",
@@ -1223,10 +1254,7 @@ def _statements(dialect: Dialect) -> _Statements:
         select_pipeline_names=q("SELECT DISTINCT name FROM pipelines ORDER BY name"),
         select_versions=q(_SELECT_VERSIONS + _GROUP_VERSIONS),
         select_versions_of=q(_SELECT_VERSIONS + "WHERE p.name = ? " + _GROUP_VERSIONS),
-        select_events=q(
-            "SELECT run_id, task_id, from_state, to_state, at, attempt, message "
-            "FROM events WHERE run_id = ? ORDER BY id"
-        ),
+        select_events=q("SELECT events FROM event_batches WHERE run_id = ? ORDER BY id"),
         select_outputs=q(
             "SELECT o.run_id, o.task_id, o.kind, o.serializer, o.size, o.sha256, o.data, o.uri "
             "FROM outputs o JOIN task_runs t ON t.run_id = o.run_id AND t.task_id = o.task_id "
