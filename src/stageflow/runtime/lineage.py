@@ -21,7 +21,8 @@ who consumed a file or a piece of data across runs.
 
 The start record is cheap (no subprocess, no file scan): git and the package
 list are gathered by one of the process's helper threads (at most 4, shared by
-its runs) while the tasks run, and waited for at the end. A failure here never fails the run: it is logged and the record notes it.
+its runs) while the tasks run, and waited for at the end. A failure here never
+fails the run: it is logged and the record notes it.
 With ``Settings.tracking`` the end of the run is also logged to MLflow
 (``runtime.tracking``).
 """
