@@ -9,12 +9,17 @@ return to its first task's start (as the store records it): p50/p99.
 SQLite by default; ``--store URL`` (e.g. postgresql://postgres@127.0.0.1:5432/test,
 a fresh schema is made) for PostgreSQL.
 
-Usage: python bench/queue_throughput.py [--runs N] [--workers W] [--store URL]
+Q3 (``--processes``, instead of Q1 and Q2): Q1's runs through W ``stageflow worker``
+processes; runs/s from the first run's start to the last run's end (the store's
+times), and the wall time with the processes' start.
+
+Usage: python bench/queue_throughput.py [--runs N] [--workers W] [--store URL] [--processes]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import threading
 import time
@@ -105,6 +110,59 @@ def throughput(runs: int, workers: int, store: str | None) -> None:
     )
 
 
+def processes(runs: int, workers: int, store: str | None) -> None:
+    """Q3: Q1 with ``stageflow worker`` processes instead of threads of this one."""
+    import subprocess
+    import sys
+
+    from stageflow.runtime.runner import Runner
+    from stageflow.runtime.store import open_store
+
+    home = scratch_home()
+    settings = _settings(home, store)
+    pipeline = _pipeline(home)
+    db = open_store(settings.database_url, settings.home)
+    submitter = Runner(pipeline, store=db, settings=settings)
+    ids = [submitter.prepare({}, hold=False).run.run_id for _ in range(runs)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [home, os.environ.get("PYTHONPATH")])),
+    }
+    if settings.database_url:
+        env["STAGEFLOW_DATABASE_URL"] = settings.database_url
+    command = [str(Path(sys.executable).with_name("stageflow")), "--home", home, "worker"]
+    command += ["--concurrency", "4", "--poll-seconds", "0.005", "--idle-exit", "0.5"]
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [*command, "--name", f"p{i}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        for i in range(workers)
+    ]
+    while {r.state for r in db.list_runs(limit=runs)} - {"success", "failed", "cancelled"}:
+        time.sleep(0.005)
+    took = time.perf_counter() - start
+    for proc in procs:
+        proc.wait(timeout=60)
+    done = [db.get_run(run_id) for run_id in ids]
+    db.close()
+    # From the first run's start to the last run's end, as the store recorded them:
+    # the workers' own start (imports, opening the store) is not the queue's cost.
+    busy = max(r.ended_at or 0.0 for r in done) - min(r.started_at or math.inf for r in done)
+    report(
+        f"Q3 {runs} runs x 3 tasks, {workers} worker process(es), "
+        f"{'postgres' if store else 'sqlite'}",
+        runs_per_s=runs / busy,
+        ms_per_run=busy / runs * 1000,
+        wall_s_with_start=took,
+        succeeded=sum(r.state == "success" for r in done),
+    )
+
+
 def claim_latency(samples: int, store: str | None) -> None:
     from stageflow.runtime.runner import Runner
     from stageflow.runtime.store import open_store
@@ -147,11 +205,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="0: 1 then 2")
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--store", default=None)
+    parser.add_argument(
+        "--processes", action="store_true", help="Q3 only: workers as `stageflow worker` processes"
+    )
     args = parser.parse_args()
     os.environ.setdefault("STAGEFLOW_LOG_LEVEL", "ERROR")
     for workers in [args.workers] if args.workers else [1, 2]:
-        throughput(args.runs, workers, args.store)
-    claim_latency(args.samples, args.store)
+        if args.processes:
+            processes(args.runs, workers, args.store)
+        else:
+            throughput(args.runs, workers, args.store)
+    if not args.processes:
+        claim_latency(args.samples, args.store)
 
 
 if __name__ == "__main__":
