@@ -17,12 +17,9 @@ slot is what they share (per process, each had a slot of its own).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,10 +27,10 @@ from pathlib import Path
 
 import pytest
 from helpers_places import Place as BasePlace
+from helpers_places import place_on
 from helpers_tasks import read_lines, wait_until
 
 from stageflow.runtime.store import AttemptRecord, Store
-from support.postgres import postgres_schema, require_postgres
 
 pytestmark = pytest.mark.slow
 
@@ -42,31 +39,10 @@ LEDGER = 'echo "$STAGEFLOW_RUN_ID $STAGEFLOW_TASK_ID $PPID" >> "$STAGEFLOW_PARAM
 AT_GATE = (  # waits (at most 90 s) until the file named by the `gate` parameter exists
     'for _ in $(seq 4500); do [ -e "$STAGEFLOW_PARAM_GATE" ] && break; sleep 0.02; done'
 )
-# The `pools` group, as the main CLI registers it (service.cli_pools.attach).
-POOLS_CLI = (
-    "import sys; from stageflow.service import cli, cli_pools; "
-    "cli_pools.attach(cli.cli); cli.main(sys.argv[1:])"
-)
 
 
 class Place(BasePlace):
-    """A ``helpers_places.Place`` with the pool commands and bash specs."""
-
-    def cli(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", POOLS_CLI, "--home", str(self.home), *args],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            env=self.env(extra),
-            timeout=120,
-            check=False,
-        )
-
-    def submit(self, spec: Path, **extra: str) -> str:
-        r = self.cli("submit", str(spec), **extra)
-        assert r.returncode == 0, r.stderr
-        return r.stdout.strip()
+    """A ``helpers_places.Place`` that writes specs of bash tasks with pools."""
 
     def spec(
         self, name: str, tasks: dict[str, tuple[str | None, list[str]]], **params: str
@@ -97,34 +73,15 @@ class Place(BasePlace):
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    with contextlib.ExitStack() as stack:
-        url = None
-        if request.param == "postgres":
-            require_postgres()
-            url = stack.enter_context(postgres_schema())
-        found = Place(tmp_path, url)
-        try:
-            yield found
-        finally:
-            for proc in found.procs:
-                if proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=30)
+    with place_on(request.param, tmp_path, Place) as found:
+        yield found
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Place]:
     """SQLite only."""
-    found = Place(tmp_path)
-    try:
+    with place_on("sqlite", tmp_path, Place) as found:
         yield found
-    finally:
-        for proc in found.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
 
 
 def pooled_attempts(store: Store, run_ids: list[str], task_ids: set[str]) -> list[AttemptRecord]:

@@ -15,7 +15,6 @@ the ledger shows which process ran which task, and how often.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers_places import Place as BasePlace
+from helpers_places import kill_group, place_on
 from helpers_tasks import read_lines, wait_until
 
 from stageflow import Pipeline, Task
@@ -40,7 +40,6 @@ from stageflow.operators.base import TaskContext
 from stageflow.runtime.runner import run_pipeline
 from stageflow.runtime.settings import Settings
 from stageflow.runtime.store import Store
-from support.postgres import postgres_schema, require_postgres
 
 pytestmark = pytest.mark.slow
 
@@ -94,36 +93,8 @@ class Place(BasePlace):
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    with contextlib.ExitStack() as stack:
-        url = None
-        if request.param == "postgres":
-            require_postgres()
-            url = stack.enter_context(postgres_schema())
-        found = Place(tmp_path, url)
-        try:
-            yield found
-        finally:
-            for proc in found.procs:
-                if proc.poll() is None:
-                    kill_group(proc)
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the process and everything in its process group; wait until all are gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-    def group_gone() -> bool:
-        for p in psutil.process_iter(["status"]):
-            try:
-                if os.getpgid(p.pid) == proc.pid and p.info["status"] != psutil.STATUS_ZOMBIE:
-                    return False
-            except (ProcessLookupError, psutil.Error):
-                continue
-        return True
-
-    wait_until(group_gone, f"process group {proc.pid} is gone")
+    with place_on(request.param, tmp_path, Place) as found:
+        yield found
 
 
 def write_spec(place: Place, name: str, upstream: dict[str, list[str]], **params: str) -> Path:

@@ -29,10 +29,9 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
-from helpers_places import STAGEFLOW
 from helpers_places import Place as BasePlace
+from helpers_places import kill_group, place_on
 from helpers_tasks import read_lines, wait_until
 
 from stageflow.runtime.store import Store, open_store
@@ -53,22 +52,6 @@ SHORT_NAP = "sleep 0.0$((RANDOM % 8))"  # 0 to 70 ms
 
 class Place(BasePlace):
     """A ``helpers_places.Place`` with the queue's commands: submit, start a worker."""
-
-    def cli(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(STAGEFLOW), "--home", str(self.home), *args],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            env=self.env(extra),
-            timeout=120,
-            check=False,
-        )
-
-    def submit(self, spec: Path, *args: str) -> str:
-        r = self.cli("submit", str(spec), *args)
-        assert r.returncode == 0, r.stderr
-        return r.stdout.strip()
 
     def start_worker(self, name: str, *args: str, **extra: str) -> subprocess.Popen[bytes]:
         """``stageflow worker --name NAME ARGS`` in a session of its own; its output
@@ -98,49 +81,14 @@ class Place(BasePlace):
 
 @pytest.fixture
 def place(tmp_path: Path) -> Iterator[Place]:
-    found = Place(tmp_path)
-    try:
+    with place_on("sqlite", tmp_path, Place) as found:
         yield found
-    finally:
-        stop_all(found)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def any_place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    with contextlib.ExitStack() as stack:
-        url = None
-        if request.param == "postgres":
-            require_postgres()
-            url = stack.enter_context(postgres_schema())
-        found = Place(tmp_path, url)
-        try:
-            yield found
-        finally:
-            stop_all(found)
-
-
-def stop_all(place: Place) -> None:
-    for proc in place.procs:
-        if proc.poll() is None:
-            kill_group(proc)
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the process and everything in its process group; wait until all are gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-    def group_gone() -> bool:
-        for p in psutil.process_iter(["status"]):
-            try:
-                if os.getpgid(p.pid) == proc.pid and p.info["status"] != psutil.STATUS_ZOMBIE:
-                    return False
-            except (ProcessLookupError, psutil.Error):
-                continue
-        return True
-
-    wait_until(group_gone, f"process group {proc.pid} is gone")
+    with place_on(request.param, tmp_path, Place) as found:
+        yield found
 
 
 def owner(name: str, proc: subprocess.Popen[bytes]) -> str:
@@ -620,7 +568,7 @@ def test_a_worker_that_loses_its_database_connections_keeps_its_run_and_finishes
                 {(r, t): 1 for r in (first, second) for t in ("t1", "t2", "t3")}
             )
         finally:
-            stop_all(place)
+            place.stop_all()
 
 
 def test_a_worker_whose_store_cannot_be_reached_says_which_and_why_at_start(

@@ -31,7 +31,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -40,14 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_tasks import clean_environ, read_lines, wait_until
-
-from stageflow.runtime.store import Store, open_store
-from support.postgres import postgres_schema, require_postgres
+from helpers_places import Place, kill_group, place_on
+from helpers_tasks import read_lines, wait_until
 
 pytestmark = pytest.mark.slow
 
-STAGEFLOW = Path(sys.executable).with_name("stageflow")
 HERE = Path(__file__).resolve().parent
 RUNS = 300
 PIPELINES = 12
@@ -56,38 +52,17 @@ SKEW = 1.0  # seconds: see check_every_run
 
 
 @dataclass
-class Chaos:
-    """One test's store, workers and ledger."""
+class Chaos(Place):
+    """One test's store, workers and ledger (a ``helpers_places.Place``)."""
 
-    tmp: Path
-    url: str | None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     pipelines: list[Any] = field(default_factory=list)  # stageflow Pipelines
     run_ids: list[str] = field(default_factory=list)  # every run queued, in order
 
-    @property
-    def home(self) -> Path:
-        return self.tmp / "home"
-
-    @property
-    def ledger(self) -> Path:
-        return self.tmp / "ledger"
-
-    def env(self) -> dict[str, str]:
-        env = clean_environ(os.environ)
+    def env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = super().env({"STAGEFLOW_LEASE_SECONDS": f"{LEASE_SECONDS:g}", **extra})
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-        env["STAGEFLOW_LEASE_SECONDS"] = f"{LEASE_SECONDS:g}"
-        if self.url is not None:
-            env["STAGEFLOW_DATABASE_URL"] = self.url
         return env
-
-    @contextlib.contextmanager
-    def store(self) -> Iterator[Store]:
-        store = open_store(self.url, self.home)
-        try:
-            yield store
-        finally:
-            store.close()
 
     def submit_all(self, seed: int) -> None:
         """Queue ``RUNS`` runs of ``PIPELINES`` random pipelines (in this process)."""
@@ -95,9 +70,9 @@ class Chaos:
 
         rng = random.Random(seed)
         self.pipelines = [load_pipeline(str(self._write_spec(k, rng))) for k in range(PIPELINES)]
-        self.submit(RUNS)
+        self.queue(RUNS)
 
-    def submit(self, count: int) -> None:
+    def queue(self, count: int) -> None:
         """Queue ``count`` more runs of the pipelines, round robin."""
         from stageflow.runtime.runner import Runner
         from stageflow.runtime.settings import load_settings
@@ -115,7 +90,7 @@ class Chaos:
         with self.store() as store:
             queued = sum(1 for r in store.list_runs(limit=len(self.run_ids)) if r.state == "queued")
         if queued < 8:
-            self.submit(24)
+            self.queue(24)
 
     def _write_spec(self, k: int, rng: random.Random) -> Path:
         size = rng.randint(3, 10)
@@ -135,32 +110,14 @@ class Chaos:
         path.write_text(json.dumps(spec))
         return path
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
-        with (self.tmp / f"{name}.err").open("wb") as err:
-            proc = subprocess.Popen(
-                [
-                    str(STAGEFLOW),
-                    "--home",
-                    str(self.home),
-                    "worker",
-                    "--name",
-                    name,
-                    "--concurrency",
-                    "4",
-                    "--idle-exit",
-                    "8",  # longer than a freeze round's wait for a takeover
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=self.env(),
-                start_new_session=True,
-            )
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        proc = self.start(
+            name,
+            *("worker", "--name", name, "--concurrency", "4"),
+            *("--idle-exit", "8"),  # longer than a freeze round's wait for a takeover
+        )
         self.workers[name] = proc
         return proc
-
-    def stderr(self, name: str) -> str:
-        return (self.tmp / f"{name}.err").read_text(errors="replace")
 
     def owner(self, name: str) -> str:
         import socket
@@ -176,10 +133,7 @@ class Chaos:
         self.wait(lambda: self.successes() >= count, f"{count} runs succeeded", timeout=90)
 
     def kill(self, name: str) -> None:
-        proc = self.workers[name]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        kill_group(self.workers[name])
 
     def freeze_until_taken_over(self, frozen: str, takers: list[str]) -> None:
         """SIGSTOP ``frozen`` until one of ``takers`` took a run over from it (its lease
@@ -246,33 +200,17 @@ class Chaos:
                 for r in store.list_runs(limit=len(self.run_ids))
             )
 
-    def stop_all(self) -> None:
-        for proc in self.workers.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGCONT)
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-
 
 @pytest.fixture
 def sqlite_chaos(tmp_path: Path) -> Iterator[Chaos]:
-    chaos = Chaos(tmp_path, None)
-    try:
+    with place_on("sqlite", tmp_path, Chaos) as chaos:
         yield chaos
-    finally:
-        chaos.stop_all()
 
 
 @pytest.fixture
 def postgres_chaos(tmp_path: Path) -> Iterator[Chaos]:
-    require_postgres()
-    with postgres_schema() as url:
-        chaos = Chaos(tmp_path, url)
-        try:
-            yield chaos
-        finally:
-            chaos.stop_all()
+    with place_on("postgres", tmp_path, Chaos) as chaos:
+        yield chaos
 
 
 # -- the checks -------------------------------------------------------------------------------
@@ -388,7 +326,7 @@ def test_three_workers_on_postgresql_one_killed_one_frozen(postgres_chaos: Chaos
     chaos.submit_all(seed=12)
     names = ["a", "b", "c"]
     for name in names:
-        chaos.start(name)
+        chaos.start_worker(name)
 
     chaos.wait_for_successes(40)
     chaos.kill("c")
@@ -408,7 +346,7 @@ def test_two_workers_on_sqlite_one_frozen_then_the_other_killed(sqlite_chaos: Ch
     chaos.submit_all(seed=7)
     names = ["a", "b"]
     for name in names:
-        chaos.start(name)
+        chaos.start_worker(name)
 
     chaos.wait_for_successes(60)
     chaos.freeze_until_taken_over("b", takers=["a"])
