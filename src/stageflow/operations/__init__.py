@@ -16,6 +16,7 @@ field and the fix (``UsageError`` for a bad argument, ``RunNotFound``,
     commands    submit, start, resume, retry, cancel, pause, unpause, approve, reject
     reports     usage, cost, stats, lineage, diff, record
     pipelines   list_pipelines, pipeline_versions, pipeline_spec
+    pools       set_pool, list_pools, remove_pool (global pools in the store)
 
 Importing this package loads the store, the settings and the result records
 only (what ``stageflow runs list`` loaded before); the runner, the engine, the
@@ -46,6 +47,7 @@ from stageflow.operations.pipelines import (
     pipeline_spec,
     pipeline_versions,
 )
+from stageflow.operations.pools import list_pools, remove_pool, set_pool
 from stageflow.operations.reports import (
     CostReport,
     Lineage,
@@ -99,6 +101,7 @@ __all__ = [
     "diff",
     "lineage",
     "list_pipelines",
+    "list_pools",
     "list_runs",
     "parse_instant",
     "pause",
@@ -108,9 +111,11 @@ __all__ = [
     "reading",
     "record",
     "reject",
+    "remove_pool",
     "resume",
     "retry",
     "run_timeline",
+    "set_pool",
     "show_run",
     "start",
     "stats",

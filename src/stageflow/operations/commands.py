@@ -108,21 +108,18 @@ def submit(
 
     Raises ``InvalidSpec`` (every problem), ``UsageError`` (a target that cannot be
     loaded, a priority out of range), ``StoreError``."""
+    from stageflow.operations.stores import writing
     from stageflow.runtime.loading import load_pipeline
     from stageflow.runtime.runner import Runner
-    from stageflow.runtime.store import open_store
 
     if not -1_000_000 <= priority <= 1_000_000:
         raise UsageError(f"priority {priority} is out of range -1000000..1000000", field="priority")
     if isinstance(pipeline, str):
         pipeline = load_pipeline(pipeline, settings.limits)
-    store = open_store(settings.database_url, settings.home)
-    try:
+    with writing(settings) as store:
         prepared = Runner(pipeline, store=store, settings=settings).prepare(
             dict(params or {}), priority=priority, hold=False
         )
-    finally:
-        store.close()
     run = prepared.run
     return SubmittedRun(
         run.run_id, run.pipeline, run.pipeline_version, run.state, run.priority, run.params
@@ -232,31 +229,31 @@ def cancel(settings: Settings, run_id: str, *, by: str | None = None) -> Control
     """Cancel ``run_id``: its owner stops running attempts and cancels every unfinished
     task; a run no live process runs is cancelled in the store at once. Raises
     ``UsageError``, ``RunNotFound``, ``ControlRefused`` (it ended)."""
-    from stageflow.runtime.control import cancel_run
+    from stageflow.runtime.control import cancel_run, requester
 
     check_run_id(run_id)
     message = cancel_run(run_id, by=by, settings=settings)
-    return ControlOutcome(run_id, "cancel", _requester(by), message)
+    return ControlOutcome(run_id, "cancel", requester(by), message)
 
 
 def pause(settings: Settings, run_id: str, *, by: str | None = None) -> ControlOutcome:
     """Ask the owner of ``run_id`` to start no new task. Raises ``UsageError``,
     ``RunNotFound``, ``ControlRefused`` (it ended, or no live process runs it)."""
-    from stageflow.runtime.control import pause_run
+    from stageflow.runtime.control import pause_run, requester
 
     check_run_id(run_id)
     message = pause_run(run_id, by=by, settings=settings)
-    return ControlOutcome(run_id, "pause", _requester(by), message)
+    return ControlOutcome(run_id, "pause", requester(by), message)
 
 
 def unpause(settings: Settings, run_id: str, *, by: str | None = None) -> ControlOutcome:
     """Ask the owner of the paused ``run_id`` to start tasks again. Raises ``UsageError``,
     ``RunNotFound``, ``ControlRefused`` (not paused, ended, or no live process runs it)."""
-    from stageflow.runtime.control import unpause_run
+    from stageflow.runtime.control import requester, unpause_run
 
     check_run_id(run_id)
     message = unpause_run(run_id, by=by, settings=settings)
-    return ControlOutcome(run_id, "unpause", _requester(by), message)
+    return ControlOutcome(run_id, "unpause", requester(by), message)
 
 
 def approve(
@@ -294,7 +291,7 @@ def _decide(
     comment: str | None,
     by: str | None,
 ) -> ControlOutcome:
-    from stageflow.runtime.control import decide_approval
+    from stageflow.runtime.control import decide_approval, requester
 
     check_run_id(run_id)
     check_task_id(task_id, "TASK")
@@ -304,12 +301,5 @@ def _decide(
         run_id, task_id, approve=approved, comment=comment, by=by, settings=settings
     )
     return ControlOutcome(
-        run_id, "approve" if approved else "reject", _requester(by), message, task_id
+        run_id, "approve" if approved else "reject", requester(by), message, task_id
     )
-
-
-def _requester(by: str | None) -> str:
-    """Who asked, as ``runtime.control`` recorded it (it checked ``by`` already)."""
-    from stageflow.runtime.control import default_requester
-
-    return by.strip() if by is not None else default_requester()

@@ -114,8 +114,7 @@ class RunSummary:
     @property
     def status(self) -> str:
         """The state, followed by the lease's note when its owner went silent."""
-        note = self.lease.note if self.lease else None
-        return f"{self.state} — {note}" if note else self.state
+        return _status(self.state, self.lease)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -126,6 +125,12 @@ class RunSummary:
             "ended_at": iso(self.ended_at),
             "lease": self.lease.as_json() if self.lease else None,
         }
+
+
+def _status(state: str, lease: LeaseStatus | None) -> str:
+    """``state``, followed by the lease's note when its owner went silent."""
+    note = lease.note if lease else None
+    return f"{state} — {note}" if note else state
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +154,7 @@ class RunDetail:
 
     @property
     def status(self) -> str:
-        note = self.lease.note if self.lease else None
-        return f"{self.run.state} — {note}" if note else self.run.state
+        return _status(self.run.state, self.lease)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ __all__ = [
     "default_requester",
     "live_owner",
     "pause_run",
+    "requester",
     "unpause_run",
 ]
 
@@ -108,7 +109,7 @@ def cancel_run(
     A run that no live process runs (it crashed) is cancelled in the store at once.
     Raises ``RunNotFound``, or ``ControlRefused`` when the run has ended.
     """
-    by = _requester(by)
+    by = requester(by)
     settings = settings or load_settings()
     with _opened(settings, home, store_url) as store:
         run = _unfinished(store, run_id, "cancel")
@@ -149,7 +150,7 @@ def pause_run(
     Raises ``RunNotFound``, or ``ControlRefused`` when the run has ended or no live
     process runs it.
     """
-    by = _requester(by)
+    by = requester(by)
     with _opened(settings, home, store_url) as store:
         run = _unfinished(store, run_id, "pause")
         if run.state == RunState.PAUSED:
@@ -175,7 +176,7 @@ def unpause_run(
     Raises ``RunNotFound``, or ``ControlRefused`` when the run has ended, is not
     paused, or no live process runs it.
     """
-    by = _requester(by)
+    by = requester(by)
     with _opened(settings, home, store_url) as store:
         run = _unfinished(store, run_id, "unpause")
         if run.state != RunState.PAUSED:
@@ -206,7 +207,7 @@ def decide_approval(
     not have; ``ControlRefused`` when the run has ended, no live process runs it,
     the task has no gate or does not await approval, or ``by`` is not an approver.
     """
-    by = _requester(by)
+    by = requester(by)
     verb = "approve" if approve else "reject"
     with _opened(settings, home, store_url) as store:
         run = _unfinished(store, run_id, verb)
@@ -364,7 +365,8 @@ class RunControl:
 # -- helpers ----------------------------------------------------------------------------
 
 
-def _requester(by: str | None) -> str:
+def requester(by: str | None) -> str:
+    """Who asks: ``by`` checked (``UsageError``), or this process's user."""
     if by is None:
         return default_requester()
     name = by.strip()

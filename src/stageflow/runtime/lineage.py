@@ -212,20 +212,21 @@ class RunRecorder:
                 self._background["spec_file_sha256"] = digest
 
 
-_GATHERERS: list[ThreadPoolExecutor] = []  # one per process, made on first use
-_GATHERERS_LOCK = threading.Lock()
+_gatherers_lock = threading.Lock()
+_gatherers_pool: ThreadPoolExecutor | None = None  # made on first use
 
 
 def _gatherers() -> ThreadPoolExecutor:
     """The process's threads that gather git and packages for records: a run hands
     its gathering over (a queue put) instead of starting a thread (which waits for the
     new thread to start: ~0.1-0.5 ms of a run's start)."""
-    with _GATHERERS_LOCK:
-        if not _GATHERERS:
-            _GATHERERS.append(
-                ThreadPoolExecutor(max_workers=4, thread_name_prefix="stageflow-lineage")
+    global _gatherers_pool
+    with _gatherers_lock:
+        if _gatherers_pool is None:
+            _gatherers_pool = ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="stageflow-lineage"
             )
-        return _GATHERERS[0]
+        return _gatherers_pool
 
 
 def seeds_of(pipeline: Pipeline, params: Mapping[str, Any]) -> dict[str, Any]:

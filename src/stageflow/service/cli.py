@@ -19,11 +19,10 @@ import click
 
 from stageflow.errors import StageflowError, UsageError
 from stageflow.runtime.host import tune_gc
-from stageflow.service.cli_options import PARAM_OPTION
+from stageflow.service.cli_options import FORMAT, PARAM_OPTION
 
 __all__ = ["main"]
 
-FORMAT = click.Choice(["text", "json"])
 #: Bounds of counting options, so that a huge number is a usage error rather than
 #: an overflow in the store: ``--max-parallel`` as ``max_parallel_tasks`` in a spec.
 MAX_PARALLEL = 100_000

@@ -27,10 +27,9 @@ from typing import Any
 import click
 
 from stageflow.errors import MissingExtra
+from stageflow.service.cli_options import FORMAT
 
 __all__ = ["attach"]
-
-FORMAT = click.Choice(["text", "json"])
 
 
 def attach(cli: click.Group) -> None:

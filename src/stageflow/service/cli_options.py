@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
-__all__ = ["PARAM_OPTION"]
+__all__ = ["FORMAT", "PARAM_OPTION"]
+
+#: ``--format``: the text a person reads, or JSON for a program.
+FORMAT = click.Choice(["text", "json"])
 
 #: ``--param KEY=VALUE`` (repeatable), for every command that starts a run.
 PARAM_OPTION = click.option(

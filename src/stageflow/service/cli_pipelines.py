@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-__all__ = ["attach"]
+from stageflow.service.cli_options import FORMAT
 
-FORMAT = click.Choice(["text", "json"])
+__all__ = ["attach"]
 
 
 def attach(cli: click.Group) -> None:
@@ -38,6 +38,7 @@ def pipelines() -> None:
 def pipelines_list(settings: Any, fmt: str) -> None:
     """Every pipeline in the store: versions, runs, newest version."""
     from stageflow import operations as ops
+    from stageflow.service.tables import stamp
 
     with ops.reading(settings) as store:
         found = ops.list_pipelines(store)
@@ -55,7 +56,7 @@ def pipelines_list(settings: Any, fmt: str) -> None:
     for p in found:
         click.echo(
             f"{p.name:<{width}}  {p.versions:>8} {p.runs:>6}  {p.latest_version:<12}  "
-            f"{_stamp(p.last_run_at)}"
+            f"{stamp(p.last_run_at)}"
         )
 
 
@@ -66,6 +67,7 @@ def pipelines_list(settings: Any, fmt: str) -> None:
 def pipelines_versions(settings: Any, name: str, fmt: str) -> None:
     """NAME's saved versions, newest first, with the runs of each."""
     from stageflow import operations as ops
+    from stageflow.service.tables import stamp
 
     with ops.reading(settings) as store:
         found = ops.pipeline_versions(store, name)
@@ -74,9 +76,7 @@ def pipelines_versions(settings: Any, name: str, fmt: str) -> None:
         return
     click.echo(f"{'version':<12}  {'saved':<20} {'runs':>6}  last run")
     for v in found:
-        click.echo(
-            f"{v.version:<12}  {_stamp(v.saved_at):<20} {v.runs:>6}  {_stamp(v.last_run_at)}"
-        )
+        click.echo(f"{v.version:<12}  {stamp(v.saved_at):<20} {v.runs:>6}  {stamp(v.last_run_at)}")
 
 
 @pipelines.command("show")
@@ -92,10 +92,3 @@ def pipelines_show(settings: Any, name: str, version: str) -> None:
     with ops.reading(settings) as store:
         spec = ops.pipeline_spec(store, name, version)
     click.echo(json.dumps(spec, indent=2, sort_keys=True))
-
-
-def _stamp(ts: float | None) -> str:
-    """``2026-03-01 12:00:07`` (UTC), or ``-``."""
-    from datetime import UTC, datetime
-
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")

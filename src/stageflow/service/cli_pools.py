@@ -16,11 +16,12 @@ A bad name or size, or an unknown pool to remove, exits 2 with the reason.
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import click
+
+from stageflow.service.cli_options import FORMAT
 
 __all__ = ["attach", "pools"]
 
@@ -43,26 +44,20 @@ def pools() -> None:
 @click.pass_obj
 def set_(settings: Any, name: str, slots: str) -> None:
     """Create pool NAME with SLOTS slots, or change its size (holders keep theirs)."""
-    from stageflow.operations import writing
-    from stageflow.runtime import pools as global_pools
+    from stageflow import operations as ops
 
-    with writing(settings) as store:
-        size = global_pools.set_pool(store, name, slots, time.time())
+    size = ops.set_pool(settings, name, slots)
     click.echo(f"pool '{name}': {size} slot{'s' if size != 1 else ''}", err=True)
 
 
 @pools.command("list")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--format", "fmt", type=FORMAT, default="text")
 @click.pass_obj
 def list_(settings: Any, fmt: str) -> None:
     """Each pool's size and the tasks holding its slots now."""
-    from stageflow.operations import writing
-    from stageflow.runtime import pools as global_pools
-    from stageflow.runtime.resources import configured_pools
+    from stageflow import operations as ops
 
-    now = time.time()
-    with writing(settings) as store:
-        found = global_pools.list_pools(store, configured_pools(), now)
+    found = ops.list_pools(settings)
     if fmt == "json":
         click.echo(json.dumps([p.as_json() for p in found]))
         return
@@ -85,9 +80,7 @@ def list_(settings: Any, fmt: str) -> None:
 @click.pass_obj
 def remove(settings: Any, name: str) -> None:
     """Delete pool NAME and its holdings."""
-    from stageflow.operations import writing
-    from stageflow.runtime import pools as global_pools
+    from stageflow import operations as ops
 
-    with writing(settings) as store:
-        global_pools.remove_pool(store, name)
+    ops.remove_pool(settings, name)
     click.echo(f"pool '{name}' removed", err=True)

@@ -19,11 +19,9 @@ from typing import Any
 import click
 
 from stageflow.errors import StageflowError
-from stageflow.service.cli_options import PARAM_OPTION
+from stageflow.service.cli_options import FORMAT, PARAM_OPTION
 
 __all__ = ["attach"]
-
-FORMAT = click.Choice(["text", "json"])
 
 
 def attach(cli: click.Group) -> None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from stageflow.runtime.stats import PipelineStats
     from stageflow.runtime.usage import CostRow, RunReport
 
-__all__ = ["prices_text", "render_cost", "render_run_report", "render_stats"]
+__all__ = ["prices_text", "render_cost", "render_run_report", "render_stats", "stamp"]
 
 _MAX_TASK_LINES = 200  # as the run summary: a huge run's table is cut here
 
@@ -106,6 +106,11 @@ def prices_text(prices: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in prices.items())
 
 
+def stamp(ts: float | None) -> str:
+    """``2026-03-01 12:00:07`` (UTC), or ``-``."""
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def render_stats(stats: PipelineStats) -> list[str]:
     """The text table: one line per task, then the runs by state."""
     head = ("task", "runs", "ok", "failed", "other", "success", "p50", "p95", "last failure")
@@ -113,8 +118,7 @@ def render_stats(stats: PipelineStats) -> list[str]:
     for t in stats.tasks:
         last = "-"
         if t.last_failure_at is not None:
-            stamp = datetime.fromtimestamp(t.last_failure_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            last = f"{stamp} {t.last_failure or ''}".rstrip()
+            last = f"{stamp(t.last_failure_at)} {t.last_failure or ''}".rstrip()
         table.append(
             (
                 t.task_id,
