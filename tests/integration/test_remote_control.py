@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers_tasks import wait_until
-from test_worker import AT_GATE, LEDGER, Place, committed, stop_all
+from test_worker import AT_GATE, LEDGER, Place, committed
 
 from stageflow.runtime.store import Store
 from support.postgres import postgres_schema, require_postgres
@@ -46,7 +46,7 @@ def places(tmp_path: Path) -> Iterator[tuple[Place, Place]]:
         try:
             yield worker_side, other_side
         finally:
-            stop_all(worker_side)
+            worker_side.stop_all()
 
 
 def run_state(place: Place, run_id: str) -> str:
