@@ -418,3 +418,30 @@ def test_claim_next_on_postgresql_skips_a_run_locked_by_another_transaction(
             claimer.join(10)
     assert done, "claim_next waited for the locked run"
     assert got == [("r2", 1)]
+
+
+def test_an_idle_claim_next_on_sqlite_does_not_take_the_write_lock(tmp_path: Path) -> None:
+    """A worker polls 20 times a second: with nothing claimable, ``claim_next`` reads
+    and returns, while another connection holds the write lock, instead of waiting
+    for it (the busy timeout) with ``BEGIN IMMEDIATE``."""
+    import sqlite3
+    import time
+
+    from stageflow.runtime.store.dialect import SQLITE_BUSY_TIMEOUT_MS
+
+    path = tmp_path / "store.db"
+    with open_store(f"sqlite:///{path}", tmp_path) as store:
+        assert isinstance(store, SqlStore)
+        make_run(store, "held")
+        assert claim_next(store, "host-a:10", 100.0) == ("held", 1)  # leased until 115
+        writer = sqlite3.connect(path, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            start = time.monotonic()
+            got = claim_next(store, "host-b:20", 110.0)
+            took = time.monotonic() - start
+            writer.execute("ROLLBACK")
+        finally:
+            writer.close()
+    assert got is None
+    assert took < SQLITE_BUSY_TIMEOUT_MS / 1000 / 20, f"claim_next waited {took:.2f}s"

@@ -164,6 +164,9 @@ def test_events_written_before_migration_10_are_read_back_in_order(backend: Back
         ("r1", None, "queued", "running", 1700000000.25, 0, None),
         ("r1", "a", "pending", "queued", 1700000001.5, 1, None),
         ("r1", "a", "queued", "failed", 1700000002.75, 1, "it broke: 'quoted' \"twice\""),
+        # 17 significant digits (SQLite's json_array alone keeps 15), and a whole number.
+        ("r1", "a", "failed", "queued", 1796473705.0712345, 2, None),
+        ("r1", "a", "queued", "running", 1700000000.0, 2, None),
     ]
     for row in old:
         backend.query(

@@ -276,14 +276,15 @@ MIGRATIONS: list[Migration] = [
         # A commit writes a run's transitions as one JSON array of [task_id, from_state,
         # to_state, at, attempt, message] rows: a 200-task run commits 600 of them.
         # Each old event becomes a batch of one, under its old id (their order stays).
-        # SQLite's json_array writes a REAL with 15 significant digits (times of old
-        # events keep 10 us); PostgreSQL's json keeps every digit.
+        # Both backends keep every digit of a time: SQLite's json_array would write a
+        # REAL with 15 significant digits, so ``at`` goes in as its 17-digit text
+        # (printf's '!' keeps the '.0' of a whole number); PostgreSQL's json does.
         sqlite=(
             SQLITE.ddl(_EVENT_BATCHES),
             _EVENT_BATCHES_INDEX,
             "INSERT INTO event_batches (id, run_id, events) SELECT id, run_id, "
-            "json_array(json_array(task_id, from_state, to_state, at, attempt, message)) "
-            "FROM events",
+            "json_array(json_array(task_id, from_state, to_state, "
+            "json(printf('%!.17g', at)), attempt, message)) FROM events",
             "DROP TABLE events",
         ),
         postgresql=(

@@ -375,15 +375,23 @@ class SqlStore:
         ``now + ttl``. PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1`` (a run
         another claimer or a committing owner has locked is passed over, never waited
         for), then the compare-and-set; SQLite: both inside ``BEGIN IMMEDIATE`` (one
-        writer at a time). ``started_at``: the owner process's start time (``owner_*``).
+        writer at a time), after the same selection as a plain read finds a run (an
+        empty queue never takes the write lock). ``started_at``: the owner process's
+        start time (``owner_*``).
         """
         excluded = list(exclude)
         pick = self._sql.claim_next_pg if self.dialect.name == "postgresql" else None
+        if pick is None:
+            params: tuple[Any, ...] = (now, json.dumps(excluded))
+            # An idle poll (a worker polls 20 times a second) reads without the write
+            # lock: BEGIN IMMEDIATE only when there is a run to claim.
+            if self._fetchone(self._sql.claim_next_sqlite, params) is None:
+                return None
         with self._transaction() as cur:
             if pick is not None:
                 cur.execute(pick, (now, excluded))
             else:
-                cur.execute(self._sql.claim_next_sqlite, (now, json.dumps(excluded)))
+                cur.execute(self._sql.claim_next_sqlite, params)
             found = cur.fetchone()
             if found is None:
                 return None
@@ -417,11 +425,10 @@ class SqlStore:
             cur.executemany(_pool_statements(self.dialect).insert_pool_if_absent, rows)
 
     def remove_pool(self, name: str) -> bool:
-        """Delete the pool and its holdings; False when there is no such pool."""
-        sql = _pool_statements(self.dialect)
+        """Delete the pool and its holdings (``pool_slots.pool`` cascades: ``ON DELETE
+        CASCADE``, with SQLite's ``foreign_keys`` on); False when there is no such pool."""
         with self._transaction() as cur:
-            cur.execute(sql.delete_pool_holdings, (name,))
-            cur.execute(sql.delete_pool, (name,))
+            cur.execute(_pool_statements(self.dialect).delete_pool, (name,))
             return cur.rowcount == 1
 
     def acquire_pool_slot(
@@ -500,11 +507,7 @@ class SqlStore:
 
     def list_runs(self, *, limit: int = 100, pipeline: str | None = None) -> list[RunRecord]:
         """Newest first (by created_at, then run_id)."""
-        if pipeline is None:
-            rows = self._fetchall(self._sql.list_runs, (limit,))
-        else:
-            rows = self._fetchall(self._sql.list_runs_of_pipeline, (pipeline, limit))
-        return [_run_record(row) for row in rows]
+        return self.query_runs(pipeline=pipeline, limit=limit)
 
     def query_runs(
         self,
@@ -942,6 +945,13 @@ _SELECT_RUN = (
     "ended_at, owner_host, owner_pid, owner_started_at, heartbeat_at, executor, source, "
     "lease_owner, lease_epoch, lease_expires_at, priority FROM runs "
 )
+# The queue (claimable_runs, claim_next): unfinished runs whose lease is free or
+# expired at the parameter's time, in queue order. The state condition repeats the
+# WHERE of the partial index runs_in_queue (migration 9), so the planners use it.
+_IN_QUEUE = (
+    "WHERE state IN ('queued', 'running') AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
+)
+_QUEUE_ORDER = "ORDER BY priority DESC, created_at, run_id "
 _RUN_WIDTH = 18  # the run columns in front of the attempt columns below
 # Runs (alias r) with their attempts, in the order of _RUN_WIDTH run columns, then
 # AttemptRecord's fields after run_id; a run without attempts gives one row of NULLs.
@@ -977,8 +987,6 @@ class _Statements:
     claim_next_pg: str
     claim_next_sqlite: str
     select_run: str
-    list_runs: str
-    list_runs_of_pipeline: str
     select_task_runs: str
     select_attempts: str
     select_task_attempts: str
@@ -1167,31 +1175,24 @@ def _statements(dialect: Dialect) -> _Statements:
             "UPDATE runs SET lease_epoch = lease_epoch + 1, lease_expires_at = ? "
             "WHERE run_id = ? AND lease_epoch = ?"
         ),
-        claimable_runs=q(
-            _SELECT_RUN + "WHERE state IN ('queued', 'running') "
-            "AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
-            "ORDER BY priority DESC, created_at, run_id LIMIT ?"
-        ),
+        claimable_runs=q(_SELECT_RUN + _IN_QUEUE + _QUEUE_ORDER + "LIMIT ?"),
         # The same queue, first run only, less the excluded ids (a text array on
         # PostgreSQL, a JSON array on SQLite); locked for the claim that follows.
         claim_next_pg=q(
-            _SELECT_RUN + "WHERE state IN ('queued', 'running') "
-            "AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
-            "AND NOT (run_id = ANY(?::text[])) "
-            "ORDER BY priority DESC, created_at, run_id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            _SELECT_RUN
+            + _IN_QUEUE
+            + "AND NOT (run_id = ANY(?::text[])) "
+            + _QUEUE_ORDER
+            + "LIMIT 1 FOR UPDATE SKIP LOCKED"
         ),
         claim_next_sqlite=q(
             _SELECT_RUN  # noqa: S608 (literal strings only, as every statement here)
-            + "WHERE state IN ('queued', 'running') "
-            "AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
-            "AND run_id NOT IN (SELECT value FROM json_each(?)) "
-            "ORDER BY priority DESC, created_at, run_id LIMIT 1"
+            + _IN_QUEUE
+            + "AND run_id NOT IN (SELECT value FROM json_each(?)) "
+            + _QUEUE_ORDER
+            + "LIMIT 1"
         ),
         select_run=q(_SELECT_RUN + "WHERE run_id = ?"),
-        list_runs=q(_SELECT_RUN + "ORDER BY created_at DESC, run_id DESC LIMIT ?"),
-        list_runs_of_pipeline=q(
-            _SELECT_RUN + "WHERE pipeline = ? ORDER BY created_at DESC, run_id DESC LIMIT ?"
-        ),
         select_task_runs=q(
             "SELECT run_id, task_id, state, attempts, started_at, ended_at, error, note "
             "FROM task_runs WHERE run_id = ? ORDER BY seq"
@@ -1290,18 +1291,18 @@ def _statements(dialect: Dialect) -> _Statements:
 # -- global pools (runtime.pools) ---------------------------------------------------
 
 # A holding is live while its run's lease is: same epoch, not expired (at the
-# parameter's time), run not final. Spelled out in each statement (literals only).
-_SELECT_LIVE_HOLDINGS = (
-    "SELECT pool, run_id, task_id, attempt, lease_epoch, acquired_at FROM pool_slots WHERE "
+# parameter's time), run not final (literal strings only).
+_LIVE_HOLDING = (
     "EXISTS (SELECT 1 FROM runs r WHERE r.run_id = pool_slots.run_id "
     "AND r.lease_epoch = pool_slots.lease_epoch AND r.lease_expires_at IS NOT NULL "
     "AND r.lease_expires_at > ? AND r.state NOT IN ('success', 'failed', 'cancelled')) "
 )
+_SELECT_LIVE_HOLDINGS = (
+    "SELECT pool, run_id, task_id, attempt, lease_epoch, acquired_at "
+    "FROM pool_slots WHERE " + _LIVE_HOLDING
+)
 _DELETE_DEAD_HOLDINGS = (
-    "DELETE FROM pool_slots WHERE pool = ? AND NOT "
-    "EXISTS (SELECT 1 FROM runs r WHERE r.run_id = pool_slots.run_id "
-    "AND r.lease_epoch = pool_slots.lease_epoch AND r.lease_expires_at IS NOT NULL "
-    "AND r.lease_expires_at > ? AND r.state NOT IN ('success', 'failed', 'cancelled'))"
+    "DELETE FROM pool_slots WHERE pool = ? AND NOT " + _LIVE_HOLDING  # noqa: S608
 )
 
 
@@ -1311,7 +1312,6 @@ class _PoolStatements:
     upsert_pool: str
     insert_pool_if_absent: str
     delete_pool: str
-    delete_pool_holdings: str
     lock_pool: str
     delete_dead_holdings: str
     delete_own_holding: str
@@ -1334,7 +1334,6 @@ def _pool_statements(dialect: Dialect) -> _PoolStatements:
             "ON CONFLICT (name) DO NOTHING"
         ),
         delete_pool=q("DELETE FROM pools WHERE name = ?"),
-        delete_pool_holdings=q("DELETE FROM pool_slots WHERE pool = ?"),
         # SQLite has no FOR UPDATE; its BEGIN IMMEDIATE holds the write lock already.
         lock_pool=q(
             "SELECT slots FROM pools WHERE name = ? FOR UPDATE"

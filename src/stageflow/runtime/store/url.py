@@ -88,22 +88,20 @@ def open_store(url: str | None, home: Path, *, read_only: bool = False) -> Store
                 f"could not connect to {target.display_url}: cannot create {folder}: "
                 f"{exc.strerror or exc}"
             ) from None
-    try:
-        conn = target.dialect.connect(target.target, target.display_url)
-    except StoreError as exc:  # (its class kept: StoreUnreachable says "try again later")
-        raise type(exc)(_scrub(str(exc), target.secrets)) from None
+    conn = _connect(target)
     try:
         migrate(conn, target.dialect, target.display_url)
     except BaseException:
         conn.close()
         raise
-    reopen = functools.partial(_reopen, target) if target.dialect is POSTGRESQL else None
+    # A lost connection is reopened the same way (no migration: the schema is there).
+    reopen = functools.partial(_connect, target) if target.dialect is POSTGRESQL else None
     return SqlStore(conn, target.dialect, url=target.display_url, reopen=reopen)
 
 
-def _reopen(target: StoreTarget) -> Connection:
-    """A new connection to ``target``, for a store whose connection was lost (no
-    migration: the schema is already there)."""
+def _connect(target: StoreTarget) -> Connection:
+    """A new connection to ``target``; ``StoreError`` (its class kept:
+    ``StoreUnreachable`` says "try again later") with the secrets scrubbed."""
     try:
         return target.dialect.connect(target.target, target.display_url)
     except StoreError as exc:
