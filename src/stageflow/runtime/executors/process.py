@@ -47,6 +47,8 @@ from stageflow.runtime.executors.base import Deliver, Executor, RunView
 
 __all__ = ["ProcessExecutor"]
 
+_KILL_WAIT_SECONDS = 1.0  # at most, for a killed worker to be gone
+
 
 class ProcessExecutor:
     """The process's worker processes (``executors.base``); ``workers``/``deliver``: a
@@ -99,9 +101,16 @@ class ProcessExecutor:
         with self._lock:
             self._routes.pop(run_id, None)
             self._demand.pop(run_id, None)
-            going = [slot for key, slot in self._running.items() if key[0] == run_id]
-        for slot in going:
-            slot.kill()
+            # Killed with the lock held: a slot registers and drops its job under it,
+            # so each one killed is still running this run's attempt, never one it
+            # took from another run since (a job of this run that a slot takes from
+            # now on is skipped: ``_Slot.run`` sees its route gone, under the lock).
+            for key, slot in list(self._running.items()):
+                if key[0] == run_id:
+                    slot.kill()
+            # Cancels of this run's jobs that no slot will consume (skipped, or sent
+            # after their attempt ended): the pool outlives the run.
+            self._cancelled.difference_update([k for k in self._cancelled if k[0] == run_id])
 
     def route(self, run_id: str) -> Deliver | None:
         return self._routes.get(run_id, self._default)
@@ -111,11 +120,15 @@ class ProcessExecutor:
 
     def cancel(self, key: tuple[str, str, int]) -> None:
         with self._lock:
-            # Remembered until the slot takes the job: a cancel may come before that.
-            self._cancelled.add(key)
             slot = self._running.get(key)
-        if slot is not None:
-            slot.kill()
+            if slot is not None:
+                # Under the lock, so the slot is still on this attempt (it drops
+                # the key under the lock before it takes another job).
+                slot.kill()
+            if self.route(key[0]) is not None:
+                # Remembered until the slot takes the job: a cancel may come before
+                # that. A detached run's jobs are skipped anyway: nothing to remember.
+                self._cancelled.add(key)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -178,6 +191,8 @@ class _Slot:
             if job.key in self.owner._cancelled:  # cancelled (timed out) before it started
                 self.owner._cancelled.discard(job.key)
                 return _failed(job, started, "cancelled before a worker started it")
+            if self.owner.route(job.run_id) is None:  # detached since ``loop`` looked
+                return _failed(job, started, "its run ended before a worker started it")
             self.owner._running[job.key] = self
         try:
             try:
@@ -189,6 +204,8 @@ class _Slot:
             with self.owner._lock:
                 if job.key in self.owner._cancelled:
                     return _failed(job, started, "cancelled before a worker started it")
+                if self.owner.route(job.run_id) is None:  # detached meanwhile
+                    return _failed(job, started, "its run ended before a worker started it")
             try:
                 conn.send_bytes(payload)
             except (BrokenPipeError, OSError):
@@ -241,6 +258,11 @@ class _Slot:
         proc = self.proc
         if proc is not None and proc.is_alive() and proc.pid is not None:
             _kill_tree(proc.pid)
+            # Until it is gone: killed just after it sent its result, the worker must
+            # not look alive to this slot's next job (``ensure_worker``), which may
+            # be another run's.
+            with contextlib.suppress(OSError, ValueError):
+                multiprocessing.connection.wait([proc.sentinel], timeout=_KILL_WAIT_SECONDS)
 
     def stop_worker(self) -> None:
         # The slot's thread (its worker died) and shutdown may both get here at

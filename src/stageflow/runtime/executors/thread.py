@@ -85,6 +85,10 @@ class ThreadExecutor:
             going = [flag for key, flag in list(self._flags.items()) if key[0] == run_id]
             for flag in going:
                 flag.set()
+            # Keys ``cancel`` left for jobs of this run that never came: the pool
+            # outlives the run. (``_flag`` discards without the lock: iterate a copy.)
+            for key in [k for k in list(self._early) if k[0] == run_id]:
+                self._early.discard(key)
         deadline = time.monotonic() + _STOP_GRACE_SECONDS
         while going and time.monotonic() < deadline:
             time.sleep(0.005)
