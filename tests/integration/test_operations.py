@@ -259,6 +259,30 @@ def test_show_run_has_tasks_attempts_and_critical_path(
     assert timeline.task_ids == ["first", "second"] and len(timeline.attempts) == 2
 
 
+def test_usage_of_a_shown_run_reuses_what_show_run_read(
+    settings: Settings, ran: tuple[RunResult, RunResult]
+) -> None:
+    """``runs show`` passes its ``RunDetail`` to ``usage``: the same report, with only
+    the pipeline's recent runs read again."""
+    good, _ = ran
+    prices = {"cpu_hour": 0.05}
+    with ops.reading(settings) as store:
+        detail = ops.show_run(store, good.run_id, now=time.time())
+        read = ops.usage(store, good.run_id, prices)
+        reads: list[str] = []
+        for name in ("get_run", "task_runs", "attempts", "get_pipeline"):
+            original = getattr(store, name)
+
+            def counted(*args: object, _name: str = name, _f: object = original) -> object:
+                reads.append(_name)
+                return _f(*args)  # type: ignore[operator]
+
+            setattr(store, name, counted)
+        reused = ops.usage(store, good.run_id, prices, detail=detail)
+    assert reused == read
+    assert reads == []
+
+
 @pytest.mark.parametrize(
     ("run_id", "error", "message"),
     [
@@ -599,3 +623,12 @@ def test_pipelines_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert json.loads(capsys.readouterr().out)["name"] == "two"
     assert cli(tmp_path, "pipelines", "versions", "tow") == 1
     assert "no pipeline 'tow'" in capsys.readouterr().err
+
+
+def test_the_run_states_a_filter_accepts_are_the_engine_s() -> None:
+    """``operations.RUN_STATES`` is spelled out (listing runs does not load the engine):
+    it must stay the engine's ``RunState``."""
+    from stageflow.engine.states import RunState
+    from stageflow.operations.runs import RUN_STATES
+
+    assert set(RUN_STATES) == {str(s) for s in RunState}

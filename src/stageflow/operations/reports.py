@@ -17,6 +17,7 @@ from stageflow.operations.arguments import check_run_id
 from stageflow.runtime.result import iso
 
 if TYPE_CHECKING:  # the arithmetic is imported by the report that needs it
+    from stageflow.operations.runs import RunDetail
     from stageflow.runtime.stats import PipelineStats
     from stageflow.runtime.store.base import Store
     from stageflow.runtime.usage import CostRow, RunReport
@@ -139,13 +140,20 @@ class Lineage:
         }
 
 
-def usage(store: Store, run_id: str, prices: Mapping[str, float]) -> RunReport:
+def usage(
+    store: Store, run_id: str, prices: Mapping[str, float], *, detail: RunDetail | None = None
+) -> RunReport:
     """``run_id``'s measured critical path, usage per task, cost (with ``prices``) and
-    right-sizing from its pipeline's recent runs. Raises ``UsageError``, ``RunNotFound``."""
-    from stageflow.runtime.usage import run_report
+    right-sizing from its pipeline's recent runs; ``detail``: the run as ``show_run``
+    read it already (then only the recent runs are read). Raises ``UsageError``,
+    ``RunNotFound``."""
+    from stageflow.runtime.usage import report_of, run_report
 
     check_run_id(run_id)
-    return run_report(store, run_id, prices)
+    if detail is None or detail.run.run_id != run_id:
+        return run_report(store, run_id, prices)
+    upstream = detail.pipeline.upstream_map()
+    return report_of(store, detail.run, detail.task_runs, detail.attempts, upstream, prices)
 
 
 def cost(

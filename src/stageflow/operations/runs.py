@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from stageflow.errors import UsageError
 from stageflow.operations.arguments import check_run_id, check_task_id
 from stageflow.runtime.result import RunResult, iso
-from stageflow.runtime.store.base import AttemptRecord, RunRecord, Store
+from stageflow.runtime.store.base import AttemptRecord, RunRecord, Store, TaskRunRecord
 
 if TYPE_CHECKING:
     from stageflow.spec.models import Pipeline
@@ -148,6 +148,7 @@ class RunDetail:
 
     run: RunRecord
     result: RunResult
+    task_runs: list[TaskRunRecord]
     attempts: list[AttemptRecord]
     lease: LeaseStatus | None
     pipeline: Pipeline
@@ -216,11 +217,12 @@ def show_run(store: Store, run_id: str, *, now: float) -> RunDetail:
     check_run_id(run_id)
     run = store.get_run(run_id)
     attempts = store.attempts(run_id)
-    result = RunResult.from_records(run, store.task_runs(run_id), attempts)  # with table rows
+    task_runs = store.task_runs(run_id)
+    result = RunResult.from_records(run, task_runs, attempts)  # with table rows
     pipeline = pipeline_of_run(store, run)
     durations = {tid: t.duration_s for tid, t in result.tasks.items() if t.duration_s is not None}
     result.critical_path = critical_path(pipeline.upstream_map(), durations, default=0.0).tasks
-    return RunDetail(run, result, attempts, lease_status(run, now), pipeline)
+    return RunDetail(run, result, task_runs, attempts, lease_status(run, now), pipeline)
 
 
 def run_timeline(store: Store, run_id: str) -> RunTimeline:

@@ -40,6 +40,7 @@ from stageflow.operators.base import TaskContext, TaskFailed
 from stageflow.operators.registry import instantiate
 from stageflow.runtime.artifacts import ArtifactStore, artifact_store, load_output, store_output
 from stageflow.runtime.logs import capture_thread_output, log_file, release_thread_output
+from stageflow.runtime.result import sum_known
 from stageflow.runtime.store.base import OutputRef
 from stageflow.spec.models import Task
 
@@ -293,12 +294,11 @@ def _rows_in(inputs: Mapping[str, Any]) -> int | None:
     classes = _table_classes()
     if not classes:
         return None
-    total: int | None = None
-    for value in inputs.values():
-        if isinstance(value, classes):
-            rows = int(value.shape[0])  # type: ignore[attr-defined]  # every table has shape
-            total = rows if total is None else total + rows
-    return total
+    return sum_known(
+        int(value.shape[0])  # type: ignore[attr-defined]  # every table has shape
+        for value in inputs.values()
+        if isinstance(value, classes)
+    )
 
 
 def _inputs(job: Job, artifacts: ArtifactStore) -> Mapping[str, Any]:

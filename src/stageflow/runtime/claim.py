@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from stageflow.engine.lease import (
@@ -47,6 +47,7 @@ __all__ = [
     "live_owner",
     "process_start",
     "take_run",
+    "under_lease",
 ]
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,32 @@ def process_start() -> float:
     import psutil  # imported here: only a process that claims a run needs it
 
     return float(psutil.Process().create_time())
+
+
+def under_lease(
+    run: RunRecord,
+    *,
+    owner: str,
+    epoch: int,
+    now: float,
+    terms: LeaseTerms,
+    host: str | None = None,
+    pid: int | None = None,
+    started_at: float | None = None,
+) -> RunRecord:
+    """``run`` as the store holds it once ``owner`` won its lease at ``epoch`` at ``now``:
+    owned by this process (or the ``host``/``pid``/``started_at`` given, which a
+    long-lived worker reads once), its lease running ``terms`` from ``now``."""
+    return replace(
+        run,
+        lease_owner=owner,
+        lease_epoch=epoch,
+        lease_expires_at=terms.expiry(now),
+        heartbeat_at=now,
+        owner_host=host or socket.gethostname(),
+        owner_pid=pid or os.getpid(),
+        owner_started_at=process_start() if started_at is None else started_at,
+    )
 
 
 def _local_owner(run: RunRecord) -> Literal["alive", "dead", "elsewhere"]:

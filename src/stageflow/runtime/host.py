@@ -247,7 +247,8 @@ def collector_paused() -> Iterator[None]:
 def tune_gc() -> None:
     """For a process that exists to run pipelines (the CLI's commands): collect the
     young generation every 10,000 allocations, not 700, and freeze what was loaded
-    so far (modules, the pipeline) out of every later collection.
+    so far (the modules imported at start; the CLI calls it before it loads a
+    pipeline) out of every later collection.
 
     Each task allocates a few dozen short-lived objects (records, results, the
     attempt's context) that reference counting frees anyway; at the default

@@ -75,6 +75,11 @@ class Observers:
         self.dropped = 0
         self._warned = False
 
+    @property
+    def subscriptions(self) -> int:
+        """How many subscribers there are now."""
+        return len(self._subs)
+
     def __bool__(self) -> bool:
         """Whether anyone wants task events (the run loop asks before it builds one)."""
         return self._task_subs > 0

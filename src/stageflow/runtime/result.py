@@ -22,11 +22,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from stageflow.runtime.store.base import AttemptRecord, RunRecord, TaskRunRecord
 
-__all__ = ["RunResult", "TaskResult", "index_order", "iso", "records_processed", "rows_by_task"]
+__all__ = [
+    "RunResult",
+    "TaskResult",
+    "index_order",
+    "iso",
+    "records_processed",
+    "rows_by_task",
+    "sum_known",
+]
+
+_N = TypeVar("_N", int, float)
 
 
 def iso(ts: float | None) -> str | None:
@@ -55,11 +65,7 @@ def records_processed(rows: Iterable[tuple[int | None, int | None]]) -> int | No
     """The records that entered a run's table flow: the ``rows_out`` of every
     ``(rows_in, rows_out)`` with no rows in (see the module docstring); ``None``
     when no table came out of any task."""
-    total: int | None = None
-    for rows_in, rows_out in rows:
-        if rows_out is not None and rows_in is None:
-            total = rows_out if total is None else total + rows_out
-    return total
+    return sum_known(rows_out for rows_in, rows_out in rows if rows_in is None)
 
 
 def index_order(task_ids: Iterable[str]) -> list[str]:
@@ -173,12 +179,12 @@ class RunResult:
     @property
     def rows_in(self) -> int | None:
         """Rows its tasks took in as tables, summed over tasks (``None``: none)."""
-        return _sum(t.rows_in for t in self.tasks.values())
+        return sum_known(t.rows_in for t in self.tasks.values())
 
     @property
     def rows_out(self) -> int | None:
         """Rows its tasks gave out as tables, summed over tasks (``None``: none)."""
-        return _sum(t.rows_out for t in self.tasks.values())
+        return sum_known(t.rows_out for t in self.tasks.values())
 
     @property
     def total_records_processed(self) -> int | None:
@@ -242,8 +248,9 @@ class RunResult:
 _NO_ROWS: tuple[None, None] = (None, None)
 
 
-def _sum(values: Iterable[int | None]) -> int | None:
-    total: int | None = None
+def sum_known(values: Iterable[_N | None]) -> _N | None:
+    """The sum of the values that are not ``None``; ``None`` when all are."""
+    total: _N | None = None
     for v in values:
         if v is not None:
             total = v if total is None else total + v

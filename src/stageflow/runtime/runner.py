@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import secrets
-import socket
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
@@ -59,8 +58,8 @@ from stageflow.runtime.claim import (
     check_claimable,
     default_owner,
     lease_terms,
-    process_start,
     take_run,
+    under_lease,
 )
 from stageflow.runtime.committer import Committer
 from stageflow.runtime.control import RunControl, default_requester
@@ -329,7 +328,6 @@ class Runner:
         self.artifacts = ArtifactStore(settings.artifacts_root)
         self.owner = owner or default_owner()
         self.lease = lease_terms(settings)
-        self.epoch = 0  # the lease epoch of the run this runner holds, once claimed
         self.host = host or default_host()
 
     # -- entry points ------------------------------------------------------------
@@ -365,16 +363,7 @@ class Runner:
             priority=priority,
         )
         if hold:  # created under this process's lease (epoch 1): `start` claims nothing
-            run = replace(
-                run,
-                owner_host=socket.gethostname(),
-                owner_pid=os.getpid(),
-                owner_started_at=process_start(),
-                heartbeat_at=now,
-                lease_owner=self.owner,
-                lease_epoch=1,
-                lease_expires_at=self.lease.expiry(now),
-            )
+            run = under_lease(run, owner=self.owner, epoch=1, now=now, terms=self.lease)
         # The pipeline version (if new), the run and its pending task runs: one transaction.
         self.store.create_run(
             run,
@@ -478,7 +467,6 @@ class Runner:
                 f"longer {epoch}) before this one could start it",
                 owner=None,
             )
-        self.epoch = epoch  # a worker hands the run back under it (``Store.release_lease``)
         return Fence(epoch, now, expires)
 
     def _plan(self, params: Mapping[str, Any], *, fit: bool = True) -> EnginePlan:
@@ -534,15 +522,49 @@ class Runner:
         lease: Fence,
         reason: str | None = None,
     ) -> RunResult:
+        run_id = run.run_id
+        batch = Batch()  # the run's first commit: its start record, its start, its tasks'
+        recorder = start_recording(
+            self.store, self.settings, self.pipeline, run, params, resumed=resumed, batch=batch
+        )
+        watching = self._watch(run_id, recorder)
+        ended: list[RunResult] = []  # the run's end, once published (the record's cue)
+        try:
+            return self._run_watched(
+                run,
+                params,
+                plan,
+                restored=restored,
+                attempts=attempts,
+                resumed=resumed,
+                lease=lease,
+                reason=reason,
+                batch=batch,
+                ended=ended,
+            )
+        finally:  # however it ended: no subscription outlives the run's events
+            self._unwatch(run_id, watching, ended=bool(ended))
+
+    def _run_watched(
+        self,
+        run: RunRecord,
+        params: dict[str, Any],
+        plan: EnginePlan,
+        *,
+        restored: dict[str, OutputRef],
+        attempts: dict[str, int],
+        resumed: bool,
+        lease: Fence,
+        reason: str | None,
+        batch: Batch,
+        ended: list[RunResult],
+    ) -> RunResult:
+        """``_execute`` once its observers are subscribed: the run, to its end (appended
+        to ``ended`` once published)."""
         pipeline = self.pipeline
         run_id = run.run_id
         now = started = self.clock()
-        batch = Batch()  # the run's first commit: its start record, its start, its tasks'
-        recorder = start_recording(
-            self.store, self.settings, pipeline, run, params, resumed=resumed, batch=batch
-        )
         observers = self.host.observers
-        watching = self._watch(run_id, recorder)
         tasks = _ByTask({t.id: t for t in pipeline.tasks})
         timeouts = _ByTask(
             {t.id: pipeline.timeout_of(t) or self.settings.task_timeout for t in pipeline.tasks}
@@ -630,10 +652,6 @@ class Runner:
             logger.error("run %s: %s", run_id, exc)
             with contextlib.suppress(LeaseLost):
                 loop.committer.close()  # its thread ends; queued batches are dropped
-            self._unwatch(run_id, watching)
-            raise
-        except BaseException:
-            self._unwatch(run_id, watching)
             raise
         finally:
             cycle.close()
@@ -672,31 +690,45 @@ class Runner:
         # The reproducibility record, lineage and tracking are written by an observer;
         # the caller gets the result once they (and the live view) have seen the end.
         observers.publish(RunEvent("finished", run_id, result=finished, refs=dict(loop.refs)))
-        self._unwatch(run_id, watching)
+        ended.append(finished)
         return finished
 
     def _watch(self, run_id: str, recorder: RunRecorder) -> Callable[[], None]:
         """Subscribe this run's observers: its record (on ``finished``) and the listener it
         was given (``on_start`` is called on the run's thread before its first event, so
         that a view is up before anything it shows happens). Returns the unsubscribe
-        function."""
-        observers = self.host.observers
+        function; the subscription also ends itself once the record has the run's end."""
         listener = self.listener
+        subscription: list[Callable[[], None]] = []
 
         def observe(event: RunEvent) -> None:
             if event.kind == "task":
                 if listener is not None and event.transition is not None:
                     listener(event.transition)
             elif event.kind == "finished" and event.result is not None:
-                recorder.finish(event.result, event.refs)
+                try:
+                    recorder.finish(event.result, event.refs)
+                finally:
+                    subscription[0]()
 
-        return observers.subscribe(observe, run_id=run_id, tasks=listener is not None)
+        tasks = listener is not None
+        subscription.append(self.host.observers.subscribe(observe, run_id=run_id, tasks=tasks))
+        return subscription[0]
 
-    def _unwatch(self, run_id: str, unsubscribe: Callable[[], None]) -> None:
-        """Wait until this run's events were handled, then unsubscribe its observers."""
-        if not self.host.observers.drain(run_id):
-            logger.warning("run %s: its observers did not catch up within 30 s", run_id)
-        unsubscribe()
+    def _unwatch(self, run_id: str, unsubscribe: Callable[[], None], *, ended: bool) -> None:
+        """Wait until this run's events were handled, then unsubscribe its observers. A run
+        whose end (``ended``) is still queued after 30 s keeps its subscription until the
+        record has it: the record is written late, not lost."""
+        if self.host.observers.drain(run_id):
+            unsubscribe()
+        elif ended:
+            logger.warning(
+                "run %s: its observers did not catch up within 30 s; its record is written "
+                "when they do",
+                run_id,
+            )
+        else:
+            unsubscribe()
 
 
 # -- helpers ---------------------------------------------------------------------

@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from stageflow.errors import StageflowError
-from stageflow.runtime.result import index_order
+from stageflow.runtime.result import index_order, sum_known
 from stageflow.runtime.store.base import AttemptRecord, RunRecord, TaskRunRecord
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ __all__ = [
     "format_gb",
     "measured_critical_path",
     "parse_request",
+    "report_of",
     "run_cost",
     "run_report",
     "suggest_memory_gb",
@@ -362,9 +363,9 @@ def task_usage(
                 task_id=tid,
                 attempts=len(mine),
                 wall_s=sum(attempt_hours(a) for a in mine) * 3600.0,
-                cpu_seconds=_sum(a.cpu_seconds for a in mine),
+                cpu_seconds=sum_known(a.cpu_seconds for a in mine),
                 peak_rss_mb=_max(a.peak_rss_mb for a in mine),
-                gpu_seconds=_sum(a.gpu_seconds for a in mine),
+                gpu_seconds=sum_known(a.gpu_seconds for a in mine),
                 gpu_devices=devices[-1] if devices else None,
                 request=parse_request(requests[-1]) if requests else {},
                 cost=run_cost(mine, prices) if prices else None,
@@ -477,11 +478,6 @@ def _recommend(tid: str, memory_gb: float | None, peak_mb: float | None, runs: i
     return None
 
 
-def _sum(values: Iterable[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
-
-
 def _max(values: Iterable[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return max(known) if known else None
@@ -522,9 +518,23 @@ def run_report(
     The task graph comes from the pipeline version the run used (as stored); a
     spec that cannot be read back gives a path of just the task that ended last."""
     run = store.get_run(run_id)
-    task_runs = store.task_runs(run_id)
-    attempts = store.attempts(run_id)
     upstream = _stored_upstream(store, run)
+    return report_of(
+        store, run, store.task_runs(run_id), store.attempts(run_id), upstream, prices, history
+    )
+
+
+def report_of(
+    store: Store,
+    run: RunRecord,
+    task_runs: list[TaskRunRecord],
+    attempts: list[AttemptRecord],
+    upstream: Mapping[str, list[str]],
+    prices: Mapping[str, float],
+    history: int = HISTORY_RUNS,
+) -> RunReport:
+    """``run_report`` of records the caller read already (only the pipeline's recent
+    attempts are read here)."""
     recent = store.recent_attempts(run.pipeline, history)
     return RunReport(
         run=run,

@@ -42,7 +42,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from stageflow.engine.admission import Admission
 from stageflow.engine.states import RunState
@@ -55,7 +55,7 @@ from stageflow.errors import (
     StoreError,
     UsageError,
 )
-from stageflow.runtime.claim import lease_terms, process_start
+from stageflow.runtime.claim import lease_terms, process_start, under_lease
 from stageflow.runtime.committer import retry_delay
 from stageflow.runtime.host import default_host
 from stageflow.runtime.loading import pipeline_of_run
@@ -212,15 +212,15 @@ class Worker:
             if got is None:
                 break
             run, epoch = got
-            claimed = replace(  # the run as the store now holds it: this worker's lease
+            claimed = under_lease(  # the run as the store now holds it: this worker's lease
                 run,
-                lease_owner=self.owner,
-                lease_epoch=epoch,
-                lease_expires_at=self.terms.expiry(now),
-                heartbeat_at=now,
-                owner_host=self._host,
-                owner_pid=self._pid,
-                owner_started_at=self._process_start,
+                owner=self.owner,
+                epoch=epoch,
+                now=now,
+                terms=self.terms,
+                host=self._host,
+                pid=self._pid,
+                started_at=self._process_start,
             )
             thread = threading.Thread(
                 target=self._run_one,

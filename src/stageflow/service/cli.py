@@ -564,7 +564,9 @@ def runs_show(settings: Any, run_id: str, fmt: str) -> None:
 
     with ops.reading(settings) as store:
         detail = ops.show_run(store, run_id, now=time.time())
-        report = ops.usage(store, run_id, settings.cost_prices) if fmt == "text" else None
+        report = (
+            ops.usage(store, run_id, settings.cost_prices, detail=detail) if fmt == "text" else None
+        )
     if fmt == "json":
         click.echo(json.dumps(detail.result.as_json()))
         return

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from stageflow import Pipeline, Task
 from stageflow.engine.scheduler import Transition
@@ -138,3 +141,62 @@ def test_task_events_are_not_queued_when_no_subscriber_wants_them() -> None:
     unsubscribe()
     assert not observers
     observers.close()
+
+
+def test_a_run_that_fails_before_its_end_leaves_no_subscription(tmp_path: Path) -> None:
+    host = Host()
+    pipeline = Pipeline("obs", tasks=[Task("a", one)])
+    settings = load_settings({"STAGEFLOW_HOME": str(tmp_path)})
+
+    def refuse(info: object) -> None:
+        raise RuntimeError("the view could not start")
+
+    with pytest.raises(RuntimeError, match="the view could not start"):
+        run_pipeline(pipeline, settings=settings, on_start=refuse, host=host)
+
+    assert host.observers.subscriptions == 0
+    host.close()
+
+
+class HastyObservers(Observers):
+    """Gives up draining after 0.2 s (a run's entry point waits 30 s)."""
+
+    def drain(self, run_id: str, timeout: float = 30.0) -> bool:
+        return super().drain(run_id, 0.2)
+
+
+def test_a_record_whose_end_is_still_queued_after_the_drain_is_written_late_not_lost(
+    tmp_path: Path,
+) -> None:
+    from stageflow.runtime.lineage import load_record
+    from stageflow.runtime.store import open_store
+
+    host = Host()
+    host.observers = HastyObservers()
+    gate = threading.Event()
+
+    def stuck(event: RunEvent) -> None:  # holds the dispatcher on the run's first event
+        if event.kind == "started":
+            gate.wait(WAIT)
+
+    host.observers.subscribe(stuck, tasks=False)
+    pipeline = Pipeline("obs", tasks=[Task("a", one)])
+    settings = load_settings({"STAGEFLOW_HOME": str(tmp_path)})
+
+    result = run_pipeline(pipeline, settings=settings, host=host)  # back after 0.2 s
+    gate.set()
+
+    def record_state() -> object:
+        store = open_store(None, tmp_path)
+        try:
+            record = load_record(store, result.run_id)
+        finally:
+            store.close()
+        return None if record is None else record.get("state")
+
+    deadline = time.monotonic() + WAIT
+    while record_state() != "success" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert record_state() == "success"
+    assert host.observers.subscriptions == 1  # only `stuck`: the run's ended itself
+    host.close()
