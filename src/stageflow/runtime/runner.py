@@ -72,7 +72,7 @@ from stageflow.runtime.loading import pipeline_of_run
 from stageflow.runtime.observers import RunEvent
 from stageflow.runtime.plan import check, resolve_params, task_parameters
 from stageflow.runtime.pools import POLL_SECONDS as POOL_POLL_SECONDS
-from stageflow.runtime.pools import bind_run
+from stageflow.runtime.pools import bind_run, uses_pools
 from stageflow.runtime.resilience import TIMEOUT_TYPES, Resilience
 from stageflow.runtime.resources import attempt_env, request_json
 from stageflow.runtime.result import RunResult, TaskResult, rows_by_task
@@ -614,7 +614,8 @@ class Runner:
             if resumed
             else RunControl(self.store, run_id, approvers, now)
         )
-        drive = _Drive(self, loop, sched, control, timeouts, batch, now)
+        pooled = uses_pools(plan)  # no task asks for a pool: nothing to bind, or stamp
+        drive = _Drive(self, loop, sched, control, timeouts, batch, now, pooled=pooled)
         cycle = Cycle(drive.step, self.clock, drive.submit)
         loop.committer.on_error = cycle.wake  # a refused commit (LeaseLost) stops the run now
         drive.executor = self.host.executor_pool(self.executor_name).attach(
@@ -753,6 +754,8 @@ class _Drive:
         timeouts: Mapping[str, float | None],
         batch: Batch,
         now: float,
+        *,
+        pooled: bool,
     ) -> None:
         self.loop = loop
         self.sched = sched
@@ -773,7 +776,7 @@ class _Drive:
         self.interrupt = runner.interrupt
         self.interrupted = False  # the run was cancelled by ``interrupt`` (Ctrl-C)
         self.pools = bind_run(  # global pool slots: taken in the store (runtime.pools)
-            runner.admission if sched.uses_admission else None,
+            runner.admission if sched.uses_admission and pooled else None,
             sched,
             run_id=loop.run_id,
             epoch=loop.epoch,
