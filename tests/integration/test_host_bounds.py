@@ -65,9 +65,12 @@ def command_line(process: psutil.Process) -> str:
 def executor_processes(worker: psutil.Process, executor: str) -> tuple[int, int]:
     """The thread executor's attempts' commands (the worker's own children), or the
     process executor's worker processes (the children of its fork server); and the
-    ``git status`` the records' gatherers run."""
+    ``git status`` the records' gatherers run. Not counted: children that ended while
+    listed, and ones forked but not yet running their command (a fork shows the
+    worker's own command line until it execs)."""
+    own = command_line(worker)
     listed = [(c, command_line(c)) for c in worker.children()]
-    children = [(c, line) for c, line in listed if line]  # not those that ended meanwhile
+    children = [(c, line) for c, line in listed if line and line != own]
     gits = sum(1 for _, line in children if line.startswith("git "))
     if executor == "thread":
         return len(children) - gits, gits
