@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -20,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-import psutil
 import pytest
+from helpers_places import kill_group
 from helpers_tasks import (
     assert_durable_and_causal,
     clean_environ,
@@ -79,23 +78,6 @@ def cli_run(home: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], I
         if proc.poll() is None:
             kill_group(proc)
         err.close()
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the CLI and everything in its process group, and wait until all are gone."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-    def group_gone() -> bool:
-        for p in psutil.process_iter(["status"]):
-            try:
-                if os.getpgid(p.pid) == proc.pid and p.info["status"] != psutil.STATUS_ZOMBIE:
-                    return False
-            except (ProcessLookupError, psutil.Error):
-                continue
-        return True
-
-    wait_until(group_gone, f"process group {proc.pid} is gone")
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
