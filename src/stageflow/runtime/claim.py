@@ -149,10 +149,18 @@ def check_claimable(run: RunRecord, now: float, owner: str | None = None) -> Ver
 
 
 def process_start() -> float:
-    """This process's start time (guards against pid reuse when checking the owner)."""
-    import psutil  # imported here: only a process that claims a run needs it
+    """This process's start time (guards against pid reuse when checking the owner);
+    read once per process (a forked child reads its own)."""
+    global _started
+    pid = os.getpid()
+    if _started is None or _started[0] != pid:
+        import psutil  # imported here: only a process that claims a run needs it
 
-    return float(psutil.Process().create_time())
+        _started = (pid, float(psutil.Process().create_time()))
+    return _started[1]
+
+
+_started: tuple[int, float] | None = None  # (pid, start time) of process_start
 
 
 def under_lease(

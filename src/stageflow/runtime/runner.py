@@ -928,6 +928,10 @@ class _Row:
     attempt_started: float | None = None
     note: str | None = None  # "cached" or "fallback"
     queued_at: float | None = None  # when it last became ready
+    # The running attempt's grant, repeated in its final record (one whole record
+    # per attempt in a commit: the store merges nothing).
+    request_json: str | None = None
+    gpu_devices: str | None = None
 
 
 class _Loop:
@@ -1032,6 +1036,12 @@ class _Loop:
                     row.started_at = t.at
                 row.error = None
                 grant = sched.grant(tid) if admission and sched is not None else None
+                row.request_json = request_json(grant)
+                row.gpu_devices = (
+                    ",".join(map(str, grant.gpu_devices))
+                    if grant is not None and grant.gpu_devices
+                    else None
+                )
                 batch.attempts.append(
                     AttemptRecord(
                         run_id,
@@ -1040,10 +1050,8 @@ class _Loop:
                         _S.RUNNING,
                         t.at,
                         queued_at=row.queued_at,
-                        request_json=request_json(grant),
-                        gpu_devices=",".join(map(str, grant.gpu_devices))
-                        if grant is not None and grant.gpu_devices
-                        else None,
+                        request_json=row.request_json,
+                        gpu_devices=row.gpu_devices,
                     )
                 )
             elif old is _S.RUNNING:
@@ -1071,9 +1079,9 @@ class _Loop:
                         started,
                         t.at,
                         error,
-                        None,
-                        None,
-                        None,
+                        row.queued_at,
+                        row.request_json,
+                        row.gpu_devices,
                         used.cpu_seconds if used is not None else None,
                         used.peak_rss_mb if used is not None else None,
                         gpus * (t.at - started) if gpus and started else None,

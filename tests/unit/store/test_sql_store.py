@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 import threading
 from dataclasses import replace
@@ -263,11 +264,37 @@ def test_output_is_replaced_on_upsert(store: SqlStore) -> None:
     assert store.outputs("r1") == {"a": second}
 
 
-def test_empty_inline_output_round_trips(store: SqlStore) -> None:
+def test_a_none_output_is_no_row_and_reads_back_for_a_succeeded_task(
+    store: SqlStore, backend: Backend
+) -> None:
+    store.create_run(make_run(), ["a", "b", "c"])
+    none = OutputRef("r1", "a", "inline", "none", 0, hashlib.sha256(b"").hexdigest(), data=b"")
+    kept = OutputRef("r1", "c", "inline", "json", 1, "11" * 32, data=b"1")
+    store.commit(
+        Batch(
+            task_runs=[TaskRunRecord("r1", t, "success", 1, 1.0, 2.0) for t in ("a", "c")],
+            outputs=[none, kept],
+        )
+    )
+    # "b" is pending: no output; "a" returned None: read back, though no row holds it.
+    assert store.outputs("r1") == {"a": none, "c": kept}
+    assert backend.query("SELECT task_id FROM outputs") == [("c",)]
+
+
+def test_a_none_output_replaces_an_earlier_success_s_row(store: SqlStore) -> None:
+    # `retry --from a`: a returned 1 the first time and None now.
     store.create_run(make_run(), ["a"])
-    ref = OutputRef("r1", "a", "inline", "none", 0, "e3" * 32, data=b"")
-    store.commit(Batch(outputs=[ref]))
-    assert store.outputs("r1") == {"a": ref}
+    store.commit(
+        Batch(
+            task_runs=[TaskRunRecord("r1", "a", "success", 1, 1.0, 2.0)],
+            outputs=[OutputRef("r1", "a", "inline", "json", 1, "11" * 32, data=b"1")],
+        )
+    )
+    none = OutputRef("r1", "a", "inline", "none", 0, hashlib.sha256(b"").hexdigest(), data=b"")
+    store.commit(
+        Batch(task_runs=[TaskRunRecord("r1", "a", "success", 2, 3.0, 4.0)], outputs=[none])
+    )
+    assert store.outputs("r1") == {"a": none}
 
 
 def test_list_runs_newest_first_with_filter_and_limit(store: SqlStore) -> None:

@@ -420,7 +420,8 @@ class Store(Protocol):
         """In commit order."""
 
     def outputs(self, run_id: str) -> dict[str, OutputRef]:
-        """The stored output of every task of the run that has one."""
+        """The stored output of every task of the run that has one (a succeeded task
+        that returned None has one, though no row may hold it)."""
 
     def get_cache(self, key: str, now: float) -> CacheEntry | None:
         """The entry under ``key``, or ``None`` when there is none or it expired at ``now``."""

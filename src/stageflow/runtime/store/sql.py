@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import itertools
 import json
 import threading
@@ -144,8 +145,7 @@ class SqlStore:
             run.lease_expires_at,
             run.priority,
         )
-        run_id = run.run_id
-        bulk = self.dialect.insert_pending_bulk
+        dialect = self.dialect
         with self._transaction() as cur:
             if pipeline is not None:
                 cur.execute(
@@ -153,11 +153,10 @@ class SqlStore:
                     (pipeline.name, pipeline.version, pipeline.spec_json, pipeline.created_at),
                 )
             cur.execute(self._sql.insert_run, row)
-            if task_ids and bulk is not None:
-                cur.execute(bulk, (run_id, list(task_ids)))
-            elif task_ids:
-                pending = [(run_id, task_id, seq) for seq, task_id in enumerate(task_ids)]
-                cur.executemany(self._sql.insert_pending, pending)
+            if task_ids:
+                cur.execute(
+                    dialect.insert_pending_bulk, (run.run_id, dialect.text_list(list(task_ids)))
+                )
 
     def commit(self, batch: Batch) -> None:
         """Apply a whole batch in one transaction; on any error roll back and re-raise.
@@ -225,7 +224,18 @@ class SqlStore:
                     self._many(cur, _INSERT_EVENTS, _event_batches(batch.events))
                 if batch.outputs:
                     outputs = {(o.run_id, o.task_id): o for o in batch.outputs}
-                    self._many(cur, _UPSERT_OUTPUT, list(outputs.values()))
+                    # A None output is no row: a success without one reads back as
+                    # None (``outputs``). Any row of an earlier success goes
+                    # (``retry --from`` re-ran the task).
+                    stored = [o for o in outputs.values() if o.serializer != _NONE]
+                    if len(stored) < len(outputs):
+                        self._many(
+                            cur,
+                            _DELETE_OUTPUT,
+                            [k for k, o in outputs.items() if o.serializer == _NONE],
+                        )
+                    if stored:
+                        self._many(cur, _UPSERT_OUTPUT, stored)
                 if batch.cache:
                     entries = {e.key: e for e in batch.cache}
                     self._many(cur, _UPSERT_CACHE, [_cache_row(e) for e in entries.values()])
@@ -382,7 +392,7 @@ class SqlStore:
         excluded = list(exclude)
         pick = self._sql.claim_next_pg if self.dialect.name == "postgresql" else None
         if pick is None:
-            params: tuple[Any, ...] = (now, json.dumps(excluded))
+            params: tuple[Any, ...] = (now, self.dialect.text_list(excluded))
             # An idle poll (a worker polls 20 times a second) reads without the write
             # lock: BEGIN IMMEDIATE only when there is a run to claim.
             if self._fetchone(self._sql.claim_next_sqlite, params) is None:
@@ -618,7 +628,8 @@ class SqlStore:
         ]
 
     def outputs(self, run_id: str) -> dict[str, OutputRef]:
-        """The stored output of every task of the run that has one, in task creation order."""
+        """The stored output of every task of the run that has one, in task creation
+        order; a succeeded task without a row returned None (``commit`` writes none)."""
         rows = self._fetchall(self._sql.select_outputs, (run_id,))
         return {row[1]: _output_ref(row) for row in rows}
 
@@ -838,16 +849,11 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
     )
 
 
-_MERGED_ATTEMPT_FIELDS = (
-    "queued_at",
-    "request_json",
-    "gpu_devices",
-    "cpu_seconds",
-    "peak_rss_mb",
-    "gpu_seconds",
-    "rows_in",
-    "rows_out",
-)
+# The scheduling and usage fields (AttemptRecord's 8th on): a later record of an
+# attempt leaves them None where an earlier one set them.
+_MERGED_FROM = AttemptRecord._fields.index("queued_at")
+_USAGE_FROM = AttemptRecord._fields.index("cpu_seconds") - _MERGED_FROM
+_NO_USAGE = (None,) * (len(AttemptRecord._fields) - _MERGED_FROM - _USAGE_FROM)
 
 
 def _merged_attempts(records: Sequence[AttemptRecord]) -> list[AttemptRecord]:
@@ -858,13 +864,17 @@ def _merged_attempts(records: Sequence[AttemptRecord]) -> list[AttemptRecord]:
         key = (a.run_id, a.task_id, a.attempt)
         earlier = out.get(key)
         if earlier is not None:
-            kept = {
-                name: getattr(earlier, name)
-                for name in _MERGED_ATTEMPT_FIELDS
-                if getattr(a, name) is None and getattr(earlier, name) is not None
-            }
-            if kept:
-                a = a._replace(**kept)
+            later, before = a[_MERGED_FROM:], earlier[_MERGED_FROM:]
+            # Nothing to take when the earlier record is the same scheduling fields
+            # (the runner repeats them in an attempt's end) and no usage.
+            if before[_USAGE_FROM:] != _NO_USAGE or later[:_USAGE_FROM] != before[:_USAGE_FROM]:
+                a = AttemptRecord._make(
+                    a[:_MERGED_FROM]
+                    + tuple(
+                        mine if mine is not None else theirs
+                        for mine, theirs in zip(later, before, strict=True)
+                    )
+                )
         out[key] = a
     return list(out.values())
 
@@ -913,7 +923,13 @@ def _circuit_state(row: Sequence[Any]) -> CircuitState:
     )
 
 
+_NONE = "none"  # the serializer of a None output (runtime.artifacts)
+_NONE_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
 def _output_ref(row: Sequence[Any]) -> OutputRef:
+    if row[2] is None:  # a success without an output row: it returned None
+        return OutputRef(row[0], row[1], "inline", _NONE, 0, _NONE_SHA256, data=b"")
     data = row[6]
     return OutputRef(
         run_id=row[0],
@@ -978,7 +994,6 @@ class _Statements:
     select_pipeline: str
     select_latest_pipeline: str
     insert_run: str
-    insert_pending: str
     update_run: str
     claim_run: str
     renew_lease: str
@@ -1055,11 +1070,18 @@ _INSERT_EVENTS = _MultiRow("INSERT INTO event_batches (run_id, events) VALUES ",
 
 def _event_batches(events: Sequence[EventRecord]) -> list[tuple[str, str]]:
     """``events`` as one (run_id, JSON) row per run, each run's in their order."""
-    by_run: dict[str, list[tuple[Any, ...]]] = {}
-    for event in events:
-        by_run.setdefault(event.run_id, []).append(event[1:])
+    first = events[0].run_id
+    if all(e.run_id == first for e in events):  # the usual case: one run's commit
+        by_run: dict[str, Any] = {first: [e[1:] for e in events]}
+    else:
+        by_run = {}
+        for event in events:
+            by_run.setdefault(event.run_id, []).append(event[1:])
     # Floats are written as repr: times read back exactly.
-    return [(run_id, json.dumps(rows, separators=(",", ":"))) for run_id, rows in by_run.items()]
+    return [(run_id, _compact_json(rows)) for run_id, rows in by_run.items()]
+
+
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 _UPSERT_OUTPUT = _MultiRow(
@@ -1069,6 +1091,9 @@ _UPSERT_OUTPUT = _MultiRow(
     "serializer = excluded.serializer, size = excluded.size, "
     "sha256 = excluded.sha256, data = excluded.data, uri = excluded.uri",
 )
+
+
+_DELETE_OUTPUT = _MultiRow("DELETE FROM outputs WHERE (run_id, task_id) IN (VALUES ", "(?, ?)", ")")
 
 
 _UPSERT_RECORD = _MultiRow(
@@ -1152,10 +1177,6 @@ def _statements(dialect: Dialect) -> _Statements:
             "created_at, started_at, ended_at, owner_host, owner_pid, owner_started_at, "
             "heartbeat_at, executor, source, lease_owner, lease_epoch, lease_expires_at, "
             "priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ),
-        insert_pending=q(
-            "INSERT INTO task_runs (run_id, task_id, seq, state, attempts) "
-            "VALUES (?, ?, ?, 'pending', 0)"
         ),
         update_run=q(
             "UPDATE runs SET state = COALESCE(?, state), started_at = COALESCE(?, started_at), "
@@ -1256,10 +1277,13 @@ def _statements(dialect: Dialect) -> _Statements:
         select_versions=q(_SELECT_VERSIONS + _GROUP_VERSIONS),
         select_versions_of=q(_SELECT_VERSIONS + "WHERE p.name = ? " + _GROUP_VERSIONS),
         select_events=q("SELECT events FROM event_batches WHERE run_id = ? ORDER BY id"),
+        # A succeeded task without an output row returned None (kind NULL here).
         select_outputs=q(
-            "SELECT o.run_id, o.task_id, o.kind, o.serializer, o.size, o.sha256, o.data, o.uri "
-            "FROM outputs o JOIN task_runs t ON t.run_id = o.run_id AND t.task_id = o.task_id "
-            "WHERE o.run_id = ? ORDER BY t.seq"
+            "SELECT t.run_id, t.task_id, o.kind, o.serializer, o.size, o.sha256, o.data, o.uri "
+            "FROM task_runs t LEFT JOIN outputs o "
+            "ON o.run_id = t.run_id AND o.task_id = t.task_id "
+            "WHERE t.run_id = ? AND (o.task_id IS NOT NULL OR t.state = 'success') "
+            "ORDER BY t.seq"
         ),
         select_cache=q(
             "SELECT cache_key, pipeline, run_id, task_id, kind, serializer, size, sha256, data, "
