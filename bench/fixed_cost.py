@@ -8,7 +8,8 @@ before/chain/after split of ``bench/overhead.py``. Then the record's background
 work: ``lineage.git_state`` of the current folder (wall time, and the CPU time of
 its ``git`` child).
 
-Usage: python bench/fixed_cost.py [--repeat N]   (default 15)
+Usage: python bench/fixed_cost.py [--repeat N] [--tasks N]   (defaults 15, 200: W1; a
+one-task chain shows the part of the fixed cost that does not grow with the tasks)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def _timed(owner: Any, name: str, label: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--tasks", type=int, default=200)
     args = parser.parse_args()
 
     from stageflow.runtime import lineage, runner
@@ -80,7 +82,7 @@ def main() -> None:
     splits = []
     for _ in range(args.repeat):
         _marks.clear()
-        pipeline = chain(int(__import__("os").environ.get("W1N", "200")), marked)
+        pipeline = chain(args.tasks, marked)
         start = time.perf_counter()
         result = pipeline.run(home=home, max_parallel=4)
         end = time.perf_counter()
