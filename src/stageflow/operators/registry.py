@@ -121,11 +121,16 @@ def task_problems(
     run_params: Mapping[str, Any],
     *,
     pipeline: Pipeline | None = None,
+    import_calls: bool = True,
 ) -> list[Problem]:
     """What is wrong with how ``task`` uses its operator (empty when nothing is);
-    the operator's own checks (``Operator.spec_problems``) see ``pipeline``."""
+    the operator's own checks (``Operator.spec_problems``) see ``pipeline``.
+    ``import_calls``: import a ``call:`` target to check its signature; without, its
+    form was checked (``spec.validate``) and nothing more is."""
     if task.fn is not None or task.call is not None:
         fn: Callable[..., Any] | None = task.fn
+        if fn is None and not import_calls:
+            return []
         if fn is None:
             try:
                 fn = resolve_callable(task.call or "")

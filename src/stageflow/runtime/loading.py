@@ -41,7 +41,7 @@ from stageflow.spec.models import Pipeline
 if TYPE_CHECKING:
     from stageflow.runtime.store.base import RunRecord, Store
 
-__all__ = ["load_pipeline", "pipeline_of_run"]
+__all__ = ["load_pipeline", "pipeline_of_run", "registered_templates_only"]
 
 _SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 
@@ -135,6 +135,17 @@ def _template_loader(limits: Limits) -> Any:
         return str(target), raw
 
     return load
+
+
+def registered_templates_only(reference: str, from_source: str) -> tuple[str, dict[str, Any]]:
+    """The ``use:`` loader for a spec sent over the API: saved pipeline versions only
+    (``NAME@VERSION``, ``NAME@latest``); a path would read the server's files."""
+    if _REGISTERED.fullmatch(reference):
+        return _registered(reference)
+    raise UsageError(
+        f"use: {reference!r}: a spec sent to the server may use saved pipelines only "
+        "(NAME@VERSION or NAME@latest), not a file"
+    )
 
 
 #: ``use: NAME@VERSION`` or ``use: NAME@latest``: a pipeline version saved in the store.

@@ -75,25 +75,31 @@ def check(
     params: Mapping[str, Any] | None = None,
     *,
     operator_defaults: Mapping[str, Resources] | None = None,
+    import_calls: bool = True,
 ) -> EnginePlan:
     """Raise ``InvalidSpec`` with every problem of ``pipeline``; else return its
     ``EnginePlan`` (built once here, reused by the runner). ``operator_defaults``:
-    the request of a task that declares none, by operator."""
-    problems, plan = _problems_and_plan(pipeline, params, operator_defaults)
+    the request of a task that declares none, by operator. ``import_calls``: import
+    ``call:`` targets to check how they are called; without (a process that must never
+    run a user's module, the API), only their form is checked."""
+    problems, plan = _problems_and_plan(pipeline, params, operator_defaults, import_calls)
     if problems or plan is None:
         raise InvalidSpec(problems, pipeline=pipeline.name)
     return plan
 
 
-def plan_problems(pipeline: Pipeline, params: Mapping[str, Any] | None = None) -> list[Problem]:
+def plan_problems(
+    pipeline: Pipeline, params: Mapping[str, Any] | None = None, *, import_calls: bool = True
+) -> list[Problem]:
     """Every problem of ``pipeline`` (what ``check`` raises), as a list."""
-    return _problems_and_plan(pipeline, params)[0]
+    return _problems_and_plan(pipeline, params, import_calls=import_calls)[0]
 
 
 def _problems_and_plan(
     pipeline: Pipeline,
     params: Mapping[str, Any] | None,
     operator_defaults: Mapping[str, Resources] | None = None,
+    import_calls: bool = True,
 ) -> tuple[list[Problem], EnginePlan | None]:
     params = pipeline.params if params is None else params
     plan: EnginePlan | None = None
@@ -140,7 +146,9 @@ def _problems_and_plan(
             parameters = task_parameters(task.parameters, params)
         except KeyError:
             continue  # reported by pipeline_problems
-        problems.extend(task_problems(task, parameters, params, pipeline=pipeline))
+        problems.extend(
+            task_problems(task, parameters, params, pipeline=pipeline, import_calls=import_calls)
+        )
         if task.fallback is not None:
-            problems.extend(fallback_problems(task, parameters, params))
+            problems.extend(fallback_problems(task, parameters, params, import_calls=import_calls))
     return problems, plan

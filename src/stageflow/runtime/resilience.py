@@ -203,9 +203,14 @@ class Resilience:
 
 
 def fallback_problems(
-    task: Task, parameters: Mapping[str, Any], run_params: Mapping[str, Any]
+    task: Task,
+    parameters: Mapping[str, Any],
+    run_params: Mapping[str, Any],
+    *,
+    import_calls: bool = True,
 ) -> list[Problem]:
-    """Why ``task``'s ``fallback.call`` cannot be imported or called (validation)."""
+    """Why ``task``'s ``fallback.call`` cannot be imported or called (validation);
+    ``import_calls`` false: only its form is checked (``plan.check``)."""
     fallback = task.fallback
     if fallback is None or fallback.call is None:
         return []
@@ -218,6 +223,8 @@ def fallback_problems(
                 field="fallback.call",
             )
         ]
+    if not import_calls:
+        return []
     try:
         fn = resolve_callable(ref)
     except Exception as exc:  # any import failure is the user's to fix

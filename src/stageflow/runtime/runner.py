@@ -295,12 +295,15 @@ class Runner:
         admission: Admission | None = None,
         owner: str | None = None,
         host: Host | None = None,
+        import_calls: bool = True,
     ) -> None:
         """``capacity``: what tasks' requests are admitted against (default: this
         machine's, detected when a task asks for resources); ``admission``: a
         budget shared with other runs (a ``LocalRuntime``'s), instead; ``owner``:
         the name this process holds leases under (default ``host:pid``); ``host``:
-        the process's executor pools and observers (default: ``default_host()``)."""
+        the process's executor pools and observers (default: ``default_host()``);
+        ``import_calls``: false in a process that must never import a user's module
+        (the API: ``call:`` targets are checked by their form only, ``plan.check``)."""
         if executor not in EXECUTORS:
             raise UsageError(
                 f"unknown executor '{executor}'; use one of: {', '.join(EXECUTORS)}",
@@ -329,6 +332,7 @@ class Runner:
         self.owner = owner or default_owner()
         self.lease = lease_terms(settings)
         self.host = host or default_host()
+        self.import_calls = import_calls
 
     # -- entry points ------------------------------------------------------------
 
@@ -336,7 +340,13 @@ class Runner:
         return self.start(self.prepare(overrides))
 
     def prepare(
-        self, overrides: Mapping[str, Any], *, priority: int = 0, hold: bool = True
+        self,
+        overrides: Mapping[str, Any],
+        *,
+        priority: int = 0,
+        hold: bool = True,
+        team: str | None = None,
+        triggered_by: str | None = None,
     ) -> Prepared:
         """Validate and plan a new run and record it as ``queued``; ``InvalidSpec``
         (nothing recorded) when the pipeline or its parameters are wrong, or a
@@ -344,7 +354,8 @@ class Runner:
 
         ``hold``: the run is recorded under this runner's lease (it is about to run
         it: no worker may take it meanwhile); without, it waits in the store's queue
-        for a worker (``stageflow submit``), in ``priority`` order."""
+        for a worker (``stageflow submit``), in ``priority`` order. ``team``: the owner
+        the run belongs to (its pipeline's, over the API); ``triggered_by``: who asked."""
         params = resolve_params(self.pipeline, overrides)
         # A queued run is for whichever worker it fits: this machine's size is not its limit.
         plan = self._plan(params, fit=hold)
@@ -361,6 +372,8 @@ class Runner:
             executor=self.executor_name,
             source=_source_of(self.pipeline),
             priority=priority,
+            owner=team,
+            triggered_by=triggered_by,
         )
         if hold:  # created under this process's lease (epoch 1): `start` claims nothing
             run = under_lease(run, owner=self.owner, epoch=1, now=now, terms=self.lease)
@@ -368,7 +381,7 @@ class Runner:
         self.store.create_run(
             run,
             [t.id for t in self.pipeline.tasks],
-            pipeline=PipelineRecord(self.pipeline.name, version, spec, now),
+            pipeline=PipelineRecord(self.pipeline.name, version, spec, now, owner=team),
         )
         logger.info("run %s of pipeline %s (version %s) created", run_id, run.pipeline, version)
         return Prepared(run, params, plan, held=hold)
@@ -477,7 +490,9 @@ class Runner:
 
         defaults = resources.operator_defaults()
         with collector_paused():  # only where the entry point tuned the collector
-            plan = check(self.pipeline, params, operator_defaults=defaults)
+            plan = check(
+                self.pipeline, params, operator_defaults=defaults, import_calls=self.import_calls
+            )
         if plan.needs_admission():
             from stageflow.runtime import pools
 

@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from conftest import Backend
 
 STAGEFLOW_TABLES = [
+    "api_tokens",
     "artifact_links",
     "attempts",
+    "audit_log",
     "cache_entries",
     "circuits",
     "control_requests",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from stageflow.runtime.store.base import (
     AttemptRecord,
+    AuditEntry,
     Batch,
     EventRecord,
     Fence,
@@ -21,12 +22,14 @@ from stageflow.runtime.store.base import (
     Store,
     TaskRunRecord,
     TaskRunStat,
+    TokenRecord,
 )
 from stageflow.runtime.store.sql import SqlStore
 from stageflow.runtime.store.url import mask_url, open_store
 
 __all__ = [
     "AttemptRecord",
+    "AuditEntry",
     "Batch",
     "EventRecord",
     "Fence",
@@ -39,6 +42,7 @@ __all__ = [
     "Store",
     "TaskRunRecord",
     "TaskRunStat",
+    "TokenRecord",
     "mask_url",
     "open_store",
 ]

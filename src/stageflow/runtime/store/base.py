@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the engine (and pydantic with it) is not loaded by `stagefl
 
 __all__ = [
     "AttemptRecord",
+    "AuditEntry",
     "Batch",
     "CacheEntry",
     "ControlRequest",
@@ -46,6 +47,7 @@ __all__ = [
     "Store",
     "TaskRunRecord",
     "TaskRunStat",
+    "TokenRecord",
     "VersionCount",
 ]
 
@@ -56,6 +58,10 @@ class PipelineRecord:
     version: str  # content hash of the canonical spec JSON
     spec_json: str
     created_at: float
+    # The service (schema 11): the team that owns the pipeline (None: nobody's, as a
+    # pipeline saved by the CLI), and when it was deleted (its runs stay readable).
+    owner: str | None = None
+    deleted_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,10 @@ class RunRecord:
     lease_epoch: int = 0
     lease_expires_at: float | None = None
     priority: int = 0  # higher runs first when runs wait in the store's queue
+    # The service (schema 11): the team that owns the run (its pipeline's owner; None
+    # for the CLI's runs) and who asked for it (a token's name, a user, a schedule).
+    owner: str | None = None
+    triggered_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +169,7 @@ class VersionCount(NamedTuple):
     saved_at: float  # when the version was first saved (a run of it was created)
     runs: int
     last_run_at: float | None  # the newest of those runs' creation; None: no run
+    owner: str | None = None  # the version's owner (schema 11)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +300,39 @@ class Batch:
         self.fences.update(later.fences)  # the later renewal (or clearing) wins
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API token as stored (schema 11): its public id, its name, role and owner, and
+    the sha256 of its secret part (the secret itself is never stored)."""
+
+    token_id: str
+    name: str
+    role: str  # viewer | operator | editor | admin
+    owner: str | None
+    secret_sha256: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One mutating request or control action (schema 11): who, what, when, from
+    where, with what result (an HTTP status). ``entry_id`` is 0 until stored."""
+
+    at: float
+    actor: str
+    action: str
+    status: int
+    role: str | None = None
+    owner: str | None = None
+    target: str | None = None
+    client: str | None = None
+    detail: str | None = None
+    entry_id: int = 0
+
+
 class Store(Protocol):
     """The metadata store. One instance is used from one thread at a time."""
 
@@ -297,11 +341,24 @@ class Store(Protocol):
     def save_pipeline(self, record: PipelineRecord) -> None:
         """Insert the pipeline version if absent (idempotent on name+version)."""
 
+    def publish_pipeline(self, record: PipelineRecord) -> bool:
+        """Save the version as the service does: insert it, or bring back a deleted
+        one (its ``created_at`` becomes the record's, so it is the latest again);
+        True when it was new or deleted."""
+
+    def delete_pipeline(self, name: str, now: float) -> bool:
+        """Mark every version of ``name`` deleted (runs keep reading theirs);
+        False when there is no live version."""
+
+    def pipeline_owner(self, name: str) -> tuple[bool, str | None]:
+        """(whether ``name`` has any version, deleted or not; the owner of its
+        newest version)."""
+
     def get_pipeline(self, name: str, version: str) -> PipelineRecord:
-        """Raise ``StoreError`` when absent."""
+        """Raise ``StoreError`` when absent (deleted versions are found: their runs read them)."""
 
     def latest_pipeline(self, name: str) -> PipelineRecord:
-        """The most recently saved version of ``name``; raise ``StoreError`` when none."""
+        """The most recently saved live version of ``name``; raise ``StoreError`` when none."""
 
     def create_run(
         self, run: RunRecord, task_ids: Sequence[str], *, pipeline: PipelineRecord | None = None
@@ -373,11 +430,14 @@ class Store(Protocol):
         until: float | None = None,
         before: tuple[float, str] | None = None,
         limit: int = 100,
+        owner: str | None = None,
+        triggered_by: str | None = None,
     ) -> list[RunRecord]:
         """The runs matching every filter given, newest first (by created_at, then
         run_id, both descending): of ``pipeline``; in any of ``states``; created in
-        ``[since, until)``; after ``before`` = (created_at, run_id) in that order (the
-        last run of the previous page: keyset pagination). At most ``limit``."""
+        ``[since, until)``; of ``owner``; asked for by ``triggered_by``; after
+        ``before`` = (created_at, run_id) in that order (the last run of the previous
+        page: keyset pagination). At most ``limit``."""
 
     def pipeline_versions(self, name: str | None = None) -> list[VersionCount]:
         """Every saved pipeline version (only ``name``'s when given) with its run count:
@@ -473,6 +533,35 @@ class Store(Protocol):
     def pool_holdings(self, now: float, pool: str | None = None) -> list[PoolHolding]:
         """The live holdings at ``now`` (only ``pool``'s when given), by pool, then
         acquisition time."""
+
+    def add_token(self, token: TokenRecord) -> None:
+        """Store a new token; the driver's integrity error when its id or name exists."""
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        """The token with that public id, revoked or not; ``None`` when there is none."""
+
+    def tokens(self) -> list[TokenRecord]:
+        """Every token, oldest first."""
+
+    def revoke_token(self, name: str, now: float) -> bool:
+        """Revoke the live token named ``name``; False when there is none."""
+
+    def touch_token(self, token_id: str, now: float) -> None:
+        """Record that the token was used at ``now``."""
+
+    def add_audit(self, entry: AuditEntry) -> int:
+        """Append ``entry`` to the audit log; return its id."""
+
+    def audit_entries(
+        self,
+        *,
+        since: float | None = None,
+        actor: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """The audit log, newest first, matching every filter given; ``before_id``: the
+        page starts after that entry."""
 
     def add_request(self, request: ControlRequest) -> int:
         """Store a control request; return its ``request_id``. Raises ``RunNotFound``."""

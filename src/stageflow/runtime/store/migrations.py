@@ -298,6 +298,40 @@ MIGRATIONS: list[Migration] = [
             "DROP TABLE events",
         ),
     ),
+    _for_both(
+        11,
+        "the service: owners of pipelines and runs, deleted pipelines, who triggered a "
+        "run, API tokens (hashed), the audit log",
+        "ALTER TABLE pipelines ADD COLUMN owner TEXT",
+        "ALTER TABLE pipelines ADD COLUMN deleted_at {real}",
+        "ALTER TABLE runs ADD COLUMN owner TEXT",
+        "ALTER TABLE runs ADD COLUMN triggered_by TEXT",
+        "CREATE INDEX runs_by_owner ON runs (owner, created_at, run_id)",
+        """CREATE TABLE api_tokens (
+            token_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'editor', 'admin')),
+            owner TEXT,
+            secret_sha256 TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            expires_at {real},
+            revoked_at {real},
+            last_used_at {real}
+        )""",
+        """CREATE TABLE audit_log (
+            id {id},
+            at {real} NOT NULL,
+            actor TEXT NOT NULL,
+            role TEXT,
+            owner TEXT,
+            action TEXT NOT NULL,
+            target TEXT,
+            client TEXT,
+            status INTEGER NOT NULL,
+            detail TEXT
+        )""",
+        "CREATE INDEX audit_log_by_at ON audit_log (at, id)",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -73,6 +73,7 @@ from stageflow.runtime.store.base import (
     VersionCount,
 )
 from stageflow.runtime.store.dialect import Connection, Cursor, Dialect
+from stageflow.runtime.store.sql_access import AccessTables
 
 if TYPE_CHECKING:
     from stageflow.engine.circuit import CircuitState
@@ -80,7 +81,7 @@ if TYPE_CHECKING:
 __all__ = ["SqlStore"]
 
 
-class SqlStore:
+class SqlStore(AccessTables):
     """The ``Store`` on an open DB-API connection; see the module docstring.
 
     ``url`` is the store's URL with any password masked: safe to print.
@@ -113,9 +114,26 @@ class SqlStore:
 
     def save_pipeline(self, record: PipelineRecord) -> None:
         """Insert the pipeline version if absent (idempotent on name+version)."""
-        row = (record.name, record.version, record.spec_json, record.created_at)
         with self._transaction() as cur:
-            cur.execute(self._sql.insert_pipeline, row)
+            cur.execute(self._sql.insert_pipeline, _pipeline_row(record))
+
+    def publish_pipeline(self, record: PipelineRecord) -> bool:
+        """Insert the version, or bring back a deleted one as the newest (the
+        service's save); True when it was new or deleted."""
+        with self._transaction() as cur:
+            cur.execute(self._sql.publish_pipeline, _pipeline_row(record))
+            return bool(cur.rowcount)
+
+    def delete_pipeline(self, name: str, now: float) -> bool:
+        """Mark every live version of ``name`` deleted; False when there is none."""
+        with self._transaction() as cur:
+            cur.execute(self._sql.delete_pipeline, (now, name))
+            return bool(cur.rowcount)
+
+    def pipeline_owner(self, name: str) -> tuple[bool, str | None]:
+        """(whether ``name`` has any version, deleted or not; its newest version's owner)."""
+        row = self._fetchone(self._sql.select_pipeline_owner, (name,))
+        return (False, None) if row is None else (True, row[0])
 
     def create_run(
         self, run: RunRecord, task_ids: Sequence[str], *, pipeline: PipelineRecord | None = None
@@ -144,14 +162,13 @@ class SqlStore:
             run.lease_epoch,
             run.lease_expires_at,
             run.priority,
+            run.owner,
+            run.triggered_by,
         )
         dialect = self.dialect
         with self._transaction() as cur:
             if pipeline is not None:
-                cur.execute(
-                    self._sql.insert_pipeline,
-                    (pipeline.name, pipeline.version, pipeline.spec_json, pipeline.created_at),
-                )
+                cur.execute(self._sql.insert_pipeline, _pipeline_row(pipeline))
             cur.execute(self._sql.insert_run, row)
             if task_ids:
                 cur.execute(
@@ -528,15 +545,18 @@ class SqlStore:
         until: float | None = None,
         before: tuple[float, str] | None = None,
         limit: int = 100,
+        owner: str | None = None,
+        triggered_by: str | None = None,
     ) -> list[RunRecord]:
         """The runs matching every filter given, newest first (created_at, then run_id,
         descending); ``before``: the (created_at, run_id) a page starts after. One
-        query on index ``runs_by_pipeline`` or ``runs_by_created_at``."""
+        query on index ``runs_by_pipeline``, ``runs_by_owner`` or ``runs_by_created_at``."""
         params: list[Any] = []
         if pipeline is not None:
             params.append(pipeline)
         params.extend(states)
         params.extend(t for t in (since, until) if t is not None)
+        params.extend(t for t in (owner, triggered_by) if t is not None)
         if before is not None:
             params.extend((before[0], before[0], before[1]))
         sql = _query_runs_sql(
@@ -546,6 +566,8 @@ class SqlStore:
             since is not None,
             until is not None,
             before is not None,
+            owner is not None,
+            triggered_by is not None,
         )
         return [_run_record(row) for row in self._fetchall(sql, (*params, limit))]
 
@@ -556,7 +578,7 @@ class SqlStore:
             rows = self._fetchall(self._sql.select_versions, ())
         else:
             rows = self._fetchall(self._sql.select_versions_of, (name,))
-        return [VersionCount(str(r[0]), str(r[1]), r[2], int(r[3]), r[4]) for r in rows]
+        return [VersionCount(str(r[0]), str(r[1]), r[2], int(r[3]), r[4], r[5]) for r in rows]
 
     def task_runs(self, run_id: str) -> list[TaskRunRecord]:
         """In the order the task runs were created; empty for an unknown run."""
@@ -826,6 +848,10 @@ def _broken(conn: Connection) -> bool:
     return bool(getattr(conn, "broken", False) or getattr(conn, "closed", False))
 
 
+def _pipeline_row(p: PipelineRecord) -> tuple[Any, ...]:
+    return (p.name, p.version, p.spec_json, p.created_at, p.owner)
+
+
 def _run_record(row: Sequence[Any]) -> RunRecord:
     return RunRecord(
         run_id=row[0],
@@ -846,6 +872,8 @@ def _run_record(row: Sequence[Any]) -> RunRecord:
         lease_epoch=row[15],
         lease_expires_at=row[16],
         priority=row[17],
+        owner=row[18],
+        triggered_by=row[19],
     )
 
 
@@ -959,7 +987,7 @@ _SELECT_REQUESTS = (
 _SELECT_RUN = (
     "SELECT run_id, pipeline, pipeline_version, state, params_json, created_at, started_at, "
     "ended_at, owner_host, owner_pid, owner_started_at, heartbeat_at, executor, source, "
-    "lease_owner, lease_epoch, lease_expires_at, priority FROM runs "
+    "lease_owner, lease_epoch, lease_expires_at, priority, owner, triggered_by FROM runs "
 )
 # The queue (claimable_runs, claim_next): unfinished runs whose lease is free or
 # expired at the parameter's time, in queue order. The state condition repeats the
@@ -968,14 +996,14 @@ _IN_QUEUE = (
     "WHERE state IN ('queued', 'running') AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
 )
 _QUEUE_ORDER = "ORDER BY priority DESC, created_at, run_id "
-_RUN_WIDTH = 18  # the run columns in front of the attempt columns below
+_RUN_WIDTH = 20  # the run columns in front of the attempt columns below
 # Runs (alias r) with their attempts, in the order of _RUN_WIDTH run columns, then
 # AttemptRecord's fields after run_id; a run without attempts gives one row of NULLs.
 _SELECT_RUN_ATTEMPTS = (
     "SELECT r.run_id, r.pipeline, r.pipeline_version, r.state, r.params_json, r.created_at, "
     "r.started_at, r.ended_at, r.owner_host, r.owner_pid, r.owner_started_at, r.heartbeat_at, "
     "r.executor, r.source, r.lease_owner, r.lease_epoch, r.lease_expires_at, r.priority, "
-    "a.task_id, a.attempt, a.state, a.started_at, a.ended_at, a.error, "
+    "r.owner, r.triggered_by, a.task_id, a.attempt, a.state, a.started_at, a.ended_at, a.error, "
     "a.queued_at, a.request_json, a.gpu_devices, a.cpu_seconds, a.peak_rss_mb, a.gpu_seconds, "
     "a.rows_in, a.rows_out "
 )
@@ -991,6 +1019,9 @@ _RUN_ATTEMPTS_JOIN = (
 @dataclass(frozen=True, slots=True)
 class _Statements:
     insert_pipeline: str
+    publish_pipeline: str
+    delete_pipeline: str
+    select_pipeline_owner: str
     select_pipeline: str
     select_latest_pipeline: str
     insert_run: str
@@ -1129,7 +1160,14 @@ def _multi_row_sql(dialect: Dialect, statement: _MultiRow, count: int) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _query_runs_sql(
-    dialect: Dialect, pipeline: bool, states: int, since: bool, until: bool, before: bool
+    dialect: Dialect,
+    pipeline: bool,
+    states: int,
+    since: bool,
+    until: bool,
+    before: bool,
+    owner: bool = False,
+    triggered_by: bool = False,
 ) -> str:
     """``Store.query_runs``'s statement for the filters given (cached per combination)."""
     where = []
@@ -1141,6 +1179,10 @@ def _query_runs_sql(
         where.append("created_at >= ?")
     if until:
         where.append("created_at < ?")
+    if owner:
+        where.append("owner = ?")
+    if triggered_by:
+        where.append("triggered_by = ?")
     if before:  # keyset pagination: strictly after the cursor in (created_at, run_id) DESC
         where.append("(created_at < ? OR (created_at = ? AND run_id < ?))")
     clause = f"WHERE {' AND '.join(where)} " if where else ""
@@ -1148,11 +1190,12 @@ def _query_runs_sql(
 
 
 _SELECT_VERSIONS = (
-    "SELECT p.name, p.version, p.created_at, COUNT(r.run_id), MAX(r.created_at) "
+    "SELECT p.name, p.version, p.created_at, COUNT(r.run_id), MAX(r.created_at), p.owner "
     "FROM pipelines p LEFT JOIN runs r ON r.pipeline = p.name AND r.pipeline_version = p.version "
 )
 _GROUP_VERSIONS = (
-    "GROUP BY p.name, p.version, p.created_at ORDER BY p.name, p.created_at DESC, p.version DESC"
+    "GROUP BY p.name, p.version, p.created_at, p.owner "
+    "ORDER BY p.name, p.created_at DESC, p.version DESC"
 )
 
 
@@ -1161,22 +1204,37 @@ def _statements(dialect: Dialect) -> _Statements:
     q = dialect.sql
     return _Statements(
         insert_pipeline=q(
-            "INSERT INTO pipelines (name, version, spec_json, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (name, version) DO NOTHING"
+            "INSERT INTO pipelines (name, version, spec_json, created_at, owner) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, version) DO NOTHING"
+        ),
+        # A deleted version saved again comes back as the newest.
+        publish_pipeline=q(
+            "INSERT INTO pipelines (name, version, spec_json, created_at, owner) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, version) DO UPDATE SET "
+            "deleted_at = NULL, created_at = excluded.created_at, owner = excluded.owner "
+            "WHERE pipelines.deleted_at IS NOT NULL"
+        ),
+        delete_pipeline=q(
+            "UPDATE pipelines SET deleted_at = ? WHERE name = ? AND deleted_at IS NULL"
+        ),
+        select_pipeline_owner=q(
+            "SELECT owner FROM pipelines WHERE name = ? "
+            "ORDER BY created_at DESC, version DESC LIMIT 1"
         ),
         select_pipeline=q(
-            "SELECT name, version, spec_json, created_at FROM pipelines "
+            "SELECT name, version, spec_json, created_at, owner, deleted_at FROM pipelines "
             "WHERE name = ? AND version = ?"
         ),
         select_latest_pipeline=q(
-            "SELECT name, version, spec_json, created_at FROM pipelines "
-            "WHERE name = ? ORDER BY created_at DESC, version DESC LIMIT 1"
+            "SELECT name, version, spec_json, created_at, owner, deleted_at FROM pipelines "
+            "WHERE name = ? AND deleted_at IS NULL ORDER BY created_at DESC, version DESC LIMIT 1"
         ),
         insert_run=q(
             "INSERT INTO runs (run_id, pipeline, pipeline_version, state, params_json, "
             "created_at, started_at, ended_at, owner_host, owner_pid, owner_started_at, "
             "heartbeat_at, executor, source, lease_owner, lease_epoch, lease_expires_at, "
-            "priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "priority, owner, triggered_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ),
         update_run=q(
             "UPDATE runs SET state = COALESCE(?, state), started_at = COALESCE(?, started_at), "
@@ -1273,9 +1331,13 @@ def _statements(dialect: Dialect) -> _Statements:
         count_run_states=q(
             "SELECT state, COUNT(*) FROM runs WHERE pipeline = ? AND created_at >= ? GROUP BY state"
         ),
-        select_pipeline_names=q("SELECT DISTINCT name FROM pipelines ORDER BY name"),
-        select_versions=q(_SELECT_VERSIONS + _GROUP_VERSIONS),
-        select_versions_of=q(_SELECT_VERSIONS + "WHERE p.name = ? " + _GROUP_VERSIONS),
+        select_pipeline_names=q(
+            "SELECT DISTINCT name FROM pipelines WHERE deleted_at IS NULL ORDER BY name"
+        ),
+        select_versions=q(_SELECT_VERSIONS + "WHERE p.deleted_at IS NULL " + _GROUP_VERSIONS),
+        select_versions_of=q(
+            _SELECT_VERSIONS + "WHERE p.name = ? AND p.deleted_at IS NULL " + _GROUP_VERSIONS
+        ),
         select_events=q("SELECT events FROM event_batches WHERE run_id = ? ORDER BY id"),
         # A succeeded task without an output row returned None (kind NULL here).
         select_outputs=q(
