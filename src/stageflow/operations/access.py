@@ -29,12 +29,14 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from stageflow.errors import UsageError
 from stageflow.runtime.result import iso
 from stageflow.runtime.store.base import AuditEntry, Store, TokenRecord
-from stageflow.spec.models import Pipeline
+
+if TYPE_CHECKING:
+    from stageflow.spec.models import Pipeline
 
 __all__ = [
     "CODE_OPERATORS",

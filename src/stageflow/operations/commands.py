@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from stageflow.runtime.interrupt import Interrupt
     from stageflow.runtime.result import RunResult
     from stageflow.runtime.runner import Listener, OnStart
+    from stageflow.runtime.store.base import PipelineRecord, Store
     from stageflow.spec.models import Pipeline
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "retry",
     "start",
     "submit",
+    "submit_saved",
     "unpause",
 ]
 
@@ -112,8 +114,7 @@ def submit(
     from stageflow.runtime.loading import load_pipeline
     from stageflow.runtime.runner import Runner
 
-    if not -1_000_000 <= priority <= 1_000_000:
-        raise UsageError(f"priority {priority} is out of range -1000000..1000000", field="priority")
+    _check_priority(priority)
     if isinstance(pipeline, str):
         pipeline = load_pipeline(pipeline, settings.limits)
     with writing(settings) as store:
@@ -124,6 +125,44 @@ def submit(
     return SubmittedRun(
         run.run_id, run.pipeline, run.pipeline_version, run.state, run.priority, run.params
     )
+
+
+def submit_saved(
+    settings: Settings,
+    store: Store,
+    record: PipelineRecord,
+    params: Mapping[str, Any] | None = None,
+    *,
+    priority: int = 0,
+    triggered_by: str | None = None,
+) -> SubmittedRun:
+    """Queue a run of a saved pipeline version (the API's submit): validated as
+    ``submit`` does, without importing any ``call:`` target (``Runner(import_calls=
+    False)``); the run belongs to the pipeline's owner. Raises ``InvalidSpec``,
+    ``UsageError``, ``StoreError``."""
+    import json
+
+    from stageflow.runtime.runner import Runner
+    from stageflow.spec.load import pipeline_from_data
+
+    _check_priority(priority)
+    pipeline = pipeline_from_data(json.loads(record.spec_json))
+    prepared = Runner(pipeline, store=store, settings=settings, import_calls=False).prepare(
+        dict(params or {}),
+        priority=priority,
+        hold=False,
+        team=record.owner,
+        triggered_by=triggered_by,
+    )
+    run = prepared.run
+    return SubmittedRun(
+        run.run_id, run.pipeline, run.pipeline_version, run.state, run.priority, run.params
+    )
+
+
+def _check_priority(priority: int) -> None:
+    if not -1_000_000 <= priority <= 1_000_000:
+        raise UsageError(f"priority {priority} is out of range -1000000..1000000", field="priority")
 
 
 def start(

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from stageflow.errors import InvalidSpec, Problem, StageflowError, StoreError
 from stageflow.runtime.result import iso
 from stageflow.runtime.store.base import PipelineRecord, Store, VersionCount
-from stageflow.spec.load import DEFAULT_LIMITS, Limits
-from stageflow.spec.models import Pipeline
+
+if TYPE_CHECKING:
+    from stageflow.spec.load import Limits
+    from stageflow.spec.models import Pipeline
 
 __all__ = [
     "PipelineSummary",
@@ -189,26 +191,26 @@ class Validation:
         }
 
 
-def parse_spec(body: bytes, media_type: str, limits: Limits = DEFAULT_LIMITS) -> object:
+def parse_spec(body: bytes, media_type: str, limits: Limits | None = None) -> object:
     """The document a request sent (JSON, or YAML for ``application/yaml`` and
     ``text/yaml``), parsed safely within ``limits``; ``InvalidSpec`` when it does not parse."""
-    from stageflow.spec.load import parse_document
+    from stageflow.spec.load import DEFAULT_LIMITS, parse_document
 
     fmt: Literal["yaml", "json"] = "yaml" if media_type in YAML_TYPES else "json"
-    return parse_document(body, fmt=fmt, source="the request body", limits=limits)
+    return parse_document(body, fmt=fmt, source="the request body", limits=limits or DEFAULT_LIMITS)
 
 
 #: Media types read as YAML (anything else is JSON).
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 
 
-def build_pipeline(doc: object, limits: Limits = DEFAULT_LIMITS) -> Pipeline:
+def build_pipeline(doc: object, limits: Limits | None = None) -> Pipeline:
     """A pipeline from a request's document, without reading any file or importing
     any module: ``use:`` may name registered templates only (a path would read this
     machine's files), and ``call:`` targets are checked by their form
     (``plan.check(import_calls=False)``). ``InvalidSpec`` with every problem."""
     from stageflow.runtime.plan import plan_problems
-    from stageflow.spec.load import pipeline_from_data
+    from stageflow.spec.load import DEFAULT_LIMITS, pipeline_from_data
 
     if isinstance(doc, dict) and any(
         isinstance(t, dict) and "use" in t for t in doc.get("tasks") or []
@@ -217,14 +219,14 @@ def build_pipeline(doc: object, limits: Limits = DEFAULT_LIMITS) -> Pipeline:
         from stageflow.spec.templates import expand_templates
 
         doc = expand_templates(doc, registered_templates_only, "the request body")
-    pipeline = pipeline_from_data(doc, limits)
+    pipeline = pipeline_from_data(doc, limits or DEFAULT_LIMITS)
     problems = plan_problems(pipeline, import_calls=False)
     if problems:
         raise InvalidSpec(problems, pipeline=pipeline.name)
     return pipeline
 
 
-def validate_spec(doc: object, limits: Limits = DEFAULT_LIMITS) -> Validation:
+def validate_spec(doc: object, limits: Limits | None = None) -> Validation:
     """Every problem of a request's document, nothing saved (``build_pipeline``)."""
     from stageflow.operations.access import code_tasks
 

@@ -75,6 +75,10 @@ class RunFilter:
     until: float | None = None  # created before
     limit: int = 50
     cursor: str | None = None  # from the previous page's ``RunPage.cursor``
+    triggered_by: str | None = None
+    # Only the runs of this owner (a team; None: the runs of no owner, the CLI's):
+    # what the API's non-admins see. ``owned_by`` unset: every owner's.
+    owned_by: tuple[str | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +203,9 @@ def list_runs(store: Store, which: RunFilter, *, now: float) -> RunPage:
         until=which.until,
         before=before,
         limit=which.limit + 1,  # one more tells whether another page follows
+        owner=which.owned_by[0] if which.owned_by else None,
+        unowned=which.owned_by is not None and which.owned_by[0] is None,
+        triggered_by=which.triggered_by,
     )
     shown = records[: which.limit]
     more = len(records) > which.limit

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from stageflow.runtime.settings import Settings
 from stageflow.runtime.store import Store, mask_url, open_store
 
-__all__ = ["check_store", "reading", "store_location", "writing"]
+__all__ = ["Store", "check_store", "open_for_service", "reading", "store_location", "writing"]
 
 
 @contextmanager
@@ -36,6 +36,12 @@ def writing(settings: Settings) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+def open_for_service(settings: Settings) -> Store:
+    """The store of ``settings`` for a long-lived process (the API), opened and
+    migrated; the caller closes it."""
+    return open_store(settings.database_url, settings.home)
 
 
 def check_store(settings: Settings) -> None:

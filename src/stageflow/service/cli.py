@@ -846,3 +846,8 @@ cli_pipelines.attach(cli)
 from stageflow.service import cli_pools  # noqa: E402  (after `cli` exists)
 
 cli_pools.attach(cli)
+
+# The service commands (serve, tokens, audit).
+from stageflow.service import cli_serve  # noqa: E402  (after `cli` exists)
+
+cli_serve.attach(cli)

@@ -432,10 +432,12 @@ class Store(Protocol):
         limit: int = 100,
         owner: str | None = None,
         triggered_by: str | None = None,
+        unowned: bool = False,
     ) -> list[RunRecord]:
         """The runs matching every filter given, newest first (by created_at, then
         run_id, both descending): of ``pipeline``; in any of ``states``; created in
-        ``[since, until)``; of ``owner``; asked for by ``triggered_by``; after
+        ``[since, until)``; of ``owner`` (``unowned``: of none); asked for by
+        ``triggered_by``; after
         ``before`` = (created_at, run_id) in that order (the last run of the previous
         page: keyset pagination). At most ``limit``."""
 
@@ -533,6 +535,9 @@ class Store(Protocol):
     def pool_holdings(self, now: float, pool: str | None = None) -> list[PoolHolding]:
         """The live holdings at ``now`` (only ``pool``'s when given), by pool, then
         acquisition time."""
+
+    def run_counts(self) -> list[tuple[str, str, int]]:
+        """(pipeline, state, number of runs) for every pair that has runs."""
 
     def add_token(self, token: TokenRecord) -> None:
         """Store a new token; the driver's integrity error when its id or name exists."""

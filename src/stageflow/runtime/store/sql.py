@@ -547,6 +547,7 @@ class SqlStore(AccessTables):
         limit: int = 100,
         owner: str | None = None,
         triggered_by: str | None = None,
+        unowned: bool = False,
     ) -> list[RunRecord]:
         """The runs matching every filter given, newest first (created_at, then run_id,
         descending); ``before``: the (created_at, run_id) a page starts after. One
@@ -568,6 +569,7 @@ class SqlStore(AccessTables):
             before is not None,
             owner is not None,
             triggered_by is not None,
+            unowned,
         )
         return [_run_record(row) for row in self._fetchall(sql, (*params, limit))]
 
@@ -636,6 +638,11 @@ class SqlStore(AccessTables):
         """Runs of ``pipeline`` created since ``since``, counted by state; one query."""
         rows = self._fetchall(self._sql.count_run_states, (pipeline, since))
         return {str(state): int(count) for state, count in rows}
+
+    def run_counts(self) -> list[tuple[str, str, int]]:
+        """(pipeline, state, number of runs) for every pair that has runs; one query."""
+        rows = self._fetchall(self._sql.count_runs, ())
+        return [(str(p), str(s), int(n)) for p, s, n in rows]
 
     def pipeline_names(self) -> list[str]:
         """The names of every stored pipeline, sorted."""
@@ -1044,6 +1051,7 @@ class _Statements:
     select_task_run_stats: str
     count_run_states: str
     select_pipeline_names: str
+    count_runs: str
     select_versions: str
     select_versions_of: str
     select_events: str
@@ -1168,6 +1176,7 @@ def _query_runs_sql(
     before: bool,
     owner: bool = False,
     triggered_by: bool = False,
+    unowned: bool = False,
 ) -> str:
     """``Store.query_runs``'s statement for the filters given (cached per combination)."""
     where = []
@@ -1183,6 +1192,8 @@ def _query_runs_sql(
         where.append("owner = ?")
     if triggered_by:
         where.append("triggered_by = ?")
+    if unowned:
+        where.append("owner IS NULL")
     if before:  # keyset pagination: strictly after the cursor in (created_at, run_id) DESC
         where.append("(created_at < ? OR (created_at = ? AND run_id < ?))")
     clause = f"WHERE {' AND '.join(where)} " if where else ""
@@ -1331,6 +1342,7 @@ def _statements(dialect: Dialect) -> _Statements:
         count_run_states=q(
             "SELECT state, COUNT(*) FROM runs WHERE pipeline = ? AND created_at >= ? GROUP BY state"
         ),
+        count_runs=q("SELECT pipeline, state, COUNT(*) FROM runs GROUP BY pipeline, state"),
         select_pipeline_names=q(
             "SELECT DISTINCT name FROM pipelines WHERE deleted_at IS NULL ORDER BY name"
         ),

@@ -1,0 +1,99 @@
+"""Prometheus metrics of the API process (``prometheus_client``, text format at ``/metrics``).
+
+Names follow Prometheus conventions with the ``stageflow_`` prefix. Counted here:
+HTTP requests by method, route template and status, with a duration histogram.
+Read from the store at each scrape: runs by pipeline and state, queued and running
+runs. The ``pipeline`` label holds at most ``PIPELINE_LABELS`` names (the busiest);
+the rest are summed under ``other``, so a store with thousands of pipelines cannot
+blow up a Prometheus server. Each app has its own registry (several apps in one
+process, as tests make, do not collide).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from stageflow.errors import StageflowError
+from stageflow.operations.stores import Store
+
+__all__ = ["CONTENT_TYPE", "PIPELINE_LABELS", "ApiMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: The most distinct ``pipeline`` label values (``STAGEFLOW_METRICS_PIPELINES``).
+PIPELINE_LABELS = int(os.environ.get("STAGEFLOW_METRICS_PIPELINES", "200") or 200)
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _StoreCollector(Collector):
+    def __init__(self, store: Store, started_at: float) -> None:
+        self.store = store
+        self.started_at = started_at
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        uptime = GaugeMetricFamily(
+            "stageflow_api_uptime_seconds", "Seconds since this API process started."
+        )
+        uptime.add_metric([], time.time() - self.started_at)
+        yield uptime
+        try:
+            counts = self.store.run_counts()
+        except StageflowError:  # the store is down: /health says so; the scrape goes on
+            return
+        by_pipeline: dict[str, int] = {}
+        for pipeline, _, n in counts:
+            by_pipeline[pipeline] = by_pipeline.get(pipeline, 0) + n
+        kept = set(sorted(by_pipeline, key=lambda p: (-by_pipeline[p], p))[:PIPELINE_LABELS])
+        runs = GaugeMetricFamily(
+            "stageflow_runs",
+            "Runs in the store by pipeline and state.",
+            labels=["pipeline", "state"],
+        )
+        summed: dict[tuple[str, str], int] = {}
+        states: dict[str, int] = {}
+        for pipeline, state, n in counts:
+            key = (pipeline if pipeline in kept else "other", state)
+            summed[key] = summed.get(key, 0) + n
+            states[state] = states.get(state, 0) + n
+        for (pipeline, state), n in sorted(summed.items()):
+            runs.add_metric([pipeline, state], n)
+        yield runs
+        queued = GaugeMetricFamily("stageflow_runs_queued", "Runs waiting for a worker.")
+        queued.add_metric([], states.get("queued", 0))
+        yield queued
+        active = GaugeMetricFamily("stageflow_runs_active", "Runs being executed.")
+        active.add_metric([], states.get("running", 0))
+        yield active
+
+
+class ApiMetrics:
+    """The registry of one app and what the middleware records."""
+
+    def __init__(self, store: Store) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "stageflow_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "stageflow_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template.",
+            ["method", "route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StoreCollector(store, time.time()))
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.duration.labels(method, route).observe(seconds)
+
+    def text(self) -> bytes:
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,261 @@
+"""``/api/v1/runs``: submit (queued for a worker), list, show, control, approve,
+logs, results.
+
+A run belongs to its pipeline's owner; a caller that may not see it gets 404, as
+for a run that does not exist. Submitting and controlling need role operator; a
+run of a pipeline with arbitrary code needs admin. Control requests go through the
+store to whichever worker owns the run (``operations.cancel`` and friends), in the
+caller's name.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from stageflow import operations as ops
+from stageflow.operations.access import Identity
+from stageflow.service.api.auth import identity, require
+from stageflow.service.api.routes_pipelines import check_code
+
+if TYPE_CHECKING:
+    from stageflow.runtime.store.base import RunRecord
+
+__all__ = ["RunRequest", "router", "submit_run", "visible_run"]
+
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+Who = Annotated[Identity, Depends(identity)]
+
+
+class RunRequest(BaseModel):
+    """Seed 001's body: which pipeline (``name`` or ``name@version``), its parameters,
+    who asked (a label kept with the run; the audit log keeps the token's name), and
+    the priority in the queue (higher first)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline_id: str = Field(min_length=1, max_length=300)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    triggered_by: str | None = Field(default=None, max_length=200)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+def visible_run(request: Request, who: Identity, run_id: str) -> RunRecord:
+    """The run, if ``who`` may see it; ``RunNotFound``/``NotFound`` (404) otherwise."""
+    ops.check_run_id(run_id)
+    run: RunRecord = request.app.state.ctx.store.get_run(run_id)
+    if not ops.sees(who, run.owner):
+        raise ops.NotFound(f"no run '{run_id}'; `GET /api/v1/runs` lists yours")
+    return run
+
+
+def submit_run(request: Request, who: Identity, body: RunRequest) -> dict[str, Any]:
+    require(who, "operate")
+    ctx = request.app.state.ctx
+    name, _, version = body.pipeline_id.partition("@")
+    record = ops.owned_pipeline(
+        ctx.store, name, owner=who.owner, see_all=who.is_admin, version=version or "latest"
+    )
+    pipeline, _ = ops.pipeline_graph(record)
+    check_code(request, who, pipeline)
+    submitted = ops.submit_saved(
+        ctx.settings,
+        ctx.store,
+        record,
+        body.parameters,
+        priority=body.priority,
+        triggered_by=body.triggered_by or who.name,
+    )
+    return {
+        **submitted.as_json(),
+        "version": submitted.pipeline_version,
+        "status_url": f"/api/v1/runs/{submitted.run_id}",
+    }
+
+
+@router.post("", status_code=202, summary="Queue a run of a saved pipeline")
+def create_run(request: Request, who: Who, body: RunRequest) -> JSONResponse:
+    """202 with the run id: a worker runs it (``GET /api/v1/runs/{run_id}`` follows it)."""
+    return JSONResponse(submit_run(request, who, body), status_code=202)
+
+
+@router.get("", summary="List runs")
+def list_runs(
+    request: Request,
+    who: Who,
+    pipeline: str | None = None,
+    state: Annotated[list[str] | None, Query()] = None,
+    since: str | None = None,
+    until: str | None = None,
+    triggered_by: str | None = None,
+    owner: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    """Newest first; ``next_cursor`` fetches the next page. ``since``/``until``: ISO-8601.
+    A non-admin sees its owner's runs only (``owner`` is an admin's filter)."""
+    require(who, "read")
+    owned_by: tuple[str | None] | None
+    owned_by = ((owner,) if owner is not None else None) if who.is_admin else (who.owner,)
+    which = ops.RunFilter(
+        pipeline=pipeline,
+        states=tuple(state or ()),
+        since=ops.parse_instant(since, "since") if since else None,
+        until=ops.parse_instant(until, "until") if until else None,
+        limit=limit,
+        cursor=cursor,
+        triggered_by=triggered_by,
+        owned_by=owned_by,
+    )
+    page = ops.list_runs(request.app.state.ctx.store, which, now=time.time())
+    return {"runs": [r.as_json() for r in page.runs], "next_cursor": page.cursor}
+
+
+def run_json(request: Request, who: Identity, run_id: str) -> dict[str, Any]:
+    run = visible_run(request, who, run_id)
+    detail = ops.show_run(request.app.state.ctx.store, run_id, now=time.time())
+    doc = detail.result.as_json()
+    doc.update(
+        {
+            "version": run.pipeline_version,
+            "status": detail.status,
+            "owner": run.owner,
+            "triggered_by": run.triggered_by,
+            "priority": run.priority,
+            "params": run.params,
+            "created_at": ops_iso(run.created_at),
+            "lease": detail.lease.as_json() if detail.lease else None,
+            "critical_path": detail.result.critical_path,
+            "attempts": [
+                {
+                    "task_id": a.task_id,
+                    "attempt": a.attempt,
+                    "state": a.state,
+                    "started_at": ops_iso(a.started_at),
+                    "ended_at": ops_iso(a.ended_at),
+                    "error": a.error,
+                    "cpu_seconds": a.cpu_seconds,
+                    "peak_rss_mb": a.peak_rss_mb,
+                }
+                for a in detail.attempts
+            ],
+        }
+    )
+    return doc
+
+
+def ops_iso(at: float | None) -> str | None:
+    from stageflow.runtime.result import iso
+
+    return iso(at)
+
+
+@router.get("/{run_id}", summary="A run: its tasks, attempts and lease")
+def get_run(request: Request, who: Who, run_id: str) -> dict[str, Any]:
+    require(who, "read")
+    return run_json(request, who, run_id)
+
+
+def control(request: Request, who: Identity, run_id: str, what: str) -> dict[str, Any]:
+    require(who, "operate")
+    visible_run(request, who, run_id)
+    settings = request.app.state.ctx.settings
+    command = {"cancel": ops.cancel, "pause": ops.pause, "unpause": ops.unpause}[what]
+    return command(settings, run_id, by=who.name).as_json()
+
+
+@router.post("/{run_id}/cancel", summary="Cancel a run")
+def cancel_run(request: Request, who: Who, run_id: str) -> dict[str, Any]:
+    return control(request, who, run_id, "cancel")
+
+
+@router.post("/{run_id}/pause", summary="Pause a run: no new task starts")
+def pause_run(request: Request, who: Who, run_id: str) -> dict[str, Any]:
+    return control(request, who, run_id, "pause")
+
+
+@router.post("/{run_id}/unpause", summary="Unpause a run")
+def unpause_run(request: Request, who: Who, run_id: str) -> dict[str, Any]:
+    return control(request, who, run_id, "unpause")
+
+
+def decide(
+    request: Request, who: Identity, run_id: str, task_id: str, approved: bool, body: Decision
+) -> dict[str, Any]:
+    require(who, "operate")
+    visible_run(request, who, run_id)
+    settings = request.app.state.ctx.settings
+    command = ops.approve if approved else ops.reject
+    return command(settings, run_id, task_id, comment=body.comment, by=who.name).as_json()
+
+
+@router.post("/{run_id}/tasks/{task_id}/approve", summary="Approve a task's gate")
+def approve_task(
+    request: Request, who: Who, run_id: str, task_id: str, body: Decision | None = None
+) -> dict[str, Any]:
+    """The approver is the token's name: a gate's ``approvers`` are checked against it."""
+    return decide(request, who, run_id, task_id, True, body or Decision())
+
+
+@router.post("/{run_id}/tasks/{task_id}/reject", summary="Reject a task's gate")
+def reject_task(
+    request: Request, who: Who, run_id: str, task_id: str, body: Decision | None = None
+) -> dict[str, Any]:
+    return decide(request, who, run_id, task_id, False, body or Decision())
+
+
+@router.get(
+    "/{run_id}/tasks/{task_id}/logs",
+    summary="What a task wrote",
+    response_class=PlainTextResponse,
+)
+def task_logs(
+    request: Request,
+    who: Who,
+    run_id: str,
+    task_id: str,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+) -> PlainTextResponse:
+    """Each attempt's captured output, one after another under a ``== attempt N ==`` line."""
+    require(who, "read")
+    visible_run(request, who, run_id)
+    ctx = request.app.state.ctx
+    logs = ops.task_logs(ctx.store, ctx.settings.logs_dir, run_id, task_id, attempt=attempt)
+    text = "".join(f"== attempt {f.attempt} ==\n{f.text}" for f in logs.files)
+    return PlainTextResponse(text)
+
+
+@router.get("/{run_id}/results", summary="Each task's state and output summary")
+def run_results(request: Request, who: Who, run_id: str) -> dict[str, Any]:
+    require(who, "read")
+    run = visible_run(request, who, run_id)
+    store = request.app.state.ctx.store
+    outputs = store.outputs(run_id)
+    tasks = {}
+    for t in store.task_runs(run_id):
+        out = outputs.get(t.task_id)
+        tasks[t.task_id] = {
+            "state": t.state,
+            "attempts": t.attempts,
+            "error": t.error,
+            "output": None
+            if out is None
+            else {
+                "kind": out.kind,
+                "serializer": out.serializer,
+                "size": out.size,
+                "sha256": out.sha256,
+                "uri": out.uri,
+            },
+        }
+    return {"run_id": run_id, "pipeline": run.pipeline, "state": run.state, "tasks": tasks}
