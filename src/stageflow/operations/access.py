@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from stageflow.spec.models import Pipeline
 
 __all__ = [
-    "CODE_OPERATORS",
     "ROLES",
     "AuditPage",
     "CreatedToken",
@@ -67,8 +66,6 @@ _NEEDS: dict[str, Role] = {
 }
 Action = Literal["read", "operate", "edit", "admin"]
 
-#: Built-in operators that run whatever their parameters say (admin only over the API).
-CODE_OPERATORS = frozenset({"bash", "custom_script", "python"})
 
 _PREFIX = "sft"
 _TOKEN = re.compile(r"sft_([a-z0-9]{12})_([A-Za-z0-9_-]{43})")
@@ -262,19 +259,13 @@ def sees(identity: Identity, owner: str | None) -> bool:
 
 
 def code_tasks(pipeline: Pipeline) -> list[str]:
-    """The tasks of ``pipeline`` that run arbitrary code (``CODE_OPERATORS``, ``call:``
-    targets, fallback calls): only an admin may save or run them over the API."""
-    out = []
-    for task in pipeline.tasks:
-        fallback = task.fallback
-        if (
-            task.call is not None
-            or task.fn is not None
-            or task.operator_name in CODE_OPERATORS
-            or (fallback is not None and fallback.call is not None)
-        ):
-            out.append(task.id)
-    return out
+    """The tasks of ``pipeline`` that run arbitrary code (``operators.imports_code``:
+    ``bash``/``custom_script``/``python``, ``call:`` targets, fallback calls, a feature
+    step's ``call``, an ``algorithm`` class path of one's own): only an admin may save
+    or run them over the API."""
+    from stageflow.operators.registry import imports_code
+
+    return [task.id for task in pipeline.tasks if imports_code(task)]
 
 
 def record_audit(
@@ -318,7 +309,7 @@ def audit_log(
         raise UsageError(f"limit is {limit}; it must be 1..1000", field="limit")
     before: int | None = None
     if cursor is not None:
-        if not cursor.isdigit():
+        if not (cursor.isascii() and cursor.isdecimal()):
             raise UsageError(
                 f"cursor {cursor!r} is not one this log gave; use the next_cursor of a page",
                 field="cursor",

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from stageflow.errors import InvalidSpec, Problem, StageflowError, StoreError
+from stageflow.errors import InvalidSpec, Problem, StageflowError, StoreError, UsageError
 from stageflow.runtime.result import iso
 from stageflow.runtime.store.base import PipelineRecord, Store, VersionCount
 
@@ -218,7 +218,10 @@ def build_pipeline(doc: object, limits: Limits | None = None) -> Pipeline:
         from stageflow.runtime.loading import registered_templates_only
         from stageflow.spec.templates import expand_templates
 
-        doc = expand_templates(doc, registered_templates_only, "the request body")
+        try:
+            doc = expand_templates(doc, registered_templates_only, "the request body")
+        except UsageError as exc:  # a template the spec names cannot be used: its problem
+            raise InvalidSpec([Problem(str(exc), field="use")]) from None
     pipeline = pipeline_from_data(doc, limits or DEFAULT_LIMITS)
     problems = plan_problems(pipeline, import_calls=False)
     if problems:

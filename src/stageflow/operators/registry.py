@@ -33,7 +33,15 @@ from stageflow.spec.messages import readable_error, shown_value
 from stageflow.spec.models import Pipeline, Task
 from stageflow.spec.suggest import did_you_mean
 
-__all__ = ["get", "instantiate", "names", "register", "task_problems"]
+__all__ = [
+    "CODE_OPERATORS",
+    "get",
+    "imports_code",
+    "instantiate",
+    "names",
+    "register",
+    "task_problems",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +106,44 @@ def get(name: str, *, task: str | None = None) -> type[Operator]:
 
 _NO_PARAMETERS = PythonOperator.Params()  # read only: shared by every call without any
 
+#: Built-in operators that run whatever their parameters say.
+CODE_OPERATORS = frozenset({"bash", "custom_script", "python"})
+
+
+def imports_code(task: Task) -> bool:
+    """Whether ``task`` runs code its spec names rather than a built-in step: a
+    function or ``call:`` target, a ``CODE_OPERATORS`` operator, a fallback call, or
+    a parameter that imports a module: a ``call`` anywhere in its parameters (a
+    feature step's function) or an ``algorithm`` given as a class path outside the
+    built-in ones (importing a module runs its top-level code)."""
+    if task.fn is not None or task.call is not None or task.operator_name in CODE_OPERATORS:
+        return True
+    if task.fallback is not None and task.fallback.call is not None:
+        return True
+    return _names_code(task.parameters)
+
+
+def _names_code(value: object) -> bool:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "call" and isinstance(item, str):
+                return True
+            if key == "algorithm" and isinstance(item, str) and _custom_algorithm(item):
+                return True
+            if _names_code(item):
+                return True
+    elif isinstance(value, list):
+        return any(_names_code(item) for item in value)
+    return False
+
+
+def _custom_algorithm(name: str) -> bool:
+    if "." not in name and ":" not in name:
+        return False  # a short name: the built-in table's
+    from stageflow.operators.ml.training import ALGORITHMS
+
+    return name not in {path for names in ALGORITHMS.values() for path in names.values()}
+
 
 def instantiate(task: Task, parameters: Mapping[str, Any]) -> tuple[Operator, BaseModel]:
     """An operator instance and its validated parameters for one attempt.
@@ -127,10 +173,22 @@ def task_problems(
     the operator's own checks (``Operator.spec_problems``) see ``pipeline``.
     ``import_calls``: import a ``call:`` target to check its signature; without, its
     form was checked (``spec.validate``) and nothing more is."""
+    # Without imports (the API): a call target, or a parameter naming a module, is
+    # checked where it runs (a worker), never imported here.
+    imports = task.fn is not None or task.call is not None or _names_code(task.parameters)
+    if not import_calls and imports and task.fn is None and task.call is None:
+        try:
+            cls = get(task.operator_name, task=task.id)
+            cls.Params.model_validate(dict(parameters))
+        except UnknownOperator as exc:
+            return [Problem(str(exc), task=task.id, field="operator")]
+        except ValidationError as exc:
+            return [_param_problem(task.id, task.operator_name, e, cls) for e in exc.errors()]
+        return []
+    if not import_calls and imports:
+        return []
     if task.fn is not None or task.call is not None:
         fn: Callable[..., Any] | None = task.fn
-        if fn is None and not import_calls:
-            return []
         if fn is None:
             try:
                 fn = resolve_callable(task.call or "")
