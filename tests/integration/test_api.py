@@ -398,3 +398,26 @@ def test_sigterm_stops_serve_and_drains_its_workers(tmp_path: Path) -> None:
         assert "stopping the workers (they drain)" in err
         assert err.count("SIGTERM: draining") == 2
         assert err.rstrip().endswith("stopped")
+
+
+def test_reports_usage_diff_lineage_stats_and_cost(server: Server) -> None:
+    save_yaml(server, HELLO_YAML)
+    a = submit(server, "hello", parameters={"who": "a"})
+    b = submit(server, "hello", parameters={"who": "b"})
+    for run_id in (a, b):
+        server.wait_run(server.admin, run_id, ("success",))
+    with server.client(server.admin) as c:
+        usage = c.get(f"/api/v1/runs/{a}/usage").json()
+        assert [u["task_id"] for u in usage["usage"]] == ["greet", "shout"]
+        assert [s["task_id"] for s in usage["critical_path"]] == ["greet", "shout"]
+        diff = c.get(f"/api/v1/runs/{a}/diff/{b}").json()
+        assert diff["changes"]["params"] == {"who": {"a": "a", "b": "b"}}
+        lineage = c.get(f"/api/v1/runs/{b}/lineage/shout")
+        assert lineage.status_code == 200, lineage.text
+        assert lineage.json()["run_id"] == b
+        stats = c.get("/api/v1/pipelines/hello/stats", params={"days": 1}).json()
+        assert stats["runs"] == 2 and stats["runs_by_state"] == {"success": 2}
+        assert [t["task_id"] for t in stats["tasks"]] == ["greet", "shout"]
+        cost = c.get("/api/v1/cost", params={"days": 1})
+        assert cost.status_code == 200 and cost.json()["days"] == 1
+        assert c.get(f"/api/v1/runs/{a}/lineage/nope").status_code == 400

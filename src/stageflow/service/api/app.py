@@ -128,6 +128,7 @@ def create_app(
     )
     for module in (routes_pipelines, routes_runs, routes_admin, routes_seeds):
         app.include_router(module.router)
+    app.include_router(routes_runs.reports)
     app.include_router(routes_ops.router(open_metrics))
 
     @app.exception_handler(errors.StageflowError)

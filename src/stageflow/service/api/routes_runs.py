@@ -25,7 +25,7 @@ from stageflow.service.api.routes_pipelines import check_code
 if TYPE_CHECKING:
     from stageflow.runtime.store.base import RunRecord
 
-__all__ = ["RunRequest", "router", "submit_run", "visible_run"]
+__all__ = ["RunRequest", "reports", "router", "submit_run", "visible_run"]
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 Who = Annotated[Identity, Depends(identity)]
@@ -259,3 +259,61 @@ def run_results(request: Request, who: Who, run_id: str) -> dict[str, Any]:
             },
         }
     return {"run_id": run_id, "pipeline": run.pipeline, "state": run.state, "tasks": tasks}
+
+
+@router.get("/{run_id}/usage", summary="A run's critical path, usage per task and cost")
+def run_usage(request: Request, who: Who, run_id: str) -> dict[str, Any]:
+    require(who, "read")
+    visible_run(request, who, run_id)
+    ctx = request.app.state.ctx
+    report: dict[str, Any] = ops.usage(ctx.store, run_id, ctx.settings.cost_prices).as_json()
+    return report
+
+
+@router.get("/{run_a}/diff/{run_b}", summary="What changed between two runs")
+def run_diff(request: Request, who: Who, run_a: str, run_b: str) -> dict[str, Any]:
+    require(who, "read")
+    visible_run(request, who, run_a)
+    visible_run(request, who, run_b)
+    found: dict[str, Any] = ops.diff(request.app.state.ctx.store, run_a, run_b).as_json()
+    return found
+
+
+@router.get("/{run_id}/lineage/{task_id}", summary="Where a task's output came from and went")
+def run_lineage(request: Request, who: Who, run_id: str, task_id: str) -> dict[str, Any]:
+    require(who, "read")
+    visible_run(request, who, run_id)
+    ops.check_task_id(task_id, mapped=True)
+    found: dict[str, Any] = ops.lineage(
+        request.app.state.ctx.store, f"{run_id}/{task_id}"
+    ).as_json()
+    return found
+
+
+reports = APIRouter(prefix="/api/v1", tags=["reports"])
+
+
+@reports.get("/cost", summary="Cost of the runs of the last N days, per pipeline per day")
+def cost(
+    request: Request,
+    who: Who,
+    days: Annotated[int, Query(ge=1, le=3650)] = 7,
+    pipeline: str | None = None,
+) -> dict[str, Any]:
+    require(who, "admin")  # it sums every owner's runs
+    ctx = request.app.state.ctx
+    found: dict[str, Any] = ops.cost(
+        ctx.store, ctx.settings.cost_prices, days=days, now=time.time(), pipeline=pipeline
+    ).as_json()
+    return found
+
+
+@reports.get("/pipelines/{name}/stats", summary="Per-task statistics over N days")
+def pipeline_stats(
+    request: Request, who: Who, name: str, days: Annotated[int, Query(ge=1, le=3650)] = 7
+) -> dict[str, Any]:
+    require(who, "read")
+    store = request.app.state.ctx.store
+    ops.owned_pipeline(store, name, owner=who.owner, see_all=who.is_admin)
+    found: dict[str, Any] = ops.stats(store, name, days=days, now=time.time()).as_json()
+    return found
