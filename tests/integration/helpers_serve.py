@@ -55,7 +55,9 @@ class Server(Place):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.base, headers=headers, timeout=30, **kwargs)
 
-    def wait_run(self, token: str, run_id: str, states: tuple[str, ...], timeout: float = 60) -> Any:
+    def wait_run(
+        self, token: str, run_id: str, states: tuple[str, ...], timeout: float = 60
+    ) -> Any:
         """The run's JSON once its state is one of ``states``."""
         deadline = time.monotonic() + timeout
         with self.client(token) as c:

@@ -63,17 +63,23 @@ def check_code(request: Request, who: Identity, pipeline: Pipeline) -> None:
     if not code:
         return
     listed = ", ".join(code[:5]) + (" ..." if len(code) > 5 else "")
+    first = pipeline.task(code[0])
+    field = "call" if first.call is not None else "operator"
     if not request.app.state.ctx.allow_code:
         raise ops.Forbidden(
             f"tasks {listed} run arbitrary code (bash, custom_script, python, call:), "
             "which this server does not accept over the API",
             pipeline=pipeline.name,
+            task=first.id,
+            field=field,
         )
     if not who.is_admin:
         raise ops.Forbidden(
             f"tasks {listed} run arbitrary code (bash, custom_script, python, call:); "
             f"only an admin may save or run them, and token '{who.name}' has role {who.role}",
             pipeline=pipeline.name,
+            task=first.id,
+            field=field,
         )
 
 

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow import operations as ops
+from stageflow.errors import RunNotFound
 from stageflow.operations.access import Identity
 from stageflow.service.api.auth import identity, require
 from stageflow.service.api.routes_pipelines import check_code
@@ -53,9 +54,15 @@ class Decision(BaseModel):
 def visible_run(request: Request, who: Identity, run_id: str) -> RunRecord:
     """The run, if ``who`` may see it; ``RunNotFound``/``NotFound`` (404) otherwise."""
     ops.check_run_id(run_id)
-    run: RunRecord = request.app.state.ctx.store.get_run(run_id)
+    # One answer whether the run is missing or another owner's: nothing tells it exists
+    # (nor where the store is).
+    missing = ops.NotFound(f"no run '{run_id}'; `GET /api/v1/runs` lists yours")
+    try:
+        run: RunRecord = request.app.state.ctx.store.get_run(run_id)
+    except RunNotFound:
+        raise missing from None
     if not ops.sees(who, run.owner):
-        raise ops.NotFound(f"no run '{run_id}'; `GET /api/v1/runs` lists yours")
+        raise missing
     return run
 
 
