@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stageflow import errors
 from stageflow import operations as ops
@@ -167,41 +168,63 @@ def create_app(
             status_code=500,
         )
 
-    @app.middleware("http")
-    async def measure_and_audit(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
-        metrics.observe_request(
-            request.method, template, response.status_code, time.perf_counter() - started
-        )
-        if request.method in _MUTATING:
-            await _audit(request, template, response.status_code)
-        return response
+    app.add_middleware(_Observe, metrics=metrics, store=store)
 
-    async def _audit(request: Request, template: str, status: int) -> None:
+    return app
+
+
+class _Observe:
+    """Pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs a task and a
+    stream per request): times each request for the metrics and writes the audit
+    entry of each mutating one once it is answered."""
+
+    def __init__(self, app: ASGIApp, *, metrics: ApiMetrics, store: Store) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.store = store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.observe_request(method, template, status, time.perf_counter() - started)
+            if method in _MUTATING:
+                await self._audit(scope, method, template, status)
+
+    async def _audit(self, scope: Scope, method: str, template: str, status: int) -> None:
         from starlette.concurrency import run_in_threadpool
 
-        who = getattr(request.state, "identity", None)
-        targets = request.scope.get("path_params") or {}
+        who = (scope.get("state") or {}).get("identity")
+        targets = scope.get("path_params") or {}
         target = ",".join(f"{k}={v}" for k, v in sorted(targets.items())) or None
+        client = scope.get("client")
         try:
             await run_in_threadpool(
                 ops.record_audit,
-                store,
+                self.store,
                 at=time.time(),
                 actor=who.name if who is not None else "anonymous",
                 role=who.role if who is not None else None,
                 owner=who.owner if who is not None else None,
-                action=f"{request.method} {template}",
+                action=f"{method} {template}",
                 target=target,
-                client=request.client.host if request.client else None,
+                client=client[0] if client else None,
                 status=status,
             )
         except errors.StageflowError:  # the store is down: the answer says so already
-            logger.warning("could not write the audit entry of %s %s", request.method, template)
-
-    return app
+            logger.warning("could not write the audit entry of %s %s", method, template)
