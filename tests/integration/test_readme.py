@@ -115,6 +115,8 @@ BLOCKS: dict[tuple[str, str], tuple[str, str | None]] = {
     ),
     ("examples/README.md", "stageflow run examples/sdk_quickstart.py:pipeline"): ("shell", None),
     ("examples/README.md", "stageflow run examples/readme/churn.yaml"): ("shell", None),
+    ("README.md", "stageflow tokens create --name me --role admin"): ("shell", None),
+    ("README.md", "export STAGEFLOW_TOKEN=sft_..."): ("shell", None),
 }
 
 #: Every shell command of the ``shell`` blocks (prompt and trailing comment removed),
@@ -159,6 +161,22 @@ COMMANDS: dict[str, str] = {
     "stageflow run examples/hyperparameter_search.yaml --param candidates=9": "parse",
     "stageflow run examples/sdk_quickstart.py:pipeline": "journey",
     "python examples/sdk_quickstart.py": "journey",
+    # "As a service": test_the_service_section runs them, in order, on a free port.
+    "stageflow tokens create --name me --role admin": "service",
+    "stageflow serve --port 8080": "service",
+    "export STAGEFLOW_TOKEN=sft_...": "service",
+    "curl -s localhost:8080/health": "service",
+    'curl -s -X POST localhost:8080/api/v1/pipelines -H "Authorization: Bearer $STAGEFLOW_TOKEN" '
+    '-H "Content-Type: application/yaml" --data-binary @examples/service/hello.yaml': "service",
+    'curl -s -X POST localhost:8080/api/v1/runs -H "Authorization: Bearer $STAGEFLOW_TOKEN" '
+    '-H "Content-Type: application/json" -d \'{"pipeline_id": "hello", "parameters": '
+    '{"who": "curl"}, "triggered_by": "me"}\'': "service",
+    'curl -s localhost:8080/api/v1/runs/RUN_ID -H "Authorization: Bearer $STAGEFLOW_TOKEN"': (
+        "service"
+    ),
+    "curl -s localhost:8080/api/v1/runs/RUN_ID/tasks/greet/logs "
+    '-H "Authorization: Bearer $STAGEFLOW_TOKEN"': "service",
+    "curl -s localhost:8080/metrics": "service",
 }
 
 #: What the commands of a fragment's pipeline may use (pools, custom resources, a GPU).
@@ -561,6 +579,61 @@ def test_the_journey(tmp_path: Path) -> None:
     assert state(home, churn) == "success"
 
     assert ran == {c for c, kind in COMMANDS.items() if kind == "journey"}
+
+
+def test_the_service_section(tmp_path: Path) -> None:
+    """README's "As a service" commands in order, as typed, on a free port: the token,
+    serve in the background, then each curl against it."""
+    work = copy_examples(tmp_path)
+    home = tmp_path / "home"
+    lines = [c for c, kind in COMMANDS.items() if kind == "service"]
+    token = bash(lines[0], work, home)
+    assert token.returncode == 0, token.stderr
+    secret = token.stdout.strip()
+    assert re.fullmatch(r"sft_[0-9a-f]{12}_[\w-]{43}", secret), token.stdout
+    port = free_port()
+    assert lines[1] == "stageflow serve --port 8080"
+    server = subprocess.Popen(
+        ["bash", "-c", f"exec {lines[1].replace('8080', str(port))}"],
+        cwd=work,
+        env=environ(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert lines[2] == "export STAGEFLOW_TOKEN=sft_..."
+        answers: list[str] = []
+        run_id = ""
+        for line in lines[3:]:
+            command = line.replace("8080", str(port)).replace("RUN_ID", run_id)
+            command = f"export STAGEFLOW_TOKEN={secret}; {command}"
+            deadline = time.monotonic() + 60
+            while True:
+                proc = bash(command, work, home)
+                if proc.returncode == 0 and proc.stdout:
+                    break
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() < deadline, f"{line}: {proc.stderr}"
+                time.sleep(0.2)  # serve is still starting
+            answers.append(proc.stdout)
+            if "/api/v1/runs -H" in line:
+                run_id = json.loads(proc.stdout)["run_id"]
+                wait_until(
+                    lambda rid=run_id: state(home, rid) == "success",  # type: ignore[misc]
+                    "the README's run succeeded",
+                    60,
+                )
+        health, saved, submitted, shown, logs, metrics = answers
+        assert json.loads(health)["status"] == "ok"
+        assert json.loads(saved)["name"] == "hello"
+        assert json.loads(submitted)["state"] == "queued"
+        assert json.loads(shown)["state"] == "success"
+        assert logs == "== attempt 1 ==\nhello curl\n"
+        assert 'stageflow_runs{pipeline="hello",state="success"} 1.0' in metrics
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 # -- helpers ----------------------------------------------------------------------------------
