@@ -421,3 +421,44 @@ def test_reports_usage_diff_lineage_stats_and_cost(server: Server) -> None:
         cost = c.get("/api/v1/cost", params={"days": 1})
         assert cost.status_code == 200 and cost.json()["days"] == 1
         assert c.get(f"/api/v1/runs/{a}/lineage/nope").status_code == 400
+
+
+def test_the_database_going_away_is_a_503_and_the_service_recovers(tmp_path: Path) -> None:
+    """PostgreSQL behind a proxy the test cuts: /health and a mutating route answer 503
+    with the reason while it is away, and the same serve works again once it is back."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from support.postgres import postgres_schema, require_postgres
+    from support.proxy import Proxy
+
+    require_postgres()
+    with postgres_schema() as url:
+        parts = urlsplit(url)
+        proxy = Proxy(parts.port or 5432, parts.hostname or "127.0.0.1")
+        netloc = parts.netloc.replace(f":{parts.port}", f":{proxy.port}")
+        server = Server(tmp_path, urlunsplit(parts._replace(netloc=netloc)))
+        try:
+            server.admin = server.token("root", "admin")
+            server.start_serve("--workers", "0")
+            with server.client(server.admin) as c:
+                assert c.get("/health").status_code == 200
+                proxy.cut()
+                deadline = time.monotonic() + 30
+                while (health := c.get("/health")).status_code != 503:
+                    assert time.monotonic() < deadline, health.text
+                    time.sleep(0.1)
+                body = health.json()
+                assert body["status"] == "failing" and body["failing"] == ["database"]
+                refused = c.post("/api/v1/pipelines", json=SLOW)
+                assert refused.status_code == 503, refused.text
+                assert refused.json()["error"]  # the reason, not a traceback
+                proxy.restore()
+                deadline = time.monotonic() + 60
+                while c.get("/health").status_code != 200:
+                    assert time.monotonic() < deadline, "serve never got its database back"
+                    time.sleep(0.2)
+                assert c.post("/api/v1/pipelines", json=SLOW).status_code == 201
+            assert "Traceback" not in server.stderr("serve")
+        finally:
+            server.stop_all()
+            proxy.close()
