@@ -5,6 +5,7 @@ results, listing, errors as 4xx JSON, authentication, metrics, the audit log, an
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -462,3 +463,70 @@ def test_the_database_going_away_is_a_503_and_the_service_recovers(tmp_path: Pat
         finally:
             server.stop_all()
             proxy.close()
+
+
+def sse(text: str) -> list[dict[str, str]]:
+    """The frames of a ``text/event-stream`` body (comments left out)."""
+    frames = []
+    for block in text.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":")
+        )
+        if fields:
+            frames.append(fields)
+    return frames
+
+
+def test_a_run_s_events_stream_until_it_ends_and_resume_after_an_id(server: Server) -> None:
+    save_yaml(server, HELLO_YAML)
+    run_id = submit(server, "hello")
+    with server.client(server.admin) as c:
+        with c.stream("GET", f"/api/v1/runs/{run_id}/events") as r:  # follows: ends with it
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            frames = sse(r.read().decode())
+        assert frames[-1]["event"] == "end"
+        assert json.loads(frames[-1]["data"]) == {"run_id": run_id, "state": "success"}
+        changes = [json.loads(f["data"]) for f in frames[:-1]]
+        runs = [(e["from"], e["to"]) for e in changes if e["task_id"] is None]
+        assert runs == [("queued", "running"), ("running", "success")]
+        greet = [e["to"] for e in changes if e["task_id"] == "greet"]
+        assert greet == ["queued", "running", "success"]
+        assert [f["id"] for f in frames[:-1]] == [e["id"] for e in changes]
+        # Resume after the third event: exactly the rest, without a repeat.
+        third = frames[2]["id"]
+        again = c.get(
+            f"/api/v1/runs/{run_id}/events",
+            params={"follow": "false"},
+            headers={"Last-Event-ID": third},
+        )
+        rest = [f["id"] for f in sse(again.text) if f.get("event") != "end"]
+        assert rest == [f["id"] for f in frames[3:-1]]
+        bad = c.get(f"/api/v1/runs/{run_id}/events", headers={"Last-Event-ID": "x"})
+        assert bad.status_code == 400 and bad.json()["problems"][0]["field"] == "Last-Event-ID"
+
+
+def test_a_task_s_log_follows_while_it_runs(server: Server) -> None:
+    spec = {
+        "name": "talks",
+        "tasks": [
+            {
+                "id": "talk",
+                "operator": "bash",
+                "parameters": {"command": "echo one; sleep 1.5; echo two"},
+            }
+        ],
+    }
+    with server.client(server.admin) as c:
+        assert c.post("/api/v1/pipelines", json=spec).status_code == 201
+    run_id = submit(server, "talks")
+    server.wait_run(server.admin, run_id, ("running",))
+    with server.client(server.admin) as c:
+        pieces = []
+        with c.stream(
+            "GET", f"/api/v1/runs/{run_id}/tasks/talk/logs", params={"follow": "true"}
+        ) as r:
+            for chunk in r.iter_text():
+                pieces.append(chunk)
+    assert "".join(pieces) == "== attempt 1 ==\none\ntwo\n"
+    assert len(pieces) >= 2  # "one" came before the task ended, "two" later

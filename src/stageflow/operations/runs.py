@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any
 from stageflow.errors import UsageError
 from stageflow.operations.arguments import check_run_id, check_task_id
 from stageflow.runtime.result import RunResult, iso
-from stageflow.runtime.store.base import AttemptRecord, RunRecord, Store, TaskRunRecord
+from stageflow.runtime.store.base import (
+    AttemptRecord,
+    EventRecord,
+    RunRecord,
+    Store,
+    TaskRunRecord,
+)
 
 if TYPE_CHECKING:
     from stageflow.spec.models import Pipeline
@@ -44,6 +50,7 @@ __all__ = [
     "LeaseStatus",
     "LogFile",
     "RunDetail",
+    "RunEventItem",
     "RunFilter",
     "RunPage",
     "RunSummary",
@@ -54,6 +61,7 @@ __all__ = [
     "lease_status",
     "list_runs",
     "paused_elsewhere",
+    "run_events",
     "run_timeline",
     "show_run",
     "task_logs",
@@ -375,3 +383,50 @@ def _summary(run: RunRecord, now: float) -> RunSummary:
         ended_at=run.ended_at,
         lease=lease_status(run, now),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RunEventItem:
+    """One state change of a run or of one of its tasks, with the position that resumes
+    a stream right after it (``event_id``: ``COMMIT:INDEX``)."""
+
+    event_id: str
+    event: EventRecord
+
+    def as_json(self) -> dict[str, Any]:
+        e = self.event
+        return {
+            "id": self.event_id,
+            "run_id": e.run_id,
+            "task_id": e.task_id,
+            "from": e.from_state,
+            "to": e.to_state,
+            "at": iso(e.at),
+            "attempt": e.attempt,
+            "message": e.message,
+        }
+
+
+def run_events(
+    store: Store, run_id: str, *, after: str | None = None, limit: int = 500
+) -> list[RunEventItem]:
+    """The run's state changes after position ``after`` (an ``event_id`` given before;
+    ``None``: from the start), in commit order. ``UsageError`` for a position this
+    stream did not give."""
+    check_run_id(run_id)
+    batch, index = 0, -1
+    if after:
+        head, _, tail = after.partition(":")
+        if not (head.isascii() and head.isdecimal() and tail.isascii() and tail.isdecimal()):
+            raise UsageError(
+                f"event id {after!r} is not one this stream gave (COMMIT:INDEX)",
+                field="Last-Event-ID",
+            )
+        batch, index = int(head), int(tail)
+    out: list[RunEventItem] = []
+    # The commit of ``after`` may hold events past its index: read it again.
+    for batch_id, events in store.events_after(run_id, max(batch - 1, 0), limit):
+        for i, event in enumerate(events):
+            if (batch_id, i) > (batch, index):
+                out.append(RunEventItem(f"{batch_id}:{i}", event))
+    return out

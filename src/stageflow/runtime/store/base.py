@@ -481,6 +481,12 @@ class Store(Protocol):
     def events(self, run_id: str) -> list[EventRecord]:
         """In commit order."""
 
+    def events_after(
+        self, run_id: str, after: int = 0, limit: int = 100
+    ) -> list[tuple[int, list[EventRecord]]]:
+        """The run's commits of events after commit id ``after``, oldest first, at most
+        ``limit``: (commit id, its events in order) each. Ids only grow."""
+
     def outputs(self, run_id: str) -> dict[str, OutputRef]:
         """The stored output of every task of the run that has one (a succeeded task
         that returned None has one, though no row may hold it)."""

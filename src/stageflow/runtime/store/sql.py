@@ -656,6 +656,17 @@ class SqlStore(AccessTables):
             for event in json.loads(body)
         ]
 
+    def events_after(
+        self, run_id: str, after: int = 0, limit: int = 100
+    ) -> list[tuple[int, list[EventRecord]]]:
+        """The run's commits of events after commit ``after`` (its id), oldest first, at
+        most ``limit``: (commit id, its events in order) each."""
+        rows = self._fetchall(self._sql.select_events_after, (run_id, after, limit))
+        return [
+            (int(batch_id), [EventRecord(run_id, *event) for event in json.loads(body)])
+            for batch_id, body in rows
+        ]
+
     def outputs(self, run_id: str) -> dict[str, OutputRef]:
         """The stored output of every task of the run that has one, in task creation
         order; a succeeded task without a row returned None (``commit`` writes none)."""
@@ -1055,6 +1066,7 @@ class _Statements:
     select_versions: str
     select_versions_of: str
     select_events: str
+    select_events_after: str
     select_outputs: str
     select_cache: str
     delete_expired_cache: str
@@ -1351,6 +1363,9 @@ def _statements(dialect: Dialect) -> _Statements:
             _SELECT_VERSIONS + "WHERE p.name = ? AND p.deleted_at IS NULL " + _GROUP_VERSIONS
         ),
         select_events=q("SELECT events FROM event_batches WHERE run_id = ? ORDER BY id"),
+        select_events_after=q(
+            "SELECT id, events FROM event_batches WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?"
+        ),
         # A succeeded task without an output row returned None (kind NULL here).
         select_outputs=q(
             "SELECT t.run_id, t.task_id, o.kind, o.serializer, o.size, o.sha256, o.data, o.uri "

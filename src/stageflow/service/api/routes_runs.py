@@ -11,10 +11,11 @@ caller's name.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow import operations as ops
@@ -226,20 +227,58 @@ def reject_task(
     summary="What a task wrote",
     response_class=PlainTextResponse,
 )
-def task_logs(
+async def task_logs(
     request: Request,
     who: Who,
     run_id: str,
     task_id: str,
     attempt: Annotated[int | None, Query(ge=1)] = None,
-) -> PlainTextResponse:
-    """Each attempt's captured output, one after another under a ``== attempt N ==`` line."""
+    follow: bool = False,
+) -> Response:
+    """Each attempt's captured output, one after another under a ``== attempt N ==``
+    line. ``follow=true``: streamed as it is written, until the task has ended."""
+    from starlette.concurrency import run_in_threadpool
+
     require(who, "read")
-    visible_run(request, who, run_id)
+    await run_in_threadpool(visible_run, request, who, run_id)
     ctx = request.app.state.ctx
-    logs = ops.task_logs(ctx.store, ctx.settings.logs_dir, run_id, task_id, attempt=attempt)
-    text = "".join(f"== attempt {f.attempt} ==\n{f.text}" for f in logs.files)
-    return PlainTextResponse(text)
+
+    def read() -> ops.TaskLogs:
+        return ops.task_logs(ctx.store, ctx.settings.logs_dir, run_id, task_id, attempt=attempt)
+
+    logs = await run_in_threadpool(read)
+    if not follow:
+        return PlainTextResponse(
+            "".join(f"== attempt {f.attempt} ==\n{f.text}" for f in logs.files)
+        )
+
+    def task_ended() -> bool:
+        states = {t.task_id: t.state for t in ctx.store.task_runs(run_id)}
+        return states.get(task_id) in _FINAL_TASK_STATES
+
+    async def stream() -> AsyncIterator[str]:
+        import asyncio
+
+        sent: dict[int, int] = {}
+        current = logs
+        while True:
+            ended = await run_in_threadpool(task_ended)
+            if ended:  # what it wrote before its end was committed is all there is
+                current = await run_in_threadpool(read)
+            for f in current.files:
+                done = sent.get(f.attempt)
+                if done is None:
+                    yield f"== attempt {f.attempt} ==\n"
+                    done = 0
+                if len(f.text) > done:
+                    yield f.text[done:]
+                sent[f.attempt] = len(f.text)
+            if ended or await request.is_disconnected():
+                return
+            await asyncio.sleep(POLL_S)
+            current = await run_in_threadpool(read)
+
+    return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
 
 
 @router.get("/{run_id}/results", summary="Each task's state and output summary")
@@ -324,3 +363,71 @@ def pipeline_stats(
     ops.owned_pipeline(store, name, owner=who.owner, see_all=who.is_admin)
     found: dict[str, Any] = ops.stats(store, name, days=days, now=time.time()).as_json()
     return found
+
+
+#: How often a stream looks for new events (the store is the bus: a run executed by a
+#: worker on another host streams too), and sends a keep-alive comment when idle.
+POLL_S = 0.25
+KEEPALIVE_S = 15.0
+_FINAL_RUN_STATES = frozenset({"success", "failed", "cancelled"})
+_FINAL_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "cancelled"})
+
+
+@router.get(
+    "/{run_id}/events",
+    summary="The run's state changes as server-sent events",
+    response_class=StreamingResponse,
+)
+async def run_event_stream(
+    request: Request,
+    who: Who,
+    run_id: str,
+    follow: bool = True,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """``text/event-stream``: one ``run`` or ``task`` event per state change (its ``id``
+    resumes the stream: send it back as ``Last-Event-ID``), then ``end`` once the run
+    has ended. ``follow=false``: what happened so far, then ``end``."""
+    from starlette.concurrency import run_in_threadpool
+
+    require(who, "read")
+    await run_in_threadpool(visible_run, request, who, run_id)
+    store = request.app.state.ctx.store
+    first = await run_in_threadpool(ops.run_events, store, run_id, after=last_event_id)
+
+    async def stream() -> AsyncIterator[str]:
+        import asyncio
+        import json
+
+        def frame(item: ops.RunEventItem) -> str:
+            kind = "run" if item.event.task_id is None else "task"
+            return f"id: {item.event_id}\nevent: {kind}\ndata: {json.dumps(item.as_json())}\n\n"
+
+        items, position, idle = first, last_event_id, 0.0
+        while True:
+            for item in items:
+                yield frame(item)
+                position = item.event_id
+            state = (await run_in_threadpool(store.get_run, run_id)).state
+            if not follow or state in _FINAL_RUN_STATES:
+                # The final state and its events commit together: read what came since.
+                while rest := await run_in_threadpool(
+                    ops.run_events, store, run_id, after=position
+                ):
+                    for item in rest:
+                        yield frame(item)
+                        position = item.event_id
+                yield f"event: end\ndata: {json.dumps({'run_id': run_id, 'state': state})}\n\n"
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(POLL_S)
+            idle = 0.0 if items else idle + POLL_S
+            if idle >= KEEPALIVE_S:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+            items = await run_in_threadpool(ops.run_events, store, run_id, after=position)
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
