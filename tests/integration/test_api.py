@@ -530,3 +530,28 @@ def test_a_task_s_log_follows_while_it_runs(server: Server) -> None:
                 pieces.append(chunk)
     assert "".join(pieces) == "== attempt 1 ==\none\ntwo\n"
     assert len(pieces) >= 2  # "one" came before the task ended, "two" later
+
+
+def test_a_non_admin_may_name_files_under_the_data_roots_only(server: Server) -> None:
+    editor = server.token("ed", "editor")
+
+    def spec(source: str) -> dict[str, Any]:
+        return {
+            "name": "reads",
+            "tasks": [
+                {"id": "load", "operator": "data_ingestion", "parameters": {"source": source}}
+            ],
+        }
+
+    with server.client(editor) as c:
+        refused = c.post("/api/v1/pipelines", json=spec("/etc/passwd"))
+        assert refused.status_code == 403
+        [problem] = refused.json()["problems"]
+        assert (problem["task"], problem["field"]) == ("load", "parameters.source")
+        assert "outside the data roots" in problem["message"]
+        climbs = c.post("/api/v1/pipelines", json=spec("../../etc/passwd"))
+        assert climbs.status_code == 403 and "climbs out" in climbs.json()["error"]
+        inside = c.post("/api/v1/pipelines", json=spec(str(server.home.absolute() / "data/x.csv")))
+        assert inside.status_code == 201, inside.text
+    with server.client(server.admin) as c:  # an admin may name any file
+        assert c.post("/api/v1/pipelines", json=spec("/etc/hosts")).status_code == 201

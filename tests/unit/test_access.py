@@ -669,3 +669,34 @@ def test_validation_without_imports_never_imports_a_module_the_spec_names(
     assert plan_problems(pipeline, import_calls=False) == []
     assert not marker.exists()
     assert "sf_spec_named_mod" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("parameters", "problems"),
+    [
+        ({"source": "/data/sales.csv"}, []),
+        ({"source": "/data/deep/x.parquet"}, []),
+        ({"source": "data/sales.csv"}, []),  # relative: where the worker reads it
+        ({"source": "s3://bucket/x.csv"}, []),
+        ({"source": "sklearn:wine"}, []),
+        ({"message": "/etc/passwd"}, []),  # not a path parameter
+        ({"source": "/etc/passwd"}, [("t", "parameters.source")]),
+        ({"source": "file:///etc/passwd"}, [("t", "parameters.source")]),
+        ({"source": "/data/../etc/passwd"}, [("t", "parameters.source")]),
+        ({"source": "../secret.csv"}, [("t", "parameters.source")]),
+        ({"output_path": "/tmp/out.csv"}, [("t", "parameters.output_path")]),
+        ({"steps": [{"to": "/root/x"}]}, [("t", "parameters.steps.0.to")]),
+        ({"source": "~/x.csv"}, [("t", "parameters.source")]),
+    ],
+)
+def test_path_problems_confine_files_to_the_data_roots(
+    parameters: dict[str, Any], problems: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    from stageflow.operations.access import path_problems
+    from stageflow.spec.models import Pipeline, Task
+
+    pipeline = Pipeline("p", tasks=[Task("t", operator="notification", parameters=parameters)])
+    found = path_problems(pipeline, ("/data",))
+    assert [(task, field) for task, field, _ in found] == problems
+    for _, _, why in found:
+        assert "outside the data roots (/data)" in why or "climbs out" in why

@@ -50,6 +50,7 @@ __all__ = [
     "create_token",
     "list_tokens",
     "may",
+    "path_problems",
     "record_audit",
     "revoke_token",
     "sees",
@@ -335,3 +336,49 @@ def _info(t: TokenRecord) -> TokenInfo:
         t.revoked_at,
         t.last_used_at,
     )
+
+
+#: Parameter names that hold a file or folder (and any ending in _path, _file, _dir).
+PATH_KEYS = frozenset(
+    {"source", "path", "to", "destination", "output", "target", "file", "files", "dir", "uri"}
+)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def path_problems(pipeline: Pipeline, roots: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """(task, field, why) for each file path in ``pipeline``'s task parameters that a
+    non-admin may not use over the API: an absolute path outside every one of ``roots``,
+    or a relative one that climbs out of where it is read (``..``). URLs (``s3://``,
+    ``https://``, ``sklearn:`` datasets) are not paths; ``file://`` ones are."""
+    import os
+
+    out: list[tuple[str, str, str]] = []
+    real_roots = [os.path.realpath(r) for r in roots]
+
+    def check(task: str, field: str, value: str) -> None:
+        text = value.removeprefix("file://") if value.startswith("file://") else value
+        if text is value and (_SCHEME.match(value) or re.match(r"^[a-z]+:[^/\\]", value)):
+            return  # a URL, or a named dataset such as sklearn:wine
+        if os.path.isabs(text) or text.startswith("~"):
+            real = os.path.realpath(os.path.expanduser(text))
+            if not any(real == r or real.startswith(r + os.sep) for r in real_roots):
+                shown = ", ".join(roots) if roots else "none are configured"
+                out.append((task, field, f"{value!r} is outside the data roots ({shown})"))
+        elif ".." in text.replace("\\", "/").split("/"):
+            out.append((task, field, f"{value!r} climbs out of its folder ('..')"))
+
+    def walk(task: str, prefix: str, value: object, key: str = "") -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(task, f"{prefix}.{k}", v, str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(task, f"{prefix}.{i}", v, key)
+        elif isinstance(value, str) and (
+            key in PATH_KEYS or key.endswith(("_path", "_file", "_dir", "_paths", "_files"))
+        ):
+            check(task, prefix, value)
+
+    for t in pipeline.tasks:
+        walk(t.id, "parameters", t.parameters)
+    return out

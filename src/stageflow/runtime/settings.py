@@ -90,6 +90,9 @@ class Settings:
     lease_seconds: float | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # Where files named in specs saved over the API by non-admins may be
+    # (STAGEFLOW_API_DATA_ROOTS, os.pathsep-separated; empty: <home>/data).
+    api_data_roots: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     tracking: bool = False  # each run is an MLflow run (`--track`, STAGEFLOW_TRACKING=1)
     mlflow_tracking_uri: str | None = None  # None: sqlite:///<home>/mlflow.db
@@ -171,6 +174,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lease_seconds=lease,
         api_host=get("API_HOST", "API_HOST") or "127.0.0.1",
         api_port=int(number("API_PORT", "API_PORT", int) or 8080),
+        api_data_roots=tuple(
+            r for r in (get("API_DATA_ROOTS") or "").split(os.pathsep) if r.strip()
+        ),
         tracking=(get("TRACKING") or "").lower() in ("1", "true", "yes", "on"),
         mlflow_tracking_uri=get("MLFLOW_TRACKING_URI"),
         limits=limits,

@@ -83,6 +83,26 @@ def check_code(request: Request, who: Identity, pipeline: Pipeline) -> None:
         )
 
 
+def check_paths(request: Request, who: Identity, pipeline: Pipeline) -> None:
+    """``Forbidden`` naming each file path a non-admin may not use (``ops.path_problems``:
+    outside the data roots, or climbing out with ``..``)."""
+    if who.is_admin:
+        return
+    settings = request.app.state.ctx.settings
+    roots = settings.api_data_roots or (str((settings.home / "data").absolute()),)
+    found = ops.path_problems(pipeline, roots)
+    if found:
+        task, field, why = found[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ops.Forbidden(
+            f"{why}{more}; a spec saved over the API by a non-admin may name files under "
+            "STAGEFLOW_API_DATA_ROOTS only",
+            pipeline=pipeline.name,
+            task=task,
+            field=field,
+        )
+
+
 def owner_for(who: Identity, pipeline: Pipeline) -> str | None:
     """The owner a saved pipeline gets: the token's; an admin's may name another."""
     if pipeline.owner is None or pipeline.owner == who.owner:
@@ -102,6 +122,7 @@ def save(request: Request, who: Identity, doc: object) -> JSONResponse:
     ctx = request.app.state.ctx
     pipeline = ops.build_pipeline(doc, ctx.settings.limits)
     check_code(request, who, pipeline)
+    check_paths(request, who, pipeline)
     saved = ops.publish_pipeline(
         ctx.store,
         pipeline,
