@@ -117,9 +117,14 @@ def test_concurrent_runs_in_one_worker_hold_bounded_threads_and_processes(
     store = open_store(None, home)
     try:
         states = {store.get_run(r).state for r in ids}
+        why = {
+            r: [(t.task_id, t.state, t.error) for t in store.task_runs(r) if t.state != "success"]
+            for r in ids
+            if store.get_run(r).state != "success"
+        }
     finally:
         store.close()
-    assert states == {"success"}
+    assert states == {"success"}, (why, (tmp_path / "worker.err").read_text()[-3000:])
     pool = runs * PARALLEL  # the pool's bound: concurrent runs x their parallelism
     assert most_threads <= BASE_THREADS + runs * PER_RUN_THREADS + pool
     assert most_children <= pool  # worker processes, or the tasks' commands: the pool's size

@@ -591,16 +591,8 @@ def test_the_service_section(tmp_path: Path) -> None:
     assert token.returncode == 0, token.stderr
     secret = token.stdout.strip()
     assert re.fullmatch(r"sft_[0-9a-f]{12}_[\w-]{43}", secret), token.stdout
-    port = free_port()
     assert lines[1] == "stageflow serve --port 8080"
-    server = subprocess.Popen(
-        ["bash", "-c", f"exec {lines[1].replace('8080', str(port))}"],
-        cwd=work,
-        env=environ(home),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    server, port = start_on_free_port(lines[1], "8080", work, home)
     try:
         assert lines[2] == "export STAGEFLOW_TOKEN=sft_..."
         answers: list[str] = []
@@ -798,20 +790,30 @@ class background:
         self.proc.wait(timeout=30)
 
 
-@contextmanager
-def served(work: Path, home: Path, ran: set[str]) -> Iterator[int]:
-    """README's ``models serve`` line, on a free port, until the block ends."""
-    line = next(c for c in COMMANDS if c.startswith("stageflow models serve"))
-    ran.add(line)
+def start_on_free_port(
+    line: str, shown_port: str, work: Path, home: Path
+) -> tuple[subprocess.Popen[str], int]:
+    """A README server command in the background, its ``shown_port`` replaced by a free
+    one; its stderr is piped (read it when it dies)."""
     port = free_port()
     proc = subprocess.Popen(
-        ["bash", "-c", f"exec {line.replace('5000', str(port))}"],
+        ["bash", "-c", f"exec {line.replace(shown_port, str(port))}"],
         cwd=work,
         env=environ(home),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
     )
+    return proc, port
+
+
+@contextmanager
+def served(work: Path, home: Path, ran: set[str]) -> Iterator[int]:
+    """README's ``models serve`` line, on a free port, until the block ends."""
+    line = next(c for c in COMMANDS if c.startswith("stageflow models serve"))
+    ran.add(line)
+    proc, port = start_on_free_port(line, "5000", work, home)
     try:
         deadline = time.monotonic() + 90
         while not pinged(port):

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow import operations as ops
+from stageflow.engine.states import FINAL_RUN_STATES, FINAL_TASK_STATES
 from stageflow.errors import RunNotFound
 from stageflow.operations.access import Identity
 from stageflow.service.api.auth import identity, require
@@ -254,7 +255,7 @@ async def task_logs(
 
     def task_ended() -> bool:
         states = {t.task_id: t.state for t in ctx.store.task_runs(run_id)}
-        return states.get(task_id) in _FINAL_TASK_STATES
+        return states.get(task_id) in FINAL_TASK_STATES
 
     async def stream() -> AsyncIterator[str]:
         import asyncio
@@ -369,8 +370,6 @@ def pipeline_stats(
 #: worker on another host streams too), and sends a keep-alive comment when idle.
 POLL_S = 0.25
 KEEPALIVE_S = 15.0
-_FINAL_RUN_STATES = frozenset({"success", "failed", "cancelled"})
-_FINAL_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "cancelled"})
 
 
 @router.get(
@@ -409,7 +408,7 @@ async def run_event_stream(
                 yield frame(item)
                 position = item.event_id
             state = (await run_in_threadpool(store.get_run, run_id)).state
-            if not follow or state in _FINAL_RUN_STATES:
+            if not follow or state in FINAL_RUN_STATES:
                 # The final state and its events commit together: read what came since.
                 while rest := await run_in_threadpool(
                     ops.run_events, store, run_id, after=position
