@@ -293,13 +293,21 @@ def test_tokens_are_checked_and_failures_are_limited_per_client(server: Server) 
         assert missing.status_code == 401
         assert missing.headers["www-authenticate"] == "Bearer"
         assert "Authorization: Bearer" in missing.json()["error"]
-    for i in range(10):
+    for i in range(4):  # with the one without a token: 5 failures
         with server.client(f"sft_{'0' * 12}_{'x' * 43}") as c:
             assert c.get("/api/v1/runs").status_code == 401, i
+    with server.client() as c:  # 5 more, anonymous and mutating: each one audited
+        for i in range(5):
+            assert c.post("/api/v1/runs", json={"pipeline_id": "x"}).status_code == 401, i
+        flood = [c.post("/api/v1/runs", json={"pipeline_id": "x"}).status_code for _ in range(20)]
+    assert flood == [429] * 20
     with server.client(server.admin) as c:  # the right token, same address: wait a minute
         limited = c.get("/api/v1/runs")
     assert limited.status_code == 429
     assert "try again in" in limited.json()["error"]
+    r = server.cli("audit", "--format", "json", "--limit", "100")
+    entries = [(e["actor"], e["status"]) for e in json.loads(r.stdout)["entries"]]
+    assert entries == [("anonymous", 401)] * 5  # the refused flood left no entry
 
 
 def test_revoked_tokens_stop_working_and_everything_mutating_is_audited(server: Server) -> None:

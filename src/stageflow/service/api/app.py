@@ -203,7 +203,7 @@ class _Observe:
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
             self.metrics.observe_request(method, template, status, time.perf_counter() - started)
-            if method in _MUTATING:
+            if method in _MUTATING and status != 429:  # refused before anything: not audited
                 await self._audit(scope, method, template, status)
 
     async def _audit(self, scope: Scope, method: str, template: str, status: int) -> None:

@@ -1,10 +1,11 @@
 """Who asks: the bearer token of a request, its role and owner (``operations.access``).
 
-Every route but ``/health`` and ``/metrics`` (configurable: ``STAGEFLOW_API_OPEN_METRICS``)
-depends on ``identity``. A client address that fails authentication
-``FAILURES_PER_MINUTE`` times within a minute is answered 429 until the minute has
-passed: guessing a token costs a minute per few tries (tokens are 256-bit random
-anyway; the limit keeps logs and the store quiet).
+Every route but ``/health`` and ``/metrics`` (``serve`` keeps ``/metrics`` open)
+depends on ``identity``. A client address that fails authentication (no token, or
+one that authenticates nobody) ``FAILURES_PER_MINUTE`` times within a minute is
+answered 429 until the minute has passed: guessing a token costs a minute per few
+tries (tokens are 256-bit random anyway), and the audit entries of unauthenticated
+requests stay bounded (a 429 is not audited).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Authenticator:
         header = request.headers.get("authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
+            self.failures.fail(client, now)  # counted too: each is an audit entry
             raise Unauthorized(
                 "this route needs a token: send `Authorization: Bearer sft_...` "
                 "(an admin makes one with `stageflow tokens create`)"
