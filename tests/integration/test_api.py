@@ -563,3 +563,55 @@ def test_a_non_admin_may_name_files_under_the_data_roots_only(server: Server) ->
         assert inside.status_code == 201, inside.text
     with server.client(server.admin) as c:  # an admin may name any file
         assert c.post("/api/v1/pipelines", json=spec("/etc/hosts")).status_code == 201
+
+
+def test_retry_over_the_api_runs_the_failed_tasks_again_on_a_worker(
+    server: Server, tmp_path: Path
+) -> None:
+    ok = tmp_path / "ok"  # train fails until it exists
+    flaky = {
+        "name": "flaky",
+        "tasks": [
+            {"id": "prepare", "operator": "bash", "parameters": {"command": "echo ready"}},
+            {
+                "id": "train",
+                "operator": "bash",
+                "upstream": ["prepare"],
+                "parameters": {"command": f"test -e {ok} || {{ echo not yet; exit 3; }}"},
+            },
+            {
+                "id": "report",
+                "operator": "bash",
+                "upstream": ["train"],
+                "parameters": {"command": "echo r"},
+            },
+        ],
+    }
+    with server.client(server.admin) as c:
+        assert c.post("/api/v1/pipelines", json=flaky).status_code == 201
+    run_id = submit(server, "flaky")
+    first = server.wait_run(server.admin, run_id, ("failed", "success"))
+    assert {t: v["state"] for t, v in first["tasks"].items()} == {
+        "prepare": "success",
+        "train": "failed",
+        "report": "upstream_failed",
+    }
+    with server.client(server.admin) as c:
+        refused = c.post(f"/api/v1/runs/{run_id}/retry", json={"from_task": "nope"})
+        assert refused.status_code == 400 and "'nope'" in refused.json()["error"]
+        ok.touch()
+        again = c.post(f"/api/v1/runs/{run_id}/retry")
+        assert again.status_code == 200, again.text
+        assert again.json()["request"] == "retry" and again.json()["by"] == "root"
+        done = server.wait_run(server.admin, run_id, ("success", "failed"))
+        assert done["state"] == "success"
+        assert [done["tasks"][t]["attempts"] for t in ("prepare", "train", "report")] == [1, 2, 1]
+        twice = c.post(f"/api/v1/runs/{run_id}/retry")
+        assert twice.status_code == 409 and "succeeded" in twice.json()["error"]
+        ok.unlink()
+        from_train = c.post(f"/api/v1/runs/{run_id}/retry", json={"from_task": "train"})
+        assert from_train.status_code == 200, from_train.text
+        last = server.wait_run(server.admin, run_id, ("success", "failed"))
+    assert last["state"] == "failed"  # train ran again (without `ok`) and so report did not
+    assert [last["tasks"][t]["attempts"] for t in ("prepare", "train", "report")] == [1, 3, 1]
+    assert last["tasks"]["report"]["state"] == "upstream_failed"

@@ -44,6 +44,7 @@ __all__ = [
     "cancel",
     "pause",
     "reject",
+    "requeue_retry",
     "resume",
     "retry",
     "start",
@@ -55,7 +56,7 @@ __all__ = [
 #: The longest comment an approval decision records.
 MAX_COMMENT = 2000
 
-Request = Literal["cancel", "pause", "unpause", "approve", "reject"]
+Request = Literal["cancel", "pause", "unpause", "approve", "reject", "retry"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +262,56 @@ def retry(
         on_start=on_start,
         interrupt=interrupt,
         use_cache=use_cache,
+    )
+
+
+def requeue_retry(
+    store: Store, run_id: str, *, from_task: str | None = None, by: str, now: float
+) -> ControlOutcome:
+    """``retry`` for a service: put the ended ``run_id`` back in the queue, its tasks that
+    did not succeed (and, with ``from_task``, that task and everything downstream of it)
+    reset to ``pending``, for a worker to resume; nothing runs in this process and no
+    module is imported. Raises ``UsageError`` (a bad id, no such task), ``RunNotFound``,
+    ``ControlRefused`` (it has not ended, it succeeded and no ``from_task`` was given, or
+    it changed meanwhile)."""
+    from stageflow.errors import ControlRefused
+    from stageflow.runtime.loading import pipeline_of_run
+    from stageflow.runtime.runner import with_downstream
+    from stageflow.runtime.store.base import EventRecord
+
+    check_run_id(run_id)
+    if from_task is not None:
+        check_task_id(from_task, "from_task")
+    run = store.get_run(run_id)
+    if run.state not in ("success", "failed", "cancelled"):
+        raise ControlRefused(
+            f"run '{run_id}' is {run.state}; retry is for a run that has ended "
+            "(cancel it first, or wait for it)"
+        )
+    if run.state == "success" and from_task is None:
+        raise ControlRefused(
+            f"run '{run_id}' succeeded; nothing to retry (give from_task to run a task and "
+            "everything downstream of it again)"
+        )
+    rerun: set[str] = set()
+    if from_task is not None:
+        rerun = with_downstream(pipeline_of_run(store, run), from_task, run_id)
+    reason = "retry" + (f" --from {from_task}" if from_task else "") + f" by {by}"
+    reset = [t for t in store.task_runs(run_id) if t.state != "success" or t.task_id in rerun]
+    events = [EventRecord(run_id, None, run.state, "running", now, 0, f"queued again: {reason}")]
+    events += [
+        EventRecord(run_id, t.task_id, t.state, "pending", now, t.attempts, f"reset by {reason}")
+        for t in reset
+        if t.state != "pending"
+    ]
+    if not store.requeue_run(run_id, run.state, [t.task_id for t in reset], events, now):
+        raise ControlRefused(f"run '{run_id}' changed meanwhile; look at it again")
+    return ControlOutcome(
+        run_id,
+        "retry",
+        by,
+        f"run '{run_id}' is queued again: {len(reset)} task(s) will run; a worker resumes it",
+        task_id=from_task,
     )
 
 

@@ -101,6 +101,7 @@ __all__ = [
     "resume_run",
     "retry_run",
     "run_pipeline",
+    "with_downstream",
 ]
 
 logger = logging.getLogger(__name__)
@@ -247,7 +248,7 @@ def retry_run(
         pipeline = pipeline_of_run(store, run, importable=True)
         rerun: set[str] = set()
         if from_task is not None:
-            rerun = _with_downstream(pipeline, from_task, run_id)
+            rerun = with_downstream(pipeline, from_task, run_id)
         reason = "retry" + (f" --from {from_task}" if from_task else "")
         runner = Runner(
             pipeline,
@@ -1478,7 +1479,7 @@ def resolve_settings(settings: Settings | None, home: Any, store_url: str | None
     return settings
 
 
-def _with_downstream(pipeline: Pipeline, task_id: str, run_id: str) -> set[str]:
+def with_downstream(pipeline: Pipeline, task_id: str, run_id: str) -> set[str]:
     """``task_id`` and every task downstream of it (data or ordering edges)."""
     upstream = pipeline.upstream_map()
     if task_id not in upstream:

@@ -404,3 +404,38 @@ def test_query_runs_by_owner_and_triggered_by(store: SqlStore) -> None:
     assert ids(owner="team-a", before=(40.0, "r4")) == ["r3", "r1"]
     assert ids(owner="team-a", states=["queued"], since=20.0, until=50.0) == ["r4", "r3"]
     assert ids() == ["r6", "r5", "r4", "r3", "r2", "r1"]
+
+
+def test_requeue_run_is_a_compare_and_set_on_the_ended_state(store: SqlStore) -> None:
+    from stageflow.runtime.store import Batch, EventRecord, RunUpdate, TaskRunRecord
+
+    store.create_run(make_run("r1"), ["a", "b"])
+    store.commit(
+        Batch(
+            runs=[RunUpdate("r1", state="failed", ended_at=9.0)],
+            task_runs=[
+                TaskRunRecord("r1", "a", "success", 1, 1.0, 2.0),
+                TaskRunRecord("r1", "b", "failed", 1, 2.0, 3.0, "boom"),
+            ],
+        )
+    )
+    before = store.get_run("r1")
+    event = EventRecord("r1", "b", "failed", "pending", 10.0, 1, "reset by retry")
+    assert store.requeue_run("r1", "failed", ["b"], [event], 10.0) is True
+    after = store.get_run("r1")
+    assert (after.state, after.ended_at, after.lease_owner, after.lease_expires_at) == (
+        "running",
+        None,
+        None,
+        None,
+    )
+    assert after.lease_epoch == before.lease_epoch + 1
+    assert [(t.task_id, t.state, t.attempts, t.error) for t in store.task_runs("r1")] == [
+        ("a", "success", 1, None),
+        ("b", "pending", 1, None),
+    ]
+    assert store.events("r1")[-1] == event
+    # A second retry of the same ended state changes nothing: the run moved on.
+    assert store.requeue_run("r1", "failed", ["a", "b"], [event], 11.0) is False
+    assert [t.state for t in store.task_runs("r1")] == ["success", "pending"]
+    assert store.claimable_runs(12.0, 10)[0].run_id == "r1"  # a worker may take it

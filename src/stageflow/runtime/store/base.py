@@ -346,6 +346,18 @@ class Store(Protocol):
         one (its ``created_at`` becomes the record's, so it is the latest again);
         True when it was new or deleted."""
 
+    def requeue_run(
+        self,
+        run_id: str,
+        from_state: str,
+        reset: Sequence[str],
+        events: Sequence[EventRecord],
+        now: float,
+    ) -> bool:
+        """Put an ended run back in the queue for a worker to resume, if it is still
+        ``from_state`` (compare-and-set): ``running`` without a lease, ``reset`` task
+        runs ``pending``, ``events`` added, one transaction; False when it moved on."""
+
     def delete_pipeline(self, name: str, now: float) -> bool:
         """Mark every version of ``name`` deleted (runs keep reading theirs);
         False when there is no live version."""

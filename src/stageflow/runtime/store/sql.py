@@ -124,6 +124,30 @@ class SqlStore(AccessTables):
             cur.execute(self._sql.publish_pipeline, _pipeline_row(record))
             return bool(cur.rowcount)
 
+    def requeue_run(
+        self,
+        run_id: str,
+        from_state: str,
+        reset: Sequence[str],
+        events: Sequence[EventRecord],
+        now: float,
+    ) -> bool:
+        """Put an ended run back in the queue for a worker to resume (the service's
+        ``retry``), in one transaction, if it is still ``from_state`` (a compare-and-set):
+        the run ``running`` with no lease (a new epoch), the ``reset`` task runs
+        ``pending``, and ``events``. False (nothing changed) when its state moved on."""
+        with self._transaction() as cur:
+            cur.execute(self._sql.requeue_run, (now, run_id, from_state))
+            if cur.rowcount != 1:
+                return False
+            if reset:
+                cur.execute(
+                    self._sql.reset_task_runs, (run_id, self.dialect.text_list(list(reset)))
+                )
+            if events:
+                self._many(cur, _INSERT_EVENTS, _event_batches(events))
+            return True
+
     def delete_pipeline(self, name: str, now: float) -> bool:
         """Mark every live version of ``name`` deleted; False when there is none."""
         with self._transaction() as cur:
@@ -1038,6 +1062,8 @@ _RUN_ATTEMPTS_JOIN = (
 class _Statements:
     insert_pipeline: str
     publish_pipeline: str
+    requeue_run: str
+    reset_task_runs: str
     delete_pipeline: str
     select_pipeline_owner: str
     select_pipeline: str
@@ -1236,6 +1262,20 @@ def _statements(dialect: Dialect) -> _Statements:
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, version) DO UPDATE SET "
             "deleted_at = NULL, created_at = excluded.created_at, owner = excluded.owner "
             "WHERE pipelines.deleted_at IS NOT NULL"
+        ),
+        requeue_run=q(
+            "UPDATE runs SET state = 'running', ended_at = NULL, lease_owner = NULL, "
+            "lease_expires_at = NULL, lease_epoch = lease_epoch + 1, heartbeat_at = ? "
+            "WHERE run_id = ? AND state = ?"
+        ),
+        reset_task_runs=q(
+            "UPDATE task_runs SET state = 'pending', ended_at = NULL, error = NULL, note = NULL "  # noqa: S608 (literal strings only)
+            "WHERE run_id = ? AND task_id "
+            + (
+                "= ANY(?::text[])"
+                if dialect.name == "postgresql"
+                else "IN (SELECT value FROM json_each(?))"
+            )
         ),
         delete_pipeline=q(
             "UPDATE pipelines SET deleted_at = ? WHERE name = ? AND deleted_at IS NULL"

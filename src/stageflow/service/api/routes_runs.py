@@ -198,6 +198,30 @@ def unpause_run(request: Request, who: Who, run_id: str) -> dict[str, Any]:
     return control(request, who, run_id, "unpause")
 
 
+class Retry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_task: str | None = Field(default=None, max_length=300)
+
+
+@router.post("/{run_id}/retry", summary="Queue an ended run again for a worker")
+def retry_run(request: Request, who: Who, run_id: str, body: Retry | None = None) -> dict[str, Any]:
+    """Its tasks that did not succeed run again (with ``from_task``: that task and
+    everything downstream of it too), in the same run, on a worker; committed
+    successes are kept. A run of a pipeline with arbitrary code needs an admin."""
+    require(who, "operate")
+    run = visible_run(request, who, run_id)
+    ctx = request.app.state.ctx
+    record = ctx.store.get_pipeline(run.pipeline, run.pipeline_version)
+    pipeline, _ = ops.pipeline_graph(record)
+    check_code(request, who, pipeline)
+    from_task = body.from_task if body is not None else None
+    outcome = ops.requeue_retry(
+        ctx.store, run_id, from_task=from_task, by=who.name, now=time.time()
+    )
+    return outcome.as_json()
+
+
 def decide(
     request: Request, who: Identity, run_id: str, task_id: str, approved: bool, body: Decision
 ) -> dict[str, Any]:
