@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -84,6 +84,7 @@ class TaskContext:
         "failures",
         "home",
         "logger",
+        "mask",
         "memory_limit_gb",
         "params",
         "pipeline",
@@ -112,6 +113,7 @@ class TaskContext:
         artifacts: FileStore | None = None,
         pipeline: str = "",
         failures: Mapping[str, str] | None = None,
+        mask: Callable[[str], str] | None = None,
     ) -> None:
         self.run_id = run_id
         self.task_id = task_id
@@ -143,6 +145,9 @@ class TaskContext:
         # attempt started, each with its error (a notification reports them).
         self.pipeline = pipeline
         self.failures: Mapping[str, str] = failures if failures is not None else {}
+        # Set when this process holds secrets (``runtime.secrets``): what an operator
+        # writes to the log itself, or lets a subprocess write, goes through it.
+        self.mask = mask
 
     @property
     def work_dir(self) -> Path:

@@ -22,8 +22,9 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,9 +73,10 @@ class BashOperator(Operator):
         ctx.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(ctx.log_path, "ab", buffering=0) as log:
             start = log.tell()
+            masked = ctx.mask is not None  # secrets: the output goes through the mask
             proc = subprocess.Popen(  # the user's own command, by design
                 ["bash", "-c", params.command],
-                stdout=log,
+                stdout=subprocess.PIPE if masked else log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
@@ -82,10 +84,13 @@ class BashOperator(Operator):
                 start_new_session=True,
             )
             watch_group(proc.pid)  # killed with this process, even by kill -9 (lifeline)
+            pump = _pump(proc, log, ctx.mask) if ctx.mask is not None else None
             try:
                 code, peak_mb = _wait(proc, ctx)
             finally:
                 forget_group(proc.pid)
+                if pump is not None:
+                    pump.join(timeout=5)
         if code == "cancelled":
             raise TaskFailed("cancelled: the command was killed")
         if code == "timeout":
@@ -99,6 +104,22 @@ class BashOperator(Operator):
             why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             raise TaskFailed(f"bash command {why}" + (f"; last output:\n{last}" if last else ""))
         return tail[-1] if tail else None
+
+
+def _pump(proc: subprocess.Popen[bytes], log: Any, mask: Callable[[str], str]) -> threading.Thread:
+    """Copy the command's output to the log a line at a time, through ``mask`` (a
+    secret split across two reads is still whole in its line)."""
+
+    def copy() -> None:
+        assert proc.stdout is not None
+        with proc.stdout:
+            for line in iter(proc.stdout.readline, b""):
+                text = line.decode("utf-8", errors="replace")
+                log.write(mask(text).encode("utf-8"))
+
+    thread = threading.Thread(target=copy, name="stageflow-bash-output", daemon=True)
+    thread.start()
+    return thread
 
 
 #: The command's own deadline kill waits this long past the deadline, so that the

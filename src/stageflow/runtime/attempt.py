@@ -38,6 +38,7 @@ from typing import Any
 from stageflow.engine.retry import NOT_RETRYABLE
 from stageflow.operators.base import TaskContext, TaskFailed
 from stageflow.operators.registry import instantiate
+from stageflow.runtime import secrets
 from stageflow.runtime.artifacts import ArtifactStore, artifact_store, load_output, store_output
 from stageflow.runtime.logs import capture_thread_output, log_file, release_thread_output
 from stageflow.runtime.result import sum_known
@@ -146,7 +147,9 @@ def _execute(
     path = log_file(job.logs_dir, job.run_id, task_id, job.attempt)
     restore: Callable[[], None]
     if in_process:
-        restore = _redirect_fds(path)
+        restore = _redirect_fds(
+            path, masked=bool(secrets.known()) or secrets.uses_secrets(job.parameters)
+        )
     else:
         handle = capture_thread_output(path)
 
@@ -174,6 +177,7 @@ def _execute(
         artifacts=artifacts,
         pipeline=job.pipeline,
         failures=job.failures,
+        mask=secrets.mask if secrets.known() or secrets.uses_secrets(job.parameters) else None,
     )
     mark = _usage_mark(in_process)
     if in_process and job.env:  # a worker process: the task's own environment
@@ -193,7 +197,13 @@ def _execute(
     try:
         inputs = _inputs(job, artifacts)
         rows_in = _rows_in(inputs)
-        operator, params = instantiate(job.task, job.parameters)
+        parameters = job.parameters
+        if secrets.uses_secrets(parameters):  # resolved here, in the process that runs it
+            try:
+                parameters = secrets.resolve(parameters)
+            except secrets.MissingSecret as exc:
+                raise TaskFailed(str(exc), retryable=False) from None
+        operator, params = instantiate(job.task, parameters)
         value = operator.run(params, inputs, ctx)
         ref = store_output(
             value,
@@ -217,7 +227,7 @@ def _execute(
             rows_out=table_rows(value),
         )
     except TaskFailed as exc:
-        unlogged = _log_line(path, f"task failed: {exc}")
+        unlogged = _log_line(path, secrets.mask(f"task failed: {exc}"))
         return AttemptResult(
             job.run_id,
             task_id,
@@ -225,7 +235,7 @@ def _execute(
             False,
             started,
             time.time(),
-            error=str(exc) + unlogged,
+            error=secrets.mask(str(exc) + unlogged),
             error_types=error_types(type(exc)) + (() if exc.retryable else (NOT_RETRYABLE,)),
             usage=_usage(ctx, mark, in_process),
             rows_in=rows_in,
@@ -235,7 +245,8 @@ def _execute(
             error = f"{type(exc).__name__} raised in the task"
         else:
             error = f"{type(exc).__name__}: {exc}"
-        tb = traceback.format_exc()
+        tb = secrets.mask(traceback.format_exc())
+        error = secrets.mask(error)
         unlogged = _log_line(path, tb)
         return AttemptResult(
             job.run_id,
@@ -404,13 +415,30 @@ def _log_line(path: str, text: str) -> str:
     return ""
 
 
-def _redirect_fds(path: str) -> Callable[[], None]:
-    """Point fds 1 and 2 of this (worker) process at the attempt's log."""
+def _redirect_fds(path: str, masked: bool = False) -> Callable[[], None]:
+    """Point fds 1 and 2 of this (worker) process at the attempt's log; ``masked``
+    (the attempt uses secrets): through a pipe whose lines a thread writes to the log
+    through ``secrets.mask``."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    pump: threading.Thread | None = None
+    if masked:
+        read_end, write_end = os.pipe()
+        log = fd
+
+        def copy() -> None:
+            with os.fdopen(read_end, "rb") as pipe:
+                for line in iter(pipe.readline, b""):
+                    text = secrets.mask(line.decode("utf-8", errors="replace"))
+                    os.write(log, text.encode("utf-8"))
+            os.close(log)
+
+        pump = threading.Thread(target=copy, name="stageflow-output-mask", daemon=True)
+        pump.start()
+        fd = write_end
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -419,9 +447,11 @@ def _redirect_fds(path: str) -> Callable[[], None]:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):  # a full disk: restore anyway
                 stream.flush()
-        os.dup2(saved[0], 1)
+        os.dup2(saved[0], 1)  # the pipe's last writer closes: the pump drains and ends
         os.dup2(saved[1], 2)
         os.close(saved[0])
         os.close(saved[1])
+        if pump is not None:
+            pump.join(timeout=5)
 
     return restore

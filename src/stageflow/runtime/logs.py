@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from stageflow.runtime.secrets import mask
+
 __all__ = [
     "attempt_log",
     "capture_thread_output",
@@ -65,7 +67,7 @@ class _Capture:
         if self.file is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self.file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self.file.write(s)
+        self.file.write(mask(s))  # the secrets this process resolved, as ***
 
     def close(self) -> None:
         if self.file is not None:
