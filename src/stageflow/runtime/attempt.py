@@ -148,7 +148,7 @@ def _execute(
     restore: Callable[[], None]
     if in_process:
         restore = _redirect_fds(
-            path, masked=bool(secrets.known()) or secrets.uses_secrets(job.parameters)
+            path, masked=secrets.active() or secrets.uses_secrets(job.parameters)
         )
     else:
         handle = capture_thread_output(path)
@@ -177,7 +177,7 @@ def _execute(
         artifacts=artifacts,
         pipeline=job.pipeline,
         failures=job.failures,
-        mask=secrets.mask if secrets.known() or secrets.uses_secrets(job.parameters) else None,
+        mask=secrets.mask if secrets.active() or secrets.uses_secrets(job.parameters) else None,
     )
     mark = _usage_mark(in_process)
     if in_process and job.env:  # a worker process: the task's own environment

@@ -29,7 +29,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MIN_MASKED", "SECRET_REF", "MissingSecret", "known", "mask", "resolve"]
+__all__ = [
+    "MIN_MASKED",
+    "SECRET_REF",
+    "MissingSecret",
+    "active",
+    "known",
+    "mask",
+    "resolve",
+    "uses_secrets",
+]
 
 #: ``${secret:NAME}``: NAME as an environment variable's name.
 SECRET_REF = re.compile(r"\$\{secret:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -44,6 +53,11 @@ _file_cache: dict[str, tuple[float, dict[str, str]]] = {}
 
 class MissingSecret(Exception):
     """A ``${secret:NAME}`` that is set nowhere."""
+
+
+def active() -> bool:
+    """Whether this process has a secret to mask (one cheap read, per attempt)."""
+    return _pattern is not None
 
 
 def known() -> tuple[str, ...]:
