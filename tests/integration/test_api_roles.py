@@ -66,7 +66,13 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with serving("sqlite", tmp_path_factory.mktemp("api-roles")) as server:
+    # Its requests without a token are many (every route's 401): this module tests the
+    # roles, not the failed-authentication limit (test_api.py does), so it is raised.
+    with serving(
+        "sqlite",
+        tmp_path_factory.mktemp("api-roles"),
+        STAGEFLOW_API_FAILED_LOGINS_PER_MINUTE="1000",
+    ) as server:
         tokens = {
             "viewer": server.token("viewer-a", "viewer", "team-a"),
             "operator": server.token("operator-a", "operator", "team-a"),

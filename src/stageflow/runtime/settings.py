@@ -63,6 +63,7 @@ NUMBER_RANGES: dict[str, tuple[type[int] | type[float], float]] = {
     "COMMIT_INTERVAL_MS": (float, 60_000),  # a minute: longer loses more to a crash
     "LEASE_SECONDS": (float, 3600),  # an hour: longer leaves a dead owner's run longer
     "API_PORT": (int, 65535),
+    "API_FAILED_LOGINS_PER_MINUTE": (int, 1_000_000),
 }
 #: The shortest lease ``STAGEFLOW_LEASE_SECONDS`` may set.
 MIN_LEASE_SECONDS = 2.0
@@ -93,6 +94,9 @@ class Settings:
     # Where files named in specs saved over the API by non-admins may be
     # (STAGEFLOW_API_DATA_ROOTS, os.pathsep-separated; empty: <home>/data).
     api_data_roots: tuple[str, ...] = ()
+    # Failed authentications a client address may make in a minute before the API
+    # answers it 429 (STAGEFLOW_API_FAILED_LOGINS_PER_MINUTE).
+    api_failed_logins_per_minute: int = 10
     limits: Limits = field(default_factory=Limits)
     tracking: bool = False  # each run is an MLflow run (`--track`, STAGEFLOW_TRACKING=1)
     mlflow_tracking_uri: str | None = None  # None: sqlite:///<home>/mlflow.db
@@ -174,6 +178,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lease_seconds=lease,
         api_host=get("API_HOST", "API_HOST") or "127.0.0.1",
         api_port=int(number("API_PORT", "API_PORT", int) or 8080),
+        api_failed_logins_per_minute=int(number("API_FAILED_LOGINS_PER_MINUTE", None, int) or 10),
         api_data_roots=tuple(
             r for r in (get("API_DATA_ROOTS") or "").split(os.pathsep) if r.strip()
         ),

@@ -35,7 +35,12 @@ from stageflow import errors
 from stageflow import operations as ops
 from stageflow.operations.stores import Store
 from stageflow.runtime.settings import Settings
-from stageflow.service.api.auth import Authenticator, TooManyFailures, Unauthorized
+from stageflow.service.api.auth import (
+    Authenticator,
+    FailedLogins,
+    TooManyFailures,
+    Unauthorized,
+)
 from stageflow.service.api.metrics import ApiMetrics
 from stageflow.service.api.routes_pipelines import TooLarge
 
@@ -122,7 +127,7 @@ def create_app(
     app.state.ctx = ApiContext(
         settings=settings,
         store=store,
-        auth=Authenticator(store),
+        auth=Authenticator(store, FailedLogins(limit=settings.api_failed_logins_per_minute)),
         metrics=metrics,
         workers=workers,
         allow_code=allow_code,
