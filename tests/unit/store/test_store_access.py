@@ -439,3 +439,34 @@ def test_requeue_run_is_a_compare_and_set_on_the_ended_state(store: SqlStore) ->
     assert store.requeue_run("r1", "failed", ["a", "b"], [event], 11.0) is False
     assert [t.state for t in store.task_runs("r1")] == ["success", "pending"]
     assert store.claimable_runs(12.0, 10)[0].run_id == "r1"  # a worker may take it
+
+
+def test_activity_counts_what_unfinished_runs_are_doing(store: SqlStore) -> None:
+    from stageflow.runtime.store import Batch, RunUpdate, TaskRunRecord
+
+    store.create_run(make_run("queued", created_at=100.0), ["a", "b"])
+    store.create_run(
+        replace(make_run("silent", created_at=90.0), state="running", lease_epoch=1),
+        ["a", "b"],
+    )
+    store.create_run(make_run("done", created_at=80.0), ["a"])
+    store.commit(
+        Batch(
+            runs=[RunUpdate("done", state="success", ended_at=85.0)],
+            task_runs=[
+                TaskRunRecord("silent", "a", "success", 1, 91.0, 92.0),
+                TaskRunRecord("silent", "b", "running", 1, 92.0),
+                TaskRunRecord("done", "a", "success", 1, 81.0, 82.0),
+            ],
+        )
+    )
+    with store._transaction() as cur:  # the silent run's lease ran out at 95
+        cur.execute(
+            store.dialect.sql("UPDATE runs SET lease_expires_at = ? WHERE run_id = ?"),
+            (95.0, "silent"),
+        )
+    activity = store.activity(now=120.0)
+    assert activity.tasks == {"pending": 2, "running": 1, "success": 1}
+    assert activity.oldest_queued_at == 100.0
+    assert activity.expired_leases == 1
+    assert store.activity(now=94.0).expired_leases == 0

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the engine (and pydantic with it) is not loaded by `stagefl
     from stageflow.engine.circuit import CircuitState
 
 __all__ = [
+    "Activity",
     "AttemptRecord",
     "AuditEntry",
     "Batch",
@@ -333,6 +334,16 @@ class AuditEntry:
     entry_id: int = 0
 
 
+class Activity(NamedTuple):
+    """The queue and the workers at one moment (``Store.activity``): the task runs of
+    unfinished runs by state, when the oldest queued run was created (``None``: none
+    waits), how many unfinished runs have an expired lease (their owner went silent)."""
+
+    tasks: dict[str, int]
+    oldest_queued_at: float | None
+    expired_leases: int
+
+
 class Store(Protocol):
     """The metadata store. One instance is used from one thread at a time."""
 
@@ -556,6 +567,9 @@ class Store(Protocol):
 
     def run_counts(self) -> list[tuple[str, str, int]]:
         """(pipeline, state, number of runs) for every pair that has runs."""
+
+    def activity(self, now: float) -> Activity:
+        """What the queue and the workers are doing at ``now`` (``Activity``)."""
 
     def add_token(self, token: TokenRecord) -> None:
         """Store a new token; the driver's integrity error when its id or name exists."""

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from stageflow.errors import LeaseLost, RunNotFound, RunOwned, StoreError, StoreUnreachable
 from stageflow.runtime.store.base import (
+    Activity,
     AttemptRecord,
     Batch,
     CacheEntry,
@@ -668,6 +669,15 @@ class SqlStore(AccessTables):
         rows = self._fetchall(self._sql.count_runs, ())
         return [(str(p), str(s), int(n)) for p, s, n in rows]
 
+    def activity(self, now: float) -> Activity:
+        """What the queue and the workers are doing at ``now`` (``Activity``): the task
+        runs of unfinished runs by state, the oldest queued run's creation, the unfinished
+        runs whose lease expired. Three queries, each on an index of unfinished runs."""
+        tasks = {str(s): int(n) for s, n in self._fetchall(self._sql.count_active_tasks, ())}
+        oldest = self._fetchone(self._sql.oldest_queued, ())
+        expired = self._fetchone(self._sql.count_expired_leases, (now,))
+        return Activity(tasks, oldest[0] if oldest else None, int(expired[0]) if expired else 0)
+
     def pipeline_names(self) -> list[str]:
         """The names of every stored pipeline, sorted."""
         return [str(row[0]) for row in self._fetchall(self._sql.select_pipeline_names, ())]
@@ -1089,6 +1099,9 @@ class _Statements:
     count_run_states: str
     select_pipeline_names: str
     count_runs: str
+    count_active_tasks: str
+    oldest_queued: str
+    count_expired_leases: str
     select_versions: str
     select_versions_of: str
     select_events: str
@@ -1395,6 +1408,19 @@ def _statements(dialect: Dialect) -> _Statements:
             "SELECT state, COUNT(*) FROM runs WHERE pipeline = ? AND created_at >= ? GROUP BY state"
         ),
         count_runs=q("SELECT pipeline, state, COUNT(*) FROM runs GROUP BY pipeline, state"),
+        count_active_tasks=q(
+            "SELECT t.state, COUNT(*) FROM runs r JOIN task_runs t ON t.run_id = r.run_id "
+            "WHERE r.state IN ('queued', 'running') GROUP BY t.state"
+        ),
+        # The IN repeats the partial index runs_in_queue's WHERE, so the planner uses it.
+        oldest_queued=q(
+            "SELECT MIN(created_at) FROM runs WHERE state IN ('queued', 'running') "
+            "AND state = 'queued'"
+        ),
+        count_expired_leases=q(
+            "SELECT COUNT(*) FROM runs WHERE state IN ('queued', 'running') "
+            "AND lease_expires_at IS NOT NULL AND lease_expires_at <= ?"
+        ),
         select_pipeline_names=q(
             "SELECT DISTINCT name FROM pipelines WHERE deleted_at IS NULL ORDER BY name"
         ),

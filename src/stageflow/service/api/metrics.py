@@ -3,9 +3,11 @@
 Names follow Prometheus conventions with the ``stageflow_`` prefix. Counted here:
 HTTP requests by method, route template and status, with a duration histogram.
 Read from the store at each scrape: runs by pipeline and state, queued and running
-runs. The ``pipeline`` label holds at most ``PIPELINE_LABELS`` names (the busiest);
-the rest are summed under ``other``, so a store with thousands of pipelines cannot
-blow up a Prometheus server. Each app has its own registry (several apps in one
+runs, the task runs of unfinished runs by state, the oldest queued run's wait, and the
+unfinished runs whose lease expired (each query on an index of unfinished runs). The
+``pipeline`` label holds at most ``PIPELINE_LABELS`` names (the busiest); the rest are
+summed under ``other``, so a store with thousands of pipelines cannot blow up a
+Prometheus server. Each app has its own registry (several apps in one
 process, as tests make, do not collide).
 """
 
@@ -69,6 +71,32 @@ class _StoreCollector(Collector):
         active = GaugeMetricFamily("stageflow_runs_active", "Runs being executed.")
         active.add_metric([], states.get("running", 0))
         yield active
+        now = time.time()
+        try:
+            activity = self.store.activity(now)
+        except StageflowError:
+            return
+        tasks = GaugeMetricFamily(
+            "stageflow_tasks_active",
+            "Task runs of unfinished runs, by state (running: attempts in progress).",
+            labels=["state"],
+        )
+        for state, n in sorted(activity.tasks.items()):
+            tasks.add_metric([state], n)
+        yield tasks
+        wait = GaugeMetricFamily(
+            "stageflow_queue_oldest_wait_seconds",
+            "How long the oldest queued run has waited for a worker (0: none waits).",
+        )
+        oldest = activity.oldest_queued_at
+        wait.add_metric([], max(0.0, now - oldest) if oldest is not None else 0.0)
+        yield wait
+        expired = GaugeMetricFamily(
+            "stageflow_runs_lease_expired",
+            "Unfinished runs whose owner went silent (lease expired): taken over next.",
+        )
+        expired.add_metric([], activity.expired_leases)
+        yield expired
 
 
 class ApiMetrics:
