@@ -94,6 +94,10 @@ class Settings:
     # Where files named in specs saved over the API by non-admins may be
     # (STAGEFLOW_API_DATA_ROOTS, os.pathsep-separated; empty: <home>/data).
     api_data_roots: tuple[str, ...] = ()
+    # The CLI's commands that read or control runs talk to this server instead of the
+    # store (STAGEFLOW_SERVER, or --server), with this token (STAGEFLOW_TOKEN).
+    server_url: str | None = None
+    server_token: str | None = field(default=None, repr=False)
     # Failed authentications a client address may make in a minute before the API
     # answers it 429 (STAGEFLOW_API_FAILED_LOGINS_PER_MINUTE).
     api_failed_logins_per_minute: int = 10
@@ -179,6 +183,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_host=get("API_HOST", "API_HOST") or "127.0.0.1",
         api_port=int(number("API_PORT", "API_PORT", int) or 8080),
         api_failed_logins_per_minute=int(number("API_FAILED_LOGINS_PER_MINUTE", None, int) or 10),
+        server_url=get("SERVER"),
+        server_token=get("TOKEN"),
         api_data_roots=tuple(
             r for r in (get("API_DATA_ROOTS") or "").split(os.pathsep) if r.strip()
         ),

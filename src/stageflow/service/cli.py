@@ -70,15 +70,24 @@ def main(argv: list[str] | None = None) -> None:
     envvar="STAGEFLOW_HOME",
     help="State folder (SQLite store, artifacts, logs). Default ./.stageflow",
 )
+@click.option(
+    "--server",
+    default=None,
+    metavar="URL",
+    help="Read and control runs through this `stageflow serve` (STAGEFLOW_SERVER; token: "
+    "STAGEFLOW_TOKEN): runs list/show, logs, cancel, pause, unpause, approve, submit.",
+)
 @click.pass_context
-def cli(ctx: click.Context, home: str | None) -> None:
+def cli(ctx: click.Context, home: str | None, server: str | None) -> None:
     """stageflow: run ML pipelines (DAGs of tasks) durably, in parallel."""
+    from dataclasses import replace
+
     from stageflow.runtime.settings import load_settings
 
     settings = load_settings()
+    if server:
+        settings = replace(settings, server_url=server)
     if home:
-        from dataclasses import replace
-
         settings = replace(settings, home=Path(home))
         # Code that reads settings itself (e.g. `use: NAME@VERSION`) sees the same home.
         os.environ["STAGEFLOW_HOME"] = home
@@ -268,6 +277,9 @@ def cancel(settings: Any, run_id: str, by: str | None) -> None:
     """Cancel RUN_ID: running attempts are stopped, every unfinished task is cancelled."""
     from stageflow import operations as ops
 
+    if (remote := _remote(settings, by)) is not None:
+        click.echo(remote.control(run_id, "cancel").message, err=True)
+        return
     click.echo(ops.cancel(settings, run_id, by=by).message, err=True)
 
 
@@ -279,6 +291,9 @@ def pause(settings: Any, run_id: str, by: str | None) -> None:
     """Pause RUN_ID: running tasks finish, no new task starts until `unpause`."""
     from stageflow import operations as ops
 
+    if (remote := _remote(settings, by)) is not None:
+        click.echo(remote.control(run_id, "pause").message, err=True)
+        return
     click.echo(ops.pause(settings, run_id, by=by).message, err=True)
 
 
@@ -290,6 +305,9 @@ def unpause(settings: Any, run_id: str, by: str | None) -> None:
     """Let the paused RUN_ID start tasks again."""
     from stageflow import operations as ops
 
+    if (remote := _remote(settings, by)) is not None:
+        click.echo(remote.control(run_id, "unpause").message, err=True)
+        return
     click.echo(ops.unpause(settings, run_id, by=by).message, err=True)
 
 
@@ -306,6 +324,9 @@ def approve(
     """Decide the approval gate of TASK in RUN_ID: it runs (or, with --reject, fails)."""
     from stageflow import operations as ops
 
+    if (remote := _remote(settings, by)) is not None:
+        click.echo(remote.decide(run_id, task, not reject, comment).message, err=True)
+        return
     decide = ops.reject if reject else ops.approve
     click.echo(decide(settings, run_id, task, comment=comment, by=by).message, err=True)
 
@@ -522,16 +543,26 @@ def runs_list(
     from stageflow import operations as ops
     from stageflow.runtime.result import iso
 
-    which = ops.RunFilter(
-        pipeline=pipeline,
-        states=states,
-        since=None if since is None else ops.parse_instant(since, "since"),
-        until=None if until is None else ops.parse_instant(until, "until"),
-        limit=limit,
-        cursor=cursor,
-    )
-    with ops.reading(settings) as store:
-        page = ops.list_runs(store, which, now=time.time())
+    if (remote := _remote(settings)) is not None:
+        page = remote.list_runs(
+            pipeline=pipeline,
+            states=states,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
+    else:
+        which = ops.RunFilter(
+            pipeline=pipeline,
+            states=states,
+            since=None if since is None else ops.parse_instant(since, "since"),
+            until=None if until is None else ops.parse_instant(until, "until"),
+            limit=limit,
+            cursor=cursor,
+        )
+        with ops.reading(settings) as store:
+            page = ops.list_runs(store, which, now=time.time())
     if fmt == "json":
         click.echo(json.dumps([r.as_json() for r in page.runs]))
     elif not page.runs:
@@ -562,19 +593,26 @@ def runs_show(settings: Any, run_id: str, fmt: str) -> None:
     from stageflow.service.progress import render_summary
     from stageflow.service.tables import render_run_report
 
-    with ops.reading(settings) as store:
-        detail = ops.show_run(store, run_id, now=time.time())
-        report = (
-            ops.usage(store, run_id, settings.cost_prices, detail=detail) if fmt == "text" else None
-        )
+    report = None
+    if (remote := _remote(settings)) is not None:  # the usage report is the store's
+        result, note = remote.show_run(run_id)
+    else:
+        with ops.reading(settings) as store:
+            detail = ops.show_run(store, run_id, now=time.time())
+            report = (
+                ops.usage(store, run_id, settings.cost_prices, detail=detail)
+                if fmt == "text"
+                else None
+            )
+        result, note = detail.result, detail.lease.note if detail.lease else None
     if fmt == "json":
-        click.echo(json.dumps(detail.result.as_json()))
+        click.echo(json.dumps(result.as_json()))
         return
     text = io.StringIO()
-    render_summary(detail.result, text, outputs=False)
+    render_summary(result, text, outputs=False)
     head, _, rest = text.getvalue().partition("\n")
-    if detail.lease and detail.lease.note:  # the first line ends with the run's state
-        head = f"{head} — {detail.lease.note}"
+    if note:  # the first line ends with the run's state
+        head = f"{head} — {note}"
     sys.stdout.write(f"{head}\n{rest}")
     for line in render_run_report(report) if report is not None else ():
         click.echo(line)
@@ -688,8 +726,11 @@ def logs(settings: Any, run_id: str, task: str, attempt: int | None) -> None:
     """Print the captured stdout/stderr/logging of TASK in RUN_ID."""
     from stageflow import operations as ops
 
-    with ops.reading(settings) as store:
-        found = ops.task_logs(store, settings.logs_dir, run_id, task, attempt=attempt)
+    if (remote := _remote(settings)) is not None:
+        found = remote.task_logs(run_id, task, attempt)
+    else:
+        with ops.reading(settings) as store:
+            found = ops.task_logs(store, settings.logs_dir, run_id, task, attempt=attempt)
     if not found.files:
         click.echo(f"task '{task}' of run '{run_id}' wrote no output", err=True)
         return
@@ -701,6 +742,22 @@ def logs(settings: Any, run_id: str, task: str, attempt: int | None) -> None:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _remote(settings: Any, by: str | None = None) -> Any:
+    """The server the command talks to (``--server``/``STAGEFLOW_SERVER``), or ``None``:
+    the store. With a server the caller is its token's name, so ``--by`` is refused."""
+    if not settings.server_url:
+        return None
+    if by is not None:
+        raise UsageError(
+            "--by names who asks of a store; a server knows who asks from the token "
+            "(STAGEFLOW_TOKEN): leave --by out",
+            field="by",
+        )
+    from stageflow.operations.remote import Remote
+
+    return Remote(settings.server_url, settings.server_token)
 
 
 def _collapsed(

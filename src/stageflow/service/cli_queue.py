@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -48,11 +49,15 @@ def submit(settings: Any, target: str, params: tuple[str, ...], priority: int, f
     Nothing is queued when the pipeline or a parameter is wrong (exit 2, every
     problem listed)."""
     from stageflow import operations as ops
-    from stageflow.service.cli import _invalid_json, _parse_params
+    from stageflow.service.cli import _invalid_json, _parse_params, _remote
 
     overrides = _parse_params(params)
     try:
-        run = ops.submit(settings, target, overrides, priority=priority)
+        remote = _remote(settings)
+        if remote is not None:
+            run = remote.submit(Path(target), overrides, priority)
+        else:
+            run = ops.submit(settings, target, overrides, priority=priority)
     except StageflowError as exc:
         if fmt == "json" and exc.problems:
             click.echo(_invalid_json(exc))
