@@ -143,3 +143,44 @@ def test_a_secret_stays_out_of_the_api_s_answers(tmp_path: Path) -> None:
         assert "using ***" in answers[1]
         assert all(SECRET not in a for a in answers)
         assert SECRET.encode() not in everything_written(server.home)
+
+
+SECRET_PARAM = """\
+name: secret-param
+params:
+  api_key: {secret: true}
+tasks:
+  - id: shell
+    operator: bash
+    parameters: {command: 'echo key=${params.api_key}; echo env=$STAGEFLOW_PARAM_API_KEY'}
+"""
+
+
+def test_a_secret_parameter_is_given_as_a_reference_and_never_stored(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    path = tmp_path / "param.yaml"
+    path.write_text(SECRET_PARAM)
+    assert sf(home, tmp_path, "validate", str(path)).returncode == 0
+    literal = sf(home, tmp_path, "run", str(path), "--param", f"api_key={SECRET}")
+    assert literal.returncode == 2
+    assert "parameter 'api_key' is secret: its value is never stored" in literal.stderr
+    assert SECRET not in literal.stdout + literal.stderr
+    missing = sf(home, tmp_path, "run", str(path))
+    assert missing.returncode == 2 and "parameter 'api_key' is secret" in missing.stderr
+    r = sf(
+        home,
+        tmp_path,
+        "run",
+        str(path),
+        "--param",
+        "api_key=${secret:SF_API_KEY}",
+        "--format",
+        "json",
+        SF_API_KEY=SECRET,
+    )
+    assert r.returncode == 0, r.stderr
+    run_id = json.loads(r.stdout)["run_id"]
+    assert sf(home, tmp_path, "logs", run_id, "shell").stdout == "key=***\nenv=***\n"
+    assert SECRET.encode() not in everything_written(home)
+    runs = json.loads(sf(home, tmp_path, "runs", "list", "--format", "json").stdout)
+    assert [r["run_id"] for r in runs] == [run_id]  # the refused ones recorded nothing

@@ -198,11 +198,13 @@ def _execute(
         inputs = _inputs(job, artifacts)
         rows_in = _rows_in(inputs)
         parameters = job.parameters
-        if secrets.uses_secrets(parameters):  # resolved here, in the process that runs it
-            try:
+        try:  # resolved here, in the process that runs it
+            if secrets.uses_secrets(parameters):
                 parameters = secrets.resolve(parameters)
-            except secrets.MissingSecret as exc:
-                raise TaskFailed(str(exc), retryable=False) from None
+            if secrets.uses_secrets(job.run_params):  # a secret parameter: for env()
+                ctx.params = secrets.resolve(job.run_params)
+        except secrets.MissingSecret as exc:
+            raise TaskFailed(str(exc), retryable=False) from None
         operator, params = instantiate(job.task, parameters)
         value = operator.run(params, inputs, ctx)
         ref = store_output(

@@ -23,7 +23,14 @@ from stageflow.spec.models import Pipeline, Resources
 from stageflow.spec.params import substitute
 from stageflow.spec.validate import graph_rows, pipeline_problems, structural_problems
 
-__all__ = ["check", "plan_problems", "resolve_params", "task_parameters"]
+__all__ = [
+    "check",
+    "declared_values",
+    "is_secret_param",
+    "plan_problems",
+    "resolve_params",
+    "task_parameters",
+]
 
 
 def resolve_params(pipeline: Pipeline, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,7 +60,44 @@ def resolve_params(pipeline: Pipeline, overrides: Mapping[str, Any]) -> dict[str
                 )
             )
         raise InvalidSpec(problems, pipeline=pipeline.name)
-    return {**pipeline.params, **overrides}
+    merged = {**pipeline.params, **overrides}
+    secret = [
+        Problem(
+            f"parameter '{name}' is secret: its value is never stored, so give it as a "
+            f"reference, --param {name}='${{secret:NAME}}', and set NAME where the tasks "
+            "run (their environment, or STAGEFLOW_SECRETS_FILE)",
+            field=f"params.{name}",
+        )
+        for name, declared in pipeline.params.items()
+        if is_secret_param(declared) and not _secret_reference(merged[name])
+    ]
+    if secret:
+        raise InvalidSpec(secret, pipeline=pipeline.name)
+    return merged
+
+
+def is_secret_param(declared: Any) -> bool:
+    """Whether a ``params:`` entry declares a secret parameter (``{secret: true}``)."""
+    return (
+        isinstance(declared, dict)
+        and declared.get("secret") is True
+        and set(declared) <= {"secret", "description"}
+    )
+
+
+def _secret_reference(value: Any) -> bool:
+    from stageflow.runtime.secrets import SECRET_REF
+
+    return isinstance(value, str) and SECRET_REF.fullmatch(value) is not None
+
+
+def declared_values(pipeline: Pipeline) -> dict[str, Any]:
+    """The pipeline's ``params`` as validation substitutes them: a secret parameter as
+    a reference (a string), as a run gives it."""
+    return {
+        name: f"${{secret:{name.upper()}}}" if is_secret_param(value) else value
+        for name, value in pipeline.params.items()
+    }
 
 
 def _defined_in_python(pipeline: Pipeline) -> bool:
@@ -101,7 +145,7 @@ def _problems_and_plan(
     operator_defaults: Mapping[str, Resources] | None = None,
     import_calls: bool = True,
 ) -> tuple[list[Problem], EnginePlan | None]:
-    params = pipeline.params if params is None else params
+    params = declared_values(pipeline) if params is None else params
     plan: EnginePlan | None = None
     problems: list[Problem] = structural_problems(graph_rows(pipeline), pipeline=pipeline.name)
     spec_problems = pipeline_problems(pipeline)
