@@ -618,3 +618,35 @@ def test_retry_over_the_api_runs_the_failed_tasks_again_on_a_worker(
     assert last["state"] == "failed"  # train ran again (without `ok`) and so report did not
     assert [last["tasks"][t]["attempts"] for t in ("prepare", "train", "report")] == [1, 3, 1]
     assert last["tasks"]["report"]["state"] == "upstream_failed"
+
+
+def test_a_run_s_files_download_and_no_path_leads_out(tmp_path: Path) -> None:
+    with serving("sqlite", tmp_path, STAGEFLOW_INLINE_OUTPUT_BYTES="1") as server:
+        save_yaml(server, HELLO_YAML)  # outputs over 1 byte are files
+        run_id = submit(server, "hello", parameters={"who": "files"})
+        server.wait_run(server.admin, run_id, ("success",))
+        with server.client(server.admin) as c:
+            output = c.get(f"/api/v1/runs/{run_id}/results").json()["tasks"]["greet"]["output"]
+            assert output["kind"] == "file"
+            assert output["download"] == f"/api/v1/runs/{run_id}/artifacts/outputs/greet/attempt-1"
+            got = c.get(output["download"])
+            assert got.status_code == 200
+            assert json.loads(got.content) == "hello files"  # the output, as stored (JSON)
+            assert got.headers["content-disposition"] == 'attachment; filename="attempt-1"'
+            refused = {
+                path: c.get(f"/api/v1/runs/{run_id}/artifacts/{path}").status_code
+                for path in (
+                    "outputs/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                    "outputs/greet/..%2F..%2F..%2Fstageflow.db",
+                    "logs/greet/attempt-1.log",
+                    "%2Fetc%2Fpasswd",
+                    "files/greet/nothing-here",
+                )
+            }
+        assert refused == {
+            "outputs/%2e%2e/%2e%2e/%2e%2e/etc/passwd": 400,
+            "outputs/greet/..%2F..%2F..%2Fstageflow.db": 400,
+            "logs/greet/attempt-1.log": 400,
+            "%2Fetc%2Fpasswd": 400,
+            "files/greet/nothing-here": 404,
+        }

@@ -92,6 +92,7 @@ from stageflow.operations.reports import (
     usage,
 )
 from stageflow.operations.runs import (
+    Artifact,
     LeaseStatus,
     LogFile,
     RunDetail,
@@ -103,6 +104,7 @@ from stageflow.operations.runs import (
     TaskLogs,
     list_runs,
     paused_elsewhere,
+    run_artifact,
     run_events,
     run_timeline,
     show_run,
@@ -118,6 +120,7 @@ from stageflow.operations.stores import (
 )
 
 __all__ = [
+    "Artifact",
     "AuditPage",
     "Conflict",
     "ControlOutcome",
@@ -184,6 +187,7 @@ __all__ = [
     "resume",
     "retry",
     "revoke_token",
+    "run_artifact",
     "run_events",
     "run_timeline",
     "sees",

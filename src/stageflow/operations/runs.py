@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stageflow.errors import UsageError
+from stageflow.errors import RunNotFound, UsageError
 from stageflow.operations.arguments import check_run_id, check_task_id
 from stageflow.runtime.result import RunResult, iso
 from stageflow.runtime.store.base import (
@@ -45,8 +45,10 @@ if TYPE_CHECKING:
     from stageflow.spec.models import Pipeline
 
 __all__ = [
+    "MAX_ARTIFACT_BYTES",
     "MAX_PAGE",
     "RUN_STATES",
+    "Artifact",
     "LeaseStatus",
     "LogFile",
     "RunDetail",
@@ -56,11 +58,13 @@ __all__ = [
     "RunSummary",
     "RunTimeline",
     "TaskLogs",
+    "artifact_relpath",
     "decode_cursor",
     "encode_cursor",
     "lease_status",
     "list_runs",
     "paused_elsewhere",
+    "run_artifact",
     "run_events",
     "run_timeline",
     "show_run",
@@ -430,3 +434,73 @@ def run_events(
             if (batch_id, i) > (batch, index):
                 out.append(RunEventItem(f"{batch_id}:{i}", event))
     return out
+
+
+#: The most bytes one artifact download returns (a larger file: read it from the store).
+MAX_ARTIFACT_BYTES = 256 * 1024 * 1024
+#: A run's folders in the artifact store, by the first part of a download's path.
+ARTIFACT_FOLDERS = {"outputs": "outputs", "files": "runs"}
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """A file of a run's artifacts: its path in the run (``outputs/TASK/attempt-1``,
+    ``files/TASK/NAME``) and its bytes."""
+
+    path: str
+    data: bytes
+
+
+def artifact_relpath(run_id: str, path: str) -> str:
+    """Where ``path`` (a path within run ``run_id``'s artifacts) is under the artifact
+    store's root; ``UsageError`` for a path that is not one (absolute, ``..``, a folder
+    other than ``outputs/`` or ``files/``)."""
+    check_run_id(run_id)
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or any(p in ("", ".", "..") for p in parts)
+        or parts[0] not in ARTIFACT_FOLDERS
+        or len(parts) < 2
+    ):
+        raise UsageError(
+            f"artifact path {path!r} is not one of this run's: use outputs/TASK/FILE or "
+            "files/TASK/FILE (no '..', no leading '/')",
+            field="path",
+        )
+    return "/".join([ARTIFACT_FOLDERS[parts[0]], run_id, *parts[1:]])
+
+
+def run_artifact(artifacts_root: str, run_id: str, path: str) -> Artifact:
+    """The bytes of ``path`` within run ``run_id``'s artifacts (``artifact_relpath``).
+    ``UsageError`` for a bad path, one that leads out of the run's folder (a link), or a
+    file over ``MAX_ARTIFACT_BYTES``; ``RunNotFound`` (naming the path) when there is no
+    such file."""
+    import os
+
+    relpath = artifact_relpath(run_id, path)
+    root = artifacts_root.rstrip("/")
+    if "://" in root and not root.startswith("file://"):
+        from stageflow.runtime.artifacts import artifact_store
+
+        try:
+            data = artifact_store(root).get(f"{root}/{relpath}")
+        except FileNotFoundError:
+            raise RunNotFound(f"run '{run_id}' has no artifact {path!r}") from None
+        return Artifact(path, data)
+    base = os.path.realpath(os.path.join(root.removeprefix("file://"), *relpath.split("/")[:2]))
+    target = os.path.realpath(os.path.join(root.removeprefix("file://"), relpath))
+    if not target.startswith(base + os.sep):
+        raise UsageError(f"artifact path {path!r} leads out of the run's folder", field="path")
+    if not os.path.isfile(target):
+        raise RunNotFound(f"run '{run_id}' has no artifact {path!r}")
+    if os.path.getsize(target) > MAX_ARTIFACT_BYTES:
+        raise UsageError(
+            f"artifact {path!r} is over {MAX_ARTIFACT_BYTES:,} bytes; read it from the "
+            "artifact store",
+            field="path",
+        )
+    with open(target, "rb") as f:
+        return Artifact(path, f.read())

@@ -163,6 +163,14 @@ def run_json(request: Request, who: Identity, run_id: str) -> dict[str, Any]:
     return doc
 
 
+def _download(run_id: str, task_id: str, uri: str | None) -> str | None:
+    """The artifact route of a stored output file (``None``: it is inline)."""
+    if not uri:
+        return None
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    return f"/api/v1/runs/{run_id}/artifacts/outputs/{task_id}/{name}"
+
+
 def ops_iso(at: float | None) -> str | None:
     from stageflow.runtime.result import iso
 
@@ -327,9 +335,29 @@ def run_results(request: Request, who: Who, run_id: str) -> dict[str, Any]:
                 "size": out.size,
                 "sha256": out.sha256,
                 "uri": out.uri,
+                "download": _download(run_id, t.task_id, out.uri),
             },
         }
     return {"run_id": run_id, "pipeline": run.pipeline, "state": run.state, "tasks": tasks}
+
+
+@router.get(
+    "/{run_id}/artifacts/{path:path}",
+    summary="Download a file of the run: outputs/TASK/FILE or files/TASK/FILE",
+    response_class=Response,
+)
+def run_artifact(request: Request, who: Who, run_id: str, path: str) -> Response:
+    """A task's stored output (``outputs/TASK/attempt-N``) or a file an operator wrote
+    (``files/TASK/NAME``); a path leading anywhere else is refused."""
+    require(who, "read")
+    visible_run(request, who, run_id)
+    found = ops.run_artifact(request.app.state.ctx.settings.artifacts_root, run_id, path)
+    name = path.rsplit("/", 1)[-1].replace('"', "")
+    return Response(
+        found.data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get("/{run_id}/usage", summary="A run's critical path, usage per task and cost")
