@@ -357,6 +357,8 @@ def test_metrics_count_requests_and_runs_by_pipeline_and_state(server: Server) -
     assert "stageflow_http_request_duration_seconds_bucket" in text
     assert "stageflow_runs_queued 0.0" in text
     assert "stageflow_queue_oldest_wait_seconds 0.0" in text  # nothing waits
+    assert 'stageflow_run_duration_seconds_count{pipeline="hello"} 1.0' in text
+    assert 'stageflow_run_duration_seconds_bucket{le="+Inf",pipeline="hello"} 1.0' in text
     assert "stageflow_runs_lease_expired 0.0" in text
     assert "# TYPE stageflow_tasks_active gauge" in text
 

@@ -470,3 +470,17 @@ def test_activity_counts_what_unfinished_runs_are_doing(store: SqlStore) -> None
     assert activity.oldest_queued_at == 100.0
     assert activity.expired_leases == 1
     assert store.activity(now=94.0).expired_leases == 0
+
+
+def test_run_durations_count_ended_runs_into_buckets_by_pipeline(store: SqlStore) -> None:
+    from stageflow.runtime.store import Batch, RunUpdate
+
+    spans = {"a1": ("etl", 0.5), "a2": ("etl", 30.0), "b1": ("train", 4.0)}
+    for run_id, (pipeline, took) in spans.items():
+        store.create_run(make_run(run_id, pipeline=pipeline), [])
+        store.commit(
+            Batch(runs=[RunUpdate(run_id, state="success", started_at=10.0, ended_at=10.0 + took)])
+        )
+    store.create_run(make_run("queued", pipeline="etl"), [])  # not ended: not counted
+    found = sorted(store.run_durations([1.0, 5.0, 60.0]))
+    assert found == [("etl", 2, 30.5, [1, 1, 2]), ("train", 1, 4.0, [0, 1, 1])]

@@ -568,6 +568,10 @@ class Store(Protocol):
     def run_counts(self) -> list[tuple[str, str, int]]:
         """(pipeline, state, number of runs) for every pair that has runs."""
 
+    def run_durations(self, bounds: Sequence[float]) -> list[tuple[str, int, float, list[int]]]:
+        """Of every pipeline's ended runs: (pipeline, how many, their seconds summed,
+        how many took at most each of ``bounds``)."""
+
     def activity(self, now: float) -> Activity:
         """What the queue and the workers are doing at ``now`` (``Activity``)."""
 

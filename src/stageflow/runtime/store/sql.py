@@ -678,6 +678,15 @@ class SqlStore(AccessTables):
         expired = self._fetchone(self._sql.count_expired_leases, (now,))
         return Activity(tasks, oldest[0] if oldest else None, int(expired[0]) if expired else 0)
 
+    def run_durations(self, bounds: Sequence[float]) -> list[tuple[str, int, float, list[int]]]:
+        """Of every pipeline's ended runs: (pipeline, how many, their seconds summed, how
+        many took at most each of ``bounds``); one query over the runs table."""
+        sql = _run_durations_sql(self.dialect, len(bounds))
+        return [
+            (str(row[0]), int(row[1]), float(row[2] or 0.0), [int(n or 0) for n in row[3:]])
+            for row in self._fetchall(sql, tuple(bounds))
+        ]
+
     def pipeline_names(self) -> list[str]:
         """The names of every stored pipeline, sorted."""
         return [str(row[0]) for row in self._fetchall(self._sql.select_pipeline_names, ())]
@@ -1215,6 +1224,18 @@ _flat = itertools.chain.from_iterable
 def _multi_row_sql(dialect: Dialect, statement: _MultiRow, count: int) -> str:
     """The statement for ``count`` rows in ``dialect``'s placeholder style (cached)."""
     return dialect.sql(statement.head + ", ".join([statement.row] * count) + statement.suffix)
+
+
+@functools.lru_cache(maxsize=16)
+def _run_durations_sql(dialect: Dialect, buckets: int) -> str:
+    """``Store.run_durations``'s statement for ``buckets`` bounds (literal strings only)."""
+    took = "(ended_at - started_at)"
+    counts = "".join(f", SUM(CASE WHEN {took} <= ? THEN 1 ELSE 0 END)" for _ in range(buckets))
+    return dialect.sql(
+        f"SELECT pipeline, COUNT(*), SUM({took}){counts} FROM runs "  # noqa: S608
+        "WHERE state IN ('success', 'failed', 'cancelled') AND started_at IS NOT NULL "
+        "AND ended_at IS NOT NULL GROUP BY pipeline"
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stageflow.errors import StageflowError
@@ -29,6 +29,8 @@ __all__ = ["CONTENT_TYPE", "PIPELINE_LABELS", "ApiMetrics"]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The most distinct ``pipeline`` label values (``STAGEFLOW_METRICS_PIPELINES``).
 PIPELINE_LABELS = int(os.environ.get("STAGEFLOW_METRICS_PIPELINES", "200") or 200)
+#: Run durations' bucket bounds, seconds (a minute to a day at the top).
+_RUN_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0)
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -37,7 +39,7 @@ class _StoreCollector(Collector):
         self.store = store
         self.started_at = started_at
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         uptime = GaugeMetricFamily(
             "stageflow_api_uptime_seconds", "Seconds since this API process started."
         )
@@ -71,6 +73,24 @@ class _StoreCollector(Collector):
         active = GaugeMetricFamily("stageflow_runs_active", "Runs being executed.")
         active.add_metric([], states.get("running", 0))
         yield active
+        try:
+            durations = self.store.run_durations(_RUN_BUCKETS)
+        except StageflowError:
+            return
+        histogram = HistogramMetricFamily(
+            "stageflow_run_duration_seconds",
+            "How long ended runs took, from start to end, by pipeline.",
+            labels=["pipeline"],
+        )
+        ran: dict[str, tuple[int, float, list[int]]] = {}
+        for pipeline, count, total, within in durations:
+            label = pipeline if pipeline in kept else "other"
+            n0, t0, w0 = ran.get(label, (0, 0.0, [0] * len(within)))
+            ran[label] = (n0 + count, t0 + total, [a + b for a, b in zip(w0, within, strict=True)])
+        for pipeline, (count, total, within) in sorted(ran.items()):
+            buckets = [(repr(b), n) for b, n in zip(_RUN_BUCKETS, within, strict=True)]
+            histogram.add_metric([pipeline], [*buckets, ("+Inf", count)], sum_value=total)
+        yield histogram
         now = time.time()
         try:
             activity = self.store.activity(now)
