@@ -51,11 +51,11 @@ def _cli(home: Path, *args: str) -> str:
     return out.stdout.strip()
 
 
-def _start(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start(home: Path, workers: int = 0) -> tuple[subprocess.Popen[bytes], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STAGEFLOW_")}
     err = (home.parent / "serve.err").open("wb")
     proc = subprocess.Popen(
-        [str(STAGEFLOW), "--home", str(home), "serve", "--port", "0", "--workers", "0"],
+        [str(STAGEFLOW), "--home", str(home), "serve", "--port", "0", "--workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=err,
         env=env,
