@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,32 +27,26 @@ from helpers_serve import Server, serving
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-SEEDS = Path("/work/shared/seeds")
+FIXTURES = ROOT / "tests" / "fixtures"
+#: The seeds' request bodies, copied as the seeds write them.
+REQUESTS = FIXTURES / "requests"
 SALES = ROOT / "examples" / "data" / "sales.csv"
 
 
-def seed_text(number: str) -> str:
-    found = sorted(SEEDS.glob(f"{number}_*.txt"))
-    if not found:
-        pytest.skip(f"seed {number} is not in {SEEDS}")
-    return found[0].read_text()
-
-
 def seed_000_workflow() -> dict[str, Any]:
-    """Seed 000's "Workflow Configuration" JSON."""
-    text = seed_text("000")
-    block = re.search(r"### Workflow Configuration\s*```json\n(.*?)```", text, re.S)
-    assert block, "seed 000 has no Workflow Configuration block"
-    return json.loads(block.group(1))
+    """Seed 000's "Workflow Configuration" JSON, as written (its placeholder
+    dependency ``other_task_id`` included)."""
+    data: dict[str, Any] = json.loads(
+        (REQUESTS / "000_workflow_configuration_as_written.json").read_text()
+    )
+    return data
 
 
 def seed_001_bodies() -> tuple[dict[str, Any], dict[str, Any]]:
     """Seed 001's "Create a new pipeline" and "Start pipeline execution" bodies."""
-    text = seed_text("001")
-    create = re.search(r"# Create a new pipeline\nPOST /api/v1/pipelines\n(\{.*?\n\})", text, re.S)
-    run = re.search(r"# Start pipeline execution\nPOST /api/v1/runs\n(\{.*?\n\})", text, re.S)
-    assert create and run, "seed 001 lost its Pipeline Management bodies"
-    return json.loads(create.group(1)), json.loads(run.group(1))
+    create = json.loads((FIXTURES / "specs" / "seeds" / "001_create_pipeline.json").read_text())
+    run = json.loads((REQUESTS / "001_start_pipeline_execution.json").read_text())
+    return create, run
 
 
 @pytest.fixture(scope="module")
