@@ -112,6 +112,7 @@ from stageflow.operations.runs import (
 )
 from stageflow.operations.stores import (
     Store,
+    artifacts_problem,
     check_store,
     open_for_service,
     reading,
@@ -149,6 +150,7 @@ __all__ = [
     "TokenInfo",
     "Validation",
     "approve",
+    "artifacts_problem",
     "audit_log",
     "authenticate",
     "build_pipeline",

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from stageflow.spec.models import Pipeline
 
 __all__ = [
+    "NEEDS",
     "ROLES",
     "AuditPage",
     "CreatedToken",
@@ -59,7 +60,7 @@ __all__ = [
 Role = Literal["viewer", "operator", "editor", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "operator", "editor", "admin")
 #: What each action needs at least.
-_NEEDS: dict[str, Role] = {
+NEEDS: dict[str, Role] = {
     "read": "viewer",
     "operate": "operator",
     "edit": "editor",
@@ -251,7 +252,7 @@ def authenticate(store: Store, presented: str, *, now: float) -> Identity | None
 
 def may(identity: Identity, action: Action) -> bool:
     """Whether ``identity``'s role allows ``action``."""
-    return ROLES.index(identity.role) >= ROLES.index(_NEEDS[action])
+    return ROLES.index(identity.role) >= ROLES.index(NEEDS[action])
 
 
 def sees(identity: Identity, owner: str | None) -> bool:

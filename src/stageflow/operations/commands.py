@@ -274,6 +274,7 @@ def requeue_retry(
     module is imported. Raises ``UsageError`` (a bad id, no such task), ``RunNotFound``,
     ``ControlRefused`` (it has not ended, it succeeded and no ``from_task`` was given, or
     it changed meanwhile)."""
+    from stageflow.engine.states import FINAL_RUN_STATES
     from stageflow.errors import ControlRefused
     from stageflow.runtime.loading import pipeline_of_run
     from stageflow.runtime.runner import with_downstream
@@ -283,7 +284,7 @@ def requeue_retry(
     if from_task is not None:
         check_task_id(from_task, "from_task")
     run = store.get_run(run_id)
-    if run.state not in ("success", "failed", "cancelled"):
+    if run.state not in FINAL_RUN_STATES:
         raise ControlRefused(
             f"run '{run_id}' is {run.state}; retry is for a run that has ended "
             "(cancel it first, or wait for it)"

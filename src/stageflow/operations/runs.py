@@ -480,18 +480,20 @@ def run_artifact(artifacts_root: str, run_id: str, path: str) -> Artifact:
     such file."""
     import os
 
-    relpath = artifact_relpath(run_id, path)
-    root = artifacts_root.rstrip("/")
-    if "://" in root and not root.startswith("file://"):
-        from stageflow.runtime.artifacts import artifact_store
+    from stageflow.runtime.artifacts import artifact_store
 
+    relpath = artifact_relpath(run_id, path)
+    store = artifact_store(artifacts_root)
+    local = store.local_path(relpath)
+    if local is None:  # a remote store: its keys cannot lead out of the run's prefix
         try:
-            data = artifact_store(root).get(f"{root}/{relpath}")
+            data = store.get(f"{store.root}/{relpath}")
         except FileNotFoundError:
             raise RunNotFound(f"run '{run_id}' has no artifact {path!r}") from None
         return Artifact(path, data)
-    base = os.path.realpath(os.path.join(root.removeprefix("file://"), *relpath.split("/")[:2]))
-    target = os.path.realpath(os.path.join(root.removeprefix("file://"), relpath))
+    folder = store.local_path("/".join(relpath.split("/")[:2]))
+    base = os.path.realpath(str(folder))
+    target = os.path.realpath(str(local))
     if not target.startswith(base + os.sep):
         raise UsageError(f"artifact path {path!r} leads out of the run's folder", field="path")
     if not os.path.isfile(target):

@@ -15,7 +15,15 @@ from contextlib import contextmanager
 from stageflow.runtime.settings import Settings
 from stageflow.runtime.store import Store, mask_url, open_store
 
-__all__ = ["Store", "check_store", "open_for_service", "reading", "store_location", "writing"]
+__all__ = [
+    "Store",
+    "artifacts_problem",
+    "check_store",
+    "open_for_service",
+    "reading",
+    "store_location",
+    "writing",
+]
 
 
 @contextmanager
@@ -54,3 +62,23 @@ def store_location(settings: Settings) -> str:
     """Where the store is, to show a person: its URL with the password masked, else
     the state folder of the embedded store."""
     return mask_url(settings.database_url) if settings.database_url else str(settings.home)
+
+
+def artifacts_problem(settings: Settings) -> tuple[str, str | None]:
+    """(where the artifact store is, why it cannot be written, or ``None``): a file is
+    made and removed in a local store's folder; a remote store is not probed."""
+    import tempfile
+
+    from stageflow.runtime.artifacts import artifact_store
+
+    root = settings.artifacts_root
+    folder = artifact_store(root).local_path("")
+    if folder is None:
+        return root, None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".health-"):
+            pass
+    except OSError as exc:
+        return str(folder), f"{root}: {exc.strerror or exc}"
+    return str(folder), None

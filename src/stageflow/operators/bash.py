@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,7 +37,7 @@ from stageflow.operators.process_tree import (
     memory_limit_message,
 )
 
-__all__ = ["BashOperator", "BashParams"]
+__all__ = ["BashOperator", "BashParams", "masked_copy"]
 
 _POLL_SECONDS = 0.05
 
@@ -84,7 +84,11 @@ class BashOperator(Operator):
                 start_new_session=True,
             )
             watch_group(proc.pid)  # killed with this process, even by kill -9 (lifeline)
-            pump = _pump(proc, log, ctx.mask) if ctx.mask is not None else None
+            pump = (
+                masked_copy(proc.stdout, log.write, ctx.mask)
+                if ctx.mask is not None and proc.stdout is not None
+                else None
+            )
             try:
                 code, peak_mb = _wait(proc, ctx)
             finally:
@@ -106,18 +110,25 @@ class BashOperator(Operator):
         return tail[-1] if tail else None
 
 
-def _pump(proc: subprocess.Popen[bytes], log: Any, mask: Callable[[str], str]) -> threading.Thread:
-    """Copy the command's output to the log a line at a time, through ``mask`` (a
-    secret split across two reads is still whole in its line)."""
+def masked_copy(
+    source: IO[bytes],
+    write: Callable[[bytes], Any],
+    mask: Callable[[str], str],
+    done: Callable[[], None] | None = None,
+) -> threading.Thread:
+    """A thread copying ``source`` to ``write`` a line at a time through ``mask`` (a
+    secret split across two reads is still whole in its line), then closing ``source``
+    and calling ``done``. The ``bash`` operator's output and a process worker's own
+    output (``runtime.attempt``) go through it while secrets are known."""
 
     def copy() -> None:
-        assert proc.stdout is not None
-        with proc.stdout:
-            for line in iter(proc.stdout.readline, b""):
-                text = line.decode("utf-8", errors="replace")
-                log.write(mask(text).encode("utf-8"))
+        with source:
+            for line in iter(source.readline, b""):
+                write(mask(line.decode("utf-8", errors="replace")).encode("utf-8"))
+        if done is not None:
+            done()
 
-    thread = threading.Thread(target=copy, name="stageflow-bash-output", daemon=True)
+    thread = threading.Thread(target=copy, name="stageflow-output-mask", daemon=True)
     thread.start()
     return thread
 

@@ -157,6 +157,10 @@ class ArtifactStore:
         if self._local:
             self._path = Path(root.removeprefix("file://"))
 
+    def local_path(self, relpath: str) -> Path | None:
+        """Where ``relpath`` is on this machine's disk; ``None`` for a remote store."""
+        return self._path / relpath if self._local else None
+
     def put(self, relpath: str, data: bytes) -> str:
         """Write ``data`` atomically at ``relpath``; return its URI."""
         if self._local:

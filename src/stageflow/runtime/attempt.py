@@ -37,6 +37,7 @@ from typing import Any
 
 from stageflow.engine.retry import NOT_RETRYABLE
 from stageflow.operators.base import TaskContext, TaskFailed
+from stageflow.operators.bash import masked_copy
 from stageflow.operators.registry import instantiate
 from stageflow.runtime import secrets
 from stageflow.runtime.artifacts import ArtifactStore, artifact_store, load_output, store_output
@@ -146,10 +147,12 @@ def _execute(
     task_id = job.task_id
     path = log_file(job.logs_dir, job.run_id, task_id, job.attempt)
     restore: Callable[[], None]
+    # Secrets: what the task names (resolved below, in the try), and whether its output
+    # goes through the mask (this process holds a secret, or is about to).
+    named = secrets.uses_secrets(job.parameters)
+    masked = named or secrets.active()
     if in_process:
-        restore = _redirect_fds(
-            path, masked=secrets.active() or secrets.uses_secrets(job.parameters)
-        )
+        restore = _redirect_fds(path, masked=masked)
     else:
         handle = capture_thread_output(path)
 
@@ -177,7 +180,7 @@ def _execute(
         artifacts=artifacts,
         pipeline=job.pipeline,
         failures=job.failures,
-        mask=secrets.mask if secrets.active() or secrets.uses_secrets(job.parameters) else None,
+        mask=secrets.mask if masked else None,
     )
     mark = _usage_mark(in_process)
     if in_process and job.env:  # a worker process: the task's own environment
@@ -199,7 +202,7 @@ def _execute(
         rows_in = _rows_in(inputs)
         parameters = job.parameters
         try:  # resolved here, in the process that runs it
-            if secrets.uses_secrets(parameters):
+            if named:
                 parameters = secrets.resolve(parameters)
             if secrets.uses_secrets(job.run_params):  # a secret parameter: for env()
                 ctx.params = secrets.resolve(job.run_params)
@@ -430,16 +433,12 @@ def _redirect_fds(path: str, masked: bool = False) -> Callable[[], None]:
     if masked:
         read_end, write_end = os.pipe()
         log = fd
-
-        def copy() -> None:
-            with os.fdopen(read_end, "rb") as pipe:
-                for line in iter(pipe.readline, b""):
-                    text = secrets.mask(line.decode("utf-8", errors="replace"))
-                    os.write(log, text.encode("utf-8"))
-            os.close(log)
-
-        pump = threading.Thread(target=copy, name="stageflow-output-mask", daemon=True)
-        pump.start()
+        pump = masked_copy(
+            os.fdopen(read_end, "rb"),
+            lambda data: os.write(log, data),
+            secrets.mask,
+            done=lambda: os.close(log),
+        )
         fd = write_end
     os.dup2(fd, 1)
     os.dup2(fd, 2)

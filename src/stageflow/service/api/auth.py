@@ -19,7 +19,7 @@ from fastapi import Request
 
 from stageflow import operations as ops
 from stageflow.errors import StageflowError
-from stageflow.operations.access import Action, Identity
+from stageflow.operations.access import NEEDS, Action, Identity
 from stageflow.operations.stores import Store
 
 __all__ = ["FAILURES_PER_MINUTE", "FailedLogins", "Unauthorized", "identity", "require"]
@@ -117,8 +117,7 @@ _VERBS = {
 def require(who: Identity, action: Action) -> None:
     """``Forbidden`` unless ``who``'s role allows ``action``."""
     if not ops.may(who, action):
-        need = {"read": "viewer", "operate": "operator", "edit": "editor", "admin": "admin"}
         raise ops.Forbidden(
             f"token '{who.name}' has role {who.role}, which may not {_VERBS.get(action, action)}; "
-            f"it needs role {need[action]} or higher"
+            f"it needs role {NEEDS[action]} or higher"
         )

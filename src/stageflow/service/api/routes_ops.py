@@ -9,14 +9,13 @@ fails; 503 when the store does not answer (a load balancer takes this server out
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from stageflow import operations as ops
 from stageflow.errors import StageflowError
 from stageflow.service.api.auth import identity
 from stageflow.service.api.metrics import CONTENT_TYPE
@@ -37,18 +36,10 @@ def health_report(request: Request) -> tuple[int, dict[str, Any]]:
         }
     except StageflowError as exc:
         checks["database"] = {"status": "failing", "error": str(exc)}
-    root = ctx.settings.artifacts_root
-    if "://" in root and not root.startswith("file://"):
-        checks["artifacts"] = {"status": "ok", "note": f"{root} is not checked from the API"}
-    else:
-        try:
-            folder = Path(root.removeprefix("file://"))
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".health-"):
-                pass
-            checks["artifacts"] = {"status": "ok", "path": str(folder)}
-        except OSError as exc:
-            checks["artifacts"] = {"status": "failing", "error": f"{root}: {exc.strerror or exc}"}
+    where, why = ops.artifacts_problem(ctx.settings)
+    checks["artifacts"] = (
+        {"status": "ok", "path": where} if why is None else {"status": "failing", "error": why}
+    )
     if ctx.workers is not None:
         alive, wanted = ctx.workers()
         checks["workers"] = {

@@ -22,6 +22,7 @@ from stageflow import operations as ops
 from stageflow.engine.states import FINAL_RUN_STATES, FINAL_TASK_STATES
 from stageflow.errors import RunNotFound
 from stageflow.operations.access import Identity
+from stageflow.runtime.result import iso
 from stageflow.service.api.auth import identity, require
 from stageflow.service.api.routes_pipelines import check_code
 
@@ -142,7 +143,7 @@ def run_json(request: Request, who: Identity, run_id: str) -> dict[str, Any]:
             "triggered_by": run.triggered_by,
             "priority": run.priority,
             "params": run.params,
-            "created_at": ops_iso(run.created_at),
+            "created_at": iso(run.created_at),
             "lease": detail.lease.as_json() if detail.lease else None,
             "critical_path": detail.result.critical_path,
             "attempts": [
@@ -150,8 +151,8 @@ def run_json(request: Request, who: Identity, run_id: str) -> dict[str, Any]:
                     "task_id": a.task_id,
                     "attempt": a.attempt,
                     "state": a.state,
-                    "started_at": ops_iso(a.started_at),
-                    "ended_at": ops_iso(a.ended_at),
+                    "started_at": iso(a.started_at),
+                    "ended_at": iso(a.ended_at),
                     "error": a.error,
                     "cpu_seconds": a.cpu_seconds,
                     "peak_rss_mb": a.peak_rss_mb,
@@ -169,12 +170,6 @@ def _download(run_id: str, task_id: str, uri: str | None) -> str | None:
         return None
     name = uri.rstrip("/").rsplit("/", 1)[-1]
     return f"/api/v1/runs/{run_id}/artifacts/outputs/{task_id}/{name}"
-
-
-def ops_iso(at: float | None) -> str | None:
-    from stageflow.runtime.result import iso
-
-    return iso(at)
 
 
 @router.get("/{run_id}", summary="A run: its tasks, attempts and lease")
