@@ -243,6 +243,38 @@ def test_bash_task_timeout_kills_the_command(executor: str, tmp_path: Path) -> N
     wait_until(lambda: pid_gone(pid), f"the command's process {pid} is gone", timeout=10)
 
 
+def test_a_bash_command_runs_no_line_before_its_group_is_watched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill -9 between a command's start and its registration with the lifeline
+    would leave it running on: the command waits until it is registered."""
+    import stageflow.operators.bash as bash_operator
+
+    started = tmp_path / "started"
+    seen: list[bool] = []
+    register = bash_operator.watch_group
+
+    def slow_watch_group(pgid: int) -> None:
+        time.sleep(0.5)  # a runner descheduled just after the command's start
+        seen.append(started.exists())
+        register(pgid)
+
+    monkeypatch.setattr(bash_operator, "watch_group", slow_watch_group)
+    pipeline = Pipeline(
+        "gated",
+        tasks=[
+            Task("cmd", operator="bash", parameters={"command": f"touch {started}; echo $LINENO"})
+        ],
+    )
+
+    result = run(pipeline, "thread", tmp_path)
+
+    assert states(result) == {"cmd": "success"}
+    assert seen == [False], "the command ran before its process group was watched"
+    assert started.exists()
+    assert result.tasks["cmd"].output == "1"  # the command's own line numbers
+
+
 # -- crashing workers ------------------------------------------------------------------------
 
 

@@ -74,16 +74,29 @@ class BashOperator(Operator):
         with open(ctx.log_path, "ab", buffering=0) as log:
             start = log.tell()
             masked = ctx.mask is not None  # secrets: the output goes through the mask
-            proc = subprocess.Popen(  # the user's own command, by design
-                ["bash", "-c", params.command],
-                stdout=subprocess.PIPE if masked else log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-            )
-            watch_group(proc.pid)  # killed with this process, even by kill -9 (lifeline)
+            gate, opener = os.pipe()  # the command waits on ``gate`` until it is watched
+            try:
+                proc = subprocess.Popen(  # the user's own command, by design
+                    ["bash", "-c", _gated(params.command, gate)],
+                    stdout=subprocess.PIPE if masked else log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=cwd,
+                    start_new_session=True,
+                    pass_fds=(gate,),
+                )
+            except BaseException:
+                os.close(opener)
+                raise
+            finally:
+                os.close(gate)
+            try:
+                watch_group(proc.pid)  # killed with this process, even by kill -9 (lifeline)
+            finally:
+                with contextlib.suppress(OSError):  # the command exited already: nothing to open
+                    os.write(opener, b"\n")
+                os.close(opener)
             pump = (
                 masked_copy(proc.stdout, log.write, ctx.mask)
                 if ctx.mask is not None and proc.stdout is not None
@@ -108,6 +121,18 @@ class BashOperator(Operator):
             why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             raise TaskFailed(f"bash command {why}" + (f"; last output:\n{last}" if last else ""))
         return tail[-1] if tail else None
+
+
+def _gated(command: str, gate: int) -> str:
+    """``command``, first waiting for a line on descriptor ``gate`` (then closing it).
+
+    Registering a command's process group with the lifeline can only follow its
+    start, so a ``kill -9`` of this process in between would leave the command
+    running unwatched; the command therefore does nothing until it is registered.
+    If this process dies first, the gate reads end-of-file and the command exits
+    (code 137, as if killed) without running a line. The prefix holds no newline,
+    so the line numbers in bash's own messages are the command's."""
+    return f"IFS= read -r _ <&{gate} || exit 137; exec {gate}<&-; {command}"
 
 
 def masked_copy(
