@@ -138,10 +138,18 @@ def test_runs_are_listed_newest_first_with_filters_and_cursor_pages(server: Serv
 
 
 def test_a_cancel_over_the_api_reaches_the_worker_running_the_run(server: Server) -> None:
+    asks_a_cpu = {"name": "slow", "tasks": [{**SLOW["tasks"][0], "resources": {"cpu": 1}}]}
     with server.client(server.admin) as c:
-        assert c.post("/api/v1/pipelines", json=SLOW).status_code == 201
+        assert c.post("/api/v1/pipelines", json=asks_a_cpu).status_code == 201
     run_id = submit(server, "slow")
     server.wait_run(server.admin, run_id, ("running",))
+    # /metrics: the running attempt holds the CPU it asked for.
+    deadline = time.monotonic() + 30
+    with server.client() as c:
+        while 'stageflow_capacity_in_use{resource="cpu"} 1.0' not in c.get("/metrics").text:
+            assert time.monotonic() < deadline, "the running attempt's CPU never showed"
+            time.sleep(0.05)
+        assert 'stageflow_tasks_active{state="running"} 1.0' in c.get("/metrics").text
     with server.client(server.admin) as c:
         r = c.post(f"/api/v1/runs/{run_id}/cancel")
         assert r.status_code == 200, r.text
@@ -361,6 +369,18 @@ def test_metrics_count_requests_and_runs_by_pipeline_and_state(server: Server) -
     assert 'stageflow_run_duration_seconds_bucket{le="+Inf",pipeline="hello"} 1.0' in text
     assert "stageflow_runs_lease_expired 0.0" in text
     assert "# TYPE stageflow_tasks_active gauge" in text
+    assert 'stageflow_task_runs{pipeline="hello",state="success"} 2.0' in text
+    for task in ("greet", "shout"):
+        assert (
+            f'stageflow_task_duration_seconds_count{{pipeline="hello",task="{task}"}} 1.0' in text
+        )
+    assert 'stageflow_task_queue_wait_seconds_count{pipeline="hello"} 2.0' in text
+    assert 'stageflow_run_claim_latency_seconds_count{pipeline="hello"} 1.0' in text
+    # serve's one worker says it is alive, with this machine's CPUs; nothing runs now.
+    assert "stageflow_workers 1.0" in text
+    cpus = float(len(os.sched_getaffinity(0)))
+    assert f'stageflow_capacity{{resource="cpu"}} {cpus}' in text
+    assert 'stageflow_capacity_in_use{resource="cpu"} 0.0' in text
 
 
 def test_serve_killed_mid_run_comes_back_and_the_run_completes(tmp_path: Path) -> None:

@@ -17,6 +17,11 @@ reason, so no worker spins on it; one whose requests are larger than this machin
 (``DoesNotFitHere``) is handed back at once (``Store.release_lease``: another
 worker may take it now) and not claimed here again for a while.
 
+While it serves, the worker records itself in the store (``Store.register_worker``:
+its owner name, host, capacity and concurrency) and renews that record as often as a
+lease (``LeaseTerms.renew_every``); it removes it when it stops. The service's
+metrics read the capacity of the live workers from there, on any host.
+
 A store that stops answering (``StoreError`` while polling: a lost connection, a
 locked file) does not stop the worker: it tries again with backoff
 (``committer.retry_delay``), one line per try, and says when the store answers
@@ -36,6 +41,7 @@ flag.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -44,7 +50,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stageflow.engine.admission import Admission
+from stageflow.engine.admission import Admission, Capacity
 from stageflow.engine.states import RunState
 from stageflow.errors import (
     DoesNotFitHere,
@@ -67,9 +73,17 @@ from stageflow.runtime.runner import (
 )
 from stageflow.runtime.settings import Settings
 from stageflow.runtime.store import open_store
-from stageflow.runtime.store.base import Batch, EventRecord, Fence, RunRecord, RunUpdate, Store
+from stageflow.runtime.store.base import (
+    Batch,
+    EventRecord,
+    Fence,
+    RunRecord,
+    RunUpdate,
+    Store,
+    WorkerRecord,
+)
 
-__all__ = ["Worker", "WorkerReport", "worker_owner"]
+__all__ = ["Worker", "WorkerReport", "capacity_of", "worker_owner"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +98,15 @@ def worker_owner(name: str | None) -> str:
     two workers are given one name; ``host:pid`` without a name."""
     where = f"{socket.gethostname()}:{os.getpid()}"
     return f"{name} ({where})" if name else where
+
+
+def capacity_of(capacity: Capacity) -> dict[str, float]:
+    """A worker's capacity as recorded in the store: CPUs, memory, GPUs, a finite disk
+    and custom resources, by the names task requests use."""
+    known = {"cpu": capacity.cpu, "memory_gb": capacity.memory_gb, "gpu": float(capacity.gpu)}
+    if capacity.disk_gb != float("inf"):
+        known["disk_gb"] = capacity.disk_gb
+    return {**known, **{str(k): float(v) for k, v in capacity.custom.items()}}
 
 
 @dataclass
@@ -150,14 +173,19 @@ class Worker:
     def serve(self, *, max_runs: int | None = None, idle_exit: float | None = None) -> WorkerReport:
         """Claim and run runs until ``drain`` (or ``max_runs`` started and ended, or
         nothing to do for ``idle_exit`` seconds); return what was done."""
+        capacity = self._shared_admission().capacity  # a bad override fails here, first
         store = open_store(self.settings.database_url, self.settings.home)
         idle_since = time.monotonic()
         failures = 0  # polls in a row that the store did not answer
+        beat_at = 0.0  # when this worker last said it is alive (``workers``)
         try:
             while not self._draining:
                 self._reap()
                 wait = self.poll_seconds
                 try:
+                    if time.monotonic() - beat_at >= self.terms.renew_every:
+                        self._beat(store, capacity)
+                        beat_at = time.monotonic()
                     if max_runs is not None and self.report.started >= max_runs:
                         if not self._active:
                             break
@@ -182,8 +210,27 @@ class Worker:
                 self._wake.clear()
             self._finish_draining(store)
         finally:
+            with contextlib.suppress(StageflowError):  # its heartbeat lapses anyway
+                store.remove_worker(self.owner)
             store.close()
         return self.report
+
+    def _beat(self, store: Store, capacity: Capacity) -> None:
+        """Say this worker is alive (and its capacity) in the store's ``workers``."""
+        now = time.time()
+        if store.beat_worker(self.owner, now):
+            return
+        store.register_worker(
+            WorkerRecord(
+                self.owner,
+                self._host,
+                self._pid,
+                self._process_start or now,
+                now,
+                capacity_of(capacity),
+                self.concurrency,
+            )
+        )
 
     def drain(self) -> None:
         """Stop claiming; let the runs in progress end (module docstring). Safe to call

@@ -31,6 +31,7 @@ STAGEFLOW_TABLES = [
     "runs",
     "stageflow_schema",
     "task_runs",
+    "workers",
 ]
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "ControlRequest",
     "EventRecord",
     "Fence",
+    "Histogram",
     "OutputRef",
     "PipelineRecord",
     "PoolHolding",
@@ -50,6 +51,7 @@ __all__ = [
     "TaskRunStat",
     "TokenRecord",
     "VersionCount",
+    "WorkerRecord",
 ]
 
 
@@ -318,6 +320,31 @@ class TokenRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A worker as recorded (schema 12): its lease owner name, where it runs, its
+    capacity (``cpu``, ``memory_gb``, ``gpu``, custom resources) and how many runs
+    it takes at once; ``heartbeat_at`` moves on every few seconds while it lives."""
+
+    owner: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    capacity: dict[str, float]
+    concurrency: int
+
+
+class Histogram(NamedTuple):
+    """One labelled series of a histogram read from the store: its label values, how
+    many values, their sum, how many are at most each bucket bound."""
+
+    labels: tuple[str, ...]
+    observed: int
+    total: float
+    within: list[int]
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One mutating request or control action (schema 11): who, what, when, from
     where, with what result (an HTTP status). ``entry_id`` is 0 until stored."""
@@ -574,6 +601,34 @@ class Store(Protocol):
 
     def activity(self, now: float) -> Activity:
         """What the queue and the workers are doing at ``now`` (``Activity``)."""
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        """Record ``worker`` (or replace the record of the same owner)."""
+
+    def beat_worker(self, owner: str, now: float) -> bool:
+        """The worker ``owner`` is alive at ``now``; False when it has no record."""
+
+    def remove_worker(self, owner: str) -> None:
+        """The worker ``owner`` stopped: its record goes (no-op when there is none)."""
+
+    def workers(self, since: float) -> list[WorkerRecord]:
+        """The workers whose last heartbeat is at ``since`` or later, by owner."""
+
+    def requests_in_use(self) -> list[str]:
+        """The resource requests (``request_json``) of the running attempts of
+        unfinished runs."""
+
+    def task_run_counts(self) -> list[tuple[str, str, int]]:
+        """(pipeline, state, number of task runs) for every pair that has task runs."""
+
+    def attempt_durations(self, bounds: Sequence[float]) -> list[Histogram]:
+        """Ended attempts' seconds from start to end, by (pipeline, task id)."""
+
+    def attempt_queue_waits(self, bounds: Sequence[float]) -> list[Histogram]:
+        """Started attempts' seconds from ready to start, by (pipeline,)."""
+
+    def claim_latencies(self, bounds: Sequence[float]) -> list[Histogram]:
+        """Started runs' seconds from submission to start, by (pipeline,)."""
 
     def add_token(self, token: TokenRecord) -> None:
         """Store a new token; the driver's integrity error when its id or name exists."""

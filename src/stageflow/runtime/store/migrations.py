@@ -332,6 +332,19 @@ MIGRATIONS: list[Migration] = [
         )""",
         "CREATE INDEX audit_log_by_at ON audit_log (at, id)",
     ),
+    _for_both(
+        12,
+        "workers: each live worker's capacity and heartbeat (the service's metrics)",
+        """CREATE TABLE workers (
+            owner TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid {bigint} NOT NULL,
+            started_at {real} NOT NULL,
+            heartbeat_at {real} NOT NULL,
+            capacity_json TEXT NOT NULL,
+            concurrency INTEGER NOT NULL
+        )""",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -75,6 +75,7 @@ from stageflow.runtime.store.base import (
 )
 from stageflow.runtime.store.dialect import Connection, Cursor, Dialect
 from stageflow.runtime.store.sql_access import AccessTables
+from stageflow.runtime.store.sql_metrics import MetricsTables
 
 if TYPE_CHECKING:
     from stageflow.engine.circuit import CircuitState
@@ -82,7 +83,7 @@ if TYPE_CHECKING:
 __all__ = ["SqlStore"]
 
 
-class SqlStore(AccessTables):
+class SqlStore(AccessTables, MetricsTables):
     """The ``Store`` on an open DB-API connection; see the module docstring.
 
     ``url`` is the store's URL with any password masked: safe to print.

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stageflow import errors
 from stageflow import operations as ops
 from stageflow.operations.stores import Store
+from stageflow.runtime.claim import lease_terms
 from stageflow.runtime.settings import Settings
 from stageflow.service.api.auth import (
     Authenticator,
@@ -123,7 +124,7 @@ def create_app(
             "/monitoring) are aliases of the /api/v1 routes."
         ),
     )
-    metrics = ApiMetrics(store)
+    metrics = ApiMetrics(store, lease_seconds=lease_terms(settings).seconds)
     app.state.ctx = ApiContext(
         settings=settings,
         store=store,

@@ -1,0 +1,191 @@
+"""What the service's metrics read from the store in SQL (schema 12): workers and
+the histograms of task durations, task queue waits and run claim latencies.
+
+``MetricsTables`` is a part of ``SqlStore`` (it inherits it), kept apart because
+these queries serve ``/metrics``, not runs. A worker records itself in ``workers``
+(its capacity, a heartbeat every few seconds, deleted when it stops), so a scrape
+of any API process sees the capacity of every live worker of the store, on any
+host. The histograms are computed by the database at each scrape: one grouped
+query each, counting how many values are at most each bucket bound. Literal
+strings only: no value is ever formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stageflow.runtime.store.base import Histogram, WorkerRecord
+
+if TYPE_CHECKING:
+    from stageflow.runtime.store.dialect import Cursor, Dialect
+
+__all__ = ["MetricsTables"]
+
+_WORKER_COLUMNS = "owner, host, pid, started_at, heartbeat_at, capacity_json, concurrency"
+
+#: Of each histogram: (what is measured, the labels' columns, the rows counted). The
+#: measured value is never NULL in the rows counted.
+_HISTOGRAMS = {
+    "attempt_durations": (
+        "(a.ended_at - a.started_at)",
+        ("r.pipeline", "a.task_id"),
+        "attempts a JOIN runs r ON r.run_id = a.run_id "
+        "WHERE a.started_at IS NOT NULL AND a.ended_at IS NOT NULL",
+    ),
+    "attempt_queue_waits": (
+        "(a.started_at - a.queued_at)",
+        ("r.pipeline",),
+        "attempts a JOIN runs r ON r.run_id = a.run_id "
+        "WHERE a.started_at IS NOT NULL AND a.queued_at IS NOT NULL",
+    ),
+    "claim_latencies": (
+        "(started_at - created_at)",
+        ("pipeline",),
+        "runs WHERE started_at IS NOT NULL",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _MetricsStatements:
+    upsert_worker: str
+    beat_worker: str
+    delete_worker: str
+    select_workers: str
+    select_requests_in_use: str
+    count_task_runs: str
+
+
+@functools.cache
+def _statements(dialect: Dialect) -> _MetricsStatements:
+    q = dialect.sql
+    return _MetricsStatements(
+        upsert_worker=q(
+            f"INSERT INTO workers ({_WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "  # noqa: S608
+            "ON CONFLICT (owner) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+            "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, "
+            "capacity_json = excluded.capacity_json, concurrency = excluded.concurrency"
+        ),
+        beat_worker=q("UPDATE workers SET heartbeat_at = ? WHERE owner = ?"),
+        delete_worker=q("DELETE FROM workers WHERE owner = ?"),
+        select_workers=q(
+            f"SELECT {_WORKER_COLUMNS} FROM workers WHERE heartbeat_at >= ? ORDER BY owner"  # noqa: S608
+        ),
+        # Paused runs too: their running attempts go on (and hold what they asked for).
+        select_requests_in_use=q(
+            "SELECT a.request_json FROM runs r JOIN attempts a ON a.run_id = r.run_id "
+            "WHERE r.state IN ('queued', 'running', 'paused') AND a.state = 'running' "
+            "AND a.ended_at IS NULL AND a.request_json IS NOT NULL"
+        ),
+        count_task_runs=q(
+            "SELECT r.pipeline, t.state, COUNT(*) FROM task_runs t "
+            "JOIN runs r ON r.run_id = t.run_id GROUP BY r.pipeline, t.state"
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _histogram_sql(dialect: Dialect, which: str, buckets: int) -> str:
+    value, labels, rows = _HISTOGRAMS[which]
+    columns = ", ".join(labels)
+    counts = "".join(f", SUM(CASE WHEN {value} <= ? THEN 1 ELSE 0 END)" for _ in range(buckets))
+    return dialect.sql(
+        f"SELECT {columns}, COUNT(*), SUM({value}){counts} FROM {rows} GROUP BY {columns}"  # noqa: S608
+    )
+
+
+class MetricsTables:
+    """Workers and the metrics' queries (``Store`` methods; see the protocol's docstrings)."""
+
+    if TYPE_CHECKING:
+        dialect: Dialect
+
+        def _transaction(self) -> contextlib.AbstractContextManager[Cursor]: ...
+
+        def _fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Any]: ...
+
+    def register_worker(self, worker: WorkerRecord) -> None:
+        """Record ``worker`` (or replace the record of the same owner)."""
+        with self._transaction() as cur:
+            cur.execute(
+                _statements(self.dialect).upsert_worker,
+                (
+                    worker.owner,
+                    worker.host,
+                    worker.pid,
+                    worker.started_at,
+                    worker.heartbeat_at,
+                    json.dumps(worker.capacity, sort_keys=True),
+                    worker.concurrency,
+                ),
+            )
+
+    def beat_worker(self, owner: str, now: float) -> bool:
+        """The worker ``owner`` is alive at ``now``; False when it has no record."""
+        with self._transaction() as cur:
+            cur.execute(_statements(self.dialect).beat_worker, (now, owner))
+            return bool(cur.rowcount)
+
+    def remove_worker(self, owner: str) -> None:
+        """The worker ``owner`` stopped: its record goes (no-op when there is none)."""
+        with self._transaction() as cur:
+            cur.execute(_statements(self.dialect).delete_worker, (owner,))
+
+    def workers(self, since: float) -> list[WorkerRecord]:
+        """The workers whose last heartbeat is at ``since`` or later, by owner."""
+        rows = self._fetchall(_statements(self.dialect).select_workers, (since,))
+        return [
+            WorkerRecord(
+                str(owner),
+                str(host),
+                int(pid),
+                float(started_at),
+                float(heartbeat_at),
+                {str(k): float(v) for k, v in json.loads(capacity_json or "{}").items()},
+                int(concurrency),
+            )
+            for owner, host, pid, started_at, heartbeat_at, capacity_json, concurrency in rows
+        ]
+
+    def requests_in_use(self) -> list[str]:
+        """The resource requests (``request_json``) of the running attempts of
+        unfinished runs."""
+        rows = self._fetchall(_statements(self.dialect).select_requests_in_use, ())
+        return [str(request) for (request,) in rows]
+
+    def task_run_counts(self) -> list[tuple[str, str, int]]:
+        """(pipeline, state, number of task runs) for every pair that has task runs."""
+        rows = self._fetchall(_statements(self.dialect).count_task_runs, ())
+        return [(str(p), str(s), int(n)) for p, s, n in rows]
+
+    def attempt_durations(self, bounds: Sequence[float]) -> list[Histogram]:
+        """Ended attempts' seconds from start to end, by (pipeline, task id)."""
+        return self._histogram("attempt_durations", bounds)
+
+    def attempt_queue_waits(self, bounds: Sequence[float]) -> list[Histogram]:
+        """Started attempts' seconds from ready (queued for resources) to start, by
+        (pipeline,)."""
+        return self._histogram("attempt_queue_waits", bounds)
+
+    def claim_latencies(self, bounds: Sequence[float]) -> list[Histogram]:
+        """Started runs' seconds from submission to start (a worker claimed it, or
+        ``stageflow run`` began it), by (pipeline,)."""
+        return self._histogram("claim_latencies", bounds)
+
+    def _histogram(self, which: str, bounds: Sequence[float]) -> list[Histogram]:
+        labels = len(_HISTOGRAMS[which][1])
+        rows = self._fetchall(_histogram_sql(self.dialect, which, len(bounds)), tuple(bounds))
+        return [
+            Histogram(
+                tuple(str(v) for v in row[:labels]),
+                int(row[labels]),
+                float(row[labels + 1] or 0.0),
+                [int(n or 0) for n in row[labels + 2 :]],
+            )
+            for row in rows
+        ]
