@@ -61,6 +61,17 @@ SEED_VARS = frozenset(
 )
 
 
+def me() -> str:
+    """Who this process is to run control without a server: its operating-system user by
+    effective uid (the uid as text without a passwd entry), whatever ``$USER`` says."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def clean_environ(env: Mapping[str, str]) -> dict[str, str]:
     """``env`` without stageflow's settings variables."""
     return {k: v for k, v in env.items() if not k.startswith("STAGEFLOW_") and k not in SEED_VARS}

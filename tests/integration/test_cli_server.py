@@ -69,8 +69,13 @@ def test_the_cli_reads_and_controls_runs_through_a_server(tmp_path: Path) -> Non
         )
 
         # Mistakes: as from the store, with the server's messages.
-        code, _, err = remote(server, "cancel", slow, "--by", "alice")
-        assert code == 2 and "--by" in err
+        for verb in (["cancel", slow], ["approve", slow, "deploy"]):
+            code, _, err = remote(server, *verb, "--by", "alice")
+            assert code == 2, err
+            assert err == (
+                "error: --by alice: through a server you act as the name of your token "
+                "(STAGEFLOW_TOKEN); leave --by out, and use alice's token to act as alice\n"
+            )
         code, _, err = remote(server, "runs", "show", "20260101-000000-abcdef")
         assert code == 1 and "no run '20260101-000000-abcdef'" in err
         code, _, err = remote(server, "runs", "list", "--state", "done")

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers_tasks import SEED_VARS, chatty, fail, ok, store_of
+from helpers_tasks import SEED_VARS, chatty, fail, me, ok, store_of
 
 from stageflow import operations as ops
 from stageflow.errors import (
@@ -434,12 +434,12 @@ def test_cancel_a_queued_run_nobody_runs_ends_it_in_the_store(settings: Settings
         ops.cancel(settings, queued.run_id, by=" ")
 
 
-def live_run(settings: Settings, state: str) -> str:
+def live_run(settings: Settings, state: str, approver: str = "alice") -> str:
     """A run of a gated pipeline held by this (live) process: requests reach it."""
     spec = {
         "name": "gated",
         "tasks": [
-            {"id": "deploy", "call": "helpers_tasks:ok", "approval": {"approvers": ["alice"]}},
+            {"id": "deploy", "call": "helpers_tasks:ok", "approval": {"approvers": [approver]}},
             {"id": "plain", "call": "helpers_tasks:ok"},
         ],
     }
@@ -461,6 +461,7 @@ def live_run(settings: Settings, state: str) -> str:
 
 
 def test_requests_reach_the_owner_through_the_store(settings: Settings) -> None:
+    # ``by`` is who asks as the caller knows it: what the API passes (its token's name).
     run_id = live_run(settings, "running")
     paused = ops.pause(settings, run_id, by="dave")
     approved = ops.approve(settings, run_id, "deploy", by="alice", comment="ok")
@@ -494,6 +495,25 @@ def test_requests_reach_the_owner_through_the_store(settings: Settings) -> None:
     assert info.value.field == "comment"
     with pytest.raises(ControlRefused, match="run 'live' is running, not paused"):
         ops.unpause(settings, run_id)
+
+
+def test_without_by_the_caller_is_the_os_user_whatever_user_or_logname_say(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = "bob" if me() == "alice" else "alice"
+    for name in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.setenv(name, other)
+    run_id = live_run(settings, "running", approver=other)
+
+    with pytest.raises(ControlRefused, match=f"'{re.escape(me())}' may not decide the approval"):
+        ops.approve(settings, run_id, "deploy")
+    with pytest.raises(ControlRefused, match=f"its approvers are: {other}; ask one of them"):
+        ops.reject(settings, run_id, "deploy")
+    paused = ops.pause(settings, run_id)
+
+    assert paused.by == me()
+    with ops.reading(settings) as store:
+        assert [(r.request, r.requested_by) for r in store.requests(run_id)] == [("pause", me())]
 
 
 def test_resume_of_a_run_paused_by_a_live_owner_unpauses_it(settings: Settings) -> None:

@@ -50,7 +50,7 @@ from typing import Any
 import click
 import pytest
 import yaml
-from helpers_tasks import clean_environ, wait_until
+from helpers_tasks import clean_environ, me, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -79,10 +79,10 @@ BLOCKS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("README.md", "$ stageflow runs show RUN_ID"): ("shell", None),
     ("README.md", "$ stageflow cancel RUN_ID"): ("shell", None),
     ("README.md", "- id: deploy_production"): ("tasks", None),
-    (
-        "README.md",
-        '$ stageflow approve RUN_ID deploy_production --by alice --comment "metrics ok"',
-    ): ("shell", None),
+    ("README.md", '$ stageflow approve RUN_ID deploy_production --comment "metrics ok"'): (
+        "shell",
+        None,
+    ),
     ("README.md", "- id: candidates"): ("tasks", "examples/hyperparameter_search.yaml"),
     ("README.md", "$ stageflow logs RUN_ID promote"): ("shell", None),
     ("README.md", 'eval "$(_STAGEFLOW_COMPLETE=bash_source stageflow)"'): ("shell", None),
@@ -135,10 +135,8 @@ COMMANDS: dict[str, str] = {
     "stageflow unpause RUN_ID": "journey",
     "stageflow retry RUN_ID": "journey",
     "stageflow retry RUN_ID --from train": "journey",
-    'stageflow approve RUN_ID deploy_production --by alice --comment "metrics ok"': "journey",
-    'stageflow approve RUN_ID deploy_production --reject --by bob --comment "drift too high"': (
-        "journey"
-    ),
+    'stageflow approve RUN_ID deploy_production --comment "metrics ok"': "journey",
+    'stageflow approve RUN_ID deploy_production --reject --comment "drift too high"': "journey",
     "stageflow logs RUN_ID promote": "journey",
     'eval "$(_STAGEFLOW_COMPLETE=bash_source stageflow)"': "completion",
     'eval "$(_STAGEFLOW_COMPLETE=zsh_source stageflow)"': "completion",
@@ -553,16 +551,15 @@ def test_the_journey(tmp_path: Path) -> None:
         wait_until(lambda: state(home, run_id) == "paused", "the run paused")
         do("stageflow unpause RUN_ID", RUN_ID=run_id)
         wait_until(lambda: state(home, run_id) == "running", "the run unpaused")
-        reject = 'stageflow approve RUN_ID deploy_production --reject --by bob --comment "drift'
-        do(reject + ' too high"', RUN_ID=run_id)
+        do(
+            'stageflow approve RUN_ID deploy_production --reject --comment "drift too high"',
+            RUN_ID=run_id,
+        )
         assert first.wait(timeout=60) == 1  # rejected: the task failed, so did the run
     with background(work, home, "retry", run_id) as again:
         ran.add("stageflow retry RUN_ID")
         assert awaiting_approval(home, "readme-approval") == run_id
-        do(
-            'stageflow approve RUN_ID deploy_production --by alice --comment "metrics ok"',
-            RUN_ID=run_id,
-        )
+        do('stageflow approve RUN_ID deploy_production --comment "metrics ok"', RUN_ID=run_id)
         assert again.wait(timeout=60) == 0
     assert state(home, run_id) == "success"
     with background(work, home, "run", spec) as second:
@@ -667,13 +664,18 @@ def embed(block: Block, folder: Path) -> Path:
 
 
 def approval_pipeline(work: Path) -> Path:
-    """README's approval fragment as a pipeline (``deploy_staging`` a stub step)."""
+    """README's approval fragment as a pipeline (``deploy_staging`` a stub step). Its
+    ``approvers`` are alice and bob; the journey decides as whoever runs the tests (the
+    operating-system user, ``me()``), so it names that user in their place."""
     [block] = [b for b in blocks_of("tasks") if b.key[1] == "- id: deploy_production"]
     folder = work / "approval"
     folder.mkdir()
     path = embed(block, folder)
     spec = yaml.safe_load(path.read_text())
     spec["name"] = "readme-approval"
+    [gated] = [t for t in spec["tasks"] if t["id"] == "deploy_production"]
+    assert gated["approval"]["approvers"] == ["alice", "bob"], gated
+    gated["approval"]["approvers"] = [me()]
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
 

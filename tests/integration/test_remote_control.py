@@ -7,7 +7,8 @@ the run, through the store.
   ledger shows it), unpause lets it go on to ``success``;
 - cancel: the worker stops the run's running attempt (its command's process is
   gone), the run ends ``cancelled`` and the worker goes on serving the next run;
-- approve: the gated task runs and the run ends ``success``.
+- approve: the gated task runs and the run ends ``success``, decided by the
+  operating-system user who ran ``approve``, not by a name it claimed with ``--by``.
 
 The tasks are ``bash`` commands leaving ``run_id task_id pid`` in a ledger
 (``test_worker``'s helpers); a task waits at a gate file the test creates.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers_tasks import wait_until
+from helpers_tasks import me, wait_until
 from test_worker import AT_GATE, LEDGER, Place, committed
 
 from stageflow.runtime.store import Store
@@ -159,6 +160,7 @@ def test_cancel_from_another_home_stops_the_attempt_and_the_worker_goes_on(
 
 def test_approve_from_another_home_runs_the_gated_task(places: tuple[Place, Place]) -> None:
     here, there = places
+    other = "bob" if me() == "alice" else "alice"  # an approver, but not the caller
     spec = here.tmp / "gated.json"
     spec.write_text(
         json.dumps(
@@ -172,7 +174,7 @@ def test_approve_from_another_home_runs_the_gated_task(places: tuple[Place, Plac
                         "operator": "bash",
                         "upstream": ["stage"],
                         "parameters": {"command": LEDGER},
-                        "approval": {"message": "Promote?", "approvers": ["alice"]},
+                        "approval": {"message": "Promote?", "approvers": [me(), other]},
                     },
                 ],
             }
@@ -189,18 +191,23 @@ def test_approve_from_another_home_runs_the_gated_task(places: tuple[Place, Plac
             )
 
     wait_until(awaiting, "deploy awaits approval", timeout=60)
-    refused = there.cli("approve", run_id, "deploy", "--by", "mallory")
-    assert refused.returncode == 1, refused.stderr
-    assert "its approvers are: alice" in refused.stderr
+    claimed = there.cli("approve", run_id, "deploy", "--by", other)
+    assert claimed.returncode == 2, claimed.stderr
+    assert f"--by {other}: without a server you act as your operating-system user" in (
+        claimed.stderr
+    )
+    with here.store() as store:
+        assert store.requests(run_id) == []
     assert ran(here, run_id) == ["stage"]
 
-    approved = there.cli("approve", run_id, "deploy", "--by", "alice")
+    approved = there.cli("approve", run_id, "deploy")
 
     assert approved.returncode == 0, approved.stderr
-    assert "approved task 'deploy'" in approved.stderr
+    assert f"approved task 'deploy' of run '{run_id}' as {me()};" in approved.stderr
     wait_until(lambda: run_state(here, run_id) == "success", "the run ended", timeout=60)
     assert ran(here, run_id) == ["stage", "deploy"]
     with here.store() as store:
         deploy = [(f, t) for task, f, t in task_events(store, run_id) if task == "deploy"]
         assert deploy[:2] == [("pending", "awaiting_approval"), ("awaiting_approval", "queued")]
+        assert [(r.request, r.requested_by) for r in store.requests(run_id)] == [("approve", me())]
     stop_worker(here, "w")

@@ -7,10 +7,16 @@ the tests wait on that evidence or on committed store state with deadlines,
 never with fixed sleeps. The user-mistake table calls the CLI in-process
 (``main``), against runs written straight into a store, since only the exit
 code and message matter there.
+
+Without a server, who asks is the operating-system user running the command (by
+effective uid, ``me()``): ``--by`` may only repeat that name, and ``$USER`` or
+``$LOGNAME`` change nothing. An approval gate's ``approvers`` name ``me()`` where
+the test decides it, and other people where it must be refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -29,6 +35,7 @@ import pytest
 from helpers_tasks import (
     SEED_VARS,
     clean_environ,
+    me,
     ok,
     pid_gone,
     read_lines,
@@ -58,6 +65,18 @@ pytestmark = pytest.mark.slow
 STAGEFLOW = Path(sys.executable).with_name("stageflow")
 HERE = Path(__file__).resolve().parent
 EXECUTORS = [pytest.param("thread", id="thread"), pytest.param("process", id="process")]
+ME = me()
+#: Two people who are not the caller, so that naming them claims someone else.
+ALICE, BOB = [name for name in ("alice", "bob", "carol") if name != ME][:2]
+
+
+def someone_else_refused(name: str) -> str:
+    """What the CLI says to ``--by NAME`` when NAME is not the caller."""
+    return (
+        f"--by {name}: without a server you act as your operating-system user ({ME}); "
+        f"run the command as {name}, or through a server with {name}'s token "
+        "(--server, STAGEFLOW_TOKEN)"
+    )
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -77,10 +96,10 @@ def q(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def env() -> dict[str, str]:
+def env(**extra: str) -> dict[str, str]:
     out = clean_environ(os.environ)
     out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), out.get("PYTHONPATH")]))
-    return out
+    return out | extra
 
 
 class Running:
@@ -129,13 +148,13 @@ def cli_run(home: Path, pipeline: Path, *args: str) -> Iterator[Running]:
         err.close()
 
 
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(STAGEFLOW), "--home", str(home), *args],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        env=env(),
+        env=env(**extra_env),
         timeout=120,
         check=False,
     )
@@ -203,7 +222,7 @@ def test_cancel_from_another_process_stops_running_attempts(executor: str, tmp_p
         wait_until(lambda: running.alive() and len(read_lines(pids)) == 2, "both started", 60)
         run_id = the_run_id(home, running)
 
-        r = cli(home, "cancel", run_id, "--by", "carol")
+        r = cli(home, "cancel", run_id)
 
         assert r.returncode == 0, r.stderr
         assert f"to cancel run '{run_id}'" in r.stderr
@@ -222,7 +241,7 @@ def test_cancel_from_another_process_stops_running_attempts(executor: str, tmp_p
         assert store.get_run(run_id).state == "cancelled"
         (last,) = run_events(store, run_id)[-1:]
         assert last[:2] == ("running", "cancelled")
-        assert (last[2] or "").startswith("cancelled by carol (requested at ")
+        assert (last[2] or "").startswith(f"cancelled by {ME} (requested at ")
         assert [(a.task_id, a.state) for a in store.attempts(run_id) if a.task_id != "first"] == [
             ("slow_a", "cancelled"),
             ("slow_b", "cancelled"),
@@ -253,7 +272,7 @@ def test_pause_lets_running_tasks_finish_and_starts_none_until_unpaused(
         wait_until(lambda: running.alive() and read_lines(ledger) == ["a"], "a started", 60)
         run_id = the_run_id(home, running)
 
-        r = cli(home, "pause", run_id, "--by", "dave")
+        r = cli(home, "pause", run_id, "--by", ME)  # one's own name: accepted
 
         assert r.returncode == 0, r.stderr
         assert "no new task starts" in r.stderr
@@ -284,8 +303,8 @@ def test_pause_lets_running_tasks_finish_and_starts_none_until_unpaused(
         ("paused", "running"),
         ("running", "success"),
     ]
-    assert (events[1][2] or "").startswith("paused by dave (requested at ")
-    assert (events[2][2] or "").startswith("unpaused by ")
+    assert (events[1][2] or "").startswith(f"paused by {ME} (requested at ")
+    assert (events[2][2] or "").startswith(f"unpaused by {ME} (requested at ")
 
 
 # -- retry ------------------------------------------------------------------------------
@@ -362,7 +381,10 @@ def test_retry_reruns_failed_tasks_then_from_a_task_reruns_it_and_its_downstream
 # -- approval gates ---------------------------------------------------------------------
 
 
-def gated_pipeline(tmp_path: Path, ledger: Path, timeout: float) -> Path:
+def gated_pipeline(
+    tmp_path: Path, ledger: Path, timeout: float, approvers: list[str] | None = None
+) -> Path:
+    """``deploy`` waits for approval by ``approvers`` (default: the caller and ALICE)."""
     pipeline = tmp_path / "gated.yaml"
     pipeline.write_text(
         spec(
@@ -375,7 +397,7 @@ def gated_pipeline(tmp_path: Path, ledger: Path, timeout: float) -> Path:
                 "approval": {
                     "message": "Promote to production?",
                     "timeout_seconds": timeout,
-                    "approvers": ["alice", "bob"],
+                    "approvers": [ME, ALICE] if approvers is None else approvers,
                 },
             },
             {"id": "notify", "upstream": ["deploy"], "sh": f"echo notify >> {q(ledger)}"},
@@ -394,7 +416,17 @@ def awaiting(run_id: str) -> Any:
     return lambda store: task_state(store, run_id, "deploy") == "awaiting_approval"
 
 
-def test_approve_runs_the_gated_task_and_only_approvers_may_decide(tmp_path: Path) -> None:
+def undecided(home: Path, run_id: str) -> None:
+    """The gate of ``deploy`` still waits: nothing was asked, the run still runs."""
+    with store_of(home) as store:
+        assert store.requests(run_id) == []
+        assert task_state(store, run_id, "deploy") == "awaiting_approval"
+        assert store.get_run(run_id).state == "running"
+
+
+def test_approve_runs_the_gated_task_as_the_os_user_and_not_as_a_claimed_name(
+    tmp_path: Path,
+) -> None:
     home, ledger = tmp_path / "home", tmp_path / "ledger"
 
     with cli_run(home, gated_pipeline(tmp_path, ledger, timeout=300)) as running:
@@ -402,16 +434,18 @@ def test_approve_runs_the_gated_task_and_only_approvers_may_decide(tmp_path: Pat
         wait_for(home, running, "deploy awaits approval", awaiting(run_id))
         assert "awaits approval: Promote to production?" in running.stderr()
 
-        refused = cli(home, "approve", run_id, "deploy", "--by", "mallory")
+        # ALICE is an approver, but the caller cannot say it is ALICE.
+        for reject in ([], ["--reject"]):
+            claimed = cli(home, "approve", run_id, "deploy", *reject, "--by", ALICE)
 
-        assert refused.returncode == 1, refused.stderr
-        assert "'mallory' may not decide" in refused.stderr
-        assert "its approvers are: alice, bob" in refused.stderr
-        assert "Traceback" not in refused.stderr
+            assert claimed.returncode == 2, claimed.stderr
+            assert claimed.stderr == f"error: {someone_else_refused(ALICE)}\n"
+            undecided(home, run_id)
 
-        r = cli(home, "approve", run_id, "deploy", "--by", "alice", "--comment", "lgtm")
+        r = cli(home, "approve", run_id, "deploy", "--comment", "lgtm")
 
         assert r.returncode == 0, r.stderr
+        assert f"as {ME};" in r.stderr
         assert "approved task 'deploy'" in r.stderr
         code, doc = running.finish()
     assert code == 0, running.stderr()
@@ -432,8 +466,47 @@ def test_approve_runs_the_gated_task_and_only_approvers_may_decide(tmp_path: Pat
         ]
         assert events[0][2] == "Promote to production?"
         message = events[1][2] or ""
-        assert message.startswith("approved by alice at ")
+        assert message.startswith(f"approved by {ME} at ")
         assert message.endswith(": lgtm")
+        assert [(r.request, r.requested_by) for r in store.requests(run_id)] == [("approve", ME)]
+
+
+def test_only_approvers_decide_and_user_or_logname_do_not_make_the_caller_one(
+    tmp_path: Path,
+) -> None:
+    home, ledger = tmp_path / "home", tmp_path / "ledger"
+    pipeline = gated_pipeline(tmp_path, ledger, timeout=300, approvers=[ALICE, BOB])
+    claim = {name: ALICE for name in ("USER", "LOGNAME", "LNAME", "USERNAME")}
+
+    with cli_run(home, pipeline) as running:
+        run_id = the_run_id(home, running)
+        wait_for(home, running, "deploy awaits approval", awaiting(run_id))
+
+        for reject in ([], ["--reject"]):
+            refused = cli(home, "approve", run_id, "deploy", *reject, **claim)
+
+            assert refused.returncode == 1, refused.stderr
+            assert refused.stderr.startswith(
+                f"error: '{ME}' may not decide the approval of task 'deploy' in run '{run_id}'; "
+                f"its approvers are: {ALICE}, {BOB}; ask one of them to decide it"
+            ), refused.stderr
+            assert "Traceback" not in refused.stderr
+            undecided(home, run_id)
+        claimed = cli(home, "approve", run_id, "deploy", "--by", ALICE, **claim)
+        assert claimed.returncode == 2, claimed.stderr
+        assert someone_else_refused(ALICE) in claimed.stderr
+        undecided(home, run_id)
+
+        r = cli(home, "cancel", run_id, **claim)
+
+        assert r.returncode == 0, r.stderr
+        code, doc = running.finish()
+    assert code == 1, running.stderr()
+    assert states(doc)["deploy"] == "cancelled"
+    assert read_lines(ledger) == []
+    with store_of(home) as store:
+        assert [(r.request, r.requested_by) for r in store.requests(run_id)] == [("cancel", ME)]
+        assert (run_events(store, run_id)[-1][2] or "").startswith(f"cancelled by {ME} ")
 
 
 def test_reject_fails_the_gated_task_and_downstream_follow_their_rules(tmp_path: Path) -> None:
@@ -443,7 +516,7 @@ def test_reject_fails_the_gated_task_and_downstream_follow_their_rules(tmp_path:
         run_id = the_run_id(home, running)
         wait_for(home, running, "deploy awaits approval", awaiting(run_id))
 
-        r = cli(home, "approve", run_id, "deploy", "--reject", "--by", "bob", "--comment", "no")
+        r = cli(home, "approve", run_id, "deploy", "--reject", "--by", ME, "--comment", "no")
 
         assert r.returncode == 0, r.stderr
         assert "rejected task 'deploy'" in r.stderr
@@ -456,7 +529,7 @@ def test_reject_fails_the_gated_task_and_downstream_follow_their_rules(tmp_path:
         "cleanup": "success",
     }
     assert doc["tasks"]["deploy"]["attempts"] == 0
-    assert doc["tasks"]["deploy"]["error"].startswith("rejected by bob at ")
+    assert doc["tasks"]["deploy"]["error"].startswith(f"rejected by {ME} at ")
     assert read_lines(ledger) == ["cleanup"]
 
 
@@ -547,27 +620,37 @@ def test_sdk_approve_and_cancel_from_another_thread(backend: str, tmp_path: Path
 
 # -- runs that no live process runs, and the requests table ---------------------------------
 
-SPEC = {
-    "name": "made",
-    "tasks": [
-        {
-            "id": "deploy",
-            "operator": "bash",
-            "parameters": {"command": "true"},
-            "approval": {"message": "ok?", "approvers": ["alice"]},
-        },
-        {"id": "plain", "operator": "bash", "parameters": {"command": "true"}},
-        {"id": "later", "operator": "bash", "parameters": {"command": "true"}, "approval": {}},
-    ],
-}
+
+def made_spec(approvers: list[str]) -> dict[str, Any]:
+    """The pipeline of the made runs: ``deploy`` is gated, decided by ``approvers``."""
+    return {
+        "name": "made",
+        "tasks": [
+            {
+                "id": "deploy",
+                "operator": "bash",
+                "parameters": {"command": "true"},
+                "approval": {"message": "ok?", "approvers": approvers},
+            },
+            {"id": "plain", "operator": "bash", "parameters": {"command": "true"}},
+            {"id": "later", "operator": "bash", "parameters": {"command": "true"}, "approval": {}},
+        ],
+    }
 
 
-def make_run(store: Store, run_id: str, state: str, *, live: bool) -> None:
+def make_run(
+    store: Store, run_id: str, state: str, *, live: bool, approvers: tuple[str, ...] = (ALICE,)
+) -> None:
     """A run written straight into the store; ``live``: owned by this (live) process,
     with a live lease, else by a process that is gone (its start time does not match)
-    and whose lease expired long ago."""
-    store.save_pipeline(PipelineRecord("made", "v1", json.dumps(SPEC), 1.0))
-    store.create_run(RunRecord(run_id, "made", "v1", state, {}, 1.0), ["deploy", "plain", "later"])
+    and whose lease expired long ago. ``deploy`` awaits ``approvers``' decision (by
+    default someone other than the caller); each list is a version of the pipeline."""
+    spec = json.dumps(made_spec(list(approvers)))
+    version = hashlib.sha256(spec.encode()).hexdigest()[:12]
+    store.save_pipeline(PipelineRecord("made", version, spec, 1.0))
+    store.create_run(
+        RunRecord(run_id, "made", version, state, {}, 1.0), ["deploy", "plain", "later"]
+    )
     started = psutil.Process().create_time() if live else 0.0
     store.claim_run(
         run_id,
@@ -598,7 +681,7 @@ def made_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with store_of(home) as store:
         make_run(store, "done", "success", live=False)
         make_run(store, "live", "running", live=True)
-        make_run(store, "crashed", "running", live=False)
+        make_run(store, "crashed", "running", live=False, approvers=(ALICE, ME))
     return home
 
 
@@ -618,6 +701,7 @@ def call(home: Path, *args: str) -> int:
 MISTAKES = [
     # (arguments, exit code, part of the message), against made_home's runs:
     # done (succeeded), live (running in this process), crashed (its process is gone).
+    # ALICE alone decides live's deploy; the caller (ME) may decide crashed's.
     (("cancel", "done"), 1, "run 'done' already ended (success); nothing to cancel"),
     (("pause", "done"), 1, "already ended (success); nothing to pause"),
     (("unpause", "done"), 1, "nothing to unpause"),
@@ -634,12 +718,20 @@ MISTAKES = [
     (("approve", "live", "deplo"), 2, "run 'live' has no task 'deplo'; did you mean 'deploy'?"),
     (("approve", "live", "plain"), 1, "task 'plain' of run 'live' has no approval gate"),
     (("approve", "live", "later"), 1, "task 'later' of run 'live' is pending, not awaiting"),
-    (("approve", "live", "deploy", "--by", "eve"), 1, "'eve' may not decide the approval of"),
-    (("approve", "live", "deploy", "--by", "eve"), 1, "its approvers are: alice (give --by"),
+    (("approve", "live", "deploy"), 1, f"'{ME}' may not decide the approval of task 'deploy'"),
+    (("approve", "live", "deploy"), 1, f"its approvers are: {ALICE}; ask one of them to decide"),
+    (("approve", "live", "deploy", "--reject"), 1, f"'{ME}' may not decide the approval of"),
     (("approve", "live", "deploy", "--by", " "), 2, "--by ' ': give a name"),
     (("unpause", "live"), 1, "run 'live' is running, not paused"),
     (("pause", "crashed"), 1, "cannot pause run 'crashed': no live process runs it"),
-    (("approve", "crashed", "deploy", "--by", "alice"), 1, "cannot approve run 'crashed'"),
+    (("approve", "crashed", "deploy"), 1, "cannot approve run 'crashed'"),
+    # Without a server, --by may only name the caller (ALICE is deploy's approver).
+    (("approve", "live", "deploy", "--by", ALICE), 2, someone_else_refused(ALICE)),
+    (("approve", "live", "deploy", "--reject", "--by", ALICE), 2, someone_else_refused(ALICE)),
+    (("cancel", "live", "--by", BOB), 2, someone_else_refused(BOB)),
+    (("pause", "live", "--by", BOB), 2, someone_else_refused(BOB)),
+    (("unpause", "live", "--by", BOB), 2, someone_else_refused(BOB)),
+    (("cancel", "crashed", "--by", BOB), 2, someone_else_refused(BOB)),
 ]
 
 
@@ -655,12 +747,19 @@ def test_user_mistakes(
     code: int,
     message: str,
 ) -> None:
+    with store_of(made_home) as store:
+        before = [(r.run_id, r.state) for r in store.list_runs()]
+        rows_before = [store.task_runs(run_id) for run_id, _ in before]
+
     assert call(made_home, *args) == code
+
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
     with store_of(made_home) as store:
         assert store.requests(args[1] if len(args) > 1 else "") == []  # nothing was asked
+        assert [(r.run_id, r.state) for r in store.list_runs()] == before  # nothing changed
+        assert [store.task_runs(run_id) for run_id, _ in before] == rows_before
 
 
 @pytest.mark.usefixtures("no_settings_env")
@@ -668,24 +767,24 @@ def test_requests_are_stored_with_who_when_and_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with store_of(tmp_path) as store:
-        make_run(store, "live", "running", live=True)
+        make_run(store, "live", "running", live=True, approvers=(ALICE, ME))
 
-    assert call(tmp_path, "pause", "live", "--by", "dave") == 0
-    assert call(tmp_path, "approve", "live", "deploy", "--by", "alice", "--comment", "ok") == 0
-    assert call(tmp_path, "approve", "live", "deploy", "--reject", "--by", "alice") == 0
+    assert call(tmp_path, "pause", "live", "--by", ME) == 0
+    assert call(tmp_path, "approve", "live", "deploy", "--comment", "ok") == 0
+    assert call(tmp_path, "approve", "live", "deploy", "--reject", "--by", f" {ME} ") == 0
     assert call(tmp_path, "cancel", "live") == 0
 
     err = capsys.readouterr().err
     assert f"asked process {os.getpid()} to pause run 'live'" in err
+    assert f"approved task 'deploy' of run 'live' as {ME};" in err
     with store_of(tmp_path) as store:
         requests = store.requests("live")
     assert [(r.request, r.task_id, r.requested_by, r.comment) for r in requests] == [
-        ("pause", None, "dave", None),
-        ("approve", "deploy", "alice", "ok"),
-        ("reject", "deploy", "alice", None),
-        ("cancel", None, requests[3].requested_by, None),
+        ("pause", None, ME, None),
+        ("approve", "deploy", ME, "ok"),
+        ("reject", "deploy", ME, None),
+        ("cancel", None, ME, None),
     ]
-    assert requests[3].requested_by  # the OS user by default
     assert [r.request_id for r in requests] == sorted({r.request_id for r in requests})
     assert all(r.requested_at > 1e9 for r in requests)
 
@@ -697,7 +796,7 @@ def test_cancel_of_a_run_no_live_process_runs_ends_it_in_the_store(
     with store_of(tmp_path) as store:
         make_run(store, "crashed", "running", live=False)
 
-    assert call(tmp_path, "cancel", "crashed", "--by", "frank") == 0
+    assert call(tmp_path, "cancel", "crashed") == 0
 
     assert "was not running in any live process; cancelled it in the store" in (
         capsys.readouterr().err
@@ -706,7 +805,7 @@ def test_cancel_of_a_run_no_live_process_runs_ends_it_in_the_store(
         run = store.get_run("crashed")
         assert (run.state, run.ended_at is not None) == ("cancelled", True)
         rows = {r.task_id: (r.state, r.error) for r in store.task_runs("crashed")}
-        why = "cancelled by frank (no live process ran the run)"
+        why = f"cancelled by {ME} (no live process ran the run)"
         assert rows == {
             "deploy": ("cancelled", why),
             "plain": ("cancelled", why),

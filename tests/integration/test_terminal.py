@@ -245,7 +245,7 @@ def test_a_cancel_from_another_shell_ends_a_run_shown_live(folder: Path, executo
         run_id = term.run_id()
         wait_running(folder, run_id, "shell")
         cancel = subprocess.run(
-            [str(STAGEFLOW), "cancel", run_id, "--by", "ops"],
+            [str(STAGEFLOW), "cancel", run_id],
             cwd=folder,
             env=env_for(folder),
             capture_output=True,

@@ -13,7 +13,10 @@ touches the store, then does what the runtime's public entry points do:
 * ``cancel`` / ``pause`` / ``unpause`` / ``approve`` / ``reject`` are requests
   through the store (``runtime.control``), which reach the process that owns the
   run wherever it is; each returns a ``ControlOutcome`` whose ``message`` says
-  what was done.
+  what was done. ``by`` is who asks, as the caller knows it (the API: its token's
+  name; the CLI: the operating-system user running it); ``None`` is this process's
+  operating-system user, by effective uid (``runtime.control.default_requester``).
+  An approval gate's ``approvers`` are checked against it.
 
 Every user mistake raises a ``StageflowError`` subclass; nothing prints.
 """

@@ -17,8 +17,11 @@ Every accepted request is recorded as an event naming who asked and when. The
 request functions (``cancel_run`` ...) first check what they can and raise a
 ``StageflowError`` saying why not: ``RunNotFound``; ``ControlRefused`` when the
 run has ended, no live process runs it, the task does not await approval, or
-the caller is not one of the task's ``approvers`` (names are asserted, not
-authenticated: ``approvers`` guards against mistakes, not attackers). A run
+the caller is not one of the task's ``approvers``. Who asks is ``by``, vouched
+for by the caller: the API passes its token's name; the CLI without a server
+passes this process's operating-system user, which is also the default
+(``default_requester``: by effective uid, never ``$USER`` or ``$LOGNAME``, which
+anyone can set). A run
 whose process died cannot act on requests: ``cancel_run`` then claims it (a
 compare-and-set of its lease, like ``resume``) and cancels it in the store
 itself; the others point to ``stageflow resume``.
@@ -33,7 +36,6 @@ earlier process of the run are history, not orders.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import logging
 import os
 import time
@@ -86,11 +88,16 @@ Record = Callable[[list[Transition], Batch], None]
 
 
 def default_requester() -> str:
-    """Who is asking, by default: the operating system user."""
+    """Who is asking, by default: the operating-system user of this process, by its
+    effective uid (the uid as text when the passwd database has no entry for it).
+    Not ``getpass.getuser()``: that believes ``$LOGNAME``/``$USER``, which anyone sets."""
+    import pwd
+
+    uid = os.geteuid()
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (e.g. some containers)
-        return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # no passwd entry for this uid (e.g. some containers)
+        return str(uid)
 
 
 # -- requests (any process) ----------------------------------------------------------
@@ -232,7 +239,8 @@ def decide_approval(
         if approvers and by not in approvers:
             raise ControlRefused(
                 f"'{by}' may not decide the approval of task '{task_id}' in run '{run_id}'; "
-                f"its approvers are: {', '.join(approvers)} (give --by NAME if you are one)",
+                f"its approvers are: {', '.join(approvers)}; ask one of them to decide it "
+                "(as their operating-system user, or with their token through a server)",
                 task=task_id,
             )
         state = rows[task_id].state

@@ -264,8 +264,14 @@ def retry(
     )
 
 
+#: Kept for scripts that pass it: without a server it may only repeat who runs the command
+#: (``_caller``); with one, who asks is the token's name (``_remote``).
 _BY = click.option(
-    "--by", default=None, metavar="NAME", help="Who asks (default: the operating system user)."
+    "--by",
+    default=None,
+    metavar="NAME",
+    hidden=True,
+    help="Who asks: only the operating-system user running the command (the default).",
 )
 
 
@@ -280,7 +286,7 @@ def cancel(settings: Any, run_id: str, by: str | None) -> None:
     if (remote := _remote(settings, by)) is not None:
         click.echo(remote.control(run_id, "cancel").message, err=True)
         return
-    click.echo(ops.cancel(settings, run_id, by=by).message, err=True)
+    click.echo(ops.cancel(settings, run_id, by=_caller(by)).message, err=True)
 
 
 @cli.command()
@@ -294,7 +300,7 @@ def pause(settings: Any, run_id: str, by: str | None) -> None:
     if (remote := _remote(settings, by)) is not None:
         click.echo(remote.control(run_id, "pause").message, err=True)
         return
-    click.echo(ops.pause(settings, run_id, by=by).message, err=True)
+    click.echo(ops.pause(settings, run_id, by=_caller(by)).message, err=True)
 
 
 @cli.command()
@@ -308,7 +314,7 @@ def unpause(settings: Any, run_id: str, by: str | None) -> None:
     if (remote := _remote(settings, by)) is not None:
         click.echo(remote.control(run_id, "unpause").message, err=True)
         return
-    click.echo(ops.unpause(settings, run_id, by=by).message, err=True)
+    click.echo(ops.unpause(settings, run_id, by=_caller(by)).message, err=True)
 
 
 @cli.command()
@@ -328,7 +334,7 @@ def approve(
         click.echo(remote.decide(run_id, task, not reject, comment).message, err=True)
         return
     decide = ops.reject if reject else ops.approve
-    click.echo(decide(settings, run_id, task, comment=comment, by=by).message, err=True)
+    click.echo(decide(settings, run_id, task, comment=comment, by=_caller(by)).message, err=True)
 
 
 # -- validate / graph -----------------------------------------------------------------
@@ -751,13 +757,30 @@ def _remote(settings: Any, by: str | None = None) -> Any:
         return None
     if by is not None:
         raise UsageError(
-            "--by names who asks of a store; a server knows who asks from the token "
-            "(STAGEFLOW_TOKEN): leave --by out",
+            f"--by {by}: through a server you act as the name of your token "
+            f"(STAGEFLOW_TOKEN); leave --by out, and use {by}'s token to act as {by}",
             field="by",
         )
     from stageflow.operations.remote import Remote
 
     return Remote(settings.server_url, settings.server_token)
+
+
+def _caller(by: str | None) -> str:
+    """Who asks of the store (no server): the operating-system user running this process,
+    by its effective uid (``runtime.control.default_requester``). ``--by`` may only repeat
+    that name: a name anyone could type is no identity."""
+    from stageflow.runtime.control import default_requester, requester
+
+    me = default_requester()
+    if by is not None and requester(by) != me:
+        raise UsageError(
+            f"--by {by}: without a server you act as your operating-system user ({me}); "
+            f"run the command as {by}, or through a server with {by}'s token "
+            "(--server, STAGEFLOW_TOKEN)",
+            field="by",
+        )
+    return me
 
 
 def _collapsed(
