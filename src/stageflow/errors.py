@@ -35,6 +35,7 @@ __all__ = [
     "LeaseLost",
     "MissingExtra",
     "Problem",
+    "RunIdTaken",
     "RunNotFound",
     "RunOwned",
     "SpecLimitExceeded",
@@ -132,6 +133,10 @@ class UnknownOperator(StageflowError):
 
 class RunNotFound(StageflowError):
     pass
+
+
+class RunIdTaken(StageflowError):
+    """A new run's id is in the store already (two ids drawn alike): draw another."""
 
 
 class RunOwned(StageflowError):

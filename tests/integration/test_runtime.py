@@ -275,6 +275,24 @@ def test_a_bash_command_runs_no_line_before_its_group_is_watched(
     assert result.tasks["cmd"].output == "1"  # the command's own line numbers
 
 
+def test_a_new_run_whose_drawn_id_is_taken_draws_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids end in 24 random bits: at a thousand submissions a second two collide now
+    and then; the second run draws again instead of failing."""
+    import stageflow.runtime.runner as runner_module
+
+    drawn = iter(["20261205-120000-aaaaaa", "20261205-120000-aaaaaa", "20261205-120000-bbbbbb"])
+    monkeypatch.setattr(runner_module, "new_run_id", lambda now: next(drawn))
+    pipeline = Pipeline("twice", tasks=[Task("a", h.ok)])
+
+    first = run(pipeline, "thread", tmp_path)
+    second = run(pipeline, "thread", tmp_path)
+
+    assert (first.run_id, second.run_id) == ("20261205-120000-aaaaaa", "20261205-120000-bbbbbb")
+    assert states(first) == states(second) == {"a": "success"}
+
+
 # -- crashing workers ------------------------------------------------------------------------
 
 

@@ -50,7 +50,14 @@ from stageflow.engine.admission import Admission, Capacity
 from stageflow.engine.retry import NOT_RETRYABLE
 from stageflow.engine.scheduler import EnginePlan, Scheduler, Transition
 from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState
-from stageflow.errors import ControlRefused, DoesNotFitHere, InvalidSpec, LeaseLost, UsageError
+from stageflow.errors import (
+    ControlRefused,
+    DoesNotFitHere,
+    InvalidSpec,
+    LeaseLost,
+    RunIdTaken,
+    UsageError,
+)
 from stageflow.graph import critical_path, downstream
 from stageflow.runtime.artifacts import ArtifactStore, load_output, store_output
 from stageflow.runtime.attempt import AttemptResult, Job, Usage
@@ -122,6 +129,8 @@ class RunStarted:
 #: Called once a run is claimed, before its first step (e.g. the live view's header).
 OnStart = Callable[[RunStarted], None]
 _MAX_WAIT = 1.0
+#: New run ids drawn before giving up (a repeat within one second is rare already).
+_RUN_ID_TRIES = 5
 BACKFILL_LIMIT = 8  # tasks admitted around one waiting for resources (engine.admission)
 _S = TaskState
 _WHY_STATES = frozenset({_S.FAILED, _S.UP_FOR_RETRY, _S.UPSTREAM_FAILED, _S.CANCELLED, _S.SKIPPED})
@@ -362,7 +371,40 @@ class Runner:
         plan = self._plan(params, fit=hold)
         now = self.clock()
         spec, version = self.pipeline.versioned_spec()
-        run_id = new_run_id(now)
+        for tries in range(1, _RUN_ID_TRIES + 1):
+            try:
+                run = self._create_run(
+                    new_run_id(now),
+                    version,
+                    spec,
+                    params,
+                    now,
+                    hold=hold,
+                    priority=priority,
+                    team=team,
+                    triggered_by=triggered_by,
+                )
+                break
+            except RunIdTaken:  # ids drawn alike within a second (24 random bits): again
+                if tries == _RUN_ID_TRIES:
+                    raise
+        logger.info("run %s of pipeline %s (version %s) created", run.run_id, run.pipeline, version)
+        return Prepared(run, params, plan, held=hold)
+
+    def _create_run(
+        self,
+        run_id: str,
+        version: str,
+        spec: str,
+        params: dict[str, Any],
+        now: float,
+        *,
+        hold: bool,
+        priority: int,
+        team: str | None,
+        triggered_by: str | None,
+    ) -> RunRecord:
+        """Record a new run ``run_id`` (``prepare``); ``RunIdTaken`` when it exists."""
         run = RunRecord(
             run_id,
             self.pipeline.name,
@@ -384,8 +426,7 @@ class Runner:
             [t.id for t in self.pipeline.tasks],
             pipeline=PipelineRecord(self.pipeline.name, version, spec, now, owner=team),
         )
-        logger.info("run %s of pipeline %s (version %s) created", run_id, run.pipeline, version)
-        return Prepared(run, params, plan, held=hold)
+        return run
 
     def start(self, prepared: Prepared) -> RunResult:
         """Run a prepared run to its end: one ``prepare`` created under this process's

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from stageflow.errors import RunNotFound, StoreError
+from stageflow.errors import RunIdTaken, RunNotFound, StoreError
 from stageflow.runtime.store import (
     AttemptRecord,
     Batch,
@@ -462,7 +462,7 @@ def test_create_run_saves_its_pipeline_version_in_the_same_transaction(store: Sq
     store.create_run(make_run("r2"), ["a"], pipeline=replace(first, created_at=2.0))
     assert store.get_pipeline("churn", "v1") == first
     # A run that cannot be created leaves no new version behind.
-    with pytest.raises(Exception):  # the driver's integrity error: r1 exists
+    with pytest.raises(RunIdTaken, match="'r1' is taken"):
         store.create_run(make_run("r1"), ["a"], pipeline=PipelineRecord("churn", "v2", "{}", 3.0))
     with pytest.raises(StoreError):
         store.get_pipeline("churn", "v2")

@@ -56,7 +56,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from stageflow.errors import LeaseLost, RunNotFound, RunOwned, StoreError, StoreUnreachable
+from stageflow.errors import (
+    LeaseLost,
+    RunIdTaken,
+    RunNotFound,
+    RunOwned,
+    StoreError,
+    StoreUnreachable,
+)
 from stageflow.runtime.store.base import (
     Activity,
     AttemptRecord,
@@ -167,7 +174,8 @@ class SqlStore(AccessTables, MetricsTables):
         """Insert the run and one ``pending`` task run per id (seq = index), and
         ``pipeline``'s version if absent (as ``save_pipeline``), in one transaction.
 
-        Raises the driver's integrity error when the run_id exists or an id repeats.
+        Raises ``RunIdTaken`` when the run_id exists (nothing is written), the driver's
+        integrity error when a task id repeats.
         """
         row = (
             run.run_id,
@@ -196,6 +204,8 @@ class SqlStore(AccessTables, MetricsTables):
             if pipeline is not None:
                 cur.execute(self._sql.insert_pipeline, _pipeline_row(pipeline))
             cur.execute(self._sql.insert_run, row)
+            if not cur.rowcount:  # rolls the pipeline's version back with it
+                raise RunIdTaken(f"run id '{run.run_id}' is taken; draw another")
             if task_ids:
                 cur.execute(
                     dialect.insert_pending_bulk, (run.run_id, dialect.text_list(list(task_ids)))
@@ -1332,7 +1342,8 @@ def _statements(dialect: Dialect) -> _Statements:
             "created_at, started_at, ended_at, owner_host, owner_pid, owner_started_at, "
             "heartbeat_at, executor, source, lease_owner, lease_epoch, lease_expires_at, "
             "priority, owner, triggered_by) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id) DO NOTHING"
         ),
         update_run=q(
             "UPDATE runs SET state = COALESCE(?, state), started_at = COALESCE(?, started_at), "
