@@ -368,6 +368,7 @@ def test_metrics_count_requests_and_runs_by_pipeline_and_state(server: Server) -
     assert 'stageflow_run_duration_seconds_count{pipeline="hello"} 1.0' in text
     assert 'stageflow_run_duration_seconds_bucket{le="+Inf",pipeline="hello"} 1.0' in text
     assert "stageflow_runs_lease_expired 0.0" in text
+    assert "stageflow_lease_takeovers_total{" not in text  # no run was taken over
     assert "# TYPE stageflow_tasks_active gauge" in text
     assert 'stageflow_task_runs{pipeline="hello",state="success"} 2.0' in text
     for task in ("greet", "shout"):
@@ -411,6 +412,9 @@ def test_serve_killed_mid_run_comes_back_and_the_run_completes(tmp_path: Path) -
         assert doc["state"] == "success"
         assert doc["tasks"]["first"]["attempts"] == 1  # its committed success was kept
         assert doc["tasks"]["second"]["state"] == "success"
+        with server.client() as c:
+            text = c.get("/metrics").text
+        assert 'stageflow_lease_takeovers_total{pipeline="two-steps"} 1.0' in text
 
 
 def test_sigterm_stops_serve_and_drains_its_workers(tmp_path: Path) -> None:

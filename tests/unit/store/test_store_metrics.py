@@ -452,3 +452,19 @@ def test_a_version_11_store_is_migrated_to_12_with_an_empty_workers_table(
         assert store.workers(0.0) == [worker]
     assert "workers" in backend.tables()
     assert backend.query("SELECT version FROM stageflow_schema") == [(LATEST_VERSION,)]
+
+
+# -- lease takeovers -----------------------------------------------------------------
+
+
+def test_a_claim_of_a_run_another_owner_held_counts_as_a_takeover(store: SqlStore) -> None:
+    store.create_run(make_run("q1"), ["a"])  # queued, nobody's: a first claim
+    store.create_run(make_run("q2", pipeline="fraud"), ["a"])
+    claim = {"host": "h", "pid": 1, "started_at": 1.0, "ttl": 15.0}
+    epoch = store.claim_run("q1", owner="w1", expected_epoch=0, now=10.0, **claim)
+    assert store.lease_takeovers() == []
+    # w1 went silent: w2 takes the run over, then w3 from w2.
+    epoch = store.claim_run("q1", owner="w2", expected_epoch=epoch, now=30.0, **claim)
+    store.claim_run("q1", owner="w3", expected_epoch=epoch, now=50.0, **claim)
+    store.claim_run("q2", owner="w1", expected_epoch=0, now=10.0, **claim)
+    assert store.lease_takeovers() == [("churn", 2)]

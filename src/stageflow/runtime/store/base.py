@@ -621,6 +621,10 @@ class Store(Protocol):
     def task_run_counts(self) -> list[tuple[str, str, int]]:
         """(pipeline, state, number of task runs) for every pair that has task runs."""
 
+    def lease_takeovers(self) -> list[tuple[str, int]]:
+        """(pipeline, how many times a lease of its runs was taken over) for every
+        pipeline that had one."""
+
     def attempt_durations(self, bounds: Sequence[float]) -> list[Histogram]:
         """Ended attempts' seconds from start to end, by (pipeline, task id)."""
 

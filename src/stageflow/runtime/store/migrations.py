@@ -334,7 +334,8 @@ MIGRATIONS: list[Migration] = [
     ),
     _for_both(
         12,
-        "workers: each live worker's capacity and heartbeat (the service's metrics)",
+        "workers: each live worker's capacity and heartbeat; runs: how many times their "
+        "lease was taken over (the service's metrics)",
         """CREATE TABLE workers (
             owner TEXT PRIMARY KEY,
             host TEXT NOT NULL,
@@ -344,6 +345,7 @@ MIGRATIONS: list[Migration] = [
             capacity_json TEXT NOT NULL,
             concurrency INTEGER NOT NULL
         )""",
+        "ALTER TABLE runs ADD COLUMN takeovers INTEGER NOT NULL DEFAULT 0",
     ),
 ]
 

@@ -1351,9 +1351,13 @@ def _statements(dialect: Dialect) -> _Statements:
             "WHERE run_id = ?"
         ),
         claim_run=q(
+            # A claim of a run that another owner held (its lease lapsed, or it was
+            # handed back) is a takeover; SET reads the row as it was.
             "UPDATE runs SET lease_owner = ?, lease_epoch = lease_epoch + 1, "
             "lease_expires_at = ?, owner_host = ?, owner_pid = ?, owner_started_at = ?, "
-            "heartbeat_at = ? WHERE run_id = ? AND lease_epoch = ?"
+            "heartbeat_at = ?, "
+            "takeovers = takeovers + CASE WHEN lease_owner IS NULL THEN 0 ELSE 1 END "
+            "WHERE run_id = ? AND lease_epoch = ?"
         ),
         renew_lease=q(
             "UPDATE runs SET lease_expires_at = ?, heartbeat_at = ? "

@@ -1,5 +1,6 @@
-"""What the service's metrics read from the store in SQL (schema 12): workers and
-the histograms of task durations, task queue waits and run claim latencies.
+"""What the service's metrics read from the store in SQL (schema 12): workers, lease
+takeovers and the histograms of task durations, task queue waits and run claim
+latencies.
 
 ``MetricsTables`` is a part of ``SqlStore`` (it inherits it), kept apart because
 these queries serve ``/metrics``, not runs. A worker records itself in ``workers``
@@ -59,6 +60,7 @@ class _MetricsStatements:
     select_workers: str
     select_requests_in_use: str
     count_task_runs: str
+    sum_takeovers: str
 
 
 @functools.cache
@@ -85,6 +87,9 @@ def _statements(dialect: Dialect) -> _MetricsStatements:
         count_task_runs=q(
             "SELECT r.pipeline, t.state, COUNT(*) FROM task_runs t "
             "JOIN runs r ON r.run_id = t.run_id GROUP BY r.pipeline, t.state"
+        ),
+        sum_takeovers=q(
+            "SELECT pipeline, SUM(takeovers) FROM runs GROUP BY pipeline HAVING SUM(takeovers) > 0"
         ),
     )
 
@@ -162,6 +167,12 @@ class MetricsTables:
         """(pipeline, state, number of task runs) for every pair that has task runs."""
         rows = self._fetchall(_statements(self.dialect).count_task_runs, ())
         return [(str(p), str(s), int(n)) for p, s, n in rows]
+
+    def lease_takeovers(self) -> list[tuple[str, int]]:
+        """(pipeline, how many times a lease of its runs was taken over) for every
+        pipeline that had a takeover (``runs.takeovers``, counted by ``claim_run``)."""
+        rows = self._fetchall(_statements(self.dialect).sum_takeovers, ())
+        return [(str(p), int(n)) for p, n in rows]
 
     def attempt_durations(self, bounds: Sequence[float]) -> list[Histogram]:
         """Ended attempts' seconds from start to end, by (pipeline, task id)."""

@@ -5,7 +5,7 @@ HTTP requests by method, route template and status, with a duration histogram.
 Read from the store at each scrape, so every API process of a deployment says the
 same: runs and task runs by pipeline and state; queued and running runs; the task
 runs of unfinished runs by state; the oldest queued run's wait; the unfinished runs
-whose lease expired; histograms of run durations, task (attempt) durations, task
+whose lease expired; the leases taken over, by pipeline; histograms of run durations, task (attempt) durations, task
 queue waits (ready to started: waiting for resources) and claim latencies
 (submitted to started); the live workers, their capacity and what running attempts
 hold of it (``Store.workers``, ``Store.requests_in_use``).
@@ -28,7 +28,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from stageflow.errors import StageflowError
@@ -136,6 +141,18 @@ class _StoreCollector(Collector):
                 for p, n, total, within in self.store.run_durations(_RUN_BUCKETS)
             ),
         )
+        takeovers = CounterMetricFamily(
+            "stageflow_lease_takeovers",
+            "Claims of a run whose lease another owner held (it went silent, or handed "
+            "the run back), by pipeline.",
+            labels=["pipeline"],
+        )
+        taken: dict[str, int] = {}
+        for pipeline, n in self.store.lease_takeovers():
+            taken[self.pipeline(pipeline)] = taken.get(self.pipeline(pipeline), 0) + n
+        for pipeline, n in sorted(taken.items()):
+            takeovers.add_metric([pipeline], n)
+        yield takeovers
         yield _histogram(
             "stageflow_run_claim_latency_seconds",
             "How long started runs waited from submission until a worker claimed them "
