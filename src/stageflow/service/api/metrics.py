@@ -5,10 +5,11 @@ HTTP requests by method, route template and status, with a duration histogram.
 Read from the store at each scrape, so every API process of a deployment says the
 same: runs and task runs by pipeline and state; queued and running runs; the task
 runs of unfinished runs by state; the oldest queued run's wait; the unfinished runs
-whose lease expired; the leases taken over, by pipeline; histograms of run durations, task (attempt) durations, task
-queue waits (ready to started: waiting for resources) and claim latencies
-(submitted to started); the live workers, their capacity and what running attempts
-hold of it (``Store.workers``, ``Store.requests_in_use``).
+whose lease expired; the leases taken over, by pipeline; histograms of run
+durations, task (attempt) durations, task queue waits (ready to started: waiting for
+resources) and claim latencies (submitted to started); the live workers, their
+capacity and what running attempts hold of it (``Store.workers``,
+``Store.requests_in_use``).
 
 Label cardinality is bounded. The ``pipeline`` label holds at most
 ``PIPELINE_LABELS`` names (the busiest); the rest are summed under ``other``. The
