@@ -42,6 +42,7 @@ __all__ = [
     "StageflowError",
     "StoreError",
     "StoreUnreachable",
+    "TickTaken",
     "UnknownOperator",
     "UsageError",
 ]
@@ -137,6 +138,10 @@ class RunNotFound(StageflowError):
 
 class RunIdTaken(StageflowError):
     """A new run's id is in the store already (two ids drawn alike): draw another."""
+
+
+class TickTaken(StageflowError):
+    """A schedule's tick made its run already (another scheduler fired it first)."""
 
 
 class RunOwned(StageflowError):

@@ -37,13 +37,16 @@ import re
 import shlex
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +118,7 @@ BLOCKS: dict[tuple[str, str], tuple[str, str | None]] = {
     ),
     ("examples/README.md", "stageflow run examples/sdk_quickstart.py:pipeline"): ("shell", None),
     ("examples/README.md", "stageflow run examples/readme/churn.yaml"): ("shell", None),
+    ("README.md", "$ stageflow submit examples/service/hello.yaml"): ("shell", None),
     ("README.md", "stageflow tokens create --name me --role admin"): ("shell", None),
     ("README.md", "export STAGEFLOW_TOKEN=sft_..."): ("shell", None),
 }
@@ -159,6 +163,20 @@ COMMANDS: dict[str, str] = {
     "stageflow run examples/hyperparameter_search.yaml --param candidates=9": "parse",
     "stageflow run examples/sdk_quickstart.py:pipeline": "journey",
     "python examples/sdk_quickstart.py": "journey",
+    # "Schedules": test_the_schedules_section runs them, in order.
+    "stageflow submit examples/service/hello.yaml": "schedules",
+    'stageflow schedules add nightly hello --cron "0 2 * * *" --timezone Europe/Paris': (
+        "schedules"
+    ),
+    "stageflow schedules add hourly hello --every 1h --param who=hourly --max-active 1": (
+        "schedules"
+    ),
+    "stageflow schedules list": "schedules",
+    "stageflow schedules show nightly": "schedules",
+    "stageflow schedules pause nightly": "schedules",
+    "stageflow schedules resume nightly": "schedules",
+    "stageflow schedules trigger nightly --param who=now": "schedules",
+    "stageflow schedules remove hourly": "schedules",
     # "As a service": test_the_service_section runs them, in order, on a free port.
     "stageflow tokens create --name me --role admin": "service",
     "stageflow serve --port 8080": "service",
@@ -623,6 +641,39 @@ def test_the_service_section(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_the_schedules_section(tmp_path: Path) -> None:
+    """README's "Schedules" commands in order, as typed: each exits 0 and does what its
+    comment says."""
+    work = copy_examples(tmp_path)
+    home = tmp_path / "home"
+    out: dict[str, str] = {}
+    for line in [c for c, kind in COMMANDS.items() if kind == "schedules"]:
+        proc = bash(line, work, home)
+        assert proc.returncode == 0, f"{line}: {proc.stderr}"
+        out[line] = proc.stdout + proc.stderr
+    listed = out["stageflow schedules list"]
+    assert "nightly" in listed and "hourly" in listed and "cron 0 2 * * * (Europe/Paris)" in listed
+    shown = out["stageflow schedules show nightly"]
+    assert shown.count("UTC") >= 6, shown  # next, and the next 5 fire times
+    # Every fire time shown (in UTC) is 02:00 on the wall clocks of Paris.
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    fires = [
+        datetime.strptime(line.strip(), "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC)
+        for line in shown.splitlines()
+        if line.startswith("    2")
+    ]
+    assert len(fires) == 5, shown
+    assert {(f.astimezone(paris).hour, f.astimezone(paris).minute) for f in fires} == {(2, 0)}
+    triggered = out["stageflow schedules trigger nightly --param who=now"].split()[0]
+    with sqlite3.connect(home / "stageflow.db") as db:
+        (by,) = db.execute(
+            "SELECT triggered_by FROM runs WHERE run_id = ?", (triggered,)
+        ).fetchone()
+    assert by == "schedule:nightly (manual)"
+    left = bash("stageflow schedules list --format json", work, home)
+    assert [s["name"] for s in json.loads(left.stdout)] == ["nightly"]
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ field and the fix (``UsageError`` for a bad argument, ``RunNotFound``,
     reports     usage, cost, stats, lineage, diff, record
     pipelines   list_pipelines, pipeline_versions, pipeline_spec
     pools       set_pool, list_pools, remove_pool (global pools in the store)
+    schedules   add_schedule, list_schedules, show_schedule, set_schedule_enabled,
+                remove_schedule, trigger_schedule
 
 Importing this package loads the store, the settings and the result records
 only (what ``stageflow runs list`` loaded before); the runner, the engine, the
@@ -110,6 +112,15 @@ from stageflow.operations.runs import (
     show_run,
     task_logs,
 )
+from stageflow.operations.schedules import (
+    ScheduleInfo,
+    add_schedule,
+    list_schedules,
+    remove_schedule,
+    set_schedule_enabled,
+    show_schedule,
+    trigger_schedule,
+)
 from stageflow.operations.stores import (
     Store,
     artifacts_problem,
@@ -144,11 +155,13 @@ __all__ = [
     "RunPage",
     "RunSummary",
     "RunTimeline",
+    "ScheduleInfo",
     "Store",
     "SubmittedRun",
     "TaskLogs",
     "TokenInfo",
     "Validation",
+    "add_schedule",
     "approve",
     "artifacts_problem",
     "audit_log",
@@ -167,6 +180,7 @@ __all__ = [
     "list_pipelines",
     "list_pools",
     "list_runs",
+    "list_schedules",
     "list_tokens",
     "may",
     "open_for_service",
@@ -185,6 +199,7 @@ __all__ = [
     "record_audit",
     "reject",
     "remove_pool",
+    "remove_schedule",
     "requeue_retry",
     "resume",
     "retry",
@@ -194,13 +209,16 @@ __all__ = [
     "run_timeline",
     "sees",
     "set_pool",
+    "set_schedule_enabled",
     "show_run",
+    "show_schedule",
     "start",
     "stats",
     "store_location",
     "submit",
     "submit_saved",
     "task_logs",
+    "trigger_schedule",
     "unpause",
     "usage",
     "validate_spec",

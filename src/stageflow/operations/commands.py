@@ -139,26 +139,25 @@ def submit_saved(
     *,
     priority: int = 0,
     triggered_by: str | None = None,
+    tick: tuple[str, float] | None = None,
 ) -> SubmittedRun:
-    """Queue a run of a saved pipeline version (the API's submit): validated as
-    ``submit`` does, without importing any ``call:`` target (``Runner(import_calls=
-    False)``); the run belongs to the pipeline's owner. Raises ``InvalidSpec``,
-    ``UsageError``, ``StoreError``."""
-    import json
-
-    from stageflow.runtime.runner import Runner
-    from stageflow.spec.load import pipeline_from_data
+    """Queue a run of a saved pipeline version (the API's submit, a schedule's tick):
+    validated as ``submit`` does, without importing any ``call:`` target
+    (``Runner(import_calls=False)``); the run belongs to the pipeline's owner. Raises
+    ``InvalidSpec``, ``UsageError``, ``StoreError``, ``TickTaken`` (``tick``: the
+    schedule and logical time firing it had made its run already)."""
+    from stageflow.runtime.runner import queue_saved
 
     _check_priority(priority)
-    pipeline = pipeline_from_data(json.loads(record.spec_json))
-    prepared = Runner(pipeline, store=store, settings=settings, import_calls=False).prepare(
-        dict(params or {}),
+    run = queue_saved(
+        settings,
+        store,
+        record,
+        params or {},
         priority=priority,
-        hold=False,
-        team=record.owner,
         triggered_by=triggered_by,
+        tick=tick,
     )
-    run = prepared.run
     return SubmittedRun(
         run.run_id, run.pipeline, run.pipeline_version, run.state, run.priority, run.params
     )

@@ -105,6 +105,7 @@ __all__ = [
     "RunStarted",
     "Runner",
     "new_run_id",
+    "queue_saved",
     "resume_run",
     "retry_run",
     "run_pipeline",
@@ -134,6 +135,35 @@ _RUN_ID_TRIES = 5
 BACKFILL_LIMIT = 8  # tasks admitted around one waiting for resources (engine.admission)
 _S = TaskState
 _WHY_STATES = frozenset({_S.FAILED, _S.UP_FOR_RETRY, _S.UPSTREAM_FAILED, _S.CANCELLED, _S.SKIPPED})
+
+
+def queue_saved(
+    settings: Settings,
+    store: Store,
+    record: PipelineRecord,
+    params: Mapping[str, Any],
+    *,
+    priority: int = 0,
+    triggered_by: str | None = None,
+    tick: tuple[str, float] | None = None,
+) -> RunRecord:
+    """Queue a run of the saved pipeline version ``record`` for a worker, validated
+    without importing any ``call:`` target; it belongs to the pipeline's owner (see
+    ``Runner.prepare``). The API's submit and a schedule's tick."""
+    import json
+
+    from stageflow.spec.load import pipeline_from_data
+
+    pipeline = pipeline_from_data(json.loads(record.spec_json))
+    prepared = Runner(pipeline, store=store, settings=settings, import_calls=False).prepare(
+        dict(params),
+        priority=priority,
+        hold=False,
+        team=record.owner,
+        triggered_by=triggered_by,
+        tick=tick,
+    )
+    return prepared.run
 
 
 def new_run_id(now: float) -> str:
@@ -357,6 +387,7 @@ class Runner:
         hold: bool = True,
         team: str | None = None,
         triggered_by: str | None = None,
+        tick: tuple[str, float] | None = None,
     ) -> Prepared:
         """Validate and plan a new run and record it as ``queued``; ``InvalidSpec``
         (nothing recorded) when the pipeline or its parameters are wrong, or a
@@ -365,7 +396,9 @@ class Runner:
         ``hold``: the run is recorded under this runner's lease (it is about to run
         it: no worker may take it meanwhile); without, it waits in the store's queue
         for a worker (``stageflow submit``), in ``priority`` order. ``team``: the owner
-        the run belongs to (its pipeline's, over the API); ``triggered_by``: who asked."""
+        the run belongs to (its pipeline's, over the API); ``triggered_by``: who asked;
+        ``tick``: the (schedule, logical time) firing it (``TickTaken``, nothing recorded,
+        when that tick made a run already)."""
         params = resolve_params(self.pipeline, overrides)
         # A queued run is for whichever worker it fits: this machine's size is not its limit.
         plan = self._plan(params, fit=hold)
@@ -383,6 +416,7 @@ class Runner:
                     priority=priority,
                     team=team,
                     triggered_by=triggered_by,
+                    tick=tick,
                 )
                 break
             except RunIdTaken:  # ids drawn alike within a second (24 random bits): again
@@ -403,6 +437,7 @@ class Runner:
         priority: int,
         team: str | None,
         triggered_by: str | None,
+        tick: tuple[str, float] | None,
     ) -> RunRecord:
         """Record a new run ``run_id`` (``prepare``); ``RunIdTaken`` when it exists."""
         run = RunRecord(
@@ -425,6 +460,7 @@ class Runner:
             run,
             [t.id for t in self.pipeline.tasks],
             pipeline=PipelineRecord(self.pipeline.name, version, spec, now, owner=team),
+            tick=tick,
         )
         return run
 

@@ -17,10 +17,12 @@ reason, so no worker spins on it; one whose requests are larger than this machin
 (``DoesNotFitHere``) is handed back at once (``Store.release_lease``: another
 worker may take it now) and not claimed here again for a while.
 
-While it serves, the worker records itself in the store (``Store.register_worker``:
-its owner name, host, capacity and concurrency) and renews that record as often as a
-lease (``LeaseTerms.renew_every``); it removes it when it stops. The service's
-metrics read the capacity of the live workers from there, on any host.
+While it serves, the worker also fires the store's schedules (``schedules``, on by
+default: ``runtime.schedule_loop``, on a thread of its own), and records itself in
+the store (``Store.register_worker``: its owner name, host, capacity and
+concurrency), renewing that record as often as a lease (``LeaseTerms.renew_every``)
+and removing it when it stops. The service's metrics read the capacity of the live
+workers from there, on any host.
 
 A store that stops answering (``StoreError`` while polling: a lost connection, a
 locked file) does not stop the worker: it tries again with backoff
@@ -140,6 +142,7 @@ class Worker:
         poll_seconds: float = 0.05,
         grace_seconds: float = 30.0,
         say: Callable[[str], None] | None = None,
+        schedules: bool = True,
     ) -> None:
         if concurrency < 1:
             raise UsageError(
@@ -167,6 +170,7 @@ class Worker:
         self._lock = threading.Lock()
         self._draining = False
         self._wake = threading.Event()
+        self._fires_schedules = schedules
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -175,6 +179,7 @@ class Worker:
         nothing to do for ``idle_exit`` seconds); return what was done."""
         capacity = self._shared_admission().capacity  # a bad override fails here, first
         store = open_store(self.settings.database_url, self.settings.home)
+        stop_schedules = self._fire_schedules() if self._fires_schedules else None
         idle_since = time.monotonic()
         failures = 0  # polls in a row that the store did not answer
         beat_at = 0.0  # when this worker last said it is alive (``workers``)
@@ -210,10 +215,32 @@ class Worker:
                 self._wake.clear()
             self._finish_draining(store)
         finally:
+            if stop_schedules is not None:
+                stop_schedules()
             with contextlib.suppress(StageflowError):  # its heartbeat lapses anyway
                 store.remove_worker(self.owner)
             store.close()
         return self.report
+
+    def _fire_schedules(self) -> Callable[[], None]:
+        """Fire the store's schedules on a thread of their own, with a store connection of
+        their own (``runtime.schedule_loop``: each tick fires once however many loops
+        run); returns the function that stops it."""
+        from stageflow.runtime.schedule_loop import ScheduleLoop
+
+        store = open_store(self.settings.database_url, self.settings.home)
+        loop = ScheduleLoop(self.settings, store)
+        thread = threading.Thread(
+            target=loop.serve_forever, name="stageflow-schedules", daemon=True
+        )
+        thread.start()
+
+        def stop() -> None:
+            loop.stop()
+            thread.join(timeout=30)
+            store.close()
+
+        return stop
 
     def _beat(self, store: Store, capacity: Capacity) -> None:
         """Say this worker is alive (and its capacity) in the store's ``workers``."""

@@ -927,6 +927,11 @@ from stageflow.service import cli_pools  # noqa: E402  (after `cli` exists)
 
 cli_pools.attach(cli)
 
+# The schedule commands (schedules add / list / show / ..., scheduler).
+from stageflow.service import cli_schedules  # noqa: E402  (after `cli` exists)
+
+cli_schedules.attach(cli)
+
 # The service commands (serve, tokens, audit).
 from stageflow.service import cli_serve  # noqa: E402  (after `cli` exists)
 

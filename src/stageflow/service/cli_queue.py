@@ -107,6 +107,11 @@ def submit(settings: Any, target: str, params: tuple[str, ...], priority: int, f
     metavar="SECONDS",
     help="Exit after this long with nothing to run (default: never).",
 )
+@click.option(
+    "--no-schedules",
+    is_flag=True,
+    help="Do not fire the store's schedules here (a `stageflow scheduler` or another worker does).",
+)
 @click.pass_obj
 def worker(
     settings: Any,
@@ -116,6 +121,7 @@ def worker(
     poll_seconds: float,
     grace_seconds: float,
     idle_exit: float | None,
+    no_schedules: bool,
 ) -> None:
     """Claim queued runs from the store and run them, several at once.
 
@@ -147,6 +153,7 @@ def worker(
         poll_seconds=poll_seconds,
         grace_seconds=grace_seconds,
         say=say,
+        schedules=not no_schedules,
     )
     signals = {"count": 0}
 

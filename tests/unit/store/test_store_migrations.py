@@ -29,6 +29,8 @@ STAGEFLOW_TABLES = [
     "pools",
     "run_records",
     "runs",
+    "schedule_runs",
+    "schedules",
     "stageflow_schema",
     "task_runs",
     "workers",

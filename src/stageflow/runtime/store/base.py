@@ -46,6 +46,7 @@ __all__ = [
     "PoolRecord",
     "RunRecord",
     "RunUpdate",
+    "ScheduleRecord",
     "Store",
     "TaskRunRecord",
     "TaskRunStat",
@@ -320,6 +321,27 @@ class TokenRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A schedule as stored (schema 13): what it fires (a saved pipeline, by name: its
+    latest version when it fires), when (``spec``: ``engine.schedules.ScheduleSpec``'s
+    fields), with which run parameters and priority, at most ``max_active_runs``
+    unfinished runs at once (``None``: no limit), whether it is enabled, and the
+    logical time it last fired (``None``: never)."""
+
+    name: str
+    pipeline: str
+    spec: dict[str, Any]
+    params: dict[str, Any]
+    priority: int = 0
+    max_active_runs: int | None = None
+    enabled: bool = True
+    last_tick: float | None = None
+    owner: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerRecord:
     """A worker as recorded (schema 12): its lease owner name, where it runs, its
     capacity (``cpu``, ``memory_gb``, ``gpu``, custom resources) and how many runs
@@ -411,10 +433,17 @@ class Store(Protocol):
         """The most recently saved live version of ``name``; raise ``StoreError`` when none."""
 
     def create_run(
-        self, run: RunRecord, task_ids: Sequence[str], *, pipeline: PipelineRecord | None = None
+        self,
+        run: RunRecord,
+        task_ids: Sequence[str],
+        *,
+        pipeline: PipelineRecord | None = None,
+        tick: tuple[str, float] | None = None,
     ) -> None:
         """Insert the run and one ``pending`` task run per id, and ``pipeline``'s version
-        if absent (as ``save_pipeline``), in one transaction."""
+        if absent (as ``save_pipeline``), in one transaction; ``tick``: (schedule,
+        logical time) that fires it, recorded with it. Raises ``RunIdTaken`` when the
+        run id exists, ``TickTaken`` when the tick made a run already (nothing written)."""
 
     def commit(self, batch: Batch) -> None:
         """Apply a whole batch in one transaction (upserts for rows, inserts for events).
@@ -601,6 +630,34 @@ class Store(Protocol):
 
     def activity(self, now: float) -> Activity:
         """What the queue and the workers are doing at ``now`` (``Activity``)."""
+
+    def put_schedule(self, schedule: ScheduleRecord) -> None:
+        """Create ``schedule``, or change the one of that name (its ``last_tick`` and
+        ``created_at`` stay)."""
+
+    def get_schedule(self, name: str) -> ScheduleRecord | None:
+        """The schedule ``name``; ``None`` when there is none."""
+
+    def schedules(self, *, enabled_only: bool = False) -> list[ScheduleRecord]:
+        """Every schedule (only the enabled ones), by name."""
+
+    def delete_schedule(self, name: str) -> bool:
+        """Delete the schedule (its runs stay); False when there is none."""
+
+    def set_schedule_enabled(self, name: str, enabled: bool, now: float) -> bool:
+        """Enable (resume) or disable (pause) the schedule; False when there is none."""
+
+    def advance_schedule(self, name: str, tick: float) -> bool:
+        """Move ``last_tick`` on to ``tick`` unless it is there or beyond already."""
+
+    def tick_run(self, schedule: str, logical_time: float) -> str | None:
+        """The run that the schedule's tick at ``logical_time`` created; ``None``: none."""
+
+    def schedule_runs(self, schedule: str, limit: int = 10) -> list[tuple[float, str]]:
+        """The schedule's latest fired ticks: (logical time, run id), newest first."""
+
+    def active_schedule_runs(self, schedule: str) -> int:
+        """How many runs the schedule made are unfinished (queued, running, paused)."""
 
     def register_worker(self, worker: WorkerRecord) -> None:
         """Record ``worker`` (or replace the record of the same owner)."""

@@ -347,6 +347,30 @@ MIGRATIONS: list[Migration] = [
         )""",
         "ALTER TABLE runs ADD COLUMN takeovers INTEGER NOT NULL DEFAULT 0",
     ),
+    _for_both(
+        13,
+        "schedules, and the run each of their ticks made (one per schedule and tick)",
+        """CREATE TABLE schedules (
+            name TEXT PRIMARY KEY,
+            pipeline TEXT NOT NULL,
+            spec_json TEXT NOT NULL,
+            params_json TEXT NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            max_active_runs INTEGER,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            last_tick {real},
+            owner TEXT,
+            created_at {real} NOT NULL,
+            updated_at {real} NOT NULL
+        )""",
+        """CREATE TABLE schedule_runs (
+            schedule TEXT NOT NULL,
+            logical_time {real} NOT NULL,
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            PRIMARY KEY (schedule, logical_time)
+        )""",
+        "CREATE INDEX schedule_runs_by_run_id ON schedule_runs (run_id)",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

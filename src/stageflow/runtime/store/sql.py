@@ -83,6 +83,7 @@ from stageflow.runtime.store.base import (
 from stageflow.runtime.store.dialect import Connection, Cursor, Dialect
 from stageflow.runtime.store.sql_access import AccessTables
 from stageflow.runtime.store.sql_metrics import MetricsTables
+from stageflow.runtime.store.sql_schedules import ScheduleTables
 
 if TYPE_CHECKING:
     from stageflow.engine.circuit import CircuitState
@@ -90,7 +91,7 @@ if TYPE_CHECKING:
 __all__ = ["SqlStore"]
 
 
-class SqlStore(AccessTables, MetricsTables):
+class SqlStore(AccessTables, MetricsTables, ScheduleTables):
     """The ``Store`` on an open DB-API connection; see the module docstring.
 
     ``url`` is the store's URL with any password masked: safe to print.
@@ -169,13 +170,21 @@ class SqlStore(AccessTables, MetricsTables):
         return (False, None) if row is None else (True, row[0])
 
     def create_run(
-        self, run: RunRecord, task_ids: Sequence[str], *, pipeline: PipelineRecord | None = None
+        self,
+        run: RunRecord,
+        task_ids: Sequence[str],
+        *,
+        pipeline: PipelineRecord | None = None,
+        tick: tuple[str, float] | None = None,
     ) -> None:
         """Insert the run and one ``pending`` task run per id (seq = index), and
         ``pipeline``'s version if absent (as ``save_pipeline``), in one transaction.
 
-        Raises ``RunIdTaken`` when the run_id exists (nothing is written), the driver's
-        integrity error when a task id repeats.
+        ``tick``: (schedule, logical time) that fires the run, recorded with it.
+
+        Raises ``RunIdTaken`` when the run_id exists and ``TickTaken`` when the tick
+        made a run already (nothing is written either way), the driver's integrity
+        error when a task id repeats.
         """
         row = (
             run.run_id,
@@ -206,6 +215,8 @@ class SqlStore(AccessTables, MetricsTables):
             cur.execute(self._sql.insert_run, row)
             if not cur.rowcount:  # rolls the pipeline's version back with it
                 raise RunIdTaken(f"run id '{run.run_id}' is taken; draw another")
+            if tick is not None:
+                self._record_tick(cur, tick, run.run_id)
             if task_ids:
                 cur.execute(
                     dialect.insert_pending_bulk, (run.run_id, dialect.text_list(list(task_ids)))

@@ -1,0 +1,587 @@
+"""Schedules: when a pipeline fires, and which fires are due at a given moment.
+
+Policy. A schedule is one of three kinds (``ScheduleSpec.kind``):
+
+- ``cron``: a 5-field cron expression (``minute hour day-of-month month day-of-week``,
+  parsed by croniter; ``@daily`` and the other ``@`` shorthands too), read as wall-clock
+  time in ``timezone`` (an IANA name, ``UTC`` by default).
+- ``interval``: every ``every_seconds``, at ``start + k * every_seconds`` (``k >= 0``);
+  without ``start``, at ``k * every_seconds`` counted from the epoch (aligned: an
+  hourly interval fires on the hour, UTC).
+- ``once``: exactly once, at ``at``.
+
+``start`` and ``end`` bound every kind: no fire before ``start``, none after ``end``
+(both inclusive). A fire time is the run's logical time and its identity for the
+schedule: a ``Tick`` carries it with the data interval the run covers,
+``[previous fire time, at)``; the previous fire time is the schedule's own, whether
+it fired or not (``start`` and ``end`` do not cut it; ``once`` covers ``[at, at)``).
+
+Due ticks (``due``). Given the last fire time handled (``last``) and ``now``, the
+fire times in ``(last, now]`` are due: all of them, oldest first, with ``catchup``
+(at most ``limit`` per call: the caller comes back with the last one for the rest);
+without it, only the latest (the missed ones are skipped). A schedule that never
+fired (``last=None``) fires from ``start`` when it has one, else from ``now``: a new
+schedule does not fire for the past. A caller that keeps a schedule without
+``start`` therefore records the time it first saw it and hands it in as ``last``.
+
+Daylight saving time (cron). Matches are found on the local wall clock (croniter
+walks naive wall times; its own zone handling is not used), then each is placed on
+the timeline with zoneinfo:
+
+- A wall time that does not exist (spring forward: 02:00-03:00 in Europe/Berlin or
+  America/New_York) fires once, at the first instant after the gap (03:00 local):
+  ``30 2 * * *`` fires at 03:00 that day, at 02:30 on every other day. The missing
+  wall times of one gap all land there, and fire there once.
+- A wall time that happens twice (fall back: 02:00-03:00 in Europe/Berlin,
+  01:00-02:00 in America/New_York) fires at its first occurrence only:
+  ``30 1 * * *`` in New York fires at the first 01:30, once; ``*/20 1 * * *`` fires
+  at 01:00, 01:20 and 01:40 of the first occurrence, then not until the next day.
+- A schedule whose hour field takes every hour (``*``, ``0-23``, ``@hourly``,
+  ``*/15 * * * *``) follows real time instead, as cron does for such jobs: it
+  fires in both occurrences of a repeated hour and skips wall times that do not
+  exist. ``0 * * * *`` fires 25 times on the fall-back day and 23 on the
+  spring-forward day, always 3600 s apart.
+
+So fire times strictly increase, no two fall on the same instant, and a schedule
+with a fixed hour fires once per local day it matches.
+
+Pure: handed the time; no clock, no I/O. Times are float epoch seconds (UTC).
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
+from itertools import islice
+from typing import Any, Literal, TypeGuard
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadDateError, croniter
+
+__all__ = [
+    "DEFAULT_CATCHUP_LIMIT",
+    "ScheduleKind",
+    "ScheduleSpec",
+    "Tick",
+    "due",
+    "next_after",
+    "problems",
+    "upcoming",
+]
+
+ScheduleKind = Literal["cron", "interval", "once"]
+
+#: The most ticks ``due`` hands back in one call when catching up.
+DEFAULT_CATCHUP_LIMIT = 1000
+
+_KINDS = ("cron", "interval", "once")
+#: Each kind's own field, and an example of it for messages.
+_OWN_FIELD = {"cron": "cron", "interval": "every_seconds", "once": "at"}
+_EXAMPLE = {
+    "cron": 'cron="0 2 * * *" (every day at 02:00)',
+    "every_seconds": "every_seconds=3600 (hourly)",
+    "at": "at=1798761600.0 (2027-01-01 00:00:00 UTC, in epoch seconds)",
+}
+_CRON_EXAMPLE = '"0 2 * * *" (every day at 02:00)'
+_CRON_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-6 or SUN-SAT"),
+)
+_EPOCH = datetime(1970, 1, 1)  # naive UTC: the epoch on a wall clock without zone
+_MINUTE = timedelta(minutes=1)
+#: What calendar arithmetic raises past datetime's range (years 1-9999) or on no match.
+_OUT_OF_RANGE = (OverflowError, ValueError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """When a pipeline fires. ``kind`` picks the field that says when: ``cron``,
+    ``every_seconds`` or ``at``; the others stay ``None``. ``problems`` checks it."""
+
+    kind: ScheduleKind
+    cron: str | None = None  # kind cron: 5-field cron expression
+    every_seconds: float | None = None  # kind interval
+    at: float | None = None  # kind once: epoch seconds
+    timezone: str = "UTC"  # IANA name; cron is read in it
+    start: float | None = None  # no fire before it; an interval's anchor
+    end: float | None = None  # no fire after it
+    catchup: bool = False  # fire every missed time (True) or the latest only (False)
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One fire: its logical time ``at`` (unique per schedule) and the data interval
+    the run covers, ``[interval_start, interval_end)`` with ``interval_end == at``."""
+
+    at: float
+    interval_start: float
+    interval_end: float
+
+
+# --- checking ---------------------------------------------------------------------
+
+
+def problems(spec: ScheduleSpec, now: float) -> list[tuple[str, str]]:
+    """What is wrong with ``spec`` at ``now``: ``(field, message)`` per problem, each
+    message saying how to fix it. An empty list: the schedule is valid."""
+    found = _spec_problems(spec)
+    at = spec.at
+    if spec.kind == "once" and _is_number(at) and math.isfinite(at) and at < now:
+        found.append(
+            (
+                "at",
+                f"at ({_utc(at)}) is in the past (now is {_utc(now)}): a once schedule "
+                "fires at a time to come; set a later at",
+            )
+        )
+    return found
+
+
+def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
+    """The problems that do not depend on the time: the ones that make a spec unusable."""
+    found: list[tuple[str, str]] = []
+    kind: str = spec.kind
+    if kind not in _KINDS:
+        found.append(("kind", f'unknown schedule kind "{kind}": use "cron", "interval" or "once"'))
+    for owner, field in _OWN_FIELD.items():
+        value = getattr(spec, field)
+        if kind == owner:
+            if value is None:
+                found.append((field, f'kind "{kind}" needs {field}, e.g. {_EXAMPLE[field]}'))
+            else:
+                message = _field_problem(field, value)
+                if message is not None:
+                    found.append((field, message))
+        elif kind in _KINDS and value is not None:
+            found.append(
+                (
+                    field,
+                    f'{field} is for kind "{owner}" and this schedule is kind "{kind}": '
+                    f'remove {field}, or set kind="{owner}"',
+                )
+            )
+    if _zone_or_none(spec.timezone) is None:
+        found.append(
+            (
+                "timezone",
+                f"unknown time zone {spec.timezone!r}: use an IANA time zone name such as "
+                '"Europe/Paris", "America/New_York" or "UTC"',
+            )
+        )
+    bounds_ok = True
+    for field in ("start", "end"):
+        value = getattr(spec, field)
+        if value is not None and not (_is_number(value) and math.isfinite(value)):
+            found.append((field, f"{field} must be a finite time in epoch seconds, got {value!r}"))
+            bounds_ok = False
+    if bounds_ok and spec.start is not None and spec.end is not None and spec.end <= spec.start:
+        found.append(
+            (
+                "end",
+                f"end ({_utc(spec.end)}) must be after start ({_utc(spec.start)}): "
+                "the schedule would never fire; move end later, or drop it",
+            )
+        )
+    at = spec.at
+    if bounds_ok and kind == "once" and _is_number(at) and math.isfinite(at):
+        if spec.start is not None and at < spec.start:
+            found.append(
+                (
+                    "at",
+                    f"at ({_utc(at)}) is before start ({_utc(spec.start)}): the schedule "
+                    "would never fire; drop start, or set at within start and end",
+                )
+            )
+        if spec.end is not None and at > spec.end:
+            found.append(
+                (
+                    "at",
+                    f"at ({_utc(at)}) is after end ({_utc(spec.end)}): the schedule "
+                    "would never fire; drop end, or set at within start and end",
+                )
+            )
+    return found
+
+
+def _field_problem(field: str, value: object) -> str | None:
+    if field == "cron":
+        return _cron_problem(value)
+    if field == "every_seconds":
+        if _is_number(value) and math.isfinite(value) and value > 0:
+            return None
+        return f"every_seconds must be a finite number of seconds > 0, got {value!r}; e.g. 3600"
+    if _is_number(value) and math.isfinite(value):  # at
+        return None
+    return f"at must be a finite time in epoch seconds, got {value!r}; e.g. {_EXAMPLE['at']}"
+
+
+def _cron_problem(expr: object) -> str | None:
+    """Why croniter rejects ``expr`` (``None``: it takes it), naming the bad cron field."""
+    if not isinstance(expr, str):
+        return f"cron must be a string such as {_CRON_EXAMPLE}, got {expr!r}"
+    text = expr.strip()
+    fields = text.split()
+    if not text.startswith("@") and len(fields) != len(_CRON_FIELDS):
+        return (
+            f'cron expression "{expr}" has {len(fields)} fields; it needs 5, "minute hour '
+            f'day-of-month month day-of-week", e.g. {_CRON_EXAMPLE}'
+        )
+    if not croniter.is_valid(text):
+        if not text.startswith("@"):
+            for index, (name, allowed) in enumerate(_CRON_FIELDS):
+                probe = ["*"] * len(_CRON_FIELDS)
+                probe[index] = fields[index]
+                if not croniter.is_valid(" ".join(probe)):
+                    return (
+                        f'cron expression "{expr}": its {name} field "{fields[index]}" is not '
+                        f'valid: it takes {allowed}, "*", lists (1,15), ranges (1-5) and '
+                        f"steps (*/10); e.g. {_CRON_EXAMPLE}"
+                    )
+        return f'cron expression "{expr}" is not valid; e.g. {_CRON_EXAMPLE}'
+    try:
+        croniter(text, _EPOCH).get_next(datetime)
+    except CroniterBadDateError:
+        return (
+            f'cron expression "{expr}" never matches a date (like the 30th of February); '
+            f"e.g. {_CRON_EXAMPLE}"
+        )
+    return None
+
+
+# --- fire times -------------------------------------------------------------------
+
+
+def next_after(spec: ScheduleSpec, t: float) -> float | None:
+    """The first fire time strictly after ``t``; ``None`` when none is left (a ``once``
+    already past, or past ``end``). Raises ``ValueError`` for an invalid spec."""
+    return next(_fires(_plan(spec), t), None)
+
+
+def upcoming(spec: ScheduleSpec, after: float, n: int) -> list[float]:
+    """The next ``n`` fire times strictly after ``after``, oldest first (fewer when the
+    schedule ends before)."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    return list(islice(_fires(_plan(spec), after), n))
+
+
+def due(
+    spec: ScheduleSpec, last: float | None, now: float, *, limit: int = DEFAULT_CATCHUP_LIMIT
+) -> list[Tick]:
+    """The ticks to fire at ``now``, oldest first, given that the last fire time
+    handled was ``last``.
+
+    ``last=None``: the schedule never fired; it fires from ``start`` (inclusive), or,
+    without ``start``, from ``now``: a new schedule does not fire for the past.
+    ``catchup``: every fire time in ``(last, now]``, at most ``limit`` (call again with
+    the last tick's ``at`` for the rest). Without it: the latest fire time in
+    ``(last, now]`` alone, or nothing."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    plan = _plan(spec)
+    if last is not None:
+        after = last
+    elif spec.start is not None:
+        after = math.nextafter(spec.start, -math.inf)
+    else:
+        after = math.nextafter(now, -math.inf)
+    if spec.catchup:
+        times: list[float] = []
+        for at in _fires(plan, after):
+            if at > now:
+                break
+            times.append(at)
+            if len(times) == limit:
+                break
+    else:
+        latest = _latest(plan, now)
+        times = [latest] if latest is not None and latest > after else []
+    ticks: list[Tick] = []
+    for at in times:
+        begin = ticks[-1].at if ticks else _interval_start(plan, at)
+        ticks.append(Tick(at=at, interval_start=begin, interval_end=at))
+    return ticks
+
+
+# --- arithmetic -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A checked spec, with its zone and parsed cron expression."""
+
+    spec: ScheduleSpec
+    zone: tzinfo
+    cron: Any  # croniter: copied for each walk (its position is its only state)
+    every_hour: bool  # the cron hour field takes every hour: follow real time
+
+
+@lru_cache(maxsize=512)
+def _plan(spec: ScheduleSpec) -> _Plan:
+    found = _spec_problems(spec)
+    if found:
+        listed = "; ".join(f"{field}: {message}" for field, message in found)
+        raise ValueError(f"invalid schedule: {listed}")
+    zone = _zone_or_none(spec.timezone)
+    assert zone is not None
+    if spec.kind != "cron":
+        return _Plan(spec, zone, None, False)
+    assert spec.cron is not None
+    parsed = croniter(spec.cron.strip(), _EPOCH)
+    hours = parsed.expanded[1]
+    return _Plan(spec, zone, parsed, hours == ["*"] or len(hours) == 24)
+
+
+def _fires(plan: _Plan, after: float) -> Iterator[float]:
+    """The fire times strictly after ``after``, within ``start`` and ``end``, ascending."""
+    spec = plan.spec
+    if spec.start is not None:
+        after = max(after, math.nextafter(spec.start, -math.inf))
+    if spec.kind == "once":
+        assert spec.at is not None
+        raw: Iterator[float] = iter([spec.at] if spec.at > after else [])
+    elif spec.kind == "interval":
+        raw = _interval_after(plan, after)
+    else:
+        raw = _cron_after(plan, after)
+    for at in raw:
+        if spec.end is not None and at > spec.end:
+            return
+        yield at
+
+
+def _latest(plan: _Plan, now: float) -> float | None:
+    """The last fire time at or before ``now``, within ``start`` and ``end``."""
+    spec = plan.spec
+    upto = now if spec.end is None else min(now, spec.end)
+    at = _raw_before(plan, math.nextafter(upto, math.inf))
+    if at is None or (spec.start is not None and at < spec.start):
+        return None
+    return at
+
+
+def _interval_start(plan: _Plan, at: float) -> float:
+    """The fire time before ``at``, bounds aside: where ``at``'s data interval starts."""
+    spec = plan.spec
+    if spec.kind == "interval":
+        anchor, every = _interval_terms(spec)
+        k = round((at - anchor) / every)
+        return anchor + (k - 1) * every
+    if spec.kind == "cron":
+        before = _raw_before(plan, at)
+        return at if before is None else before
+    return at
+
+
+def _raw_before(plan: _Plan, t: float) -> float | None:
+    """The last fire time strictly before ``t``, ``end`` aside (``start`` too, but
+    for an interval's anchor)."""
+    spec = plan.spec
+    if spec.kind == "once":
+        assert spec.at is not None
+        return spec.at if spec.at < t else None
+    if spec.kind == "interval":
+        anchor, every = _interval_terms(spec)
+        try:
+            k = math.ceil((t - anchor) / every) - 1
+        except _OUT_OF_RANGE:
+            return None
+        while anchor + k * every >= t:
+            k -= 1
+        while anchor + (k + 1) * every < t:
+            k += 1
+        return anchor + k * every if k >= 0 else None
+    return next(_cron_before(plan, t), None)
+
+
+def _interval_terms(spec: ScheduleSpec) -> tuple[float, float]:
+    assert spec.every_seconds is not None
+    return (0.0 if spec.start is None else spec.start), spec.every_seconds
+
+
+def _interval_after(plan: _Plan, after: float) -> Iterator[float]:
+    anchor, every = _interval_terms(plan.spec)
+    try:
+        k = max(0, math.floor((after - anchor) / every) + 1)
+    except _OUT_OF_RANGE:
+        return
+    # The division rounds: step to the exact first k whose time is after ``after``.
+    while k > 0 and anchor + (k - 1) * every > after:
+        k -= 1
+    while anchor + k * every <= after:
+        k += 1
+    last = after
+    while True:
+        at = anchor + k * every
+        if at > last:  # a period below the float spacing of the times repeats them
+            yield at
+            last = at
+        k += 1
+
+
+def _cron_after(plan: _Plan, after: float) -> Iterator[float]:
+    """Cron fire times strictly after ``after``, ascending, bounds aside.
+
+    Walks the matching wall times forward and places each on the timeline
+    (``_instants``). The earliest instant of a wall time never decreases as the wall
+    time grows, but a repeated hour's second occurrence comes after later wall
+    times' first ones: a heap holds instants until no later wall time can come
+    before them."""
+    try:
+        wall, spread = _wall(plan.zone, math.floor(after))
+        walker = copy.copy(plan.cron)
+        # From a repeated hour's first occurrence, its second one lies after ``after``.
+        walker.set_current(wall - spread - _MINUTE, force=True)
+    except _OUT_OF_RANGE:
+        return
+    pending: list[float] = []
+    last = after
+    while True:
+        try:
+            match: datetime = walker.get_next(datetime)
+            instants = _instants(plan, match)
+        except _OUT_OF_RANGE:  # croniter's no-match error is a ValueError too
+            break
+        if not instants:
+            continue
+        floor = instants[0]
+        while pending and pending[0] <= floor:
+            at = heapq.heappop(pending)
+            if at > last:
+                yield at
+                last = at
+        for at in instants:
+            if at > last:
+                heapq.heappush(pending, at)
+    while pending:
+        at = heapq.heappop(pending)
+        if at > last:
+            yield at
+            last = at
+
+
+def _cron_before(plan: _Plan, before: float) -> Iterator[float]:
+    """Cron fire times strictly before ``before``, latest first: ``_cron_after`` in
+    reverse (the latest instant of a wall time never decreases as it grows)."""
+    try:
+        wall, spread = _wall(plan.zone, math.ceil(before))
+        walker = copy.copy(plan.cron)
+        walker.set_current(wall + spread + _MINUTE, force=True)
+    except _OUT_OF_RANGE:
+        return
+    pending: list[float] = []  # negated: a max-heap
+    last = before
+    while True:
+        try:
+            match: datetime = walker.get_prev(datetime)
+            instants = _instants(plan, match)
+        except _OUT_OF_RANGE:
+            break
+        if not instants:
+            continue
+        ceiling = instants[-1]
+        while pending and -pending[0] >= ceiling:
+            at = -heapq.heappop(pending)
+            if at < last:
+                yield at
+                last = at
+        for at in instants:
+            if at < last:
+                heapq.heappush(pending, -at)
+    while pending:
+        at = -heapq.heappop(pending)
+        if at < last:
+            yield at
+            last = at
+
+
+def _instants(plan: _Plan, wall: datetime) -> tuple[float, ...]:
+    """Where the wall time ``wall`` (naive, in the plan's zone) fires, ascending.
+
+    One instant, but around a clock change (module docstring): a repeated wall time
+    fires at its first occurrence (both when the hour field takes every hour); a
+    missing one at the end of the gap (none when the hour field takes every hour)."""
+    first = _offset_of_wall(plan.zone, wall, 0)
+    second = _offset_of_wall(plan.zone, wall, 1)
+    if first == second:
+        return (_epoch(wall - first),)
+    if first > second:  # repeated: fold 0 is the earlier occurrence
+        early = _epoch(wall - first)
+        return (early, _epoch(wall - second)) if plan.every_hour else (early,)
+    if plan.every_hour:  # missing
+        return ()
+    return (_gap_end(plan.zone, _epoch(wall - second), _epoch(wall - first)),)
+
+
+def _gap_end(zone: tzinfo, low: float, high: float) -> float:
+    """The instant the clocks jump forward, found between ``low`` (still before it)
+    and ``high`` (after it): zone transitions fall on whole seconds."""
+    before = _offset_at(zone, low)
+    lo, hi = math.floor(low), math.ceil(high)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _offset_at(zone, mid) == before:
+            lo = mid
+        else:
+            hi = mid
+    return float(hi)
+
+
+def _wall(zone: tzinfo, t: int) -> tuple[datetime, timedelta]:
+    """The wall time at ``t`` (naive) and, when that wall time happens twice, how far
+    apart its occurrences are (else zero). Whole seconds: ``fromtimestamp`` rounds to
+    the microsecond, which could carry a time just before a clock change past it; the
+    walks start a minute early (or late) and zone changes fall on whole seconds."""
+    wall = datetime.fromtimestamp(t, zone).replace(tzinfo=None, fold=0)
+    spread = abs(_offset_of_wall(zone, wall, 0) - _offset_of_wall(zone, wall, 1))
+    return wall, spread
+
+
+def _offset_of_wall(zone: tzinfo, wall: datetime, fold: int) -> timedelta:
+    offset = wall.replace(tzinfo=zone, fold=fold).utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _offset_at(zone: tzinfo, t: float) -> timedelta:
+    offset = datetime.fromtimestamp(t, zone).utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _epoch(utc_wall: datetime) -> float:
+    return (utc_wall - _EPOCH).total_seconds()
+
+
+# --- helpers ----------------------------------------------------------------------
+
+
+def _zone_or_none(name: object) -> tzinfo | None:
+    if not isinstance(name, str):
+        return None
+    if name == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _utc(t: float) -> str:
+    """``t`` as a UTC date and time, for messages."""
+    try:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except _OUT_OF_RANGE:
+        return repr(t)

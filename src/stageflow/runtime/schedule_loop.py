@@ -1,0 +1,146 @@
+"""The schedule loop: fires the store's schedules, each tick exactly once.
+
+Policy. Every ``poll_seconds`` the loop reads the enabled schedules and, for each,
+the ticks due since the one it last fired (``engine.schedules.due``: every missed
+one, oldest first, with ``catchup``; else only the latest). Each tick queues a run
+of the schedule's pipeline (its latest saved version, with the schedule's
+parameters and priority; ``triggered_by`` ``schedule:NAME``) for the workers, and
+records the tick in the same transaction (``Store.create_run(tick=...)``). So any
+number of loops, in ``serve``, in workers, in ``stageflow scheduler`` processes, on
+one store fire each tick once: the others meet the tick's key (``TickTaken``) and
+move on. ``last_tick`` then moves forward (it never moves back). A schedule with
+``max_active_runs`` unfinished runs fires nothing until one ends (its due ticks wait:
+with ``catchup`` they all come, else the latest). A tick that cannot make a run (the
+pipeline was deleted, or no longer validates) is skipped with one log line, so the
+loop never spins on it.
+
+State: none between passes but the store's; the loop is driven by ``run_pass(now)``
+(tests call it with a fake clock) or by ``serve_forever``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from stageflow.engine.schedules import ScheduleSpec, due
+from stageflow.errors import InvalidSpec, StoreError, StoreUnreachable, TickTaken, UsageError
+from stageflow.runtime.runner import queue_saved
+from stageflow.runtime.settings import Settings
+from stageflow.runtime.store.base import ScheduleRecord, Store
+
+__all__ = ["Fired", "ScheduleLoop", "schedule_spec"]
+
+logger = logging.getLogger(__name__)
+
+#: The most ticks one schedule fires in one pass (a long catch-up goes on next pass).
+TICKS_PER_PASS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """One tick fired by this loop: the schedule, its logical time, the run it made."""
+
+    schedule: str
+    at: float
+    run_id: str
+
+
+@dataclass
+class PassReport:
+    fired: list[Fired] = field(default_factory=list)
+    taken: int = 0  # ticks another loop fired first
+    skipped: list[tuple[str, float, str]] = field(default_factory=list)  # (schedule, at, why)
+
+
+def schedule_spec(record: ScheduleRecord) -> ScheduleSpec:
+    """The stored schedule's timing (``ScheduleRecord.spec``: ``ScheduleSpec``'s fields)."""
+    return ScheduleSpec(**record.spec)
+
+
+class ScheduleLoop:
+    """Fires due schedules; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        poll_seconds: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.poll_seconds = poll_seconds
+        self.clock = clock
+        self._stop = threading.Event()
+
+    def run_pass(self, now: float | None = None) -> PassReport:
+        """Fire every tick due at ``now`` (default: the clock's); what it did."""
+        now = self.clock() if now is None else now
+        report = PassReport()
+        for record in self.store.schedules(enabled_only=True):
+            self._fire_due(record, now, report)
+        return report
+
+    def serve_forever(self) -> None:
+        """Run passes every ``poll_seconds`` until ``stop``; a store that does not answer
+        is tried again next pass (one log line each)."""
+        while not self._stop.is_set():
+            try:
+                self.run_pass()
+            except StoreError as exc:
+                logger.warning("schedules: could not read or write the store: %s", exc)
+            self._stop.wait(self.poll_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _fire_due(self, record: ScheduleRecord, now: float, report: PassReport) -> None:
+        spec = schedule_spec(record)
+        # A schedule that never fired starts from its ``start`` (with catch-up, every
+        # tick since then), else from its creation: it does not fire for the past.
+        last = record.last_tick
+        if last is None and spec.start is None:
+            last = record.created_at
+        for tick in due(spec, last, now, limit=TICKS_PER_PASS):
+            if (
+                record.max_active_runs is not None
+                and self.store.active_schedule_runs(record.name) >= record.max_active_runs
+            ):
+                return  # the due ticks wait for one of its runs to end
+            try:
+                pipeline = self.store.latest_pipeline(record.pipeline)
+            except StoreUnreachable:
+                raise  # the store failed: try again next pass
+            except StoreError as exc:  # no live version of it (deleted)
+                self._skip(record, tick.at, str(exc), report)
+                self.store.advance_schedule(record.name, tick.at)
+                continue
+            try:
+                run = queue_saved(
+                    self.settings,
+                    self.store,
+                    pipeline,
+                    record.params,
+                    priority=record.priority,
+                    triggered_by=f"schedule:{record.name}",
+                    tick=(record.name, tick.at),
+                )
+            except TickTaken:
+                report.taken += 1
+            except (InvalidSpec, UsageError) as exc:  # it no longer validates: say so, go on
+                self._skip(record, tick.at, str(exc), report)
+            else:
+                report.fired.append(Fired(record.name, tick.at, run.run_id))
+                logger.info(
+                    "schedule %s fired its tick at %s: run %s", record.name, tick.at, run.run_id
+                )
+            self.store.advance_schedule(record.name, tick.at)
+
+    def _skip(self, record: ScheduleRecord, at: float, why: str, report: PassReport) -> None:
+        report.skipped.append((record.name, at, why))
+        logger.error("schedule %s: skipped its tick at %s: %s", record.name, at, why)

@@ -1,0 +1,248 @@
+"""The CLI's ``schedules`` commands and ``stageflow scheduler``, attached by ``attach(cli)``.
+
+* ``stageflow schedules add NAME PIPELINE (--cron EXPR | --every DURATION | --at TIME)
+  [--timezone TZ] [--start T] [--end T] [--catchup] [--param K=V] [--priority N]
+  [--max-active N] [--paused]``: create or change a schedule of a saved pipeline;
+* ``stageflow schedules list|show NAME [--format json]``: when each fires next (``show``:
+  the next 5 fire times and the latest runs);
+* ``stageflow schedules pause|resume|remove NAME``;
+* ``stageflow schedules trigger NAME [--param K=V]``: queue a run now;
+* ``stageflow scheduler [--poll-seconds S]``: fire the store's schedules until SIGTERM or
+  Ctrl-C (``stageflow worker`` and ``stageflow serve`` fire them too; each tick fires
+  once however many run).
+
+A mistake exits 2 naming the option and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from stageflow.service.cli_options import FORMAT, PARAM_OPTION
+
+__all__ = ["attach", "scheduler", "schedules"]
+
+
+def attach(cli: click.Group) -> None:
+    """Add ``schedules`` and ``scheduler`` to ``cli``."""
+    cli.add_command(schedules)
+    cli.add_command(scheduler)
+
+
+@click.group()
+def schedules() -> None:
+    """Schedules: runs of a saved pipeline fired by cron, an interval or once."""
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _print(info: Any, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(info.as_json()))
+        return
+    state = "enabled" if info.enabled else "paused"
+    click.echo(f"schedule {info.name}: pipeline '{info.pipeline}', {info.timing}, {state}")
+    click.echo(f"  next: {_when(info.next_at)}   last tick: {_when(info.last_tick)}")
+    limit = f" of at most {info.max_active_runs}" if info.max_active_runs is not None else ""
+    click.echo(
+        f"  unfinished runs: {info.active_runs}{limit}   priority {info.priority}   "
+        f"catch-up {'on' if info.catchup else 'off'}"
+        + (f"   params {json.dumps(info.params, sort_keys=True)}" if info.params else "")
+    )
+    if info.upcoming:
+        click.echo("  fires next at:")
+        for t in info.upcoming:
+            click.echo(f"    {_when(t)}")
+    if info.runs:
+        click.echo("  latest runs:")
+        for tick, run_id, run_state in info.runs:
+            click.echo(f"    {_when(tick)}  {run_id}  {run_state}")
+
+
+@schedules.command("add")
+@click.argument("name")
+@click.argument("pipeline")
+@click.option("--cron", default=None, metavar="EXPR", help='A cron expression: "0 2 * * *".')
+@click.option("--every", default=None, metavar="DURATION", help="An interval: 90s, 10m, 2h, 1d.")
+@click.option("--at", default=None, metavar="TIME", help="Once, at an ISO-8601 time.")
+@click.option("--timezone", default="UTC", show_default=True, help="The cron's time zone.")
+@click.option("--start", default=None, metavar="TIME", help="Fire nothing before it.")
+@click.option("--end", default=None, metavar="TIME", help="Fire nothing after it.")
+@click.option("--catchup", is_flag=True, help="Fire every tick missed (default: the latest).")
+@PARAM_OPTION
+@click.option("--priority", type=int, default=0, show_default=True)
+@click.option("--max-active", type=int, default=None, help="Unfinished runs at most.")
+@click.option("--paused", is_flag=True, help="Create it paused.")
+@click.option("--format", "fmt", type=FORMAT, default="text")
+@click.pass_obj
+def add(
+    settings: Any,
+    name: str,
+    pipeline: str,
+    cron: str | None,
+    every: str | None,
+    at: str | None,
+    timezone: str,
+    start: str | None,
+    end: str | None,
+    catchup: bool,
+    params: tuple[str, ...],
+    priority: int,
+    max_active: int | None,
+    paused: bool,
+    fmt: str,
+) -> None:
+    """Create (or change) schedule NAME firing runs of the saved PIPELINE."""
+    from stageflow import operations as ops
+    from stageflow.service.cli import _parse_params
+
+    info = ops.add_schedule(
+        settings,
+        name,
+        pipeline,
+        cron=cron,
+        every=every,
+        at=at,
+        timezone=timezone,
+        start=start,
+        end=end,
+        catchup=catchup,
+        params=_parse_params(params),
+        priority=priority,
+        max_active_runs=max_active,
+        enabled=not paused,
+    )
+    _print(info, fmt)
+
+
+@schedules.command("list")
+@click.option("--format", "fmt", type=FORMAT, default="text")
+@click.pass_obj
+def list_(settings: Any, fmt: str) -> None:
+    """Every schedule and when it fires next."""
+    from stageflow import operations as ops
+
+    found = ops.list_schedules(settings)
+    if fmt == "json":
+        click.echo(json.dumps([s.as_json() for s in found]))
+        return
+    if not found:
+        click.echo("no schedules; add one with `stageflow schedules add`", err=True)
+        return
+    width = max(8, *(len(s.name) for s in found))
+    click.echo(
+        f"{'SCHEDULE':<{width}}  {'PIPELINE':<16}  {'STATE':<7}  NEXT                     TIMING"
+    )
+    for s in found:
+        state = "enabled" if s.enabled else "paused"
+        click.echo(
+            f"{s.name:<{width}}  {s.pipeline:<16}  {state:<7}  {_when(s.next_at):<23}  {s.timing}"
+        )
+
+
+@schedules.command("show")
+@click.argument("name")
+@click.option("--format", "fmt", type=FORMAT, default="text")
+@click.pass_obj
+def show(settings: Any, name: str, fmt: str) -> None:
+    """Schedule NAME: its next 5 fire times and its latest runs."""
+    from stageflow import operations as ops
+
+    _print(ops.show_schedule(settings, name), fmt)
+
+
+@schedules.command("pause")
+@click.argument("name")
+@click.pass_obj
+def pause(settings: Any, name: str) -> None:
+    """Pause schedule NAME: it fires nothing until resumed."""
+    from stageflow import operations as ops
+
+    ops.set_schedule_enabled(settings, name, False)
+    click.echo(f"schedule '{name}' paused", err=True)
+
+
+@schedules.command("resume")
+@click.argument("name")
+@click.pass_obj
+def resume(settings: Any, name: str) -> None:
+    """Resume schedule NAME (without catch-up, it fires its latest due tick only)."""
+    from stageflow import operations as ops
+
+    info = ops.set_schedule_enabled(settings, name, True)
+    click.echo(f"schedule '{name}' resumed; next {_when(info.next_at)}", err=True)
+
+
+@schedules.command("remove")
+@click.argument("name")
+@click.pass_obj
+def remove(settings: Any, name: str) -> None:
+    """Delete schedule NAME (the runs it made stay)."""
+    from stageflow import operations as ops
+
+    ops.remove_schedule(settings, name)
+    click.echo(f"schedule '{name}' removed", err=True)
+
+
+@schedules.command("trigger")
+@click.argument("name")
+@PARAM_OPTION
+@click.option("--format", "fmt", type=FORMAT, default="text")
+@click.pass_obj
+def trigger(settings: Any, name: str, params: tuple[str, ...], fmt: str) -> None:
+    """Queue a run of schedule NAME's pipeline now, with its parameters (and --param)."""
+    from stageflow import operations as ops
+    from stageflow.service.cli import _parse_params
+
+    run = ops.trigger_schedule(settings, name, _parse_params(params))
+    click.echo(json.dumps(run.as_json()) if fmt == "json" else run.run_id)
+    click.echo(
+        f"queued run {run.run_id} of pipeline '{run.pipeline}' for schedule '{name}'; "
+        "a `stageflow worker` runs it",
+        err=True,
+    )
+
+
+@click.command()
+@click.option(
+    "--poll-seconds",
+    type=click.FloatRange(min=0.05, max=60),
+    default=1.0,
+    show_default=True,
+    help="How often the schedules are read.",
+)
+@click.pass_obj
+def scheduler(settings: Any, poll_seconds: float) -> None:
+    """Fire the store's schedules until SIGTERM or Ctrl-C: each due tick queues a run for
+    the workers. Any number of schedulers (and workers, and `serve`) may run on one
+    store: each tick fires once."""
+    from stageflow import operations as ops
+    from stageflow.runtime.schedule_loop import ScheduleLoop
+
+    ops.check_store(settings)  # unreachable: say so now
+    with ops.writing(settings) as store:
+        loop = ScheduleLoop(settings, store, poll_seconds=poll_seconds)
+
+        def stop(signum: int, frame: Any) -> None:
+            click.echo(f"{signal.Signals(signum).name}: the scheduler stops", err=True)
+            loop.stop()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
+        click.echo(
+            f"{time.strftime('%H:%M:%S')} scheduler ready: store {ops.store_location(settings)}",
+            err=True,
+        )
+        loop.serve_forever()
+    sys.exit(0)
