@@ -121,6 +121,7 @@ def add_schedule(
     and ``at``. Raises ``UsageError`` (every problem named by its option), ``StoreError``."""
     from stageflow.engine.schedules import ScheduleSpec, problems
     from stageflow.runtime.plan import resolve_params
+    from stageflow.runtime.schedule_loop import first_fire
     from stageflow.runtime.store.base import ScheduleRecord
     from stageflow.spec.load import pipeline_from_data
 
@@ -160,6 +161,8 @@ def add_schedule(
         # A parameter the pipeline does not declare: InvalidSpec naming it, nothing saved.
         resolve_params(pipeline_from_data(json.loads(record.spec_json)), dict(params or {}))
         old = store.get_schedule(name)
+        created = old.created_at if old is not None else now
+        last = old.last_tick if old is not None else None
         store.put_schedule(
             ScheduleRecord(
                 name=name,
@@ -169,8 +172,9 @@ def add_schedule(
                 priority=priority,
                 max_active_runs=max_active_runs,
                 enabled=enabled,
-                created_at=old.created_at if old is not None else now,
+                created_at=created,
                 updated_at=now,
+                next_at=first_fire(spec, last, created),
             )
         )
         return _info(store, name, now, detail=False)
@@ -260,7 +264,7 @@ def _unknown(store: Any, name: str) -> UsageError:
 
 
 def _info(store: Any, name: str, now: float, *, detail: bool) -> ScheduleInfo:
-    from stageflow.engine.schedules import next_after, upcoming
+    from stageflow.engine.schedules import upcoming
     from stageflow.runtime.schedule_loop import schedule_spec
 
     schedule = store.get_schedule(name)
@@ -282,7 +286,7 @@ def _info(store: Any, name: str, now: float, *, detail: bool) -> ScheduleInfo:
         kind=spec.kind,
         timing=_timing(spec),
         enabled=schedule.enabled,
-        next_at=next_after(spec, after) if schedule.enabled else None,
+        next_at=schedule.next_at if schedule.enabled else None,
         last_tick=schedule.last_tick,
         active_runs=store.active_schedule_runs(name),
         max_active_runs=schedule.max_active_runs,

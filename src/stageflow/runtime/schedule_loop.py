@@ -1,14 +1,16 @@
 """The schedule loop: fires the store's schedules, each tick exactly once.
 
-Policy. Every ``poll_seconds`` the loop reads the enabled schedules and, for each,
-the ticks due since the one it last fired (``engine.schedules.due``: every missed
+Policy. Every ``poll_seconds`` the loop reads the enabled schedules whose next fire
+time has come (``Store.due_schedules``: an index read) and, for each, the ticks due
+since the one it last fired (``engine.schedules.due``: every missed
 one, oldest first, with ``catchup``; else only the latest). Each tick queues a run
 of the schedule's pipeline (its latest saved version, with the schedule's
 parameters and priority; ``triggered_by`` ``schedule:NAME``) for the workers, and
 records the tick in the same transaction (``Store.create_run(tick=...)``). So any
 number of loops, in ``serve``, in workers, in ``stageflow scheduler`` processes, on
 one store fire each tick once: the others meet the tick's key (``TickTaken``) and
-move on. ``last_tick`` then moves forward (it never moves back). A schedule with
+move on. ``last_tick`` then moves forward (it never moves back), and ``next_at`` with
+it. A schedule with
 ``max_active_runs`` unfinished runs fires nothing until one ends (its due ticks wait:
 with ``catchup`` they all come, else the latest). A tick that cannot make a run (the
 pipeline was deleted, or no longer validates) is skipped with one log line, so the
@@ -21,18 +23,19 @@ State: none between passes but the store's; the loop is driven by ``run_pass(now
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stageflow.engine.schedules import ScheduleSpec, due
+from stageflow.engine.schedules import ScheduleSpec, due, next_after
 from stageflow.errors import InvalidSpec, StoreError, StoreUnreachable, TickTaken, UsageError
 from stageflow.runtime.runner import queue_saved
 from stageflow.runtime.settings import Settings
 from stageflow.runtime.store.base import ScheduleRecord, Store
 
-__all__ = ["Fired", "ScheduleLoop", "schedule_spec"]
+__all__ = ["Fired", "ScheduleLoop", "first_fire", "schedule_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,17 @@ def schedule_spec(record: ScheduleRecord) -> ScheduleSpec:
     return ScheduleSpec(**record.spec)
 
 
+def first_fire(spec: ScheduleSpec, last_tick: float | None, created_at: float) -> float | None:
+    """When a schedule fires next, for ``Store.put_schedule``'s ``next_at``: after the
+    tick it last fired; one that never fired, from its ``start`` (inclusive) or else
+    after its creation (it does not fire for the past)."""
+    if last_tick is not None:
+        return next_after(spec, last_tick)
+    if spec.start is not None:
+        return next_after(spec, math.nextafter(spec.start, -math.inf))
+    return next_after(spec, created_at)
+
+
 class ScheduleLoop:
     """Fires due schedules; see the module docstring."""
 
@@ -82,7 +96,7 @@ class ScheduleLoop:
         """Fire every tick due at ``now`` (default: the clock's); what it did."""
         now = self.clock() if now is None else now
         report = PassReport()
-        for record in self.store.schedules(enabled_only=True):
+        for record in self.store.due_schedules(now):
             self._fire_due(record, now, report)
         return report
 
@@ -118,7 +132,7 @@ class ScheduleLoop:
                 raise  # the store failed: try again next pass
             except StoreError as exc:  # no live version of it (deleted)
                 self._skip(record, tick.at, str(exc), report)
-                self.store.advance_schedule(record.name, tick.at)
+                self.store.advance_schedule(record.name, tick.at, next_after(spec, tick.at))
                 continue
             try:
                 run = queue_saved(
@@ -139,7 +153,7 @@ class ScheduleLoop:
                 logger.info(
                     "schedule %s fired its tick at %s: run %s", record.name, tick.at, run.run_id
                 )
-            self.store.advance_schedule(record.name, tick.at)
+            self.store.advance_schedule(record.name, tick.at, next_after(spec, tick.at))
 
     def _skip(self, record: ScheduleRecord, at: float, why: str, report: PassReport) -> None:
         report.skipped.append((record.name, at, why))

@@ -34,6 +34,7 @@ def make_schedule(
     owner: str | None = None,
     created_at: float = 100.0,
     updated_at: float = 100.0,
+    next_at: float | None = None,
 ) -> ScheduleRecord:
     return ScheduleRecord(
         name=name,
@@ -47,6 +48,7 @@ def make_schedule(
         owner=owner,
         created_at=created_at,
         updated_at=updated_at,
+        next_at=next_at,
     )
 
 
@@ -112,7 +114,7 @@ def test_a_schedule_put_again_changes_but_keeps_its_last_tick_and_creation(
     store: SqlStore,
 ) -> None:
     store.put_schedule(make_schedule(params={"a": 1}, created_at=100.0, updated_at=100.0))
-    assert store.advance_schedule("nightly", 500.0) is True
+    assert store.advance_schedule("nightly", 500.0, 4100.0) is True
     changed = ScheduleRecord(
         name="nightly",
         pipeline="fraud",
@@ -189,21 +191,42 @@ def test_a_deleted_schedule_is_gone_but_its_runs_and_ticks_stay(store: SqlStore)
 
 
 def test_advance_schedule_moves_the_last_tick_forward_only(store: SqlStore) -> None:
-    assert store.advance_schedule("nightly", 100.0) is False  # no such schedule
+    assert store.advance_schedule("nightly", 100.0, 3700.0) is False  # no such schedule
     store.put_schedule(make_schedule())
-    assert store.advance_schedule("nightly", 100.0) is True  # from None
+    assert store.advance_schedule("nightly", 100.0, 3700.0) is True  # from None
     assert read(store, "nightly").last_tick == 100.0
-    assert store.advance_schedule("nightly", 100.0) is False  # same value
-    assert store.advance_schedule("nightly", 99.5) is False  # backward
+    assert store.advance_schedule("nightly", 100.0, 3700.0) is False  # same value
+    assert store.advance_schedule("nightly", 99.5, 3699.5) is False  # backward
     assert read(store, "nightly").last_tick == 100.0
-    assert store.advance_schedule("nightly", 100.5) is True
-    assert store.get_schedule("nightly") == make_schedule(last_tick=100.5)
+    assert store.advance_schedule("nightly", 100.5, 3700.5) is True
+    assert store.get_schedule("nightly") == make_schedule(last_tick=100.5, next_at=3700.5)
+
+
+def test_a_refused_advance_leaves_the_next_fire_time(store: SqlStore) -> None:
+    store.put_schedule(make_schedule(next_at=100.0))
+    assert store.advance_schedule("nightly", 100.0, 200.0) is True
+    assert store.advance_schedule("nightly", 100.0, 999.0) is False  # another loop did it
+    assert read(store, "nightly").next_at == 200.0
+    assert store.advance_schedule("nightly", 200.0, None) is True  # nothing left to fire
+    assert read(store, "nightly").next_at is None
+
+
+def test_due_schedules_are_the_enabled_ones_whose_next_fire_time_came(store: SqlStore) -> None:
+    store.put_schedule(make_schedule("a-late", next_at=90.0))
+    store.put_schedule(make_schedule("b-now", next_at=100.0))
+    store.put_schedule(make_schedule("c-soon", next_at=100.5))
+    store.put_schedule(make_schedule("d-paused", next_at=50.0, enabled=False))
+    store.put_schedule(make_schedule("e-done", next_at=None))
+    assert [s.name for s in store.due_schedules(100.0)] == ["a-late", "b-now"]
+    assert [s.name for s in store.due_schedules(1e12)] == ["a-late", "b-now", "c-soon"]
+    store.set_schedule_enabled("d-paused", True, 101.0)
+    assert [s.name for s in store.due_schedules(100.0)] == ["d-paused", "a-late", "b-now"]
 
 
 def test_advance_schedule_touches_only_that_schedule(store: SqlStore) -> None:
     store.put_schedule(make_schedule())
     store.put_schedule(make_schedule("hourly", last_tick=50.0))
-    assert store.advance_schedule("nightly", 10.0) is True
+    assert store.advance_schedule("nightly", 10.0, 3610.0) is True
     assert read(store, "hourly").last_tick == 50.0
     assert read(store, "nightly").last_tick == 10.0
 

@@ -326,7 +326,7 @@ class ScheduleRecord:
     latest version when it fires), when (``spec``: ``engine.schedules.ScheduleSpec``'s
     fields), with which run parameters and priority, at most ``max_active_runs``
     unfinished runs at once (``None``: no limit), whether it is enabled, and the
-    logical time it last fired (``None``: never)."""
+    logical time it last fired (``None``: never) and the next (``next_at``)."""
 
     name: str
     pipeline: str
@@ -339,6 +339,7 @@ class ScheduleRecord:
     owner: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    next_at: float | None = None  # when it fires next (None: never again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,8 +648,12 @@ class Store(Protocol):
     def set_schedule_enabled(self, name: str, enabled: bool, now: float) -> bool:
         """Enable (resume) or disable (pause) the schedule; False when there is none."""
 
-    def advance_schedule(self, name: str, tick: float) -> bool:
-        """Move ``last_tick`` on to ``tick`` unless it is there or beyond already."""
+    def due_schedules(self, now: float) -> list[ScheduleRecord]:
+        """The enabled schedules whose next fire time is at ``now`` or before."""
+
+    def advance_schedule(self, name: str, tick: float, next_at: float | None) -> bool:
+        """Move ``last_tick`` on to ``tick`` and the next fire time to ``next_at``, unless
+        ``last_tick`` is there or beyond already."""
 
     def tick_run(self, schedule: str, logical_time: float) -> str | None:
         """The run that the schedule's tick at ``logical_time`` created; ``None``: none."""

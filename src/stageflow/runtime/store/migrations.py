@@ -361,8 +361,10 @@ MIGRATIONS: list[Migration] = [
             last_tick {real},
             owner TEXT,
             created_at {real} NOT NULL,
-            updated_at {real} NOT NULL
+            updated_at {real} NOT NULL,
+            next_at {real}
         )""",
+        "CREATE INDEX schedules_due ON schedules (next_at) WHERE enabled = 1",
         """CREATE TABLE schedule_runs (
             schedule TEXT NOT NULL,
             logical_time {real} NOT NULL,

@@ -3,8 +3,10 @@
 ``ScheduleTables`` is a part of ``SqlStore`` (it inherits it), kept apart because
 these tables serve the scheduler, not a run's step. A schedule row holds its kind's
 fields as JSON (``engine.schedules.ScheduleSpec``), the run parameters, priority,
-``max_active_runs``, whether it is enabled, and ``last_tick``: the logical time it
-last fired, which only moves forward (a conditional update). ``schedule_runs`` has
+``max_active_runs``, whether it is enabled, ``last_tick``: the logical time it last
+fired, which only moves forward (a conditional update), and ``next_at``: when it
+fires next (``None``: never again), which a pass of the loop reads on a partial
+index, so 10,000 schedules cost a pass nothing until one is due. ``schedule_runs`` has
 one row per fired tick, keyed by (schedule, logical time) and written in the run's
 own creating transaction (``SqlStore.create_run(tick=...)``): of any number of
 scheduler processes firing the same tick, exactly one creates its run, the others
@@ -30,7 +32,7 @@ __all__ = ["ScheduleTables"]
 
 _COLUMNS = (
     "name, pipeline, spec_json, params_json, priority, max_active_runs, enabled, last_tick, "
-    "owner, created_at, updated_at"
+    "owner, created_at, updated_at, next_at"
 )
 
 
@@ -40,6 +42,7 @@ class _ScheduleStatements:
     select_one: str
     select_all: str
     select_enabled: str
+    select_due: str
     delete: str
     set_enabled: str
     advance: str
@@ -55,20 +58,25 @@ def _statements(dialect: Dialect) -> _ScheduleStatements:
     return _ScheduleStatements(
         # A schedule applied again keeps where it got to (last_tick) and its creation.
         upsert=q(
-            f"INSERT INTO schedules ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608
+            f"INSERT INTO schedules ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608
             "ON CONFLICT (name) DO UPDATE SET pipeline = excluded.pipeline, "
             "spec_json = excluded.spec_json, params_json = excluded.params_json, "
             "priority = excluded.priority, max_active_runs = excluded.max_active_runs, "
             "enabled = excluded.enabled, owner = excluded.owner, "
-            "updated_at = excluded.updated_at"
+            "updated_at = excluded.updated_at, next_at = excluded.next_at"
         ),
         select_one=q(f"SELECT {_COLUMNS} FROM schedules WHERE name = ?"),  # noqa: S608
         select_all=q(f"SELECT {_COLUMNS} FROM schedules ORDER BY name"),  # noqa: S608
         select_enabled=q(f"SELECT {_COLUMNS} FROM schedules WHERE enabled = 1 ORDER BY name"),  # noqa: S608
+        # The partial index schedules_due: a pass reads only the schedules due now.
+        select_due=q(
+            f"SELECT {_COLUMNS} FROM schedules WHERE enabled = 1 AND next_at <= ? "  # noqa: S608
+            "ORDER BY next_at, name"
+        ),
         delete=q("DELETE FROM schedules WHERE name = ?"),
         set_enabled=q("UPDATE schedules SET enabled = ?, updated_at = ? WHERE name = ?"),
         advance=q(
-            "UPDATE schedules SET last_tick = ? WHERE name = ? "
+            "UPDATE schedules SET last_tick = ?, next_at = ? WHERE name = ? "
             "AND (last_tick IS NULL OR last_tick < ?)"
         ),
         insert_tick=q(
@@ -100,6 +108,7 @@ def _record(row: Any) -> ScheduleRecord:
         owner=row[8],
         created_at=float(row[9]),
         updated_at=float(row[10]),
+        next_at=None if row[11] is None else float(row[11]),
     )
 
 
@@ -140,6 +149,7 @@ class ScheduleTables:
                     schedule.owner,
                     schedule.created_at,
                     schedule.updated_at,
+                    schedule.next_at,
                 ),
             )
 
@@ -156,6 +166,12 @@ class ScheduleTables:
             for r in self._fetchall(s.select_enabled if enabled_only else s.select_all, ())
         ]
 
+    def due_schedules(self, now: float) -> list[ScheduleRecord]:
+        """The enabled schedules whose next fire time is at ``now`` or before, soonest
+        first (an index read: the others cost nothing)."""
+        rows = self._fetchall(_statements(self.dialect).select_due, (now,))
+        return [_record(r) for r in rows]
+
     def delete_schedule(self, name: str) -> bool:
         """Delete the schedule (its runs stay, and their ticks); False when there is none."""
         with self._transaction() as cur:
@@ -168,11 +184,11 @@ class ScheduleTables:
             cur.execute(_statements(self.dialect).set_enabled, (1 if enabled else 0, now, name))
             return bool(cur.rowcount)
 
-    def advance_schedule(self, name: str, tick: float) -> bool:
-        """Move the schedule's ``last_tick`` on to ``tick`` unless it is there or
-        beyond already; False when it did not move."""
+    def advance_schedule(self, name: str, tick: float, next_at: float | None) -> bool:
+        """Move the schedule's ``last_tick`` on to ``tick`` (and its next fire time to
+        ``next_at``) unless it is there or beyond already; False when it did not move."""
         with self._transaction() as cur:
-            cur.execute(_statements(self.dialect).advance, (tick, name, tick))
+            cur.execute(_statements(self.dialect).advance, (tick, next_at, name, tick))
             return bool(cur.rowcount)
 
     def tick_run(self, schedule: str, logical_time: float) -> str | None:
