@@ -58,10 +58,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from itertools import islice
-from typing import Any, Literal, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
+
+if TYPE_CHECKING:
+    from stageflow.spec.models import ScheduleEntry
 
 __all__ = [
     "DEFAULT_CATCHUP_LIMIT",
@@ -69,9 +72,12 @@ __all__ = [
     "ScheduleSpec",
     "Tick",
     "due",
+    "entry_problems",
     "next_after",
     "problems",
+    "spec_of",
     "upcoming",
+    "written_problems",
 ]
 
 ScheduleKind = Literal["cron", "interval", "once"]
@@ -124,6 +130,83 @@ class Tick:
     at: float
     interval_start: float
     interval_end: float
+
+
+# --- as people write them -------------------------------------------------------
+
+
+def spec_of(
+    *,
+    cron: str | None = None,
+    every: str | float | None = None,
+    at: str | None = None,
+    timezone: str = "UTC",
+    start: str | None = None,
+    end: str | None = None,
+    catchup: bool = False,
+    prefix: str = "--",
+) -> ScheduleSpec:
+    """A ``ScheduleSpec`` from its fields as a person writes them (the CLI's options,
+    an API body, a spec's ``schedules:`` entry): ``every`` a duration (``10m``), ``at``,
+    ``start`` and ``end`` ISO-8601 times. ``UsageError`` naming the field (``prefix``
+    + its name: ``--every``, ``schedules[0].every``) when none or two of ``cron``,
+    ``every`` and ``at`` are given, or a duration or a time does not parse. The
+    timing itself is checked by ``problems``."""
+    from stageflow.errors import UsageError
+    from stageflow.spec.times import parse_duration, parse_instant
+
+    given = [k for k, v in (("cron", cron), ("every", every), ("at", at)) if v is not None]
+    if len(given) != 1:
+        names = " or ".join(f"{prefix}{k}" for k in ("cron", "every", "at"))
+        got = f" (got {', '.join(prefix + k for k in given)})" if given else ""
+        raise UsageError(f"give exactly one of {names}{got}", field=f"{prefix}timing")
+    return ScheduleSpec(
+        kind="cron" if cron is not None else "interval" if every is not None else "once",
+        cron=cron,
+        every_seconds=parse_duration(every, f"{prefix}every") if every is not None else None,
+        at=parse_instant(at, f"{prefix}at") if at is not None else None,
+        timezone=timezone,
+        start=parse_instant(start, f"{prefix}start") if start is not None else None,
+        end=parse_instant(end, f"{prefix}end") if end is not None else None,
+        catchup=catchup,
+    )
+
+
+def written_problems(spec: ScheduleSpec, now: float, prefix: str = "--") -> list[tuple[str, str]]:
+    """``problems`` in the words of ``spec_of``'s caller: ``--every``, not ``every_seconds``."""
+    return [_as_written(f, m, prefix) for f, m in problems(spec, now)]
+
+
+def entry_problems(entry: ScheduleEntry, where: str) -> list[tuple[str, str]]:
+    """(field, message) for each problem of a spec's ``schedules:`` entry (``where``:
+    its place, e.g. ``schedules[0]``), ``problems`` without the check that a ``once``
+    is still ahead (a spec stays valid after its time has passed)."""
+    from stageflow.errors import UsageError
+
+    try:
+        spec = spec_of(
+            cron=entry.cron,
+            every=entry.every,
+            at=entry.at,
+            timezone=entry.timezone,
+            start=entry.start,
+            end=entry.end,
+            catchup=entry.catchup,
+            prefix=f"{where}.",
+        )
+    except UsageError as exc:
+        return [(str(exc.field or where), str(exc))]
+    return [_as_written(f, m, f"{where}.") for f, m in _spec_problems(spec)]
+
+
+def _as_written(field: str, message: str, prefix: str) -> tuple[str, str]:
+    """A problem of a ``ScheduleSpec`` in the words its writer used (``spec_of``'s
+    fields, behind ``prefix``): ``every_seconds`` was written ``every``."""
+    if field == "every_seconds":
+        return f"{prefix}every", message.replace("every_seconds", f"{prefix}every").replace(
+            "e.g. 3600", "e.g. 3600 or 1h"
+        )
+    return f"{prefix}{field}", message
 
 
 # --- checking ---------------------------------------------------------------------

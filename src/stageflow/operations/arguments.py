@@ -7,9 +7,8 @@ exit 2 / HTTP 400) before any store is read. No state.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from stageflow.errors import UsageError
+from stageflow.spec.times import parse_instant
 
 __all__ = ["check_run_id", "check_task_id", "parse_instant"]
 
@@ -36,21 +35,3 @@ def check_task_id(task: str, what: str = "", *, mapped: bool = False) -> None:
         why = f"task {task!r}: a mapped task's run is ID[K] with K a number, e.g. {base}[0]"
     if why is not None:
         raise UsageError(f"{what}: {why}" if what else why, field="task")
-
-
-def parse_instant(text: str, field: str) -> float:
-    """An ISO-8601 date or time (``2026-03-01``, ``2026-03-01T12:00``, ``...Z`` or with an
-    offset; UTC when it names none) as seconds since the epoch; ``UsageError`` naming
-    ``field`` otherwise."""
-    value = text.strip()
-    try:
-        moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-    except ValueError:
-        raise UsageError(
-            f"{field} {text!r} is not a date or time; give ISO-8601, e.g. 2026-03-01 or "
-            "2026-03-01T12:00:00Z",
-            field=field,
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()

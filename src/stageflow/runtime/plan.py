@@ -139,6 +139,44 @@ def plan_problems(
     return _problems_and_plan(pipeline, params, import_calls=import_calls)[0]
 
 
+def schedule_problems(pipeline: Pipeline) -> list[Problem]:
+    """The problems of the pipeline's ``schedule:`` and ``schedules:`` (their timing,
+    ``engine.schedules``; their names; their parameters, which the pipeline must
+    declare). A ``once`` whose time has passed is not one: the spec stays valid."""
+    from stageflow.engine.schedules import entry_problems
+
+    found: list[Problem] = []
+    seen: set[str] = set()
+    offset = 1 if pipeline.schedule else 0
+    for k, (name, entry) in enumerate(pipeline.schedule_entries()):
+        where = "schedule" if k < offset else f"schedules[{k - offset}]"
+        for field, message in entry_problems(entry, where):
+            found.append(Problem(message, field=field, pipeline=pipeline.name))
+        if name in seen:
+            found.append(
+                Problem(
+                    f"{where}: the schedule name '{name}' is used twice; give each a "
+                    "`name:` of its own",
+                    field=f"{where}.name",
+                    pipeline=pipeline.name,
+                )
+            )
+        seen.add(name)
+        unknown = sorted(set(entry.params) - set(pipeline.params))
+        if unknown:
+            found.append(
+                Problem(
+                    f"{where}.params: the pipeline declares no parameter "
+                    f"{', '.join(repr(u) for u in unknown)} "
+                    f"(declared: {', '.join(sorted(pipeline.params)) or 'none'}); "
+                    "add it under `params:`",
+                    field=f"{where}.params",
+                    pipeline=pipeline.name,
+                )
+            )
+    return found
+
+
 def _problems_and_plan(
     pipeline: Pipeline,
     params: Mapping[str, Any] | None,
@@ -150,6 +188,8 @@ def _problems_and_plan(
     problems: list[Problem] = structural_problems(graph_rows(pipeline), pipeline=pipeline.name)
     spec_problems = pipeline_problems(pipeline)
     problems.extend(spec_problems)
+    if pipeline.schedule or pipeline.schedules:
+        problems.extend(schedule_problems(pipeline))
     # A task whose `call:` is already reported gets no second problem about it.
     bad_calls = {p.task for p in spec_problems if p.field == "call"}
     cycle: list[str] | None = None

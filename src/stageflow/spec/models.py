@@ -44,6 +44,7 @@ __all__ = [
     "Pipeline",
     "Resources",
     "RetryPolicy",
+    "ScheduleEntry",
     "Task",
     "TaskDefaults",
     "TaskId",
@@ -365,6 +366,31 @@ class Task(BaseModel):
         return "python"
 
 
+class ScheduleEntry(BaseModel):
+    """A schedule in a spec (``schedules:``): exactly one of ``cron`` (read in
+    ``timezone``), ``every`` (seconds, or ``90s``/``10m``/``2h``/``1d``) and ``at`` (an
+    ISO-8601 time: once); ``start``/``end`` bound it; ``catchup`` fires the ticks it
+    missed; ``params`` and ``priority`` go to its runs; at most ``max_active_runs``
+    unfinished at once. ``stageflow schedules apply FILE`` (or saving the pipeline over
+    the API) registers it under ``name`` (default: the pipeline's name, then ``-2``,
+    ``-3``...). The fields are checked by ``runtime.plan`` (``engine.schedules``)."""
+
+    model_config = _STRICT
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    cron: str | None = Field(default=None, max_length=200)
+    every: str | float | None = None
+    at: str | None = Field(default=None, max_length=64)
+    timezone: str = Field(default="UTC", max_length=64)
+    start: str | None = Field(default=None, max_length=64)
+    end: str | None = Field(default=None, max_length=64)
+    catchup: bool = False
+    params: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    max_active_runs: int | None = Field(default=None, ge=1, le=100_000)
+    enabled: bool = True
+
+
 class Pipeline(BaseModel):
     """A named DAG of tasks with run parameters and task defaults."""
 
@@ -381,6 +407,10 @@ class Pipeline(BaseModel):
     failure_strategy: FailureStrategy = "continue"
     execution_mode: ExecutionMode = "parallel"
     run_timeout_seconds: float | None = Field(default=None, gt=0)
+    # When it runs by itself (``runtime.schedule_loop``): ``schedule`` is a cron
+    # expression in UTC (seed 002's ``schedule: "0 2 * * *"``), ``schedules`` the full form.
+    schedule: str | None = Field(default=None, max_length=200)
+    schedules: list[ScheduleEntry] = Field(default_factory=list, max_length=100)
     tasks: list[Task] = Field(default_factory=list)
     _source: str | None = PrivateAttr(default=None)  # the file it was loaded from, if any
     # What the spec asks for that is accepted but not done (``spec.aliases.seed_notes``).
@@ -479,6 +509,17 @@ class Pipeline(BaseModel):
         data = self.canonical() if canonical is None else canonical
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         return text, hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def schedule_entries(self) -> list[tuple[str, ScheduleEntry]]:
+        """Its schedules with their names: ``schedule:`` as a cron entry named after the
+        pipeline, then ``schedules:`` (unnamed ones: the pipeline's name, then ``-2``...)."""
+        entries = ([ScheduleEntry(cron=self.schedule)] if self.schedule else []) + list(
+            self.schedules
+        )
+        named: list[tuple[str, ScheduleEntry]] = []
+        for k, entry in enumerate(entries):
+            named.append((entry.name or (self.name if k == 0 else f"{self.name}-{k + 1}"), entry))
+        return named
 
     def task(self, task_id: str) -> Task:
         for t in self.tasks:
