@@ -173,8 +173,14 @@ def spec_of(
 
 
 def written_problems(spec: ScheduleSpec, now: float, prefix: str = "--") -> list[tuple[str, str]]:
-    """``problems`` in the words of ``spec_of``'s caller: ``--every``, not ``every_seconds``."""
-    return [_as_written(f, m, prefix) for f, m in problems(spec, now)]
+    """``problems`` in the words of ``spec_of``'s caller: (the field as written, e.g.
+    ``every``, not ``every_seconds``; the message led by the option, ``--every ...``)."""
+    written = []
+    for f, m in problems(spec, now):
+        option, message = _as_written(f, m, prefix)
+        lead = message if message.startswith(option) else f"{option}: {message}"
+        written.append((option.removeprefix(prefix), lead))
+    return written
 
 
 def entry_problems(entry: ScheduleEntry, where: str) -> list[tuple[str, str]]:

@@ -106,22 +106,26 @@ def add(
     from stageflow import operations as ops
     from stageflow.service.cli import _parse_params
 
-    info = ops.add_schedule(
-        settings,
-        name,
-        pipeline,
-        cron=cron,
-        every=every,
-        at=at,
-        timezone=timezone,
-        start=start,
-        end=end,
-        catchup=catchup,
-        params=_parse_params(params),
-        priority=priority,
-        max_active_runs=max_active,
-        enabled=not paused,
-    )
+    values = _parse_params(params)
+    with ops.writing(settings) as store:
+        info = ops.add_schedule(
+            store,
+            name,
+            pipeline,
+            owner=None,
+            see_all=True,  # a local user, no server: every schedule
+            cron=cron,
+            every=every,
+            at=at,
+            timezone=timezone,
+            start=start,
+            end=end,
+            catchup=catchup,
+            params=values,
+            priority=priority,
+            max_active_runs=max_active,
+            enabled=not paused,
+        )
     _print(info, fmt)
 
 
@@ -132,7 +136,8 @@ def list_(settings: Any, fmt: str) -> None:
     """Every schedule and when it fires next."""
     from stageflow import operations as ops
 
-    found = ops.list_schedules(settings)
+    with ops.reading(settings) as store:
+        found = ops.list_schedules(store, owner=None, see_all=True)
     if fmt == "json":
         click.echo(json.dumps([s.as_json() for s in found]))
         return
@@ -158,7 +163,9 @@ def show(settings: Any, name: str, fmt: str) -> None:
     """Schedule NAME: its next 5 fire times and its latest runs."""
     from stageflow import operations as ops
 
-    _print(ops.show_schedule(settings, name), fmt)
+    with ops.reading(settings) as store:
+        info = ops.show_schedule(store, name, owner=None, see_all=True)
+    _print(info, fmt)
 
 
 @schedules.command("pause")
@@ -168,7 +175,8 @@ def pause(settings: Any, name: str) -> None:
     """Pause schedule NAME: it fires nothing until resumed."""
     from stageflow import operations as ops
 
-    ops.set_schedule_enabled(settings, name, False)
+    with ops.writing(settings) as store:
+        ops.set_schedule_enabled(store, name, False, owner=None, see_all=True)
     click.echo(f"schedule '{name}' paused", err=True)
 
 
@@ -179,7 +187,8 @@ def resume(settings: Any, name: str) -> None:
     """Resume schedule NAME (without catch-up, it fires its latest due tick only)."""
     from stageflow import operations as ops
 
-    info = ops.set_schedule_enabled(settings, name, True)
+    with ops.writing(settings) as store:
+        info = ops.set_schedule_enabled(store, name, True, owner=None, see_all=True)
     click.echo(f"schedule '{name}' resumed; next {_when(info.next_at)}", err=True)
 
 
@@ -190,7 +199,8 @@ def remove(settings: Any, name: str) -> None:
     """Delete schedule NAME (the runs it made stay)."""
     from stageflow import operations as ops
 
-    ops.remove_schedule(settings, name)
+    with ops.writing(settings) as store:
+        ops.remove_schedule(store, name, owner=None, see_all=True)
     click.echo(f"schedule '{name}' removed", err=True)
 
 
@@ -204,7 +214,9 @@ def trigger(settings: Any, name: str, params: tuple[str, ...], fmt: str) -> None
     from stageflow import operations as ops
     from stageflow.service.cli import _parse_params
 
-    run = ops.trigger_schedule(settings, name, _parse_params(params))
+    overrides = _parse_params(params)
+    with ops.writing(settings) as store:
+        run = ops.trigger_schedule(settings, store, name, overrides, owner=None, see_all=True)
     click.echo(json.dumps(run.as_json()) if fmt == "json" else run.run_id)
     click.echo(
         f"queued run {run.run_id} of pipeline '{run.pipeline}' for schedule '{name}'; "

@@ -31,7 +31,7 @@ def parse_instant(text: str, field: str) -> float:
         raise UsageError(
             f"{field} {text!r} is not a date or time; give ISO-8601, e.g. 2026-03-01 or "
             "2026-03-01T12:00:00Z",
-            field=field,
+            field=field.lstrip("-"),  # the option's name: --every is field every
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -48,6 +48,6 @@ def parse_duration(text: str | float, field: str) -> float:
         raise UsageError(
             f"{field} {text!r} is not a duration; give seconds or a number with a unit: "
             "90s, 10m, 2h, 1d",
-            field=field,
+            field=field.lstrip("-"),  # the option's name: --every is field every
         )
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]

@@ -121,7 +121,7 @@ def test_durations_and_instants() -> None:
     assert parse_duration("45", "every") == 45.0
     with pytest.raises(UsageError, match="'ten minutes' is not a duration") as bad:
         parse_duration("ten minutes", "--every")
-    assert bad.value.field == "--every"
+    assert bad.value.field == "every"  # the option, without its dashes
     assert parse_instant("1970-01-02", "at") == 86400.0
     assert parse_instant("1970-01-01T01:00:00Z", "at") == 3600.0
     assert parse_instant("1970-01-01T02:00:00+01:00", "at") == 3600.0

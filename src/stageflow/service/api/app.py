@@ -110,6 +110,7 @@ def create_app(
         routes_ops,
         routes_pipelines,
         routes_runs,
+        routes_schedules,
         routes_seeds,
     )
 
@@ -133,7 +134,7 @@ def create_app(
         workers=workers,
         allow_code=allow_code,
     )
-    for module in (routes_pipelines, routes_runs, routes_admin, routes_seeds):
+    for module in (routes_pipelines, routes_runs, routes_schedules, routes_admin, routes_seeds):
         app.include_router(module.router)
     app.include_router(routes_runs.reports)
     app.include_router(routes_ops.router(open_metrics))
