@@ -416,3 +416,41 @@ def test_a_schedule_added_over_the_api_is_fired_by_serves_worker(world: World) -
         assert shown["last_tick"] is not None
         assert run_id in [r["run_id"] for r in shown["runs"]]
         assert c.delete(f"/api/v1/schedules/{name}").status_code == 200
+
+
+def test_saving_a_spec_with_schedules_registers_them_and_a_bad_one_saves_nothing(
+    world: World,
+) -> None:
+    name = fresh("spec-sched")
+    spec = {
+        **notify_spec(name, "team-a"),
+        "schedule": "0 2 * * *",
+        "schedules": [{"name": f"{name}-often", "every": "1h", "params": {"who": "h"}}],
+    }
+    with world.as_("editor") as c:
+        r = c.post("/api/v1/pipelines", json=spec)
+        assert r.status_code == 201, r.text
+        assert [(s["name"], s["timing"]) for s in r.json()["schedules"]] == [
+            (name, "cron 0 2 * * * (UTC)"),
+            (f"{name}-often", "every 1h"),
+        ]
+        shown = c.get(f"/api/v1/schedules/{name}-often").json()
+        assert (shown["pipeline"], shown["params"]) == (name, {"who": "h"})
+        # A once in the past, and a bad cron: 4xx naming it, and nothing saved.
+        for bad, status, words in (
+            ({"schedules": [{"at": "2001-01-01T00:00:00Z"}]}, 400, "is in the past"),
+            ({"schedules": [{"cron": "61 * * * *"}]}, 422, "schedules[0].cron"),
+        ):
+            other = {**notify_spec(fresh("spec-bad"), "team-a"), **bad}
+            refused = c.post("/api/v1/pipelines", json=other)
+            assert refused.status_code == status, refused.text
+            assert words in refused.text
+            assert c.get(f"/api/v1/pipelines/{other['name']}").status_code == 404
+    with world.as_("editor-b") as c:  # another team's schedule name is not theirs to take
+        taken = {
+            **notify_spec(fresh("spec-b"), "team-b"),
+            "schedules": [{"name": f"{name}-often", "every": "2h"}],
+        }
+        refused = c.post("/api/v1/pipelines", json=taken)
+        assert refused.status_code == 409, refused.text
+        assert c.get(f"/api/v1/pipelines/{taken['name']}").status_code == 404

@@ -119,6 +119,7 @@ BLOCKS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("examples/README.md", "stageflow run examples/sdk_quickstart.py:pipeline"): ("shell", None),
     ("examples/README.md", "stageflow run examples/readme/churn.yaml"): ("shell", None),
     ("README.md", "$ stageflow submit examples/service/hello.yaml"): ("shell", None),
+    ("README.md", 'schedule: "0 2 * * *"'): ("spec", None),
     ("README.md", "stageflow tokens create --name me --role admin"): ("shell", None),
     ("README.md", "export STAGEFLOW_TOKEN=sft_..."): ("shell", None),
 }

@@ -433,3 +433,60 @@ def test_a_worker_fires_schedules_unless_told_not_to(place: Place) -> None:
     runs = fired_runs(place, "work")
     assert [r.run_id for r in runs] == made  # it fired none (ticks came due meanwhile)
     assert {r.state for r in runs} == {"success"}
+
+
+# -- schedules in a spec --------------------------------------------------------------------
+
+
+def test_apply_saves_the_pipeline_and_registers_the_spec_s_schedules(place: Place) -> None:
+    spec = {
+        **SPEC,
+        "schedule": "0 2 * * *",
+        "schedules": [{"name": "greet-hourly", "every": "1h", "params": {"who": "h"}}],
+    }
+    path = place.tmp / "scheduled.json"
+    path.write_text(json.dumps(spec))
+    listed = json.loads(ok(place, "schedules", "apply", str(path), "--format", "json").stdout)
+    assert [(s["name"], s["pipeline"], s["timing"]) for s in listed] == [
+        ("greet", "greet", "cron 0 2 * * * (UTC)"),
+        ("greet-hourly", "greet", "every 1h"),
+    ]
+    assert show(place, "greet-hourly")["params"] == {"who": "h"}
+    with place.store() as store:
+        assert store.latest_pipeline("greet").spec_json  # the version is saved
+        assert store.list_runs(limit=10) == []  # and nothing runs
+    # Applied again with one entry changed: the schedule changes, nothing doubles.
+    spec["schedules"] = [{"name": "greet-hourly", "every": "2h"}]
+    path.write_text(json.dumps(spec))
+    ok(place, "schedules", "apply", str(path))
+    assert show(place, "greet-hourly")["timing"] == "every 2h"
+    assert len(json.loads(ok(place, "schedules", "list", "--format", "json").stdout)) == 2
+
+
+def test_apply_refuses_a_bad_spec_and_writes_nothing(place: Place) -> None:
+    path = place.tmp / "bad.json"
+    cases = [
+        ({"schedules": [{"cron": "61 * * * *"}]}, "schedules[0].cron"),
+        ({"schedules": [{"at": "2001-01-01T00:00:00Z"}]}, "is in the past"),
+        ({}, "has no `schedule:` or `schedules:`"),
+    ]
+    for extra, words in cases:
+        path.write_text(json.dumps({**SPEC, **extra}))
+        result = sf(place, "schedules", "apply", str(path))
+        assert result.returncode == 2, result
+        assert words in result.stderr, result.stderr
+    with place.store() as store:
+        assert store.schedules() == []
+        assert store.pipeline_names() == []  # not even the pipeline was saved
+
+
+def test_apply_will_not_repoint_another_pipeline_s_schedule(place: Place) -> None:
+    path = place.tmp / "one.json"
+    path.write_text(json.dumps({**SPEC, "schedules": [{"name": "daily", "cron": "0 3 * * *"}]}))
+    ok(place, "schedules", "apply", str(path))
+    other = {**SPEC, "name": "other", "schedules": [{"name": "daily", "every": "1h"}]}
+    path.write_text(json.dumps(other))
+    result = sf(place, "schedules", "apply", str(path))
+    assert result.returncode == 2, result
+    assert "schedule 'daily' fires pipeline 'greet'" in result.stderr
+    assert show(place, "daily")["pipeline"] == "greet"

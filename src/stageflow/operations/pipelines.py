@@ -145,7 +145,9 @@ class Forbidden(StageflowError):
 
 
 class Conflict(StageflowError):
-    """It clashes with what is stored (409)."""
+    """It clashes with what is stored (409; on the CLI, a mistake to fix: exit 2)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)

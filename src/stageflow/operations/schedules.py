@@ -43,6 +43,8 @@ __all__ = [
     "ScheduleInfo",
     "ScheduleNotFound",
     "add_schedule",
+    "apply_schedules",
+    "check_spec_schedules",
     "list_schedules",
     "parse_every",
     "remove_schedule",
@@ -132,6 +134,119 @@ def add_schedule(
     *,
     owner: str | None,
     see_all: bool,
+    now: float | None = None,
+    **timing: Any,
+) -> ScheduleInfo:
+    """Create schedule ``name`` (or change the one of that name: where it got to stays)
+    firing runs of the saved pipeline ``pipeline``; ``timing``: exactly one of
+    ``cron``, ``every`` and ``at``, and ``timezone``, ``start``, ``end``, ``catchup``,
+    ``params``, ``priority``, ``max_active_runs``, ``enabled``, ``check_pipeline`` (the
+    caller's own check of the pipeline, the API's: who may run arbitrary code, called
+    after every other check). The schedule belongs to the pipeline's owner. Nothing is
+    written unless every check passes. Raises ``UsageError`` (every problem named by its
+    option), ``ScheduleNotFound`` (no such pipeline, or not the caller's), ``Conflict``
+    (another owner's schedule has that name), ``InvalidSpec`` (a parameter the pipeline
+    does not declare), ``StoreError``."""
+    now = time.time() if now is None else now
+    store.put_schedule(
+        _checked_schedule(store, name, pipeline, owner=owner, see_all=see_all, now=now, **timing)
+    )
+    return _info(store, _schedule(store, name, owner, see_all), now, detail=False)
+
+
+def check_spec_schedules(
+    store: Store, pipeline: Pipeline, *, owner: str | None, see_all: bool, now: float
+) -> None:
+    """Before a spec is saved: what would stop its schedules from registering once it
+    is (a ``once`` whose time has passed, a name another owner's schedule holds), so a
+    refused save writes nothing. The rest was checked with the spec (``runtime.plan``).
+    Raises ``UsageError``, ``Conflict``."""
+    from stageflow.engine.schedules import spec_of, written_problems
+
+    for name, entry in pipeline.schedule_entries():
+        spec = spec_of(
+            cron=entry.cron,
+            every=entry.every,
+            at=entry.at,
+            timezone=entry.timezone,
+            start=entry.start,
+            end=entry.end,
+            catchup=entry.catchup,
+        )
+        found = written_problems(spec, now, prefix="")
+        if found:
+            raise UsageError(f"schedule '{name}': {found[0][1]}", field=found[0][0])
+        old = store.get_schedule(name)
+        if old is not None and not _sees(old, owner, see_all):
+            raise Conflict(
+                f"schedule name '{name}' is taken by another owner; give the entry another `name:`",
+                field="name",
+            )
+        if old is not None and old.pipeline != pipeline.name:
+            raise Conflict(
+                f"schedule '{name}' fires pipeline '{old.pipeline}'; give this entry of "
+                f"'{pipeline.name}' another `name:` (or `stageflow schedules remove {name}`)",
+                field="name",
+            )
+
+
+def apply_schedules(
+    store: Store,
+    pipeline: Pipeline,
+    *,
+    owner: str | None,
+    see_all: bool,
+    check_pipeline: Callable[[Pipeline], None] | None = None,
+    now: float | None = None,
+) -> list[ScheduleInfo]:
+    """Register the schedules ``pipeline``'s spec carries (``schedule:``, ``schedules:``;
+    ``Pipeline.schedule_entries`` names them), each as ``add_schedule`` would, for its
+    saved version (save it first). Every entry is checked before any is written; a
+    schedule of the pipeline that the spec no longer lists is left as it is (remove it
+    with ``remove_schedule``). The schedules as now stored."""
+    now = time.time() if now is None else now
+    records = []
+    for k, (name, entry) in enumerate(pipeline.schedule_entries()):
+        try:
+            records.append(
+                _checked_schedule(
+                    store,
+                    name,
+                    pipeline.name,
+                    owner=owner,
+                    see_all=see_all,
+                    now=now,
+                    cron=entry.cron,
+                    every=None if entry.every is None else str(entry.every),
+                    at=entry.at,
+                    timezone=entry.timezone,
+                    start=entry.start,
+                    end=entry.end,
+                    catchup=entry.catchup,
+                    params=entry.params,
+                    priority=entry.priority,
+                    max_active_runs=entry.max_active_runs,
+                    enabled=entry.enabled,
+                    check_pipeline=check_pipeline,
+                )
+            )
+        except UsageError as exc:  # say which entry of the spec
+            raise UsageError(f"schedule '{name}' (entry {k + 1}): {exc}", field=exc.field) from None
+    for record in records:
+        store.put_schedule(record)
+    return [
+        _info(store, r, now, detail=False)
+        for r in (_schedule(store, r.name, owner, see_all) for r in records)
+    ]
+
+
+def _checked_schedule(
+    store: Store,
+    name: str,
+    pipeline: str,
+    *,
+    owner: str | None,
+    see_all: bool,
     cron: str | None = None,
     every: str | None = None,
     at: str | None = None,
@@ -145,15 +260,8 @@ def add_schedule(
     enabled: bool = True,
     check_pipeline: Callable[[Pipeline], None] | None = None,
     now: float | None = None,
-) -> ScheduleInfo:
-    """Create schedule ``name`` (or change the one of that name: where it got to stays)
-    firing runs of the saved pipeline ``pipeline``; exactly one of ``cron``, ``every``
-    and ``at``. The schedule belongs to the pipeline's owner. ``check_pipeline``: the
-    caller's own check of the pipeline (the API's: who may run arbitrary code), called
-    after every other check, before anything is written. Raises ``UsageError`` (every
-    problem named by its option), ``ScheduleNotFound`` (no such pipeline, or not the
-    caller's), ``Conflict`` (another owner's schedule has that name), ``InvalidSpec``
-    (a parameter the pipeline does not declare), ``StoreError``."""
+) -> ScheduleRecord:
+    """``add_schedule``'s checks, in order; the record it writes (nothing written here)."""
     from stageflow.engine.schedules import ScheduleSpec, written_problems
     from stageflow.runtime.plan import resolve_params
     from stageflow.runtime.schedule_loop import first_fire
@@ -210,22 +318,19 @@ def add_schedule(
         check_pipeline(saved)
     created = old.created_at if old is not None else now
     last = old.last_tick if old is not None else None
-    store.put_schedule(
-        ScheduleRecord(
-            name=name,
-            pipeline=pipeline,
-            spec=_spec_fields(spec),
-            params=dict(params or {}),
-            priority=priority,
-            max_active_runs=max_active_runs,
-            enabled=enabled,
-            owner=record.owner,
-            created_at=created,
-            updated_at=now,
-            next_at=first_fire(spec, last, created),
-        )
+    return ScheduleRecord(
+        name=name,
+        pipeline=pipeline,
+        spec=_spec_fields(spec),
+        params=dict(params or {}),
+        priority=priority,
+        max_active_runs=max_active_runs,
+        enabled=enabled,
+        owner=record.owner,
+        created_at=created,
+        updated_at=now,
+        next_at=first_fire(spec, last, created),
     )
-    return _info(store, _schedule(store, name, owner, see_all), now, detail=False)
 
 
 def list_schedules(

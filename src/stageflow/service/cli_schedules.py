@@ -3,6 +3,8 @@
 * ``stageflow schedules add NAME PIPELINE (--cron EXPR | --every DURATION | --at TIME)
   [--timezone TZ] [--start T] [--end T] [--catchup] [--param K=V] [--priority N]
   [--max-active N] [--paused]``: create or change a schedule of a saved pipeline;
+* ``stageflow schedules apply FILE``: save the pipeline and register the schedules its
+  spec carries (``schedule:``, ``schedules:``);
 * ``stageflow schedules list|show NAME [--format json]``: when each fires next (``show``:
   the next 5 fire times and the latest runs);
 * ``stageflow schedules pause|resume|remove NAME``;
@@ -127,6 +129,42 @@ def add(
             enabled=not paused,
         )
     _print(info, fmt)
+
+
+@schedules.command("apply")
+@click.argument("target")
+@click.option("--format", "fmt", type=FORMAT, default="text")
+@click.pass_obj
+def apply(settings: Any, target: str, fmt: str) -> None:
+    """Save TARGET (a spec file, or module:pipeline) as a version of its pipeline and
+    register the schedules its spec carries (`schedule:`, `schedules:`). Nothing is
+    saved when the spec or a schedule is wrong."""
+    import time as clock
+
+    from stageflow import operations as ops
+    from stageflow.runtime.loading import load_pipeline
+    from stageflow.runtime.plan import check
+
+    pipeline = load_pipeline(target, settings.limits)
+    check(pipeline)  # InvalidSpec: every problem, schedules' included
+    if not pipeline.schedule_entries():
+        from stageflow.errors import UsageError
+
+        raise UsageError(
+            f"{target}: pipeline '{pipeline.name}' has no `schedule:` or `schedules:`; add "
+            'one (schedule: "0 2 * * *") or use `stageflow schedules add`',
+            field="schedules",
+        )
+    now = clock.time()
+    with ops.writing(settings) as store:
+        ops.check_spec_schedules(store, pipeline, owner=None, see_all=True, now=now)
+        ops.publish_pipeline(store, pipeline, owner=pipeline.owner, now=now, may_see_all=True)
+        applied = ops.apply_schedules(store, pipeline, owner=None, see_all=True, now=now)
+    if fmt == "json":
+        click.echo(json.dumps([s.as_json() for s in applied]))
+        return
+    for info in applied:
+        _print(info, fmt)
 
 
 @schedules.command("list")

@@ -123,14 +123,21 @@ def save(request: Request, who: Identity, doc: object) -> JSONResponse:
     pipeline = ops.build_pipeline(doc, ctx.settings.limits)
     check_code(request, who, pipeline)
     check_paths(request, who, pipeline)
+    now = time.time()
+    owner = owner_for(who, pipeline)
+    # Its schedules (``schedule:``, ``schedules:``) register with it; whatever would stop
+    # them is refused first, so a refused save writes nothing.
+    ops.check_spec_schedules(ctx.store, pipeline, owner=who.owner, see_all=who.is_admin, now=now)
     saved = ops.publish_pipeline(
-        ctx.store,
-        pipeline,
-        owner=owner_for(who, pipeline),
-        now=time.time(),
-        may_see_all=who.is_admin,
+        ctx.store, pipeline, owner=owner, now=now, may_see_all=who.is_admin
     )
-    return JSONResponse(saved.as_json(), status_code=201 if saved.created else 200)
+    body = saved.as_json()
+    if pipeline.schedule_entries():
+        applied = ops.apply_schedules(
+            ctx.store, pipeline, owner=who.owner, see_all=who.is_admin, now=now
+        )
+        body["schedules"] = [s.as_json() for s in applied]
+    return JSONResponse(body, status_code=201 if saved.created else 200)
 
 
 @router.post("", status_code=201, openapi_extra=_SPEC_BODY, summary="Save a pipeline version")
