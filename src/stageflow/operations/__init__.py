@@ -19,7 +19,8 @@ field and the fix (``UsageError`` for a bad argument, ``RunNotFound``,
     pipelines   list_pipelines, pipeline_versions, pipeline_spec
     pools       set_pool, list_pools, remove_pool (global pools in the store)
     schedules   add_schedule, list_schedules, show_schedule, set_schedule_enabled,
-                remove_schedule, trigger_schedule
+                remove_schedule, trigger_schedule; start_backfill, backfill_status,
+                list_backfills, cancel_backfill
 
 Importing this package loads the store, the settings and the result records
 only (what ``stageflow runs list`` loaded before); the runner, the engine, the
@@ -113,14 +114,19 @@ from stageflow.operations.runs import (
     task_logs,
 )
 from stageflow.operations.schedules import (
+    BackfillInfo,
     ScheduleInfo,
     add_schedule,
     apply_schedules,
+    backfill_status,
+    cancel_backfill,
     check_spec_schedules,
+    list_backfills,
     list_schedules,
     remove_schedule,
     set_schedule_enabled,
     show_schedule,
+    start_backfill,
     trigger_schedule,
 )
 from stageflow.operations.stores import (
@@ -136,6 +142,7 @@ from stageflow.operations.stores import (
 __all__ = [
     "Artifact",
     "AuditPage",
+    "BackfillInfo",
     "Conflict",
     "ControlOutcome",
     "CostReport",
@@ -169,8 +176,10 @@ __all__ = [
     "artifacts_problem",
     "audit_log",
     "authenticate",
+    "backfill_status",
     "build_pipeline",
     "cancel",
+    "cancel_backfill",
     "check_run_id",
     "check_spec_schedules",
     "check_store",
@@ -181,6 +190,7 @@ __all__ = [
     "delete_pipeline",
     "diff",
     "lineage",
+    "list_backfills",
     "list_pipelines",
     "list_pools",
     "list_runs",
@@ -217,6 +227,7 @@ __all__ = [
     "show_run",
     "show_schedule",
     "start",
+    "start_backfill",
     "stats",
     "store_location",
     "submit",

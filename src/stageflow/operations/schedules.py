@@ -16,40 +16,56 @@ may schedule only its owner's pipelines; another owner's schedule or pipeline ge
 same ``NotFound`` as a missing one, and the list of names in its message holds only
 the caller's. Schedule names are global: a name another owner holds is a ``Conflict``.
 The CLI (a local user, no server) passes ``see_all=True``.
+
+Backfills. ``start_backfill`` makes the runs of a schedule's past ticks between two
+times as one tracked object: a schedule record of its own (``backfill-<schedule>-<UTC
+stamp>``) with that schedule's timing bounded by the two times and catch-up on, so the
+schedule loop fires its ticks oldest first, each once, ``max_active_runs`` at a time.
+``backfill_status`` and ``list_backfills`` count its ticks and its runs' states;
+``cancel_backfill`` disables it and cancels its unfinished runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from stageflow.errors import RunNotFound, UsageError
+from stageflow.errors import InvalidSpec, RunNotFound, UsageError
 from stageflow.operations.arguments import parse_instant
 from stageflow.operations.pipelines import Conflict, NotFound
 from stageflow.operations.stores import Store
 from stageflow.runtime.settings import Settings
 
 if TYPE_CHECKING:
+    from stageflow.engine.schedules import ScheduleSpec
     from stageflow.operations.commands import SubmittedRun
     from stageflow.runtime.store.base import PipelineRecord, ScheduleRecord
     from stageflow.spec.models import Pipeline
 
 __all__ = [
+    "BACKFILL_PREFIX",
+    "MAX_BACKFILL_RUNS",
+    "BackfillInfo",
     "ScheduleInfo",
     "ScheduleNotFound",
     "add_schedule",
     "apply_schedules",
+    "backfill_status",
+    "cancel_backfill",
     "check_spec_schedules",
+    "list_backfills",
     "list_schedules",
     "parse_every",
     "remove_schedule",
     "set_schedule_enabled",
     "show_schedule",
+    "start_backfill",
     "trigger_schedule",
 ]
 
@@ -531,3 +547,417 @@ def _timing(spec: Any) -> str:
                 return f"every {seconds / size:g}{unit}"
         return f"every {seconds:g}s"
     return f"once at {iso(spec.at)}"
+
+
+# -- backfills ---------------------------------------------------------------------------
+#
+# A backfill is a schedule record of its own, named ``backfill-<schedule>-<UTC stamp>``:
+# the timing of a schedule of the pipeline, bounded by ``start`` and ``end`` (both in the
+# past), with catch-up on. So the schedule loop (every worker, ``stageflow scheduler``)
+# fires its ticks as it fires any schedule's: oldest first, each exactly once, at most
+# ``max_active_runs`` unfinished at a time. Its progress is read back from the store:
+# the fire times in its bounds, the ticks fired (``schedule_runs``) and their runs' states.
+
+#: The prefix of a backfill's schedule name; ``list_backfills`` lists the schedules so named.
+BACKFILL_PREFIX = "backfill-"
+#: The most runs one backfill makes.
+MAX_BACKFILL_RUNS = 10_000
+_BACKFILL_NAME = re.compile(r"backfill-(.+)-\d{8}T\d{6}(?:-\d+)?")
+_RUN_STATES = ("queued", "running", "paused", "success", "failed", "cancelled")
+_UNFINISHED = ("queued", "running", "paused")
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillInfo:
+    """A backfill and its progress: the ticks in ``[start, end]`` (``total``), those the
+    schedule loop has handled (``handled``; ``fired``: those that made a run, the rest
+    were skipped because the pipeline could not run) and its runs counted by state.
+    ``state``: ``running`` (ticks to fire or runs unfinished), ``done`` (every tick
+    handled and every run ended), ``cancelled`` (its schedule is disabled).
+    ``cancelled_runs`` (``cancel_backfill``): the runs it cancelled, each with
+    ``cancelled`` (ended in the store at once) or ``stopping`` (its worker was asked)."""
+
+    name: str
+    pipeline: str
+    schedule: str | None  # the schedule whose timing it takes (from its name)
+    timing: str
+    start: float
+    end: float
+    max_active_runs: int | None
+    priority: int
+    params: dict[str, Any]
+    enabled: bool
+    total: int
+    handled: int
+    fired: int
+    runs: dict[str, int]
+    created_at: float
+    cancelled_runs: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def unfinished(self) -> int:
+        return sum(self.runs.get(s, 0) for s in _UNFINISHED)
+
+    @property
+    def done(self) -> bool:
+        """Every tick handled and every run ended."""
+        return self.handled >= self.total and self.unfinished == 0
+
+    @property
+    def state(self) -> str:
+        if not self.enabled:
+            return "cancelled"
+        return "done" if self.done else "running"
+
+    def as_json(self) -> dict[str, Any]:
+        from stageflow.runtime.result import iso
+
+        return {
+            "name": self.name,
+            "pipeline": self.pipeline,
+            "schedule": self.schedule,
+            "timing": self.timing,
+            "from": iso(self.start),
+            "to": iso(self.end),
+            "max_active_runs": self.max_active_runs,
+            "priority": self.priority,
+            "params": self.params,
+            "state": self.state,
+            "done": self.done,
+            "total": self.total,
+            "handled": self.handled,
+            "fired": self.fired,
+            "skipped": max(0, self.handled - self.fired),
+            "runs": dict(self.runs),
+            "created_at": iso(self.created_at),
+            "cancelled_runs": [
+                {"run_id": run_id, "outcome": outcome} for run_id, outcome in self.cancelled_runs
+            ],
+        }
+
+
+def start_backfill(
+    store: Store,
+    pipeline: str,
+    *,
+    start: str | float,
+    end: str | float,
+    schedule: str | None = None,
+    max_active_runs: int = 1,
+    overrides: Mapping[str, Any] | None = None,
+    owner: str | None,
+    see_all: bool,
+    now: float | None = None,
+) -> BackfillInfo:
+    """Create a backfill of the saved ``pipeline``: one run per fire time of its schedule
+    ``schedule`` (default: its only one) in ``[start, end]`` (ISO-8601 text or epoch
+    seconds; ``end`` not after ``now``), fired oldest first by the schedule loop, at most
+    ``max_active_runs`` unfinished at once, with the schedule's parameters and
+    ``overrides`` on top and its priority. Nothing is written unless every check passes;
+    each mistake raises ``UsageError`` naming its option (``--from``, ``--to``,
+    ``--schedule``, ``--max-active``, ``--param``), and ``ScheduleNotFound`` an unknown
+    pipeline (or not the caller's)."""
+    from stageflow.runtime.plan import resolve_params
+    from stageflow.runtime.schedule_loop import first_fire, schedule_spec
+    from stageflow.runtime.store.base import ScheduleRecord
+    from stageflow.spec.load import pipeline_from_data
+
+    now = time.time() if now is None else now
+    if max_active_runs < 1:
+        raise UsageError(
+            f"--max-active {max_active_runs} must be at least 1 (the runs of the backfill "
+            "unfinished at once)",
+            field="max_active",
+        )
+    begin = parse_instant(start, "--from") if isinstance(start, str) else float(start)
+    until = parse_instant(end, "--to") if isinstance(end, str) else float(end)
+    for option, value in (("from", begin), ("to", until)):
+        if not math.isfinite(value):
+            raise UsageError(f"--{option} must be a finite time, got {value!r}", field=option)
+    if begin >= until:
+        raise UsageError(
+            f"--from ({_utc(begin)}) must be before --to ({_utc(until)}); swap them",
+            field="from",
+        )
+    if until > now:
+        raise UsageError(
+            f"--to ({_utc(until)}) is in the future (now is {_utc(now)}): a backfill makes "
+            "the runs of past ticks (the schedule fires the ones to come); give --to at or "
+            "before now",
+            field="to",
+        )
+    saved_record = _saved_pipeline(store, pipeline, owner=owner, see_all=see_all)
+    source = _backfill_source(store, pipeline, schedule, owner, see_all)
+    _check_finite(overrides)
+    params = {**source.params, **dict(overrides or {})}
+    saved = pipeline_from_data(json.loads(saved_record.spec_json))
+    try:
+        resolve_params(saved, params)
+    except InvalidSpec as exc:  # an undeclared --param (or a secret given as a value)
+        message = "; ".join(p.message for p in exc.problems)
+        raise UsageError(message, field="param") from None
+    spec = _backfill_spec(schedule_spec(source), begin, until)
+    total = 0 if spec is None else _count_ticks(spec, until)
+    between = f"between --from {_utc(begin)} and --to {_utc(until)}"
+    timing = _timing(schedule_spec(source))
+    if spec is None or total == 0:
+        raise UsageError(
+            f"no tick of schedule '{source.name}' ({timing}) {between}: nothing to backfill; "
+            "widen --from/--to",
+            field="to",
+        )
+    if total > MAX_BACKFILL_RUNS:
+        raise UsageError(
+            f"schedule '{source.name}' ({timing}) has more than {MAX_BACKFILL_RUNS:,} ticks "
+            f"{between}; a backfill makes at most {MAX_BACKFILL_RUNS:,} runs: split it into "
+            "narrower --from/--to",
+            field="to",
+        )
+    name = _backfill_name(store, source.name, now)
+    store.put_schedule(
+        ScheduleRecord(
+            name=name,
+            pipeline=pipeline,
+            spec=_spec_fields(spec),
+            params=params,
+            priority=source.priority,
+            max_active_runs=max_active_runs,
+            enabled=True,
+            owner=saved_record.owner,
+            created_at=now,
+            updated_at=now,
+            next_at=first_fire(spec, None, now),
+        )
+    )
+    return _backfill_info(store, _schedule(store, name, owner, see_all))
+
+
+def backfill_status(store: Store, name: str, *, owner: str | None, see_all: bool) -> BackfillInfo:
+    """Backfill ``name`` and its progress; ``ScheduleNotFound`` (exit 2) when there is no
+    such backfill, or it is not the caller's."""
+    return _backfill_info(store, _backfill(store, name, owner, see_all))
+
+
+def list_backfills(store: Store, *, owner: str | None, see_all: bool) -> list[BackfillInfo]:
+    """Every backfill the caller may see (the schedules named ``backfill-...``), by name,
+    with its progress."""
+    return [
+        _backfill_info(store, s)
+        for s in store.schedules()
+        if _is_backfill(s) and _sees(s, owner, see_all)
+    ]
+
+
+def cancel_backfill(
+    settings: Settings,
+    store: Store,
+    name: str,
+    *,
+    owner: str | None,
+    see_all: bool,
+    by: str | None = None,
+) -> BackfillInfo:
+    """Stop backfill ``name`` as a whole: disable its schedule (no more ticks) and cancel
+    its unfinished runs as ``stageflow cancel`` does (``operations.cancel``): a run no
+    live process runs (queued, not taken yet) ends ``cancelled`` in the store at once,
+    a running one's worker is asked to cancel it. A backfill that is done already is left
+    as it is. Its ``cancelled_runs`` name the runs cancelled."""
+    from stageflow.engine.states import FINAL_RUN_STATES
+    from stageflow.errors import ControlRefused
+    from stageflow.operations.commands import cancel
+
+    record = _backfill(store, name, owner, see_all)
+    if _backfill_info(store, record).done:
+        return _backfill_info(store, record)
+    store.set_schedule_enabled(name, False, time.time())
+    outcomes: dict[str, str] = {}
+    # A pass of a schedule loop that read the schedule before it was disabled may still
+    # make a run: sweep again until a sweep finds no unfinished run not yet cancelled.
+    for _sweep in range(5):
+        pending = [
+            run
+            for run in store.query_runs(
+                triggered_by=f"schedule:{name}", states=_UNFINISHED, limit=MAX_BACKFILL_RUNS + 1
+            )
+            if run.run_id not in outcomes
+        ]
+        if not pending:
+            break
+        for run in sorted(pending, key=lambda r: r.created_at):
+            # ControlRefused: it ended meanwhile, or a worker took it just now (the request
+            # is stored, and the worker acts on it); read its state below either way.
+            with contextlib.suppress(ControlRefused, RunNotFound):
+                cancel(settings, run.run_id, by=by)
+            try:
+                state = store.get_run(run.run_id).state
+            except RunNotFound:
+                continue
+            if state == "cancelled":
+                outcomes[run.run_id] = "cancelled"
+            elif state not in FINAL_RUN_STATES:
+                outcomes[run.run_id] = "stopping"  # its owner acts on the request
+            else:
+                outcomes[run.run_id] = ""  # it ended by itself: not cancelled here
+    info = _backfill_info(store, _schedule(store, name, owner, see_all))
+    return replace(
+        info, cancelled_runs=[(run_id, what) for run_id, what in outcomes.items() if what]
+    )
+
+
+def _backfill_source(
+    store: Store, pipeline: str, schedule: str | None, owner: str | None, see_all: bool
+) -> ScheduleRecord:
+    """The schedule whose timing a backfill of ``pipeline`` takes: ``schedule``, or the
+    pipeline's only one (backfills aside); ``UsageError`` naming ``--schedule``."""
+    own = [
+        s
+        for s in store.schedules()
+        if s.pipeline == pipeline
+        and _sees(s, owner, see_all)
+        and not s.name.startswith(BACKFILL_PREFIX)
+    ]
+    names = ", ".join(s.name for s in own)
+    if schedule is None:
+        if len(own) == 1:
+            return own[0]
+        if not own:
+            raise UsageError(
+                f"pipeline '{pipeline}' has no schedule, and a backfill takes its timing from "
+                f"one: add one (`stageflow schedules add NAME {pipeline} --cron EXPR --paused`) "
+                "and give --schedule NAME",
+                field="schedule",
+            )
+        raise UsageError(
+            f"pipeline '{pipeline}' has {len(own)} schedules ({names}); give --schedule NAME "
+            "to say whose timing the backfill takes",
+            field="schedule",
+        )
+    found = next((s for s in own if s.name == schedule), None)
+    if found is None:
+        record = store.get_schedule(schedule)
+        if record is not None and _sees(record, owner, see_all):
+            why = (
+                f"'{schedule}' is a backfill, not a schedule"
+                if schedule.startswith(BACKFILL_PREFIX)
+                else f"schedule '{schedule}' fires pipeline '{record.pipeline}'"
+            )
+        else:
+            why = f"no schedule '{schedule}'"
+        listed = f"its schedules are: {names}" if own else "it has none"
+        raise UsageError(
+            f"--schedule {schedule}: {why}; give a schedule of pipeline '{pipeline}' ({listed})",
+            field="schedule",
+        )
+    return found
+
+
+def _backfill_spec(spec: ScheduleSpec, begin: float, until: float) -> ScheduleSpec | None:
+    """``spec``'s timing bounded by ``[begin, until]``, with catch-up; ``None`` when it
+    fires nowhere in them. Its own ``start`` and ``end`` are not kept, but an interval
+    keeps its ticks where they fall (``start`` is its anchor): the bounded one starts at
+    its first tick at or after ``begin``."""
+    if spec.kind == "once":
+        assert spec.at is not None
+        if not begin <= spec.at <= until:
+            return None
+        return replace(spec, start=begin, end=until, catchup=True)
+    if spec.kind == "interval":
+        anchor = 0.0 if spec.start is None else spec.start
+        assert spec.every_seconds is not None
+        every = spec.every_seconds
+        first = anchor + math.ceil((begin - anchor) / every) * every
+        while first < begin:  # the division rounds
+            first += every
+        while first - every >= begin:
+            first -= every
+        if first > until:
+            return None
+        # end == start would be refused (the schedule "never fires"): one ulp later, and
+        # the next tick, a whole interval on, is still past it.
+        return replace(
+            spec, start=first, end=max(until, math.nextafter(first, math.inf)), catchup=True
+        )
+    return replace(spec, start=begin, end=until, catchup=True)
+
+
+def _count_ticks(spec: ScheduleSpec, until: float) -> int:
+    """How many fire times ``spec`` has from its start to ``until`` (at most
+    ``MAX_BACKFILL_RUNS + 1``: more is refused anyway)."""
+    from stageflow.engine.schedules import due
+
+    return len(due(spec, None, until, limit=MAX_BACKFILL_RUNS + 1))
+
+
+def _backfill_name(store: Store, schedule: str, now: float) -> str:
+    from datetime import UTC, datetime
+
+    base = f"{BACKFILL_PREFIX}{schedule}-{datetime.fromtimestamp(now, UTC):%Y%m%dT%H%M%S}"
+    name, k = base, 1
+    while store.get_schedule(name) is not None:
+        k += 1
+        name = f"{base}-{k}"
+    return name
+
+
+def _backfill(store: Store, name: str, owner: str | None, see_all: bool) -> ScheduleRecord:
+    """Backfill ``name`` if the caller may see it; ``ScheduleNotFound`` otherwise."""
+    record = store.get_schedule(name)
+    if record is None or not _is_backfill(record) or not _sees(record, owner, see_all):
+        names = [s.name for s in store.schedules() if _is_backfill(s) and _sees(s, owner, see_all)]
+        hint = (
+            f"; the backfills are: {', '.join(names)}"
+            if names
+            else "; there are none (`stageflow backfill PIPELINE --from TIME --to TIME` starts one)"
+        )
+        raise ScheduleNotFound(f"no backfill '{name}'{hint}", field="name")
+    return record
+
+
+def _is_backfill(record: ScheduleRecord) -> bool:
+    """A schedule ``start_backfill`` made: its name, and both bounds (a schedule someone
+    named ``backfill-...`` by hand without them is not one)."""
+    spec = record.spec
+    return record.name.startswith(BACKFILL_PREFIX) and "start" in spec and "end" in spec
+
+
+def _backfill_info(store: Store, record: ScheduleRecord) -> BackfillInfo:
+    from stageflow.runtime.schedule_loop import schedule_spec
+
+    spec = schedule_spec(record)
+    assert spec.start is not None and spec.end is not None  # a backfill has both
+    start, end = spec.start, spec.end
+    total = _count_ticks(spec, end)
+    last = record.last_tick
+    handled = 0 if last is None else _count_ticks(spec, min(last, end))
+    fired = store.schedule_runs(record.name, MAX_BACKFILL_RUNS + 1)
+    made = {run_id for _, run_id in fired}
+    runs = dict.fromkeys(_RUN_STATES, 0)
+    for run in store.query_runs(
+        triggered_by=f"schedule:{record.name}", limit=MAX_BACKFILL_RUNS + 1
+    ):
+        if run.run_id in made:
+            runs[run.state] = runs.get(run.state, 0) + 1
+    source = _BACKFILL_NAME.fullmatch(record.name)
+    return BackfillInfo(
+        name=record.name,
+        pipeline=record.pipeline,
+        schedule=source.group(1) if source else None,
+        timing=_timing(spec),
+        start=start,
+        end=end,
+        max_active_runs=record.max_active_runs,
+        priority=record.priority,
+        params=record.params,
+        enabled=record.enabled,
+        total=total,
+        handled=max(handled, len(fired)),
+        fired=len(fired),
+        runs=runs,
+        created_at=record.created_at,
+    )
+
+
+def _utc(t: float) -> str:
+    from datetime import UTC, datetime
+
+    return f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M:%S} UTC"

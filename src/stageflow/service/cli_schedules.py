@@ -11,7 +11,11 @@
 * ``stageflow schedules trigger NAME [--param K=V]``: queue a run now;
 * ``stageflow scheduler [--poll-seconds S]``: fire the store's schedules until SIGTERM or
   Ctrl-C (``stageflow worker`` and ``stageflow serve`` fire them too; each tick fires
-  once however many run).
+  once however many run);
+* ``stageflow backfill PIPELINE --from TIME --to TIME [--schedule NAME] [--max-active N]
+  [--param K=V]`` (also spelt ``backfill start PIPELINE ...``): the runs of a schedule's
+  past ticks, as one backfill the schedule loop fires oldest first, N at a time;
+  ``stageflow backfill status NAME``, ``backfill list`` and ``backfill cancel NAME``.
 
 A mistake exits 2 naming the option and the fix.
 """
@@ -30,13 +34,14 @@ import click
 
 from stageflow.service.cli_options import FORMAT, PARAM_OPTION
 
-__all__ = ["attach", "scheduler", "schedules"]
+__all__ = ["attach", "backfill", "scheduler", "schedules"]
 
 
 def attach(cli: click.Group) -> None:
-    """Add ``schedules`` and ``scheduler`` to ``cli``."""
+    """Add ``schedules``, ``scheduler`` and ``backfill`` to ``cli``."""
     cli.add_command(schedules)
     cli.add_command(scheduler)
+    cli.add_command(backfill)
 
 
 @click.group()
@@ -296,3 +301,185 @@ def scheduler(settings: Any, poll_seconds: float) -> None:
         )
         loop.serve_forever()
     sys.exit(0)
+
+
+# -- backfill ---------------------------------------------------------------------------------
+
+
+class _BackfillGroup(click.Group):
+    """``stageflow backfill PIPELINE ...`` is ``stageflow backfill start PIPELINE ...``: a
+    first argument that names no subcommand starts a backfill (a pipeline named like a
+    subcommand: ``backfill start list --from ...``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["start", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_BackfillGroup)
+def backfill() -> None:
+    """Backfills: `stageflow backfill PIPELINE --from TIME --to TIME` makes the runs of a
+    schedule's past ticks, oldest first, as one backfill (status, list, cancel)."""
+
+
+def _backfill_line(info: Any) -> str:
+    runs = info.runs
+    counts = ", ".join(
+        f"{runs.get(state, 0)} {state}"
+        for state in ("queued", "running", "success", "failed", "cancelled")
+    )
+    if runs.get("paused"):
+        counts += f", {runs['paused']} paused"
+    return f"{info.fired} of {info.total} ticks fired; runs: {counts}"
+
+
+def _print_backfill(info: Any) -> None:
+    source = f"schedule '{info.schedule}', " if info.schedule else ""
+    click.echo(f"backfill {info.name}: pipeline '{info.pipeline}', {source}{info.timing}")
+    limit = (
+        f", at most {info.max_active_runs} unfinished at once"
+        if info.max_active_runs is not None
+        else ""
+    )
+    click.echo(f"  from {_when(info.start)} to {_when(info.end)}{limit}")
+    skipped = info.handled - info.fired
+    click.echo(
+        f"  {_backfill_line(info)}"
+        + (f"; {skipped} skipped (the pipeline could not run)" if skipped > 0 else "")
+    )
+    waiting = info.unfinished
+    click.echo(
+        f"  state: {info.state}"
+        + (f" ({waiting} run{'s' if waiting != 1 else ''} still stopping)" if waiting else "")
+        if info.state == "cancelled"
+        else f"  state: {info.state}"
+    )
+
+
+@backfill.command("start")
+@click.argument("pipeline")
+@click.option("--from", "start", required=True, metavar="TIME", help="The first tick's earliest.")
+@click.option("--to", "end", required=True, metavar="TIME", help="The last tick's latest (past).")
+@click.option("--schedule", default=None, metavar="NAME", help="Whose timing (default: the only).")
+@click.option(
+    "--max-active", type=int, default=1, show_default=True, help="Unfinished runs at most."
+)
+@PARAM_OPTION
+@click.option("--format", "fmt", type=FORMAT, default="text")
+@click.pass_obj
+def backfill_start(
+    settings: Any,
+    pipeline: str,
+    start: str,
+    end: str,
+    schedule: str | None,
+    max_active: int,
+    params: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Make the runs of the ticks of PIPELINE's schedule between --from and --to (both
+    inclusive, --to not in the future), oldest first, at most --max-active unfinished at
+    once, with the schedule's parameters and priority (and --param on top). Every
+    `stageflow worker` and `stageflow scheduler` fires them; prints the backfill's name."""
+    from stageflow import operations as ops
+    from stageflow.service.cli import _parse_params
+
+    overrides = _parse_params(params)
+    with ops.writing(settings) as store:
+        info = ops.start_backfill(
+            store,
+            pipeline,
+            start=start,
+            end=end,
+            schedule=schedule,
+            max_active_runs=max_active,
+            overrides=overrides,
+            owner=None,
+            see_all=True,  # a local user, no server: every schedule
+        )
+    if fmt == "json":
+        click.echo(json.dumps(info.as_json()))
+    else:
+        click.echo(info.name)
+    click.echo(
+        f"backfill {info.name}: {info.total} run{'s' if info.total != 1 else ''} of pipeline "
+        f"'{pipeline}' (schedule '{info.schedule}', {info.timing}) from {_when(info.start)} "
+        f"to {_when(info.end)}, oldest first, at most {max_active} at once; every "
+        f"`stageflow worker` and `stageflow scheduler` fires them; "
+        f"`stageflow backfill status {info.name}` shows the progress",
+        err=True,
+    )
+
+
+@backfill.command("status")
+@click.argument("name")
+@click.option("--format", "fmt", type=FORMAT, default="text")
+@click.pass_obj
+def backfill_status(settings: Any, name: str, fmt: str) -> None:
+    """Backfill NAME's progress: its ticks, how many fired, its runs by state."""
+    from stageflow import operations as ops
+
+    with ops.reading(settings) as store:
+        info = ops.backfill_status(store, name, owner=None, see_all=True)
+    if fmt == "json":
+        click.echo(json.dumps(info.as_json()))
+        return
+    _print_backfill(info)
+
+
+@backfill.command("list")
+@click.option("--format", "fmt", type=FORMAT, default="text")
+@click.pass_obj
+def backfill_list(settings: Any, fmt: str) -> None:
+    """Every backfill, with its progress."""
+    from stageflow import operations as ops
+
+    with ops.reading(settings) as store:
+        found = ops.list_backfills(store, owner=None, see_all=True)
+    if fmt == "json":
+        click.echo(json.dumps([b.as_json() for b in found]))
+        return
+    if not found:
+        click.echo(
+            "no backfills; start one with `stageflow backfill PIPELINE --from TIME --to TIME`",
+            err=True,
+        )
+        return
+    width = max(8, *(len(b.name) for b in found))
+    click.echo(f"{'BACKFILL':<{width}}  {'PIPELINE':<16}  {'STATE':<9}  PROGRESS")
+    for b in found:
+        click.echo(f"{b.name:<{width}}  {b.pipeline:<16}  {b.state:<9}  {_backfill_line(b)}")
+
+
+@backfill.command("cancel")
+@click.argument("name")
+@click.option("--format", "fmt", type=FORMAT, default="text")
+@click.pass_obj
+def backfill_cancel(settings: Any, name: str, fmt: str) -> None:
+    """Stop backfill NAME as a whole: it fires no more ticks, and its unfinished runs are
+    cancelled (a queued one at once, a running one by its worker)."""
+    from stageflow import operations as ops
+
+    with ops.writing(settings) as store:
+        info = ops.cancel_backfill(settings, store, name, owner=None, see_all=True)
+    if fmt == "json":
+        click.echo(json.dumps(info.as_json()))
+        return
+    if info.done and info.enabled:
+        click.echo(f"backfill {name} is done already; nothing to cancel", err=True)
+        return
+    stopped = [run_id for run_id, what in info.cancelled_runs if what == "cancelled"]
+    stopping = [run_id for run_id, what in info.cancelled_runs if what == "stopping"]
+    count = len(info.cancelled_runs)
+    click.echo(
+        f"backfill {name} cancelled: it fires no more ticks ({info.fired} of {info.total} "
+        f"fired); {count} unfinished run{'s' if count != 1 else ''} cancelled"
+        + (
+            f" ({len(stopped)} at once in the store, {len(stopping)} being stopped by "
+            "their workers)"
+            if count
+            else ""
+        ),
+        err=True,
+    )
