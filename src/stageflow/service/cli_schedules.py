@@ -288,9 +288,11 @@ def scheduler(settings: Any, poll_seconds: float) -> None:
     with ops.writing(settings) as store:
         loop = ScheduleLoop(settings, store, poll_seconds=poll_seconds)
 
-        def stop(signum: int, frame: Any) -> None:
-            click.echo(f"{signal.Signals(signum).name}: the scheduler stops", err=True)
-            loop.stop()
+        got: list[str] = []
+
+        def stop(signum: int, frame: Any) -> None:  # a flag only: safe at any instant
+            got.append(signal.Signals(signum).name)
+            loop.stop_soon()
 
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, stop)
@@ -300,6 +302,7 @@ def scheduler(settings: Any, poll_seconds: float) -> None:
             err=True,
         )
         loop.serve_forever()
+    click.echo(f"{got[0] if got else 'stopped'}: the scheduler stops", err=True)
     sys.exit(0)
 
 
