@@ -10,11 +10,10 @@ records the tick in the same transaction (``Store.create_run(tick=...)``). So an
 number of loops, in ``serve``, in workers, in ``stageflow scheduler`` processes, on
 one store fire each tick once: the others meet the tick's key (``TickTaken``) and
 move on. ``last_tick`` then moves forward (it never moves back), and ``next_at`` with
-it. A schedule with
-``max_active_runs`` unfinished runs fires nothing until one ends (its due ticks wait:
-with ``catchup`` they all come, else the latest). A tick that cannot make a run (the
-pipeline was deleted, or no longer validates) is skipped with one log line, so the
-loop never spins on it.
+it. A schedule with ``max_active_runs`` unfinished runs fires nothing until one ends
+(its due ticks wait: with ``catchup`` they all come, else the latest). A tick that
+cannot make a run (the pipeline was deleted, or no longer validates) is skipped with
+one log line, so the loop never spins on it.
 
 State: none between passes but the store's; the loop is driven by ``run_pass(now)``
 (tests call it with a fake clock) or by ``serve_forever``.
@@ -56,6 +55,9 @@ class Fired:
 
 @dataclass
 class PassReport:
+    """What one pass did: the ticks it fired, those another loop had fired, those it
+    skipped (and why)."""
+
     fired: list[Fired] = field(default_factory=list)
     taken: int = 0  # ticks another loop fired first
     skipped: list[tuple[str, float, str]] = field(default_factory=list)  # (schedule, at, why)
@@ -111,6 +113,8 @@ class ScheduleLoop:
                 self.run_pass()
             except StoreError as exc:
                 logger.warning("schedules: could not read or write the store: %s", exc)
+            except Exception:  # a bug: said in full, and the schedules go on next pass
+                logger.exception("schedules: a pass failed; trying again next pass")
             # Waits in short slices: ``stop_soon`` (a signal handler's) only sets a flag.
             deadline = time.monotonic() + self.poll_seconds
             while not self._stopping() and (left := deadline - time.monotonic()) > 0:

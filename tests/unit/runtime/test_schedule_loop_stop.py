@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from stageflow.runtime.schedule_loop import ScheduleLoop
 from stageflow.runtime.settings import Settings
 from stageflow.runtime.store import open_store
@@ -49,5 +51,29 @@ def test_a_loop_asked_to_stop_mid_wait_leaves_within_a_tenth_of_a_second(tmp_pat
         started = time.monotonic()
         loop.serve_forever()
         assert 0.25 < time.monotonic() - started < 1.0
+    finally:
+        store.close()
+
+
+def test_a_pass_that_fails_is_logged_and_the_loop_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(home=tmp_path / "home")
+    store = open_store(settings.database_url, settings.home)
+    try:
+        loop = ScheduleLoop(settings, store, poll_seconds=0.01)
+        passes: list[int] = []
+
+        def failing_pass(now: float | None = None) -> None:
+            passes.append(1)
+            if len(passes) == 1:
+                raise RuntimeError("a bug in a pass")
+            loop.stop_soon()
+
+        loop.run_pass = failing_pass  # type: ignore[method-assign,assignment]
+        loop.serve_forever()
+        assert len(passes) == 2  # the second pass came after the failed one
+        assert "a pass failed; trying again next pass" in caplog.text
+        assert "a bug in a pass" in caplog.text
     finally:
         store.close()
