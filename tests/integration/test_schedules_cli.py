@@ -490,3 +490,65 @@ def test_apply_will_not_repoint_another_pipeline_s_schedule(place: Place) -> Non
     assert result.returncode == 2, result
     assert "schedule 'daily' fires pipeline 'greet'" in result.stderr
     assert show(place, "daily")["pipeline"] == "greet"
+
+
+# -- a run's schedule values ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_scheduled_run_knows_its_data_interval(place: Place) -> None:
+    """${schedule.start}/${schedule.end}/${schedule.name} in a task's parameters and
+    STAGEFLOW_SCHEDULE_* in a bash task's environment: a backfill of a daily schedule
+    over three days gives each run its day; a run nobody scheduled gets its creation
+    time as both ends."""
+    spec = {
+        "name": "daily-report",
+        "schedules": [{"name": "daily", "cron": "0 0 * * *"}],
+        "tasks": [
+            {
+                "id": "report",
+                "operator": "bash",
+                "parameters": {
+                    "command": "echo ${schedule.name} ${schedule.start} ${schedule.end} "
+                    "$STAGEFLOW_SCHEDULE_START $STAGEFLOW_SCHEDULE_END"
+                },
+            }
+        ],
+    }
+    path = place.tmp / "daily.json"
+    path.write_text(json.dumps(spec))
+    ok(place, "schedules", "apply", str(path))
+    name = ok(
+        place,
+        "backfill",
+        "daily-report",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-03T12:00:00Z",
+        "--max-active",
+        "3",
+    ).stdout.strip()
+    proc = place.start("scheduler", "scheduler", "--poll-seconds", "0.2")
+    try:
+        wait_until(lambda: len(ticks(place, name)) == 3, "the backfill's 3 ticks fired", 20)
+    finally:
+        assert terminate(proc) == 0
+    worker = place.start("worker", "worker", "--idle-exit", "2", "--no-schedules")
+    assert worker.wait(timeout=WAIT) == 0, place.output("worker")
+    logs = sorted(
+        ok(place, "logs", run_id, "report").stdout.strip().splitlines()[-1]
+        for _, run_id in ticks(place, name)
+    )
+    feb28, mar1, mar2, mar3 = (
+        f"2026-{d}T00:00:00.000+00:00" for d in ("02-28", "03-01", "03-02", "03-03")
+    )
+    # Each tick covers the day before it: [previous fire time, its logical time).
+    assert logs == [
+        f"{name} {feb28} {mar1} {feb28} {mar1}",
+        f"{name} {mar1} {mar2} {mar1} {mar2}",
+        f"{name} {mar2} {mar3} {mar2} {mar3}",
+    ]
+    manual = json.loads(ok(place, "run", str(path), "--format", "json").stdout)
+    words = ok(place, "logs", manual["run_id"], "report").stdout.strip().splitlines()[-1].split()
+    assert len(words) == 4 and len(set(words)) == 1, words  # no name; created, both ends

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from stageflow.runtime.interrupt import Interrupt
     from stageflow.runtime.result import RunResult
     from stageflow.runtime.runner import Listener, OnStart
-    from stageflow.runtime.store.base import PipelineRecord, Store
+    from stageflow.runtime.store.base import PipelineRecord, Store, Tick
     from stageflow.spec.models import Pipeline
 
 __all__ = [
@@ -139,7 +139,7 @@ def submit_saved(
     *,
     priority: int = 0,
     triggered_by: str | None = None,
-    tick: tuple[str, float] | None = None,
+    tick: Tick | None = None,
 ) -> SubmittedRun:
     """Queue a run of a saved pipeline version (the API's submit, a schedule's tick):
     validated as ``submit`` does, without importing any ``call:`` target

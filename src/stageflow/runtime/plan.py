@@ -109,9 +109,14 @@ def _defined_in_python(pipeline: Pipeline) -> bool:
     return any(t.fn is not None for t in pipeline.tasks)
 
 
-def task_parameters(task_parameters: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
-    """A task's parameters with ``${params.NAME}`` substituted."""
-    return substitute(dict(task_parameters), params) if task_parameters else {}
+def task_parameters(
+    task_parameters: Mapping[str, Any],
+    params: Mapping[str, Any],
+    schedule: Mapping[str, str] | None = None,
+) -> Any:
+    """A task's parameters with ``${params.NAME}`` substituted, and ``${schedule.KEY}``
+    when the run's schedule values are given."""
+    return substitute(dict(task_parameters), params, schedule) if task_parameters else {}
 
 
 def check(

@@ -82,7 +82,7 @@ from stageflow.runtime.pools import POLL_SECONDS as POOL_POLL_SECONDS
 from stageflow.runtime.pools import bind_run, uses_pools
 from stageflow.runtime.resilience import TIMEOUT_TYPES, Resilience
 from stageflow.runtime.resources import attempt_env, request_json
-from stageflow.runtime.result import RunResult, TaskResult, rows_by_task
+from stageflow.runtime.result import RunResult, TaskResult, iso, rows_by_task
 from stageflow.runtime.settings import Settings, load_settings
 from stageflow.runtime.store.base import (
     AttemptRecord,
@@ -95,6 +95,7 @@ from stageflow.runtime.store.base import (
     RunUpdate,
     Store,
     TaskRunRecord,
+    Tick,
 )
 from stageflow.spec.models import Pipeline
 
@@ -145,7 +146,7 @@ def queue_saved(
     *,
     priority: int = 0,
     triggered_by: str | None = None,
-    tick: tuple[str, float] | None = None,
+    tick: Tick | None = None,
 ) -> RunRecord:
     """Queue a run of the saved pipeline version ``record`` for a worker, validated
     without importing any ``call:`` target; it belongs to the pipeline's owner (see
@@ -387,7 +388,7 @@ class Runner:
         hold: bool = True,
         team: str | None = None,
         triggered_by: str | None = None,
-        tick: tuple[str, float] | None = None,
+        tick: Tick | None = None,
     ) -> Prepared:
         """Validate and plan a new run and record it as ``queued``; ``InvalidSpec``
         (nothing recorded) when the pipeline or its parameters are wrong, or a
@@ -437,7 +438,7 @@ class Runner:
         priority: int,
         team: str | None,
         triggered_by: str | None,
-        tick: tuple[str, float] | None,
+        tick: Tick | None,
     ) -> RunRecord:
         """Record a new run ``run_id`` (``prepare``); ``RunIdTaken`` when it exists."""
         run = RunRecord(
@@ -638,6 +639,20 @@ class Runner:
         finally:  # however it ended: no subscription outlives the run's events
             self._unwatch(run_id, watching, ended=bool(ended))
 
+    def _schedule_values(self, run: RunRecord) -> dict[str, str]:
+        """The run's ``${schedule.*}`` values: for a schedule's tick, its data interval
+        (the schedule's previous fire time to the tick's logical time, ISO 8601 UTC) and
+        the schedule's name; for any other run, its creation time as both ends and no
+        name. The store is read only for a run a schedule made."""
+        tick = None
+        if run.triggered_by is not None and run.triggered_by.startswith("schedule:"):
+            tick = self.store.tick_of_run(run.run_id)
+        if tick is None:
+            at = iso(run.created_at) or ""
+            return {"name": "", "start": at, "end": at}
+        name, logical_time, begins = tick
+        return {"name": name, "start": iso(begins) or "", "end": iso(logical_time) or ""}
+
     def _run_watched(
         self,
         run: RunRecord,
@@ -663,6 +678,10 @@ class Runner:
             {t.id: pipeline.timeout_of(t) or self.settings.task_timeout for t in pipeline.tasks}
         )
         loop = _Loop(self, run_id, tasks, params, restored, lease)
+        loop.schedule = self._schedule_values(run)
+        loop.schedule_env = {
+            f"STAGEFLOW_SCHEDULE_{key.upper()}": value for key, value in loop.schedule.items()
+        }
         sched = Scheduler(
             plan,
             failure_strategy=pipeline.failure_strategy,
@@ -1071,6 +1090,10 @@ class _Loop:
         self.committer = Committer(runner.store, lease_until=lease.expires_at or 0.0)
         # Where the run's tasks start and relative paths resolve (operators/paths.py).
         self.pipeline_dir = _pipeline_dir(runner.pipeline)
+        # ``${schedule.start|end|name}`` and their STAGEFLOW_SCHEDULE_* variables
+        # (``Runner._schedule_values``; set before the first task starts).
+        self.schedule: dict[str, str] | None = None
+        self.schedule_env: dict[str, str] = {}
         self.guard = Resilience(
             runner.pipeline,
             runner.store,
@@ -1292,7 +1315,11 @@ class _Loop:
         task = self.tasks[tid]
         inputs = [self.refs.get(u) for u in task.upstream]
         shortcut = self.guard.at_dispatch(
-            task, t.attempt, task_parameters(task.parameters, self.params), inputs, now
+            task,
+            t.attempt,
+            task_parameters(task.parameters, self.params, self.schedule),
+            inputs,
+            now,
         )
         if shortcut is None:
             return False
@@ -1316,7 +1343,7 @@ class _Loop:
             value = self.guard.fallback_value(
                 task,
                 attempt,
-                task_parameters(task.parameters, self.params),
+                task_parameters(task.parameters, self.params, self.schedule),
                 lambda: {u: self._value(u) for u in task.upstream},
                 error,
             )
@@ -1346,7 +1373,7 @@ class _Loop:
             run_id=self.run_id,
             task=task,
             attempt=attempt,
-            parameters=task_parameters(task.parameters, self.params),
+            parameters=task_parameters(task.parameters, self.params, self.schedule),
             run_params=self.params,
             artifacts_root=self.artifacts_root,
             logs_dir=self.logs_dir,
@@ -1359,9 +1386,10 @@ class _Loop:
             job.failures = dict(self.failures)
         if task_id != task.id:  # a child of a mapped task: its own id, one element
             job.task_id = task_id
+        job.env = dict(self.schedule_env)
         grant = self.sched.grant(task_id) if self.sched is not None else None
         if grant is not None:
-            job.env = attempt_env(grant)
+            job.env.update(attempt_env(grant))
             if grant.request.gpu:
                 self.gpus[task_id] = grant.request.gpu
             if grant.request.memory_gb and self.runner.pipeline.enforce_limits_of(task):

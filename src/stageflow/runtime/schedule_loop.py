@@ -162,7 +162,7 @@ class ScheduleLoop:
                     record.params,
                     priority=record.priority,
                     triggered_by=f"schedule:{record.name}",
-                    tick=(record.name, tick.at),
+                    tick=(record.name, tick.at, tick.interval_start),
                 )
             except TickTaken:
                 report.taken += 1

@@ -2,7 +2,10 @@
 
 A string that is exactly ``${params.NAME}`` becomes the parameter's value with
 its type; inside a longer string the value is formatted into the text.
-Substitution is plain text replacement: nothing is evaluated.
+Substitution is plain text replacement: nothing is evaluated. A run's schedule
+values, ``${schedule.start}``, ``${schedule.end}`` (its data interval, ISO 8601 UTC)
+and ``${schedule.name}``, are text, substituted the same way when the run has them
+(``SCHEDULE_KEYS``).
 
 A parameter's name is an identifier (``PARAM_NAME``): it is written
 ``${params.NAME}`` and becomes the environment variable
@@ -23,11 +26,13 @@ from stageflow.errors import UsageError
 __all__ = [
     "MAX_PARAM_DEPTH",
     "PARAM_NAME",
+    "SCHEDULE_KEYS",
     "param_collision_problem",
     "param_name_collisions",
     "param_name_problem",
     "parse_param_value",
     "references",
+    "schedule_references",
     "substitute",
 ]
 
@@ -37,6 +42,9 @@ PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PARAM_DEPTH = 64
 
 _REF = re.compile(r"\$\{params\.(" + PARAM_NAME.pattern + r")\}")
+#: What ``${schedule.KEY}`` may name: the run's data interval and its schedule's name.
+SCHEDULE_KEYS = ("start", "end", "name")
+_SCHEDULE_REF = re.compile(r"\$\{schedule\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def param_name_problem(name: str) -> str | None:
@@ -78,8 +86,17 @@ def references(text: str) -> Iterator[str]:
         yield match.group(1)
 
 
-def substitute(value: Any, params: Mapping[str, Any]) -> Any:
-    """``value`` with every ``${params.NAME}`` replaced (recursively in lists/dicts).
+def schedule_references(text: str) -> Iterator[str]:
+    """The keys ``text``'s ``${schedule.KEY}`` references name (known or not)."""
+    for match in _SCHEDULE_REF.finditer(text):
+        yield match.group(1)
+
+
+def substitute(
+    value: Any, params: Mapping[str, Any], schedule: Mapping[str, str] | None = None
+) -> Any:
+    """``value`` with every ``${params.NAME}`` replaced (recursively in lists/dicts), and
+    every ``${schedule.KEY}`` when ``schedule`` is given (else left as written).
 
     Raises ``KeyError`` naming a parameter that is not in ``params``.
     """
@@ -89,11 +106,14 @@ def substitute(value: Any, params: Mapping[str, Any]) -> Any:
         whole = _REF.fullmatch(value)
         if whole:
             return params[whole.group(1)]
-        return _REF.sub(lambda m: _text(params[m.group(1)]), value)
+        text = _REF.sub(lambda m: _text(params[m.group(1)]), value)
+        if schedule is not None and "${schedule." in text:
+            text = _SCHEDULE_REF.sub(lambda m: schedule.get(m.group(1), m.group(0)), text)
+        return text
     if isinstance(value, dict):
-        return {k: substitute(v, params) for k, v in value.items()}
+        return {k: substitute(v, params, schedule) for k, v in value.items()}
     if isinstance(value, list):
-        return [substitute(v, params) for v in value]
+        return [substitute(v, params, schedule) for v in value]
     return value
 
 

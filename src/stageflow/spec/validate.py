@@ -20,10 +20,12 @@ from typing import Any
 from stageflow.errors import Problem
 from stageflow.spec.models import Pipeline
 from stageflow.spec.params import (
+    SCHEDULE_KEYS,
     param_collision_problem,
     param_name_collisions,
     param_name_problem,
     references,
+    schedule_references,
 )
 from stageflow.spec.suggest import Suggester
 
@@ -232,7 +234,29 @@ def pipeline_problems(pipeline: Pipeline) -> list[Problem]:
                         field=path,
                     )
                 )
+        for path, key in _schedule_refs(task.parameters, "parameters"):
+            if key not in SCHEDULE_KEYS:
+                problems.append(
+                    Problem(
+                        f"refers to ${{schedule.{key}}}; a run's schedule values are "
+                        + ", ".join(f"${{schedule.{k}}}" for k in SCHEDULE_KEYS),
+                        task=task.id,
+                        field=path,
+                    )
+                )
     return problems
+
+
+def _schedule_refs(value: Any, path: str) -> Iterable[tuple[str, str]]:
+    if isinstance(value, str):
+        for key in schedule_references(value):
+            yield path, key
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _schedule_refs(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _schedule_refs(v, f"{path}[{i}]")
 
 
 def _inputs_problems(task: Any, ids: set[str]) -> list[Problem]:

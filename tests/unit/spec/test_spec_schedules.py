@@ -127,3 +127,52 @@ def test_durations_and_instants() -> None:
     assert parse_instant("1970-01-01T02:00:00+01:00", "at") == 3600.0
     with pytest.raises(UsageError, match="is not a date or time"):
         parse_instant("tomorrow", "--at")
+
+
+def test_schedule_values_are_substituted_as_text_when_the_run_has_them() -> None:
+    from stageflow.spec.params import substitute
+
+    values = {"name": "daily", "start": "2026-03-01T00:00", "end": "2026-03-02T00:00"}
+    params = {"n": 3}
+    given = {
+        "cmd": "load ${schedule.start}..${schedule.end} for ${schedule.name}",
+        "whole": "${schedule.start}",
+        "typed": "${params.n}",
+        "list": ["${schedule.end}", 1],
+    }
+    assert substitute(given, params, values) == {
+        "cmd": "load 2026-03-01T00:00..2026-03-02T00:00 for daily",
+        "whole": "2026-03-01T00:00",
+        "typed": 3,
+        "list": ["2026-03-02T00:00", 1],
+    }
+    # Without a run's values (validation, lineage), the references stay as written.
+    assert substitute(given, params)["cmd"] == given["cmd"]
+
+
+def test_an_unknown_schedule_value_is_a_problem_naming_the_known_ones() -> None:
+    found = [
+        (p.task, p.field, p.message)
+        for p in plan_problems(
+            pipeline_from_data(
+                {
+                    "name": "p",
+                    "tasks": [
+                        {
+                            "id": "a",
+                            "operator": "bash",
+                            "parameters": {"command": "echo ${schedule.day} ${schedule.end}"},
+                        }
+                    ],
+                }
+            )
+        )
+    ]
+    assert found == [
+        (
+            "a",
+            "parameters.command",
+            "refers to ${schedule.day}; a run's schedule values are ${schedule.start}, "
+            "${schedule.end}, ${schedule.name}",
+        )
+    ]

@@ -50,6 +50,7 @@ __all__ = [
     "Store",
     "TaskRunRecord",
     "TaskRunStat",
+    "Tick",
     "TokenRecord",
     "VersionCount",
     "WorkerRecord",
@@ -320,6 +321,12 @@ class TokenRecord:
     last_used_at: float | None = None
 
 
+#: A schedule's tick that fires a run (``Store.create_run(tick=...)``): the schedule's
+#: name, its logical time, and the start of the data interval the run covers (the
+#: schedule's previous fire time; the logical time itself when left out).
+Tick = tuple[str, float] | tuple[str, float, float]
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleRecord:
     """A schedule as stored (schema 13): what it fires (a saved pipeline, by name: its
@@ -439,7 +446,7 @@ class Store(Protocol):
         task_ids: Sequence[str],
         *,
         pipeline: PipelineRecord | None = None,
-        tick: tuple[str, float] | None = None,
+        tick: Tick | None = None,
     ) -> None:
         """Insert the run and one ``pending`` task run per id, and ``pipeline``'s version
         if absent (as ``save_pipeline``), in one transaction; ``tick``: (schedule,
@@ -657,6 +664,10 @@ class Store(Protocol):
 
     def tick_run(self, schedule: str, logical_time: float) -> str | None:
         """The run that the schedule's tick at ``logical_time`` created; ``None``: none."""
+
+    def tick_of_run(self, run_id: str) -> tuple[str, float, float] | None:
+        """The tick that made run ``run_id``: (schedule, logical time, data interval
+        start); ``None`` when a schedule's tick did not make it."""
 
     def schedule_runs(self, schedule: str, limit: int = 10) -> list[tuple[float, str]]:
         """The schedule's latest fired ticks: (logical time, run id), newest first."""

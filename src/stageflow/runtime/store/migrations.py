@@ -369,6 +369,7 @@ MIGRATIONS: list[Migration] = [
             schedule TEXT NOT NULL,
             logical_time {real} NOT NULL,
             run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            interval_start {real},
             PRIMARY KEY (schedule, logical_time)
         )""",
         "CREATE INDEX schedule_runs_by_run_id ON schedule_runs (run_id)",

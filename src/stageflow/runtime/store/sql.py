@@ -78,6 +78,7 @@ from stageflow.runtime.store.base import (
     RunRecord,
     TaskRunRecord,
     TaskRunStat,
+    Tick,
     VersionCount,
 )
 from stageflow.runtime.store.dialect import Connection, Cursor, Dialect
@@ -175,7 +176,7 @@ class SqlStore(AccessTables, MetricsTables, ScheduleTables):
         task_ids: Sequence[str],
         *,
         pipeline: PipelineRecord | None = None,
-        tick: tuple[str, float] | None = None,
+        tick: Tick | None = None,
     ) -> None:
         """Insert the run and one ``pending`` task run per id (seq = index), and
         ``pipeline``'s version if absent (as ``save_pipeline``), in one transaction.

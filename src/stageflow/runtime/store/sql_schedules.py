@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stageflow.errors import TickTaken
-from stageflow.runtime.store.base import ScheduleRecord
+from stageflow.runtime.store.base import ScheduleRecord, Tick
 
 if TYPE_CHECKING:
     from stageflow.runtime.store.dialect import Cursor, Dialect
@@ -48,6 +48,7 @@ class _ScheduleStatements:
     advance: str
     insert_tick: str
     select_tick: str
+    select_tick_of_run: str
     select_ticks: str
     count_active: str
 
@@ -80,8 +81,11 @@ def _statements(dialect: Dialect) -> _ScheduleStatements:
             "AND (last_tick IS NULL OR last_tick < ?)"
         ),
         insert_tick=q(
-            "INSERT INTO schedule_runs (schedule, logical_time, run_id) VALUES (?, ?, ?) "
-            "ON CONFLICT (schedule, logical_time) DO NOTHING"
+            "INSERT INTO schedule_runs (schedule, logical_time, run_id, interval_start) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (schedule, logical_time) DO NOTHING"
+        ),
+        select_tick_of_run=q(
+            "SELECT schedule, logical_time, interval_start FROM schedule_runs WHERE run_id = ?"
         ),
         select_tick=q("SELECT run_id FROM schedule_runs WHERE schedule = ? AND logical_time = ?"),
         select_ticks=q(
@@ -124,12 +128,22 @@ class ScheduleTables:
 
         def _fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Any]: ...
 
-    def _record_tick(self, cur: Cursor, tick: tuple[str, float], run_id: str) -> None:
+    def _record_tick(self, cur: Cursor, tick: Tick, run_id: str) -> None:
         """In ``create_run``'s transaction: the tick made ``run_id``; ``TickTaken`` (the
         transaction rolls back) when another scheduler fired it first."""
-        cur.execute(_statements(self.dialect).insert_tick, (*tick, run_id))
+        begins = tick[2] if len(tick) > 2 else tick[1]
+        cur.execute(_statements(self.dialect).insert_tick, (tick[0], tick[1], run_id, begins))
         if not cur.rowcount:
             raise TickTaken(f"schedule '{tick[0]}' fired its tick at {tick[1]} already")
+
+    def tick_of_run(self, run_id: str) -> tuple[str, float, float] | None:
+        """The tick that made run ``run_id``: (schedule, logical time, data interval
+        start); ``None`` when a schedule's tick did not make it."""
+        row = self._fetchone(_statements(self.dialect).select_tick_of_run, (run_id,))
+        if row is None:
+            return None
+        at = float(row[1])
+        return str(row[0]), at, at if row[2] is None else float(row[2])
 
     def put_schedule(self, schedule: ScheduleRecord) -> None:
         """Create ``schedule``, or change the one of that name (its ``last_tick`` and
