@@ -1,6 +1,6 @@
 """Schedules: when a pipeline fires, and which fires are due at a given moment.
 
-Policy. A schedule is one of three kinds (``ScheduleSpec.kind``):
+Policy. A schedule is one of four kinds (``ScheduleSpec.kind``):
 
 - ``cron``: a 5-field cron expression (``minute hour day-of-month month day-of-week``,
   parsed by croniter; ``@daily`` and the other ``@`` shorthands too), read as wall-clock
@@ -9,8 +9,12 @@ Policy. A schedule is one of three kinds (``ScheduleSpec.kind``):
   without ``start``, at ``k * every_seconds`` counted from the epoch (aligned: an
   hourly interval fires on the hour, UTC).
 - ``once``: exactly once, at ``at``.
+- ``event``: on each ``POST /api/v1/events/<event>`` (``operations.fire_event``), never
+  at a time: it has no fire times (``next_after`` is ``None``, ``upcoming`` and ``due``
+  empty), so the schedule loop never fires it; ``start``, ``end`` and ``catchup`` do not
+  apply to it and are refused.
 
-``start`` and ``end`` bound every kind: no fire before ``start``, none after ``end``
+``start`` and ``end`` bound the three timed kinds: no fire before ``start``, none after ``end``
 (both inclusive). A fire time is the run's logical time and its identity for the
 schedule: a ``Tick`` carries it with the data interval the run covers,
 ``[previous fire time, at)``; the previous fire time is the schedule's own, whether
@@ -53,6 +57,7 @@ from __future__ import annotations
 import copy
 import heapq
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -68,6 +73,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CATCHUP_LIMIT",
+    "EVENT_NAME",
     "ScheduleKind",
     "ScheduleSpec",
     "Tick",
@@ -80,19 +86,22 @@ __all__ = [
     "written_problems",
 ]
 
-ScheduleKind = Literal["cron", "interval", "once"]
+ScheduleKind = Literal["cron", "interval", "once", "event"]
 
 #: The most ticks ``due`` hands back in one call when catching up.
 DEFAULT_CATCHUP_LIMIT = 1000
 
-_KINDS = ("cron", "interval", "once")
+_KINDS = ("cron", "interval", "once", "event")
 #: Each kind's own field, and an example of it for messages.
-_OWN_FIELD = {"cron": "cron", "interval": "every_seconds", "once": "at"}
+_OWN_FIELD = {"cron": "cron", "interval": "every_seconds", "once": "at", "event": "event"}
 _EXAMPLE = {
     "cron": 'cron="0 2 * * *" (every day at 02:00)',
     "every_seconds": "every_seconds=3600 (hourly)",
     "at": "at=1798761600.0 (2027-01-01 00:00:00 UTC, in epoch seconds)",
+    "event": 'event="model-pushed" (fires on POST /api/v1/events/model-pushed)',
 }
+#: An event's name: it is a path segment of ``POST /api/v1/events/<event>``.
+EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _CRON_EXAMPLE = '"0 2 * * *" (every day at 02:00)'
 _CRON_FIELDS = (
     ("minute", "0-59"),
@@ -110,7 +119,8 @@ _OUT_OF_RANGE = (OverflowError, ValueError, OSError)
 @dataclass(frozen=True, slots=True)
 class ScheduleSpec:
     """When a pipeline fires. ``kind`` picks the field that says when: ``cron``,
-    ``every_seconds`` or ``at``; the others stay ``None``. ``problems`` checks it."""
+    ``every_seconds``, ``at`` or ``event``; the others stay ``None``. ``problems``
+    checks it."""
 
     kind: ScheduleKind
     cron: str | None = None  # kind cron: 5-field cron expression
@@ -120,6 +130,7 @@ class ScheduleSpec:
     start: float | None = None  # no fire before it; an interval's anchor
     end: float | None = None  # no fire after it
     catchup: bool = False  # fire every missed time (True) or the latest only (False)
+    event: str | None = None  # kind event: the event's name (POST /api/v1/events/<event>)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,24 +155,37 @@ def spec_of(
     start: str | None = None,
     end: str | None = None,
     catchup: bool = False,
+    event: str | None = None,
     prefix: str = "--",
 ) -> ScheduleSpec:
     """A ``ScheduleSpec`` from its fields as a person writes them (the CLI's options,
     an API body, a spec's ``schedules:`` entry): ``every`` a duration (``10m``), ``at``,
-    ``start`` and ``end`` ISO-8601 times. ``UsageError`` naming the field (``prefix``
-    + its name: ``--every``, ``schedules[0].every``) when none or two of ``cron``,
-    ``every`` and ``at`` are given, or a duration or a time does not parse. The
-    timing itself is checked by ``problems``."""
+    ``start`` and ``end`` ISO-8601 times, ``event`` an event's name. ``UsageError``
+    naming the field (``prefix`` + its name: ``--every``, ``schedules[0].every``) when
+    none or two of ``cron``, ``every``, ``at`` and ``event`` are given, or a duration
+    or a time does not parse. The timing itself is checked by ``problems``."""
     from stageflow.errors import UsageError
     from stageflow.spec.times import parse_duration, parse_instant
 
-    given = [k for k, v in (("cron", cron), ("every", every), ("at", at)) if v is not None]
+    # The CLI's option for ``event`` is ``--on-event`` (the API's field ``on_event``).
+    event_name = "on-event" if prefix == "--" else "event"
+    timings = (("cron", cron), ("every", every), ("at", at), (event_name, event))
+    given = [k for k, v in timings if v is not None]
     if len(given) != 1:
-        names = " or ".join(f"{prefix}{k}" for k in ("cron", "every", "at"))
+        names = " or ".join(f"{prefix}{k}" for k, _ in timings)
         got = f" (got {', '.join(prefix + k for k in given)})" if given else ""
         raise UsageError(f"give exactly one of {names}{got}", field=f"{prefix}timing")
+    kind: ScheduleKind = (
+        "cron"
+        if cron is not None
+        else "interval"
+        if every is not None
+        else "once"
+        if at is not None
+        else "event"
+    )
     return ScheduleSpec(
-        kind="cron" if cron is not None else "interval" if every is not None else "once",
+        kind=kind,
         cron=cron,
         every_seconds=parse_duration(every, f"{prefix}every") if every is not None else None,
         at=parse_instant(at, f"{prefix}at") if at is not None else None,
@@ -169,6 +193,7 @@ def spec_of(
         start=parse_instant(start, f"{prefix}start") if start is not None else None,
         end=parse_instant(end, f"{prefix}end") if end is not None else None,
         catchup=catchup,
+        event=event,
     )
 
 
@@ -198,6 +223,7 @@ def entry_problems(entry: ScheduleEntry, where: str) -> list[tuple[str, str]]:
             start=entry.start,
             end=entry.end,
             catchup=entry.catchup,
+            event=entry.event,
             prefix=f"{where}.",
         )
     except UsageError as exc:
@@ -212,6 +238,8 @@ def _as_written(field: str, message: str, prefix: str) -> tuple[str, str]:
         return f"{prefix}every", message.replace("every_seconds", f"{prefix}every").replace(
             "e.g. 3600", "e.g. 3600 or 1h"
         )
+    if field == "event" and prefix == "--":  # the CLI's option (the API's on_event)
+        return "--on-event", message
     return f"{prefix}{field}", message
 
 
@@ -239,7 +267,12 @@ def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     kind: str = spec.kind
     if kind not in _KINDS:
-        found.append(("kind", f'unknown schedule kind "{kind}": use "cron", "interval" or "once"'))
+        found.append(
+            (
+                "kind",
+                f'unknown schedule kind "{kind}": use "cron", "interval", "once" or "event"',
+            )
+        )
     for owner, field in _OWN_FIELD.items():
         value = getattr(spec, field)
         if kind == owner:
@@ -279,6 +312,8 @@ def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
                 "the schedule would never fire; move end later, or drop it",
             )
         )
+    if kind == "event":
+        found.extend(_event_problems(spec))
     at = spec.at
     if bounds_ok and kind == "once" and _is_number(at) and math.isfinite(at):
         if spec.start is not None and at < spec.start:
@@ -300,9 +335,33 @@ def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
     return found
 
 
+def _event_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
+    """``start``, ``end`` and ``catchup`` on an event schedule: it has no times to bound
+    or to catch up on."""
+    event = spec.event
+    name = event if isinstance(event, str) and EVENT_NAME.fullmatch(event) else "EVENT"
+    fires = f"an event schedule fires on each POST /api/v1/events/{name}, not at times"
+    found: list[tuple[str, str]] = []
+    for field in ("start", "end"):
+        if getattr(spec, field) is not None:
+            found.append((field, f"{field} does not apply: {fires}; remove {field}"))
+    if spec.catchup:
+        found.append(
+            ("catchup", f"catchup does not apply: {fires} (none is missed); remove catchup")
+        )
+    return found
+
+
 def _field_problem(field: str, value: object) -> str | None:
     if field == "cron":
         return _cron_problem(value)
+    if field == "event":
+        if isinstance(value, str) and EVENT_NAME.fullmatch(value):
+            return None
+        return (
+            f"event name {value!r} must be 1-100 letters, digits, '_', '.' or '-', starting "
+            f"with a letter or digit; e.g. {_EXAMPLE['event']}"
+        )
     if field == "every_seconds":
         if _is_number(value) and math.isfinite(value) and value > 0:
             return None
@@ -350,7 +409,8 @@ def _cron_problem(expr: object) -> str | None:
 
 def next_after(spec: ScheduleSpec, t: float) -> float | None:
     """The first fire time strictly after ``t``; ``None`` when none is left (a ``once``
-    already past, or past ``end``). Raises ``ValueError`` for an invalid spec."""
+    already past, or past ``end``; an ``event`` schedule, always). Raises ``ValueError``
+    for an invalid spec."""
     return next(_fires(_plan(spec), t), None)
 
 
@@ -434,6 +494,8 @@ def _fires(plan: _Plan, after: float) -> Iterator[float]:
     spec = plan.spec
     if spec.start is not None:
         after = max(after, math.nextafter(spec.start, -math.inf))
+    if spec.kind == "event":  # fired by POST /api/v1/events/<event>, never at a time
+        return
     if spec.kind == "once":
         assert spec.at is not None
         raw: Iterator[float] = iter([spec.at] if spec.at > after else [])
@@ -474,6 +536,8 @@ def _raw_before(plan: _Plan, t: float) -> float | None:
     """The last fire time strictly before ``t``, ``end`` aside (``start`` too, but
     for an interval's anchor)."""
     spec = plan.spec
+    if spec.kind == "event":
+        return None
     if spec.kind == "once":
         assert spec.at is not None
         return spec.at if spec.at < t else None

@@ -19,8 +19,8 @@ field and the fix (``UsageError`` for a bad argument, ``RunNotFound``,
     pipelines   list_pipelines, pipeline_versions, pipeline_spec
     pools       set_pool, list_pools, remove_pool (global pools in the store)
     schedules   add_schedule, list_schedules, show_schedule, set_schedule_enabled,
-                remove_schedule, trigger_schedule; start_backfill, backfill_status,
-                list_backfills, cancel_backfill
+                remove_schedule, trigger_schedule, fire_event (event schedules);
+                start_backfill, backfill_status, list_backfills, cancel_backfill
 
 Importing this package loads the store, the settings and the result records
 only (what ``stageflow runs list`` loaded before); the runner, the engine, the
@@ -115,12 +115,14 @@ from stageflow.operations.runs import (
 )
 from stageflow.operations.schedules import (
     BackfillInfo,
+    EventFired,
     ScheduleInfo,
     add_schedule,
     apply_schedules,
     backfill_status,
     cancel_backfill,
     check_spec_schedules,
+    fire_event,
     list_backfills,
     list_schedules,
     remove_schedule,
@@ -147,6 +149,7 @@ __all__ = [
     "ControlOutcome",
     "CostReport",
     "CreatedToken",
+    "EventFired",
     "Forbidden",
     "Identity",
     "LeaseStatus",
@@ -189,6 +192,7 @@ __all__ = [
     "create_token",
     "delete_pipeline",
     "diff",
+    "fire_event",
     "lineage",
     "list_backfills",
     "list_pipelines",

@@ -9,6 +9,14 @@ naming the option and the fix. The schedule loop (``runtime.schedule_loop``: in
 ``trigger_schedule`` queues a run now, outside the timing (seed 003's
 ``trigger_manual_execution``), with parameter overrides.
 
+Events. A schedule added with ``on_event`` (``--on-event E``; kind ``event``) has no
+timing: the loop never fires it (its ``next_at`` is ``None``). ``fire_event`` (``POST
+/api/v1/events/E``, ``stageflow schedules fire E``) queues one run for each enabled
+schedule listening to ``E`` that the caller may see, with the schedule's parameters and
+the event's payload on top. The payload is checked against every one of them first
+(each key a parameter that schedule's pipeline declares, every value finite): one
+mistake refuses the whole event, and nothing is queued.
+
 Owners. A schedule belongs to its pipeline's owner (``add_schedule`` records it).
 Every operation takes the caller's ``owner`` and ``see_all``: a caller that may not
 see all (a non-admin over the API) sees and changes only its owner's schedules and
@@ -36,7 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from stageflow.errors import InvalidSpec, RunNotFound, UsageError
+from stageflow.errors import InvalidSpec, Problem, RunNotFound, UsageError
 from stageflow.operations.arguments import parse_instant
 from stageflow.operations.pipelines import Conflict, NotFound
 from stageflow.operations.stores import Store
@@ -52,6 +60,8 @@ __all__ = [
     "BACKFILL_PREFIX",
     "MAX_BACKFILL_RUNS",
     "BackfillInfo",
+    "EventFired",
+    "EventRefused",
     "ScheduleInfo",
     "ScheduleNotFound",
     "add_schedule",
@@ -59,6 +69,7 @@ __all__ = [
     "backfill_status",
     "cancel_backfill",
     "check_spec_schedules",
+    "fire_event",
     "list_backfills",
     "list_schedules",
     "parse_every",
@@ -93,7 +104,7 @@ class ScheduleInfo:
     name: str
     pipeline: str
     kind: str
-    timing: str  # "cron 0 2 * * * (Europe/Paris)", "every 600s", "once at ..."
+    timing: str  # "cron 0 2 * * * (Europe/Paris)", "every 600s", "once at ...", "on event E"
     enabled: bool
     next_at: float | None
     last_tick: float | None
@@ -155,7 +166,8 @@ def add_schedule(
 ) -> ScheduleInfo:
     """Create schedule ``name`` (or change the one of that name: where it got to stays)
     firing runs of the saved pipeline ``pipeline``; ``timing``: exactly one of
-    ``cron``, ``every`` and ``at``, and ``timezone``, ``start``, ``end``, ``catchup``,
+    ``cron``, ``every``, ``at`` and ``on_event`` (an event's name: ``fire_event`` fires
+    it, the loop never does), and ``timezone``, ``start``, ``end``, ``catchup``,
     ``params``, ``priority``, ``max_active_runs``, ``enabled``, ``check_pipeline`` (the
     caller's own check of the pipeline, the API's: who may run arbitrary code, called
     after every other check). The schedule belongs to the pipeline's owner. Nothing is
@@ -188,6 +200,7 @@ def check_spec_schedules(
             start=entry.start,
             end=entry.end,
             catchup=entry.catchup,
+            event=entry.event,
         )
         found = written_problems(spec, now, prefix="")
         if found:
@@ -239,6 +252,7 @@ def apply_schedules(
                     start=entry.start,
                     end=entry.end,
                     catchup=entry.catchup,
+                    on_event=entry.event,
                     params=entry.params,
                     priority=entry.priority,
                     max_active_runs=entry.max_active_runs,
@@ -270,6 +284,7 @@ def _checked_schedule(
     start: str | None = None,
     end: str | None = None,
     catchup: bool = False,
+    on_event: str | None = None,
     params: Mapping[str, Any] | None = None,
     priority: int = 0,
     max_active_runs: int | None = None,
@@ -278,7 +293,7 @@ def _checked_schedule(
     now: float | None = None,
 ) -> ScheduleRecord:
     """``add_schedule``'s checks, in order; the record it writes (nothing written here)."""
-    from stageflow.engine.schedules import ScheduleSpec, written_problems
+    from stageflow.engine.schedules import ScheduleKind, ScheduleSpec, written_problems
     from stageflow.runtime.plan import resolve_params
     from stageflow.runtime.schedule_loop import first_fire
     from stageflow.runtime.store.base import ScheduleRecord
@@ -291,11 +306,13 @@ def _checked_schedule(
             "starting with a letter or digit",
             field="name",
         )
-    kinds = [k for k, v in (("cron", cron), ("every", every), ("at", at)) if v is not None]
+    timings = (("cron", cron), ("every", every), ("at", at), ("on-event", on_event))
+    kinds = [k for k, v in timings if v is not None]
     if len(kinds) != 1:
         raise UsageError(
             "give exactly one of --cron EXPR, --every DURATION or --at TIME"
-            + (f" (got {', '.join('--' + k for k in kinds)})" if kinds else ""),
+            + (f" (got {', '.join('--' + k for k in kinds)})" if kinds else "")
+            + ", or --on-event EVENT (it fires on each POST /api/v1/events/EVENT)",
             field="timing",
         )
     if max_active_runs is not None and max_active_runs < 1:
@@ -304,8 +321,14 @@ def _checked_schedule(
         raise UsageError(
             f"--priority {priority} is out of range -1000000..1000000", field="priority"
         )
+    kind_of: dict[str, ScheduleKind] = {
+        "cron": "cron",
+        "every": "interval",
+        "at": "once",
+        "on-event": "event",
+    }
     spec = ScheduleSpec(
-        kind="cron" if cron is not None else "interval" if every is not None else "once",
+        kind=kind_of[kinds[0]],
         cron=cron,
         every_seconds=parse_every(every) if every is not None else None,
         at=parse_instant(at, "--at") if at is not None else None,
@@ -313,12 +336,13 @@ def _checked_schedule(
         start=parse_instant(start, "--start") if start is not None else None,
         end=parse_instant(end, "--end") if end is not None else None,
         catchup=catchup,
+        event=on_event,
     )
     found = written_problems(spec, now)
     if found:
         field_name, message = found[0]
         more = "".join(f"; {m}" for _, m in found[1:])
-        raise UsageError(f"{message}{more}", field=field_name)
+        raise UsageError(f"{message}{more}", field=field_name.replace("-", "_"))
     record = _saved_pipeline(store, pipeline, owner=owner, see_all=see_all)
     saved = pipeline_from_data(json.loads(record.spec_json))
     # A parameter the pipeline does not declare: InvalidSpec naming it, nothing saved.
@@ -418,6 +442,154 @@ def trigger_schedule(
         priority=schedule.priority,
         triggered_by=f"schedule:{name} (manual by {by})" if by else f"schedule:{name} (manual)",
     )
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+class EventRefused(InvalidSpec):
+    """An event's payload does not fit a schedule listening to it (the API's 422, exit 2
+    for the CLI): every problem, each naming ``payload.KEY`` and the schedule; nothing
+    was queued."""
+
+    def __init__(self, event: str, problems: list[Problem]) -> None:
+        super().__init__(problems)
+        count = len(problems)
+        lines = [f"  - {p.render()}" for p in problems]
+        head = (
+            f"event '{event}' refused, nothing queued ({count} problem{'s' if count != 1 else ''}):"
+        )
+        self.args = ("\n".join([head, *lines]),)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFired:
+    """What ``fire_event`` queued: one run per schedule listening to ``event``, as
+    (schedule, pipeline, run id), by schedule name."""
+
+    event: str
+    runs: list[tuple[str, str, str]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "runs": [
+                {"schedule": schedule, "pipeline": pipeline, "run_id": run_id}
+                for schedule, pipeline, run_id in self.runs
+            ],
+        }
+
+
+def fire_event(
+    settings: Settings,
+    store: Store,
+    event: str,
+    payload: Mapping[str, Any] | None,
+    *,
+    owner: str | None,
+    see_all: bool,
+    by: str,
+    check_pipeline: Callable[[Pipeline], None] | None = None,
+) -> EventFired:
+    """Queue a run for each enabled schedule listening to ``event`` (kind ``event``) that
+    the caller may see: its pipeline's latest version, the schedule's parameters with
+    ``payload`` on top, its priority, ``triggered_by`` ``event:EVENT (by BY)`` (``by``:
+    the token's name, the CLI's operating-system user). Every schedule is checked first
+    (``payload``'s keys declared by its pipeline, its values finite, ``check_pipeline``,
+    the API's check of who may run arbitrary code); one problem refuses them all and
+    queues nothing: ``EventRefused`` naming each schedule and ``payload.KEY``.
+    ``ScheduleNotFound`` when no enabled schedule the caller sees listens to it;
+    ``UsageError`` a name no schedule could listen to."""
+    from stageflow.engine.schedules import EVENT_NAME
+    from stageflow.operations.commands import submit_saved
+    from stageflow.runtime.plan import resolve_params
+    from stageflow.runtime.schedule_loop import schedule_spec
+    from stageflow.spec.load import pipeline_from_data
+
+    if not EVENT_NAME.fullmatch(event):
+        raise UsageError(
+            f"event name {event!r} must be 1-100 letters, digits, '_', '.' or '-', starting "
+            "with a letter or digit",
+            field="event",
+        )
+    data = dict(payload or {})
+    listening = [
+        s
+        for s in store.schedules()
+        if s.enabled
+        and _sees(s, owner, see_all)
+        and s.spec.get("kind") == "event"
+        and schedule_spec(s).event == event
+    ]
+    if not listening:
+        raise ScheduleNotFound(
+            f"no schedule listens to event '{event}'; add one: stageflow schedules add NAME "
+            f"PIPELINE --on-event {event}",
+            field="event",
+        )
+    problems: list[Problem] = []
+    for key, value in data.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            problems.append(
+                Problem(
+                    f"{value!r} holds a number that is not finite (NaN or "
+                    "infinity), which JSON cannot carry; send a finite number or a string",
+                    field=f"payload.{key}",
+                )
+            )
+    ready: list[tuple[ScheduleRecord, PipelineRecord]] = []
+    for schedule in listening:
+        where = f"schedule '{schedule.name}' (pipeline '{schedule.pipeline}')"
+        try:
+            record = _saved_pipeline(store, schedule.pipeline, owner=owner, see_all=see_all)
+        except ScheduleNotFound:
+            problems.append(
+                Problem(
+                    f"{where}: its pipeline is no longer saved; save it again, or remove the "
+                    f"schedule (`stageflow schedules remove {schedule.name}`)",
+                    field="pipeline",
+                )
+            )
+            continue
+        saved = pipeline_from_data(json.loads(record.spec_json))
+        declared = ", ".join(sorted(saved.params)) or "none"
+        undeclared = [k for k in data if k not in saved.params]
+        for key in undeclared:
+            problems.append(
+                Problem(
+                    f"schedule '{schedule.name}': its pipeline '{schedule.pipeline}' "
+                    f"declares no parameter '{key}' (declared: "
+                    f"{declared}); leave '{key}' out of the payload, or add it under the "
+                    "pipeline's `params:`",
+                    field=f"payload.{key}",
+                )
+            )
+        if undeclared:
+            continue
+        try:  # a secret parameter given as a value, say
+            resolve_params(saved, {**schedule.params, **data})
+        except InvalidSpec as exc:
+            problems.extend(Problem(f"{where}: {p.message}", field=p.field) for p in exc.problems)
+            continue
+        if check_pipeline is not None:
+            check_pipeline(saved)
+        ready.append((schedule, record))
+    if problems:
+        raise EventRefused(event, problems)
+    runs = []
+    for schedule, record in ready:
+        run = submit_saved(
+            settings,
+            store,
+            record,
+            {**schedule.params, **data},
+            priority=schedule.priority,
+            triggered_by=f"event:{event} (by {by})",
+        )
+        runs.append((schedule.name, schedule.pipeline, run.run_id))
+    return EventFired(event, runs)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -546,6 +718,8 @@ def _timing(spec: Any) -> str:
             if seconds >= size and math.isclose(seconds % size, 0.0, abs_tol=1e-9):
                 return f"every {seconds / size:g}{unit}"
         return f"every {seconds:g}s"
+    if spec.kind == "event":
+        return f"on event {spec.event}"
     return f"once at {iso(spec.at)}"
 
 
@@ -696,7 +870,15 @@ def start_backfill(
     except InvalidSpec as exc:  # an undeclared --param (or a secret given as a value)
         message = "; ".join(p.message for p in exc.problems)
         raise UsageError(message, field="param") from None
-    spec = _backfill_spec(schedule_spec(source), begin, until)
+    source_spec = schedule_spec(source)
+    if source_spec.kind == "event":
+        raise UsageError(
+            f"schedule {source.name} fires on event {source_spec.event}: it has no ticks to "
+            "backfill; give --schedule NAME of a schedule with a timing (or queue runs with "
+            f"`stageflow schedules fire {source_spec.event}`)",
+            field="schedule",
+        )
+    spec = _backfill_spec(source_spec, begin, until)
     total = 0 if spec is None else _count_ticks(spec, until)
     between = f"between --from {_utc(begin)} and --to {_utc(until)}"
     timing = _timing(schedule_spec(source))

@@ -13,7 +13,9 @@ move on. ``last_tick`` then moves forward (it never moves back), and ``next_at``
 it. A schedule with ``max_active_runs`` unfinished runs fires nothing until one ends
 (its due ticks wait: with ``catchup`` they all come, else the latest). A tick that
 cannot make a run (the pipeline was deleted, or no longer validates) is skipped with
-one log line, so the loop never spins on it.
+one log line, so the loop never spins on it. An event schedule (kind ``event``) has no
+fire times: its ``next_at`` is ``None``, so ``Store.due_schedules`` never hands it to the
+loop; ``operations.fire_event`` queues its runs when its event comes.
 
 State: none between passes but the store's; the loop is driven by ``run_pass(now)``
 (tests call it with a fake clock) or by ``serve_forever``.

@@ -1,7 +1,7 @@
 """The CLI's ``schedules`` commands and ``stageflow scheduler``, attached by ``attach(cli)``.
 
-* ``stageflow schedules add NAME PIPELINE (--cron EXPR | --every DURATION | --at TIME)
-  [--timezone TZ] [--start T] [--end T] [--catchup] [--param K=V] [--priority N]
+* ``stageflow schedules add NAME PIPELINE (--cron EXPR | --every DURATION | --at TIME |
+  --on-event EVENT) [--timezone TZ] [--start T] [--end T] [--catchup] [--param K=V] [--priority N]
   [--max-active N] [--paused]``: create or change a schedule of a saved pipeline;
 * ``stageflow schedules apply FILE``: save the pipeline and register the schedules its
   spec carries (``schedule:``, ``schedules:``);
@@ -9,6 +9,8 @@
   the next 5 fire times and the latest runs);
 * ``stageflow schedules pause|resume|remove NAME``;
 * ``stageflow schedules trigger NAME [--param K=V]``: queue a run now;
+* ``stageflow schedules fire EVENT [--param K=V]``: a run of each enabled schedule
+  listening to EVENT (``--on-event``), as ``POST /api/v1/events/EVENT`` does;
 * ``stageflow scheduler [--poll-seconds S]``: fire the store's schedules until SIGTERM or
   Ctrl-C (``stageflow worker`` and ``stageflow serve`` fire them too; each tick fires
   once however many run);
@@ -46,7 +48,7 @@ def attach(cli: click.Group) -> None:
 
 @click.group()
 def schedules() -> None:
-    """Schedules: runs of a saved pipeline fired by cron, an interval or once."""
+    """Schedules: runs of a saved pipeline fired by cron, an interval, once or an event."""
 
 
 def _when(t: float | None) -> str:
@@ -82,6 +84,12 @@ def _print(info: Any, fmt: str) -> None:
 @click.option("--cron", default=None, metavar="EXPR", help='A cron expression: "0 2 * * *".')
 @click.option("--every", default=None, metavar="DURATION", help="An interval: 90s, 10m, 2h, 1d.")
 @click.option("--at", default=None, metavar="TIME", help="Once, at an ISO-8601 time.")
+@click.option(
+    "--on-event",
+    default=None,
+    metavar="EVENT",
+    help="On each POST /api/v1/events/EVENT (or `schedules fire EVENT`).",
+)
 @click.option("--timezone", default="UTC", show_default=True, help="The cron's time zone.")
 @click.option("--start", default=None, metavar="TIME", help="Fire nothing before it.")
 @click.option("--end", default=None, metavar="TIME", help="Fire nothing after it.")
@@ -99,6 +107,7 @@ def add(
     cron: str | None,
     every: str | None,
     at: str | None,
+    on_event: str | None,
     timezone: str,
     start: str | None,
     end: str | None,
@@ -124,6 +133,7 @@ def add(
             cron=cron,
             every=every,
             at=at,
+            on_event=on_event,
             timezone=timezone,
             start=start,
             end=end,
@@ -266,6 +276,44 @@ def trigger(settings: Any, name: str, params: tuple[str, ...], fmt: str) -> None
         "a `stageflow worker` runs it",
         err=True,
     )
+
+
+@schedules.command("fire")
+@click.argument("event")
+@PARAM_OPTION
+@click.option("--format", "fmt", type=FORMAT, default="text")
+@click.pass_obj
+def fire(settings: Any, event: str, params: tuple[str, ...], fmt: str) -> None:
+    """Fire EVENT: queue a run of each enabled schedule listening to it (`schedules add
+    ... --on-event EVENT`), with its parameters and --param on top, as POST
+    /api/v1/events/EVENT does. Prints the run ids; nothing is queued when a --param does
+    not fit one of them."""
+    from stageflow import operations as ops
+    from stageflow.runtime.control import default_requester
+    from stageflow.service.cli import _parse_params
+
+    payload = _parse_params(params)
+    with ops.writing(settings) as store:
+        fired = ops.fire_event(
+            settings,
+            store,
+            event,
+            payload,
+            owner=None,
+            see_all=True,  # a local user, no server: every schedule
+            by=default_requester(),
+        )
+    if fmt == "json":
+        click.echo(json.dumps(fired.as_json()))
+    else:
+        for _, _, run_id in fired.runs:
+            click.echo(run_id)
+    for schedule, pipeline, run_id in fired.runs:
+        click.echo(
+            f"queued run {run_id} of pipeline '{pipeline}' for schedule '{schedule}' "
+            f"(event '{event}'); a `stageflow worker` runs it",
+            err=True,
+        )
 
 
 @click.command()

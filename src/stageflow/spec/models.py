@@ -368,8 +368,9 @@ class Task(BaseModel):
 
 class ScheduleEntry(BaseModel):
     """A schedule in a spec (``schedules:``): exactly one of ``cron`` (read in
-    ``timezone``), ``every`` (seconds, or ``90s``/``10m``/``2h``/``1d``) and ``at`` (an
-    ISO-8601 time: once); ``start``/``end`` bound it; ``catchup`` fires the ticks it
+    ``timezone``), ``every`` (seconds, or ``90s``/``10m``/``2h``/``1d``), ``at`` (an
+    ISO-8601 time: once) and ``event`` (an event's name: it fires on each
+    ``POST /api/v1/events/<event>``); ``start``/``end`` bound it; ``catchup`` fires the ticks it
     missed; ``params`` and ``priority`` go to its runs; at most ``max_active_runs``
     unfinished at once. ``stageflow schedules apply FILE`` (or saving the pipeline over
     the API) registers it under ``name`` (default: the pipeline's name, then ``-2``,
@@ -389,6 +390,7 @@ class ScheduleEntry(BaseModel):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     max_active_runs: int | None = Field(default=None, ge=1, le=100_000)
     enabled: bool = True
+    event: str | None = Field(default=None, max_length=100)
 
 
 class Pipeline(BaseModel):

@@ -687,7 +687,7 @@ def _field_message(field: str, value: str, allowed: str) -> str:
         ),
         (
             ScheduleSpec("weekly"),  # type: ignore[arg-type]
-            [("kind", 'unknown schedule kind "weekly": use "cron", "interval" or "once"')],
+            [("kind", 'unknown schedule kind "weekly": use "cron", "interval", "once" or "event"')],
         ),
         (
             cron("0 2 * *"),
@@ -857,3 +857,104 @@ def test_an_invalid_spec_is_refused_with_its_problems() -> None:
         due(ScheduleSpec("interval"), last=None, now=NOW_T)
     # A once in the past is a problem at ``now`` only: its arithmetic still works.
     assert next_after(ScheduleSpec("once", at=10.0), 0.0) == 10.0
+
+
+# --- event schedules --------------------------------------------------------------
+
+EVENT_EXAMPLE = 'event="model-pushed" (fires on POST /api/v1/events/model-pushed)'
+NO_TIMES = "an event schedule fires on each POST /api/v1/events/pushed, not at times"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (ScheduleSpec("event"), [("event", f'kind "event" needs event, e.g. {EVENT_EXAMPLE}')]),
+        *[
+            (
+                ScheduleSpec("event", event=name),  # type: ignore[arg-type]
+                [
+                    (
+                        "event",
+                        f"event name {name!r} must be 1-100 letters, digits, '_', '.' or '-', "
+                        f"starting with a letter or digit; e.g. {EVENT_EXAMPLE}",
+                    )
+                ],
+            )
+            for name in ("a b", "", "-pushed", "x" * 101, "a/b", 5)
+        ],
+        (
+            ScheduleSpec("event", event="pushed", start=NOW_T, end=NOW_T + DAY, catchup=True),
+            [
+                ("start", f"start does not apply: {NO_TIMES}; remove start"),
+                ("end", f"end does not apply: {NO_TIMES}; remove end"),
+                ("catchup", f"catchup does not apply: {NO_TIMES} (none is missed); remove catchup"),
+            ],
+        ),
+        (
+            ScheduleSpec("event", event="pushed", cron="0 2 * * *", every_seconds=60),
+            [
+                (
+                    "cron",
+                    'cron is for kind "cron" and this schedule is kind "event": remove cron, '
+                    'or set kind="cron"',
+                ),
+                (
+                    "every_seconds",
+                    'every_seconds is for kind "interval" and this schedule is kind "event": '
+                    'remove every_seconds, or set kind="interval"',
+                ),
+            ],
+        ),
+        (
+            ScheduleSpec("cron", cron="0 2 * * *", event="pushed"),
+            [
+                (
+                    "event",
+                    'event is for kind "event" and this schedule is kind "cron": remove event, '
+                    'or set kind="event"',
+                )
+            ],
+        ),
+    ],
+)
+def test_each_event_schedule_problem_names_its_field_and_the_fix(
+    spec: ScheduleSpec, expected: list[tuple[str, str]]
+) -> None:
+    assert problems(spec, NOW_T) == expected
+
+
+@pytest.mark.parametrize("name", ["pushed", "model.v2_pushed-ok", "7", "x" * 100])
+def test_a_valid_event_schedule_has_no_problems_even_long_after_it_was_made(name: str) -> None:
+    spec = ScheduleSpec("event", event=name, timezone=BERLIN)
+    assert problems(spec, NOW_T) == []
+    assert problems(spec, utc(9999, 1, 1)) == []  # no once-in-the-past check
+
+
+@pytest.mark.parametrize("last", [None, 0.0, NOW_T - 10 * DAY])
+def test_an_event_schedule_has_no_fire_times_and_is_never_due(last: float | None) -> None:
+    spec = ScheduleSpec("event", event="pushed")
+    assert next_after(spec, 0.0) is None
+    assert next_after(spec, NOW_T) is None
+    assert upcoming(spec, NOW_T, 5) == []
+    assert upcoming(spec, 0.0, 1000) == []
+    for now in (0.0, NOW_T, utc(2099, 1, 1)):
+        assert due(spec, last, now) == []
+
+
+def test_spec_of_takes_an_event_as_a_fourth_timing() -> None:
+    from stageflow.engine.schedules import spec_of
+    from stageflow.errors import UsageError
+
+    assert spec_of(event="pushed") == ScheduleSpec("event", event="pushed")
+    with pytest.raises(UsageError) as none:
+        spec_of(prefix="schedules[0].")
+    assert str(none.value) == (
+        "give exactly one of schedules[0].cron or schedules[0].every or schedules[0].at or "
+        "schedules[0].event"
+    )
+    assert none.value.field == "schedules[0].timing"
+    with pytest.raises(UsageError) as two:
+        spec_of(every="1h", event="pushed")
+    assert str(two.value) == (
+        "give exactly one of --cron or --every or --at or --on-event (got --every, --on-event)"
+    )

@@ -176,3 +176,54 @@ def test_an_unknown_schedule_value_is_a_problem_naming_the_known_ones() -> None:
             "${schedule.end}, ${schedule.name}",
         )
     ]
+
+
+def test_an_event_entry_validates_and_carries_its_event() -> None:
+    pipeline = pipeline_from_data(spec(schedules=[{"event": "pushed", "params": {"who": "e"}}]))
+    assert plan_problems(pipeline) == []
+    [(name, entry)] = pipeline.schedule_entries()
+    assert (name, entry.event, entry.cron, entry.every, entry.at) == (
+        "nightly-train",
+        "pushed",
+        None,
+        None,
+        None,
+    )
+    # A spec without it keeps its canonical form (and so its version).
+    assert (
+        "event"
+        not in pipeline_from_data(spec(schedules=[{"every": "1h"}])).canonical()["schedules"][0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "words"),
+    [
+        ({"event": "a b"}, "schedules[0].event", "event name 'a b' must be 1-100 letters"),
+        (
+            {"event": "pushed", "start": "2027-01-01"},
+            "schedules[0].start",
+            "start does not apply: an event schedule fires on each POST /api/v1/events/pushed",
+        ),
+        ({"event": "pushed", "catchup": True}, "schedules[0].catchup", "catchup does not apply"),
+        (
+            {"event": "pushed", "every": "1h"},
+            "schedules[0].timing",
+            "(got schedules[0].every, schedules[0].event)",
+        ),
+    ],
+)
+def test_an_event_entry_mistake_names_its_field(
+    entry: dict[str, Any], field: str, words: str
+) -> None:
+    found = problems(schedules=[entry])
+    assert len(found) == 1, found
+    assert found[0][0] == field
+    assert words in found[0][1], found[0][1]
+
+
+def test_an_event_name_over_100_characters_is_refused_by_the_schema() -> None:
+    from stageflow.errors import InvalidSpec
+
+    with pytest.raises(InvalidSpec, match="event"):
+        pipeline_from_data(spec(schedules=[{"event": "x" * 101}]))

@@ -1,4 +1,5 @@
-"""``/api/v1/schedules``: add (or change), list, show, pause, resume, delete, trigger.
+"""``/api/v1/schedules``: add (or change), list, show, pause, resume, delete, trigger;
+``/api/v1/events/{event}``: fire an event.
 
 A schedule belongs to its pipeline's owner; a non-admin sees and changes only its
 owner's schedules, may schedule only its owner's pipelines, and gets 404 for another
@@ -10,33 +11,56 @@ the field it concerns: 400 for a bad value (a cron expression, a time zone, an
 interval), 404 for a pipeline the caller has not got, 409 for a name another owner
 holds, 422 for a parameter the pipeline does not declare or a body the schema refuses.
 A manual trigger's run has ``triggered_by`` ``schedule:NAME (manual by TOKEN)``.
+
+Events. ``POST /api/v1/events/{event}`` (role operator) queues a run for each enabled
+schedule listening to the event (``on_event``) that the caller may see, with the body, a
+JSON object of at most 64 KiB (413 over), as parameters on top of the schedule's own; 202
+with ``{"event", "runs": [{"schedule", "pipeline", "run_id"}]}``. A key one schedule's
+pipeline does not declare refuses them all (422 naming ``payload.KEY`` and the schedule,
+nothing queued); no schedule listening: 404 with the command that adds one. The runs'
+``triggered_by`` is ``event:EVENT (by TOKEN)``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow import operations as ops
 from stageflow.operations.access import Identity
 from stageflow.service.api.auth import identity, require
-from stageflow.service.api.routes_pipelines import check_code
+from stageflow.service.api.routes_pipelines import TooLarge, check_code
 from stageflow.spec.models import Pipeline
 
-__all__ = ["ScheduleRequest", "TriggerRequest", "router"]
+__all__ = ["MAX_EVENT_BYTES", "ScheduleRequest", "TriggerRequest", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["schedules"])
 Who = Annotated[Identity, Depends(identity)]
+#: The largest event body (its payload).
+MAX_EVENT_BYTES = 64 * 1024
+_EVENT_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "description": "parameters for the runs"}
+            }
+        },
+    }
+}
 
 
 class ScheduleRequest(BaseModel):
     """A schedule, as ``stageflow schedules add`` takes it: exactly one of ``cron``
-    (with ``timezone``), ``every`` (``90s``, ``10m``, ``2h``, ``1d`` or seconds) and
-    ``at`` (ISO 8601); ``start``/``end`` (ISO 8601) bound it; ``params`` are the runs'
+    (with ``timezone``), ``every`` (``90s``, ``10m``, ``2h``, ``1d`` or seconds), ``at``
+    (ISO 8601) and ``on_event`` (an event's name: ``POST /api/v1/events/{on_event}``
+    fires it); ``start``/``end`` (ISO 8601) bound it; ``params`` are the runs'
     parameters; ``max_active_runs`` holds ticks back while that many runs are
     unfinished; ``enabled: false`` creates it paused."""
 
@@ -47,6 +71,7 @@ class ScheduleRequest(BaseModel):
     cron: str | None = Field(default=None, max_length=200)
     every: str | None = Field(default=None, max_length=64)
     at: str | None = Field(default=None, max_length=64)
+    on_event: str | None = Field(default=None, max_length=100)
     timezone: str = Field(default="UTC", max_length=100)
     start: str | None = Field(default=None, max_length=64)
     end: str | None = Field(default=None, max_length=64)
@@ -93,6 +118,7 @@ def add_schedule(request: Request, who: Who, body: ScheduleRequest) -> JSONRespo
         cron=body.cron,
         every=body.every,
         at=body.at,
+        on_event=body.on_event,
         timezone=body.timezone,
         start=body.start,
         end=body.end,
@@ -172,4 +198,83 @@ def trigger_schedule(
             "status_url": f"/api/v1/runs/{submitted.run_id}",
         },
         status_code=202,
+    )
+
+
+@router.post(
+    "/events/{event}",
+    status_code=202,
+    openapi_extra=_EVENT_BODY,
+    summary="Fire an event: a run of each schedule listening to it",
+)
+async def fire_event(request: Request, who: Who, event: str) -> JSONResponse:
+    """202 with ``{"event", "runs": [{"schedule", "pipeline", "run_id"}]}``: a run of
+    each enabled schedule listening to ``event`` that the caller may see, the body (a
+    JSON object, at most 64 KiB; none: ``{}``) as parameters on top of the schedule's.
+    ``triggered_by``: ``event:EVENT (by TOKEN)``."""
+    from starlette.concurrency import run_in_threadpool
+
+    require(who, "operate")
+    payload = _payload(await _limited_body(request))
+    ctx = request.app.state.ctx
+
+    def check(pipeline: Pipeline) -> None:
+        check_code(request, who, pipeline)
+
+    def fire() -> ops.EventFired:
+        return ops.fire_event(
+            ctx.settings,
+            ctx.store,
+            event,
+            payload,
+            owner=who.owner,
+            see_all=who.is_admin,
+            by=who.name,
+            check_pipeline=check,
+        )
+
+    fired = await run_in_threadpool(fire)
+    return JSONResponse(fired.as_json(), status_code=202)
+
+
+async def _limited_body(request: Request) -> bytes:
+    """The request body; ``TooLarge`` (413) past ``MAX_EVENT_BYTES``, read no further."""
+    too_large = TooLarge(
+        f"the event's body is over the limit of 64 KiB ({MAX_EVENT_BYTES:,} bytes); send a "
+        "smaller payload (parameters, not data: pass large data by reference)"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_EVENT_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_EVENT_BYTES:
+            raise too_large
+    return bytes(body)
+
+
+def _payload(body: bytes) -> dict[str, Any]:
+    """The event's payload: the body, a JSON object (none: ``{}``); anything else is
+    refused as FastAPI refuses a body (422 naming ``body``)."""
+    if not body.strip():
+        return {}
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        why = f"the body is not JSON ({exc})"
+    else:
+        if isinstance(doc, dict):
+            return doc
+        got = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+        what = got.get(type(doc), "a number")
+        why = f"the body must be a JSON object of parameters, got {what}"
+    raise RequestValidationError(
+        [
+            {
+                "loc": ("body",),
+                "msg": f'{why}; e.g. {{"model": "m-7"}}',
+                "type": "value_error",
+            }
+        ]
     )
