@@ -454,3 +454,26 @@ def test_saving_a_spec_with_schedules_registers_them_and_a_bad_one_saves_nothing
         refused = c.post("/api/v1/pipelines", json=taken)
         assert refused.status_code == 409, refused.text
         assert c.get(f"/api/v1/pipelines/{taken['name']}").status_code == 404
+
+
+def test_an_after_schedule_is_added_with_its_upstream_and_states(world: World) -> None:
+    name = fresh("after")
+    body = {"name": name, "pipeline": "pipe-a", "after": "pipe-b", "after_states": ["failed"]}
+    with world.as_("editor") as c:  # team-a may not see team-b's pipe-b: as if unsaved
+        r = c.post("/api/v1/schedules", json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["problems"][0]["field"] == "after", r.text
+        assert "--after pipe-b: no saved pipeline 'pipe-b'" in r.json()["error"], r.text
+        r = c.post("/api/v1/schedules", json={**body, "after": "pipe-a"})
+        assert r.status_code == 400, r.text
+        assert "may not fire after its own runs" in r.json()["error"], r.text
+    with world.as_("admin") as c:
+        r = c.post("/api/v1/schedules", json=body)
+        assert r.status_code == 201, r.text
+        doc = r.json()
+        assert (doc["kind"], doc["timing"], doc["next_at"]) == (
+            "after",
+            "after pipe-b ends in failed",
+            None,
+        )
+        assert c.delete(f"/api/v1/schedules/{name}").status_code == 200

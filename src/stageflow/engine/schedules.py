@@ -1,6 +1,6 @@
 """Schedules: when a pipeline fires, and which fires are due at a given moment.
 
-Policy. A schedule is one of four kinds (``ScheduleSpec.kind``):
+Policy. A schedule is one of five kinds (``ScheduleSpec.kind``):
 
 - ``cron``: a 5-field cron expression (``minute hour day-of-month month day-of-week``,
   parsed by croniter; ``@daily`` and the other ``@`` shorthands too), read as wall-clock
@@ -13,6 +13,11 @@ Policy. A schedule is one of four kinds (``ScheduleSpec.kind``):
   at a time: it has no fire times (``next_after`` is ``None``, ``upcoming`` and ``due``
   empty), so the schedule loop never fires it; ``start``, ``end`` and ``catchup`` do not
   apply to it and are refused.
+- ``after``: each time a run of the pipeline ``after`` ends in one of ``after_states``
+  (``success`` by default; ``failed`` and ``cancelled`` too), never at a time: like
+  ``event``, it has no fire times and refuses ``start``, ``end`` and ``catchup``; the
+  schedule loop reads the upstream runs that ended (``Store.ended_runs_after``) and fires
+  once for each.
 
 ``start`` and ``end`` bound the three timed kinds: no fire before ``start``, none after ``end``
 (both inclusive). A fire time is the run's logical time and its identity for the
@@ -58,7 +63,7 @@ import copy
 import heapq
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
@@ -72,6 +77,7 @@ if TYPE_CHECKING:
     from stageflow.spec.models import ScheduleEntry
 
 __all__ = [
+    "AFTER_STATES",
     "DEFAULT_CATCHUP_LIMIT",
     "EVENT_NAME",
     "ScheduleKind",
@@ -86,22 +92,33 @@ __all__ = [
     "written_problems",
 ]
 
-ScheduleKind = Literal["cron", "interval", "once", "event"]
+ScheduleKind = Literal["cron", "interval", "once", "event", "after"]
 
 #: The most ticks ``due`` hands back in one call when catching up.
 DEFAULT_CATCHUP_LIMIT = 1000
 
-_KINDS = ("cron", "interval", "once", "event")
+_KINDS = ("cron", "interval", "once", "event", "after")
+#: The end states of an upstream run that an ``after`` schedule may fire on.
+AFTER_STATES = ("success", "failed", "cancelled")
 #: Each kind's own field, and an example of it for messages.
-_OWN_FIELD = {"cron": "cron", "interval": "every_seconds", "once": "at", "event": "event"}
+_OWN_FIELD = {
+    "cron": "cron",
+    "interval": "every_seconds",
+    "once": "at",
+    "event": "event",
+    "after": "after",
+}
 _EXAMPLE = {
     "cron": 'cron="0 2 * * *" (every day at 02:00)',
     "every_seconds": "every_seconds=3600 (hourly)",
     "at": "at=1798761600.0 (2027-01-01 00:00:00 UTC, in epoch seconds)",
     "event": 'event="model-pushed" (fires on POST /api/v1/events/model-pushed)',
+    "after": 'after="extract" (fires when a run of pipeline extract succeeds)',
 }
 #: An event's name: it is a path segment of ``POST /api/v1/events/<event>``.
 EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+#: An upstream pipeline's name (``after``): what ``spec.validate`` takes as a pipeline name.
+AFTER_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9](?:[A-Za-z0-9 _.-]{0,126}[A-Za-z0-9_.-])?")
 _CRON_EXAMPLE = '"0 2 * * *" (every day at 02:00)'
 _CRON_FIELDS = (
     ("minute", "0-59"),
@@ -119,8 +136,8 @@ _OUT_OF_RANGE = (OverflowError, ValueError, OSError)
 @dataclass(frozen=True, slots=True)
 class ScheduleSpec:
     """When a pipeline fires. ``kind`` picks the field that says when: ``cron``,
-    ``every_seconds``, ``at`` or ``event``; the others stay ``None``. ``problems``
-    checks it."""
+    ``every_seconds``, ``at``, ``event`` or ``after``; the others stay ``None``.
+    ``problems`` checks it."""
 
     kind: ScheduleKind
     cron: str | None = None  # kind cron: 5-field cron expression
@@ -131,6 +148,8 @@ class ScheduleSpec:
     end: float | None = None  # no fire after it
     catchup: bool = False  # fire every missed time (True) or the latest only (False)
     event: str | None = None  # kind event: the event's name (POST /api/v1/events/<event>)
+    after: str | None = None  # kind after: the upstream pipeline's name
+    after_states: tuple[str, ...] = ("success",)  # kind after: the upstream run's end states
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,25 +175,42 @@ def spec_of(
     end: str | None = None,
     catchup: bool = False,
     event: str | None = None,
+    after: str | None = None,
+    after_states: Sequence[str] | None = None,
     prefix: str = "--",
 ) -> ScheduleSpec:
     """A ``ScheduleSpec`` from its fields as a person writes them (the CLI's options,
     an API body, a spec's ``schedules:`` entry): ``every`` a duration (``10m``), ``at``,
-    ``start`` and ``end`` ISO-8601 times, ``event`` an event's name. ``UsageError``
-    naming the field (``prefix`` + its name: ``--every``, ``schedules[0].every``) when
-    none or two of ``cron``, ``every``, ``at`` and ``event`` are given, or a duration
-    or a time does not parse. The timing itself is checked by ``problems``."""
+    ``start`` and ``end`` ISO-8601 times, ``event`` an event's name, ``after`` a pipeline's
+    name (with ``after_states``; ``None``: ``success``). ``UsageError`` naming the field
+    (``prefix`` + its name: ``--every``, ``schedules[0].every``) when none or two of
+    ``cron``, ``every``, ``at``, ``event`` and ``after`` are given, ``after_states``
+    without ``after``, or a duration or a time does not parse. The timing itself is
+    checked by ``problems``."""
     from stageflow.errors import UsageError
     from stageflow.spec.times import parse_duration, parse_instant
 
     # The CLI's option for ``event`` is ``--on-event`` (the API's field ``on_event``).
     event_name = "on-event" if prefix == "--" else "event"
-    timings = (("cron", cron), ("every", every), ("at", at), (event_name, event))
+    timings = (
+        ("cron", cron),
+        ("every", every),
+        ("at", at),
+        (event_name, event),
+        ("after", after),
+    )
     given = [k for k, v in timings if v is not None]
     if len(given) != 1:
         names = " or ".join(f"{prefix}{k}" for k, _ in timings)
         got = f" (got {', '.join(prefix + k for k in given)})" if given else ""
         raise UsageError(f"give exactly one of {names}{got}", field=f"{prefix}timing")
+    states_name = f"{prefix}after-state" if prefix == "--" else f"{prefix}after_states"
+    if after_states is not None and after is None:
+        raise UsageError(
+            f"{states_name} is for a schedule with {prefix}after PIPELINE (it fires when a run "
+            f"of PIPELINE ends in one of them); remove {states_name}, or give {prefix}after",
+            field=states_name,
+        )
     kind: ScheduleKind = (
         "cron"
         if cron is not None
@@ -183,6 +219,8 @@ def spec_of(
         else "once"
         if at is not None
         else "event"
+        if event is not None
+        else "after"
     )
     return ScheduleSpec(
         kind=kind,
@@ -194,6 +232,9 @@ def spec_of(
         end=parse_instant(end, f"{prefix}end") if end is not None else None,
         catchup=catchup,
         event=event,
+        after=after,
+        # Duplicates dropped, in the order given.
+        after_states=("success",) if after_states is None else tuple(dict.fromkeys(after_states)),
     )
 
 
@@ -224,6 +265,8 @@ def entry_problems(entry: ScheduleEntry, where: str) -> list[tuple[str, str]]:
             end=entry.end,
             catchup=entry.catchup,
             event=entry.event,
+            after=entry.after,
+            after_states=entry.after_states,
             prefix=f"{where}.",
         )
     except UsageError as exc:
@@ -240,6 +283,8 @@ def _as_written(field: str, message: str, prefix: str) -> tuple[str, str]:
         )
     if field == "event" and prefix == "--":  # the CLI's option (the API's on_event)
         return "--on-event", message
+    if field == "after_states" and prefix == "--":  # the CLI's option, once per state
+        return "--after-state", message.replace("after_states", "--after-state")
     return f"{prefix}{field}", message
 
 
@@ -270,7 +315,8 @@ def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
         found.append(
             (
                 "kind",
-                f'unknown schedule kind "{kind}": use "cron", "interval", "once" or "event"',
+                f'unknown schedule kind "{kind}": use "cron", "interval", "once", "event" '
+                'or "after"',
             )
         )
     for owner, field in _OWN_FIELD.items():
@@ -312,8 +358,9 @@ def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
                 "the schedule would never fire; move end later, or drop it",
             )
         )
-    if kind == "event":
-        found.extend(_event_problems(spec))
+    if kind in ("event", "after"):
+        found.extend(_untimed_problems(spec))
+    found.extend(_after_states_problems(spec))
     at = spec.at
     if bounds_ok and kind == "once" and _is_number(at) and math.isfinite(at):
         if spec.start is not None and at < spec.start:
@@ -335,12 +382,16 @@ def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
     return found
 
 
-def _event_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
-    """``start``, ``end`` and ``catchup`` on an event schedule: it has no times to bound
-    or to catch up on."""
-    event = spec.event
-    name = event if isinstance(event, str) and EVENT_NAME.fullmatch(event) else "EVENT"
-    fires = f"an event schedule fires on each POST /api/v1/events/{name}, not at times"
+def _untimed_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
+    """``start``, ``end`` and ``catchup`` on an event or after schedule: it has no times
+    to bound or to catch up on."""
+    if spec.kind == "event":
+        event = spec.event
+        name = event if isinstance(event, str) and EVENT_NAME.fullmatch(event) else "EVENT"
+        fires = f"an event schedule fires on each POST /api/v1/events/{name}, not at times"
+    else:
+        upstream = spec.after if isinstance(spec.after, str) and spec.after else "PIPELINE"
+        fires = f"an after schedule fires when a run of {upstream} ends, not at times"
     found: list[tuple[str, str]] = []
     for field in ("start", "end"):
         if getattr(spec, field) is not None:
@@ -352,9 +403,49 @@ def _event_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
     return found
 
 
+def _after_states_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
+    """``after_states``: on an after schedule, one or more of ``AFTER_STATES``; on any
+    other, left as it is (``success``)."""
+    states = spec.after_states
+    allowed = ", ".join(AFTER_STATES)
+    if spec.kind != "after":
+        if tuple(states) != ("success",):
+            return [
+                (
+                    "after_states",
+                    f'after_states is for kind "after" and this schedule is kind '
+                    f'"{spec.kind}": remove after_states',
+                )
+            ]
+        return []
+    if isinstance(states, str) or not states:
+        return [
+            (
+                "after_states",
+                f"after_states must list one or more end states of the upstream run "
+                f"({allowed}), got {states!r}",
+            )
+        ]
+    return [
+        (
+            "after_states",
+            f"after_states: {state!r} is not an end state of a run: use {allowed}",
+        )
+        for state in states
+        if state not in AFTER_STATES
+    ]
+
+
 def _field_problem(field: str, value: object) -> str | None:
     if field == "cron":
         return _cron_problem(value)
+    if field == "after":
+        if isinstance(value, str) and AFTER_NAME.fullmatch(value):
+            return None
+        return (
+            f"after {value!r} must be a pipeline's name (1-128 letters, digits, spaces, "
+            f"'_', '.' or '-'); e.g. {_EXAMPLE['after']}"
+        )
     if field == "event":
         if isinstance(value, str) and EVENT_NAME.fullmatch(value):
             return None
@@ -409,7 +500,8 @@ def _cron_problem(expr: object) -> str | None:
 
 def next_after(spec: ScheduleSpec, t: float) -> float | None:
     """The first fire time strictly after ``t``; ``None`` when none is left (a ``once``
-    already past, or past ``end``; an ``event`` schedule, always). Raises ``ValueError``
+    already past, or past ``end``; an ``event`` or ``after`` schedule, always). Raises
+    ``ValueError``
     for an invalid spec."""
     return next(_fires(_plan(spec), t), None)
 
@@ -494,7 +586,7 @@ def _fires(plan: _Plan, after: float) -> Iterator[float]:
     spec = plan.spec
     if spec.start is not None:
         after = max(after, math.nextafter(spec.start, -math.inf))
-    if spec.kind == "event":  # fired by POST /api/v1/events/<event>, never at a time
+    if spec.kind in ("event", "after"):  # fired by an event or a run's end, never by time
         return
     if spec.kind == "once":
         assert spec.at is not None
@@ -536,7 +628,7 @@ def _raw_before(plan: _Plan, t: float) -> float | None:
     """The last fire time strictly before ``t``, ``end`` aside (``start`` too, but
     for an interval's anchor)."""
     spec = plan.spec
-    if spec.kind == "event":
+    if spec.kind in ("event", "after"):
         return None
     if spec.kind == "once":
         assert spec.at is not None

@@ -17,6 +17,13 @@ the event's payload on top. The payload is checked against every one of them fir
 (each key a parameter that schedule's pipeline declares, every value finite): one
 mistake refuses the whole event, and nothing is queued.
 
+After another pipeline. A schedule added with ``after`` (``--after P``; kind ``after``)
+fires a run each time a run of the saved pipeline ``P`` ends in one of ``after_states``
+(``--after-state``: ``success`` by default, ``failed``, ``cancelled``): the schedule loop
+reads the upstream runs that ended and fires once for each (``runtime.schedule_loop``).
+``P`` must be saved (and the caller's to see), and may not be the schedule's own
+pipeline (each run would fire the next); a backfill refuses it (it has no ticks).
+
 Owners. A schedule belongs to its pipeline's owner (``add_schedule`` records it).
 Every operation takes the caller's ``owner`` and ``see_all``: a caller that may not
 see all (a non-admin over the API) sees and changes only its owner's schedules and
@@ -40,7 +47,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +111,9 @@ class ScheduleInfo:
     name: str
     pipeline: str
     kind: str
-    timing: str  # "cron 0 2 * * * (Europe/Paris)", "every 600s", "once at ...", "on event E"
+    # "cron 0 2 * * * (Europe/Paris)", "every 600s", "once at ...", "on event E", "after P
+    # succeeds"
+    timing: str
     enabled: bool
     next_at: float | None
     last_tick: float | None
@@ -166,8 +175,9 @@ def add_schedule(
 ) -> ScheduleInfo:
     """Create schedule ``name`` (or change the one of that name: where it got to stays)
     firing runs of the saved pipeline ``pipeline``; ``timing``: exactly one of
-    ``cron``, ``every``, ``at`` and ``on_event`` (an event's name: ``fire_event`` fires
-    it, the loop never does), and ``timezone``, ``start``, ``end``, ``catchup``,
+    ``cron``, ``every``, ``at``, ``on_event`` (an event's name: ``fire_event`` fires
+    it, the loop never does) and ``after`` (a saved pipeline's name: a run when one of its
+    runs ends in one of ``after_states``), and ``timezone``, ``start``, ``end``, ``catchup``,
     ``params``, ``priority``, ``max_active_runs``, ``enabled``, ``check_pipeline`` (the
     caller's own check of the pipeline, the API's: who may run arbitrary code, called
     after every other check). The schedule belongs to the pipeline's owner. Nothing is
@@ -201,10 +211,17 @@ def check_spec_schedules(
             end=entry.end,
             catchup=entry.catchup,
             event=entry.event,
+            after=entry.after,
+            after_states=entry.after_states,
         )
         found = written_problems(spec, now, prefix="")
         if found:
             raise UsageError(f"schedule '{name}': {found[0][1]}", field=found[0][0])
+        if spec.after is not None:
+            try:
+                _check_upstream(store, spec.after, pipeline.name, owner=owner, see_all=see_all)
+            except UsageError as exc:
+                raise UsageError(f"schedule '{name}': {exc}", field="after") from None
         old = store.get_schedule(name)
         if old is not None and not _sees(old, owner, see_all):
             raise Conflict(
@@ -253,6 +270,8 @@ def apply_schedules(
                     end=entry.end,
                     catchup=entry.catchup,
                     on_event=entry.event,
+                    after=entry.after,
+                    after_states=entry.after_states,
                     params=entry.params,
                     priority=entry.priority,
                     max_active_runs=entry.max_active_runs,
@@ -285,6 +304,8 @@ def _checked_schedule(
     end: str | None = None,
     catchup: bool = False,
     on_event: str | None = None,
+    after: str | None = None,
+    after_states: Sequence[str] | None = None,
     params: Mapping[str, Any] | None = None,
     priority: int = 0,
     max_active_runs: int | None = None,
@@ -306,14 +327,27 @@ def _checked_schedule(
             "starting with a letter or digit",
             field="name",
         )
-    timings = (("cron", cron), ("every", every), ("at", at), ("on-event", on_event))
+    timings = (
+        ("cron", cron),
+        ("every", every),
+        ("at", at),
+        ("on-event", on_event),
+        ("after", after),
+    )
     kinds = [k for k, v in timings if v is not None]
     if len(kinds) != 1:
         raise UsageError(
             "give exactly one of --cron EXPR, --every DURATION or --at TIME"
             + (f" (got {', '.join('--' + k for k in kinds)})" if kinds else "")
-            + ", or --on-event EVENT (it fires on each POST /api/v1/events/EVENT)",
+            + ", or --on-event EVENT (it fires on each POST /api/v1/events/EVENT), or "
+            "--after PIPELINE (it fires when a run of PIPELINE ends)",
             field="timing",
+        )
+    if after_states is not None and after is None:
+        raise UsageError(
+            "--after-state is for a schedule with --after PIPELINE (it fires when a run of "
+            "PIPELINE ends in one of them); remove --after-state, or give --after",
+            field="after_state",
         )
     if max_active_runs is not None and max_active_runs < 1:
         raise UsageError(f"--max-active {max_active_runs} must be at least 1", field="max_active")
@@ -326,6 +360,7 @@ def _checked_schedule(
         "every": "interval",
         "at": "once",
         "on-event": "event",
+        "after": "after",
     }
     spec = ScheduleSpec(
         kind=kind_of[kinds[0]],
@@ -337,6 +372,9 @@ def _checked_schedule(
         end=parse_instant(end, "--end") if end is not None else None,
         catchup=catchup,
         event=on_event,
+        after=after,
+        # Duplicates dropped, in the order given.
+        after_states=("success",) if after_states is None else tuple(dict.fromkeys(after_states)),
     )
     found = written_problems(spec, now)
     if found:
@@ -344,6 +382,8 @@ def _checked_schedule(
         more = "".join(f"; {m}" for _, m in found[1:])
         raise UsageError(f"{message}{more}", field=field_name.replace("-", "_"))
     record = _saved_pipeline(store, pipeline, owner=owner, see_all=see_all)
+    if after is not None:
+        _check_upstream(store, after, pipeline, owner=owner, see_all=see_all)
     saved = pipeline_from_data(json.loads(record.spec_json))
     # A parameter the pipeline does not declare: InvalidSpec naming it, nothing saved.
     _check_finite(params)
@@ -596,9 +636,15 @@ def fire_event(
 
 
 def _spec_fields(spec: Any) -> dict[str, Any]:
+    """The spec's fields to store (JSON): those set, ``after_states`` only on an ``after``
+    schedule (as a list)."""
     from dataclasses import asdict
 
-    return {k: v for k, v in asdict(spec).items() if v is not None}
+    fields = {k: v for k, v in asdict(spec).items() if v is not None}
+    states = fields.pop("after_states", None)
+    if spec.kind == "after" and states is not None:
+        fields["after_states"] = list(states)
+    return fields
 
 
 def _check_finite(params: Mapping[str, Any] | None) -> None:
@@ -613,6 +659,27 @@ def _check_finite(params: Mapping[str, Any] | None) -> None:
                 "infinity), which JSON cannot carry; give a finite number or a string",
                 field=f"params.{key}",
             ) from None
+
+
+def _check_upstream(
+    store: Store, upstream: str, pipeline: str, *, owner: str | None, see_all: bool
+) -> None:
+    """``--after UPSTREAM`` of a schedule of ``pipeline``: a saved pipeline the caller may
+    see, not ``pipeline`` itself; ``UsageError`` naming ``--after`` otherwise."""
+    if upstream == pipeline:
+        raise UsageError(
+            f"--after {upstream}: a schedule of pipeline '{pipeline}' may not fire after "
+            "its own runs (each run would fire the next, for ever); give another pipeline",
+            field="after",
+        )
+    try:
+        _saved_pipeline(store, upstream, owner=owner, see_all=see_all)
+    except ScheduleNotFound:
+        raise UsageError(
+            f"--after {upstream}: no saved pipeline '{upstream}'; save it first (`stageflow "
+            "run FILE`, `stageflow submit FILE`, or POST /api/v1/pipelines), or name another",
+            field="after",
+        ) from None
 
 
 def _sees(schedule: ScheduleRecord, owner: str | None, see_all: bool) -> bool:
@@ -662,6 +729,8 @@ def _fires_next(spec: Any, schedule: ScheduleRecord, now: float) -> float | None
     catch up, the latest tick due now, which is the one its next pass fires."""
     from stageflow.engine.schedules import due
 
+    if spec.kind == "after":  # next_at is 0.0: it fires when an upstream run ends
+        return None
     stored = schedule.next_at
     if stored is None or stored > now or spec.catchup:
         return stored
@@ -720,6 +789,11 @@ def _timing(spec: Any) -> str:
         return f"every {seconds:g}s"
     if spec.kind == "event":
         return f"on event {spec.event}"
+    if spec.kind == "after":
+        states = tuple(spec.after_states)
+        if states == ("success",):
+            return f"after {spec.after} succeeds"
+        return f"after {spec.after} ends in {'|'.join(states)}"
     return f"once at {iso(spec.at)}"
 
 
@@ -871,6 +945,13 @@ def start_backfill(
         message = "; ".join(p.message for p in exc.problems)
         raise UsageError(message, field="param") from None
     source_spec = schedule_spec(source)
+    if source_spec.kind == "after":
+        raise UsageError(
+            f"schedule {source.name} fires after pipeline {source_spec.after}'s runs end: it "
+            "has no ticks to backfill; give --schedule NAME of a schedule with a timing (or "
+            f"queue a run with `stageflow schedules trigger {source.name}`)",
+            field="schedule",
+        )
     if source_spec.kind == "event":
         raise UsageError(
             f"schedule {source.name} fires on event {source_spec.event}: it has no ticks to "

@@ -157,6 +157,16 @@ def schedule_problems(pipeline: Pipeline) -> list[Problem]:
         where = "schedule" if k < offset else f"schedules[{k - offset}]"
         for field, message in entry_problems(entry, where):
             found.append(Problem(message, field=field, pipeline=pipeline.name))
+        if entry.after is not None and entry.after == pipeline.name:
+            found.append(
+                Problem(
+                    f"{where}.after: a schedule of pipeline '{pipeline.name}' may not fire "
+                    "after its own runs (each run would fire the next, for ever); name "
+                    "another pipeline",
+                    field=f"{where}.after",
+                    pipeline=pipeline.name,
+                )
+            )
         if name in seen:
             found.append(
                 Problem(

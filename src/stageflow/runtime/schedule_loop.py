@@ -17,6 +17,24 @@ one log line, so the loop never spins on it. An event schedule (kind ``event``) 
 fire times: its ``next_at`` is ``None``, so ``Store.due_schedules`` never hands it to the
 loop; ``operations.fire_event`` queues its runs when its event comes.
 
+After schedules (kind ``after``: "when a run of pipeline P ends in one of these states")
+have no fire times either, but the loop fires them: they are stored with ``next_at``
+``0.0``, so ``Store.due_schedules`` hands them to every pass. For each, the loop reads
+the runs of P that ended in one of its states after its ``last_tick`` (never fired: after
+its creation; ``Store.ended_runs_after``, oldest end first, ``TICKS_PER_PASS`` at most)
+and fires one tick per upstream run: its logical time is the upstream run's ``ended_at``
+(the data interval ``[ended_at, ended_at)``), so the ``schedule_runs`` key makes each
+upstream run fire once however many loops see it; ``last_tick`` then moves to that
+``ended_at`` (``next_at`` stays ``0.0``). ``max_active_runs`` holds the upstream runs
+back as it holds due ticks (they fire once runs end), and so does a pause: a resumed
+after schedule fires for the upstream runs that ended while it was paused. Two upstream
+runs that end at the very same float time are one tick: the second is not fired (the
+key holds the first, and ``last_tick`` is past it). ``ended_at`` is a float of seconds
+with the clock's microseconds, so this is accepted rather than worked around. An
+upstream run whose end is committed after a later-ending run's was fired on (its store
+was away a while) is still fired: each pass also looks back ``AFTER_LOOKBACK_SECONDS``
+before ``last_tick`` for ends that made no tick yet.
+
 State: none between passes but the store's; the loop is driven by ``run_pass(now)``
 (tests call it with a fake clock) or by ``serve_forever``.
 """
@@ -42,6 +60,9 @@ logger = logging.getLogger(__name__)
 
 #: The longest ``serve_forever`` waits before it looks whether it was asked to stop.
 _SLICE_SECONDS = 0.1
+#: How far back an ``after`` schedule looks for upstream runs whose end was committed
+#: late (after a later-ending run had fired it already).
+AFTER_LOOKBACK_SECONDS = 300.0
 #: The most ticks one schedule fires in one pass (a long catch-up goes on next pass).
 TICKS_PER_PASS = 100
 
@@ -66,14 +87,21 @@ class PassReport:
 
 
 def schedule_spec(record: ScheduleRecord) -> ScheduleSpec:
-    """The stored schedule's timing (``ScheduleRecord.spec``: ``ScheduleSpec``'s fields)."""
-    return ScheduleSpec(**record.spec)
+    """The stored schedule's timing (``ScheduleRecord.spec``: ``ScheduleSpec``'s fields;
+    JSON keeps ``after_states`` as a list, the spec a tuple)."""
+    fields = dict(record.spec)
+    if "after_states" in fields:
+        fields["after_states"] = tuple(fields["after_states"])
+    return ScheduleSpec(**fields)
 
 
 def first_fire(spec: ScheduleSpec, last_tick: float | None, created_at: float) -> float | None:
     """When a schedule fires next, for ``Store.put_schedule``'s ``next_at``: after the
     tick it last fired; one that never fired, from its ``start`` (inclusive) or else
-    after its creation (it does not fire for the past)."""
+    after its creation (it does not fire for the past). An ``after`` schedule: ``0.0``,
+    so that every pass looks for upstream runs that ended (module docstring)."""
+    if spec.kind == "after":
+        return 0.0
     if last_tick is not None:
         return next_after(spec, last_tick)
     if spec.start is not None:
@@ -104,7 +132,10 @@ class ScheduleLoop:
         now = self.clock() if now is None else now
         report = PassReport()
         for record in self.store.due_schedules(now):
-            self._fire_due(record, now, report)
+            if record.spec.get("kind") == "after":
+                self._fire_after(record, report)
+            else:
+                self._fire_due(record, now, report)
         return report
 
     def serve_forever(self) -> None:
@@ -143,39 +174,80 @@ class ScheduleLoop:
         if last is None and spec.start is None:
             last = record.created_at
         for tick in due(spec, last, now, limit=TICKS_PER_PASS):
-            if (
-                record.max_active_runs is not None
-                and self.store.active_schedule_runs(record.name) >= record.max_active_runs
-            ):
+            next_at = next_after(spec, tick.at)
+            if not self._fire_tick(record, tick.at, tick.interval_start, next_at, report):
                 return  # the due ticks wait for one of its runs to end
-            try:
-                pipeline = self.store.latest_pipeline(record.pipeline)
-            except StoreUnreachable:
-                raise  # the store failed: try again next pass
-            except StoreError as exc:  # no live version of it (deleted)
-                self._skip(record, tick.at, str(exc), report)
-                self.store.advance_schedule(record.name, tick.at, next_after(spec, tick.at))
-                continue
-            try:
-                run = queue_saved(
-                    self.settings,
-                    self.store,
-                    pipeline,
-                    record.params,
-                    priority=record.priority,
-                    triggered_by=f"schedule:{record.name}",
-                    tick=(record.name, tick.at, tick.interval_start),
-                )
-            except TickTaken:
-                report.taken += 1
-            except (InvalidSpec, UsageError) as exc:  # it no longer validates: say so, go on
-                self._skip(record, tick.at, str(exc), report)
-            else:
-                report.fired.append(Fired(record.name, tick.at, run.run_id))
-                logger.info(
-                    "schedule %s fired its tick at %s: run %s", record.name, tick.at, run.run_id
-                )
-            self.store.advance_schedule(record.name, tick.at, next_after(spec, tick.at))
+
+    def _fire_after(self, record: ScheduleRecord, report: PassReport) -> None:
+        """An ``after`` schedule: one tick per upstream run that ended in one of its
+        states since its last tick (module docstring)."""
+        spec = schedule_spec(record)
+        assert spec.after is not None
+        since = record.created_at if record.last_tick is None else record.last_tick
+        if record.last_tick is not None:
+            # An upstream run whose end was committed after a later-ending one had fired
+            # the schedule: ended before ``last_tick``, fired not yet. Looked for over the
+            # last few minutes (a commit is that late only if its store was away).
+            floor = max(record.created_at, since - AFTER_LOOKBACK_SECONDS)
+            late = self.store.ended_runs_after(spec.after, spec.after_states, floor, 1000)
+            for upstream, at in late:
+                if at > since:
+                    break
+                if self.store.tick_run(record.name, at) is None:
+                    logger.info(
+                        "schedule %s: run %s of %s ended late", record.name, upstream, spec.after
+                    )
+                    if not self._fire_tick(record, at, at, 0.0, report):
+                        return
+        ended = self.store.ended_runs_after(spec.after, spec.after_states, since, TICKS_PER_PASS)
+        for upstream, at in ended:
+            logger.debug("schedule %s: run %s of %s ended", record.name, upstream, spec.after)
+            if not self._fire_tick(record, at, at, 0.0, report):
+                return  # the upstream runs wait for one of its runs to end
+
+    def _fire_tick(
+        self,
+        record: ScheduleRecord,
+        at: float,
+        interval_start: float,
+        next_at: float | None,
+        report: PassReport,
+    ) -> bool:
+        """Fire the schedule's tick at ``at`` (a run of its pipeline, unless another loop
+        fired it or it is skipped) and move its ``last_tick`` to ``at``; False when it
+        has ``max_active_runs`` unfinished runs (nothing done: the tick waits)."""
+        if (
+            record.max_active_runs is not None
+            and self.store.active_schedule_runs(record.name) >= record.max_active_runs
+        ):
+            return False
+        try:
+            pipeline = self.store.latest_pipeline(record.pipeline)
+        except StoreUnreachable:
+            raise  # the store failed: try again next pass
+        except StoreError as exc:  # no live version of it (deleted)
+            self._skip(record, at, str(exc), report)
+            self.store.advance_schedule(record.name, at, next_at)
+            return True
+        try:
+            run = queue_saved(
+                self.settings,
+                self.store,
+                pipeline,
+                record.params,
+                priority=record.priority,
+                triggered_by=f"schedule:{record.name}",
+                tick=(record.name, at, interval_start),
+            )
+        except TickTaken:
+            report.taken += 1
+        except (InvalidSpec, UsageError) as exc:  # it no longer validates: say so, go on
+            self._skip(record, at, str(exc), report)
+        else:
+            report.fired.append(Fired(record.name, at, run.run_id))
+            logger.info("schedule %s fired its tick at %s: run %s", record.name, at, run.run_id)
+        self.store.advance_schedule(record.name, at, next_at)
+        return True
 
     def _skip(self, record: ScheduleRecord, at: float, why: str, report: PassReport) -> None:
         report.skipped.append((record.name, at, why))

@@ -1,8 +1,9 @@
 """The CLI's ``schedules`` commands and ``stageflow scheduler``, attached by ``attach(cli)``.
 
 * ``stageflow schedules add NAME PIPELINE (--cron EXPR | --every DURATION | --at TIME |
-  --on-event EVENT) [--timezone TZ] [--start T] [--end T] [--catchup] [--param K=V] [--priority N]
-  [--max-active N] [--paused]``: create or change a schedule of a saved pipeline;
+  --on-event EVENT | --after UPSTREAM [--after-state STATE ...]) [--timezone TZ]
+  [--start T] [--end T] [--catchup] [--param K=V] [--priority N] [--max-active N]
+  [--paused]``: create or change a schedule of a saved pipeline;
 * ``stageflow schedules apply FILE``: save the pipeline and register the schedules its
   spec carries (``schedule:``, ``schedules:``);
 * ``stageflow schedules list|show NAME [--format json]``: when each fires next (``show``:
@@ -48,7 +49,8 @@ def attach(cli: click.Group) -> None:
 
 @click.group()
 def schedules() -> None:
-    """Schedules: runs of a saved pipeline fired by cron, an interval, once or an event."""
+    """Schedules: runs of a saved pipeline fired by cron, an interval, once, an event or
+    another pipeline's runs ending."""
 
 
 def _when(t: float | None) -> str:
@@ -90,6 +92,20 @@ def _print(info: Any, fmt: str) -> None:
     metavar="EVENT",
     help="On each POST /api/v1/events/EVENT (or `schedules fire EVENT`).",
 )
+@click.option(
+    "--after",
+    default=None,
+    metavar="PIPELINE",
+    help="Each time a run of the saved PIPELINE ends (in success: see --after-state).",
+)
+@click.option(
+    "--after-state",
+    "after_states",
+    multiple=True,
+    metavar="STATE",
+    help="With --after: the upstream end state that fires it: success (default), failed, "
+    "cancelled; repeat for several.",
+)
 @click.option("--timezone", default="UTC", show_default=True, help="The cron's time zone.")
 @click.option("--start", default=None, metavar="TIME", help="Fire nothing before it.")
 @click.option("--end", default=None, metavar="TIME", help="Fire nothing after it.")
@@ -108,6 +124,8 @@ def add(
     every: str | None,
     at: str | None,
     on_event: str | None,
+    after: str | None,
+    after_states: tuple[str, ...],
     timezone: str,
     start: str | None,
     end: str | None,
@@ -134,6 +152,8 @@ def add(
             every=every,
             at=at,
             on_event=on_event,
+            after=after,
+            after_states=list(after_states) if after_states else None,
             timezone=timezone,
             start=start,
             end=end,

@@ -369,12 +369,13 @@ class Task(BaseModel):
 class ScheduleEntry(BaseModel):
     """A schedule in a spec (``schedules:``): exactly one of ``cron`` (read in
     ``timezone``), ``every`` (seconds, or ``90s``/``10m``/``2h``/``1d``), ``at`` (an
-    ISO-8601 time: once) and ``event`` (an event's name: it fires on each
-    ``POST /api/v1/events/<event>``); ``start``/``end`` bound it; ``catchup`` fires the ticks it
-    missed; ``params`` and ``priority`` go to its runs; at most ``max_active_runs``
-    unfinished at once. ``stageflow schedules apply FILE`` (or saving the pipeline over
-    the API) registers it under ``name`` (default: the pipeline's name, then ``-2``,
-    ``-3``...). The fields are checked by ``runtime.plan`` (``engine.schedules``)."""
+    ISO-8601 time: once), ``event`` (an event's name: it fires on each
+    ``POST /api/v1/events/<event>``) and ``after`` (a pipeline's name: it fires when a run
+    of it ends in one of ``after_states``); ``start``/``end`` bound it; ``catchup`` fires
+    the ticks it missed; ``params`` and ``priority`` go to its runs; at most
+    ``max_active_runs`` unfinished at once. ``stageflow schedules apply FILE`` (or saving
+    the pipeline over the API) registers it under ``name`` (default: the pipeline's name,
+    then ``-2``, ``-3``...). The fields are checked by ``runtime.plan`` (``engine.schedules``)."""
 
     model_config = _STRICT
 
@@ -391,6 +392,10 @@ class ScheduleEntry(BaseModel):
     max_active_runs: int | None = Field(default=None, ge=1, le=100_000)
     enabled: bool = True
     event: str | None = Field(default=None, max_length=100)
+    # Kind after: when a run of pipeline ``after`` ends in one of ``after_states``
+    # (``None``: ``["success"]``; ``failed`` and ``cancelled`` too).
+    after: str | None = Field(default=None, max_length=128)
+    after_states: list[str] | None = Field(default=None, max_length=3)
 
 
 class Pipeline(BaseModel):

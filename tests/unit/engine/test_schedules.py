@@ -687,7 +687,13 @@ def _field_message(field: str, value: str, allowed: str) -> str:
         ),
         (
             ScheduleSpec("weekly"),  # type: ignore[arg-type]
-            [("kind", 'unknown schedule kind "weekly": use "cron", "interval", "once" or "event"')],
+            [
+                (
+                    "kind",
+                    'unknown schedule kind "weekly": use "cron", "interval", "once", "event" '
+                    'or "after"',
+                )
+            ],
         ),
         (
             cron("0 2 * *"),
@@ -950,11 +956,135 @@ def test_spec_of_takes_an_event_as_a_fourth_timing() -> None:
         spec_of(prefix="schedules[0].")
     assert str(none.value) == (
         "give exactly one of schedules[0].cron or schedules[0].every or schedules[0].at or "
-        "schedules[0].event"
+        "schedules[0].event or schedules[0].after"
     )
     assert none.value.field == "schedules[0].timing"
     with pytest.raises(UsageError) as two:
         spec_of(every="1h", event="pushed")
     assert str(two.value) == (
-        "give exactly one of --cron or --every or --at or --on-event (got --every, --on-event)"
+        "give exactly one of --cron or --every or --at or --on-event or --after "
+        "(got --every, --on-event)"
     )
+
+
+# -- after schedules ---------------------------------------------------------------------
+
+AFTER_EXAMPLE = 'after="extract" (fires when a run of pipeline extract succeeds)'
+AFTER_NO_TIMES = "an after schedule fires when a run of extract ends, not at times"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (ScheduleSpec("after"), [("after", f'kind "after" needs after, e.g. {AFTER_EXAMPLE}')]),
+        *[
+            (
+                ScheduleSpec("after", after=name),  # type: ignore[arg-type]
+                [
+                    (
+                        "after",
+                        f"after {name!r} must be a pipeline's name (1-128 letters, digits, "
+                        f"spaces, '_', '.' or '-'); e.g. {AFTER_EXAMPLE}",
+                    )
+                ],
+            )
+            for name in ("", "-x", "a..b", "x" * 129, "a/b", 5)
+        ],
+        (
+            ScheduleSpec("after", after="extract", after_states=("success", "bogus")),
+            [
+                (
+                    "after_states",
+                    "after_states: 'bogus' is not an end state of a run: use success, "
+                    "failed, cancelled",
+                )
+            ],
+        ),
+        (
+            ScheduleSpec("after", after="extract", after_states=()),
+            [
+                (
+                    "after_states",
+                    "after_states must list one or more end states of the upstream run "
+                    "(success, failed, cancelled), got ()",
+                )
+            ],
+        ),
+        (
+            ScheduleSpec("after", after="extract", start=NOW_T, end=NOW_T + DAY, catchup=True),
+            [
+                ("start", f"start does not apply: {AFTER_NO_TIMES}; remove start"),
+                ("end", f"end does not apply: {AFTER_NO_TIMES}; remove end"),
+                (
+                    "catchup",
+                    f"catchup does not apply: {AFTER_NO_TIMES} (none is missed); remove catchup",
+                ),
+            ],
+        ),
+        (
+            ScheduleSpec("cron", cron="0 2 * * *", after="extract"),
+            [
+                (
+                    "after",
+                    'after is for kind "after" and this schedule is kind "cron": remove after, '
+                    'or set kind="after"',
+                )
+            ],
+        ),
+        (
+            ScheduleSpec("event", event="pushed", after_states=("failed",)),
+            [
+                (
+                    "after_states",
+                    'after_states is for kind "after" and this schedule is kind "event": '
+                    "remove after_states",
+                )
+            ],
+        ),
+    ],
+)
+def test_each_after_schedule_problem_names_its_field_and_the_fix(
+    spec: ScheduleSpec, expected: list[tuple[str, str]]
+) -> None:
+    assert problems(spec, NOW_T) == expected
+
+
+@pytest.mark.parametrize(
+    "states", [("success",), ("failed",), ("cancelled",), ("success", "failed", "cancelled")]
+)
+def test_a_valid_after_schedule_has_no_problems(states: tuple[str, ...]) -> None:
+    spec = ScheduleSpec("after", after="My Workflow", after_states=states)
+    assert problems(spec, NOW_T) == []
+    assert problems(spec, utc(9999, 1, 1)) == []
+
+
+@pytest.mark.parametrize("last", [None, 0.0, NOW_T - 10 * DAY])
+def test_an_after_schedule_has_no_fire_times_and_is_never_due(last: float | None) -> None:
+    spec = ScheduleSpec("after", after="extract", after_states=("success", "failed"))
+    assert next_after(spec, 0.0) is None
+    assert next_after(spec, NOW_T) is None
+    assert upcoming(spec, NOW_T, 5) == []
+    for now in (0.0, NOW_T, utc(2099, 1, 1)):
+        assert due(spec, last, now) == []
+
+
+def test_spec_of_takes_after_and_its_states() -> None:
+    from stageflow.engine.schedules import spec_of, written_problems
+    from stageflow.errors import UsageError
+
+    assert spec_of(after="extract") == ScheduleSpec("after", after="extract")
+    both = spec_of(after="extract", after_states=["failed", "success", "failed"])
+    assert both.after_states == ("failed", "success")  # duplicates dropped
+    with pytest.raises(UsageError) as lone:
+        spec_of(cron="0 2 * * *", after_states=["failed"])
+    assert lone.value.field == "--after-state"
+    with pytest.raises(UsageError) as two:
+        spec_of(every="1h", after="extract")
+    assert "(got --every, --after)" in str(two.value)
+    bad = spec_of(after="extract", after_states=["bogus"])
+    assert written_problems(bad, NOW_T) == [
+        (
+            "after-state",
+            "--after-state: 'bogus' is not an end state of a run: use success, failed, cancelled",
+        )
+    ]

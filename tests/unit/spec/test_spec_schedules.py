@@ -227,3 +227,64 @@ def test_an_event_name_over_100_characters_is_refused_by_the_schema() -> None:
 
     with pytest.raises(InvalidSpec, match="event"):
         pipeline_from_data(spec(schedules=[{"event": "x" * 101}]))
+
+
+def test_an_after_entry_validates_and_carries_its_upstream_and_states() -> None:
+    entry = {"after": "extract", "after_states": ["success", "failed"]}
+    pipeline = pipeline_from_data(spec(schedules=[entry]))
+    assert plan_problems(pipeline) == []
+    [(_, parsed)] = pipeline.schedule_entries()
+    assert (parsed.after, parsed.after_states, parsed.cron) == (
+        "extract",
+        ["success", "failed"],
+        None,
+    )
+    assert (
+        pipeline_from_data(spec(schedules=[{"after": "extract"}]))
+        .schedule_entries()[0][1]
+        .after_states
+        is None
+    )  # success, by default
+    # A spec without it keeps its canonical form (and so its version).
+    canonical = pipeline_from_data(spec(schedules=[{"every": "1h"}])).canonical()
+    assert "after" not in canonical["schedules"][0]
+    assert "after_states" not in canonical["schedules"][0]
+
+
+@pytest.mark.parametrize(
+    ("entry", "field", "words"),
+    [
+        (
+            {"after": "extract", "after_states": ["bogus"]},
+            "schedules[0].after_states",
+            "'bogus' is not an end state of a run: use success, failed, cancelled",
+        ),
+        (
+            {"after": "extract", "end": "2027-01-01"},
+            "schedules[0].end",
+            "end does not apply: an after schedule fires when a run of extract ends",
+        ),
+        (
+            {"every": "1h", "after_states": ["failed"]},
+            "schedules[0].after_states",
+            "schedules[0].after_states is for a schedule with schedules[0].after PIPELINE",
+        ),
+        (
+            {"after": "extract", "cron": "0 2 * * *"},
+            "schedules[0].timing",
+            "(got schedules[0].cron, schedules[0].after)",
+        ),
+        (
+            {"after": "nightly-train"},
+            "schedules[0].after",
+            "may not fire after its own runs",
+        ),
+    ],
+)
+def test_an_after_entry_mistake_names_its_field(
+    entry: dict[str, Any], field: str, words: str
+) -> None:
+    found = problems(schedules=[entry])
+    assert len(found) == 1, found
+    assert found[0][0] == field
+    assert words in found[0][1], found[0][1]

@@ -348,6 +348,55 @@ def test_active_schedule_runs_count_the_unfinished_runs_of_that_schedule(
     assert store.active_schedule_runs("hourly") == 2
 
 
+def test_ended_runs_after_are_a_pipeline_s_runs_ended_in_those_states_oldest_first(
+    store: SqlStore,
+) -> None:
+    ends = {  # run id: (pipeline, end state, ended at)
+        "a-late": ("extract", "success", 130.0),
+        "a-early": ("extract", "success", 110.0),
+        "a-failed": ("extract", "failed", 120.0),
+        "a-cancelled": ("extract", "cancelled", 125.0),
+        "a-at-100": ("extract", "success", 100.0),
+        "b-ok": ("load", "success", 115.0),
+    }
+    for run_id, (pipeline, _, _) in ends.items():
+        store.create_run(make_run(run_id, pipeline=pipeline), ["a"])
+    store.create_run(make_run("a-running", pipeline="extract"), ["a"])
+    store.create_run(make_run("a-queued", pipeline="extract"), ["a"])
+    store.commit(
+        Batch(
+            runs=[
+                RunUpdate(run_id, state=state, ended_at=at)
+                for run_id, (_, state, at) in ends.items()
+            ]
+            + [RunUpdate("a-running", state="running", started_at=101.0)]
+        )
+    )
+    assert store.ended_runs_after("extract", ["success"], 100.0, 10) == [
+        ("a-early", 110.0),
+        ("a-late", 130.0),
+    ]  # strictly after: the run that ended at 100.0 is not one
+    assert store.ended_runs_after("extract", ["success"], 99.0, 10)[0] == ("a-at-100", 100.0)
+    assert store.ended_runs_after("extract", ["failed", "cancelled"], 0.0, 10) == [
+        ("a-failed", 120.0),
+        ("a-cancelled", 125.0),
+    ]
+    assert [r for r, _ in store.ended_runs_after("extract", ["success", "failed"], 0.0, 10)] == [
+        "a-at-100",
+        "a-early",
+        "a-failed",
+        "a-late",
+    ]
+    assert store.ended_runs_after("extract", ["success", "failed", "cancelled"], 0.0, 2) == [
+        ("a-at-100", 100.0),
+        ("a-early", 110.0),
+    ]
+    assert store.ended_runs_after("extract", ["success"], 130.0, 10) == []
+    assert store.ended_runs_after("load", ["success"], 0.0, 10) == [("b-ok", 115.0)]
+    assert store.ended_runs_after("nothing", ["success"], 0.0, 10) == []
+    assert store.ended_runs_after("extract", [], 0.0, 10) == []
+
+
 def test_many_writers_firing_one_tick_make_one_run(store: SqlStore, backend: Backend) -> None:
     writers = 8
     stores = [backend.open() for _ in range(writers)]

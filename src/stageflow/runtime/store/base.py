@@ -675,6 +675,13 @@ class Store(Protocol):
     def active_schedule_runs(self, schedule: str) -> int:
         """How many runs the schedule made are unfinished (queued, running, paused)."""
 
+    def ended_runs_after(
+        self, pipeline: str, states: Sequence[str], after: float, limit: int
+    ) -> list[tuple[str, float]]:
+        """The runs of ``pipeline`` that ended in one of ``states`` (end states: at most
+        three) strictly after ``after``: (run id, ended at), oldest end first, at most
+        ``limit`` (what an ``after`` schedule fires on)."""
+
     def register_worker(self, worker: WorkerRecord) -> None:
         """Record ``worker`` (or replace the record of the same owner)."""
 

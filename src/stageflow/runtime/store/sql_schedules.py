@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,7 @@ class _ScheduleStatements:
     select_tick_of_run: str
     select_ticks: str
     count_active: str
+    select_ended: str
 
 
 @functools.cache
@@ -95,6 +97,12 @@ def _statements(dialect: Dialect) -> _ScheduleStatements:
         count_active=q(
             "SELECT COUNT(*) FROM schedule_runs s JOIN runs r ON r.run_id = s.run_id "
             "WHERE s.schedule = ? AND r.state IN ('queued', 'running', 'paused')"
+        ),
+        # Three state slots (the end states an ``after`` schedule may name); fewer states
+        # fill the rest with the first one again: the SQL stays one literal string.
+        select_ended=q(
+            "SELECT run_id, ended_at FROM runs WHERE pipeline = ? AND state IN (?, ?, ?) "
+            "AND ended_at IS NOT NULL AND ended_at > ? ORDER BY ended_at, run_id LIMIT ?"
         ),
     )
 
@@ -214,6 +222,23 @@ class ScheduleTables:
         """The schedule's latest fired ticks: (logical time, run id), newest first."""
         rows = self._fetchall(_statements(self.dialect).select_ticks, (schedule, limit))
         return [(float(t), str(r)) for t, r in rows]
+
+    def ended_runs_after(
+        self, pipeline: str, states: Sequence[str], after: float, limit: int
+    ) -> list[tuple[str, float]]:
+        """The runs of ``pipeline`` that ended in one of ``states`` (at most three: the
+        end states) strictly after ``after``: (run id, ended at), oldest end first, at
+        most ``limit`` (what an ``after`` schedule fires on)."""
+        wanted = list(dict.fromkeys(states))
+        if not wanted or limit < 1:
+            return []
+        if len(wanted) > 3:
+            raise ValueError(f"at most 3 end states, got {wanted!r}")
+        slots = (wanted + [wanted[0]] * 3)[:3]
+        rows = self._fetchall(
+            _statements(self.dialect).select_ended, (pipeline, *slots, after, limit)
+        )
+        return [(str(run_id), float(ended)) for run_id, ended in rows]
 
     def active_schedule_runs(self, schedule: str) -> int:
         """How many runs the schedule made are unfinished (queued, running, paused)."""

@@ -59,8 +59,10 @@ _EVENT_BODY = {
 class ScheduleRequest(BaseModel):
     """A schedule, as ``stageflow schedules add`` takes it: exactly one of ``cron``
     (with ``timezone``), ``every`` (``90s``, ``10m``, ``2h``, ``1d`` or seconds), ``at``
-    (ISO 8601) and ``on_event`` (an event's name: ``POST /api/v1/events/{on_event}``
-    fires it); ``start``/``end`` (ISO 8601) bound it; ``params`` are the runs'
+    (ISO 8601), ``on_event`` (an event's name: ``POST /api/v1/events/{on_event}``
+    fires it) and ``after`` (a saved pipeline's name: it fires when a run of it ends in
+    one of ``after_states``: ``success`` by default, ``failed``, ``cancelled``);
+    ``start``/``end`` (ISO 8601) bound it; ``params`` are the runs'
     parameters; ``max_active_runs`` holds ticks back while that many runs are
     unfinished; ``enabled: false`` creates it paused."""
 
@@ -72,6 +74,8 @@ class ScheduleRequest(BaseModel):
     every: str | None = Field(default=None, max_length=64)
     at: str | None = Field(default=None, max_length=64)
     on_event: str | None = Field(default=None, max_length=100)
+    after: str | None = Field(default=None, max_length=128)
+    after_states: list[str] | None = Field(default=None, max_length=3)
     timezone: str = Field(default="UTC", max_length=100)
     start: str | None = Field(default=None, max_length=64)
     end: str | None = Field(default=None, max_length=64)
@@ -119,6 +123,8 @@ def add_schedule(request: Request, who: Who, body: ScheduleRequest) -> JSONRespo
         every=body.every,
         at=body.at,
         on_event=body.on_event,
+        after=body.after,
+        after_states=body.after_states,
         timezone=body.timezone,
         start=body.start,
         end=body.end,
