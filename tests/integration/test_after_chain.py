@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers_places import Place, place_on
+from helpers_schedules import WAIT, ok, sf, ticks
 from helpers_tasks import wait_until
 
 from stageflow.runtime.store.base import RunRecord
@@ -38,27 +38,12 @@ DOWNSTREAM = {
     "name": "B",
     "tasks": [{"id": "load", "operator": "bash", "parameters": {"command": "echo loaded"}}],
 }
-WAIT = 30.0  # seconds: only reached when something hangs
 
 
 @pytest.fixture
 def place(tmp_path: Path) -> Iterator[Place]:
     with place_on("sqlite", tmp_path, Place) as found:
         yield found
-
-
-def sf(place: Place, *args: str) -> subprocess.CompletedProcess[str]:
-    """``stageflow ARGS`` on the place's store; no traceback, no internal error."""
-    result = place.cli(*args)
-    assert "Traceback" not in result.stdout + result.stderr, result
-    assert "internal error" not in result.stderr, result
-    return result
-
-
-def ok(place: Place, *args: str) -> subprocess.CompletedProcess[str]:
-    result = sf(place, *args)
-    assert result.returncode == 0, result
-    return result
 
 
 def run_spec(place: Place, spec: dict[str, object], *args: str) -> int:
@@ -80,11 +65,6 @@ def runs_of(place: Place, pipeline: str, triggered_by: str | None = None) -> lis
         ),
         key=lambda r: r.created_at,
     )
-
-
-def ticks(place: Place, name: str) -> list[tuple[float, str]]:
-    with place.store() as store:
-        return sorted(store.schedule_runs(name, 100_000))
 
 
 def test_a_run_of_b_follows_each_run_of_a_that_ends_in_the_chosen_state(place: Place) -> None:

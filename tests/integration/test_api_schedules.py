@@ -16,14 +16,14 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from helpers_serve import Server, serving
+from helpers_schedules import World, team_tokens
+from helpers_serve import serving
 from helpers_tasks import wait_until
 
 pytestmark = pytest.mark.slow
@@ -48,27 +48,12 @@ def notify_spec(name: str, owner: str) -> dict[str, Any]:
     }
 
 
-@dataclass
-class World:
-    server: Server
-    tokens: dict[str, str]  # "viewer", "operator", "editor" (team-a), "editor-b", "admin"
-
-    def as_(self, who: str) -> httpx.Client:
-        return self.server.client(self.tokens[who])
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
     with serving(request.param, tmp_path_factory.mktemp(f"api-schedules-{request.param}")) as s:
-        tokens = {
-            "viewer": s.token("viewer-a", "viewer", "team-a"),
-            "operator": s.token("operator-a", "operator", "team-a"),
-            "editor": s.token("editor-a", "editor", "team-a"),
-            "editor-b": s.token("editor-b", "editor", "team-b"),
-            "admin": s.admin,
-        }
+        tokens = team_tokens(s)
         with s.client(s.admin) as c:
             for team, name in PIPELINES.items():
                 r = c.post("/api/v1/pipelines", json=notify_spec(name, team))

@@ -18,7 +18,6 @@ whatever the clock says; the waits only bound a hang.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,11 +25,11 @@ from pathlib import Path
 
 import pytest
 from helpers_places import Place, place_on
+from helpers_schedules import WAIT, ok, sf, terminate, ticks
 from helpers_tasks import wait_until
 
 from stageflow.runtime.store.base import RunRecord
 
-WAIT = 30.0  # seconds: only reached when something hangs
 FROM, TO = "2026-01-01", "2026-01-05T23:59:59Z"
 DAYS = [datetime(2026, 1, d, tzinfo=UTC).timestamp() for d in range(1, 6)]
 
@@ -49,20 +48,6 @@ def place(tmp_path: Path) -> Iterator[Place]:
         yield found
 
 
-def sf(place: Place, *args: str) -> subprocess.CompletedProcess[str]:
-    """``stageflow ARGS`` on the place's store; no traceback, no internal error."""
-    result = place.cli(*args)
-    assert "Traceback" not in result.stdout + result.stderr, result
-    assert "internal error" not in result.stderr, result
-    return result
-
-
-def ok(place: Place, *args: str) -> subprocess.CompletedProcess[str]:
-    result = sf(place, *args)
-    assert result.returncode == 0, result
-    return result
-
-
 def save(
     place: Place, name: str, command: str = 'echo "hi $STAGEFLOW_PARAM_WHO"', who: str = "nobody"
 ) -> None:
@@ -76,12 +61,6 @@ def status(place: Place, name: str) -> dict[str, object]:
     return json.loads(ok(place, "backfill", "status", name, "--format", "json").stdout)
 
 
-def ticks(place: Place, name: str) -> list[tuple[float, str]]:
-    """The backfill's fired ticks: (logical time, run id), oldest first."""
-    with place.store() as store:
-        return sorted(store.schedule_runs(name, 100_000))
-
-
 def fired_runs(place: Place, name: str) -> list[RunRecord]:
     """The runs the backfill's ticks made, in the order they were created."""
     with place.store() as store:
@@ -89,11 +68,6 @@ def fired_runs(place: Place, name: str) -> list[RunRecord]:
     return sorted(
         (r for r in runs if r.triggered_by == f"schedule:{name}"), key=lambda r: r.created_at
     )
-
-
-def terminate(proc: subprocess.Popen[bytes]) -> int:
-    proc.terminate()
-    return proc.wait(timeout=WAIT)
 
 
 @pytest.mark.slow

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from helpers_places import Place, place_on
+from helpers_schedules import WAIT, ok, sf, terminate, ticks
 from helpers_tasks import wait_until
 
 from stageflow.runtime.store.base import RunRecord
@@ -41,27 +40,12 @@ SPEC = {
         }
     ],
 }
-WAIT = 30.0  # seconds: only reached when something hangs
 
 
 @pytest.fixture
 def place(tmp_path: Path) -> Iterator[Place]:
     with place_on("sqlite", tmp_path, Place) as found:
         yield found
-
-
-def sf(place: Place, *args: str) -> subprocess.CompletedProcess[str]:
-    """``stageflow ARGS`` on the place's store; no traceback, no internal error."""
-    result = place.cli(*args)
-    assert "Traceback" not in result.stdout + result.stderr, result
-    assert "internal error" not in result.stderr, result
-    return result
-
-
-def ok(place: Place, *args: str) -> subprocess.CompletedProcess[str]:
-    result = sf(place, *args)
-    assert result.returncode == 0, result
-    return result
 
 
 def save_pipeline(place: Place) -> None:
@@ -91,17 +75,6 @@ def fired_runs(place: Place, name: str) -> list[RunRecord]:
     return sorted(
         (r for r in runs if r.triggered_by == f"schedule:{name}"), key=lambda r: r.created_at
     )
-
-
-def ticks(place: Place, name: str) -> list[tuple[float, str]]:
-    """Schedule ``name``'s fired ticks: (logical time, run id), oldest first."""
-    with place.store() as store:
-        return sorted(store.schedule_runs(name, 100_000))
-
-
-def terminate(proc: subprocess.Popen[bytes]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    return proc.wait(timeout=WAIT)
 
 
 def assert_exactly_once(place: Place, name: str) -> list[float]:

@@ -85,6 +85,7 @@ __all__ = [
     "Tick",
     "due",
     "entry_problems",
+    "entry_spec",
     "next_after",
     "problems",
     "spec_of",
@@ -249,6 +250,23 @@ def written_problems(spec: ScheduleSpec, now: float, prefix: str = "--") -> list
     return written
 
 
+def entry_spec(entry: ScheduleEntry, prefix: str = "") -> ScheduleSpec:
+    """``spec_of`` a spec's ``schedules:`` entry (its fields named behind ``prefix``)."""
+    return spec_of(
+        cron=entry.cron,
+        every=entry.every,
+        at=entry.at,
+        timezone=entry.timezone,
+        start=entry.start,
+        end=entry.end,
+        catchup=entry.catchup,
+        event=entry.event,
+        after=entry.after,
+        after_states=entry.after_states,
+        prefix=prefix,
+    )
+
+
 def entry_problems(entry: ScheduleEntry, where: str) -> list[tuple[str, str]]:
     """(field, message) for each problem of a spec's ``schedules:`` entry (``where``:
     its place, e.g. ``schedules[0]``), ``problems`` without the check that a ``once``
@@ -256,19 +274,7 @@ def entry_problems(entry: ScheduleEntry, where: str) -> list[tuple[str, str]]:
     from stageflow.errors import UsageError
 
     try:
-        spec = spec_of(
-            cron=entry.cron,
-            every=entry.every,
-            at=entry.at,
-            timezone=entry.timezone,
-            start=entry.start,
-            end=entry.end,
-            catchup=entry.catchup,
-            event=entry.event,
-            after=entry.after,
-            after_states=entry.after_states,
-            prefix=f"{where}.",
-        )
+        spec = entry_spec(entry, prefix=f"{where}.")
     except UsageError as exc:
         return [(str(exc.field or where), str(exc))]
     return [_as_written(f, m, f"{where}.") for f, m in _spec_problems(spec)]

@@ -199,21 +199,10 @@ def check_spec_schedules(
     is (a ``once`` whose time has passed, a name another owner's schedule holds), so a
     refused save writes nothing. The rest was checked with the spec (``runtime.plan``).
     Raises ``UsageError``, ``Conflict``."""
-    from stageflow.engine.schedules import spec_of, written_problems
+    from stageflow.engine.schedules import entry_spec, written_problems
 
     for name, entry in pipeline.schedule_entries():
-        spec = spec_of(
-            cron=entry.cron,
-            every=entry.every,
-            at=entry.at,
-            timezone=entry.timezone,
-            start=entry.start,
-            end=entry.end,
-            catchup=entry.catchup,
-            event=entry.event,
-            after=entry.after,
-            after_states=entry.after_states,
-        )
+        spec = entry_spec(entry, prefix="--")
         found = written_problems(spec, now, prefix="")
         if found:
             raise UsageError(f"schedule '{name}': {found[0][1]}", field=found[0][0])
@@ -314,7 +303,7 @@ def _checked_schedule(
     now: float | None = None,
 ) -> ScheduleRecord:
     """``add_schedule``'s checks, in order; the record it writes (nothing written here)."""
-    from stageflow.engine.schedules import ScheduleKind, ScheduleSpec, written_problems
+    from stageflow.engine.schedules import spec_of, written_problems
     from stageflow.runtime.plan import resolve_params
     from stageflow.runtime.schedule_loop import first_fire
     from stageflow.runtime.store.base import ScheduleRecord
@@ -355,26 +344,17 @@ def _checked_schedule(
         raise UsageError(
             f"--priority {priority} is out of range -1000000..1000000", field="priority"
         )
-    kind_of: dict[str, ScheduleKind] = {
-        "cron": "cron",
-        "every": "interval",
-        "at": "once",
-        "on-event": "event",
-        "after": "after",
-    }
-    spec = ScheduleSpec(
-        kind=kind_of[kinds[0]],
+    spec = spec_of(
         cron=cron,
-        every_seconds=parse_every(every) if every is not None else None,
-        at=parse_instant(at, "--at") if at is not None else None,
+        every=parse_every(every) if every is not None else None,  # at most 100 years
+        at=at,
         timezone=timezone,
-        start=parse_instant(start, "--start") if start is not None else None,
-        end=parse_instant(end, "--end") if end is not None else None,
+        start=start,
+        end=end,
         catchup=catchup,
         event=on_event,
         after=after,
-        # Duplicates dropped, in the order given.
-        after_states=("success",) if after_states is None else tuple(dict.fromkeys(after_states)),
+        after_states=after_states,
     )
     found = written_problems(spec, now)
     if found:
@@ -728,16 +708,14 @@ def _fires_next(spec: Any, schedule: ScheduleRecord, now: float) -> float | None
     when that is overdue (no loop ran, a pause, ``max_active_runs``) and it does not
     catch up, the latest tick due now, which is the one its next pass fires."""
     from stageflow.engine.schedules import due
+    from stageflow.runtime.schedule_loop import handled_until
 
     if spec.kind == "after":  # next_at is 0.0: it fires when an upstream run ends
         return None
     stored = schedule.next_at
     if stored is None or stored > now or spec.catchup:
         return stored
-    last = schedule.last_tick
-    if last is None and spec.start is None:
-        last = schedule.created_at
-    ticks = due(spec, last, now, limit=1)
+    ticks = due(spec, handled_until(schedule, spec), now, limit=1)
     return ticks[-1].at if ticks else stored
 
 

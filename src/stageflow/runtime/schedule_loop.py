@@ -54,7 +54,7 @@ from stageflow.runtime.runner import queue_saved
 from stageflow.runtime.settings import Settings
 from stageflow.runtime.store.base import ScheduleRecord, Store
 
-__all__ = ["Fired", "ScheduleLoop", "first_fire", "schedule_spec"]
+__all__ = ["Fired", "ScheduleLoop", "first_fire", "handled_until", "schedule_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,16 @@ def schedule_spec(record: ScheduleRecord) -> ScheduleSpec:
     if "after_states" in fields:
         fields["after_states"] = tuple(fields["after_states"])
     return ScheduleSpec(**fields)
+
+
+def handled_until(record: ScheduleRecord, spec: ScheduleSpec) -> float | None:
+    """The time the schedule's ticks are handled until, for ``engine.schedules.due``'s
+    ``last``: its last tick; one that never fired, ``None`` when it has a ``start`` (it
+    fires from there: every tick since, with catch-up) else its creation (it does not
+    fire for the past)."""
+    if record.last_tick is None and spec.start is None:
+        return record.created_at
+    return record.last_tick
 
 
 def first_fire(spec: ScheduleSpec, last_tick: float | None, created_at: float) -> float | None:
@@ -168,12 +178,7 @@ class ScheduleLoop:
 
     def _fire_due(self, record: ScheduleRecord, now: float, report: PassReport) -> None:
         spec = schedule_spec(record)
-        # A schedule that never fired starts from its ``start`` (with catch-up, every
-        # tick since then), else from its creation: it does not fire for the past.
-        last = record.last_tick
-        if last is None and spec.start is None:
-            last = record.created_at
-        for tick in due(spec, last, now, limit=TICKS_PER_PASS):
+        for tick in due(spec, handled_until(record, spec), now, limit=TICKS_PER_PASS):
             next_at = next_after(spec, tick.at)
             if not self._fire_tick(record, tick.at, tick.interval_start, next_at, report):
                 return  # the due ticks wait for one of its runs to end
