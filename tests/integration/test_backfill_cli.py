@@ -345,3 +345,47 @@ def test_an_interval_backfill_keeps_the_schedule_s_ticks_and_names_are_unique(
     spec = schedule_spec(record)
     assert upcoming(spec, half_past - 1, 10) == [half_past + 3600 * k for k in range(5)]
     assert first.as_json()["from"] == "2026-01-01T00:30:00.000+00:00"  # its first tick
+
+
+def test_cancel_ends_queued_runs_before_it_frees_a_worker_s_slot(
+    place: Place, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker whose running run is cancelled takes the next queued run at once: the
+    # cancel must end the queued runs first, or that run starts (and then is only asked
+    # to stop) instead of ending in the store. The stand-in worker below claims the next
+    # queued run the moment its running run's cancel is stored, the tightest timing.
+    from stageflow import operations as ops
+    from stageflow.operations import commands
+    from stageflow.runtime.schedule_loop import ScheduleLoop
+    from stageflow.runtime.settings import Settings
+
+    save(place, "greet")
+    ok(place, "schedules", "add", "hourly", "greet", "--every", "1h", "--paused")
+    name = ok(
+        place,
+        *("backfill", "greet", "--from", "2026-01-01T00:00:00Z", "--to", "2026-01-01T09:00:00Z"),
+        "--max-active",
+        "2",
+    ).stdout.strip()
+    settings = Settings(home=place.home)
+    # A worker on another host: live while its lease is (an hour).
+    lease = {"owner": "w-1", "host": "elsewhere", "pid": 1, "ttl": 3600.0}
+    with place.store() as store:
+        ScheduleLoop(settings, store).run_pass()
+        assert len(fired_runs(place, name)) == 2
+        taken = store.claim_next(now=time.time(), **lease)  # the worker runs the oldest
+        assert taken is not None
+        running = taken[0].run_id
+        real_cancel = commands.cancel
+
+        def cancel_then_take_next(s: Settings, run_id: str, *, by: str | None = None) -> object:
+            outcome = real_cancel(s, run_id, by=by)
+            if run_id == running:  # its slot is free: the worker takes the next run
+                store.claim_next(now=time.time(), **lease)
+            return outcome
+
+        monkeypatch.setattr(commands, "cancel", cancel_then_take_next)
+        info = ops.cancel_backfill(settings, store, name, owner=None, see_all=True)
+        queued = next(r.run_id for r in fired_runs(place, name) if r.run_id != running)
+        assert store.get_run(queued).state == "cancelled"
+    assert sorted(info.cancelled_runs) == sorted([(queued, "cancelled"), (running, "stopping")])

@@ -1006,6 +1006,7 @@ def cancel_backfill(
     from stageflow.engine.states import FINAL_RUN_STATES
     from stageflow.errors import ControlRefused
     from stageflow.operations.commands import cancel
+    from stageflow.runtime.claim import live_owner
 
     record = _backfill(store, name, owner, see_all)
     if _backfill_info(store, record).done:
@@ -1024,7 +1025,11 @@ def cancel_backfill(
         ]
         if not pending:
             break
-        for run in sorted(pending, key=lambda r: r.created_at):
+        # Runs nobody holds first: cancelling a held run frees its worker's slot, and
+        # a worker with a free slot would take a waiting run before its cancel came.
+        now = time.time()
+        pending.sort(key=lambda r: (live_owner(r, now) is not None, r.created_at))
+        for run in pending:
             # ControlRefused: it ended meanwhile, or a worker took it just now (the request
             # is stored, and the worker acts on it); read its state below either way.
             with contextlib.suppress(ControlRefused, RunNotFound):
