@@ -45,11 +45,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from stageflow.engine.schedules import ScheduleSpec, due, next_after
 from stageflow.errors import InvalidSpec, StoreError, StoreUnreachable, TickTaken, UsageError
+from stageflow.runtime.duties import Duty
 from stageflow.runtime.runner import queue_saved
 from stageflow.runtime.settings import Settings
 from stageflow.runtime.store.base import ScheduleRecord, Store
@@ -129,11 +130,13 @@ class ScheduleLoop:
         *,
         poll_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
+        duties: Sequence[Duty] = (),
     ) -> None:
         self.settings = settings
         self.store = store
         self.poll_seconds = poll_seconds
         self.clock = clock
+        self.duties = list(duties)
         self._stop = threading.Event()
         self._asked_to_stop = False
 
@@ -146,7 +149,19 @@ class ScheduleLoop:
                 self._fire_after(record, report)
             else:
                 self._fire_due(record, now, report)
+        self._run_duties(now)
         return report
+
+    def _run_duties(self, now: float) -> None:
+        """Each background duty's pass (``runtime.duties``); one that fails is logged
+        and the others go on."""
+        for duty in self.duties:
+            try:
+                duty.run_pass(now)
+            except StoreError as exc:
+                logger.warning("%s: could not read or write the store: %s", duty.name, exc)
+            except Exception:  # a bug: said in full, and the loop goes on
+                logger.exception("%s: a pass failed; trying again next pass", duty.name)
 
     def serve_forever(self) -> None:
         """Run passes every ``poll_seconds`` until ``stop``; a store that does not answer

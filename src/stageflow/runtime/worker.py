@@ -226,10 +226,11 @@ class Worker:
         """Fire the store's schedules on a thread of their own, with a store connection of
         their own (``runtime.schedule_loop``: each tick fires once however many loops
         run); returns the function that stops it."""
+        from stageflow.runtime.duties import background_duties
         from stageflow.runtime.schedule_loop import ScheduleLoop
 
         store = open_store(self.settings.database_url, self.settings.home)
-        loop = ScheduleLoop(self.settings, store)
+        loop = ScheduleLoop(self.settings, store, duties=background_duties(self.settings, store))
         thread = threading.Thread(
             target=loop.serve_forever, name="stageflow-schedules", daemon=True
         )

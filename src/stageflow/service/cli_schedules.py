@@ -350,11 +350,14 @@ def scheduler(settings: Any, poll_seconds: float) -> None:
     the workers. Any number of schedulers (and workers, and `serve`) may run on one
     store: each tick fires once."""
     from stageflow import operations as ops
+    from stageflow.runtime.duties import background_duties
     from stageflow.runtime.schedule_loop import ScheduleLoop
 
     ops.check_store(settings)  # unreachable: say so now
     with ops.writing(settings) as store:
-        loop = ScheduleLoop(settings, store, poll_seconds=poll_seconds)
+        loop = ScheduleLoop(
+            settings, store, poll_seconds=poll_seconds, duties=background_duties(settings, store)
+        )
 
         got: list[str] = []
 
