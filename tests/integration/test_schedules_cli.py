@@ -4,7 +4,8 @@
 - ``schedules add|list|show|pause|resume|trigger|remove`` round trip;
 - every mistake exits 2 with a message naming what is wrong, and writes nothing;
 - a scheduler queues one run per tick; a worker runs them;
-- several schedulers on one store fire each tick exactly once (PostgreSQL, SQLite);
+- several schedulers on one store fire each tick exactly once (three on PostgreSQL,
+  two on SQLite), over 300 overdue ticks of a one-second schedule and the new ones;
 - catch-up fires every missed tick, oldest first; without it, the latest only;
 - ``--max-active`` holds the ticks back until a run ends;
 - ``stageflow worker`` fires schedules too, unless ``--no-schedules``.
@@ -275,6 +276,9 @@ def test_a_scheduler_queues_a_run_per_tick_and_a_worker_runs_them(place: Place) 
     assert {r.state for r in after} == {"success"}
 
 
+OVERDUE = 300  # seconds: the ticks due when the schedulers start
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("backend", "schedulers", "seconds"),
@@ -285,9 +289,16 @@ def test_many_schedulers_fire_each_tick_exactly_once(
 ) -> None:
     with place_on(backend, tmp_path, Place) as place:
         save_pipeline(place)
-        # With --catchup every tick after the schedule's creation fires, whenever a pass
-        # comes: a gap between the first and last tick is a lost tick, not a slow poll.
-        ok(place, "schedules", "add", "race", "greet", "--every", "1s", "--catchup")
+        # With --catchup every tick since its start fires, whenever a pass comes: a gap
+        # between the first and last tick is a lost tick, not a slow poll. It started
+        # five minutes ago: the schedulers race on 300 overdue ticks at once (100 a
+        # pass each), then on each new second's.
+        start = datetime.fromtimestamp(math.floor(time.time()) - OVERDUE, UTC).isoformat()
+        ok(
+            place,
+            *("schedules", "add", "race", "greet", "--every", "1s", "--catchup"),
+            *("--start", start),
+        )
         procs = [
             place.start(f"scheduler{i}", "scheduler", "--poll-seconds", "0.05")
             for i in range(schedulers)
@@ -304,7 +315,7 @@ def test_many_schedulers_fire_each_tick_exactly_once(
             assert "SIGTERM: the scheduler stops" in place.stderr(f"scheduler{i}")
 
         times = assert_exactly_once(place, "race")
-        assert len(times) >= seconds - 1, times
+        assert len(times) >= OVERDUE + seconds - 1, times
         assert times == [times[0] + k for k in range(len(times))], "a tick is missing"
 
 
