@@ -16,6 +16,7 @@ ML_OPERATORS = {
     "data_processing",
     "feature_engineering",
     "model_training",
+    "ensemble",
     "model_evaluation",
     "model_selection",
     "model_registration",

@@ -60,6 +60,7 @@ _LAZY: dict[str, str] = {
     "feature_engineering": "stageflow.operators.ml.features",
     "search_space": "stageflow.operators.ml.search",
     "model_training": "stageflow.operators.ml.training",
+    "ensemble": "stageflow.operators.ml.ensemble",
     "model_evaluation": "stageflow.operators.ml.evaluation",
     "model_selection": "stageflow.operators.ml.registry_ops",
     "model_registration": "stageflow.operators.ml.registry_ops",

@@ -17,10 +17,22 @@ column drifts when the test's p-value is under ``p_value`` (or its PSI over
 ``psi_threshold``), and the check fails when more than
 ``max_drifted_columns`` drift.
 
+Data-quality monitors (``operators.ml.quality``, where each is defined
+precisely): ``outliers`` (z-score, IQR, scikit-learn's IsolationForest),
+``freshness`` (the newest timestamp of a column, or a file's modification
+time), ``completeness``, a weighted ``quality_score`` with its ``min``; and a
+``pandera`` schema (a YAML file, inline YAML, or ``call: module:object``;
+``operators.ml.pandera_schema``).
+
 The output is the data unchanged; the report (each check: passed, failing
 count and rate, a few sample bad rows; each column's drift statistic) is the
-JSON artifact ``validation_report.json``. With ``on_failure: fail`` (default)
-a failed check fails the task with a one-line summary; ``warn`` logs it.
+JSON artifact ``validation_report.json``. The verdict is recorded as metrics
+too: ``passed`` (1 or 0), ``error_rate``, ``checks``, ``failed_checks``,
+``drifted_columns``, ``quality_score`` and ``completeness`` when measured, and
+``failing.CHECK`` per check (``failing.not_null.age``; the first 200). With
+``on_failure: fail`` (default; ``on_violation`` is the same parameter) a failed
+check fails the task with a one-line summary, at once: the verdict is the
+data's, so it is not retried; ``warn`` logs it and lets the data through.
 
 Example::
 
@@ -35,6 +47,13 @@ Example::
         expressions: ["amount < 10000 or is_fraud == 1"]
         max_error_rate: 0.01
         drift: {reference: data/last_month.parquet, p_value: 0.01}
+        outliers: {columns: [amount], method: iqr, max_fraction: 0.02}
+        freshness: {column: created_at, max_age: 24h}
+        completeness: {min: 0.95}
+        quality_score:
+          weights: {completeness: 0.4, validity: 0.3, freshness: 0.2, outliers: 0.1}
+          min: 0.8
+        pandera: {file: schemas/transactions.yaml}
 """
 
 from __future__ import annotations
@@ -42,15 +61,33 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stageflow.errors import Problem
 from stageflow.operators.base import TaskContext, TaskFailed
 from stageflow.operators.metadata import record
 from stageflow.operators.ml._common import MLOperator, is_frame, need, pick, put_file
 from stageflow.operators.ml.expressions import ExpressionError, evaluate_rows, parse_rows
 from stageflow.operators.ml.ingestion import frame_hash, read_table
+from stageflow.operators.ml.pandera_schema import PanderaRule, pandera_checks, schema_from_yaml
+from stageflow.operators.ml.quality import (
+    CompletenessRule,
+    FreshnessRule,
+    OutlierRule,
+    Quality,
+    QualityScore,
+    completeness_check,
+    freshness_checks,
+    outlier_checks,
+    samples,
+    score_check,
+)
+
+if TYPE_CHECKING:
+    from stageflow.spec.models import Pipeline, Task
 
 __all__ = ["DataValidation", "DriftCheck", "Range", "Rules", "ValidationParams"]
 
@@ -134,7 +171,29 @@ class ValidationParams(Rules):
         default=0.0, ge=0, le=1, description="share of bad rows a row-level rule may have"
     )
     drift: DriftCheck | None = Field(default=None, description="compare with a reference dataset")
-    on_failure: Literal["fail", "warn"] = Field(default="fail", description="fail the task or warn")
+    outliers: list[OutlierRule] = Field(
+        default_factory=list,
+        description="{columns, method: zscore|iqr|isolation_forest, threshold, max_fraction} "
+        "(one, or a list)",
+    )
+    freshness: list[FreshnessRule] = Field(
+        default_factory=list,
+        description="{column: TS or path: FILE, max_age: 24h, as_of} (one, or a list)",
+    )
+    completeness: CompletenessRule | None = Field(
+        default=None, description='{columns (default "*"), min: share of cells present}'
+    )
+    quality_score: QualityScore | None = Field(
+        default=None, description="{weights: {completeness, validity, freshness, outliers}, min}"
+    )
+    pandera: PanderaRule | None = Field(
+        default=None, description="a pandera schema: {file: F.yaml} | {yaml: ...} | {call: m:obj}"
+    )
+    on_failure: Literal["fail", "warn"] = Field(
+        default="fail",
+        validation_alias=AliasChoices("on_failure", "on_violation"),
+        description="fail the task (at once: never retried) or warn",
+    )
     input: str | None = Field(default=None, description="the upstream task whose data to check")
     input_path: str | None = Field(
         default=None,
@@ -143,12 +202,83 @@ class ValidationParams(Rules):
     )
     sample_rows: int = Field(default=5, ge=0, le=100, description="bad rows kept per rule")
 
+    @field_validator("outliers", "freshness", mode="before")
+    @classmethod
+    def _one_or_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @field_validator("on_failure", mode="before")
+    @classmethod
+    def _no_skip_yet(cls, value: Any) -> Any:
+        if value == "skip_downstream":
+            raise ValueError(
+                "skip_downstream is not available yet (a task cannot yet succeed and skip "
+                "its downstream); use fail, or warn and a downstream `when:`"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _score_has_its_rules(self) -> ValidationParams:
+        score = self.quality_score
+        if score is None:
+            return self
+        for component, rule in (("freshness", self.freshness), ("outliers", self.outliers)):
+            if getattr(score.weights, component) > 0 and not rule:
+                raise ValueError(
+                    f"quality_score.weights.{component} is "
+                    f"{getattr(score.weights, component):g} but there is no {component} rule; "
+                    f"add {component}: or give its weight to the other components"
+                )
+        return self
+
 
 class DataValidation(MLOperator):
     """Check data against rules and a reference; pass it through unchanged."""
 
     name = "data_validation"
     Params = ValidationParams
+
+    @classmethod
+    def spec_problems(
+        cls,
+        params: BaseModel,
+        task: Task,
+        pipeline: Pipeline | None,
+        run_params: Mapping[str, Any],
+    ) -> list[Problem]:
+        """A local pandera schema file must exist and load (relative to the pipeline's
+        folder, when the pipeline came from a file)."""
+        assert isinstance(params, ValidationParams)
+        rule = params.pandera
+        if rule is None or rule.file is None or "${" in rule.file or "://" in rule.file:
+            return []
+        path = Path(rule.file)
+        source = getattr(pipeline, "_source", None) if pipeline is not None else None
+        if not path.is_absolute():
+            if source is None:
+                return []  # no folder to resolve it in: checked where it runs
+            path = Path(source).parent / path
+        field = "parameters.pandera.file"
+        if not path.is_file():
+            return [
+                Problem(
+                    f"operator 'data_validation': pandera.file {rule.file!r} does not exist "
+                    f"(looked at {path}); give a path relative to the pipeline's folder",
+                    task=task.id,
+                    field=field,
+                )
+            ]
+        try:
+            schema_from_yaml(path.read_text(encoding="utf-8"), check_only=True)
+        except (ValueError, OSError) as exc:
+            return [
+                Problem(
+                    f"operator 'data_validation': pandera.file {rule.file!r}: {exc}",
+                    task=task.id,
+                    field=field,
+                )
+            ]
+        return []
 
     def execute(self, params: Any, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:
         assert isinstance(params, ValidationParams)
@@ -160,10 +290,22 @@ class DataValidation(MLOperator):
             _, frame = pick(inputs, params.input, is_frame, "a DataFrame", self.name)
         rules = _merged(params)
         checks, bad_rows = _run_rules(frame, rules, params.max_error_rate, params.sample_rows)
+        quality = Quality()
+        if params.completeness is not None:
+            checks.append(completeness_check(frame, params.completeness, quality))
+        checks.extend(outlier_checks(frame, params.outliers, params.sample_rows, quality))
+        checks.extend(freshness_checks(frame, params.freshness, ctx, quality))
+        if params.pandera is not None:
+            checks.extend(pandera_checks(frame, params.pandera, ctx, params.sample_rows))
         drift: list[dict[str, Any]] = []
         if params.drift is not None:
             drift, check = _run_drift(frame, params.drift, inputs, ctx)
             checks.append(check)
+        score: float | None = None
+        if params.quality_score is not None:
+            scored = score_check(frame, params.quality_score, bad_rows, quality)
+            score = scored["score"]
+            checks.append(scored)
         failed = [c for c in checks if not c["passed"]]
         report = {
             "passed": not failed,
@@ -181,16 +323,20 @@ class DataValidation(MLOperator):
             json.dumps(report, indent=2, default=str).encode(),
             "report",
         )
-        record(
-            ctx,
-            metrics={
-                "error_rate": bad_rows,
-                "failed_checks": len(failed),
-                "checks": len(checks),
-                "drifted_columns": sum(1 for d in drift if d["drifted"]),
-            },
-            info={"report": uri},
-        )
+        metrics = {
+            "passed": 0.0 if failed else 1.0,
+            "error_rate": bad_rows,
+            "failed_checks": len(failed),
+            "checks": len(checks),
+            "drifted_columns": sum(1 for d in drift if d["drifted"]),
+        }
+        if score is not None:
+            metrics["quality_score"] = score
+        if quality.completeness is not None:
+            metrics["completeness"] = quality.completeness
+        for c in checks[:_RULE_METRICS]:
+            metrics[f"failing.{_metric_name(c['check'])}"] = c["failing"]
+        record(ctx, metrics=metrics, info={"report": uri})
         print(
             f"validation: {len(checks) - len(failed)} of {len(checks)} checks passed; report: {uri}"
         )
@@ -204,12 +350,24 @@ class DataValidation(MLOperator):
                 f"{summary}{more}; report: {uri}"
             )
             if params.on_failure == "fail":
-                raise TaskFailed(message)
+                # the data's verdict: another attempt would find the same
+                raise TaskFailed(message, retryable=False)
             print(f"warning: {message}")
         return frame
 
 
 OPERATOR = DataValidation
+
+#: At most this many checks get a ``failing.CHECK`` metric (``not_null: "*"`` on a wide
+#: table would otherwise make hundreds).
+_RULE_METRICS = 200
+
+
+def _metric_name(check: str) -> str:
+    """``not_null(age)`` -> ``not_null.age``; ``outliers(a, zscore)`` -> ``outliers.a.zscore``:
+    characters MLflow accepts in a metric name."""
+    name = check.replace("(", ".").replace(")", "").replace(", ", ".").replace(": ", ".")
+    return re.sub(r"[^A-Za-z0-9_.\-/]+", "_", name).strip("._")
 
 
 # -- rules ---------------------------------------------------------------------------
@@ -260,7 +418,7 @@ def _run_rules(
                 "failing": count,
                 "rate": rate,
                 "detail": detail,
-                "samples": _samples(frame, bad, keep),
+                "samples": samples(frame, bad, keep),
             }
         )
 
@@ -351,16 +509,6 @@ def _dtype_matches(series: Any, expected: str) -> bool:
     if kind == "category":
         return str(series.dtype) == "category"
     return str(series.dtype) == expected
-
-
-def _samples(frame: Any, bad: Any, keep: int) -> list[dict[str, Any]]:
-    if keep == 0 or not bool(bad.any()):
-        return []
-    rows = frame[bad.to_numpy()].head(keep)
-    out: list[dict[str, Any]] = json.loads(rows.to_json(orient="records", default_handler=str))
-    for item, index in zip(out, rows.index, strict=True):
-        item["_row"] = index if isinstance(index, int) else str(index)
-    return out
 
 
 # -- drift ---------------------------------------------------------------------------
