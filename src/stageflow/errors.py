@@ -35,6 +35,7 @@ __all__ = [
     "LeaseLost",
     "MissingExtra",
     "Problem",
+    "RetryTaken",
     "RunIdTaken",
     "RunNotFound",
     "RunOwned",
@@ -142,6 +143,11 @@ class RunIdTaken(StageflowError):
 
 class TickTaken(StageflowError):
     """A schedule's tick made its run already (another scheduler fired it first)."""
+
+
+class RetryTaken(StageflowError):
+    """A failed run has its retry already (another process created it first), or a
+    schedule's object fired its run already."""
 
 
 class RunOwned(StageflowError):

@@ -288,6 +288,10 @@ def test_an_event_schedule_has_no_next_fire_time_and_the_loop_never_fires_it(
             "catchup": False,
             "upcoming": [],
             "runs": [],
+            "run_retries": None,
+            "execution_timeout": None,
+            "object_url": None,
+            "poll_seconds": None,
         }
         assert doc == expected
         with world.as_("editor") as c:

@@ -129,6 +129,10 @@ def test_add_list_show_pause_resume_trigger_delete(world: World) -> None:
         "catchup": False,
         "upcoming": [],
         "runs": [],
+        "run_retries": None,
+        "execution_timeout": None,
+        "object_url": None,
+        "poll_seconds": None,
     }
     assert doc == expected
     assert doc["next_at"] in {paris_2am_after(t, 1)[0] for t in (before, after)}

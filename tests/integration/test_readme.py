@@ -17,6 +17,10 @@ new one must be given a check here. What each kind gets:
   there; one defining ``pipeline`` is also run as ``stageflow run FILE.py:pipeline``,
   which must record exactly one run (importing it must not run it);
   ``python+pipeline`` first defines the ``pipeline`` it uses.
+* ``python-scheduler``: the ``PipelineScheduler`` block, run as a script from a copy of
+  ``examples/``; its schedule and manual run must be in the store it made.
+* ``python-monitor``: the ``PipelineMonitor`` block, run as a script from a copy of
+  ``examples/``; its samples and export must be there and its rule gone.
 * ``shell``: each command is in ``COMMANDS``, with how it is checked:
   ``readme`` and ``journey`` commands run for real through ``bash`` (from a
   copy of ``examples/``, with ``RUN_ID`` and friends replaced by real run ids
@@ -87,6 +91,14 @@ BLOCKS: dict[tuple[str, str], tuple[str, str | None]] = {
         None,
     ),
     ("README.md", "- id: candidates"): ("tasks", "examples/hyperparameter_search.yaml"),
+    ("README.md", "- id: ensemble"): ("tasks", "examples/ensemble.yaml"),
+    (
+        "README.md",
+        "stageflow run examples/ensemble.yaml --param method=stacking "
+        "--param model_name=stacked-classifier",
+    ): ("shell", None),
+    ("README.md", "- id: check_quality"): ("tasks", "examples/data_quality.yaml"),
+    ("README.md", "$ stageflow run examples/data_quality.yaml --param max_age=6h"): ("shell", None),
     ("README.md", "$ stageflow logs RUN_ID promote"): ("shell", None),
     ("README.md", 'eval "$(_STAGEFLOW_COMPLETE=bash_source stageflow)"'): ("shell", None),
     ("examples/README.md", "stageflow run examples/ml_pipeline.yaml"): ("shell", None),
@@ -112,6 +124,12 @@ BLOCKS: dict[tuple[str, str], tuple[str, str | None]] = {
         "$ stageflow run examples/fraud_detection.yaml --param accuracy_gate=0.99",
     ): ("shell", None),
     ("examples/README.md", "stageflow run examples/hyperparameter_search.yaml"): ("shell", None),
+    ("examples/README.md", "stageflow run examples/ensemble.yaml"): ("shell", None),
+    (
+        "examples/README.md",
+        "ingest -> features -> {train_logistic_regression, train_random_forest, "
+        "train_naive_bayes} -> ensemble -> evaluate -> register",
+    ): ("text", None),
     ("examples/README.md", "ingest -> features ----------+---------------------------+"): (
         "text",
         None,
@@ -120,8 +138,33 @@ BLOCKS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("examples/README.md", "stageflow run examples/readme/churn.yaml"): ("shell", None),
     ("README.md", "$ stageflow submit examples/service/hello.yaml"): ("shell", None),
     ("README.md", 'schedule: "0 2 * * *"'): ("spec", None),
+    (
+        "README.md",
+        "run_retries: {strategy: fixed, max_retries: 3, retry_delay: 1}",
+    ): ("spec", None),
+    (
+        "README.md",
+        "$ stageflow schedules add retrying hello --every 1d --run-retries 3 "
+        "--retry-strategy exponential --retry-delay 30s",
+    ): ("shell", None),
+    (
+        "README.md",
+        "from stageflow import PipelineScheduler, RetryStrategy, ScheduleConfig, ScheduleType",
+    ): ("python-scheduler", None),
+    (
+        "README.md",
+        "from stageflow import AlertCondition, AlertRule, AlertSeverity, PipelineMonitor",
+    ): ("python-monitor", None),
+    ("README.md", "deadline: {after_seconds: 3600}"): ("spec", None),
+    ("README.md", "$ stageflow alerts metrics"): ("shell", None),
+    ("README.md", "$ stageflow run examples/service/hello.yaml --param who=monitor"): (
+        "shell",
+        None,
+    ),
     ("README.md", "stageflow tokens create --name me --role admin"): ("shell", None),
     ("README.md", "export STAGEFLOW_TOKEN=sft_..."): ("shell", None),
+    ("README.md", "on_failure:"): ("spec", None),
+    ("README.md", "$ stageflow notifications list"): ("shell", None),
 }
 
 #: Every shell command of the ``shell`` blocks (prompt and trailing comment removed),
@@ -160,8 +203,13 @@ COMMANDS: dict[str, str] = {
     "SLACK_WEBHOOK_URL=https://hooks.slack.com/services/... "
     "stageflow run examples/fraud_detection.yaml": "parse",
     "stageflow run examples/fraud_detection.yaml --param accuracy_gate=0.99": "fails",
+    "stageflow run examples/data_quality.yaml --param max_age=6h": "fails",
     "stageflow run examples/hyperparameter_search.yaml": "parse",
     "stageflow run examples/hyperparameter_search.yaml --param candidates=9": "parse",
+    # examples/ensemble.yaml: test_ml_ensemble.py runs both end to end.
+    "stageflow run examples/ensemble.yaml": "parse",
+    "stageflow run examples/ensemble.yaml --param method=stacking "
+    "--param model_name=stacked-classifier": "parse",
     "stageflow run examples/sdk_quickstart.py:pipeline": "journey",
     "python examples/sdk_quickstart.py": "journey",
     # "Schedules": test_the_schedules_section runs them, in order.
@@ -178,6 +226,30 @@ COMMANDS: dict[str, str] = {
     "stageflow schedules resume nightly": "schedules",
     "stageflow schedules trigger nightly --param who=now": "schedules",
     "stageflow schedules remove hourly": "schedules",
+    # "Run-level retries": test_the_run_retries_commands runs them, in order.
+    "stageflow schedules add retrying hello --every 1d --run-retries 3 "
+    "--retry-strategy exponential --retry-delay 30s": "run-retries",
+    "stageflow schedules add bounded hello --every 1h --execution-timeout 2h": "run-retries",
+    'stageflow schedules add arrivals hello --on-object "file://$PWD/incoming/*.csv" '
+    "--poll 10s": "run-retries",
+    "stageflow schedules show arrivals": "run-retries",
+    # "Notifications and hooks": test_the_notifications_section runs them.
+    "stageflow notifications list": "notifications",
+    "stageflow notifications list --state failed --format json": "notifications",
+    # "Alerts and deadlines": test_the_alerts_section runs them, in order.
+    "stageflow alerts metrics": "alerts",
+    "stageflow alerts rules add slow-runs --metric run.duration_seconds --threshold 1800 "
+    "--severity warning": "alerts",
+    "stageflow alerts rules list": "alerts",
+    "stageflow alerts rules disable slow-runs": "alerts",
+    "stageflow alerts list --state open": "alerts",
+    # "Metrics history, statistics and quality gates": test_the_monitoring_section.
+    "stageflow run examples/service/hello.yaml --param who=monitor": "monitoring",
+    "stageflow metrics current": "monitoring",
+    "stageflow metrics history host.cpu_percent host.memory_percent --from -1h": "monitoring",
+    "stageflow metrics export --from -1d --to now --format csv --output metrics.csv": "monitoring",
+    "stageflow statistics hello --days 7": "monitoring",
+    "stageflow gates hello --days 7 --max-recovery 30m": "monitoring",
     # "As a service": test_the_service_section runs them, in order, on a free port.
     "stageflow tokens create --name me --role admin": "service",
     "stageflow serve --port 8080": "service",
@@ -677,6 +749,119 @@ def test_the_schedules_section(tmp_path: Path) -> None:
     assert [s["name"] for s in json.loads(left.stdout)] == ["nightly"]
 
 
+def test_the_run_retries_commands(tmp_path: Path) -> None:
+    """README's run-level retry, time-out and object commands in order, as typed, after
+    the pipeline is saved: each exits 0 and the schedules hold what they say."""
+    work = copy_examples(tmp_path)
+    home = tmp_path / "home"
+    assert bash("stageflow submit examples/service/hello.yaml", work, home).returncode == 0
+    out: dict[str, str] = {}
+    for line in [c for c, kind in COMMANDS.items() if kind == "run-retries"]:
+        proc = bash(line, work, home)
+        assert proc.returncode == 0, f"{line}: {proc.stderr}"
+        out[line] = proc.stdout + proc.stderr
+    assert (
+        f"object: file://{work}/incoming/*.csv   polled every 10s"
+        in out["stageflow schedules show arrivals"]
+    )
+    shown = json.loads(bash("stageflow schedules list --format json", work, home).stdout)
+    by_name = {s["name"]: s for s in shown}
+    assert by_name["retrying"]["run_retries"] == {
+        "strategy": "exponential",
+        "max_retries": 3,
+        "retry_delay": 30.0,
+    }
+    assert by_name["bounded"]["execution_timeout"] == 7200.0
+
+
+def test_the_alerts_section(tmp_path: Path) -> None:
+    """README's "Alerts and deadlines" commands in order, as typed: each exits 0 and
+    does what its comment says."""
+    work = copy_examples(tmp_path)
+    home = tmp_path / "home"
+    out: dict[str, str] = {}
+    for line in [c for c, kind in COMMANDS.items() if kind == "alerts"]:
+        proc = bash(line, work, home)
+        assert proc.returncode == 0, f"{line}: {proc.stderr}"
+        out[line] = proc.stdout + proc.stderr
+    assert "runs.failure_rate" in out["stageflow alerts metrics"]
+    assert (
+        "rule slow-runs: run.duration_seconds greater_than 1800.0 [warning]"
+        in (out["stageflow alerts rules list"])
+    )
+    assert "disabled" in out["stageflow alerts rules disable slow-runs"]
+    assert out["stageflow alerts list --state open"].strip() == "no alerts"
+
+
+def test_the_monitoring_section(tmp_path: Path) -> None:
+    """README's "Metrics history, statistics and quality gates" commands in order, as
+    typed: each exits 0 and shows what its comment says."""
+    work = copy_examples(tmp_path)
+    home = tmp_path / "home"
+    out: dict[str, str] = {}
+    for line in [c for c, kind in COMMANDS.items() if kind == "monitoring"]:
+        proc = bash(line, work, home)
+        assert proc.returncode == 0, f"{line}: {proc.stderr}"
+        out[line] = proc.stdout + proc.stderr
+    assert "no recent samples" in out["stageflow metrics current"]
+    assert (work / "metrics.csv").read_text().startswith("name,at,timestamp,host,labels,value")
+    stats = out["stageflow statistics hello --days 7"]
+    assert "pipeline hello (last 7 days): 1 runs (success 1)" in stats
+    assert "success rate      100.0%" in stats
+    assert out["stageflow gates hello --days 7 --max-recovery 30m"].splitlines()[-1] == (
+        "all gates pass"
+    )
+
+
+@pytest.mark.slow
+def test_the_python_scheduler_block_runs(tmp_path: Path) -> None:
+    """README's ``PipelineScheduler`` block, as a script from a copy of ``examples/``: it
+    saves ``hello``, adds the schedule, queues the manual run and stops cleanly."""
+    [block] = blocks_of("python-scheduler")
+    work = copy_examples(tmp_path)
+    (work / "block.py").write_text(block.text, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "block.py"],
+        cwd=work,
+        env=clean_environ(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{block}:\n{proc.stdout}{proc.stderr}"
+    with sqlite3.connect(work / ".stageflow" / "stageflow.db") as db:
+        names = db.execute("SELECT name, pipeline FROM schedules").fetchall()
+        (by,) = db.execute("SELECT triggered_by FROM runs").fetchone()
+    assert names == [("daily_pipeline", "hello")]
+    assert by == "schedule:daily_pipeline (manual)"
+
+
+def test_the_python_monitor_block_runs(tmp_path: Path) -> None:
+    """README's ``PipelineMonitor`` block, as a script from a copy of ``examples/``: it
+    samples into the store, exports the CSV, and removes its rule."""
+    [block] = blocks_of("python-monitor")
+    work = copy_examples(tmp_path)
+    (work / "block.py").write_text(block.text, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "block.py"],
+        cwd=work,
+        env=clean_environ(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{block}:\n{proc.stdout}{proc.stderr}"
+    with sqlite3.connect(work / ".stageflow" / "stageflow.db") as db:
+        (rules,) = db.execute("SELECT COUNT(*) FROM alert_rules").fetchone()
+        names = {n for (n,) in db.execute("SELECT DISTINCT name FROM metric_samples")}
+    assert rules == 0
+    assert {"host.memory_percent", "runs.queued"} <= names, names
+    header = (work / "metrics.csv").read_text().splitlines()[0]
+    assert header == "name,at,timestamp,host,labels,value"
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 PIPELINE_PRELUDE = """\
@@ -927,3 +1112,42 @@ def _param(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except ValueError:
         return key, value
+
+
+def test_the_notifications_section(tmp_path: Path) -> None:
+    """README's "Notifications and hooks" commands, as typed, after a run whose
+    ``on_failure`` webhook is dead: the list shows its delivery, ``--state failed`` it
+    with its attempts and last error."""
+    work = copy_examples(tmp_path)
+    home = tmp_path / "home"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    spec = work / "alarm.yaml"
+    spec.write_text(
+        "name: alarm\n"
+        f"on_failure: [{{webhook: 'http://127.0.0.1:{port}/hook'}}]\n"
+        "tasks:\n"
+        "  - {id: a, operator: bash, parameters: {command: 'exit 1'}}\n"
+    )
+    env = {"STAGEFLOW_NOTIFY_TRIES": "2", "STAGEFLOW_NOTIFY_BACKOFF_SECONDS": "0.1"}
+    ran = subprocess.run(
+        ["stageflow", "run", str(spec)],
+        cwd=work,
+        env=environ(home, env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 1, ran.stderr
+    out = {}
+    for line in [c for c, kind in COMMANDS.items() if kind == "notifications"]:
+        proc = bash(line, work, home)
+        assert proc.returncode == 0, f"{line}: {proc.stderr}"
+        out[line] = proc.stdout
+    listed = out["stageflow notifications list"]
+    assert "on_failure" in listed and f"http://127.0.0.1:{port}" in listed and "failed" in listed
+    [failed] = json.loads(out["stageflow notifications list --state failed --format json"])
+    assert (failed["state"], failed["attempts"], failed["pipeline"]) == ("failed", 2, "alarm")
+    assert "cannot reach" in failed["last_error"]

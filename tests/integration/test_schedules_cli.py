@@ -132,6 +132,10 @@ def test_schedules_round_trip_through_the_cli(place: Place) -> None:
         "catchup": False,
         "upcoming": [iso(next_hour + 3600 * k) for k in range(5)],
         "runs": [],
+        "run_retries": None,
+        "execution_timeout": None,
+        "object_url": None,
+        "poll_seconds": None,
     }
 
     paused = ok(place, "schedules", "pause", "hourly")

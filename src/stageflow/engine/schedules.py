@@ -68,12 +68,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Literal, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
 if TYPE_CHECKING:
+    from stageflow.engine.run_retry import RunRetryPolicy
     from stageflow.spec.models import ScheduleEntry
 
 __all__ = [
@@ -93,12 +94,12 @@ __all__ = [
     "written_problems",
 ]
 
-ScheduleKind = Literal["cron", "interval", "once", "event", "after"]
+ScheduleKind = Literal["cron", "interval", "once", "event", "after", "object"]
 
 #: The most ticks ``due`` hands back in one call when catching up.
 DEFAULT_CATCHUP_LIMIT = 1000
 
-_KINDS = ("cron", "interval", "once", "event", "after")
+_KINDS = ("cron", "interval", "once", "event", "after", "object")
 #: The end states of an upstream run that an ``after`` schedule may fire on.
 AFTER_STATES = ("success", "failed", "cancelled")
 #: Each kind's own field, and an example of it for messages.
@@ -108,6 +109,7 @@ _OWN_FIELD = {
     "once": "at",
     "event": "event",
     "after": "after",
+    "object": "object_url",
 }
 _EXAMPLE = {
     "cron": 'cron="0 2 * * *" (every day at 02:00)',
@@ -115,7 +117,13 @@ _EXAMPLE = {
     "at": "at=1798761600.0 (2027-01-01 00:00:00 UTC, in epoch seconds)",
     "event": 'event="model-pushed" (fires on POST /api/v1/events/model-pushed)',
     "after": 'after="extract" (fires when a run of pipeline extract succeeds)',
+    "object_url": "'file:///data/incoming/*.csv' or 's3://bucket/in/*.parquet'",
 }
+#: An object schedule's URL: an fsspec protocol, ``://``, then a path or glob.
+OBJECT_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
+#: How often an object schedule lists its URL by default, and the bounds of ``poll``.
+DEFAULT_POLL_SECONDS = 30.0
+POLL_BOUNDS = (1.0, 86400.0)
 #: An event's name: it is a path segment of ``POST /api/v1/events/<event>``.
 EVENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 #: An upstream pipeline's name (``after``): what ``spec.validate`` takes as a pipeline name.
@@ -151,6 +159,17 @@ class ScheduleSpec:
     event: str | None = None  # kind event: the event's name (POST /api/v1/events/<event>)
     after: str | None = None  # kind after: the upstream pipeline's name
     after_states: tuple[str, ...] = ("success",)  # kind after: the upstream run's end states
+    # Any kind, for the runs it fires (``engine.run_retry``; ``None``: not set): its
+    # run-level retry policy, which wins over the pipeline's ``run_retries``, and its
+    # execution timeout (seconds: a fired run still unfinished after it is cancelled).
+    run_retries: int | None = None
+    retry_strategy: str | None = None
+    retry_delay: float | None = None
+    execution_timeout: float | None = None
+    # Kind object: an fsspec URL with a glob; each new object fires a run. Listed every
+    # ``poll_seconds`` (``None``: ``DEFAULT_POLL_SECONDS``).
+    object_url: str | None = None
+    poll_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +197,12 @@ def spec_of(
     event: str | None = None,
     after: str | None = None,
     after_states: Sequence[str] | None = None,
+    run_retries: int | None = None,
+    retry_strategy: str | None = None,
+    retry_delay: str | float | None = None,
+    execution_timeout: str | float | None = None,
+    on_object: str | None = None,
+    poll: str | float | None = None,
     prefix: str = "--",
 ) -> ScheduleSpec:
     """A ``ScheduleSpec`` from its fields as a person writes them (the CLI's options,
@@ -199,6 +224,7 @@ def spec_of(
         ("at", at),
         (event_name, event),
         ("after", after),
+        ("on-object" if prefix == "--" else "object", on_object),
     )
     given = [k for k, v in timings if v is not None]
     if len(given) != 1:
@@ -222,7 +248,16 @@ def spec_of(
         else "event"
         if event is not None
         else "after"
+        if after is not None
+        else "object"
     )
+    poll_name = f"{prefix}poll"
+    if poll is not None and on_object is None:
+        raise UsageError(
+            f"{poll_name} is for an object schedule ({prefix}on-object URL): it says how "
+            f"often the URL is listed; remove {poll_name}, or give {prefix}on-object",
+            field=poll_name.lstrip("-"),
+        )
     return ScheduleSpec(
         kind=kind,
         cron=cron,
@@ -236,6 +271,75 @@ def spec_of(
         after=after,
         # Duplicates dropped, in the order given.
         after_states=("success",) if after_states is None else tuple(dict.fromkeys(after_states)),
+        **run_fields(run_retries, retry_strategy, retry_delay, execution_timeout, prefix),
+        object_url=on_object,
+        poll_seconds=parse_duration(poll, poll_name) if poll is not None else None,
+    )
+
+
+def run_fields(
+    run_retries: int | None,
+    retry_strategy: str | None,
+    retry_delay: str | float | None,
+    execution_timeout: str | float | None,
+    prefix: str = "--",
+) -> dict[str, Any]:
+    """A schedule's fields for the runs it fires (``run_retries``, ``retry_strategy``,
+    ``retry_delay``, ``execution_timeout``; durations as ``spec_of`` reads them), checked:
+    ``UsageError`` naming the field (``--run-retries``, ``schedules[0].run_retries``)
+    and the fix. A strategy or delay alone means a retry policy with ``run_retries`` 0."""
+    from stageflow.engine.run_retry import RunRetryPolicy, policy_problems
+    from stageflow.errors import UsageError
+    from stageflow.spec.times import parse_duration
+
+    def name(field: str) -> str:
+        return f"--{field.replace('_', '-')}" if prefix == "--" else f"{prefix}{field}"
+
+    def duration(value: str | float | None, field: str) -> float | None:
+        try:
+            return None if value is None else parse_duration(value, name(field))
+        except UsageError as exc:  # the field as the other run fields name it
+            raise UsageError(str(exc), field=name(field).lstrip("-").replace("-", "_")) from None
+
+    delay = duration(retry_delay, "retry_delay")
+    timeout = duration(execution_timeout, "execution_timeout")
+    if timeout is not None and not (0 < timeout <= 366 * 86400.0):
+        raise UsageError(
+            f"{name('execution_timeout')} {execution_timeout!r} must be more than 0 and at most "
+            "a year (2h, 30m, 90s); leave it out for no timeout",
+            field=name("execution_timeout").lstrip("-").replace("-", "_"),
+        )
+    if run_retries is None and retry_strategy is None and delay is None:
+        return {"execution_timeout": timeout}
+    policy = RunRetryPolicy(
+        strategy=cast("Any", retry_strategy or "fixed"),
+        max_retries=0 if run_retries is None else run_retries,
+        retry_delay=0.0 if delay is None else delay,
+    )
+    renamed = {"max_retries": "run_retries", "strategy": "retry_strategy"}
+    for field, message in policy_problems(policy):
+        option = name(renamed.get(field, field))
+        message = message.replace(field, option, 1)
+        raise UsageError(message, field=option.lstrip("-").replace("-", "_"))
+    return {
+        "run_retries": policy.max_retries,
+        "retry_strategy": policy.strategy,
+        "retry_delay": policy.retry_delay,
+        "execution_timeout": timeout,
+    }
+
+
+def retry_policy_of(spec: ScheduleSpec) -> RunRetryPolicy | None:
+    """The run-level retry policy ``spec`` gives its runs; ``None`` when it sets none
+    (its pipeline's ``run_retries`` applies)."""
+    from stageflow.engine.run_retry import RunRetryPolicy
+
+    if spec.run_retries is None:
+        return None
+    return RunRetryPolicy(
+        strategy=cast("Any", spec.retry_strategy or "fixed"),
+        max_retries=spec.run_retries,
+        retry_delay=spec.retry_delay or 0.0,
     )
 
 
@@ -253,6 +357,12 @@ def written_problems(spec: ScheduleSpec, now: float, prefix: str = "--") -> list
 def entry_spec(entry: ScheduleEntry, prefix: str = "") -> ScheduleSpec:
     """``spec_of`` a spec's ``schedules:`` entry (its fields named behind ``prefix``)."""
     return spec_of(
+        run_retries=entry.run_retries,
+        retry_strategy=entry.retry_strategy,
+        retry_delay=entry.retry_delay,
+        execution_timeout=entry.execution_timeout,
+        on_object=entry.object,
+        poll=entry.poll,
         cron=entry.cron,
         every=entry.every,
         at=entry.at,
@@ -291,6 +401,11 @@ def _as_written(field: str, message: str, prefix: str) -> tuple[str, str]:
         return "--on-event", message
     if field == "after_states" and prefix == "--":  # the CLI's option, once per state
         return "--after-state", message.replace("after_states", "--after-state")
+    if field == "object_url":  # --on-object (the API's on_object, a spec's object)
+        written = "--on-object" if prefix == "--" else f"{prefix}object"
+        return written, f"{written}: {message}"
+    if field == "poll_seconds":
+        return f"{prefix}poll", message.replace("poll_seconds", f"{prefix}poll")
     return f"{prefix}{field}", message
 
 
@@ -366,6 +481,7 @@ def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
         )
     if kind in ("event", "after"):
         found.extend(_untimed_problems(spec))
+    found.extend(_object_problems(spec))
     found.extend(_after_states_problems(spec))
     at = spec.at
     if bounds_ok and kind == "once" and _is_number(at) and math.isfinite(at):
@@ -385,6 +501,34 @@ def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
                     "would never fire; drop end, or set at within start and end",
                 )
             )
+    return found
+
+
+def _object_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
+    """``poll_seconds`` out of bounds or on another kind; ``start``/``end`` on an object
+    schedule (it fires when an object appears, not at times)."""
+    found: list[tuple[str, str]] = []
+    poll = spec.poll_seconds
+    if poll is not None:
+        if spec.kind != "object":
+            found.append(("poll_seconds", 'poll_seconds is for kind "object"; remove it'))
+        elif not (_is_number(poll) and POLL_BOUNDS[0] <= poll <= POLL_BOUNDS[1]):
+            found.append(
+                (
+                    "poll_seconds",
+                    f"poll is {poll!r} seconds; give 1s to 1d (how often the URL is listed)",
+                )
+            )
+    if spec.kind == "object":
+        for name in ("start", "end"):
+            if getattr(spec, name) is not None:
+                found.append(
+                    (
+                        name,
+                        f"{name} does not apply to an object schedule: it fires when an "
+                        f"object appears, not at times; remove {name}",
+                    )
+                )
     return found
 
 
@@ -459,6 +603,13 @@ def _field_problem(field: str, value: object) -> str | None:
             f"event name {value!r} must be 1-100 letters, digits, '_', '.' or '-', starting "
             f"with a letter or digit; e.g. {_EXAMPLE['event']}"
         )
+    if field == "object_url":
+        if isinstance(value, str) and OBJECT_URL.fullmatch(value) and len(value) <= 1000:
+            return None
+        return (
+            f"object URL {value!r} must be an fsspec URL with a protocol and a path or glob "
+            f"(at most 1000 characters), e.g. {_EXAMPLE['object_url']}"
+        )
     if field == "every_seconds":
         if _is_number(value) and math.isfinite(value) and value > 0:
             return None
@@ -509,7 +660,7 @@ def next_after(spec: ScheduleSpec, t: float) -> float | None:
     already past, or past ``end``; an ``event`` or ``after`` schedule, always). Raises
     ``ValueError``
     for an invalid spec."""
-    return next(_fires(_plan(spec), t), None)
+    return _first_after(_plan(spec), t)
 
 
 def upcoming(spec: ScheduleSpec, after: float, n: int) -> list[float]:
@@ -592,8 +743,8 @@ def _fires(plan: _Plan, after: float) -> Iterator[float]:
     spec = plan.spec
     if spec.start is not None:
         after = max(after, math.nextafter(spec.start, -math.inf))
-    if spec.kind in ("event", "after"):  # fired by an event or a run's end, never by time
-        return
+    if spec.kind in ("event", "after", "object"):  # fired by an event, a run's end or an
+        return  # object, never by time
     if spec.kind == "once":
         assert spec.at is not None
         raw: Iterator[float] = iter([spec.at] if spec.at > after else [])
@@ -630,11 +781,19 @@ def _interval_start(plan: _Plan, at: float) -> float:
     return at
 
 
+# Many schedules share a timing, and one pass asks each the same questions (the latest
+# fire time before now, the one after a tick): remembered, pure answers (bounded).
+@lru_cache(maxsize=4096)
+def _first_after(plan: _Plan, t: float) -> float | None:
+    return next(_fires(plan, t), None)
+
+
+@lru_cache(maxsize=4096)
 def _raw_before(plan: _Plan, t: float) -> float | None:
     """The last fire time strictly before ``t``, ``end`` aside (``start`` too, but
     for an interval's anchor)."""
     spec = plan.spec
-    if spec.kind in ("event", "after"):
+    if spec.kind in ("event", "after", "object"):
         return None
     if spec.kind == "once":
         assert spec.at is not None

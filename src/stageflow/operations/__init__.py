@@ -18,6 +18,10 @@ field and the fix (``UsageError`` for a bad argument, ``RunNotFound``,
     reports     usage, cost, stats, lineage, diff, record
     pipelines   list_pipelines, pipeline_versions, pipeline_spec
     pools       set_pool, list_pools, remove_pool (global pools in the store)
+    alerts      alert rules and alerts (``operations.alerts``, imported as a module)
+    monitoring  metrics_history, current_metrics, export_text (the monitor's samples),
+                pipeline_statistics, quality_gates (engine.reliability)
+    notifications  list_notifications (the delivery log of runtime.notify)
     schedules   add_schedule, list_schedules, show_schedule, set_schedule_enabled,
                 remove_schedule, trigger_schedule, fire_event (event schedules);
                 start_backfill, backfill_status, list_backfills, cancel_backfill
@@ -61,6 +65,23 @@ from stageflow.operations.commands import (
     submit,
     submit_saved,
     unpause,
+)
+from stageflow.operations.monitoring import (
+    CurrentMetrics,
+    GateReport,
+    MetricsHistory,
+    PipelineReliability,
+    current_metrics,
+    export_text,
+    metrics_history,
+    pipeline_statistics,
+    quality_gates,
+    time_range,
+)
+from stageflow.operations.notifications import (
+    NOTIFICATION_STATES,
+    NotificationInfo,
+    list_notifications,
 )
 from stageflow.operations.pipelines import (
     Conflict,
@@ -142,6 +163,7 @@ from stageflow.operations.stores import (
 )
 
 __all__ = [
+    "NOTIFICATION_STATES",
     "Artifact",
     "AuditPage",
     "BackfillInfo",
@@ -149,14 +171,19 @@ __all__ = [
     "ControlOutcome",
     "CostReport",
     "CreatedToken",
+    "CurrentMetrics",
     "EventFired",
     "Forbidden",
+    "GateReport",
     "Identity",
     "LeaseStatus",
     "Lineage",
     "LogFile",
+    "MetricsHistory",
     "NotFound",
+    "NotificationInfo",
     "PipelineGraph",
+    "PipelineReliability",
     "PipelineSummary",
     "PipelineVersion",
     "PublishedPipeline",
@@ -190,17 +217,21 @@ __all__ = [
     "code_tasks",
     "cost",
     "create_token",
+    "current_metrics",
     "delete_pipeline",
     "diff",
+    "export_text",
     "fire_event",
     "lineage",
     "list_backfills",
+    "list_notifications",
     "list_pipelines",
     "list_pools",
     "list_runs",
     "list_schedules",
     "list_tokens",
     "may",
+    "metrics_history",
     "open_for_service",
     "owned_pipeline",
     "parse_instant",
@@ -210,8 +241,10 @@ __all__ = [
     "paused_elsewhere",
     "pipeline_graph",
     "pipeline_spec",
+    "pipeline_statistics",
     "pipeline_versions",
     "publish_pipeline",
+    "quality_gates",
     "reading",
     "record",
     "record_audit",
@@ -237,6 +270,7 @@ __all__ = [
     "submit",
     "submit_saved",
     "task_logs",
+    "time_range",
     "trigger_schedule",
     "unpause",
     "usage",

@@ -253,7 +253,8 @@ def publish_pipeline(
 ) -> PublishedPipeline:
     """Save ``pipeline`` as a new version of its name, owned by ``owner`` (a name
     another owner holds is a ``Conflict`` unless ``may_see_all``: an admin). The
-    same spec again is the same version (``created`` false)."""
+    same spec again is the same version (``created`` false). Its ``alerts:`` register
+    with it (``operations.alerts.apply_spec_rules``)."""
     exists, holder = store.pipeline_owner(pipeline.name)
     if exists and holder != owner and not may_see_all:
         raise Conflict(
@@ -265,6 +266,10 @@ def publish_pipeline(
         owner = holder
     spec, version = pipeline.versioned_spec()
     created = store.publish_pipeline(PipelineRecord(pipeline.name, version, spec, now, owner))
+    if pipeline.alerts or store.alert_rules(pipeline=pipeline.name):
+        from stageflow.operations.alerts import apply_spec_rules  # its `alerts:` register
+
+        apply_spec_rules(store, pipeline, owner=owner, now=now)
     return PublishedPipeline(
         pipeline.name,
         version,

@@ -126,6 +126,7 @@ class RunSummary:
     started_at: float | None
     ended_at: float | None
     lease: LeaseStatus | None  # None: never claimed
+    attempt: int = 1  # its place in a run-level retry chain (runtime.run_retries)
 
     @property
     def status(self) -> str:
@@ -168,10 +169,32 @@ class RunDetail:
     attempts: list[AttemptRecord]
     lease: LeaseStatus | None
     pipeline: Pipeline
+    # Its run-level retry chain (``runtime.run_retries``): (the run it retries, its
+    # attempt number), and (the run that retries it, when that is due); None: none.
+    retry_of: tuple[str, int] | None = None
+    retried_by: tuple[str, float] | None = None
 
     @property
     def status(self) -> str:
         return _status(self.run.state, self.lease)
+
+    def retry_lines(self) -> list[str]:
+        """The retry chain in words: ``attempt 3 (retry of R)``, ``retried by R2, due
+        at T`` (what ``runs show`` prints under its first line)."""
+        lines = []
+        if self.retry_of is not None:
+            lines.append(f"attempt {self.retry_of[1]} (retry of {self.retry_of[0]})")
+        if self.retried_by is not None:
+            lines.append(f"retried by {self.retried_by[0]}, due at {iso(self.retried_by[1])}")
+        return lines
+
+    def retry_json(self) -> dict[str, Any]:
+        return {
+            "attempt": self.retry_of[1] if self.retry_of is not None else 1,
+            "retry_of": self.retry_of[0] if self.retry_of is not None else None,
+            "retried_by": self.retried_by[0] if self.retried_by is not None else None,
+            "retry_due_at": iso(self.retried_by[1]) if self.retried_by is not None else None,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +245,15 @@ def list_runs(store: Store, which: RunFilter, *, now: float) -> RunPage:
     shown = records[: which.limit]
     more = len(records) > which.limit
     cursor = encode_cursor(shown[-1].created_at, shown[-1].run_id) if more and shown else None
-    return RunPage([_summary(r, now) for r in shown], cursor)
+    return RunPage([_summary(r, now, _attempt(store, r)) for r in shown], cursor)
+
+
+def _attempt(store: Store, run: RunRecord) -> int:
+    """The run's attempt in its retry chain: read only for a retry (``retry:FIRST``)."""
+    if not (run.triggered_by or "").startswith("retry:"):
+        return 1
+    link = store.retry_link(run.run_id)
+    return 1 if link is None else link.attempt
 
 
 def show_run(store: Store, run_id: str, *, now: float) -> RunDetail:
@@ -241,7 +272,17 @@ def show_run(store: Store, run_id: str, *, now: float) -> RunDetail:
     pipeline = pipeline_of_run(store, run)
     durations = {tid: t.duration_s for tid, t in result.tasks.items() if t.duration_s is not None}
     result.critical_path = critical_path(pipeline.upstream_map(), durations, default=0.0).tasks
-    return RunDetail(run, result, task_runs, attempts, lease_status(run, now), pipeline)
+    link = store.retry_link(run_id)
+    return RunDetail(
+        run,
+        result,
+        task_runs,
+        attempts,
+        lease_status(run, now),
+        pipeline,
+        retry_of=(link.retry_of, link.attempt) if link is not None else None,
+        retried_by=store.retried_by(run_id),
+    )
 
 
 def run_timeline(store: Store, run_id: str) -> RunTimeline:
@@ -375,7 +416,7 @@ def _check_filter(which: RunFilter) -> None:
         )
 
 
-def _summary(run: RunRecord, now: float) -> RunSummary:
+def _summary(run: RunRecord, now: float, attempt: int = 1) -> RunSummary:
     return RunSummary(
         run_id=run.run_id,
         pipeline=run.pipeline,
@@ -386,6 +427,7 @@ def _summary(run: RunRecord, now: float) -> RunSummary:
         started_at=run.started_at,
         ended_at=run.ended_at,
         lease=lease_status(run, now),
+        attempt=attempt,
     )
 
 

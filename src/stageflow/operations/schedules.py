@@ -124,11 +124,21 @@ class ScheduleInfo:
     catchup: bool
     upcoming: list[float] = field(default_factory=list)
     runs: list[tuple[float, str, str]] = field(default_factory=list)  # (tick, run id, state)
+    # Its runs' retry policy ({strategy, max_retries, retry_delay}; None: the pipeline's)
+    # and execution timeout (seconds); an object schedule's URL and poll (seconds).
+    run_retries: dict[str, Any] | None = None
+    execution_timeout: float | None = None
+    object_url: str | None = None
+    poll_seconds: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         from stageflow.runtime.result import iso
 
         return {
+            "run_retries": self.run_retries,
+            "execution_timeout": self.execution_timeout,
+            "object_url": self.object_url,
+            "poll_seconds": self.poll_seconds,
             "name": self.name,
             "pipeline": self.pipeline,
             "kind": self.kind,
@@ -186,8 +196,10 @@ def add_schedule(
     (another owner's schedule has that name), ``InvalidSpec`` (a parameter the pipeline
     does not declare), ``StoreError``."""
     now = time.time() if now is None else now
-    store.put_schedule(
-        _checked_schedule(store, name, pipeline, owner=owner, see_all=see_all, now=now, **timing)
+    _put_schedule(
+        store,
+        _checked_schedule(store, name, pipeline, owner=owner, see_all=see_all, now=now, **timing),
+        now,
     )
     return _info(store, _schedule(store, name, owner, see_all), now, detail=False)
 
@@ -266,12 +278,18 @@ def apply_schedules(
                     max_active_runs=entry.max_active_runs,
                     enabled=entry.enabled,
                     check_pipeline=check_pipeline,
+                    run_retries=entry.run_retries,
+                    retry_strategy=entry.retry_strategy,
+                    retry_delay=entry.retry_delay,
+                    execution_timeout=entry.execution_timeout,
+                    on_object=entry.object,
+                    poll=entry.poll,
                 )
             )
         except UsageError as exc:  # say which entry of the spec
             raise UsageError(f"schedule '{name}' (entry {k + 1}): {exc}", field=exc.field) from None
     for record in records:
-        store.put_schedule(record)
+        _put_schedule(store, record, now)
     return [
         _info(store, r, now, detail=False)
         for r in (_schedule(store, r.name, owner, see_all) for r in records)
@@ -301,6 +319,12 @@ def _checked_schedule(
     enabled: bool = True,
     check_pipeline: Callable[[Pipeline], None] | None = None,
     now: float | None = None,
+    run_retries: int | None = None,
+    retry_strategy: str | None = None,
+    retry_delay: str | float | None = None,
+    execution_timeout: str | float | None = None,
+    on_object: str | None = None,
+    poll: str | float | None = None,
 ) -> ScheduleRecord:
     """``add_schedule``'s checks, in order; the record it writes (nothing written here)."""
     from stageflow.engine.schedules import spec_of, written_problems
@@ -322,6 +346,7 @@ def _checked_schedule(
         ("at", at),
         ("on-event", on_event),
         ("after", after),
+        ("on-object", on_object),
     )
     kinds = [k for k, v in timings if v is not None]
     if len(kinds) != 1:
@@ -329,7 +354,8 @@ def _checked_schedule(
             "give exactly one of --cron EXPR, --every DURATION or --at TIME"
             + (f" (got {', '.join('--' + k for k in kinds)})" if kinds else "")
             + ", or --on-event EVENT (it fires on each POST /api/v1/events/EVENT), or "
-            "--after PIPELINE (it fires when a run of PIPELINE ends)",
+            "--after PIPELINE (it fires when a run of PIPELINE ends), or --on-object URL "
+            "(it fires when an object appears under URL)",
             field="timing",
         )
     if after_states is not None and after is None:
@@ -355,12 +381,22 @@ def _checked_schedule(
         event=on_event,
         after=after,
         after_states=after_states,
+        run_retries=run_retries,
+        retry_strategy=retry_strategy,
+        retry_delay=retry_delay,
+        execution_timeout=execution_timeout,
+        on_object=on_object,
+        poll=poll,
     )
     found = written_problems(spec, now)
     if found:
         field_name, message = found[0]
         more = "".join(f"; {m}" for _, m in found[1:])
         raise UsageError(f"{message}{more}", field=field_name.replace("-", "_"))
+    if spec.object_url is not None:
+        from stageflow.runtime.schedule_objects import check_object_url
+
+        check_object_url(spec.object_url)
     record = _saved_pipeline(store, pipeline, owner=owner, see_all=see_all)
     if after is not None:
         _check_upstream(store, after, pipeline, owner=owner, see_all=see_all)
@@ -615,6 +651,28 @@ def fire_event(
 # -- helpers -----------------------------------------------------------------------------
 
 
+def _put_schedule(store: Store, record: ScheduleRecord, now: float) -> None:
+    """Write ``record``; a new object schedule without catch-up first records the
+    objects under its URL as seen, so only objects that appear later fire. A listing
+    that fails is a ``UsageError`` naming ``--on-object`` (nothing written)."""
+    from stageflow.runtime.schedule_loop import schedule_spec
+
+    spec = schedule_spec(record)
+    if spec.object_url is not None and not spec.catchup and store.get_schedule(record.name) is None:
+        from stageflow.runtime.schedule_objects import list_objects
+
+        try:
+            present = list_objects(spec.object_url)
+        except Exception as exc:  # a filesystem's own errors: any kind
+            raise UsageError(
+                f"--on-object {spec.object_url}: could not list it ({exc}); check the URL "
+                "and that it can be read from here",
+                field="on_object",
+            ) from None
+        store.record_objects(record.name, [key for _, key in present], now)
+    store.put_schedule(record)
+
+
 def _spec_fields(spec: Any) -> dict[str, Any]:
     """The spec's fields to store (JSON): those set, ``after_states`` only on an ``after``
     schedule (as a list)."""
@@ -751,7 +809,23 @@ def _info(store: Store, schedule: ScheduleRecord, now: float, *, detail: bool) -
         if detail and schedule.enabled
         else [],
         runs=runs,
+        run_retries=None
+        if spec.run_retries is None
+        else {
+            "strategy": spec.retry_strategy or "fixed",
+            "max_retries": spec.run_retries,
+            "retry_delay": spec.retry_delay or 0.0,
+        },
+        execution_timeout=spec.execution_timeout,
+        object_url=spec.object_url,
+        poll_seconds=_poll_of(spec) if spec.kind == "object" else None,
     )
+
+
+def _poll_of(spec: Any) -> float:
+    from stageflow.engine.schedules import DEFAULT_POLL_SECONDS
+
+    return float(spec.poll_seconds) if spec.poll_seconds is not None else DEFAULT_POLL_SECONDS
 
 
 def _timing(spec: Any) -> str:
@@ -772,6 +846,8 @@ def _timing(spec: Any) -> str:
         if states == ("success",):
             return f"after {spec.after} succeeds"
         return f"after {spec.after} ends in {'|'.join(states)}"
+    if spec.kind == "object":
+        return f"on object {spec.object_url}"
     return f"once at {iso(spec.at)}"
 
 

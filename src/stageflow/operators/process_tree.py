@@ -9,6 +9,11 @@ sampled in this process together: a process started since the last scan counts
 from the next one on.
 
 psutil is imported on the first sample, never at import time.
+
+The samplers alive in this process are listed by ``live_trees`` (a weak set: a sampler
+leaves it when its attempt drops it), each with its labels, its last RSS and its tree's
+CPU seconds read from the processes it already holds: the monitor (``runtime.monitor``)
+reports running task processes from them rather than sampling them a second time.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import os
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 __all__ = [
     "RESCAN_SECONDS",
     "SAMPLE_SECONDS",
     "TreeSampler",
+    "live_trees",
     "memory_limit_message",
 ]
 
@@ -50,10 +57,27 @@ def memory_limit_message(peak_mb: float, limit_gb: float) -> str:
 class TreeSampler:
     """Samples the summed RSS of process ``pid`` and its descendants; keeps the peak."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, labels: dict[str, str] | None = None) -> None:
         self.pid = pid
+        self.labels = dict(labels or {})  # what the tree runs (run_id, task_id, ...)
         self.peak_mb: float | None = None  # None: nothing sampled yet
+        self.last_mb: float | None = None  # the last sample; None: none, or the root is gone
         self._procs: dict[int, Any] = {}  # pid -> psutil.Process, reused across samples
+        with _live_lock:
+            _live.add(self)
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds of the tree's processes as last sampled; ``None``
+        when none can be read."""
+        import psutil
+
+        total, read = 0.0, False
+        for proc in list(self._procs.values()):
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+                read = True
+        return total if read else None
 
     def sample(self) -> float | None:
         """The tree's RSS now, in MiB; ``None`` once the root process is gone."""
@@ -70,13 +94,25 @@ class TreeSampler:
             except psutil.Error:
                 self._procs.pop(pid, None)
                 if pid == self.pid:
+                    self.last_mb = None
                     return None
         for gone in self._procs.keys() - set(pids):
             del self._procs[gone]
-        rss = total / _MIB
+        rss = self.last_mb = total / _MIB
         if self.peak_mb is None or rss > self.peak_mb:
             self.peak_mb = rss
         return rss
+
+
+_live_lock = threading.Lock()
+_live: weakref.WeakSet[TreeSampler] = weakref.WeakSet()
+
+
+def live_trees() -> list[TreeSampler]:
+    """The samplers alive in this process whose tree was sampled and still runs."""
+    with _live_lock:
+        trees = list(_live)
+    return [t for t in trees if t.last_mb is not None]
 
 
 _table_lock = threading.Lock()

@@ -205,6 +205,13 @@ def _problems_and_plan(
     problems.extend(spec_problems)
     if pipeline.schedule or pipeline.schedules:
         problems.extend(schedule_problems(pipeline))
+    if pipeline.alerts or pipeline.deadline or any(t.deadline for t in pipeline.tasks):
+        from stageflow.engine.alerts import spec_problems as alert_problems
+
+        problems.extend(
+            Problem(message, field=field, pipeline=pipeline.name)
+            for field, message in alert_problems(pipeline)
+        )
     # A task whose `call:` is already reported gets no second problem about it.
     bad_calls = {p.task for p in spec_problems if p.field == "call"}
     cycle: list[str] | None = None

@@ -76,6 +76,7 @@ from stageflow.runtime.host import EXECUTORS, Host, collector_paused, default_ho
 from stageflow.runtime.interrupt import Interrupt
 from stageflow.runtime.lineage import RunRecorder, start_recording
 from stageflow.runtime.loading import pipeline_of_run
+from stageflow.runtime.notify import run_hooks
 from stageflow.runtime.observers import RunEvent
 from stageflow.runtime.plan import check, resolve_params, task_parameters
 from stageflow.runtime.pools import POLL_SECONDS as POOL_POLL_SECONDS
@@ -147,10 +148,13 @@ def queue_saved(
     priority: int = 0,
     triggered_by: str | None = None,
     tick: Tick | None = None,
+    schedule_object: tuple[str, str] | None = None,
 ) -> RunRecord:
     """Queue a run of the saved pipeline version ``record`` for a worker, validated
     without importing any ``call:`` target; it belongs to the pipeline's owner (see
-    ``Runner.prepare``). The API's submit and a schedule's tick."""
+    ``Runner.prepare``). The API's submit, a schedule's tick, and an object schedule's
+    new object (``schedule_object``: (schedule, object key), ``TickTaken`` when it
+    fired already)."""
     import json
 
     from stageflow.spec.load import pipeline_from_data
@@ -163,8 +167,68 @@ def queue_saved(
         team=record.owner,
         triggered_by=triggered_by,
         tick=tick,
+        schedule_object=schedule_object,
     )
     return prepared.run
+
+
+@dataclass(frozen=True, slots=True)
+class QueueTemplate:
+    """What ``queue_saved`` checks, checked once for many queued runs of one saved
+    version with the same parameters (a scheduler's pass): ``new_run`` makes each run's
+    record; ``Store.create_tick_runs`` writes them."""
+
+    pipeline: PipelineRecord
+    params: dict[str, Any]
+    task_ids: tuple[str, ...]
+    priority: int
+    executor: str
+    source: str | None
+
+    def new_run(self, now: float, *, triggered_by: str | None) -> RunRecord:
+        """A queued run of the template, created ``now``, with a fresh id."""
+        return RunRecord(
+            new_run_id(now),
+            self.pipeline.name,
+            self.pipeline.version,
+            RunState.QUEUED,
+            self.params,
+            now,
+            executor=self.executor,
+            source=self.source,
+            priority=self.priority,
+            owner=self.pipeline.owner,
+            triggered_by=triggered_by,
+        )
+
+
+def queue_template(
+    settings: Settings,
+    store: Store,
+    record: PipelineRecord,
+    params: Mapping[str, Any],
+    *,
+    priority: int = 0,
+) -> QueueTemplate:
+    """Check the saved pipeline version ``record`` with ``params`` as ``queue_saved``
+    does (``InvalidSpec``, ``UsageError``), once, for many runs; nothing recorded."""
+    import json
+
+    from stageflow.spec.load import pipeline_from_data
+
+    pipeline = pipeline_from_data(json.loads(record.spec_json))
+    runner = Runner(pipeline, store=store, settings=settings, import_calls=False)
+    checked = resolve_params(pipeline, params)
+    runner._plan(checked, fit=False)  # queued: this machine's size is not its limit
+    spec, version = pipeline.versioned_spec()
+    return QueueTemplate(
+        PipelineRecord(pipeline.name, version, spec, record.created_at, owner=record.owner),
+        checked,
+        tuple(t.id for t in pipeline.tasks),
+        priority,
+        runner.executor_name,
+        _source_of(pipeline),
+    )
 
 
 def new_run_id(now: float) -> str:
@@ -389,6 +453,7 @@ class Runner:
         team: str | None = None,
         triggered_by: str | None = None,
         tick: Tick | None = None,
+        schedule_object: tuple[str, str] | None = None,
     ) -> Prepared:
         """Validate and plan a new run and record it as ``queued``; ``InvalidSpec``
         (nothing recorded) when the pipeline or its parameters are wrong, or a
@@ -418,6 +483,7 @@ class Runner:
                     team=team,
                     triggered_by=triggered_by,
                     tick=tick,
+                    schedule_object=schedule_object,
                 )
                 break
             except RunIdTaken:  # ids drawn alike within a second (24 random bits): again
@@ -439,6 +505,7 @@ class Runner:
         team: str | None,
         triggered_by: str | None,
         tick: Tick | None,
+        schedule_object: tuple[str, str] | None = None,
     ) -> RunRecord:
         """Record a new run ``run_id`` (``prepare``); ``RunIdTaken`` when it exists."""
         run = RunRecord(
@@ -462,6 +529,7 @@ class Runner:
             [t.id for t in self.pipeline.tasks],
             pipeline=PipelineRecord(self.pipeline.name, version, spec, now, owner=team),
             tick=tick,
+            schedule_object=schedule_object,
         )
         return run
 
@@ -644,14 +712,22 @@ class Runner:
         (the schedule's previous fire time to the tick's logical time, ISO 8601 UTC) and
         the schedule's name; for any other run, its creation time as both ends and no
         name. The store is read only for a run a schedule made."""
-        tick = None
+        tick = found = None
         if run.triggered_by is not None and run.triggered_by.startswith("schedule:"):
             tick = self.store.tick_of_run(run.run_id)
+            # An object schedule's run: no tick, its object (``${schedule.object}``).
+            found = None if tick is not None else self.store.object_of_run(run.run_id)
         if tick is None:
             at = iso(run.created_at) or ""
-            return {"name": "", "start": at, "end": at}
+            name, url = found if found is not None else ("", "")
+            return {"name": name, "start": at, "end": at, "object": url}
         name, logical_time, begins = tick
-        return {"name": name, "start": iso(begins) or "", "end": iso(logical_time) or ""}
+        return {
+            "name": name,
+            "start": iso(begins) or "",
+            "end": iso(logical_time) or "",
+            "object": "",
+        }
 
     def _run_watched(
         self,
@@ -800,11 +876,25 @@ class Runner:
         finally:
             loop.committer.close()  # everything committed before the run is reported finished
         logger.info("run %s finished: %s", run_id, state)
+        if state == RunState.FAILED:
+            self._queue_retry(run_id, now)
         # The reproducibility record, lineage and tracking are written by an observer;
         # the caller gets the result once they (and the live view) have seen the end.
         observers.publish(RunEvent("finished", run_id, result=finished, refs=dict(loop.refs)))
         ended.append(finished)
         return finished
+
+    def _queue_retry(self, run_id: str, now: float) -> None:
+        """The end-of-run hook of run-level retries (``runtime.run_retries``): the failed
+        run's own process queues its retry when its policy leaves one. The background
+        duty is the other creator; the retry's key makes it one either way, and a hook
+        that fails leaves the retry to the duty (the run's end stands)."""
+        from stageflow.runtime.run_retries import retry_failed_run
+
+        try:
+            retry_failed_run(self.store, self.store.get_run(run_id), now)
+        except Exception as exc:  # the run ended; the duty tries again within a second
+            logger.warning("run %s: its retry was not queued here: %s", run_id, exc)
 
     def _watch(self, run_id: str, recorder: RunRecorder) -> Callable[[], None]:
         """Subscribe this run's observers: its record (on ``finished``) and the listener it
@@ -813,8 +903,12 @@ class Runner:
         function; the subscription also ends itself once the record has the run's end."""
         listener = self.listener
         subscription: list[Callable[[], None]] = []
+        # The pipeline's on_failure/on_success/on_retry channels (None: it has none).
+        hooks = run_hooks(self.settings, self.store, self.pipeline, run_id)
 
         def observe(event: RunEvent) -> None:
+            if hooks is not None:
+                hooks[0](event)  # records the notifications; sent in the background
             if event.kind == "task":
                 if listener is not None and event.transition is not None:
                     listener(event.transition)
@@ -824,7 +918,7 @@ class Runner:
                 finally:
                     subscription[0]()
 
-        tasks = listener is not None
+        tasks = listener is not None or (hooks is not None and hooks[1])
         subscription.append(self.host.observers.subscribe(observe, run_id=run_id, tasks=tasks))
         return subscription[0]
 

@@ -35,25 +35,33 @@ upstream run whose end is committed after a later-ending run's was fired on (its
 was away a while) is still fired: each pass also looks back ``AFTER_LOOKBACK_SECONDS``
 before ``last_tick`` for ends that made no tick yet.
 
+Object schedules (kind ``object``: "each new object under an fsspec URL") are stored
+with ``next_at`` their next poll; a pass that finds one due moves ``last_tick`` to now
+and ``next_at`` a poll on first (a loop that loses that race leaves the listing to the
+winner), lists the URL (``runtime.schedule_objects``) and fires one run per object not
+seen before, keyed by (schedule, object) in the run's creating transaction, so any
+number of loops fire each object once (``TickTaken`` for the others).
+
 State: none between passes but the store's; the loop is driven by ``run_pass(now)``
 (tests call it with a fake clock) or by ``serve_forever``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from stageflow.engine.schedules import ScheduleSpec, due, next_after
 from stageflow.errors import InvalidSpec, StoreError, StoreUnreachable, TickTaken, UsageError
-from stageflow.runtime.duties import Duty
-from stageflow.runtime.runner import queue_saved
+from stageflow.runtime.duties import Duty, run_duties
+from stageflow.runtime.runner import QueueTemplate, new_run_id, queue_saved, queue_template
 from stageflow.runtime.settings import Settings
-from stageflow.runtime.store.base import ScheduleRecord, Store
+from stageflow.runtime.store.base import PipelineRecord, ScheduleRecord, Store, TickRun
 
 __all__ = ["Fired", "ScheduleLoop", "first_fire", "handled_until", "schedule_spec"]
 
@@ -66,6 +74,10 @@ _SLICE_SECONDS = 0.1
 AFTER_LOOKBACK_SECONDS = 300.0
 #: The most ticks one schedule fires in one pass (a long catch-up goes on next pass).
 TICKS_PER_PASS = 100
+#: The most ticks written in one transaction (``ScheduleLoop._fire_together``).
+BATCH_TICKS = 1000
+#: How many times a run id drawn twice is drawn again before the pass gives up.
+_RUN_ID_TRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +125,8 @@ def first_fire(spec: ScheduleSpec, last_tick: float | None, created_at: float) -
     so that every pass looks for upstream runs that ended (module docstring)."""
     if spec.kind == "after":
         return 0.0
+    if spec.kind == "object":  # polled: at once, then every poll
+        return created_at if last_tick is None else last_tick + _poll_of(spec)
     if last_tick is not None:
         return next_after(spec, last_tick)
     if spec.start is not None:
@@ -144,37 +158,125 @@ class ScheduleLoop:
         """Fire every tick due at ``now`` (default: the clock's); what it did."""
         now = self.clock() if now is None else now
         report = PassReport()
+        together: list[ScheduleRecord] = []
         for record in self.store.due_schedules(now):
             if record.spec.get("kind") == "after":
                 self._fire_after(record, report)
+            elif record.spec.get("kind") == "object":
+                self._fire_objects(record, now, report)
+            elif record.max_active_runs is not None:
+                self._fire_due(record, now, report)  # counts its runs before each tick
             else:
-                self._fire_due(record, now, report)
-        self._run_duties(now)
+                together.append(record)
+        if together:
+            self._fire_together(together, now, report)
+        run_duties(self.duties, now)
         return report
 
-    def _run_duties(self, now: float) -> None:
-        """Each background duty's pass (``runtime.duties``); one that fails is logged
-        and the others go on."""
-        for duty in self.duties:
+    def _fire_together(self, records: list[ScheduleRecord], now: float, report: PassReport) -> None:
+        """The due ticks of schedules without ``max_active_runs``, fired in batches of
+        ``BATCH_TICKS`` (``Store.create_tick_runs``: one transaction each), each saved
+        version and parameters checked once (``runner.queue_template``); the same
+        outcomes as ``_fire_tick`` one by one, at a fraction of the cost (10,000
+        schedules due in the same minute: bench/schedules_scale.py)."""
+        latest: dict[str, PipelineRecord | str] = {}  # by pipeline: its version, or why not
+        templates: dict[tuple[str, str, str, int], QueueTemplate | str] = {}
+        items: list[TickRun] = []
+        for record in records:
+            spec = schedule_spec(record)
+            for tick in due(spec, handled_until(record, spec), now, limit=TICKS_PER_PASS):
+                next_at = next_after(spec, tick.at)
+                template = self._template(record, latest, templates)
+                if isinstance(template, str):  # no live version, or it no longer checks
+                    self._skip(record, tick.at, template, report)
+                    self.store.advance_schedule(record.name, tick.at, next_at)
+                    continue
+                created = self.clock()
+                run = template.new_run(created, triggered_by=f"schedule:{record.name}")
+                at = (record.name, tick.at, tick.interval_start)
+                items.append(TickRun(run, template.task_ids, template.pipeline, at, next_at))
+        fired, taken = len(report.fired), report.taken
+        for start in range(0, len(items), BATCH_TICKS):
+            self._create_together(items[start : start + BATCH_TICKS], report)
+        if items:
+            logger.info(
+                "schedules: %d ticks fired, %d fired by another loop first",
+                len(report.fired) - fired,
+                report.taken - taken,
+            )
+
+    def _template(
+        self,
+        record: ScheduleRecord,
+        latest: dict[str, PipelineRecord | str],
+        templates: dict[tuple[str, str, str, int], QueueTemplate | str],
+    ) -> QueueTemplate | str:
+        """The checked template of ``record``'s runs, or why it fires none (said once per
+        pass and pipeline version and parameters)."""
+        if record.pipeline not in latest:
             try:
-                duty.run_pass(now)
-            except StoreError as exc:
-                logger.warning("%s: could not read or write the store: %s", duty.name, exc)
-            except Exception:  # a bug: said in full, and the loop goes on
-                logger.exception("%s: a pass failed; trying again next pass", duty.name)
+                latest[record.pipeline] = self.store.latest_pipeline(record.pipeline)
+            except StoreUnreachable:
+                raise  # the store failed: try again next pass
+            except StoreError as exc:  # no live version of it (deleted)
+                latest[record.pipeline] = str(exc)
+        pipeline = latest[record.pipeline]
+        if isinstance(pipeline, str):
+            return pipeline
+        key = (
+            pipeline.name,
+            pipeline.version,
+            json.dumps(record.params, sort_keys=True, default=str),
+            record.priority,
+        )
+        if key not in templates:
+            try:
+                templates[key] = queue_template(
+                    self.settings, self.store, pipeline, record.params, priority=record.priority
+                )
+            except (InvalidSpec, UsageError) as exc:
+                templates[key] = str(exc)
+        return templates[key]
+
+    def _create_together(self, items: list[TickRun], report: PassReport) -> None:
+        """Write ``items`` (``Store.create_tick_runs``); a run id drawn twice (24 random
+        bits a second: likely among thousands) is drawn again and written next."""
+        for _try in range(_RUN_ID_TRIES):
+            again: list[TickRun] = []
+            for item, outcome in zip(items, self.store.create_tick_runs(items), strict=True):
+                name, at = item.tick[0], item.tick[1]
+                if outcome == "created":
+                    report.fired.append(Fired(name, at, item.run.run_id))
+                    logger.debug(
+                        "schedule %s fired its tick at %s: run %s", name, at, item.run.run_id
+                    )
+                elif outcome == "taken":
+                    report.taken += 1
+                else:
+                    run = replace(item.run, run_id=new_run_id(self.clock()))
+                    again.append(replace(item, run=run))
+            if not again:
+                return
+            items = again
+        raise StoreError(f"could not draw unused run ids for {len(items)} ticks; next pass")
 
     def serve_forever(self) -> None:
-        """Run passes every ``poll_seconds`` until ``stop``; a store that does not answer
-        is tried again next pass (one log line each)."""
+        """Run passes every ``poll_seconds``, and at each schedule's next fire time when
+        it comes sooner (a tick fires on time, not up to a poll late), until ``stop``; a
+        store that does not answer is tried again next pass (one log line each)."""
         while not self._stopping():
+            wait = self.poll_seconds
             try:
                 self.run_pass()
+                soonest = self.store.next_fire_after(self.clock())
+                if soonest is not None:
+                    wait = min(wait, max(0.0, soonest - self.clock()))
             except StoreError as exc:
                 logger.warning("schedules: could not read or write the store: %s", exc)
             except Exception:  # a bug: said in full, and the schedules go on next pass
                 logger.exception("schedules: a pass failed; trying again next pass")
             # Waits in short slices: ``stop_soon`` (a signal handler's) only sets a flag.
-            deadline = time.monotonic() + self.poll_seconds
+            deadline = time.monotonic() + wait
             while not self._stopping() and (left := deadline - time.monotonic()) > 0:
                 self._stop.wait(min(left, _SLICE_SECONDS))
 
@@ -269,6 +371,58 @@ class ScheduleLoop:
         self.store.advance_schedule(record.name, at, next_at)
         return True
 
+    def _fire_objects(self, record: ScheduleRecord, now: float, report: PassReport) -> None:
+        """An object schedule: one run per object under its URL not seen before (module
+        docstring); a listing that fails is logged and tried at the next poll."""
+        from stageflow.runtime.schedule_objects import list_objects
+
+        spec = schedule_spec(record)
+        assert spec.object_url is not None
+        if not self.store.advance_schedule(record.name, now, now + _poll_of(spec)):
+            return  # another loop polls it now
+        try:
+            objects = list_objects(spec.object_url)
+        except Exception as exc:  # a filesystem's own errors: any kind
+            logger.warning("schedule %s: could not list %s: %s", record.name, spec.object_url, exc)
+            return
+        seen = self.store.seen_objects(record.name)
+        fresh = [(url, key) for url, key in objects if key not in seen]
+        if not fresh:
+            return
+        try:
+            pipeline = self.store.latest_pipeline(record.pipeline)
+        except StoreUnreachable:
+            raise
+        except StoreError as exc:  # no live version of it (deleted)
+            self._skip(record, now, str(exc), report)
+            return
+        for url, key in fresh:
+            try:
+                run = queue_saved(
+                    self.settings,
+                    self.store,
+                    pipeline,
+                    record.params,
+                    priority=record.priority,
+                    triggered_by=f"schedule:{record.name}",
+                    schedule_object=(record.name, key),
+                )
+            except TickTaken:
+                report.taken += 1
+            except (InvalidSpec, UsageError) as exc:
+                self._skip(record, now, str(exc), report)
+                return
+            else:
+                report.fired.append(Fired(record.name, now, run.run_id))
+                logger.info("schedule %s: object %s fired run %s", record.name, url, run.run_id)
+
     def _skip(self, record: ScheduleRecord, at: float, why: str, report: PassReport) -> None:
         report.skipped.append((record.name, at, why))
         logger.error("schedule %s: skipped its tick at %s: %s", record.name, at, why)
+
+
+def _poll_of(spec: ScheduleSpec) -> float:
+    """How often an object schedule lists its URL (seconds)."""
+    from stageflow.engine.schedules import DEFAULT_POLL_SECONDS
+
+    return spec.poll_seconds if spec.poll_seconds is not None else DEFAULT_POLL_SECONDS

@@ -64,6 +64,11 @@ NUMBER_RANGES: dict[str, tuple[type[int] | type[float], float]] = {
     "LEASE_SECONDS": (float, 3600),  # an hour: longer leaves a dead owner's run longer
     "API_PORT": (int, 65535),
     "API_FAILED_LOGINS_PER_MINUTE": (int, 1_000_000),
+    "SAMPLING_INTERVAL_SECONDS": (float, 86400),  # the monitor's (runtime.monitor): a day
+    "METRICS_RETENTION_HOURS": (float, 10 * 366 * 24),  # ten years of samples
+    "NOTIFY_TRIES": (int, 100),  # tries of one notification delivery (runtime.notify)
+    "NOTIFY_BACKOFF_SECONDS": (float, 3600),  # before the 2nd try; x4 each next one
+    "NOTIFY_WAIT_SECONDS": (float, 3600),  # a process's wait at exit for its deliveries
 }
 #: The shortest lease ``STAGEFLOW_LEASE_SECONDS`` may set.
 MIN_LEASE_SECONDS = 2.0
@@ -107,6 +112,22 @@ class Settings:
     # Price per hour of a unit held, by name in COST_PRICE_NAMES (STAGEFLOW_COST);
     # empty: no prices configured.
     cost_prices: dict[str, float] = field(default_factory=dict)
+    # The monitor (runtime.monitor): seconds between two samples of the host and store
+    # gauges (STAGEFLOW_SAMPLING_INTERVAL_SECONDS), hours a sample is kept
+    # (STAGEFLOW_METRICS_RETENTION_HOURS); 0 or empty: the default.
+    sampling_interval_seconds: float = 15.0
+    metrics_retention_hours: float = 168.0
+    # Notifications (runtime.notify): the SMTP server of email channels
+    # (STAGEFLOW_SMTP_URL, smtp[s]://[user[:${secret:NAME}]@]host[:port]) and the sender
+    # (STAGEFLOW_SMTP_FROM); the base of a message's link (STAGEFLOW_PUBLIC_URL); tries
+    # per delivery, the first retry's delay (then x4), and how long a process waits at
+    # exit for its deliveries (the rest are the background duty's).
+    smtp_url: str | None = field(default=None, repr=False)
+    smtp_from: str | None = None
+    public_url: str | None = None
+    notify_tries: int = 4
+    notify_backoff: float = 1.0
+    notify_wait: float = 10.0
 
     @property
     def artifacts_root(self) -> str:
@@ -192,6 +213,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mlflow_tracking_uri=get("MLFLOW_TRACKING_URI"),
         limits=limits,
         cost_prices=_cost_prices(get("COST")),
+        sampling_interval_seconds=number("SAMPLING_INTERVAL_SECONDS", None, float) or 15.0,
+        metrics_retention_hours=number("METRICS_RETENTION_HOURS", None, float) or 168.0,
+        smtp_url=get("SMTP_URL"),
+        smtp_from=get("SMTP_FROM"),
+        public_url=get("PUBLIC_URL"),
+        notify_tries=int(number("NOTIFY_TRIES", None, int) or 4),
+        notify_backoff=_or_default(number("NOTIFY_BACKOFF_SECONDS", None, float), 1.0),
+        notify_wait=_or_default(number("NOTIFY_WAIT_SECONDS", None, float), 10.0),
     )
 
 
@@ -259,3 +288,8 @@ def _cost_prices(raw: str | None) -> dict[str, float]:
             )
         prices[name] = amount
     return prices
+
+
+def _or_default(value: float | None, default: float) -> float:
+    """``value`` when set (0 included: no delay, no wait), else ``default``."""
+    return default if value is None else float(value)

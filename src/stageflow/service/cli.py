@@ -578,6 +578,7 @@ def runs_list(
             click.echo(
                 f"{r.run_id}  {r.pipeline:<24} {r.status:<10} "
                 f"{iso(r.started_at) or '-'}  {iso(r.ended_at) or '-'}"
+                + (f"  attempt {r.attempt}" if r.attempt > 1 else "")  # a run-level retry
             )
     if page.cursor is not None:
         click.echo(f"more runs: `stageflow runs list --cursor {page.cursor}`", err=True)
@@ -600,11 +601,13 @@ def runs_show(settings: Any, run_id: str, fmt: str) -> None:
     from stageflow.service.tables import render_run_report
 
     report = None
+    retries: list[str] = []
     if (remote := _remote(settings)) is not None:  # the usage report is the store's
         result, note = remote.show_run(run_id)
     else:
         with ops.reading(settings) as store:
             detail = ops.show_run(store, run_id, now=time.time())
+            retries = detail.retry_lines()
             report = (
                 ops.usage(store, run_id, settings.cost_prices, detail=detail)
                 if fmt == "text"
@@ -619,6 +622,7 @@ def runs_show(settings: Any, run_id: str, fmt: str) -> None:
     head, _, rest = text.getvalue().partition("\n")
     if note:  # the first line ends with the run's state
         head = f"{head} — {note}"
+    head = "\n".join([head, *(f"  {line}" for line in retries)])  # its run-level retries
     sys.stdout.write(f"{head}\n{rest}")
     for line in render_run_report(report) if report is not None else ():
         click.echo(line)
@@ -917,6 +921,16 @@ from stageflow.service import cli_stats  # noqa: E402  (after `cli` exists)
 
 cli_stats.attach(cli)
 
+# The monitoring commands (metrics history / current / export, statistics, gates).
+from stageflow.service import cli_monitoring  # noqa: E402  (after `cli` exists)
+
+cli_monitoring.attach(cli)
+
+# The notification commands (notifications list).
+from stageflow.service import cli_notifications  # noqa: E402  (after `cli` exists)
+
+cli_notifications.attach(cli)
+
 # The pipeline commands (pipelines list / versions / show).
 from stageflow.service import cli_pipelines  # noqa: E402  (after `cli` exists)
 
@@ -931,6 +945,11 @@ cli_pools.attach(cli)
 from stageflow.service import cli_schedules  # noqa: E402  (after `cli` exists)
 
 cli_schedules.attach(cli)
+
+# The alert commands (alerts rules add / list / ..., alerts list / ack / resolve).
+from stageflow.service import cli_alerts  # noqa: E402  (after `cli` exists)
+
+cli_alerts.attach(cli)
 
 # The service commands (serve, tokens, audit).
 from stageflow.service import cli_serve  # noqa: E402  (after `cli` exists)

@@ -49,8 +49,8 @@ def attach(cli: click.Group) -> None:
 
 @click.group()
 def schedules() -> None:
-    """Schedules: runs of a saved pipeline fired by cron, an interval, once, an event or
-    another pipeline's runs ending."""
+    """Schedules: runs of a saved pipeline fired by cron, an interval, once, an event,
+    another pipeline's runs ending or a new object under a URL."""
 
 
 def _when(t: float | None) -> str:
@@ -70,6 +70,15 @@ def _print(info: Any, fmt: str) -> None:
         f"catch-up {'on' if info.catchup else 'off'}"
         + (f"   params {json.dumps(info.params, sort_keys=True)}" if info.params else "")
     )
+    if info.object_url is not None:
+        click.echo(f"  object: {info.object_url}   polled every {info.poll_seconds:g}s")
+    if info.run_retries is not None:
+        r = info.run_retries
+        click.echo(
+            f"  run retries: {r['max_retries']}, {r['strategy']}, delay {r['retry_delay']:g}s"
+        )
+    if info.execution_timeout is not None:
+        click.echo(f"  execution timeout: {info.execution_timeout:g}s (then its run is cancelled)")
     if info.upcoming:
         click.echo("  fires next at:")
         for t in info.upcoming:
@@ -114,6 +123,33 @@ def _print(info: Any, fmt: str) -> None:
 @click.option("--priority", type=int, default=0, show_default=True)
 @click.option("--max-active", type=int, default=None, help="Unfinished runs at most.")
 @click.option("--paused", is_flag=True, help="Create it paused.")
+@click.option(
+    "--on-object",
+    default=None,
+    metavar="URL",
+    help="Each new object under an fsspec URL with a glob: 'file:///data/in/*.csv'.",
+)
+@click.option("--poll", default=None, metavar="DURATION", help="With --on-object: 30s (default).")
+@click.option(
+    "--run-retries",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Queue a failed run again, at most N times (wins over the pipeline's run_retries).",
+)
+@click.option(
+    "--retry-strategy",
+    default=None,
+    metavar="STRATEGY",
+    help="fixed (default), linear, exponential or none.",
+)
+@click.option("--retry-delay", default=None, metavar="DURATION", help="30s, 10m: before a retry.")
+@click.option(
+    "--execution-timeout",
+    default=None,
+    metavar="DURATION",
+    help="Cancel a run it fired still unfinished this long after it started: 2h.",
+)
 @click.option("--format", "fmt", type=FORMAT, default="text")
 @click.pass_obj
 def add(
@@ -134,6 +170,12 @@ def add(
     priority: int,
     max_active: int | None,
     paused: bool,
+    on_object: str | None,
+    poll: str | None,
+    run_retries: int | None,
+    retry_strategy: str | None,
+    retry_delay: str | None,
+    execution_timeout: str | None,
     fmt: str,
 ) -> None:
     """Create (or change) schedule NAME firing runs of the saved PIPELINE."""
@@ -162,6 +204,12 @@ def add(
             priority=priority,
             max_active_runs=max_active,
             enabled=not paused,
+            on_object=on_object,
+            poll=poll,
+            run_retries=run_retries,
+            retry_strategy=retry_strategy,
+            retry_delay=retry_delay,
+            execution_timeout=execution_timeout,
         )
     _print(info, fmt)
 

@@ -13,8 +13,10 @@ is the pipeline's name (its ``name`` beside it is a display ``title``);
 ``execution_timeout``, ``pool``, ``priority_weight``, ``trigger_rule``) and its
 ``owner``. Durations are seconds, ``"0:05:00"`` (a printed ``timedelta``),
 ``"5m"``/``"2h"``/``"1h30m"``, ``timedelta(minutes=5)`` or ``{minutes: 5}``.
-``email``/``email_on_failure``/``email_on_retry`` are accepted but send nothing
-(stageflow has no mail): ``seed_notes`` says so, and how to be told instead.
+``email`` with ``email_on_failure`` (true, or left out as in Airflow) becomes an
+``on_failure`` hook ``{email: [...]}``, with ``email_on_retry: true`` an ``on_retry``
+one (``runtime.notify`` sends them over SMTP); ``seed_notes`` says when a flag asks for
+mail but no ``email`` is given.
 ``depends_on_past`` is accepted when false. Operator ``deployment`` (seed 002's
 ``TaskType.DEPLOYMENT``) is ``model_deployment``.
 
@@ -146,9 +148,9 @@ DEFAULT_ARGS: Mapping[str, str] = MappingProxyType(
         "priority_weight": "defaults.priority",
         "trigger_rule": "defaults.trigger_rule",
         "depends_on_past": "(accepted when false)",
-        "email": "(accepted; no mail is sent)",
-        "email_on_failure": "(accepted; no mail is sent)",
-        "email_on_retry": "(accepted; no mail is sent)",
+        "email": "on_failure / on_retry: [{email: ...}]",
+        "email_on_failure": "on_failure: [{email: ...}]",
+        "email_on_retry": "on_retry: [{email: ...}]",
     }
 )
 
@@ -219,7 +221,8 @@ def parse_duration(value: object) -> float | None:
 
 def seed_notes(raw: object) -> list[str]:
     """What a raw pipeline mapping asks for that stageflow accepts but does not do
-    (to show beside a valid result): Airflow's email on failure or retry."""
+    (to show beside a valid result): Airflow's email on failure or retry with no
+    ``email`` to send it to."""
     if not isinstance(raw, dict) or not isinstance(raw.get("default_args"), dict):
         return []
     args = raw["default_args"]
@@ -230,14 +233,11 @@ def seed_notes(raw: object) -> list[str]:
         # Airflow mails on failure by default once `email` is set.
         if args.get(k) is True or (k == "email_on_failure" and email and k not in args)
     ]
-    if not wanted:
+    if not wanted or email:
         return []
-    to = f" to {', '.join(map(str, email)) if isinstance(email, list) else email}" if email else ""
     return [
-        f"default_args.{' and '.join(wanted)}: stageflow sends no email, so no mail goes "
-        f"out{to}; to be told of a failure add a task with `operator: notification` (a "
-        "Slack-compatible webhook), `trigger_rule: one_failed` and the tasks to watch as "
-        "`upstream`"
+        f"default_args.{' and '.join(wanted)}: no mail goes out without default_args.email "
+        "(the addresses); add it, or write `on_failure: [{email: [...]}]`"
     ]
 
 
@@ -379,7 +379,7 @@ def _default_args(out: dict[str, Any]) -> None:
             left[key] = value
             continue
         if key in ("email", "email_on_failure", "email_on_retry"):
-            continue  # accepted; ``seed_notes`` tells the user nothing is mailed
+            continue  # hooks: ``_email_hooks`` below
         if key == "depends_on_past":
             if value:
                 left[key] = value
@@ -407,3 +407,26 @@ def _default_args(out: dict[str, Any]) -> None:
         out["defaults"] = defaults
     if left:
         out["default_args"] = left
+    _email_hooks(out, args, left)
+
+
+def _email_hooks(out: dict[str, Any], args: Mapping[str, Any], left: Mapping[str, Any]) -> None:
+    """Airflow's ``email``/``email_on_failure``/``email_on_retry`` as an ``{email: ...}``
+    channel appended to ``on_failure``/``on_retry`` (on failure by default once
+    ``email`` is set, as in Airflow)."""
+    email = args.get("email")
+    if not email or "email" in left:
+        return
+    channel = {"email": [email] if isinstance(email, str) else list(email)}
+    for hook, flag, default in (
+        ("on_failure", "email_on_failure", True),
+        ("on_retry", "email_on_retry", False),
+    ):
+        if flag in left or not args.get(flag, default):
+            continue
+        hooks = out.get(hook)
+        if hooks is None:
+            out[hook] = [channel]
+        elif isinstance(hooks, list):
+            out[hook] = [*hooks, channel]
+        # else: not a list; validation names it

@@ -27,7 +27,7 @@ from stageflow.spec.aliases import (
     seed_notes,
 )
 from stageflow.spec.messages import readable_error
-from stageflow.spec.models import PRIORITY_NAMES, Pipeline
+from stageflow.spec.models import HOOKS, PRIORITY_NAMES, Pipeline
 from stageflow.spec.suggest import did_you_mean
 from stageflow.spec.validate import structural_problems
 
@@ -317,9 +317,17 @@ def _problems_from_pydantic(exc: ValidationError, raw: dict[str, Any]) -> list[P
             tid = entry.get("id") if isinstance(entry, dict) else None
             task = tid if isinstance(tid, str) else f"#{index + 1}"
             loc = loc[2:]
-        field = ".".join(str(p) for p in loc) or None
+        field = _field_name(loc)
         problems.append(Problem(_message(err, loc, task), task=task, field=field))
     return problems
+
+
+def _field_name(loc: list[Any]) -> str | None:
+    """``a.b.c``; a hook's channel by index as ``on_failure[1].webhook``."""
+    if len(loc) >= 2 and loc[0] in HOOKS and isinstance(loc[1], int):
+        rest = "".join(f".{p}" for p in loc[2:])
+        return f"{loc[0]}[{loc[1]}]{rest}"
+    return ".".join(str(p) for p in loc) or None
 
 
 def _default_args_problems(left: object) -> list[Problem]:

@@ -35,8 +35,10 @@ if TYPE_CHECKING:
     from stageflow.runtime.result import RunResult
 
 __all__ = [
+    "HOOKS",
     "PRIORITY_NAMES",
     "Approval",
+    "Channel",
     "CircuitBreaker",
     "ExceptionName",
     "FailureStrategy",
@@ -44,6 +46,7 @@ __all__ = [
     "Pipeline",
     "Resources",
     "RetryPolicy",
+    "RunRetries",
     "ScheduleEntry",
     "Task",
     "TaskDefaults",
@@ -277,6 +280,7 @@ class Task(BaseModel):
     cache_ttl_seconds: float | None = Field(default=None, gt=0)
     cache_version: str | None = Field(default=None, max_length=200)
     approval: Approval | None = None
+    deadline: Deadline | None = None  # an alert while it runs past it (engine.alerts)
 
     def __init__(
         self, id: str | None = None, fn: Callable[..., Any] | None = None, /, **data: Any
@@ -396,6 +400,167 @@ class ScheduleEntry(BaseModel):
     # (``None``: ``["success"]``; ``failed`` and ``cancelled`` too).
     after: str | None = Field(default=None, max_length=128)
     after_states: list[str] | None = Field(default=None, max_length=3)
+    # For the runs it fires (``engine.run_retry``): a run-level retry policy that wins
+    # over the pipeline's ``run_retries``, and an execution timeout (``2h``).
+    run_retries: int | None = None
+    retry_strategy: str | None = Field(default=None, max_length=32)
+    retry_delay: str | float | None = None
+    execution_timeout: str | float | None = None
+    # Kind object: an fsspec URL with a glob (``file:///data/in/*.csv``); each object
+    # that appears under it fires one run, the URL listed every ``poll`` (default 30s).
+    object: str | None = Field(default=None, max_length=1000)
+    poll: str | float | None = None
+
+
+class RunRetries(BaseModel):
+    """A run-level retry policy (``engine.run_retry``): a run that ends ``failed`` is
+    queued again as a new run, at most ``max_retries`` times, ``retry_delay`` seconds
+    (or ``30s``, ``10m``) after it ended, by ``strategy``: ``fixed``, ``linear``
+    (delay times the attempt), ``exponential`` (doubling) or ``none``."""
+
+    model_config = _STRICT
+
+    strategy: Backoff = "fixed"
+    max_retries: int = Field(default=0, ge=0, le=100)
+    retry_delay: float = Field(default=0.0, ge=0.0, le=7 * 24 * 3600)
+
+    @field_validator("retry_delay", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str):
+            from stageflow.spec.times import parse_duration
+
+            try:
+                return parse_duration(value, "run_retries.retry_delay")
+            except Exception as exc:  # pydantic reports it as the field's error
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _doubles_something(self) -> RunRetries:
+        if self.strategy == "exponential" and self.retry_delay == 0:
+            raise ValueError(
+                "run_retries.retry_delay is 0 with the exponential strategy, which would "
+                "double nothing; give a positive delay (30s) or use strategy fixed"
+            )
+        return self
+
+
+#: The pipeline hooks (``Pipeline.on_failure`` ...): when each notifies its channels.
+HOOKS = ("on_failure", "on_success", "on_retry")
+_SECRET_ONLY = re.compile(r"\$\{secret:[A-Za-z_][A-Za-z0-9_]*\}")
+_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+class Channel(BaseModel):
+    """Where a notification goes (``runtime.notify``): exactly one of ``webhook`` (an
+    http(s) URL: a Slack-compatible JSON post), ``email`` (addresses, sent over SMTP;
+    ``subject`` replaces the message's) or ``command`` (an argv run without a shell,
+    the message as JSON on its stdin). A URL or an address may be a
+    ``${secret:NAME}`` reference: it is resolved only when the message is sent. One
+    shape for pipeline hooks and alert rules."""
+
+    model_config = _STRICT
+
+    webhook: str | None = Field(default=None, min_length=1, max_length=2000)
+    email: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    subject: str | None = Field(default=None, min_length=1, max_length=200)
+    command: list[str] | None = Field(default=None, min_length=1, max_length=100)
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str) -> str:
+        if _SECRET_ONLY.fullmatch(value) or (
+            value.startswith(("http://", "https://")) and not any(c.isspace() for c in value)
+        ):
+            return value
+        raise ValueError(
+            "must be an http:// or https:// URL, or ${secret:NAME} holding one, got "
+            f"{shown_value(value[:8] + '...' if len(value) > 8 else value)}"
+        )
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: Any) -> Any:
+        listed = [value] if isinstance(value, str) else value
+        if isinstance(listed, list):
+            for address in listed:
+                if isinstance(address, str) and not (
+                    _ADDRESS.fullmatch(address) or _SECRET_ONLY.fullmatch(address)
+                ):
+                    raise ValueError(
+                        f"{shown_value(address)} is not an e-mail address (name@host) "
+                        "or ${secret:NAME}"
+                    )
+        return listed
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str]) -> list[str]:
+        if not value[0].strip():
+            raise ValueError("the program (the first item) must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Channel:
+        given = [k for k in ("webhook", "email", "command") if getattr(self, k) is not None]
+        if len(given) != 1:
+            what = " and ".join(given) if given else "none"
+            raise ValueError(
+                f"a channel is exactly one of webhook, email or command; {what} given "
+                "(e.g. {webhook: https://hooks.example.com/...})"
+            )
+        if self.subject is not None and self.email is None:
+            raise ValueError("subject is for an email channel only; remove it")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``webhook``, ``email`` or ``command``."""
+        if self.webhook is not None:
+            return "webhook"
+        return "email" if self.email is not None else "command"
+
+
+class Deadline(BaseModel):
+    """When a run (``deadline:`` on the pipeline) or a task run (on a task) should have
+    ended: exactly one of ``after_seconds`` after it started, or ``at`` a time of day
+    ``"HH:MM"`` (read in ``timezone``: the first at or after the start) or an ISO instant
+    with an offset. Past it, an alert fires while the run is still going, once
+    (``runtime.alerting``), to ``channels`` too. Checked by ``engine.alerts``."""
+
+    model_config = _STRICT
+
+    after_seconds: float | None = None
+    at: str | None = Field(default=None, max_length=64)
+    timezone: str = Field(default="UTC", max_length=64)
+    severity: str = "warning"
+    channels: list[Channel] = Field(default_factory=list, max_length=20)
+
+
+class AlertRuleSpec(BaseModel):
+    """An alert rule in a spec (``alerts:``; seed 003's ``AlertRule``): it watches
+    ``metric`` of the pipeline (or of its ``task``) and opens an alert of ``severity``
+    when ``condition`` holds against ``threshold`` (``below_baseline``: below the mean
+    of the last ``runs`` values minus ``k`` standard deviations), at most once per
+    ``cooldown`` seconds; ``window`` bounds the runs a rate or count reads. Saving the
+    pipeline registers it as ``<pipeline>.<id>``. Checked by ``engine.alerts``."""
+
+    model_config = _STRICT
+
+    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    metric: str = Field(max_length=200)
+    condition: str = "greater_than"
+    threshold: float | str | None = None
+    severity: str = "warning"
+    cooldown: float = 300.0
+    enabled: bool = True
+    description: str = Field(default="", max_length=2000)
+    task: str | None = Field(default=None, max_length=128)
+    window: float | str = 3600.0
+    k: float = 2.0
+    runs: int = 10
+    channels: list[Channel] = Field(default_factory=list, max_length=20)
 
 
 class Pipeline(BaseModel):
@@ -414,11 +579,22 @@ class Pipeline(BaseModel):
     failure_strategy: FailureStrategy = "continue"
     execution_mode: ExecutionMode = "parallel"
     run_timeout_seconds: float | None = Field(default=None, gt=0)
+    # A whole failed run queued again (``engine.run_retry``); a schedule's policy wins.
+    run_retries: RunRetries | None = None
     # When it runs by itself (``runtime.schedule_loop``): ``schedule`` is a cron
     # expression in UTC (seed 002's ``schedule: "0 2 * * *"``), ``schedules`` the full form.
     schedule: str | None = Field(default=None, max_length=200)
     schedules: list[ScheduleEntry] = Field(default_factory=list, max_length=100)
+    # Alerting (``runtime.alerting``): an alert while a run goes past its deadline, and
+    # rules registered with the pipeline when it is saved (``operations.alerts``).
+    deadline: Deadline | None = None
+    alerts: list[AlertRuleSpec] = Field(default_factory=list, max_length=100)
     tasks: list[Task] = Field(default_factory=list)
+    # Hooks (``runtime.notify``): channels told when a run ends failed, ends success,
+    # or a task attempt failed and will be retried.
+    on_failure: list[Channel] = Field(default_factory=list, max_length=20)
+    on_success: list[Channel] = Field(default_factory=list, max_length=20)
+    on_retry: list[Channel] = Field(default_factory=list, max_length=20)
     _source: str | None = PrivateAttr(default=None)  # the file it was loaded from, if any
     # What the spec asks for that is accepted but not done (``spec.aliases.seed_notes``).
     _notes: list[str] = PrivateAttr(default_factory=list)

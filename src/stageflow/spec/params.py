@@ -42,8 +42,9 @@ PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PARAM_DEPTH = 64
 
 _REF = re.compile(r"\$\{params\.(" + PARAM_NAME.pattern + r")\}")
-#: What ``${schedule.KEY}`` may name: the run's data interval and its schedule's name.
-SCHEDULE_KEYS = ("start", "end", "name")
+#: What ``${schedule.KEY}`` may name: the run's data interval and its schedule's name;
+#: ``object``: the URL of the object that fired it (an object schedule's; else empty).
+SCHEDULE_KEYS = ("start", "end", "name", "object")
 _SCHEDULE_REF = re.compile(r"\$\{schedule\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

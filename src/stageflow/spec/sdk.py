@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, overload
 from stageflow.spec.models import (
     Approval,
     CircuitBreaker,
+    Deadline,
     Fallback,
     Resources,
     RetryPolicy,
@@ -68,6 +69,7 @@ class TaskOptions(TypedDict, total=False):
     cache_ttl_seconds: float
     cache_version: str
     approval: Approval | Mapping[str, Any] | bool
+    deadline: Deadline | Mapping[str, Any]
 
 
 #: Every option name ``@task`` takes.

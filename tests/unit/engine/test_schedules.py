@@ -956,14 +956,14 @@ def test_spec_of_takes_an_event_as_a_fourth_timing() -> None:
         spec_of(prefix="schedules[0].")
     assert str(none.value) == (
         "give exactly one of schedules[0].cron or schedules[0].every or schedules[0].at or "
-        "schedules[0].event or schedules[0].after"
+        "schedules[0].event or schedules[0].after or schedules[0].object"
     )
     assert none.value.field == "schedules[0].timing"
     with pytest.raises(UsageError) as two:
         spec_of(every="1h", event="pushed")
     assert str(two.value) == (
-        "give exactly one of --cron or --every or --at or --on-event or --after "
-        "(got --every, --on-event)"
+        "give exactly one of --cron or --every or --at or --on-event or --after or "
+        "--on-object (got --every, --on-event)"
     )
 
 

@@ -40,7 +40,7 @@ def test_each_duty_runs_after_each_pass_and_a_failing_one_stops_nothing(
     ]
     try:
         loop = ScheduleLoop(settings, store, duties=duties)
-        with caplog.at_level(logging.WARNING, logger="stageflow.runtime.schedule_loop"):
+        with caplog.at_level(logging.WARNING, logger="stageflow.runtime.duties"):
             loop.run_pass(100.0)
             loop.run_pass(101.0)
     finally:

@@ -43,12 +43,9 @@ def test_the_seed_002_pipeline_definition_loads_into_the_canonical_model() -> No
     assert p.retry_of(deploy) == RetryPolicy()  # its own `retry_policy: {}` wins
     assert p.timeout_of(p.task("train_model")) == 7200
     assert p.retry_of(p.task("ingest_data")) == RetryPolicy(max_retries=3, delay_seconds=300)
-    assert p._notes == [
-        "default_args.email_on_failure: stageflow sends no email, so no mail goes out to "
-        "ml-alerts@company.com; to be told of a failure add a task with `operator: "
-        "notification` (a Slack-compatible webhook), `trigger_rule: one_failed` and the "
-        "tasks to watch as `upstream`"
-    ]
+    assert p._notes == []
+    assert [c.email for c in p.on_failure] == [["ml-alerts@company.com"]]
+    assert p.on_retry == []  # email_on_retry: False
 
 
 # -- pipeline_id ------------------------------------------------------------------------
@@ -316,37 +313,54 @@ def test_every_unmappable_default_arg_is_reported_at_once() -> None:
     ]
 
 
-# -- email: accepted, and the user is told nothing is sent -------------------------------
+# -- email: on_failure / on_retry hooks, and a note when no address is given ------------
 
 
 @pytest.mark.parametrize(
-    ("args", "noted"),
+    ("args", "failure", "retry", "noted"),
     [
-        pytest.param({"email_on_failure": True}, "default_args.email_on_failure:", id="failure"),
+        pytest.param(
+            {"email_on_failure": True}, [], [], "default_args.email_on_failure:", id="no-address"
+        ),
         pytest.param(
             {"email": "a@b.c", "email_on_failure": True, "email_on_retry": True},
-            "default_args.email_on_failure and email_on_retry: stageflow sends no email, so "
-            "no mail goes out to a@b.c;",
+            [["a@b.c"]],
+            [["a@b.c"]],
+            None,
             id="both",
         ),
         pytest.param(
             {"email": ["a@b.c", "d@e.f"]},
-            "no mail goes out to a@b.c, d@e.f;",
+            [["a@b.c", "d@e.f"]],
+            [],
+            None,
             id="airflow-default-is-on",
         ),
-        pytest.param({"email": "a@b.c", "email_on_failure": False}, None, id="off"),
-        pytest.param({"retries": 1}, None, id="no-email"),
+        pytest.param({"email": "a@b.c", "email_on_failure": False}, [], [], None, id="off"),
+        pytest.param({"retries": 1}, [], [], None, id="no-email"),
     ],
 )
-def test_email_is_accepted_with_a_note(args: dict[str, Any], noted: str | None) -> None:
+def test_email_becomes_hooks(
+    args: dict[str, Any], failure: list[list[str]], retry: list[list[str]], noted: str | None
+) -> None:
     p = load(name="p", default_args=args)
     assert p.owner is None and p.title is None
+    assert [c.email for c in p.on_failure] == failure
+    assert [c.email for c in p.on_retry] == retry
     if noted is None:
         assert p._notes == []
     else:
         [note] = p._notes
-        assert noted in note
-        assert "`operator: notification`" in note and "`trigger_rule: one_failed`" in note
+        assert noted in note and "default_args.email" in note
+
+
+def test_email_hook_is_added_to_the_hooks_given() -> None:
+    p = load(
+        name="p",
+        default_args={"email": "a@b.c"},
+        on_failure=[{"webhook": "https://hooks.example.com/x"}],
+    )
+    assert [c.kind for c in p.on_failure] == ["webhook", "email"]
 
 
 def test_seed_notes_of_what_is_not_a_pipeline_mapping() -> None:

@@ -173,7 +173,7 @@ def test_an_unknown_schedule_value_is_a_problem_naming_the_known_ones() -> None:
             "a",
             "parameters.command",
             "refers to ${schedule.day}; a run's schedule values are ${schedule.start}, "
-            "${schedule.end}, ${schedule.name}",
+            "${schedule.end}, ${schedule.name}, ${schedule.object}",
         )
     ]
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from conftest import Backend
 
 STAGEFLOW_TABLES = [
+    "alert_rules",
+    "alerts",
     "api_tokens",
     "artifact_links",
     "attempts",
@@ -23,12 +25,16 @@ STAGEFLOW_TABLES = [
     "circuits",
     "control_requests",
     "event_batches",
+    "metric_samples",
+    "notifications",
     "outputs",
     "pipelines",
     "pool_slots",
     "pools",
     "run_records",
+    "run_retries",
     "runs",
+    "schedule_objects",
     "schedule_runs",
     "schedules",
     "stageflow_schema",
@@ -132,14 +138,15 @@ def test_the_queue_is_read_through_its_partial_index(backend: Backend) -> None:
     try:
         sql = _statements(store.dialect)
         if store.dialect is SQLITE:
-            plan = backend.query("EXPLAIN QUERY PLAN " + sql.claim_next_sqlite, (0.0, "[]"))
+            plan = backend.query("EXPLAIN QUERY PLAN " + sql.claim_next_sqlite, (0.0, 0.0, "[]"))
             assert any("runs_in_queue" in str(row) for row in plan), plan
         else:
             with backend.raw() as conn:
                 cur = conn.cursor()
                 cur.execute("SET enable_seqscan = off")  # a tiny table: ask whether it CAN
                 cur.execute(
-                    "EXPLAIN " + sql.claim_next_pg.replace("FOR UPDATE SKIP LOCKED", ""), (0.0, [])
+                    "EXPLAIN " + sql.claim_next_pg.replace("FOR UPDATE SKIP LOCKED", ""),
+                    (0.0, 0.0, []),
                 )
                 plan = [row[0] for row in cur.fetchall()]
             assert any("runs_in_queue" in line for line in plan), plan

@@ -14,7 +14,7 @@ import pytest
 from stageflow.errors import RunIdTaken, RunNotFound, StoreError, TickTaken
 from stageflow.runtime.store import Batch, PipelineRecord, RunRecord, RunUpdate, SqlStore
 from stageflow.runtime.store import migrations as migrations_module
-from stageflow.runtime.store.base import ScheduleRecord
+from stageflow.runtime.store.base import ScheduleRecord, TickRun
 from stageflow.runtime.store.migrations import LATEST_VERSION, MIGRATIONS
 
 if TYPE_CHECKING:
@@ -460,3 +460,51 @@ def test_a_version_12_store_is_migrated_to_13_with_empty_schedule_tables(
         assert store.schedule_runs("nightly") == [(100.0, "r2")]
     assert {"schedules", "schedule_runs"} <= set(backend.tables())
     assert backend.query("SELECT version FROM stageflow_schema") == [(LATEST_VERSION,)]
+
+
+# -- many ticks at once (a scheduler's pass) --------------------------------------------------
+
+
+def tick_run(run_id: str, name: str, at: float, next_at: float | None) -> TickRun:
+    version = PipelineRecord("churn", "v1", '{"name": "churn"}', 50.0)
+    run = replace(make_run(run_id, created_at=at), triggered_by=f"schedule:{name}")
+    return TickRun(run, ("a", "b"), version, (name, at, at - 100.0), next_at)
+
+
+def test_create_tick_runs_writes_each_run_its_tick_and_moves_its_schedule(
+    store: SqlStore,
+) -> None:
+    for name in ("nightly", "hourly"):
+        store.put_schedule(make_schedule(name, next_at=100.0))
+    store.create_run(make_run("old"), ["a"], tick=("hourly", 200.0))  # fired by another
+    store.create_run(make_run("dup"), ["a"])  # an id drawn already
+    outcomes = store.create_tick_runs(
+        [
+            tick_run("n1", "nightly", 100.0, 200.0),
+            tick_run("n2", "nightly", 200.0, 300.0),  # a second tick of one schedule
+            tick_run("h1", "hourly", 200.0, 300.0),
+            tick_run("dup", "hourly", 300.0, 400.0),
+        ]
+    )
+    assert outcomes == ["created", "created", "taken", "id_taken"]
+    assert store.schedule_runs("nightly", 10) == [(200.0, "n2"), (100.0, "n1")]
+    assert store.tick_of_run("n1") == ("nightly", 100.0, 0.0)
+    assert [t.task_id for t in store.task_runs("n2")] == ["a", "b"]
+    with pytest.raises(RunNotFound):
+        store.get_run("h1")  # its tick was taken: its row was taken back
+    assert store.schedule_runs("hourly", 10) == [(200.0, "old")]  # 300: its id, drawn again
+    nightly, hourly = read(store, "nightly"), read(store, "hourly")
+    assert (nightly.last_tick, nightly.next_at) == (200.0, 300.0)
+    assert (hourly.last_tick, hourly.next_at) == (200.0, 300.0)  # the taken tick moves it
+    assert store.get_pipeline("churn", "v1").spec_json == '{"name": "churn"}'
+
+
+def test_next_fire_after_is_the_soonest_enabled_future_fire_time(store: SqlStore) -> None:
+    assert store.next_fire_after(0.0) is None
+    store.put_schedule(make_schedule("a", next_at=300.0))
+    store.put_schedule(make_schedule("b", next_at=200.0, enabled=False))
+    store.put_schedule(make_schedule("c", next_at=100.0))  # due (held back): not after 150
+    store.put_schedule(make_schedule("d", next_at=None))  # never again
+    assert store.next_fire_after(50.0) == 100.0
+    assert store.next_fire_after(150.0) == 300.0
+    assert store.next_fire_after(300.0) is None

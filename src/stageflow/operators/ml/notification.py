@@ -67,7 +67,14 @@ from stageflow.operators.metadata import record
 from stageflow.spec.models import Pipeline, Task
 from stageflow.spec.suggest import did_you_mean
 
-__all__ = ["Notification", "NotificationParams", "render", "template_problems"]
+__all__ = [
+    "Notification",
+    "NotificationParams",
+    "PostFailed",
+    "post_json",
+    "render",
+    "template_problems",
+]
 
 # The fields that hold one value, with a sample of its type (to check format specs).
 _SCALARS: dict[str, Any] = {
@@ -141,29 +148,47 @@ class Notification(Operator):
         if params.format == "json":
             payload.update(run_id=ctx.run_id, task_id=ctx.task_id, attempt=ctx.attempt)
         shown = _where(url)
-        request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
-            url,
-            data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json", "User-Agent": "stageflow"},
-            method="POST",
-        )
         try:
-            with urllib.request.urlopen(request, timeout=params.timeout_seconds) as response:  # noqa: S310
-                status = int(response.status)
-        except urllib.error.HTTPError as exc:
-            return _failed(params, f"{shown} answered HTTP {exc.code} {exc.reason}", text, ctx)
-        except urllib.error.URLError as exc:
-            return _failed(params, f"cannot reach {shown}: {exc.reason}", text, ctx)
-        except TimeoutError:
-            return _failed(
-                params, f"{shown} did not answer within {params.timeout_seconds:g}s", text, ctx
-            )
+            status = post_json(url, payload, params.timeout_seconds)
+        except PostFailed as exc:
+            return _failed(params, str(exc), text, ctx)
         record(ctx, metrics={"sent": 1}, info={"webhook": shown})
         print(f"posted to {shown} (HTTP {status}): {text}")
         return {"sent": True, "status": status, "text": text}
 
 
 OPERATOR = Notification
+
+
+class PostFailed(Exception):
+    """A webhook post that failed; the message shows the URL as its scheme and host."""
+
+
+def post_json(url: str, payload: Mapping[str, Any], timeout: float) -> int:
+    """POST ``payload`` as JSON to the http(s) ``url``; its HTTP status. ``PostFailed``
+    says why it was not taken (an HTTP error, unreachable, no answer in ``timeout``),
+    never with the URL's path or query (they are its credentials). Also what
+    ``runtime.notify`` sends a webhook channel with."""
+    shown = _where(url)
+    if not url.startswith(("http://", "https://")):
+        raise PostFailed(f"{shown}: a webhook URL must start with http:// or https://")
+    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": "stageflow"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        raise PostFailed(f"{shown} answered HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise PostFailed(f"cannot reach {shown}: {exc.reason}") from None
+    except (TimeoutError, OSError) as exc:
+        if isinstance(exc, TimeoutError):
+            raise PostFailed(f"{shown} did not answer within {timeout:g}s") from None
+        raise PostFailed(f"cannot reach {shown}: {exc.strerror or exc}") from None
 
 
 def render(template: str, ctx: TaskContext, inputs: Mapping[str, Any]) -> str:

@@ -211,7 +211,7 @@ class _Slot:
             except (BrokenPipeError, OSError):
                 return _failed(job, started, _death(proc))
             assert proc.pid is not None  # started
-            sampler = TreeSampler(proc.pid)
+            sampler = TreeSampler(proc.pid, _labels(job))
             outcome = self.watch(job, proc, conn, sampler)
             if outcome == "done":
                 try:
@@ -296,6 +296,16 @@ def _kill_tree(pid: int) -> None:
                 os.killpg(child.pid, signal.SIGKILL)
             else:
                 child.kill()
+
+
+def _labels(job: Job) -> dict[str, str]:
+    """What the monitor labels this attempt's process tree with (``live_trees``)."""
+    return {
+        "pipeline": job.pipeline,
+        "run_id": job.run_id,
+        "task_id": job.task_id,
+        "attempt": str(job.attempt),
+    }
 
 
 def _death(proc: BaseProcess) -> str:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # the engine (and pydantic with it) is not loaded by `stagefl
 
 __all__ = [
     "Activity",
+    "AlertRecord",
+    "AlertRuleRecord",
     "AttemptRecord",
     "AuditEntry",
     "Batch",
@@ -40,10 +42,13 @@ __all__ = [
     "EventRecord",
     "Fence",
     "Histogram",
+    "MetricSample",
+    "NotificationRecord",
     "OutputRef",
     "PipelineRecord",
     "PoolHolding",
     "PoolRecord",
+    "RetryLink",
     "RunRecord",
     "RunUpdate",
     "ScheduleRecord",
@@ -328,6 +333,35 @@ Tick = tuple[str, float] | tuple[str, float, float]
 
 
 @dataclass(frozen=True, slots=True)
+class RetryLink:
+    """A retry run's place in its chain (schema 17; ``engine.run_retry``): the failed
+    run it retries (one retry per failed run), the chain's first run, its attempt
+    number (the first run is attempt 1) and when it is due (the queue skips it until)."""
+
+    retry_of: str
+    first_run_id: str
+    attempt: int
+    due_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TickRun:
+    """One tick's run for ``Store.create_tick_runs``: the queued run, its task ids, its
+    pipeline version, the tick (schedule, logical time, data interval start), and when
+    the schedule fires after it (``None``: never again)."""
+
+    run: RunRecord
+    task_ids: tuple[str, ...]
+    pipeline: PipelineRecord
+    tick: tuple[str, float, float]
+    next_at: float | None
+
+
+#: What ``Store.create_tick_runs`` did with one ``TickRun``.
+TickOutcome = Literal["created", "taken", "id_taken"]
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleRecord:
     """A schedule as stored (schema 13): what it fires (a saved pipeline, by name: its
     latest version when it fires), when (``spec``: ``engine.schedules.ScheduleSpec``'s
@@ -350,6 +384,37 @@ class ScheduleRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class NotificationRecord:
+    """One delivery of a notification to one channel (schema 14, ``runtime.notify``):
+    recorded once per (``key``, ``channel_index``); ``state`` ``pending`` (due at
+    ``next_try_at``), ``sending`` (claimed until ``claimed_until``: a claimer that
+    died leaves it due again then), ``delivered`` or ``failed`` (after its last try).
+    ``target`` is the channel as it may be shown (a webhook's scheme and host, a
+    secret's name); ``channel`` and ``message`` (JSON objects) are what is sent, with
+    every ``${secret:NAME}`` unresolved."""
+
+    id: int
+    key: str
+    channel_index: int
+    created_at: float
+    kind: str
+    pipeline: str | None
+    run_id: str | None
+    task: str | None
+    owner: str | None
+    channel_kind: str
+    target: str
+    channel: dict[str, Any]
+    message: dict[str, Any]
+    state: str = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    next_try_at: float | None = None
+    claimed_until: float | None = None
+    delivered_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerRecord:
     """A worker as recorded (schema 12): its lease owner name, where it runs, its
     capacity (``cpu``, ``memory_gb``, ``gpu``, custom resources) and how many runs
@@ -362,6 +427,18 @@ class WorkerRecord:
     heartbeat_at: float
     capacity: dict[str, float]
     concurrency: int
+
+
+class MetricSample(NamedTuple):
+    """One sample of a gauge (schema 16; ``runtime.monitor``): its name, the start of
+    its sampling slot, its value, the host it describes (``''``: the store's own
+    gauges) and its labels."""
+
+    name: str
+    at: float
+    value: float
+    host: str = ""
+    labels: dict[str, str] = {}  # never mutated: a NamedTuple default
 
 
 class Histogram(NamedTuple):
@@ -389,6 +466,58 @@ class AuditEntry:
     client: str | None = None
     detail: str | None = None
     entry_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRuleRecord:
+    """An alert rule (schema 15; ``engine.alerts``): ``threshold`` a number, a text or
+    ``None`` (``below_baseline``); ``source`` is ``spec`` (registered with a saved
+    pipeline) or ``user`` (added by hand); ``channels`` as the spec writes them."""
+
+    rule_id: str
+    pipeline: str | None
+    task: str | None
+    metric: str
+    condition: str
+    threshold: float | str | None
+    severity: str
+    cooldown_seconds: float
+    window_seconds: float
+    k: float
+    runs: int
+    enabled: bool
+    description: str
+    channels: list[dict[str, Any]]
+    owner: str | None
+    source: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One alert (schema 15): of ``rule_id`` (``deadline`` for a deadline's) for
+    ``subject`` (``pipeline:P``, ``task:P.T``, ``host:H``, ``run:ID``, ``task-run:ID.T``);
+    ``dedup_key`` makes a deadline's alert once per run (task run) for ever."""
+
+    alert_id: str
+    rule_id: str
+    subject: str
+    state: str  # open | acknowledged | resolved
+    severity: str
+    message: str
+    opened_at: float
+    value: float | str | None = None
+    pipeline: str | None = None
+    run_id: str | None = None
+    task: str | None = None
+    owner: str | None = None
+    channels: list[dict[str, Any]] = field(default_factory=list)
+    dedup_key: str | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: float | None = None
+    resolved_by: str | None = None
+    resolved_at: float | None = None
 
 
 class Activity(NamedTuple):
@@ -447,11 +576,24 @@ class Store(Protocol):
         *,
         pipeline: PipelineRecord | None = None,
         tick: Tick | None = None,
+        retry: RetryLink | None = None,
+        schedule_object: tuple[str, str] | None = None,
     ) -> None:
         """Insert the run and one ``pending`` task run per id, and ``pipeline``'s version
         if absent (as ``save_pipeline``), in one transaction; ``tick``: (schedule,
-        logical time) that fires it, recorded with it. Raises ``RunIdTaken`` when the
-        run id exists, ``TickTaken`` when the tick made a run already (nothing written)."""
+        logical time) that fires it, recorded with it; ``retry``: the failed run it
+        retries (the queue skips it until ``retry.due_at``); ``schedule_object``:
+        (schedule, object key) of an object schedule that fires it. Raises ``RunIdTaken``
+        when the run id exists, ``TickTaken`` when the tick or object made a run already,
+        ``RetryTaken`` when the failed run has its retry already (nothing written)."""
+
+    def create_tick_runs(self, items: Sequence[TickRun]) -> list[TickOutcome]:
+        """Create each item's run as ``create_run(tick=...)`` does and move its
+        schedule on to the tick (``advance_schedule``), all in one transaction (a
+        scheduler's pass fires thousands of ticks at once). Per item, in order:
+        ``created``; ``taken`` (another scheduler fired the tick first: no run, the
+        schedule still moves on); or ``id_taken`` (its run id exists: nothing written for
+        it, the schedule stays; draw another id and try again)."""
 
     def commit(self, batch: Batch) -> None:
         """Apply a whole batch in one transaction (upserts for rows, inserts for events).
@@ -507,6 +649,9 @@ class Store(Protocol):
 
     def list_runs(self, *, limit: int = 100, pipeline: str | None = None) -> list[RunRecord]:
         """Newest first (by created_at, then run_id)."""
+
+    def started_runs(self) -> list[RunRecord]:
+        """The running and paused runs, oldest start first."""
 
     def query_runs(
         self,
@@ -658,6 +803,9 @@ class Store(Protocol):
     def due_schedules(self, now: float) -> list[ScheduleRecord]:
         """The enabled schedules whose next fire time is at ``now`` or before."""
 
+    def next_fire_after(self, now: float) -> float | None:
+        """The soonest next fire time of an enabled schedule after ``now``; ``None``: none."""
+
     def advance_schedule(self, name: str, tick: float, next_at: float | None) -> bool:
         """Move ``last_tick`` on to ``tick`` and the next fire time to ``next_at``, unless
         ``last_tick`` is there or beyond already."""
@@ -681,6 +829,69 @@ class Store(Protocol):
         """The runs of ``pipeline`` that ended in one of ``states`` (end states: at most
         three) strictly after ``after``: (run id, ended at), oldest end first, at most
         ``limit`` (what an ``after`` schedule fires on)."""
+
+    def retry_link(self, run_id: str) -> RetryLink | None:
+        """Run ``run_id``'s place in a retry chain; ``None`` when it retries no run."""
+
+    def retried_by(self, run_id: str) -> tuple[str, float] | None:
+        """The run that retries ``run_id`` and when it is due; ``None``: none (yet)."""
+
+    def failed_unretried(self, since: float, limit: int) -> list[RunRecord]:
+        """Runs that ended ``failed`` after ``since`` and have no retry: oldest end first."""
+
+    def started_schedule_runs(self) -> list[tuple[str, RunRecord]]:
+        """(schedule, run) for every started, unfinished run (running, paused) that a
+        schedule made (a tick or an object)."""
+
+    def seen_objects(self, schedule: str) -> set[str]:
+        """The object keys schedule ``schedule`` has recorded."""
+
+    def record_objects(self, schedule: str, keys: Sequence[str], now: float) -> None:
+        """Record ``keys`` as seen without a run (present when the schedule began)."""
+
+    def object_of_run(self, run_id: str) -> tuple[str, str] | None:
+        """(schedule, object URL) of the object that fired run ``run_id``; ``None``: none."""
+
+    def add_notifications(self, rows: Sequence[NotificationRecord]) -> list[int]:
+        """Record each delivery in ONE transaction unless its (key, channel index) is
+        recorded already; return the ids of those recorded now (``id`` is ignored)."""
+
+    def due_notifications(self, now: float, limit: int = 100) -> list[int]:
+        """The deliveries due at ``now``: pending ones whose try is due, and claimed
+        ones whose claim has run out (their claimer died); soonest first."""
+
+    def claim_notification(
+        self, notification_id: int, now: float, until: float
+    ) -> NotificationRecord | None:
+        """Claim the delivery if it is due at ``now`` (compare-and-set: of any number of
+        claimers exactly one wins) until ``until``, counting one more attempt; the row
+        as claimed, or ``None`` when it was not due or another claimer won."""
+
+    def finish_notification(
+        self,
+        notification_id: int,
+        attempts: int,
+        *,
+        state: str,
+        error: str | None,
+        next_try_at: float | None,
+        now: float,
+    ) -> bool:
+        """End the claimed attempt number ``attempts``: ``delivered``, ``failed``, or
+        ``pending`` again (due at ``next_try_at``); False when the claim was lost
+        meanwhile (another claimer took it over: nothing is written)."""
+
+    def notifications(
+        self,
+        *,
+        run_id: str | None = None,
+        state: str | None = None,
+        owner: str | None = None,
+        any_owner: bool = True,
+        limit: int = 100,
+    ) -> list[NotificationRecord]:
+        """The deliveries matching every filter given, newest first (``any_owner``
+        false: only those of ``owner``, ``None`` included)."""
 
     def register_worker(self, worker: WorkerRecord) -> None:
         """Record ``worker`` (or replace the record of the same owner)."""
@@ -713,6 +924,26 @@ class Store(Protocol):
 
     def claim_latencies(self, bounds: Sequence[float]) -> list[Histogram]:
         """Started runs' seconds from submission to start, by (pipeline,)."""
+
+    def add_samples(self, samples: Sequence[MetricSample]) -> int:
+        """Insert ``samples``, keeping one already stored under the same (name, at,
+        host, labels); how many were new."""
+
+    def metric_samples(
+        self, names: Sequence[str], since: float, until: float, limit: int = 1_000_000
+    ) -> list[MetricSample]:
+        """The samples of ``names`` (every name when empty) with ``since <= at <=
+        until``, by time, then name, host and labels; at most ``limit``."""
+
+    def latest_samples(self, since: float) -> list[MetricSample]:
+        """The newest sample of each series (name, host, labels) sampled at or after
+        ``since``, by name, host and labels."""
+
+    def delete_samples_before(self, before: float) -> int:
+        """Delete the samples with ``at < before``; how many went."""
+
+    def sample_names(self) -> list[str]:
+        """The names that have samples, sorted."""
 
     def add_token(self, token: TokenRecord) -> None:
         """Store a new token; the driver's integrity error when its id or name exists."""
@@ -748,5 +979,48 @@ class Store(Protocol):
 
     def requests(self, run_id: str, after: int = 0) -> list[ControlRequest]:
         """The run's control requests with ``request_id > after``, oldest first."""
+
+    def put_alert_rule(self, rule: AlertRuleRecord) -> None:
+        """Insert or replace the rule ``rule.rule_id`` (its creation time stays)."""
+
+    def get_alert_rule(self, rule_id: str) -> AlertRuleRecord | None: ...
+
+    def alert_rules(
+        self, *, enabled_only: bool = False, pipeline: str | None = None
+    ) -> list[AlertRuleRecord]:
+        """By rule id; only ``pipeline``'s when given."""
+
+    def delete_alert_rule(self, rule_id: str) -> bool: ...
+
+    def set_alert_rule_enabled(self, rule_id: str, enabled: bool, now: float) -> bool: ...
+
+    def open_alert(self, alert: AlertRecord) -> bool:
+        """Insert ``alert`` (state open) unless its rule has an active one for its subject
+        or its ``dedup_key`` is taken: one insert, so of racing processes exactly one
+        opens it. Whether this call did."""
+
+    def active_alert(self, rule_id: str, subject: str) -> AlertRecord | None:
+        """The rule's open or acknowledged alert for ``subject``, if any."""
+
+    def last_alert_opened(self, rule_id: str, subject: str) -> float | None:
+        """When the rule's latest alert for ``subject`` (any state) opened."""
+
+    def get_alert(self, alert_id: str) -> AlertRecord | None: ...
+
+    def alerts(
+        self,
+        *,
+        state: str | None = None,
+        severity: str | None = None,
+        rule_id: str | None = None,
+        limit: int = 100,
+    ) -> list[AlertRecord]:
+        """Newest opened first, filtered by each argument given."""
+
+    def move_alert(
+        self, alert_id: str, from_state: str, to_state: str, *, by: str, now: float
+    ) -> bool:
+        """Compare-and-set ``from_state`` -> ``to_state`` (acknowledged: records who and
+        when; resolved: likewise); false when the alert was not in ``from_state``."""
 
     def close(self, *, wait: bool = True) -> None: ...

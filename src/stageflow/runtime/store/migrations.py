@@ -374,6 +374,133 @@ MIGRATIONS: list[Migration] = [
         )""",
         "CREATE INDEX schedule_runs_by_run_id ON schedule_runs (run_id)",
     ),
+    _for_both(
+        14,
+        "notifications: one delivery per (key, channel index), its state and tries",
+        """CREATE TABLE notifications (
+            id {id},
+            key TEXT NOT NULL,
+            channel_index INTEGER NOT NULL,
+            created_at {real} NOT NULL,
+            kind TEXT NOT NULL,
+            pipeline TEXT,
+            run_id TEXT,
+            task TEXT,
+            owner TEXT,
+            channel_kind TEXT NOT NULL,
+            target TEXT NOT NULL,
+            channel_json TEXT NOT NULL,
+            message_json TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'delivered', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            next_try_at {real},
+            claimed_until {real},
+            delivered_at {real},
+            UNIQUE (key, channel_index)
+        )""",
+        "CREATE INDEX notifications_due ON notifications (next_try_at) "
+        "WHERE state IN ('pending', 'sending')",
+        "CREATE INDEX notifications_by_run_id ON notifications (run_id, id)",
+    ),
+    _for_both(
+        15,
+        "alert rules, and alerts: open -> acknowledged -> resolved; one active alert per "
+        "(rule, subject), one per deadline key",
+        """CREATE TABLE alert_rules (
+            rule_id TEXT PRIMARY KEY,
+            pipeline TEXT,
+            task TEXT,
+            metric TEXT NOT NULL,
+            condition TEXT NOT NULL,
+            threshold_json TEXT NOT NULL,
+            severity TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+            cooldown_seconds {real} NOT NULL,
+            window_seconds {real} NOT NULL,
+            k {real} NOT NULL,
+            runs INTEGER NOT NULL,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            description TEXT NOT NULL,
+            channels_json TEXT NOT NULL,
+            owner TEXT,
+            source TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            updated_at {real} NOT NULL
+        )""",
+        """CREATE TABLE alerts (
+            alert_id TEXT PRIMARY KEY,
+            rule_id TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            dedup_key TEXT UNIQUE,
+            state TEXT NOT NULL CHECK (state IN ('open', 'acknowledged', 'resolved')),
+            severity TEXT NOT NULL,
+            message TEXT NOT NULL,
+            value_json TEXT,
+            pipeline TEXT,
+            run_id TEXT,
+            task TEXT,
+            owner TEXT,
+            channels_json TEXT NOT NULL,
+            opened_at {real} NOT NULL,
+            acknowledged_by TEXT,
+            acknowledged_at {real},
+            resolved_by TEXT,
+            resolved_at {real}
+        )""",
+        # Of processes evaluating one rule at once, one opens its alert for a subject.
+        "CREATE UNIQUE INDEX alerts_one_active ON alerts (rule_id, subject) "
+        "WHERE state <> 'resolved'",
+        "CREATE INDEX alerts_by_opened_at ON alerts (opened_at, alert_id)",
+        "CREATE INDEX alerts_by_rule ON alerts (rule_id, subject, opened_at)",
+    ),
+    _for_both(
+        16,
+        "metric samples: host and store gauges over time, one per (name, host, labels, "
+        "slot) (runtime/monitor.py)",
+        # host '' for the store's gauges (one series for the whole store); ``at`` is
+        # the sampling slot's start, so processes sampling the same slot meet the key.
+        """CREATE TABLE metric_samples (
+            name TEXT NOT NULL,
+            at {real} NOT NULL,
+            host TEXT NOT NULL DEFAULT '',
+            labels_json TEXT NOT NULL,
+            value {real} NOT NULL,
+            PRIMARY KEY (name, at, host, labels_json)
+        )""",
+        "CREATE INDEX metric_samples_by_at ON metric_samples (at)",
+    ),
+    _for_both(
+        17,
+        "runs: a not-before time (the queue skips a run until it); run retries (one per "
+        "failed run: retry_of is unique); the objects an object schedule has seen",
+        "ALTER TABLE runs ADD COLUMN not_before {real}",
+        # One row per retry run: the failed run it retries (unique: of any number of
+        # processes seeing the failure, one creates the retry), the first run of the
+        # chain, its attempt number (the first run is attempt 1) and when it is due.
+        """CREATE TABLE run_retries (
+            run_id TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+            retry_of TEXT NOT NULL UNIQUE REFERENCES runs (run_id) ON DELETE CASCADE,
+            first_run_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            due_at {real} NOT NULL,
+            created_at {real} NOT NULL
+        )""",
+        # The retry duty reads the failed runs by end time each second: a partial index.
+        "CREATE INDEX runs_failed_by_ended_at ON runs (ended_at) WHERE state = 'failed'",
+        # The time-out duty reads the started runs each second: a partial index.
+        "CREATE INDEX runs_started ON runs (started_at) WHERE state IN ('running', 'paused')",
+        # An object schedule's objects (path and modification time or etag): one row per
+        # (schedule, object), written with the run it fires (run_id NULL: present when
+        # the schedule was created, never fired).
+        """CREATE TABLE schedule_objects (
+            schedule TEXT NOT NULL,
+            object_key TEXT NOT NULL,
+            run_id TEXT REFERENCES runs (run_id) ON DELETE SET NULL,
+            seen_at {real} NOT NULL,
+            PRIMARY KEY (schedule, object_key)
+        )""",
+        "CREATE INDEX schedule_objects_by_run_id ON schedule_objects (run_id)",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

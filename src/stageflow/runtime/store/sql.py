@@ -75,6 +75,7 @@ from stageflow.runtime.store.base import (
     PipelineRecord,
     PoolHolding,
     PoolRecord,
+    RetryLink,
     RunRecord,
     TaskRunRecord,
     TaskRunStat,
@@ -83,7 +84,11 @@ from stageflow.runtime.store.base import (
 )
 from stageflow.runtime.store.dialect import Connection, Cursor, Dialect
 from stageflow.runtime.store.sql_access import AccessTables
+from stageflow.runtime.store.sql_alerts import AlertTables
 from stageflow.runtime.store.sql_metrics import MetricsTables
+from stageflow.runtime.store.sql_notifications import NotificationTables
+from stageflow.runtime.store.sql_run_retries import RunRetryTables
+from stageflow.runtime.store.sql_samples import SampleTables
 from stageflow.runtime.store.sql_schedules import ScheduleTables
 
 if TYPE_CHECKING:
@@ -92,7 +97,15 @@ if TYPE_CHECKING:
 __all__ = ["SqlStore"]
 
 
-class SqlStore(AccessTables, MetricsTables, ScheduleTables):
+class SqlStore(
+    AlertTables,
+    AccessTables,
+    MetricsTables,
+    NotificationTables,
+    SampleTables,
+    ScheduleTables,
+    RunRetryTables,
+):
     """The ``Store`` on an open DB-API connection; see the module docstring.
 
     ``url`` is the store's URL with any password masked: safe to print.
@@ -177,16 +190,67 @@ class SqlStore(AccessTables, MetricsTables, ScheduleTables):
         *,
         pipeline: PipelineRecord | None = None,
         tick: Tick | None = None,
+        retry: RetryLink | None = None,
+        schedule_object: tuple[str, str] | None = None,
     ) -> None:
         """Insert the run and one ``pending`` task run per id (seq = index), and
         ``pipeline``'s version if absent (as ``save_pipeline``), in one transaction.
 
-        ``tick``: (schedule, logical time) that fires the run, recorded with it.
+        ``tick``: (schedule, logical time) that fires the run, recorded with it;
+        ``retry``: the failed run it retries, ``schedule_object``: the object that fires
+        it (``RunRetryTables``: ``RetryTaken``/``TickTaken`` when taken already).
 
         Raises ``RunIdTaken`` when the run_id exists and ``TickTaken`` when the tick
         made a run already (nothing is written either way), the driver's integrity
         error when a task id repeats.
         """
+        with self._transaction() as cur:
+            self._insert_run(
+                cur,
+                run,
+                task_ids,
+                pipeline=pipeline,
+                tick=tick,
+                retry=retry,
+                schedule_object=schedule_object,
+            )
+
+    def _insert_run(
+        self,
+        cur: Cursor,
+        run: RunRecord,
+        task_ids: Sequence[str],
+        *,
+        pipeline: PipelineRecord | None = None,
+        tick: Tick | None = None,
+        retry: RetryLink | None = None,
+        schedule_object: tuple[str, str] | None = None,
+    ) -> None:
+        """``create_run``'s writes, in the caller's transaction (``RunIdTaken``,
+        ``TickTaken``: the caller rolls back)."""
+        if pipeline is not None:
+            self._insert_pipeline(cur, pipeline)
+        if not self._insert_run_row(cur, run):  # rolls the pipeline's version back with it
+            raise RunIdTaken(f"run id '{run.run_id}' is taken; draw another")
+        if tick is not None:
+            self._record_tick(cur, tick, run.run_id)
+        if retry is not None:
+            self._record_retry(cur, retry, run.run_id, run.created_at)
+        if schedule_object is not None:
+            self._record_object(cur, schedule_object, run.run_id, run.created_at)
+        if task_ids:
+            dialect = self.dialect
+            cur.execute(
+                dialect.insert_pending_bulk, (run.run_id, dialect.text_list(list(task_ids)))
+            )
+
+    def _insert_pipeline(self, cur: Cursor, pipeline: PipelineRecord) -> None:
+        """Save ``pipeline``'s version if absent, in the caller's transaction."""
+        cur.execute(self._sql.insert_pipeline, _pipeline_row(pipeline))
+
+    def _insert_run_row(self, cur: Cursor, run: RunRecord) -> bool:
+        """Insert ``run``'s row in the caller's transaction; False (nothing written) when
+        its id is taken."""
         row = (
             run.run_id,
             run.pipeline,
@@ -209,19 +273,8 @@ class SqlStore(AccessTables, MetricsTables, ScheduleTables):
             run.owner,
             run.triggered_by,
         )
-        dialect = self.dialect
-        with self._transaction() as cur:
-            if pipeline is not None:
-                cur.execute(self._sql.insert_pipeline, _pipeline_row(pipeline))
-            cur.execute(self._sql.insert_run, row)
-            if not cur.rowcount:  # rolls the pipeline's version back with it
-                raise RunIdTaken(f"run id '{run.run_id}' is taken; draw another")
-            if tick is not None:
-                self._record_tick(cur, tick, run.run_id)
-            if task_ids:
-                cur.execute(
-                    dialect.insert_pending_bulk, (run.run_id, dialect.text_list(list(task_ids)))
-                )
+        cur.execute(self._sql.insert_run, row)
+        return bool(cur.rowcount)
 
     def commit(self, batch: Batch) -> None:
         """Apply a whole batch in one transaction; on any error roll back and re-raise.
@@ -429,7 +482,9 @@ class SqlStore(AccessTables, MetricsTables, ScheduleTables):
         first, then oldest): ``queued`` runs nobody holds, and ``queued``/``running``
         runs whose lease expired (their owner went silent: a takeover). A read only:
         claiming is ``claim_run``'s compare-and-set."""
-        return [_run_record(row) for row in self._fetchall(self._sql.claimable_runs, (now, limit))]
+        return [
+            _run_record(row) for row in self._fetchall(self._sql.claimable_runs, (now, now, limit))
+        ]
 
     def claim_next(
         self,
@@ -457,14 +512,14 @@ class SqlStore(AccessTables, MetricsTables, ScheduleTables):
         excluded = list(exclude)
         pick = self._sql.claim_next_pg if self.dialect.name == "postgresql" else None
         if pick is None:
-            params: tuple[Any, ...] = (now, self.dialect.text_list(excluded))
+            params: tuple[Any, ...] = (now, now, self.dialect.text_list(excluded))
             # An idle poll (a worker polls 20 times a second) reads without the write
             # lock: BEGIN IMMEDIATE only when there is a run to claim.
             if self._fetchone(self._sql.claim_next_sqlite, params) is None:
                 return None
         with self._transaction() as cur:
             if pick is not None:
-                cur.execute(pick, (now, excluded))
+                cur.execute(pick, (now, now, excluded))
             else:
                 cur.execute(self._sql.claim_next_sqlite, params)
             found = cur.fetchone()
@@ -620,6 +675,13 @@ class SqlStore(AccessTables, MetricsTables, ScheduleTables):
             unowned,
         )
         return [_run_record(row) for row in self._fetchall(sql, (*params, limit))]
+
+    def started_runs(self) -> list[RunRecord]:
+        """The running and paused runs, oldest first: on the partial index ``runs_started``
+        (its WHERE clause, literally), so the background duties that read them each
+        second cost nothing however many runs are queued or finished."""
+        sql = _SELECT_RUN + "WHERE state IN ('running', 'paused') ORDER BY started_at, run_id"
+        return [_run_record(row) for row in self._fetchall(self.dialect.sql(sql), ())]
 
     def pipeline_versions(self, name: str | None = None) -> list[VersionCount]:
         """Every saved version (of ``name`` when given) with its run count and newest run;
@@ -1076,8 +1138,10 @@ _SELECT_RUN = (
 # The queue (claimable_runs, claim_next): unfinished runs whose lease is free or
 # expired at the parameter's time, in queue order. The state condition repeats the
 # WHERE of the partial index runs_in_queue (migration 9), so the planners use it.
+# A run with a not-before time (schema 17: a retry waiting out its delay) waits until it.
 _IN_QUEUE = (
     "WHERE state IN ('queued', 'running') AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
+    "AND (not_before IS NULL OR not_before <= ?) "
 )
 _QUEUE_ORDER = "ORDER BY priority DESC, created_at, run_id "
 _RUN_WIDTH = 20  # the run columns in front of the attempt columns below

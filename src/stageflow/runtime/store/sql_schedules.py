@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stageflow.errors import TickTaken
-from stageflow.runtime.store.base import ScheduleRecord, Tick
+from stageflow.runtime.store.base import (
+    PipelineRecord,
+    RunRecord,
+    ScheduleRecord,
+    Tick,
+    TickOutcome,
+    TickRun,
+)
 
 if TYPE_CHECKING:
     from stageflow.runtime.store.dialect import Cursor, Dialect
@@ -44,9 +51,11 @@ class _ScheduleStatements:
     select_all: str
     select_enabled: str
     select_due: str
+    select_next: str
     delete: str
     set_enabled: str
     advance: str
+    delete_run: str
     insert_tick: str
     select_tick: str
     select_tick_of_run: str
@@ -76,12 +85,14 @@ def _statements(dialect: Dialect) -> _ScheduleStatements:
             f"SELECT {_COLUMNS} FROM schedules WHERE enabled = 1 AND next_at <= ? "  # noqa: S608
             "ORDER BY next_at, name"
         ),
+        select_next=q("SELECT MIN(next_at) FROM schedules WHERE enabled = 1 AND next_at > ?"),
         delete=q("DELETE FROM schedules WHERE name = ?"),
         set_enabled=q("UPDATE schedules SET enabled = ?, updated_at = ? WHERE name = ?"),
         advance=q(
             "UPDATE schedules SET last_tick = ?, next_at = ? WHERE name = ? "
             "AND (last_tick IS NULL OR last_tick < ?)"
         ),
+        delete_run=q("DELETE FROM runs WHERE run_id = ?"),
         insert_tick=q(
             "INSERT INTO schedule_runs (schedule, logical_time, run_id, interval_start) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (schedule, logical_time) DO NOTHING"
@@ -135,6 +146,45 @@ class ScheduleTables:
         def _fetchone(self, sql: str, params: tuple[Any, ...]) -> Any: ...
 
         def _fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Any]: ...
+
+        def _insert_pipeline(self, cur: Cursor, pipeline: PipelineRecord) -> None: ...
+
+        def _insert_run_row(self, cur: Cursor, run: RunRecord) -> bool: ...
+
+    def create_tick_runs(self, items: Sequence[TickRun]) -> list[TickOutcome]:
+        """See ``Store.create_tick_runs``. Each run's row, then its tick (a tick another
+        scheduler fired first takes the run's row back); then, for all of them at once,
+        the created runs' pending task runs and the schedules' moves."""
+        outcomes: list[TickOutcome] = []
+        saved: set[tuple[str, str]] = set()  # pipeline versions written in this batch
+        statements = _statements(self.dialect)
+        dialect = self.dialect
+        pending: list[tuple[str, Any]] = []
+        advances: list[tuple[float, float | None, str, float]] = []
+        with self._transaction() as cur:
+            for item in items:
+                version = (item.pipeline.name, item.pipeline.version)
+                if version not in saved:
+                    self._insert_pipeline(cur, item.pipeline)
+                    saved.add(version)
+                run_id = item.run.run_id
+                if not self._insert_run_row(cur, item.run):
+                    outcomes.append("id_taken")  # nothing written: drawn again
+                    continue
+                name, at, begins = item.tick
+                cur.execute(statements.insert_tick, (name, at, run_id, begins))
+                if cur.rowcount:
+                    outcomes.append("created")
+                    if item.task_ids:
+                        pending.append((run_id, dialect.text_list(list(item.task_ids))))
+                else:
+                    cur.execute(statements.delete_run, (run_id,))
+                    outcomes.append("taken")
+                advances.append((at, item.next_at, name, at))
+            if pending:
+                cur.executemany(dialect.insert_pending_bulk, pending)
+            cur.executemany(statements.advance, advances)
+        return outcomes
 
     def _record_tick(self, cur: Cursor, tick: Tick, run_id: str) -> None:
         """In ``create_run``'s transaction: the tick made ``run_id``; ``TickTaken`` (the
@@ -193,6 +243,12 @@ class ScheduleTables:
         first (an index read: the others cost nothing)."""
         rows = self._fetchall(_statements(self.dialect).select_due, (now,))
         return [_record(r) for r in rows]
+
+    def next_fire_after(self, now: float) -> float | None:
+        """The soonest next fire time of an enabled schedule after ``now`` (an index
+        read); ``None``: none."""
+        row = self._fetchone(_statements(self.dialect).select_next, (now,))
+        return None if row is None or row[0] is None else float(row[0])
 
     def delete_schedule(self, name: str) -> bool:
         """Delete the schedule (its runs stay, and their ticks); False when there is none."""

@@ -107,6 +107,9 @@ def create_app(
     over the API. ``open_metrics`` false: ``/metrics`` needs a token too."""
     from stageflow.service.api import (
         routes_admin,
+        routes_alerts,
+        routes_monitoring,
+        routes_notifications,
         routes_ops,
         routes_pipelines,
         routes_runs,
@@ -136,7 +139,10 @@ def create_app(
     )
     for module in (routes_pipelines, routes_runs, routes_schedules, routes_admin, routes_seeds):
         app.include_router(module.router)
+    app.include_router(routes_notifications.router)
     app.include_router(routes_runs.reports)
+    app.include_router(routes_alerts.router)
+    app.include_router(routes_monitoring.router)
     app.include_router(routes_ops.router(open_metrics))
 
     @app.exception_handler(errors.StageflowError)

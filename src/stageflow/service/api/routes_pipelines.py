@@ -21,7 +21,7 @@ from stageflow.errors import InvalidSpec, StageflowError
 from stageflow.operations.access import Identity
 from stageflow.runtime.result import iso
 from stageflow.service.api.auth import identity, require
-from stageflow.spec.models import Pipeline
+from stageflow.spec.models import HOOKS, Pipeline
 
 __all__ = ["TooLarge", "router"]
 
@@ -57,8 +57,43 @@ async def read_spec(request: Request) -> object:
     return ops.parse_spec(body, media, request.app.state.ctx.settings.limits)
 
 
+def _check_command_hooks(request: Request, who: Identity, pipeline: Pipeline) -> None:
+    """``Forbidden`` when a hook's channel runs a command (``{command: [...]}``) and
+    ``who`` may not run arbitrary code, as for ``bash`` tasks."""
+    found = [
+        f"{hook}[{i}].command"
+        for hook in HOOKS
+        for i, channel in enumerate(getattr(pipeline, hook))
+        if channel.command is not None
+    ]
+    # Alert rules' and deadlines' channels run commands the same way (runtime.alerting).
+    deadlines = [("deadline", pipeline.deadline)] + [
+        (f"tasks[{t.id}].deadline", t.deadline) for t in pipeline.tasks
+    ]
+    found += [
+        f"{where}.channels[{i}].command"
+        for where, channels in [(f"alerts[{k}]", r.channels) for k, r in enumerate(pipeline.alerts)]
+        + [(where, d.channels) for where, d in deadlines if d is not None]
+        for i, channel in enumerate(channels)
+        if channel.command is not None
+    ]
+    if not found or (who.is_admin and request.app.state.ctx.allow_code):
+        return
+    why = (
+        "which this server does not accept over the API"
+        if not request.app.state.ctx.allow_code
+        else f"only an admin may save or run it, and token '{who.name}' has role {who.role}"
+    )
+    raise ops.Forbidden(
+        f"{found[0]} runs a command (arbitrary code); {why}",
+        pipeline=pipeline.name,
+        field=found[0],
+    )
+
+
 def check_code(request: Request, who: Identity, pipeline: Pipeline) -> None:
     """``Forbidden`` when ``pipeline`` runs arbitrary code and ``who`` may not."""
+    _check_command_hooks(request, who, pipeline)
     code = ops.code_tasks(pipeline)
     if not code:
         return

@@ -145,6 +145,7 @@ def run_json(request: Request, who: Identity, run_id: str) -> dict[str, Any]:
             "params": run.params,
             "created_at": iso(run.created_at),
             "lease": detail.lease.as_json() if detail.lease else None,
+            "retry": detail.retry_json(),  # its run-level retry chain
             "critical_path": detail.result.critical_path,
             "attempts": [
                 {

@@ -11,6 +11,9 @@ the field it concerns: 400 for a bad value (a cron expression, a time zone, an
 interval), 404 for a pipeline the caller has not got, 409 for a name another owner
 holds, 422 for a parameter the pipeline does not declare or a body the schema refuses.
 A manual trigger's run has ``triggered_by`` ``schedule:NAME (manual by TOKEN)``.
+A schedule's ``run_retries``, ``retry_strategy``, ``retry_delay`` and
+``execution_timeout`` govern its runs (``runtime.run_retries``); ``on_object`` (with
+``poll``) makes it an object schedule (``runtime.schedule_objects``).
 
 Events. ``POST /api/v1/events/{event}`` (role operator) queues a run for each enabled
 schedule listening to the event (``on_event``) that the caller may see, with the body, a
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -84,6 +87,15 @@ class ScheduleRequest(BaseModel):
     priority: int = 0
     max_active_runs: int | None = Field(default=None, le=1_000_000)
     enabled: bool = True
+    # Kind object: each new object under an fsspec URL with a glob, listed every poll.
+    on_object: str | None = Field(default=None, max_length=1000)
+    poll: str | None = Field(default=None, max_length=64)
+    # For its runs: a failed run queued again (wins over the pipeline's run_retries), and
+    # a run still unfinished ``execution_timeout`` after it started cancelled.
+    run_retries: int | None = Field(default=None, ge=0, le=100)
+    retry_strategy: Literal["none", "fixed", "linear", "exponential"] | None = None
+    retry_delay: str | None = Field(default=None, max_length=64)
+    execution_timeout: str | None = Field(default=None, max_length=64)
 
 
 class TriggerRequest(BaseModel):
@@ -133,6 +145,12 @@ def add_schedule(request: Request, who: Who, body: ScheduleRequest) -> JSONRespo
         priority=body.priority,
         max_active_runs=body.max_active_runs,
         enabled=body.enabled,
+        on_object=body.on_object,
+        poll=body.poll,
+        run_retries=body.run_retries,
+        retry_strategy=body.retry_strategy,
+        retry_delay=body.retry_delay,
+        execution_timeout=body.execution_timeout,
         check_pipeline=check,
         now=time.time(),
     )
