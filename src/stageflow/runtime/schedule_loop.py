@@ -1,12 +1,15 @@
 """The schedule loop: fires the store's schedules, each tick exactly once.
 
-Policy. Every ``poll_seconds`` the loop reads the enabled schedules whose next fire
+Policy. Every ``poll_seconds``, or at the soonest next fire time when it comes first
+(``Store.next_fire_after``), the loop reads the enabled schedules whose next fire
 time has come (``Store.due_schedules``: an index read) and, for each, the ticks due
 since the one it last fired (``engine.schedules.due``: every missed
 one, oldest first, with ``catchup``; else only the latest). Each tick queues a run
 of the schedule's pipeline (its latest saved version, with the schedule's
 parameters and priority; ``triggered_by`` ``schedule:NAME``) for the workers, and
-records the tick in the same transaction (``Store.create_run(tick=...)``). So any
+records the tick in the same transaction (``Store.create_run(tick=...)``; the ticks of
+schedules without ``max_active_runs`` are written together, a thousand to a transaction,
+each version and parameters checked once a pass: ``Store.create_tick_runs``). So any
 number of loops, in ``serve``, in workers, in ``stageflow scheduler`` processes, on
 one store fire each tick once: the others meet the tick's key (``TickTaken``) and
 move on. ``last_tick`` then moves forward (it never moves back), and ``next_at`` with
