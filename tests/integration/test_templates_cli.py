@@ -116,3 +116,39 @@ def test_use_a_registered_pipeline_version(tmp_path: Path) -> None:
     proc = _cli(tmp_path, "validate", str(missing))
     assert proc.returncode != 0 and "no pipeline 'nothing'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+GROUP = """\
+name: group
+tasks:
+  - {id: first, operator: bash, parameters: {command: "echo first"}}
+  - {id: second, operator: bash, upstream: [first], parameters: {command: "echo second"}}
+"""
+OUTER = """\
+name: gated
+params: {go: "no"}
+tasks:
+  - {id: flaky, operator: bash, parameters: {command: "exit 3"}}
+  - id: g
+    use: group.yaml
+    upstream: [flaky]
+    trigger_rule: all_done
+    when: "${params.go} == 'yes'"
+"""
+
+
+def test_a_group_takes_trigger_rule_and_when_like_a_task(tmp_path: Path) -> None:
+    # Its upstream fails: all_done runs the group anyway, when its condition holds; when
+    # it does not, the group's entry task is skipped, and with it what follows inside.
+    (tmp_path / "group.yaml").write_text(GROUP)
+    (tmp_path / "gated.yaml").write_text(OUTER)
+    states = {}
+    for go in ("yes", "no"):
+        proc = _cli(
+            tmp_path, "run", str(tmp_path / "gated.yaml"), "--param", f"go={go}", "--format", "json"
+        )
+        assert proc.returncode == 1, proc.stderr  # flaky failed either way
+        run = json.loads(proc.stdout)
+        states[go] = {t: run["tasks"][t]["state"] for t in ("flaky", "g.first", "g.second")}
+    assert states["yes"] == {"flaky": "failed", "g.first": "success", "g.second": "success"}
+    assert states["no"] == {"flaky": "failed", "g.first": "skipped", "g.second": "skipped"}

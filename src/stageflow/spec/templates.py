@@ -7,7 +7,10 @@ is replaced by the other pipeline's tasks, namespaced ``prep.<task id>``:
   not declare is an error), substituted into its tasks' ``parameters`` and
   ``when`` now, so the group needs nothing from the outer run's parameters;
 * its ``defaults`` are written into each of its tasks that does not set them;
-* its entry tasks (no upstream inside the group) take the group's ``upstream``;
+* its entry tasks (no upstream inside the group) take the group's ``upstream``, and
+  the group's ``trigger_rule`` and ``when`` (ANDed with an entry task's own), as a task
+  would: an entry task skipped by them skips what follows it inside the group, as any
+  downstream of a skipped task (a repeated group's: its first iteration's);
 * an outer task listing ``prep`` in its ``upstream`` depends on the group's exit
   tasks (nothing inside the group depends on them);
 * each expanded task records ``group: prep``, so drawings can collapse it.
@@ -79,7 +82,17 @@ def _group(
     def problem(message: str, field: str = "use") -> InvalidSpec:
         return InvalidSpec([Problem(message, task=group_id, field=field)])
 
-    allowed = {"id", "use", "with", "upstream", "after", "description", "repeat"}
+    allowed = {
+        "id",
+        "use",
+        "with",
+        "upstream",
+        "after",
+        "description",
+        "repeat",
+        "trigger_rule",
+        "when",
+    }
     extra = sorted(set(task) - allowed)
     if extra:
         raise problem(
@@ -108,11 +121,15 @@ def _group(
             f"{', '.join(sorted(declared)) or 'none'})",
             field="with",
         )
+    for key in ("trigger_rule", "when"):
+        if key in task and (not isinstance(task[key], str) or not task[key].strip()):
+            raise problem(f"`{key}:` of a `use:` task must be text, as a task's", field=key)
     template = _Template(
         reference=reference,
         params={**declared, **with_},
         defaults=sub.get("defaults") or {},
         tasks=[t for t in sub.get("tasks") or [] if isinstance(t, dict)],
+        entry={k: task[k] for k in ("trigger_rule", "when") if k in task},
     )
     outer_after = list(task.get("after") or [])
     if "repeat" not in task:
@@ -173,6 +190,7 @@ class _Template:
     params: dict[str, Any]
     defaults: dict[str, Any]
     tasks: list[dict[str, Any]]
+    entry: dict[str, str]  # the group's own trigger_rule and when, for its entry tasks
 
 
 @dataclass(frozen=True)
@@ -237,6 +255,13 @@ def _instantiate(
                 new["parameters"] = substitute(new["parameters"], params)
             if isinstance(new.get("when"), str):
                 new["when"] = _substitute_condition(new["when"], params, prefix, inner_ids)
+            if entry and gate is None:  # the group's own, written in the outer pipeline
+                if "trigger_rule" in template.entry:
+                    new["trigger_rule"] = template.entry["trigger_rule"]
+                if "when" in template.entry:
+                    own = new.get("when")
+                    group_when = template.entry["when"]
+                    new["when"] = f"({group_when}) and ({own})" if own else group_when
             if entry and gate is not None:
                 until = _substitute_condition(gate.until, params, gate.previous, inner_ids)
                 condition = f"not ({until})"

@@ -169,3 +169,35 @@ def test_last_iteration_returns_the_last_round_that_ran() -> None:
         "iteration": 0,
         "outputs": {},
     }
+
+
+def test_the_group_s_trigger_rule_and_when_go_to_its_entry_tasks() -> None:
+    doc = expand_templates(
+        outer(trigger_rule="all_done", when="${ingest} != ''"),
+        loader({"sub.yaml": SUB}),
+        "o.yaml",
+    )
+    tasks = {t["id"]: t for t in doc["tasks"]}
+    assert tasks["g.a"]["trigger_rule"] == "all_done"
+    assert tasks["g.a"]["when"] == "${ingest} != ''"
+    # Inside the group, tasks keep their own (b's condition is its own, prefixed).
+    assert "trigger_rule" not in tasks["g.c"] and "when" not in tasks["g.c"]
+    assert tasks["g.b"]["when"] == "${g.a} != '' and 2 > 1"
+    pipeline_from_data(doc)  # and it validates
+
+
+def test_an_entry_task_s_own_condition_is_anded_with_the_group_s() -> None:
+    sub = copy.deepcopy(SUB)
+    sub["tasks"][0]["when"] = "${params.factor} > 1"
+    doc = expand_templates(outer(when="${ingest} != ''"), loader({"sub.yaml": sub}), "o.yaml")
+    entry = next(t for t in doc["tasks"] if t["id"] == "g.a")
+    assert entry["when"] == "(${ingest} != '') and (2 > 1)"
+
+
+@pytest.mark.parametrize("key", ["trigger_rule", "when"])
+def test_a_group_s_trigger_rule_or_when_must_be_text(key: str) -> None:
+    with pytest.raises(InvalidSpec) as raised:
+        expand_templates(outer(**{key: 3}), loader({"sub.yaml": SUB}), "o.yaml")
+    problem = raised.value.problems[0]
+    assert (problem.task, problem.field) == ("g", key)
+    assert "must be text" in problem.message
