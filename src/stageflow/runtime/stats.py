@@ -26,12 +26,12 @@ result (``service.tables``). Policy:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from stageflow.engine.reliability import nearest_rank
 from stageflow.errors import StageflowError
 from stageflow.runtime.result import iso
 from stageflow.runtime.store.base import TaskRunStat
@@ -116,15 +116,6 @@ class PipelineStats:
             "truncated": self.truncated,
             "tasks": [t.as_json() for t in self.tasks],
         }
-
-
-def nearest_rank(values: Sequence[float], percent: float) -> float | None:
-    """The ``percent`` percentile of ``values`` by nearest rank; ``None`` when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(percent / 100.0 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def first_line(error: str | None) -> str | None:
