@@ -62,6 +62,11 @@ def attach(cli: click.Group) -> None:
     "even from admins.",
 )
 @click.option(
+    "--private-metrics",
+    is_flag=True,
+    help="/metrics needs a token too (any role); by default it is open, as /health is.",
+)
+@click.option(
     "--grace-seconds",
     type=click.FloatRange(min=0, max=86_400),
     default=30.0,
@@ -77,13 +82,14 @@ def serve(
     no_worker: bool,
     concurrency: int | None,
     no_code: bool,
+    private_metrics: bool,
     grace_seconds: float,
 ) -> None:
     """Serve the REST API (docs at /docs) and run its workers.
 
-    Every route but /health and /metrics needs a token: make the first with
-    `stageflow tokens create --name NAME --role admin`. SIGTERM or Ctrl-C stops the
-    API, then drains the workers."""
+    Every route but /health and /metrics (unless --private-metrics) needs a token:
+    make the first with `stageflow tokens create --name NAME --role admin`. SIGTERM
+    or Ctrl-C stops the API, then drains the workers."""
     from stageflow import operations as ops
 
     try:
@@ -118,6 +124,7 @@ def serve(
         store=store,
         workers=supervisor.alive if supervisor is not None else None,
         allow_code=not no_code,
+        open_metrics=not private_metrics,
     )
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]

@@ -917,10 +917,12 @@ class Store(Protocol):
         pipeline that had one."""
 
     def attempt_durations(self, bounds: Sequence[float]) -> list[Histogram]:
-        """Ended attempts' seconds from start to end, by (pipeline, task id)."""
+        """Ended attempts' seconds from start to end, by (pipeline, task id); not a
+        mapped task's own attempt (it spans its elements, whose attempts count)."""
 
     def attempt_queue_waits(self, bounds: Sequence[float]) -> list[Histogram]:
-        """Started attempts' seconds from ready to start, by (pipeline,)."""
+        """Started attempts' seconds from ready to start, by (pipeline,); not a mapped
+        task's own attempt."""
 
     def claim_latencies(self, bounds: Sequence[float]) -> list[Histogram]:
         """Started runs' seconds from submission to start, by (pipeline,)."""

@@ -29,25 +29,40 @@ __all__ = ["MetricsTables"]
 
 _WORKER_COLUMNS = "owner, host, pid, started_at, heartbeat_at, capacity_json, concurrency"
 
-#: Of each histogram: (what is measured, the labels' columns, the rows counted). The
-#: measured value is never NULL in the rows counted.
-_HISTOGRAMS = {
+#: A mapped task's own attempt (``train``, beside its elements ``train[0]``, ...) runs
+#: no code: it spans its elements, from the expansion to the last one's end. It is no
+#: attempt to count, so it is counted again with weight -1: found from its element 0
+#: (one key lookup per mapped task, where excluding it row by row would cost one per
+#: attempt). ``CROSS JOIN`` makes SQLite read the elements first (it otherwise scans
+#: every run's task runs for each attempt); PostgreSQL plans it as any inner join. No
+#: ``%`` (psycopg's placeholder) nor ``?`` in these strings.
+_PARENTS = (
+    "task_runs e CROSS JOIN attempts a JOIN runs r ON r.run_id = a.run_id "
+    "WHERE substr(e.task_id, length(e.task_id) - 2) = '[0]' AND a.run_id = e.run_id "
+    "AND a.task_id = substr(e.task_id, 1, length(e.task_id) - 3) AND "
+)
+_ENDED = "a.started_at IS NOT NULL AND a.ended_at IS NOT NULL"
+_WAITED = "a.started_at IS NOT NULL AND a.queued_at IS NOT NULL"
+#: Of each histogram: (what is measured, the labels' columns, the rows counted, the
+#: rows taken back out or None). The measured value is never NULL in those rows.
+_HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], str, str | None]] = {
     "attempt_durations": (
         "(a.ended_at - a.started_at)",
         ("r.pipeline", "a.task_id"),
-        "attempts a JOIN runs r ON r.run_id = a.run_id "
-        "WHERE a.started_at IS NOT NULL AND a.ended_at IS NOT NULL",
+        f"attempts a JOIN runs r ON r.run_id = a.run_id WHERE {_ENDED}",
+        _PARENTS + _ENDED,
     ),
     "attempt_queue_waits": (
         "(a.started_at - a.queued_at)",
         ("r.pipeline",),
-        "attempts a JOIN runs r ON r.run_id = a.run_id "
-        "WHERE a.started_at IS NOT NULL AND a.queued_at IS NOT NULL",
+        f"attempts a JOIN runs r ON r.run_id = a.run_id WHERE {_WAITED}",
+        _PARENTS + _WAITED,
     ),
     "claim_latencies": (
         "(started_at - created_at)",
         ("pipeline",),
         "runs WHERE started_at IS NOT NULL",
+        None,
     ),
 }
 
@@ -96,11 +111,23 @@ def _statements(dialect: Dialect) -> _MetricsStatements:
 
 @functools.lru_cache(maxsize=32)
 def _histogram_sql(dialect: Dialect, which: str, buckets: int) -> str:
-    value, labels, rows = _HISTOGRAMS[which]
-    columns = ", ".join(labels)
-    counts = "".join(f", SUM(CASE WHEN {value} <= ? THEN 1 ELSE 0 END)" for _ in range(buckets))
+    value, labels, rows, minus = _HISTOGRAMS[which]
+    if minus is None:
+        columns = ", ".join(labels)
+        counts = "".join(f", SUM(CASE WHEN {value} <= ? THEN 1 ELSE 0 END)" for _ in range(buckets))
+        return dialect.sql(
+            f"SELECT {columns}, COUNT(*), SUM({value}){counts} FROM {rows} GROUP BY {columns}"  # noqa: S608
+        )
+    named = ", ".join(f"{c} AS l{i}" for i, c in enumerate(labels))
+    columns = ", ".join(f"l{i}" for i in range(len(labels)))
+    counts = "".join(", SUM(CASE WHEN v <= ? THEN w ELSE 0 END)" for _ in range(buckets))
+    weighted = (
+        f"SELECT {named}, {value} AS v, 1 AS w FROM {rows} "  # noqa: S608
+        f"UNION ALL SELECT {named}, {value} AS v, -1 AS w FROM {minus}"
+    )
     return dialect.sql(
-        f"SELECT {columns}, COUNT(*), SUM({value}){counts} FROM {rows} GROUP BY {columns}"  # noqa: S608
+        f"SELECT {columns}, SUM(w), SUM(w * v){counts} FROM ({weighted}) h "  # noqa: S608
+        f"GROUP BY {columns} HAVING SUM(w) > 0"
     )
 
 
@@ -175,12 +202,13 @@ class MetricsTables:
         return [(str(p), int(n)) for p, n in rows]
 
     def attempt_durations(self, bounds: Sequence[float]) -> list[Histogram]:
-        """Ended attempts' seconds from start to end, by (pipeline, task id)."""
+        """Ended attempts' seconds from start to end, by (pipeline, task id); a mapped
+        task's own attempt is left out (its elements' attempts count)."""
         return self._histogram("attempt_durations", bounds)
 
     def attempt_queue_waits(self, bounds: Sequence[float]) -> list[Histogram]:
         """Started attempts' seconds from ready (queued for resources) to start, by
-        (pipeline,)."""
+        (pipeline,); a mapped task's own attempt is left out."""
         return self._histogram("attempt_queue_waits", bounds)
 
     def claim_latencies(self, bounds: Sequence[float]) -> list[Histogram]:

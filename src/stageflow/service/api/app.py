@@ -43,7 +43,7 @@ from stageflow.service.api.auth import (
     Unauthorized,
 )
 from stageflow.service.api.metrics import ApiMetrics
-from stageflow.service.api.routes_pipelines import TooLarge
+from stageflow.service.api.routes_pipelines import MAX_BODY_BYTES, TooLarge
 
 __all__ = ["STATUS", "ApiContext", "create_app", "error_body"]
 
@@ -181,9 +181,69 @@ def create_app(
             status_code=500,
         )
 
+    app.add_middleware(_LimitBody, limit=MAX_BODY_BYTES)
     app.add_middleware(_Observe, metrics=metrics, store=store)
 
     return app
+
+
+class _LimitBody:
+    """Pure ASGI middleware: a request body over ``limit`` bytes is answered 413 with
+    the usual error body and read no further, by its ``Content-Length`` before a byte
+    is read or as it streams in (chunked). The app then sees the client gone, and
+    whatever it would still answer is dropped."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send, int(declared))
+            return
+        seen = 0
+        refused = False
+
+        async def limited() -> Message:
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    refused = True
+                    await self._refuse(send, None)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, limited, unless_refused)
+        except Exception:
+            if not refused:
+                raise
+
+    async def _refuse(self, send: Send, declared: int | None) -> None:
+        size = f" ({declared:,} bytes)" if declared is not None else ""
+        body = error_body(
+            TooLarge(
+                f"the request body{size} is over the limit of {self.limit:,} bytes; "
+                "send a smaller one (pass large data by reference)"
+            )
+        )
+        await JSONResponse(body, status_code=413)({"type": "http"}, _nothing, send)
+
+
+async def _nothing() -> Message:  # a response that is sent reads no request
+    return {"type": "http.disconnect"}
 
 
 class _Observe:

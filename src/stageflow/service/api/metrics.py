@@ -7,7 +7,8 @@ same: runs and task runs by pipeline and state; queued and running runs; the tas
 runs of unfinished runs by state; the oldest queued run's wait; the unfinished runs
 whose lease expired; the leases taken over, by pipeline; histograms of run
 durations, task (attempt) durations, task queue waits (ready to started: waiting for
-resources) and claim latencies (submitted to started); the live workers, their
+resources) and claim latencies (submitted to started), where a mapped task's elements
+count and not its own attempt spanning them; the live workers, their
 capacity and what running attempts hold of it (``Store.workers``,
 ``Store.requests_in_use``).
 
