@@ -14,6 +14,7 @@
     ├── StoreError                 the store cannot be opened/used (bad URL, newer schema)
     │   └── StoreUnreachable       its server went away: the connection is reopened on next use
     ├── MissingExtra               an optional dependency is not installed
+    ├── ObjectStorageError         an object storage URL cannot be used (bucket, credentials)
     └── UsageError                 a bad CLI/API argument
 
 A broken invariant (an illegal state transition) is a bug, not a user mistake:
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidSpec",
     "LeaseLost",
     "MissingExtra",
+    "ObjectStorageError",
     "Problem",
     "RetryTaken",
     "RunIdTaken",
@@ -187,6 +189,18 @@ class StoreUnreachable(StoreError):
 
 class MissingExtra(StageflowError):
     pass
+
+
+class ObjectStorageError(StageflowError):
+    """An object storage URL (``s3://`` ...) cannot be read or written: no such
+    bucket or object, credentials refused, the endpoint unreachable. ``retryable``:
+    trying again later may succeed (false for a missing bucket or refused credentials)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, retryable: bool = False, **where: str | None) -> None:
+        super().__init__(message, **where)
+        self.retryable = retryable
 
 
 class UsageError(StageflowError):

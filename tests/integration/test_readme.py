@@ -86,6 +86,7 @@ BLOCKS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("README.md", "$ stageflow runs show RUN_ID"): ("shell", None),
     ("README.md", "$ stageflow cancel RUN_ID"): ("shell", None),
     ("README.md", "- id: deploy_production"): ("tasks", None),
+    ("README.md", "- id: wait_for_orders"): ("tasks", None),
     ("README.md", '$ stageflow approve RUN_ID deploy_production --comment "metrics ok"'): (
         "shell",
         None,
@@ -98,6 +99,7 @@ BLOCKS: dict[tuple[str, str], tuple[str, str | None]] = {
         "--param model_name=stacked-classifier",
     ): ("shell", None),
     ("README.md", "- id: check_quality"): ("tasks", "examples/data_quality.yaml"),
+    ("README.md", "- id: load_orders"): ("tasks", None),
     ("README.md", "$ stageflow run examples/data_quality.yaml --param max_age=6h"): ("shell", None),
     ("README.md", "$ stageflow logs RUN_ID promote"): ("shell", None),
     ("README.md", 'eval "$(_STAGEFLOW_COMPLETE=bash_source stageflow)"'): ("shell", None),

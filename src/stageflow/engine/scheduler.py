@@ -22,6 +22,20 @@ Approval gates. A task with ``approval:`` whose trigger rule is met waits in
 approved, it queues; rejected, or timed out (``due(now)``, like retries), it
 fails and its downstream follow their trigger rules.
 
+Sensors. A sensor task (``EnginePlan.sensors``) whose trigger rule is met waits
+in ``sensing`` (holding no worker slot or resources): ``pokes_due(now)`` hands
+out the checks that are due, ``sensed`` records each one's result; met, it
+succeeds; unmet past its timeout, it fails (``skipped`` with ``soft_fail``);
+otherwise its next check is due ``poke_interval`` later (``engine.sensors``).
+
+Skipping downstream. A branch task's success skips the direct downstream it did
+not choose; any task's success may skip all its direct downstream
+(``record(..., skip_downstream=why)``: a data check whose ``on_violation`` is
+``skip_downstream``). Either way the skipped tasks' own downstream follow their
+trigger rules. On resume, a restored task makes the same decision again
+(``branch``, ``skipped_downstream``), so a resumed run never runs what the first
+process skipped.
+
 State. Tasks are kept by integer index: ``_state`` (TaskState), ``_attempt``
 (attempts started), four upstream-outcome counters per task (so each
 completion costs O(out-degree), never a rescan), a heap of queued tasks and a
@@ -39,6 +53,7 @@ from typing import NamedTuple
 
 from stageflow.engine.admission import Admission, Grant, Request
 from stageflow.engine.retry import retry_delay, should_retry
+from stageflow.engine.sensors import SensorPolicy, SensorWaits, span
 from stageflow.engine.states import FINAL_TASK_STATES, RunState, TaskState, check_task
 from stageflow.engine.trigger_rules import UpstreamCounts, Verdict, decide
 from stageflow.spec.models import Approval, Pipeline, Resources, RetryPolicy, TriggerRule
@@ -75,6 +90,7 @@ class EnginePlan:
     branching: list[bool] = field(default_factory=list)  # ``branch: true``
     approvals: list[Approval | None] = field(default_factory=list)  # ``approval:`` gates
     mapped: list[float | None] = field(default_factory=list)  # map_over: min success ratio
+    sensors: list[SensorPolicy | None] = field(default_factory=list)  # sensor tasks
     # Resources: the distinct requests, and each task's index into them (empty
     # when no task asks for anything: no admission is needed).
     requests: list[Request] = field(default_factory=list)
@@ -167,12 +183,15 @@ class Scheduler:
         jitter_seed: str = "",
         map_size: Callable[[str], int | str] | None = None,
         admission: Admission | None = None,
+        skipped_downstream: Callable[[str], str | None] | None = None,
     ) -> None:
         """``restored``: ids whose ``success`` is already committed (resume);
         ``attempts``: attempts already made per task (resume), so numbers go on;
         ``jitter_seed``: mixed into retry jitter (the runner passes the run id);
         ``admission``: the resource budget tasks are admitted against (shared by
-        the runs of one runtime); ``None``: only the caller's worker limit."""
+        the runs of one runtime); ``None``: only the caller's worker limit;
+        ``skipped_downstream``: why a restored task skipped its direct downstream
+        when it succeeded (``None``: it did not), asked at ``start``."""
         n = len(plan.ids)
         # Mapped tasks add children at run time: the per-task lists grow, so the
         # plan's lists are copied, never the caller's mutated.
@@ -228,9 +247,12 @@ class Scheduler:
         # ``branch`` names the downstream ids a finished branch task chose.
         self._condition = condition
         self._branch = branch
+        self._skipped_downstream = skipped_downstream
         self._conditional = list(plan.conditional) or [False] * n
         self._branching = list(plan.branching) or [False] * n
         self._approvals = list(plan.approvals) or [None] * n
+        self._sensors = list(plan.sensors) or [None] * n
+        self._waits = SensorWaits()
         # Dynamic fan-out: ``map_size`` says how many elements a mapped task's
         # input has (or why it has none); each element becomes a child task
         # ``id[k]``. A parent holds no worker: it is ``running`` while its
@@ -322,9 +344,18 @@ class Scheduler:
         """How many tasks wait for an approval decision (they hold no worker slot)."""
         return self._awaiting
 
+    @property
+    def sensing(self) -> int:
+        """How many sensors wait for their condition (they hold no worker slot)."""
+        return len(self._waits)
+
     def next_due(self) -> float | None:
-        """When the earliest pending retry or approval timeout is due, or ``None``."""
+        """When the earliest pending retry, approval timeout or sensor poke is due,
+        or ``None``."""
         timeout_at = self._next_approval_timeout()
+        poke_at = self._waits.next_poke() if self._waits else None
+        if poke_at is not None and (timeout_at is None or poke_at < timeout_at):
+            timeout_at = poke_at
         while self._retry_heap:
             due_at, i, attempt = self._retry_heap[0]
             if self._state[i] is _S.UP_FOR_RETRY and self._attempt[i] == attempt:
@@ -357,6 +388,7 @@ class Scheduler:
                 self._state[i] = _S.SUCCESS
                 self._open -= 1
         for i in self._restored:
+            self._skip_again(i, now, out)
             self._propagate(i, now, out)
         for i, ups in enumerate(self._plan.upstream):
             if not ups and self._state[i] is _S.PENDING and not self._admit(i, now, out):
@@ -447,6 +479,7 @@ class Scheduler:
         *,
         retryable: bool = True,
         fatal: bool = False,
+        skip_downstream: str | None = None,
     ) -> list[Transition]:
         """An attempt ended. Late or stale reports (the task was cancelled or timed
         out meanwhile, or it is an older attempt) are ignored: returns ``[]``.
@@ -454,7 +487,9 @@ class Scheduler:
         ``error``: the failure's text, or a success's note (a fallback was used, the
         output came from the cache). ``retryable=False`` (not in ``retry_on``) fails
         the task without a retry; ``fatal=True`` (``fatal_on``) fails it and cancels
-        every task that is not final, whatever the failure strategy."""
+        every task that is not final, whatever the failure strategy.
+        ``skip_downstream``: the success skips every direct downstream task that is
+        still pending, for this reason."""
         i = self._index[task_id]
         if self._state[i] is not _S.RUNNING or self._attempt[i] != attempt:
             return []
@@ -468,12 +503,10 @@ class Scheduler:
                 self._propagate(i, now, out)
                 return out
             out.append(self._move(i, _S.SUCCESS, now, error))
-            for d in skipped:
-                if self._state[d] is _S.PENDING:
-                    out.append(
-                        self._move(d, _S.SKIPPED, now, f"not chosen by branch task '{task_id}'")
-                    )
-                    self._propagate(d, now, out)
+            why = f"not chosen by branch task '{task_id}'"
+            if skip_downstream is not None:
+                skipped, why = list(self._downstream[i]), _skip_message(task_id, skip_downstream)
+            self._skip(skipped, why, now, out)
             self._propagate(i, now, out)
             return out
         policy = self._plan.retries[i]
@@ -545,6 +578,45 @@ class Scheduler:
             out[k] = out[k]._replace(message=message)
         else:
             self._fail_gate(i, now, message, out)
+        return out
+
+    def pokes_due(self, now: float) -> list[str]:
+        """The sensors whose check (poke) is due at ``now``: the caller pokes each and
+        reports with ``sensed``; none is handed out again before that."""
+        if not self._waits:
+            return []
+        return [self._plan.ids[i] for i in self._waits.due(now)]
+
+    def sensed(
+        self, task_id: str, met: bool, now: float, message: str | None = None
+    ) -> list[Transition]:
+        """A sensor's poke found its condition ``met`` or not (``message``: what it
+        found, or why not). Met: ``success``; unmet at or past its deadline:
+        ``failed`` (``skipped`` with ``soft_fail``), its downstream follow their
+        trigger rules; unmet before it: ``[]``, the next poke is scheduled. A sensor
+        no longer waiting (cancelled meanwhile): ``[]``."""
+        i = self._index[task_id]
+        if self._state[i] is not _S.SENSING:
+            return []
+        verdict = self._waits.poked(i, met, now)
+        if verdict is None:
+            return []
+        out: list[Transition] = []
+        if verdict:
+            out.append(self._move(i, _S.SUCCESS, now, message))
+            self._propagate(i, now, out)
+            return out
+        policy = self._waits.policy(i)
+        why = f"sensor timed out after {span(policy.timeout)} (timeout) waiting for " + (
+            policy.waits_for or "its condition"
+        )
+        if message:
+            why += f"; last check: {message}"
+        if policy.soft_fail:
+            out.append(self._move(i, _S.SKIPPED, now, f"{why} (soft_fail: skipped)"))
+            self._propagate(i, now, out)
+        else:
+            self._fail_gate(i, now, why, out)
         return out
 
     def abort(self, now: float, message: str) -> list[Transition]:
@@ -664,6 +736,16 @@ class Scheduler:
         if self._approvals[i] is not None:  # a gate: decided before it queues
             self._await_approval(i, now, out)
             return True
+        sensor = self._sensors[i]
+        if sensor is not None:  # waits without a worker: poked by the caller
+            self._attempt[i] += 1
+            deadline = self._waits.start(i, sensor, now)
+            message = (
+                f"waiting for {sensor.waits_for or 'its condition'}: checked every "
+                f"{span(sensor.poke_interval)}, for at most {span(sensor.timeout)}"
+            )
+            out.append(self._move(i, _S.SENSING, now, message, due_at=deadline))
+            return True
         if self._mapped[i] is not None:
             return self._expand(i, now, out)
         self._queue(i, now, out)
@@ -726,6 +808,7 @@ class Scheduler:
         self._conditional.append(False)
         self._branching.append(False)
         self._approvals.append(None)
+        self._sensors.append(None)
         self._mapped.append(None)
         self._downstream.append([])
         self._open += 1
@@ -807,6 +890,23 @@ class Scheduler:
         else:
             self._propagate(i, now, out)
 
+    def _skip(self, skipped: list[int], why: str, now: float, out: list[Transition]) -> None:
+        for d in skipped:
+            if self._state[d] is _S.PENDING:
+                out.append(self._move(d, _S.SKIPPED, now, why))
+                self._propagate(d, now, out)
+
+    def _skip_again(self, i: int, now: float, out: list[Transition]) -> None:
+        """A restored task's skips, decided as when it succeeded (resume)."""
+        task_id = self._plan.ids[i]
+        reason = self._skipped_downstream(task_id) if self._skipped_downstream else None
+        if reason is not None:
+            self._skip(list(self._downstream[i]), _skip_message(task_id, reason), now, out)
+        elif self._branching[i]:
+            skipped = self._branch_skips(i)
+            if not isinstance(skipped, str):  # it chose well when it ran, or it would have failed
+                self._skip(skipped, f"not chosen by branch task '{task_id}'", now, out)
+
     def _branch_skips(self, i: int) -> list[int] | str:
         """The direct downstream a finished branch task did not choose, or why its
         choice is unusable."""
@@ -833,6 +933,8 @@ class Scheduler:
                     self._release(i)
                 elif state is _S.AWAITING_APPROVAL:
                     self._awaiting -= 1
+                elif state is _S.SENSING:
+                    self._waits.drop(i)
                 elif state is _S.QUEUED and self._admission is not None:
                     self._admission.withdraw((self, i))
                 out.append(self._move(i, _S.CANCELLED, now, message))
@@ -934,3 +1036,7 @@ def to_request(resources: Resources | None, pool: str | None = None) -> Request:
         custom=resources.custom,
         pool=pool,
     )
+
+
+def _skip_message(task_id: str, reason: str) -> str:
+    return f"skipped: task '{task_id}' skips its downstream ({reason})"

@@ -30,6 +30,7 @@ __all__ = [
 class TaskState(enum.StrEnum):
     PENDING = "pending"
     AWAITING_APPROVAL = "awaiting_approval"
+    SENSING = "sensing"
     QUEUED = "queued"
     RUNNING = "running"
     UP_FOR_RETRY = "up_for_retry"
@@ -54,12 +55,25 @@ TASK_TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
     # pending -> failed: its ``when:`` condition could not be evaluated (a
     # deliberate addition to DESIGN.md's table; docs/architecture.md says why).
     _T.PENDING: frozenset(
-        {_T.QUEUED, _T.SKIPPED, _T.UPSTREAM_FAILED, _T.CANCELLED, _T.FAILED, _T.AWAITING_APPROVAL}
+        {
+            _T.QUEUED,
+            _T.SKIPPED,
+            _T.UPSTREAM_FAILED,
+            _T.CANCELLED,
+            _T.FAILED,
+            _T.AWAITING_APPROVAL,
+            _T.SENSING,
+        }
     ),
     # pending -> awaiting_approval -> queued | failed | cancelled: a task with an
     # ``approval:`` gate waits for a decision before it is queued, so it holds no
     # worker slot or resources (a deliberate addition; docs/architecture.md).
     _T.AWAITING_APPROVAL: frozenset({_T.QUEUED, _T.FAILED, _T.CANCELLED}),
+    # pending -> sensing -> success | failed | skipped | cancelled: a sensor waits
+    # for its condition between short checks (pokes) that take no worker slot or
+    # resources; met, it succeeds with what it found; past its timeout it fails, or
+    # is skipped with ``soft_fail`` (a deliberate addition; docs/architecture.md).
+    _T.SENSING: frozenset({_T.SUCCESS, _T.FAILED, _T.SKIPPED, _T.CANCELLED}),
     _T.QUEUED: frozenset({_T.RUNNING, _T.CANCELLED}),
     _T.RUNNING: frozenset({_T.SUCCESS, _T.FAILED, _T.UP_FOR_RETRY, _T.CANCELLED}),
     _T.UP_FOR_RETRY: frozenset({_T.QUEUED, _T.CANCELLED}),

@@ -21,6 +21,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from stageflow.errors import Problem
     from stageflow.spec.models import Pipeline, Task
 
-__all__ = ["FileStore", "NoParams", "Operator", "TaskContext", "TaskFailed"]
+__all__ = ["FileStore", "NoParams", "Operator", "SkipDownstream", "TaskContext", "TaskFailed"]
 
 
 class TaskFailed(Exception):
@@ -49,6 +50,18 @@ class TaskFailed(Exception):
         super().__init__(*args)
         # An instance attribute: pickling keeps it (a worker process raises it).
         self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class SkipDownstream:
+    """Returned by an operator (or a ``python`` step): the task succeeds with
+    ``output``, and every task directly downstream of it is skipped, ``reason``
+    saying why (a data check's ``on_violation: skip_downstream``; Airflow's
+    short-circuit). What is further downstream follows its trigger rules, so a
+    ``none_failed`` or ``all_done`` task after the skipped ones still runs."""
+
+    output: Any
+    reason: str
 
 
 class NoParams(BaseModel):
@@ -251,6 +264,10 @@ class Operator(ABC):
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     Params: ClassVar[type[BaseModel]] = NoParams
+    #: The metrics it records (``operators.metadata.record``), which conditions read as
+    #: ``${TASK.metrics.NAME}`` and validation checks; a name ending in ``.`` stands for
+    #: every name it starts. ``None``: it cannot say (a Python step records anything).
+    metric_names: ClassVar[tuple[str, ...] | None] = None
 
     @abstractmethod
     def run(self, params: BaseModel, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:

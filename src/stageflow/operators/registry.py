@@ -30,7 +30,7 @@ from stageflow.operators.bash import BashOperator
 from stageflow.operators.python import PythonOperator, binding_problems, resolve_callable
 from stageflow.spec.aliases import OPERATOR_ALIASES
 from stageflow.spec.messages import readable_error, shown_value
-from stageflow.spec.models import Pipeline, Task
+from stageflow.spec.models import Pipeline, Task, input_source
 from stageflow.spec.suggest import did_you_mean
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "get",
     "imports_code",
     "instantiate",
+    "metric_reference_problems",
     "names",
     "register",
     "task_problems",
@@ -68,6 +69,7 @@ _LAZY: dict[str, str] = {
     "batch_inference": "stageflow.operators.ml.registry_ops",
     "custom_script": "stageflow.operators.ml.scripts",
     "notification": "stageflow.operators.ml.notification",
+    "sensor": "stageflow.operators.sensor",
 }
 _entry_points_loaded = False
 
@@ -220,6 +222,58 @@ def task_problems(
     except ValidationError as exc:
         return [_param_problem(task.id, task.operator_name, err, cls) for err in exc.errors()]
     return cls.spec_problems(params, task, pipeline, run_params)
+
+
+def metric_reference_problems(task: Task, pipeline: Pipeline) -> list[Problem]:
+    """``${UP.metrics.NAME}`` in ``task``'s condition, or ``UP.metrics.NAME`` in its
+    ``inputs``, naming a metric that UP's operator never records (when the operator
+    says what it records: ``Operator.metric_names``)."""
+    named: list[tuple[str, str, tuple[str, ...], str]] = []  # (said, task, path, field)
+    if task.when and "metrics" in task.when:
+        from stageflow.spec.expr import ExpressionError, parse_expression
+
+        try:
+            expression = parse_expression(task.when, task.all_upstream)
+        except ExpressionError:
+            expression = None  # reported by spec validation
+        for ref in expression.references if expression is not None else ():
+            if ref.kind == "task" and len(ref.path) >= 2 and ref.path[0] == "metrics":
+                said = f"condition refers to ${{{ref.text}}}"
+                named.append((said, ref.name, ref.path[1:], "when"))
+    for param, source in task.inputs.items():
+        up_id, metric = input_source(source)
+        if metric:
+            said = f"inputs binds '{param}' to {source}"
+            named.append((said, up_id, tuple(metric.split(".")), f"inputs.{param}"))
+    if not named:
+        return []
+    by_id = {t.id: t for t in pipeline.tasks}
+    problems = []
+    for said, up_id, path, field in named:
+        up = by_id.get(up_id)
+        if up is None or up.fn is not None or up.call is not None:
+            continue
+        try:
+            names = get(up.operator_name, task=up.id).metric_names
+        except UnknownOperator:
+            continue  # reported for that task
+        name = ".".join(path)  # a metric's name may hold dots: failing.not_null.age
+        heads = {".".join(path[:end]) for end in range(1, len(path) + 1)}
+        if names is None or any(
+            n in heads or (n.endswith(".") and name.startswith(n)) for n in names
+        ):
+            continue
+        hint = did_you_mean(name, [n for n in names if not n.endswith(".")])
+        problems.append(
+            Problem(
+                f"{said}, but operator '{up.operator_name}' of task '{up.id}' records no "
+                f"metric '{name}'"
+                + (f"; did you mean '{hint}'?" if hint else f"; it records: {', '.join(names)}"),
+                task=task.id,
+                field=field,
+            )
+        )
+    return problems
 
 
 #: Task ids are offered as a did-you-mean for a function's parameter in pipelines up to

@@ -6,6 +6,10 @@ Outputs are serialized by the first matching ``Serializer``: ``none``
 Small results (``inline_limit`` bytes) live inline in the store; larger ones
 are files written atomically (temp + rename locally; fsspec's whole-object put
 elsewhere) before the task's success is committed (DESIGN.md, durability rule).
+The root is ``STAGEFLOW_ARTIFACTS_URL`` (``Settings.artifacts_root``): a folder,
+or a URL such as ``s3://bucket/prefix`` (endpoint and credentials:
+``operators/object_storage.py``). A write that fails there (no bucket, refused
+credentials) fails the task writing with one line saying which and how to fix it.
 ``register_serializer`` adds one in front of the built-ins.
 
 Every output file has a path of its own, so no writer can replace bytes that
@@ -36,6 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stageflow.errors import MissingExtra, ObjectStorageError
+from stageflow.operators import object_storage
+from stageflow.operators.base import TaskFailed
 from stageflow.runtime.store.base import OutputRef
 
 __all__ = [
@@ -49,6 +56,10 @@ __all__ = [
     "serialize",
     "store_output",
 ]
+
+
+#: How messages about the store's files start (the setting that chose its root).
+_WHAT = "the artifact store (STAGEFLOW_ARTIFACTS_URL)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,20 +186,22 @@ class ArtifactStore:
                 Path(tmp).unlink(missing_ok=True)
                 raise
             return str(target.resolve())
-        import fsspec
-
         uri = f"{self.root}/{relpath}"
-        fs, path = fsspec.core.url_to_fs(uri)
-        fs.pipe_file(path, data)  # whole-object put: visible all at once or not at all
+        try:  # whole-object put: visible all at once or not at all
+            object_storage.write_bytes(uri, data, _WHAT)
+        except (ObjectStorageError, MissingExtra) as exc:
+            # Only tasks write here (their outputs and files): their attempt fails
+            # with this one line, not retried for a missing bucket or package or
+            # refused credentials (another attempt would meet the same).
+            raise TaskFailed(str(exc), retryable=getattr(exc, "retryable", False)) from None
         return uri
 
     def get(self, uri: str) -> bytes:
+        """The bytes at ``uri`` (a file this store or another one wrote), as they are
+        now; ``ObjectStorageError`` or ``MissingExtra`` when a remote one cannot be read."""
         if "://" not in uri or uri.startswith("file://"):
             return Path(uri.removeprefix("file://")).read_bytes()
-        import fsspec
-
-        with fsspec.open(uri, "rb") as f:
-            return bytes(f.read())
+        return object_storage.read_bytes(uri, _WHAT)
 
 
 @functools.lru_cache(maxsize=64)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from stageflow.engine.retry import NOT_RETRYABLE
-from stageflow.operators.base import TaskContext, TaskFailed
+from stageflow.operators.base import SkipDownstream, TaskContext, TaskFailed
 from stageflow.operators.bash import masked_copy
 from stageflow.operators.registry import instantiate
 from stageflow.runtime import secrets
@@ -103,6 +103,9 @@ class AttemptResult:
     rows_in: int | None = None
     #: Rows of its table output (``None``: it returned no table, or it failed).
     rows_out: int | None = None
+    #: Why its success skips its direct downstream (the operator returned
+    #: ``SkipDownstream``); ``None``: it does not.
+    skip_downstream: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +213,9 @@ def _execute(
             raise TaskFailed(str(exc), retryable=False) from None
         operator, params = instantiate(job.task, parameters)
         value = operator.run(params, inputs, ctx)
+        skip = None
+        if isinstance(value, SkipDownstream):
+            value, skip = value.output, secrets.mask(value.reason)
         ref = store_output(
             value,
             run_id=job.run_id,
@@ -230,6 +236,7 @@ def _execute(
             usage=_usage(ctx, mark, in_process),
             rows_in=rows_in,
             rows_out=table_rows(value),
+            skip_downstream=skip,
         )
     except TaskFailed as exc:
         unlogged = _log_line(path, secrets.mask(f"task failed: {exc}"))
@@ -323,8 +330,10 @@ def _inputs(job: Job, artifacts: ArtifactStore) -> Mapping[str, Any]:
     inputs = dict(job.inputs)
     for tid, ref in job.input_refs.items():
         inputs[tid] = load_output(ref, artifacts)
-    # keep upstream order
-    return {u: inputs[u] for u in job.task.upstream if u in inputs}
+    # keep upstream order (then a bound metric's value, ``check.metrics.NAME``)
+    ordered = {u: inputs[u] for u in job.task.upstream if u in inputs}
+    ordered.update((k, v) for k, v in inputs.items() if k not in ordered)
+    return ordered
 
 
 _TASK_LOGGER = logging.getLogger("stageflow.task")

@@ -20,17 +20,20 @@ gets a key at dispatch: the sha256 of the canonical JSON of
   the current directory, which is the one it sees), so a rewritten input file
   is a miss even when the task's spec did not change; every fsspec URL
   (``s3://``, ``gs://``, ``https://``, ``memory://`` ...) adds the version
-  fields its filesystem reports (ETag, generation, last modified, size).
+  fields its filesystem reports (ETag, generation, last modified, size), asked
+  afresh each time (``operators/object_storage.py``: a listing this process
+  cached, e.g. an object schedule's, would hide a rewritten object).
   Directories and databases are not looked into: give such a task
   ``cache_ttl_seconds`` or a ``cache_version`` parameter (a query's text is
   part of the parameters anyway).
 
 A hit (an entry under the key, younger than ``cache_ttl_seconds`` and whose
-output file still exists) is reused without running: the ``OutputRef`` is
-copied into the new run, pointing at the bytes the first run stored. After a
-successful attempt the entry is written (replacing an older one) in the same
-transaction as the success; ``--no-cache`` skips lookups but still writes, so
-it refreshes the entries. Outputs produced by a ``fallback`` are never cached.
+output file still exists, locally or in the object store) is reused without
+running: the ``OutputRef`` is copied into the new run, pointing at the bytes the
+first run stored. After a successful attempt the entry is written (replacing
+an older one) in the same transaction as the success; ``--no-cache`` skips
+lookups but still writes, so it refreshes the entries. Outputs produced by a
+``fallback`` are never cached.
 
 Files' versions are read at dispatch (for the lookup) and again when the task
 has succeeded: the entry is stored under the key *as of its end*. So a task
@@ -56,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stageflow.operators import object_storage
 from stageflow.operators.base import TaskContext
 from stageflow.operators.paths import resolve_path
 from stageflow.operators.python import resolve_callable
@@ -123,7 +127,7 @@ class TaskCache:
 
     def lookup(self, task: Task, key: str, now: float) -> CacheEntry | None:
         """A usable entry under ``key``: not expired, not older than the task's TTL
-        now, and (for a local file) its output still on disk."""
+        now, and its output file still there (on disk, or in the object store)."""
         if not self.lookup_enabled:
             return None
         if not self._purged:  # once per run: expired entries go (an indexed delete)
@@ -136,13 +140,13 @@ class TaskCache:
         if ttl is not None and now - entry.created_at > ttl:
             return None
         uri = entry.output.uri
-        local = uri is not None and ("://" not in uri or uri.startswith("file://"))
-        if (
-            entry.output.kind == "file"
-            and local
-            and not Path((uri or "").removeprefix("file://")).is_file()
-        ):
-            return None  # its run's artifacts were deleted: run again
+        if entry.output.kind == "file" and uri is not None:
+            if "://" not in uri or uri.startswith("file://"):
+                present = Path(uri.removeprefix("file://")).is_file()
+            else:  # an object store: one HEAD request
+                present = bool(object_storage.object_version(uri))
+            if not present:
+                return None  # its run's artifacts were deleted: run again
         return entry
 
     def entry(self, task: Task, key: str, output: OutputRef, now: float) -> CacheEntry:
@@ -209,21 +213,6 @@ def code_identity(task: Task) -> tuple[str, list[str] | None]:
 
 
 _REMOTE = re.compile(r"(s3|s3a|gs|gcs|az|abfs|abfss|adl|https?|memory|ftp|sftp)://\S+")
-#: Fields of ``fsspec`` ``info()`` that change when the object changes.
-_VERSION_FIELDS = (
-    "ETag",
-    "etag",
-    "md5Hash",
-    "md5",
-    "version_id",
-    "generation",
-    "LastModified",
-    "last_modified",
-    "mtime",
-    "updated",
-    "created",
-    "size",
-)
 
 
 def file_versions(values: Any, base: str | None = None) -> dict[str, list[Any]]:
@@ -237,7 +226,9 @@ def file_versions(values: Any, base: str | None = None) -> dict[str, list[Any]]:
     while stack:
         value = stack.pop()
         if isinstance(value, str) and _REMOTE.fullmatch(value):
-            version = _remote_version(value)
+            # read fresh (a listing cached by this process may be stale): an empty
+            # one means the version cannot be known (no object, no driver, no answer)
+            version = object_storage.object_version(value)
             if version:
                 found[value] = version
         elif isinstance(value, str):
@@ -253,16 +244,3 @@ def file_versions(values: Any, base: str | None = None) -> dict[str, list[Any]]:
         elif isinstance(value, list | tuple):
             stack.extend(value)
     return found
-
-
-def _remote_version(url: str) -> list[Any]:
-    """The version fields fsspec reports for ``url`` (empty when it cannot tell:
-    the task then runs against whatever is there, and its key has no version)."""
-    try:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(url)
-        info = fs.info(path)
-    except Exception:  # unreachable, no such object, or no driver: no version known
-        return []
-    return [[key, str(info[key])] for key in _VERSION_FIELDS if info.get(key) is not None]

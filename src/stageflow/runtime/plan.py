@@ -17,7 +17,7 @@ from stageflow.engine.scheduler import EnginePlan
 from stageflow.errors import InvalidSpec, Problem
 from stageflow.graph import find_cycle, format_cycle
 from stageflow.operators.python import takes_anything
-from stageflow.operators.registry import task_problems
+from stageflow.operators.registry import metric_reference_problems, task_problems
 from stageflow.runtime.resilience import fallback_problems
 from stageflow.spec.models import Pipeline, Resources
 from stageflow.spec.params import substitute
@@ -239,6 +239,8 @@ def _problems_and_plan(
         )
     free: dict[int, bool] = {}  # id(fn) -> it needs nothing from a task (generated DAGs)
     for task in pipeline.tasks:
+        if task.when is not None or task.inputs:
+            problems.extend(metric_reference_problems(task, pipeline))
         if task.id in bad_calls:
             continue
         fn = task.fn
@@ -257,4 +259,12 @@ def _problems_and_plan(
         )
         if task.fallback is not None:
             problems.extend(fallback_problems(task, parameters, params, import_calls=import_calls))
+    if plan is not None and not problems and any(t.operator == "sensor" for t in pipeline.tasks):
+        from stageflow.runtime.sensing import sensor_policies
+
+        run_params = params
+        plan = replace(
+            plan,
+            sensors=sensor_policies(pipeline, lambda t: task_parameters(t.parameters, run_params)),
+        )
     return problems, plan

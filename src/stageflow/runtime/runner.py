@@ -44,7 +44,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageflow.engine.admission import Admission, Capacity
 from stageflow.engine.retry import NOT_RETRYABLE
@@ -59,6 +59,7 @@ from stageflow.errors import (
     UsageError,
 )
 from stageflow.graph import critical_path, downstream
+from stageflow.operators.metadata import read_metadata
 from stageflow.runtime.artifacts import ArtifactStore, load_output, store_output
 from stageflow.runtime.attempt import AttemptResult, Job, Usage
 from stageflow.runtime.claim import (
@@ -98,7 +99,11 @@ from stageflow.runtime.store.base import (
     TaskRunRecord,
     Tick,
 )
-from stageflow.spec.models import Pipeline
+from stageflow.spec.models import Pipeline, input_source
+
+if TYPE_CHECKING:
+    from stageflow.operators.sensor import Poke
+    from stageflow.runtime.sensing import Pokes
 
 __all__ = [
     "EXECUTORS",
@@ -136,6 +141,8 @@ _MAX_WAIT = 1.0
 _RUN_ID_TRIES = 5
 BACKFILL_LIMIT = 8  # tasks admitted around one waiting for resources (engine.admission)
 _S = TaskState
+#: A task run's note when its success skipped its direct downstream (its error: why).
+SKIPPED_DOWNSTREAM = "skipped downstream"
 _WHY_STATES = frozenset({_S.FAILED, _S.UP_FOR_RETRY, _S.UPSTREAM_FAILED, _S.CANCELLED, _S.SKIPPED})
 
 
@@ -767,6 +774,7 @@ class Runner:
             branch=loop.branch_choice,
             jitter_seed=run_id,
             map_size=loop.map_size,
+            skipped_downstream=loop.skipping.get,
             # A shared budget sees every task of every run (an exclusive task of
             # another run holds them back too); alone, only tasks that ask.
             admission=self.admission if plan.needs_admission() or self.shared else None,
@@ -805,6 +813,17 @@ class Runner:
         pooled = uses_pools(plan)  # no task asks for a pool: nothing to bind, or stamp
         drive = _Drive(self, loop, sched, control, timeouts, batch, now, pooled=pooled)
         cycle = Cycle(drive.step, self.clock, drive.submit)
+        if plan.sensors:  # checked off the workers (runtime.sensing)
+            from stageflow.runtime.sensing import Pokes
+
+            drive.pokes = Pokes(
+                tasks,
+                lambda t: task_parameters(t.parameters, params, loop.schedule),
+                pipeline_dir=loop.pipeline_dir,
+                store=self.store,
+                clock=self.clock,
+                wake=cycle.wake,
+            )
         loop.committer.on_error = cycle.wake  # a refused commit (LeaseLost) stops the run now
         drive.executor = self.host.executor_pool(self.executor_name).attach(
             run_id, cycle.deliver, self.parallel
@@ -981,6 +1000,7 @@ class _Drive:
         self.now = now
         self.interrupt = runner.interrupt
         self.interrupted = False  # the run was cancelled by ``interrupt`` (Ctrl-C)
+        self.pokes: Pokes | None = None  # the run's sensor checks, when it has sensors
         self.pools = bind_run(  # global pool slots: taken in the store (runtime.pools)
             runner.admission if sched.uses_admission and pooled else None,
             sched,
@@ -1004,9 +1024,16 @@ class _Drive:
         self.now = now = max(now, self.now)
         for result in results:
             loop.finish(sched, result, now, batch)
+        pokes = self.pokes
+        if pokes is not None:  # sensors: record the checks made, start those due
+            for tid, found in pokes.take():
+                loop.sensed(sched, tid, found, now, batch)
         due = sched.next_due()
         if due is not None and due <= now:
             loop.record(sched.due(now), batch)
+        if pokes is not None:
+            for tid in sched.pokes_due(now):
+                pokes.submit(tid)
         if self.deadlines and self.deadlines[0][0] <= now:
             self._time_out(now)
         if self.run_deadline is not None and now >= self.run_deadline:
@@ -1058,6 +1085,7 @@ class _Drive:
             sched.running == 0
             and next_due is None
             and not sched.awaiting_approval
+            and not sched.sensing
             and not sched.has_ready
         ):
             raise RuntimeError(
@@ -1172,6 +1200,7 @@ class _Loop:
         self.gpus: dict[str, float] = {}  # GPUs held by running attempts (GPU seconds)
         self.fallback_error: str | None = None
         self.failures: dict[str, str] = {}  # task -> error, for TaskContext.failures
+        self.skipping: dict[str, str] = {}  # task -> why its success skips its downstream
         self.shortcuts = False  # a task was decided at dispatch this tick (short_circuit)
         self.in_thread = runner.host.executor_pool(runner.executor_name).shares_memory
         # Mapped tasks (``map_over``): their success stores their children's outputs.
@@ -1209,6 +1238,8 @@ class _Loop:
             if r.task_id in self.refs:
                 row.state, row.started_at, row.ended_at = _S.SUCCESS, r.started_at, r.ended_at
                 row.error, row.note = r.error, r.note
+                if r.note == SKIPPED_DOWNSTREAM:  # decided again at start (Scheduler)
+                    self.skipping[r.task_id] = r.error or "no reason recorded"
                 continue
             row.started_at = None
             if r.state != _S.PENDING:
@@ -1239,7 +1270,7 @@ class _Loop:
                 row = rows[tid] = _Row(_S.PENDING)
             if new is _S.QUEUED:
                 row.queued_at = t.at
-            elif new is _S.RUNNING:
+            elif new is _S.RUNNING or new is _S.SENSING:
                 row.attempts = t.attempt
                 row.attempt_started = t.at
                 if row.started_at is None:
@@ -1257,17 +1288,19 @@ class _Loop:
                         run_id,
                         tid,
                         t.attempt,
-                        _S.RUNNING,
+                        new,
                         t.at,
                         queued_at=row.queued_at,
                         request_json=row.request_json,
                         gpu_devices=row.gpu_devices,
                     )
                 )
-            elif old is _S.RUNNING:
+            elif old is _S.RUNNING or old is _S.SENSING:
                 if new is _S.SUCCESS and tid in self.mapped:
                     self._store_mapped_output(tid, t.attempt, batch)
                     row.note, row.error = "mapped", t.message  # "4 of 5 elements succeeded"
+                elif old is _S.SENSING:
+                    row.error = t.message  # what the sensor found (or why it timed out)
                 elif new is _S.CANCELLED:
                     self.to_stop.append((run_id, tid, t.attempt))
                 detail = self.tracebacks.pop((tid, t.attempt), None) if self.tracebacks else None
@@ -1301,7 +1334,7 @@ class _Loop:
                 )
             if new in FINAL_TASK_STATES:
                 row.ended_at = t.at
-            if new in _WHY_STATES:  # why it failed, or did not run
+            if new in _WHY_STATES or new is _S.SENSING:  # why it failed, did not run, waits
                 row.error = t.message
                 if new is _S.FAILED:
                     self.failures[tid] = t.message or "failed"
@@ -1355,7 +1388,39 @@ class _Loop:
                 self.tracebacks[(tid, result.attempt)] = result.traceback
             self.fail(sched, tid, result.attempt, now, result.error, result.error_types, batch)
             return
-        self.record(sched.record(tid, result.attempt, result.ok, now, result.error), batch)
+        skip = result.skip_downstream
+        self.record(
+            sched.record(tid, result.attempt, result.ok, now, result.error, skip_downstream=skip),
+            batch,
+        )
+        if skip is not None and sched.state(tid) is _S.SUCCESS:
+            row = self.rows[tid]
+            row.note, row.error = SKIPPED_DOWNSTREAM, skip
+            self.skipping[tid] = skip
+
+    def sensed(self, sched: Scheduler, tid: str, found: Poke, now: float, batch: Batch) -> None:
+        """A sensor's check: record it in the engine; a met one's output (what it
+        found) is stored first, in the same batch as its success (durability rule)."""
+        if sched.state(tid) is not _S.SENSING:
+            return  # cancelled meanwhile: a late check
+        met, message = found.met, found.message or None
+        if met:
+            try:
+                ref = store_output(
+                    found.value,
+                    run_id=self.run_id,
+                    task_id=tid,
+                    attempt=sched.attempt(tid),
+                    artifacts=self.runner.artifacts,
+                    inline_limit=self.inline,
+                )
+            except Exception as exc:  # e.g. the artifact store is unreachable: check again
+                met, message = False, f"{message}, but its output was not stored: {exc}"
+            else:
+                self.refs[tid] = ref
+                self.values[tid] = found.value
+                batch.outputs.append(ref)
+        self.record(sched.sensed(tid, met, now, message), batch)
 
     def fail(
         self,
@@ -1497,7 +1562,19 @@ class _Loop:
             }
         if element is not _NO_ELEMENT:
             job.inputs[task.map_over or ""] = element
+        if task.inputs:
+            self._bind_metrics(task.inputs, job.inputs)
         return job
+
+    def _bind_metrics(self, bindings: Mapping[str, str], inputs: dict[str, Any]) -> None:
+        """``inputs: {drifted: check.metrics.drifted_columns}``: the metric ``check``
+        recorded (``None`` when it recorded none by that name), or all of them."""
+        for source in bindings.values():
+            task_id, metric = input_source(source)
+            if metric is None:
+                continue
+            recorded = self._recorded_metrics(task_id)
+            inputs[source] = recorded if metric == "" else recorded.get(metric)
 
     # -- dynamic fan-out (map_over) ---------------------------------------------------
 
@@ -1570,11 +1647,24 @@ class _Loop:
                 for r in expression.references
                 if r.kind == "task" and (r.name in self.refs or self._is_mapped(r.name))
             }
-            return bool(expression.evaluate(self.params, outputs))
+            metrics = {
+                r.name: self._recorded_metrics(r.name)
+                for r in expression.references
+                if r.kind == "task" and r.path[:1] == ("metrics",)
+            }
+            return bool(expression.evaluate(self.params, outputs, metrics))
         except ExpressionError as exc:
             return f"condition could not be evaluated: {exc}"
         except Exception as exc:  # an output that has no truth value (an array), or fails to load
             return f"condition could not be evaluated: {type(exc).__name__}: {exc}"
+
+    def _recorded_metrics(self, task_id: str) -> dict[str, float]:
+        """The metrics ``task_id``'s last attempt recorded (``operators.metadata``)."""
+        attempt = self.rows[task_id].attempts if task_id in self.rows else 0
+        if attempt < 1:
+            return {}
+        metrics = read_metadata(self.logs_dir, self.run_id, task_id, attempt)["metrics"]
+        return dict(metrics)
 
     def branch_choice(self, task_id: str) -> list[str]:
         """The downstream ids a branch task's output names (``None``: none of them)."""

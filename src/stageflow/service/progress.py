@@ -88,6 +88,7 @@ _COLOURS = {
     "queued": "yellow",
     "up_for_retry": "magenta",
     "awaiting_approval": "magenta",
+    "sensing": "magenta",
     "upstream_failed": "red",
     "skipped": "dim",
     "cancelled": "dim",
@@ -303,7 +304,7 @@ def _rows(states: dict[str, str]) -> list[str]:
     retrying first, then the rest) in pipeline order, mapped children by index."""
     if len(states) <= _ROWS:
         return list(states)
-    busy = ("running", "failed", "up_for_retry", "awaiting_approval", "queued")
+    busy = ("running", "failed", "up_for_retry", "awaiting_approval", "sensing", "queued")
     first = [tid for tid, s in states.items() if s in busy][:_ROWS]
     keep = set(first)
     for tid in states:
@@ -333,7 +334,7 @@ def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> N
         state = f"{t.state} ({t.note})" if t.note else t.state  # success (cached), (fallback)
         rows = f" {_rows_text(t.rows_in, t.rows_out):>16}" if tables else ""
         out.write(f"  {tid:<{width}}  {state:<18} {t.attempts:>8} {d:>9}{rows}\n")
-        if t.error and (t.state in ("failed", "upstream_failed", "cancelled") or t.note):
+        if t.error and (t.state in ("failed", "upstream_failed", "cancelled", "sensing") or t.note):
             first, *rest = _error_lines(t.error) or [""]
             out.write(f"  {'':<{width}}    {first}\n")
             for line in rest:  # the last lines of its output (a bash command's, say)

@@ -11,8 +11,11 @@ comparisons (``== != < <= > >= in``, ``not in``, chained), ``+ - * / // %``
 on numbers (``+`` also joins two strings), unary ``-``/``+``, and subscripts
 ``x["key"]``/``x[0]`` on values. A reference is ``${params.NAME}`` or
 ``${TASK}`` / ``${TASK.key.key}``: the output of an upstream task, then keys
-(or attributes of a non-mapping output). Task ids may contain dots; the longest
-id that matches wins. Sizes are bounded: 2,000 characters, nesting 32 deep.
+(or attributes of a non-mapping output). ``${TASK.metrics.NAME}`` is a metric
+the task recorded (``operators.metadata.record``: a data check's
+``drifted_columns``, an evaluation's ``accuracy``) when it recorded one by that
+name, else the output's ``metrics`` key as above. Task ids may contain dots; the
+longest id that matches wins. Sizes are bounded: 2,000 characters, nesting 32 deep.
 
 Evaluation is bounded too, as it runs in the run loop (a long computation there
 would hold every task): there is no ``**`` or ``<<``, no repetition of text or
@@ -83,9 +86,17 @@ class Expression:
     tree: ast.Expression
     references: tuple[Reference, ...]
 
-    def evaluate(self, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
-        """The value of the expression; ``ExpressionError`` says what went wrong."""
-        values = [_resolve(ref, params, outputs) for ref in self.references]
+    def evaluate(
+        self,
+        params: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+        metrics: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> Any:
+        """The value of the expression; ``ExpressionError`` says what went wrong.
+
+        ``metrics``: what each task recorded, read by ``${TASK.metrics.NAME}``.
+        """
+        values = [_resolve(ref, params, outputs, metrics or {}) for ref in self.references]
         try:
             return _eval(self.tree.body, values)
         except _TooLarge as exc:
@@ -188,16 +199,30 @@ def _check(node: ast.AST, refs: int, source: str, depth: int) -> None:
         _check(child, refs, source, depth + 1)
 
 
-def _resolve(ref: Reference, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
+def _resolve(
+    ref: Reference,
+    params: Mapping[str, Any],
+    outputs: Mapping[str, Any],
+    metrics: Mapping[str, Mapping[str, float]],
+) -> Any:
+    path = ref.path
     if ref.kind == "params":
         if ref.name not in params:
             raise ExpressionError(f"${{{ref.text}}}: no run parameter '{ref.name}'")
         value = params[ref.name]
+    elif path[:1] == ("metrics",) and (found := _recorded(ref, metrics)) is not None:
+        value, path = found
+    elif path[:1] == ("metrics",) and not _has_key(outputs.get(ref.name), "metrics"):
+        recorded = ", ".join(sorted(metrics.get(ref.name, {}))[:20]) or "none"
+        wanted = f"metric '{'.'.join(path[1:])}'" if len(path) > 1 else "metrics"
+        raise ExpressionError(
+            f"${{{ref.text}}}: task '{ref.name}' recorded no {wanted} (recorded: {recorded})"
+        )
     else:
         if ref.name not in outputs:
             raise ExpressionError(f"${{{ref.text}}}: task '{ref.name}' has no output")
         value = outputs[ref.name]
-    for key in ref.path:
+    for key in path:
         if isinstance(value, Mapping):
             if key not in value:
                 known = ", ".join(map(str, list(value)[:10]))
@@ -210,6 +235,29 @@ def _resolve(ref: Reference, params: Mapping[str, Any], outputs: Mapping[str, An
         else:
             raise ExpressionError(f"${{{ref.text}}}: {type(value).__name__} has no '{key}'")
     return value
+
+
+def _recorded(
+    ref: Reference, metrics: Mapping[str, Mapping[str, float]]
+) -> tuple[Any, tuple[str, ...]] | None:
+    """What ``${TASK.metrics[.NAME...]}`` names of what ``TASK`` recorded (all of it, or
+    the metric NAME, which may hold dots: the longest recorded name wins) and the keys
+    left after it; ``None`` when it recorded no such metric."""
+    recorded = metrics.get(ref.name)
+    if not recorded:
+        return None
+    path = ref.path
+    if len(path) == 1:
+        return recorded, ()
+    for end in range(len(path), 1, -1):
+        name = ".".join(path[1:end])
+        if name in recorded:
+            return recorded[name], path[end:]
+    return None
+
+
+def _has_key(value: Any, key: str) -> bool:
+    return isinstance(value, Mapping) and key in value
 
 
 def _eval(node: ast.AST, refs: list[Any]) -> Any:

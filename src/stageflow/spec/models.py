@@ -53,9 +53,22 @@ __all__ = [
     "TaskId",
     "TriggerRule",
     "callable_ref",
+    "input_source",
 ]
 
 TaskId = NewType("TaskId", str)
+
+_METRIC_SOURCE = re.compile(r"(.+?)\.metrics(?:\.(.+))?")
+
+
+def input_source(source: str) -> tuple[str, str | None]:
+    """The task an ``inputs`` source reads, and the metric it names: ``"train"`` ->
+    ``("train", None)`` (its output); ``"check.metrics.drifted_columns"`` -> ``("check",
+    "drifted_columns")``; ``"check.metrics"`` -> ``("check", "")`` (every metric)."""
+    match = _METRIC_SOURCE.fullmatch(source)
+    if match is None:
+        return source, None
+    return match.group(1), match.group(2) or ""
 
 
 class TriggerRule(enum.StrEnum):
@@ -327,8 +340,9 @@ class Task(BaseModel):
 
     @model_validator(mode="after")
     def _inputs_are_upstream(self) -> Task:
-        """Each ``inputs`` source is a data upstream (added once, after ``upstream``)."""
-        missing = [u for u in dict.fromkeys(self.inputs.values()) if u not in self.upstream]
+        """Each ``inputs`` source's task is a data upstream (added once, after ``upstream``)."""
+        sources = (input_source(u)[0] for u in self.inputs.values())
+        missing = [u for u in dict.fromkeys(sources) if u not in self.upstream]
         if missing:
             self.upstream = [*self.upstream, *missing]
         return self

@@ -23,6 +23,7 @@ the referenced file is the caller's ``load`` function (``runtime.loading``).
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +145,8 @@ def _group(
         )
     until, iterations = _repeat(task["repeat"], problem)
     out: list[dict[str, Any]] = []
-    upstream = list(task.get("upstream") or [])
+    outer_upstream = list(task.get("upstream") or [])
+    upstream = outer_upstream
     all_exits: list[str] = []
     previous: str | None = None
     for k in range(1, iterations + 1):
@@ -157,7 +159,9 @@ def _group(
         )
         out.extend(tasks)
         all_exits.extend(exits)
-        upstream, outer_after, previous = exits, [], prefix
+        # the next round reads the group's input and this round's outputs
+        upstream = [*outer_upstream, *(e for e in exits if e not in outer_upstream)]
+        outer_after, previous = [], prefix
     exit_names = [e.rsplit(".", 1)[-1] for e in all_exits[: len(all_exits) // iterations]]
     out.append(
         {
@@ -299,15 +303,22 @@ def _task_refs(text: str) -> list[str]:
     return [m for m in re.findall(r"\$\{([^{}]*)\}", text) if not m.startswith("params.")]
 
 
+_OUTER_PARAM = re.compile(r"\$\{params\.[A-Za-z_][A-Za-z0-9_]*\}")
+
+
 def _substitute_condition(
     text: str, params: dict[str, Any], group_id: str, inner_ids: set[Any]
 ) -> str:
-    """Parameters become literals; references to the group's own tasks get its prefix."""
+    """Parameters become literals; references to the group's own tasks get its prefix.
+    A parameter given as the outer pipeline's ``${params.NAME}`` (``with: {target:
+    "${params.target}"}``) stays that reference, read with its type when the run starts."""
     import json
-    import re
 
     def param(match: re.Match[str]) -> str:
-        return json.dumps(params[match.group(1)])
+        value = params[match.group(1)]
+        if isinstance(value, str) and _OUTER_PARAM.fullmatch(value):
+            return value
+        return json.dumps(value)
 
     text = re.sub(r"\$\{params\.([A-Za-z_][A-Za-z0-9_]*)\}", param, text)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from stageflow.errors import Problem
-from stageflow.spec.models import Pipeline
+from stageflow.spec.models import Pipeline, input_source
 from stageflow.spec.params import (
     SCHEDULE_KEYS,
     param_collision_problem,
@@ -121,7 +121,7 @@ def graph_rows(pipeline: Pipeline) -> Iterator[tuple[str, list[str], int]]:
         if t.inputs:
             if ids is None:
                 ids = {x.id for x in pipeline.tasks}
-            sources = set(t.inputs.values())
+            sources = {input_source(u)[0] for u in t.inputs.values()}
             ups = [u for u in ups if u not in sources or (u in ids and u != t.id)]
         yield t.id, ups, i
 
@@ -272,7 +272,8 @@ def _inputs_problems(task: Any, ids: set[str]) -> list[Problem]:
             )
         ]
     problems = []
-    for name, source in task.inputs.items():
+    for name, full in task.inputs.items():
+        source = input_source(full)[0]
         if source == task.id:
             why = f"inputs maps parameter '{name}' to this task itself; name an upstream task"
         elif source in ids:

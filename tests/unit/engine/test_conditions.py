@@ -170,3 +170,108 @@ def test_validation_then_success_or_cleanup_pattern() -> None:
     assert (ok["train"], ok["cleanup"]) == (S.SUCCESS, S.SKIPPED)
     bad = Driver(Scheduler(plan(upstream, rules=rules))).run(fail=["validate"])
     assert (bad["train"], bad["cleanup"]) == (S.UPSTREAM_FAILED, S.SUCCESS)
+
+
+# -- skipping downstream, and making the same decision again on resume ------------------
+
+
+class Skipper(Driver):
+    """A driver whose tasks in ``skipping`` succeed and skip their direct downstream."""
+
+    def __init__(self, sched: Scheduler, skipping: dict[str, str]) -> None:
+        super().__init__(sched)
+        self.skipping = skipping
+
+    def run(self, fail: Iterable[str] = ()) -> dict[str, TaskState]:
+        self.check(self.sched.start(self.now))
+        while not self.sched.finished:
+            started = self.sched.pop_ready(10, self.now)
+            assert started, f"stuck: {self.sched.states()}"
+            for t in started:
+                self.now += 1.0
+                self.ran.append(t.task_id)
+                why = self.skipping.get(t.task_id)
+                self.check(
+                    self.sched.record(t.task_id, t.attempt, True, self.now, skip_downstream=why)
+                )
+        return self.sched.states()
+
+
+def test_a_success_may_skip_its_direct_downstream_the_rest_follow_their_rules() -> None:
+    upstream = {
+        "check": [],
+        "retrain": ["check"],
+        "score": ["check"],
+        "after_retrain": ["retrain"],
+        "report": ["retrain", "score"],
+        "other": [],
+    }
+    rules = {"report": TR.NONE_FAILED}
+    sched = Scheduler(plan(upstream, rules=rules))
+    driver = Skipper(sched, {"check": "drift in 2 columns"})
+    states = driver.run()
+    assert states == {
+        "check": S.SUCCESS,
+        "retrain": S.SKIPPED,
+        "score": S.SKIPPED,
+        "after_retrain": S.SKIPPED,  # all_success after a skipped task
+        "report": S.SUCCESS,  # none_failed: skipped upstream are fine
+        "other": S.SUCCESS,
+    }
+    assert sorted(driver.ran) == ["check", "other", "report"]
+    assert sched.run_state() == RunState.SUCCESS
+
+
+def test_the_skip_says_which_task_skipped_and_why() -> None:
+    sched = Scheduler(plan({"check": [], "a": ["check"]}))
+    sched.start(0.0)
+    (t,) = sched.pop_ready(1, 0.0)
+    out = sched.record("check", t.attempt, True, 1.0, skip_downstream="3 rows failed")
+    skipped = [x for x in out if x.task_id == "a"]
+    assert [(x.new, x.message) for x in skipped] == [
+        (S.SKIPPED, "skipped: task 'check' skips its downstream (3 rows failed)")
+    ]
+
+
+def test_a_failure_ignores_skip_downstream() -> None:
+    sched = Scheduler(plan({"check": [], "a": ["check"]}))
+    sched.start(0.0)
+    (t,) = sched.pop_ready(1, 0.0)
+    sched.record("check", t.attempt, False, 1.0, "boom", skip_downstream="ignored")
+    assert sched.states()["a"] is S.UPSTREAM_FAILED
+
+
+@pytest.mark.parametrize("restored_too", [False, True], ids=["downstream-pending", "restored"])
+def test_a_restored_branch_task_skips_its_unchosen_downstream_again(restored_too: bool) -> None:
+    """Resume: the branch task's success was committed, its choice is asked again, so
+    the branch it did not choose is skipped, not run."""
+    upstream = {"pick": [], "left": ["pick"], "right": ["pick"], "join": ["left", "right"]}
+    restored = ["pick", "left"] if restored_too else ["pick"]
+    sched = Scheduler(
+        plan(upstream, branching=["pick"], rules={"join": TR.NONE_FAILED_MIN_ONE_SUCCESS}),
+        branch=lambda t: "left",
+        restored=restored,
+        attempts=dict.fromkeys(restored, 1),
+    )
+    driver = Driver(sched)
+    states = driver.run()
+    assert states == {"pick": S.SUCCESS, "left": S.SUCCESS, "right": S.SKIPPED, "join": S.SUCCESS}
+    assert "right" not in driver.ran and "pick" not in driver.ran
+    assert ("left" in driver.ran) is not restored_too
+
+
+def test_a_restored_task_that_skipped_its_downstream_skips_it_again() -> None:
+    upstream = {"check": [], "retrain": ["check"], "deploy": ["retrain"]}
+    asked: list[str] = []
+
+    def skipped(task_id: str) -> str | None:
+        asked.append(task_id)
+        return "drift" if task_id == "check" else None
+
+    sched = Scheduler(
+        plan(upstream), restored=["check"], attempts={"check": 1}, skipped_downstream=skipped
+    )
+    driver = Driver(sched)
+    assert driver.run() == {"check": S.SUCCESS, "retrain": S.SKIPPED, "deploy": S.SKIPPED}
+    assert driver.ran == []
+    assert asked == ["check"]  # asked of restored tasks only

@@ -25,10 +25,20 @@ from stageflow.errors import IllegalTransition, StageflowError
 # DESIGN.md, "Task states": state -> the "next" column (empty: final), plus the
 # deliberate additions documented in docs/architecture.md:
 # pending -> failed (a `when:` condition that cannot be evaluated), and the new
-# state awaiting_approval (an `approval:` gate, decided before the task queues).
+# state awaiting_approval (an `approval:` gate, decided before the task queues),
+# and sensing (a sensor waiting for its condition without a worker slot).
 DESIGN_TASK_TABLE: dict[str, set[str]] = {
-    "pending": {"queued", "skipped", "upstream_failed", "cancelled", "failed", "awaiting_approval"},
+    "pending": {
+        "queued",
+        "skipped",
+        "upstream_failed",
+        "cancelled",
+        "failed",
+        "awaiting_approval",
+        "sensing",
+    },
     "awaiting_approval": {"queued", "failed", "cancelled"},
+    "sensing": {"success", "failed", "skipped", "cancelled"},
     "queued": {"running", "cancelled"},
     "running": {"success", "failed", "up_for_retry", "cancelled"},
     "up_for_retry": {"queued", "cancelled"},

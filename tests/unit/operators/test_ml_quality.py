@@ -439,10 +439,10 @@ def test_on_violation_warn_records_the_verdict_as_metrics(tmp_path: Path) -> Non
             id="call",
         ),
         pytest.param(
-            {"on_violation": "skip_downstream"},
+            {"on_violation": "skip"},
             "parameters.on_violation",
-            "skip_downstream is not available yet",
-            id="skip-downstream",
+            "'fail', 'warn' or 'skip_downstream'",
+            id="on-violation",
         ),
     ],
 )

@@ -158,3 +158,52 @@ def test_references_are_reported_for_validation() -> None:
         ("task", "train.rf", ("score",)),
         ("params", "threshold", ()),
     ]
+
+
+# -- ${TASK.metrics.NAME}: what a task recorded -------------------------------------------
+
+RECORDED = {"check": {"drifted_columns": 2.0, "passed": 0.0}, "evaluate": {"f1": 0.95}}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        pytest.param("${check.metrics.drifted_columns} > 0", True, id="recorded-metric"),
+        pytest.param("${check.metrics.passed} == 0", True, id="verdict"),
+        # recorded metrics win over the output's own "metrics" key ...
+        pytest.param("${evaluate.metrics.f1} == 0.95", True, id="recorded-over-output"),
+        # ... but a name only the output has is still read from the output
+        pytest.param("${count} == 7 and ${evaluate.accuracy} > 0.9", True, id="output-unchanged"),
+        pytest.param("${check.metrics}['passed'] == 0", True, id="all-metrics"),
+    ],
+)
+def test_recorded_metrics_are_addressable(source: str, expected: Any) -> None:
+    outputs = {**OUTPUTS, "check": "a DataFrame stands here"}
+    expression = parse_expression(source, [*IDS, "check"])
+    assert expression.evaluate(PARAMS, outputs, RECORDED) == expected
+
+
+def test_an_output_s_metrics_key_is_read_when_nothing_was_recorded() -> None:
+    expression = parse_expression("${evaluate.metrics.f1} < 0.5", IDS)
+    assert expression.evaluate(PARAMS, OUTPUTS, {}) is False  # the output's 0.8
+
+
+def test_a_metric_not_recorded_names_what_was() -> None:
+    outputs = {**OUTPUTS, "check": "a DataFrame stands here"}
+    expression = parse_expression("${check.metrics.drifted} > 0", [*IDS, "check"])
+    with pytest.raises(ExpressionError) as exc:
+        expression.evaluate(PARAMS, outputs, RECORDED)
+    assert str(exc.value) == (
+        "${check.metrics.drifted}: task 'check' recorded no metric 'drifted' "
+        "(recorded: drifted_columns, passed)"
+    )
+    with pytest.raises(ExpressionError, match=r"recorded no metric 'x' \(recorded: none\)"):
+        parse_expression("${check.metrics.x} > 0", ["check"]).evaluate({}, {"check": None}, {})
+
+
+def test_a_metric_name_may_hold_dots_the_longest_recorded_one_wins() -> None:
+    recorded = {"check": {"failing.not_null.age": 3.0, "failing": 1.0}}
+    expression = parse_expression("${check.metrics.failing.not_null.age} == 3", ["check"])
+    assert expression.evaluate({}, {"check": None}, recorded) is True
+    expression = parse_expression("${check.metrics.failing} == 1", ["check"])
+    assert expression.evaluate({}, {"check": None}, recorded) is True

@@ -132,7 +132,8 @@ def test_repeat_unrolls_gated_iterations_and_a_collector() -> None:
         f"g.{k}.{n}" for k in (1, 2, 3) for n in ("a", "b", "c")
     ]
     assert "when" not in tasks["g.1.a"] and tasks["g.1.a"]["upstream"] == ["ingest"]
-    assert tasks["g.2.a"]["upstream"] == ["g.1.b", "g.1.c"]  # after the previous round
+    # the group's input, and the previous round's outputs
+    assert tasks["g.2.a"]["upstream"] == ["ingest", "g.1.b", "g.1.c"]
     assert tasks["g.2.a"]["when"] == "not (${g.1.b} == 'x' and 2 > 1)"
     assert tasks["g"]["upstream"] == [f"g.{k}.{n}" for k in (1, 2, 3) for n in ("b", "c")]
     assert tasks["g"]["parameters"] == {"exits": ["b", "c"], "iterations": 3}

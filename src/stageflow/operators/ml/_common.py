@@ -59,12 +59,13 @@ class MLOperator(Operator):
     def run(self, params: BaseModel, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:
         try:
             return self.execute(params, inputs, ctx)
-        except MissingExtra as exc:
-            raise TaskFailed(f"{self.name}: {exc}") from None
+        except MissingExtra as exc:  # installing a package is not something a retry does
+            raise TaskFailed(f"{self.name}: {exc}", retryable=False) from None
 
     @abstractmethod
     def execute(self, params: Any, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:
-        """Do the work (``run`` with ``MissingExtra`` turned into ``TaskFailed``)."""
+        """Do the work (``run`` with ``MissingExtra`` turned into a ``TaskFailed`` that
+        is not retried)."""
 
 
 def need(module: str, what: str = "this operator") -> ModuleType:
@@ -111,6 +112,7 @@ def pick(
     Raises ``TaskFailed`` when ``name`` is not an upstream or holds something
     else, when no upstream output fits, or when several do and none is named.
     """
+    inputs = {k: last_round(v, accept) for k, v in inputs.items()}
     if name is not None:
         if name not in inputs:
             known = ", ".join(inputs) or "none"
@@ -130,6 +132,29 @@ def pick(
         raise TaskFailed(f"{op}: needs {what} from an upstream task; got {seen}")
     names = ", ".join(k for k, _ in found)
     raise TaskFailed(f"{op}: several upstream tasks give {what} ({names}); name one with `input:`")
+
+
+def round_outputs(value: Any) -> dict[str, Any] | None:
+    """A repeated group's result (``{"iteration": k, "outputs": {exit: output}}``,
+    ``spec.templates.last_iteration``): its last round's exit outputs; else ``None``."""
+    if (
+        isinstance(value, dict)
+        and set(value) == {"iteration", "outputs"}
+        and isinstance(value["iteration"], int)
+        and isinstance(value["outputs"], dict)
+    ):
+        return value["outputs"]
+    return None
+
+
+def last_round(value: Any, accept: Callable[[Any], bool]) -> Any:
+    """``value``, or for a repeated group's result the last exit output ``accept`` takes:
+    a loop's model or evaluation is used like a task's."""
+    outputs = round_outputs(value)
+    if outputs is None:
+        return value
+    found = [v for v in outputs.values() if accept(v)]
+    return found[-1] if found else value
 
 
 def ensure_columns(frame: Any, columns: list[str], op: str, role: str = "column") -> None:

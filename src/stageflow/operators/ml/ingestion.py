@@ -3,7 +3,9 @@
 Sources (``source``):
 
 * a local path (a relative one starts at the pipeline's folder:
-  ``operators/paths.py``), or any fsspec URL (``s3://``, ``gs://``, ``memory://``, ...);
+  ``operators/paths.py``), or any fsspec URL (``s3://``, ``gs://``, ``memory://``, ...;
+  ``s3://`` needs the ``s3`` extra and takes its endpoint and credentials from the
+  environment: ``operators/object_storage.py``);
   ``http(s)://`` is fetched with the standard library; ``format`` is
   ``csv | json | jsonl | parquet``, inferred from the name when absent
   (``.gz``/``.bz2``/``.xz``/``.zip`` compression too);
@@ -52,6 +54,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from stageflow.errors import ObjectStorageError
+from stageflow.operators import object_storage
 from stageflow.operators.base import TaskContext, TaskFailed
 from stageflow.operators.metadata import record, sha256_bytes
 from stageflow.operators.ml._common import MLOperator, ensure_columns, is_frame, need, pick
@@ -301,16 +305,10 @@ def fetch_bytes(source: str, timeout: float, op: str) -> bytes:
             raise TaskFailed(f"{op}: {source} is a folder; name a file") from None
         except OSError as exc:
             raise TaskFailed(f"{op}: cannot read {source}: {exc.strerror}") from None
-    fsspec = need("fsspec", op)
-    try:
-        with fsspec.open(source, "rb") as f:
-            return bytes(f.read())
-    except FileNotFoundError:
-        raise TaskFailed(f"{op}: no such object: {shown}") from None
-    except ImportError as exc:
-        raise TaskFailed(f"{op}: reading {shown} needs a package: {exc}") from None
-    except Exception as exc:  # each filesystem raises its own types
-        raise TaskFailed(f"{op}: cannot read {shown}: {type(exc).__name__}: {_line(exc)}") from None
+    try:  # s3:// and the other fsspec protocols (operators/object_storage.py)
+        return object_storage.read_bytes(source)
+    except ObjectStorageError as exc:
+        raise TaskFailed(f"{op}: {exc}", retryable=exc.retryable) from None
 
 
 def infer_format(source: str, op: str) -> Format:
@@ -459,12 +457,10 @@ def write_table(
         os.replace(tmp, target)
         uri = str(target)
     else:
-        fsspec = need("fsspec", op)
-        try:
-            fs, path_in_fs = fsspec.core.url_to_fs(to)
-            fs.pipe_file(path_in_fs, data)
-        except Exception as exc:  # each filesystem raises its own types
-            raise TaskFailed(f"{op}: cannot write {mask(to)}: {_line(exc)}") from None
+        try:  # one whole object (operators/object_storage.py)
+            object_storage.write_bytes(to, data)
+        except ObjectStorageError as exc:
+            raise TaskFailed(f"{op}: {exc}", retryable=exc.retryable) from None
         uri = mask(to)
     return {"uri": uri, "sha256": sha256_bytes(data), "kind": "file"}
 

@@ -69,6 +69,7 @@ from stageflow.operators.ml._common import (
     need,
     pick,
     put_file,
+    round_outputs,
 )
 from stageflow.operators.ml.evaluation import LOWER_IS_BETTER, better
 from stageflow.operators.ml.ingestion import frame_hash, read_table, write_table
@@ -201,6 +202,11 @@ def _flatten(inputs: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
     """``(upstream, task run, value)`` for every input; a list counts as its elements."""
     out: list[tuple[str, str, Any]] = []
     for upstream, value in inputs.items():
+        rounds = round_outputs(value)  # a repeated group: its last round's exit outputs
+        if rounds is not None:
+            k = value["iteration"]
+            out.extend((upstream, f"{upstream}.{k}.{name}", v) for name, v in rounds.items())
+            continue
         if not isinstance(value, list | tuple):
             out.append((upstream, upstream, value))
             continue
@@ -620,7 +626,9 @@ class BatchParams(BaseModel):
         default=None,
         description="NAME@ALIAS or NAME/VERSION in the registry (default: the upstream model)",
     )
-    source: str | None = Field(default=None, description="data to score (default: upstream data)")
+    source: str | None = Field(
+        default=None, description="data to score: a path or URL (s3://...) (default: upstream data)"
+    )
     format: Literal["csv", "json", "jsonl", "parquet"] | None = Field(
         default=None, description="format of `source`"
     )
@@ -632,7 +640,11 @@ class BatchParams(BaseModel):
     keep_columns: list[str] | None = Field(
         default=None, description="input columns to keep in the output (default: all)"
     )
-    to: str | None = Field(default=None, description="also write the predictions here")
+    to: str | None = Field(
+        default=None,
+        description="also write the predictions here: a path (relative: from the pipeline's "
+        "folder) or a URL (s3://bucket/scores.parquet); format from the suffix",
+    )
     tracking_uri: str | None = _TRACKING
     input: str | None = Field(default=None, description="the upstream task with the data")
 

@@ -32,7 +32,11 @@ too: ``passed`` (1 or 0), ``error_rate``, ``checks``, ``failed_checks``,
 ``failing.CHECK`` per check (``failing.not_null.age``; the first 200). With
 ``on_failure: fail`` (default; ``on_violation`` is the same parameter) a failed
 check fails the task with a one-line summary, at once: the verdict is the
-data's, so it is not retried; ``warn`` logs it and lets the data through.
+data's, so it is not retried; ``warn`` logs it and lets the data through;
+``skip_downstream`` logs it and the task succeeds, but the tasks directly
+downstream are skipped (those further on follow their trigger rules: a
+``none_failed`` join after a skipped retrain still runs). Conditions downstream
+read the verdict as ``${validate.metrics.drifted_columns}`` (any recorded metric).
 
 Example::
 
@@ -67,7 +71,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stageflow.errors import Problem
-from stageflow.operators.base import TaskContext, TaskFailed
+from stageflow.operators.base import SkipDownstream, TaskContext, TaskFailed
 from stageflow.operators.metadata import record
 from stageflow.operators.ml._common import MLOperator, is_frame, need, pick, put_file
 from stageflow.operators.ml.expressions import ExpressionError, evaluate_rows, parse_rows
@@ -189,10 +193,11 @@ class ValidationParams(Rules):
     pandera: PanderaRule | None = Field(
         default=None, description="a pandera schema: {file: F.yaml} | {yaml: ...} | {call: m:obj}"
     )
-    on_failure: Literal["fail", "warn"] = Field(
+    on_failure: Literal["fail", "warn", "skip_downstream"] = Field(
         default="fail",
         validation_alias=AliasChoices("on_failure", "on_violation"),
-        description="fail the task (at once: never retried) or warn",
+        description="fail the task (at once: never retried), warn, or skip_downstream "
+        "(succeed and skip the tasks directly downstream)",
     )
     input: str | None = Field(default=None, description="the upstream task whose data to check")
     input_path: str | None = Field(
@@ -206,16 +211,6 @@ class ValidationParams(Rules):
     @classmethod
     def _one_or_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
-
-    @field_validator("on_failure", mode="before")
-    @classmethod
-    def _no_skip_yet(cls, value: Any) -> Any:
-        if value == "skip_downstream":
-            raise ValueError(
-                "skip_downstream is not available yet (a task cannot yet succeed and skip "
-                "its downstream); use fail, or warn and a downstream `when:`"
-            )
-        return value
 
     @model_validator(mode="after")
     def _score_has_its_rules(self) -> ValidationParams:
@@ -237,6 +232,16 @@ class DataValidation(MLOperator):
 
     name = "data_validation"
     Params = ValidationParams
+    metric_names = (
+        "passed",
+        "error_rate",
+        "checks",
+        "failed_checks",
+        "drifted_columns",
+        "quality_score",
+        "completeness",
+        "failing.",
+    )
 
     @classmethod
     def spec_problems(
@@ -353,6 +358,8 @@ class DataValidation(MLOperator):
                 # the data's verdict: another attempt would find the same
                 raise TaskFailed(message, retryable=False)
             print(f"warning: {message}")
+            if params.on_failure == "skip_downstream":
+                return SkipDownstream(frame, message)
         return frame
 
 
