@@ -16,12 +16,22 @@ The expected answers (``operations.access``):
 - a non-admin on another owner's object: 404, never 403 (as for a missing object);
 - otherwise allowed: 200/201/202; a control request (cancel, pause, unpause,
   approve, reject) on a run that has ended is refused by the run's state: 409
-  (``ControlRefused``: "already ended"), after the caller was let through.
+  (``ControlRefused``: "already ended"), after the caller was let through, and so is
+  a retry of a run that succeeded ("nothing to retry");
+- validating a spec saves nothing and looks nothing up: any role may, whatever owner
+  the spec names.
+
+Every mutating route is in the table: pipelines (and seed 000's ``/workflows``
+aliases), runs and their control, tokens, alert rules and alerts, schedules and
+events. Each case that destroys or moves an object (a pipeline, a token, a rule, an
+alert, a schedule) gets a fresh one, made by the admin (an alert as the alert duty
+opens it, in the store). Schedules listen to an event, so none fires by itself.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +45,12 @@ pytestmark = pytest.mark.slow
 ROLES = ("viewer", "operator", "editor", "admin")
 TEAMS = {"own": "team-a", "other": "team-b"}
 PIPELINES = {"team-a": "pipe-a", "team-b": "pipe-b"}
+TOKEN_NAMES = {
+    "viewer": "viewer-a",
+    "operator": "operator-a",
+    "editor": "editor-a",
+    "admin": "admin-x",
+}
 _unique = itertools.count(1)
 
 
@@ -52,6 +68,19 @@ def notify_spec(name: str, owner: str | None = None) -> dict[str, Any]:
     if owner is not None:
         spec["owner"] = owner
     return spec
+
+
+#: The alert rule of each team's pipeline, that the alerts of the table belong to.
+RULES = {"team-a": "rule-a", "team-b": "rule-b"}
+
+
+def rule_body(rule_id: str, team: str) -> dict[str, Any]:
+    return {
+        "rule_id": rule_id,
+        "metric": "run.duration_seconds",
+        "threshold": 600,
+        "pipeline": PIPELINES[team],
+    }
 
 
 @dataclass
@@ -74,12 +103,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         STAGEFLOW_API_FAILED_LOGINS_PER_MINUTE="1000",
     ) as server:
         tokens = {
-            "viewer": server.token("viewer-a", "viewer", "team-a"),
-            "operator": server.token("operator-a", "operator", "team-a"),
-            "editor": server.token("editor-a", "editor", "team-a"),
-            "admin": server.token("admin-x", "admin"),
-            "editor-b": server.token("editor-b", "editor", "team-b"),
+            role: server.token(name, role, None if role == "admin" else "team-a")
+            for role, name in TOKEN_NAMES.items()
         }
+        tokens["editor-b"] = server.token("editor-b", "editor", "team-b")
         runs = {}
         with server.client(server.admin) as c:
             for team, name in PIPELINES.items():
@@ -88,6 +115,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 r = c.post("/api/v1/runs", json={"pipeline_id": name})
                 assert r.status_code == 202, r.text
                 runs[team] = r.json()["run_id"]
+                r = c.post("/api/v1/alert-rules", json=rule_body(RULES[team], team))
+                assert (r.status_code, r.json()["owner"]) == (201, team), r.text
         for run_id in runs.values():
             done = server.wait_run(server.admin, run_id, ("success", "failed"))
             assert done["state"] == "success", done
@@ -114,6 +143,52 @@ def _fresh_token(w: World, team: str) -> str:
     return name
 
 
+def _fresh_rule(w: World, team: str) -> str:
+    rule_id = f"spare-rule-{next(_unique)}"
+    with w.admin() as c:
+        assert c.post("/api/v1/alert-rules", json=rule_body(rule_id, team)).status_code == 201
+    return rule_id
+
+
+def _fresh_alert(w: World, team: str) -> str:
+    """An open alert of ``team``'s rule, as the alert duty opens one (a subject of its
+    own: a rule has one open alert per subject)."""
+    from stageflow.runtime.store.base import AlertRecord
+
+    alert_id = f"alert-{next(_unique)}"
+    alert = AlertRecord(
+        alert_id,
+        RULES[team],
+        f"task:{PIPELINES[team]}.{alert_id}",
+        "open",
+        "warning",
+        "too slow",
+        time.time(),
+        pipeline=PIPELINES[team],
+        owner=team,
+    )
+    with w.server.store() as store:
+        assert store.open_alert(alert)
+    return alert_id
+
+
+def _fresh_schedule(w: World, team: str, event: str = "never") -> str:
+    """A schedule of ``team``'s pipeline that only ``event`` fires."""
+    name = f"sched-{next(_unique)}"
+    body = {"name": name, "pipeline": PIPELINES[team], "on_event": event}
+    with w.admin() as c:
+        r = c.post("/api/v1/schedules", json=body)
+        assert r.status_code == 201, r.text
+    return name
+
+
+def _fresh_event(w: World, team: str) -> str:
+    """An event only one (fresh) schedule of ``team`` listens to."""
+    event = f"ev-{next(_unique)}"
+    _fresh_schedule(w, team, event)
+    return event
+
+
 ROUTES: dict[str, Callable[[World, str], Request]] = {
     # a spec that names the owner: team-a's own, or ("other") team-b
     "save pipeline": lambda w, t: (
@@ -128,6 +203,58 @@ ROUTES: dict[str, Callable[[World, str], Request]] = {
     "unpause": lambda w, t: ("POST", f"/api/v1/runs/{w.runs[t]}/unpause", None),
     "approve": lambda w, t: ("POST", f"/api/v1/runs/{w.runs[t]}/tasks/a/approve", None),
     "reject": lambda w, t: ("POST", f"/api/v1/runs/{w.runs[t]}/tasks/a/reject", None),
+    "retry": lambda w, t: ("POST", f"/api/v1/runs/{w.runs[t]}/retry", {}),
+    "validate pipeline": lambda w, t: (
+        "POST",
+        "/api/v1/pipelines/validate",
+        notify_spec(f"checked-{next(_unique)}", t),
+    ),
+    # seed 000's aliases
+    "save workflow": lambda w, t: ("POST", "/workflows", notify_spec(f"wf-{next(_unique)}", t)),
+    "delete workflow": lambda w, t: ("DELETE", f"/workflows/{_fresh_pipeline(w, t)}", None),
+    "execute workflow": lambda w, t: ("POST", f"/workflows/{PIPELINES[t]}/execute", {}),
+    # alert rules (a rule watches a pipeline: it is its owner's) and alerts
+    "add alert rule": lambda w, t: (
+        "POST",
+        "/api/v1/alert-rules",
+        rule_body(f"new-rule-{next(_unique)}", t),
+    ),
+    "delete alert rule": lambda w, t: (
+        "DELETE",
+        f"/api/v1/alert-rules/{_fresh_rule(w, t)}",
+        None,
+    ),
+    "enable alert rule": lambda w, t: ("POST", f"/api/v1/alert-rules/{RULES[t]}/enable", None),
+    "disable alert rule": lambda w, t: (
+        "POST",
+        f"/api/v1/alert-rules/{_fresh_rule(w, t)}/disable",
+        None,
+    ),
+    "ack alert": lambda w, t: ("POST", f"/api/v1/alerts/{_fresh_alert(w, t)}/ack", None),
+    "resolve alert": lambda w, t: ("POST", f"/api/v1/alerts/{_fresh_alert(w, t)}/resolve", None),
+    # schedules (a schedule runs a pipeline: it is its owner's) and events
+    "add schedule": lambda w, t: (
+        "POST",
+        "/api/v1/schedules",
+        {"name": f"new-sched-{next(_unique)}", "pipeline": PIPELINES[t], "on_event": "never"},
+    ),
+    "pause schedule": lambda w, t: (
+        "POST",
+        f"/api/v1/schedules/{_fresh_schedule(w, t)}/pause",
+        None,
+    ),
+    "resume schedule": lambda w, t: (
+        "POST",
+        f"/api/v1/schedules/{_fresh_schedule(w, t)}/resume",
+        None,
+    ),
+    "delete schedule": lambda w, t: ("DELETE", f"/api/v1/schedules/{_fresh_schedule(w, t)}", None),
+    "trigger schedule": lambda w, t: (
+        "POST",
+        f"/api/v1/schedules/{_fresh_schedule(w, t)}/trigger",
+        {},
+    ),
+    "fire event": lambda w, t: ("POST", f"/api/v1/events/{_fresh_event(w, t)}", {}),
     "create token": lambda w, t: (
         "POST",
         "/api/v1/tokens",
@@ -153,6 +280,23 @@ NEEDS = {
     "unpause": ("operator", 409),
     "approve": ("operator", 409),  # and task 'a' awaits no approval anyway
     "reject": ("operator", 409),
+    "retry": ("operator", 409),  # it succeeded: nothing to retry
+    "validate pipeline": ("viewer", 200),
+    "save workflow": ("editor", 201),
+    "delete workflow": ("editor", 200),
+    "execute workflow": ("operator", 202),
+    "add alert rule": ("editor", 201),
+    "delete alert rule": ("editor", 200),
+    "enable alert rule": ("editor", 200),
+    "disable alert rule": ("editor", 200),
+    "ack alert": ("operator", 200),
+    "resolve alert": ("operator", 200),
+    "add schedule": ("editor", 201),
+    "pause schedule": ("operator", 200),
+    "resume schedule": ("operator", 200),
+    "delete schedule": ("editor", 200),
+    "trigger schedule": ("operator", 202),
+    "fire event": ("operator", 202),
     "create token": ("admin", 201),
     "revoke token": ("admin", 200),
     "audit": ("admin", 200),
@@ -163,14 +307,22 @@ NEEDS = {
 }
 
 
+#: Routes that save a spec: one naming another owner is refused by name (the ``owner``
+#: field), as nothing is looked up.
+SAVES = {"save pipeline", "save workflow"}
+#: Routes that look nothing up: another owner named in the body changes nothing.
+ANY_OWNER = {"validate pipeline"}
+#: Why a 409 of a control route refuses (the run has ended, with success).
+CONFLICT = {"retry": "succeeded; nothing to retry"}
+
+
 def expected(role: str, route: str, side: str) -> int:
     need, allowed = NEEDS[route]
     if ROLES.index(role) < ROLES.index(need):
         return 403  # on either side: decided before any lookup
-    if side == "other" and role != "admin":
-        # another owner's object is "not found"; saving a spec that names another
-        # owner is refused by name (the `owner` field), as nothing is looked up
-        return 403 if route == "save pipeline" else 404
+    if side == "other" and role != "admin" and route not in ANY_OWNER:
+        # another owner's object is "not found"
+        return 403 if route in SAVES else 404
     return allowed
 
 
@@ -196,9 +348,16 @@ def test_role_route_owner(world: World, role: str, route: str, side: str, status
         assert f"has role {role}" in doc["error"], doc
         assert f"needs role {need} or higher" in doc["error"], doc
     if status == 409:
-        assert "already ended (success)" in doc["error"], doc
-    if route == "save pipeline" and status == 201:
+        assert CONFLICT.get(route, "already ended (success)") in doc["error"], doc
+    if route in SAVES and status == 201:
         assert doc["owner"] == TEAMS[side]
+    if route == "add alert rule" and status == 201:
+        assert doc["owner"] == TEAMS[side]  # its pipeline's
+    if route in ("ack alert", "resolve alert") and status == 200:  # in the token's name
+        by = "acknowledged_by" if route == "ack alert" else "resolved_by"
+        assert doc[by] == TOKEN_NAMES[role], doc
+    if route == "validate pipeline":
+        assert doc["valid"] is True
 
 
 def test_saving_a_spec_for_another_owner_names_the_owner_field(world: World) -> None:

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +37,7 @@ from stageflow.runtime.result import iso
 from stageflow.runtime.store.base import AuditEntry, Store, TokenRecord
 
 if TYPE_CHECKING:
+    from stageflow.runtime.settings import Settings
     from stageflow.spec.models import Pipeline
 
 __all__ = [
@@ -47,8 +49,12 @@ __all__ = [
     "TokenInfo",
     "audit_log",
     "authenticate",
+    "check_object_path",
+    "check_run_paths",
     "code_tasks",
+    "confinement",
     "create_token",
+    "data_roots",
     "list_tokens",
     "may",
     "path_problems",
@@ -343,43 +349,148 @@ def _info(t: TokenRecord) -> TokenInfo:
 PATH_KEYS = frozenset(
     {"source", "path", "to", "destination", "output", "target", "file", "files", "dir", "uri"}
 )
+_PATH_ENDINGS = ("_path", "_file", "_dir", "_paths", "_files")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_LOCAL_DB = re.compile(r"^(?:sqlite|duckdb)(?:\+[A-Za-z0-9_]+)?:///([^?]+)")
 
 
-def path_problems(pipeline: Pipeline, roots: tuple[str, ...]) -> list[tuple[str, str, str]]:
+def data_roots(settings: Settings) -> tuple[str, ...]:
+    """Where a non-admin's files may be over the API: ``STAGEFLOW_API_DATA_ROOTS``, else
+    ``<home>/data``."""
+    return settings.api_data_roots or (str((settings.home / "data").absolute()),)
+
+
+def confinement(settings: Settings, identity: Identity) -> tuple[str, ...] | None:
+    """The data roots ``identity``'s specs and runs are confined to; ``None`` for an
+    admin (not confined). What the API passes as ``confine`` to the operations that
+    create runs (``submit_saved``, ``requeue_retry``, ``trigger_schedule``,
+    ``fire_event``, ``add_schedule``, ``check_spec_schedules``)."""
+    return None if identity.is_admin else data_roots(settings)
+
+
+def path_problems(
+    pipeline: Pipeline, roots: tuple[str, ...], params: Mapping[str, Any] | None = None
+) -> list[tuple[str, str, str]]:
     """(task, field, why) for each file path in ``pipeline``'s task parameters that a
     non-admin may not use over the API: an absolute path outside every one of ``roots``,
     or a relative one that climbs out of where it is read (``..``). URLs (``s3://``,
-    ``https://``, ``sklearn:`` datasets) are not paths; ``file://`` ones are."""
+    ``https://``, ``sklearn:`` datasets) are not paths; ``file://`` ones are, and so is
+    the file of a ``sqlite:///`` or ``duckdb:///`` database URL.
+
+    The task parameters are checked as a run reads them: with ``${params.NAME}``
+    substituted from the pipeline's declared ``params`` and ``params`` on top (a run's
+    own values), so a path that comes from a run parameter or its default is checked
+    too, and ``why`` names that parameter. Under a file key (``source: {...}``) every
+    text is a path, whatever its own key."""
     import os
+
+    from stageflow.runtime.plan import declared_values
+    from stageflow.spec.params import references, substitute
 
     out: list[tuple[str, str, str]] = []
     real_roots = [os.path.realpath(r) for r in roots]
+    values = {**declared_values(pipeline), **(params or {})}
 
-    def check(task: str, field: str, value: str) -> None:
-        text = value.removeprefix("file://") if value.startswith("file://") else value
-        if text is value and (_SCHEME.match(value) or re.match(r"^[a-z]+:[^/\\]", value)):
-            return  # a URL, or a named dataset such as sklearn:wine
-        if os.path.isabs(text) or text.startswith("~"):
-            real = os.path.realpath(os.path.expanduser(text))
-            if not any(real == r or real.startswith(r + os.sep) for r in real_roots):
-                shown = ", ".join(roots) if roots else "none are configured"
-                out.append((task, field, f"{value!r} is outside the data roots ({shown})"))
-        elif ".." in text.replace("\\", "/").split("/"):
-            out.append((task, field, f"{value!r} climbs out of its folder ('..')"))
+    def check(task: str, field: str, value: str, raw: object) -> None:
+        names = list(dict.fromkeys(references(raw))) if isinstance(raw, str) else []
+        came = (
+            f" (from run parameter{'s' if len(names) > 1 else ''} "
+            f"{', '.join(repr(n) for n in names)})"
+            if names
+            else ""
+        )
+        why = _path_problem(value, roots, real_roots, came)
+        if why is not None:
+            out.append((task, field, why))
 
-    def walk(task: str, prefix: str, value: object, key: str = "") -> None:
+    def walk(task: str, prefix: str, value: object, raw: object, key: str, path: bool) -> None:
+        # ``raw``: the same place before substitution (a whole ``${params.x}`` may have
+        # become a list or a mapping: its items keep the text they came from).
+        path = path or key in PATH_KEYS or key.endswith(_PATH_ENDINGS)
         if isinstance(value, dict):
             for k, v in value.items():
-                walk(task, f"{prefix}.{k}", v, str(k))
+                inner = raw.get(k, raw) if isinstance(raw, dict) else raw
+                walk(task, f"{prefix}.{k}", v, inner, str(k), path)
         elif isinstance(value, list):
             for i, v in enumerate(value):
-                walk(task, f"{prefix}.{i}", v, key)
-        elif isinstance(value, str) and (
-            key in PATH_KEYS or key.endswith(("_path", "_file", "_dir", "_paths", "_files"))
-        ):
-            check(task, prefix, value)
+                inner = raw[i] if isinstance(raw, list) and i < len(raw) else raw
+                walk(task, f"{prefix}.{i}", v, inner, key, path)
+        elif isinstance(value, str) and path:
+            check(task, prefix, value, raw)
 
     for t in pipeline.tasks:
-        walk(t.id, "parameters", t.parameters)
+        try:
+            given = substitute(dict(t.parameters), values) if t.parameters else {}
+        except KeyError:  # an undeclared parameter: validation names it
+            given = t.parameters
+        walk(t.id, "parameters", given, t.parameters, "", False)
     return out
+
+
+def _path_problem(
+    value: str, roots: tuple[str, ...], real_roots: list[str], came: str = ""
+) -> str | None:
+    """Why ``value`` is a file path outside ``roots`` (or climbing out), else ``None``."""
+    import os
+
+    text = value.removeprefix("file://") if value.startswith("file://") else value
+    local_db = _LOCAL_DB.match(value)  # sqlite:///rel.db, sqlite:////abs.db: a file
+    if local_db is not None:
+        text = local_db.group(1)
+    if text is value and (_SCHEME.match(value) or re.match(r"^[a-z]+:[^/\\]", value)):
+        return None  # a URL, or a named dataset such as sklearn:wine
+    if os.path.isabs(text) or text.startswith("~"):
+        real = os.path.realpath(os.path.expanduser(text))
+        if not any(real == r or real.startswith(r + os.sep) for r in real_roots):
+            shown = ", ".join(roots) if roots else "none are configured"
+            return f"{value!r}{came} is outside the data roots ({shown})"
+    elif ".." in text.replace("\\", "/").split("/"):
+        return f"{value!r}{came} climbs out of its folder ('..')"
+    return None
+
+
+def check_object_path(
+    url: str, confine: tuple[str, ...] | None, *, field: str, where: str | None = None
+) -> None:
+    """``Forbidden`` naming ``field`` when ``url`` (an object schedule's: the files it
+    lists become its runs' ``${schedule.object}``) is a local path outside ``confine``;
+    nothing for a remote URL or when ``confine`` is ``None`` (an admin). ``where``: what
+    the message calls it (default: ``field``)."""
+    import os
+
+    if confine is None:
+        return
+    why = _path_problem(url, confine, [os.path.realpath(r) for r in confine])
+    if why is not None:
+        from stageflow.operations.pipelines import Forbidden
+
+        raise Forbidden(
+            f"{where or field}: {why}; a non-admin's object schedule over the API may watch files "
+            "under STAGEFLOW_API_DATA_ROOTS only",
+            field=field,
+        )
+
+
+def check_run_paths(
+    pipeline: Pipeline, params: Mapping[str, Any], confine: tuple[str, ...] | None
+) -> None:
+    """``Forbidden`` (403) naming the first task, field and run parameter whose file path
+    a run of ``pipeline`` with ``params`` (on top of its declared ones) would read outside
+    ``confine`` (``path_problems``); nothing when ``confine`` is ``None`` (an admin)."""
+    if confine is None:
+        return
+    found = path_problems(pipeline, confine, params)
+    if not found:
+        return
+    from stageflow.operations.pipelines import Forbidden
+
+    task, field, why = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    raise Forbidden(
+        f"{why}{more}; a run started over the API by a non-admin may name files under "
+        "STAGEFLOW_API_DATA_ROOTS only (its parameters included); give a path under them, "
+        "or ask an admin",
+        pipeline=pipeline.name,
+        task=task,
+        field=field,
+    )

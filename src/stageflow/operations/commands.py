@@ -140,15 +140,20 @@ def submit_saved(
     priority: int = 0,
     triggered_by: str | None = None,
     tick: Tick | None = None,
+    confine: tuple[str, ...] | None = None,
 ) -> SubmittedRun:
     """Queue a run of a saved pipeline version (the API's submit, a schedule's tick):
     validated as ``submit`` does, without importing any ``call:`` target
     (``Runner(import_calls=False)``); the run belongs to the pipeline's owner. Raises
     ``InvalidSpec``, ``UsageError``, ``StoreError``, ``TickTaken`` (``tick``: the
-    schedule and logical time firing it had made its run already)."""
+    schedule and logical time firing it had made its run already). ``confine``: the
+    data roots a non-admin's run may read under (``access.confinement``): a file path
+    its parameters put in a task outside them is ``Forbidden``, nothing queued."""
     from stageflow.runtime.runner import queue_saved
 
     _check_priority(priority)
+    if confine is not None:
+        _check_paths(record, params or {}, confine)
     run = queue_saved(
         settings,
         store,
@@ -161,6 +166,18 @@ def submit_saved(
     return SubmittedRun(
         run.run_id, run.pipeline, run.pipeline_version, run.state, run.priority, run.params
     )
+
+
+def _check_paths(
+    record: PipelineRecord, params: Mapping[str, Any], confine: tuple[str, ...]
+) -> None:
+    """``access.check_run_paths`` for a run of the saved version ``record``."""
+    import json
+
+    from stageflow.operations.access import check_run_paths
+    from stageflow.spec.load import pipeline_from_data
+
+    check_run_paths(pipeline_from_data(json.loads(record.spec_json)), params, confine)
 
 
 def _check_priority(priority: int) -> None:
@@ -268,14 +285,21 @@ def retry(
 
 
 def requeue_retry(
-    store: Store, run_id: str, *, from_task: str | None = None, by: str, now: float
+    store: Store,
+    run_id: str,
+    *,
+    from_task: str | None = None,
+    by: str,
+    now: float,
+    confine: tuple[str, ...] | None = None,
 ) -> ControlOutcome:
     """``retry`` for a service: put the ended ``run_id`` back in the queue, its tasks that
     did not succeed (and, with ``from_task``, that task and everything downstream of it)
     reset to ``pending``, for a worker to resume; nothing runs in this process and no
     module is imported. Raises ``UsageError`` (a bad id, no such task), ``RunNotFound``,
     ``ControlRefused`` (it has not ended, it succeeded and no ``from_task`` was given, or
-    it changed meanwhile)."""
+    it changed meanwhile), ``Forbidden`` (``confine``, as for ``submit_saved``: the run's
+    parameters, given by whoever started it, put a file outside the caller's roots)."""
     from stageflow.engine.states import FINAL_RUN_STATES
     from stageflow.errors import ControlRefused
     from stageflow.runtime.loading import pipeline_of_run
@@ -296,6 +320,10 @@ def requeue_retry(
             f"run '{run_id}' succeeded; nothing to retry (give from_task to run a task and "
             "everything downstream of it again)"
         )
+    if confine is not None:
+        from stageflow.operations.access import check_run_paths
+
+        check_run_paths(pipeline_of_run(store, run), run.params, confine)
     rerun: set[str] = set()
     if from_task is not None:
         rerun = with_downstream(pipeline_of_run(store, run), from_task, run_id)

@@ -190,11 +190,12 @@ def add_schedule(
     runs ends in one of ``after_states``), and ``timezone``, ``start``, ``end``, ``catchup``,
     ``params``, ``priority``, ``max_active_runs``, ``enabled``, ``check_pipeline`` (the
     caller's own check of the pipeline, the API's: who may run arbitrary code, called
-    after every other check). The schedule belongs to the pipeline's owner. Nothing is
-    written unless every check passes. Raises ``UsageError`` (every problem named by its
-    option), ``ScheduleNotFound`` (no such pipeline, or not the caller's), ``Conflict``
-    (another owner's schedule has that name), ``InvalidSpec`` (a parameter the pipeline
-    does not declare), ``StoreError``."""
+    after every other check), ``confine`` (a non-admin's data roots, ``access.confinement``:
+    a file path its parameters put in a task outside them is ``Forbidden``). The schedule
+    belongs to the pipeline's owner. Nothing is written unless every check passes. Raises
+    ``UsageError`` (every problem named by its option), ``ScheduleNotFound`` (no such
+    pipeline, or not the caller's), ``Conflict`` (another owner's schedule has that name),
+    ``InvalidSpec`` (a parameter the pipeline does not declare), ``StoreError``."""
     now = time.time() if now is None else now
     _put_schedule(
         store,
@@ -205,15 +206,26 @@ def add_schedule(
 
 
 def check_spec_schedules(
-    store: Store, pipeline: Pipeline, *, owner: str | None, see_all: bool, now: float
+    store: Store,
+    pipeline: Pipeline,
+    *,
+    owner: str | None,
+    see_all: bool,
+    now: float,
+    confine: tuple[str, ...] | None = None,
 ) -> None:
     """Before a spec is saved: what would stop its schedules from registering once it
-    is (a ``once`` whose time has passed, a name another owner's schedule holds), so a
-    refused save writes nothing. The rest was checked with the spec (``runtime.plan``).
-    Raises ``UsageError``, ``Conflict``."""
+    is (a ``once`` whose time has passed, a name another owner's schedule holds; with
+    ``confine``, a file path its parameters put outside those roots), so a refused save
+    writes nothing. The rest was checked with the spec (``runtime.plan``). Raises
+    ``UsageError``, ``Conflict``, ``Forbidden``."""
     from stageflow.engine.schedules import entry_spec, written_problems
+    from stageflow.operations.access import check_object_path, check_run_paths
 
     for name, entry in pipeline.schedule_entries():
+        check_run_paths(pipeline, entry.params, confine)
+        if entry.object is not None:
+            check_object_path(entry.object, confine, field="object", where=f"schedule '{name}'")
         spec = entry_spec(entry, prefix="--")
         found = written_problems(spec, now, prefix="")
         if found:
@@ -325,9 +337,12 @@ def _checked_schedule(
     execution_timeout: str | float | None = None,
     on_object: str | None = None,
     poll: str | float | None = None,
+    confine: tuple[str, ...] | None = None,
 ) -> ScheduleRecord:
-    """``add_schedule``'s checks, in order; the record it writes (nothing written here)."""
+    """``add_schedule``'s checks, in order; the record it writes (nothing written here).
+    ``confine``: the data roots its runs' files must be under (``access.confinement``)."""
     from stageflow.engine.schedules import spec_of, written_problems
+    from stageflow.operations.access import check_object_path, check_run_paths
     from stageflow.runtime.plan import resolve_params
     from stageflow.runtime.schedule_loop import first_fire
     from stageflow.runtime.store.base import ScheduleRecord
@@ -397,6 +412,7 @@ def _checked_schedule(
         from stageflow.runtime.schedule_objects import check_object_url
 
         check_object_url(spec.object_url)
+        check_object_path(spec.object_url, confine, field="on_object")
     record = _saved_pipeline(store, pipeline, owner=owner, see_all=see_all)
     if after is not None:
         _check_upstream(store, after, pipeline, owner=owner, see_all=see_all)
@@ -404,6 +420,7 @@ def _checked_schedule(
     # A parameter the pipeline does not declare: InvalidSpec naming it, nothing saved.
     _check_finite(params)
     resolve_params(saved, dict(params or {}))
+    check_run_paths(saved, dict(params or {}), confine)
     old = store.get_schedule(name)
     if old is not None and not _sees(old, owner, see_all):
         raise Conflict(
@@ -476,12 +493,13 @@ def trigger_schedule(
     see_all: bool,
     by: str | None = None,
     check_pipeline: Callable[[Pipeline], None] | None = None,
+    confine: tuple[str, ...] | None = None,
 ) -> SubmittedRun:
     """Queue a run of schedule ``name``'s pipeline now, with its parameters and
     ``overrides`` on top (not a tick: its timing is unchanged). Its ``triggered_by`` is
     ``schedule:NAME (manual)``, or ``schedule:NAME (manual by BY)`` when ``by`` names
-    who asked (the API: the token's name). ``check_pipeline`` as for ``add_schedule``.
-    The ``SubmittedRun``."""
+    who asked (the API: the token's name). ``check_pipeline`` and ``confine`` as for
+    ``add_schedule``. The ``SubmittedRun``."""
     from stageflow.operations.commands import submit_saved
     from stageflow.spec.load import pipeline_from_data
 
@@ -497,6 +515,7 @@ def trigger_schedule(
         {**schedule.params, **dict(overrides or {})},
         priority=schedule.priority,
         triggered_by=f"schedule:{name} (manual by {by})" if by else f"schedule:{name} (manual)",
+        confine=confine,
     )
 
 
@@ -546,17 +565,21 @@ def fire_event(
     see_all: bool,
     by: str,
     check_pipeline: Callable[[Pipeline], None] | None = None,
+    confine: tuple[str, ...] | None = None,
 ) -> EventFired:
     """Queue a run for each enabled schedule listening to ``event`` (kind ``event``) that
     the caller may see: its pipeline's latest version, the schedule's parameters with
     ``payload`` on top, its priority, ``triggered_by`` ``event:EVENT (by BY)`` (``by``:
     the token's name, the CLI's operating-system user). Every schedule is checked first
     (``payload``'s keys declared by its pipeline, its values finite, ``check_pipeline``,
-    the API's check of who may run arbitrary code); one problem refuses them all and
-    queues nothing: ``EventRefused`` naming each schedule and ``payload.KEY``.
+    the API's check of who may run arbitrary code, and with ``confine`` that no file path
+    the parameters put in a task is outside those roots: ``Forbidden``); one problem
+    refuses them all and queues nothing: ``EventRefused`` naming each schedule and
+    ``payload.KEY``.
     ``ScheduleNotFound`` when no enabled schedule the caller sees listens to it;
     ``UsageError`` a name no schedule could listen to."""
     from stageflow.engine.schedules import EVENT_NAME
+    from stageflow.operations.access import check_run_paths
     from stageflow.operations.commands import submit_saved
     from stageflow.runtime.plan import resolve_params
     from stageflow.runtime.schedule_loop import schedule_spec
@@ -631,6 +654,7 @@ def fire_event(
             continue
         if check_pipeline is not None:
             check_pipeline(saved)
+        check_run_paths(saved, {**schedule.params, **data}, confine)
         ready.append((schedule, record))
     if problems:
         raise EventRefused(event, problems)

@@ -151,9 +151,10 @@ def _execute(
     path = log_file(job.logs_dir, job.run_id, task_id, job.attempt)
     restore: Callable[[], None]
     # Secrets: what the task names (resolved below, in the try), and whether its output
-    # goes through the mask (this process holds a secret, or is about to).
+    # goes through the mask (this process holds a secret, or is about to: one the task
+    # names, or a secret run parameter, which its environment and ``ctx.params`` get).
     named = secrets.uses_secrets(job.parameters)
-    masked = named or secrets.active()
+    masked = named or secrets.active() or secrets.uses_secrets(job.run_params)
     if in_process:
         restore = _redirect_fds(path, masked=masked)
     else:

@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     default=None,
     metavar="URL",
     help="Read and control runs through this `stageflow serve` (STAGEFLOW_SERVER; token: "
-    "STAGEFLOW_TOKEN): runs list/show, logs, cancel, pause, unpause, approve, submit.",
+    "STAGEFLOW_TOKEN): runs list/show/diff/cost, logs, lineage RUN_ID/TASK, stats, "
+    "statistics, gates, cancel, pause, unpause, approve, retry, submit. Other commands "
+    "that read the store refuse it.",
 )
 @click.pass_context
 def cli(ctx: click.Context, home: str | None, server: str | None) -> None:
@@ -245,9 +247,19 @@ def retry(
 ) -> None:
     """Run the failed/cancelled tasks of the ended RUN_ID again, in the same run.
 
-    Successful outputs are reused; attempt numbers go on."""
+    Successful outputs are reused; attempt numbers go on. Through a server the run is
+    queued again for its workers (the options of this process's executor do not apply)."""
     from stageflow import operations as ops
 
+    if (remote := _remote(settings)) is not None:
+        _server_takes_no(
+            "retry", ("executor", "max_parallel", "no_cache", "cpus", "memory_gb", "gpus")
+        )
+        outcome = remote.retry(run_id, from_task)
+        click.echo(outcome.message, err=True)
+        if fmt == "json":
+            click.echo(json.dumps(outcome.as_json()))
+        return
     _run_shown(
         fmt,
         lambda listener, on_start, interrupt: ops.retry(
@@ -462,6 +474,7 @@ def graph(
 
         from stageflow import operations as ops
 
+        _local_only(settings, "graph --run")
         with ops.reading(settings) as store:
             detail = ops.show_run(store, run_id, now=time.time())
         pipeline, result = detail.pipeline, detail.result
@@ -602,8 +615,9 @@ def runs_show(settings: Any, run_id: str, fmt: str) -> None:
 
     report = None
     retries: list[str] = []
-    if (remote := _remote(settings)) is not None:  # the usage report is the store's
-        result, note = remote.show_run(run_id)
+    if (remote := _remote(settings)) is not None:  # the usage report at the server's prices
+        result, note, retries = remote.show_run(run_id)
+        report = remote.usage(run_id, result.pipeline) if fmt == "text" else None
     else:
         with ops.reading(settings) as store:
             detail = ops.show_run(store, run_id, now=time.time())
@@ -695,10 +709,13 @@ def runs_cost(settings: Any, pipeline: str | None, days: int, fmt: str) -> None:
     from stageflow import operations as ops
     from stageflow.service.tables import prices_text, render_cost
 
-    with ops.reading(settings) as store:
-        report = ops.cost(
-            store, settings.cost_prices, days=days, now=time.time(), pipeline=pipeline
-        )
+    if (remote := _remote(settings)) is not None:  # at the server's prices
+        report = remote.cost(days, pipeline)
+    else:
+        with ops.reading(settings) as store:
+            report = ops.cost(
+                store, settings.cost_prices, days=days, now=time.time(), pipeline=pipeline
+            )
     no_prices = (
         "no prices configured: set STAGEFLOW_COST, e.g. "
         "STAGEFLOW_COST=cpu_hour=0.05,memory_gb_hour=0.01,gpu_hour=2.5, to see costs"
@@ -768,6 +785,49 @@ def _remote(settings: Any, by: str | None = None) -> Any:
     from stageflow.operations.remote import Remote
 
     return Remote(settings.server_url, settings.server_token)
+
+
+def _local_only(settings: Any, command: str) -> None:
+    """A ``UsageError`` (exit 2) when a server is named: ``command`` reads or changes the
+    store directly and has no way through a server, so it never quietly reads a local one."""
+    if settings.server_url:
+        raise UsageError(
+            f"`stageflow {command}` does not go through a server (--server "
+            f"{settings.server_url}, or STAGEFLOW_SERVER): it reads the store directly. "
+            + _INSTEAD.get(command.split(" --")[0], "")
+            + "Run it without --server (unset STAGEFLOW_SERVER) where the store is reachable "
+            "(--home, or STAGEFLOW_DATABASE_URL)",
+            field="server",
+        )
+
+
+#: What a server offers instead of a command that reads the store directly.
+_INSTEAD = {
+    "run": "Through a server, `stageflow submit FILE` queues a run for its workers. ",
+    "resume": "Through a server, a run whose worker died is taken over by another worker "
+    "once its lease expires, and `stageflow retry RUN_ID` queues an ended run again. ",
+    "graph": "Through a server, `stageflow runs show RUN_ID` gives its tasks' states. ",
+}
+
+
+def _server_takes_no(command: str, options: tuple[str, ...]) -> None:
+    """A ``UsageError`` naming the first of ``options`` given on the command line: the
+    server's workers decide those, so through a server they are refused, not ignored."""
+    ctx = click.get_current_context()
+    for param in ctx.command.params:
+        if param.name not in options:
+            continue
+        if ctx.get_parameter_source(param.name) not in (
+            click.core.ParameterSource.DEFAULT,
+            None,
+        ):
+            flag = param.opts[-1] if param.opts else param.name
+            raise UsageError(
+                f"{flag}: through a server (--server, STAGEFLOW_SERVER) `stageflow {command}` "
+                "queues the run for the server's workers, which decide it; leave it out, or "
+                "run without --server to do it in this process",
+                field=str(param.name),
+            )
 
 
 def _caller(by: str | None) -> str:
@@ -955,3 +1015,78 @@ cli_alerts.attach(cli)
 from stageflow.service import cli_serve  # noqa: E402  (after `cli` exists)
 
 cli_serve.attach(cli)
+
+
+# -- commands through a server ---------------------------------------------------------
+
+#: With a server named (``--server``/``STAGEFLOW_SERVER``) these commands go through it
+#: (``_remote``); ``graph`` and ``lineage`` do for the forms the API has and refuse the
+#: others themselves.
+THROUGH_SERVER = frozenset(
+    {
+        "runs list",
+        "runs show",
+        "runs diff",
+        "runs cost",
+        "logs",
+        "lineage",
+        "stats",
+        "statistics",
+        "gates",
+        "cancel",
+        "pause",
+        "unpause",
+        "approve",
+        "retry",
+        "submit",
+        "graph",
+    }
+)
+#: Commands that never open a store, and the processes a server is made of (which are
+#: given the store itself): a server named in the environment does not concern them.
+NO_SERVER_NEEDED = frozenset(
+    {
+        "validate",
+        "operators list",
+        "operators show",
+        "models serve",
+        "alerts metrics",
+        "serve",
+        "worker",
+        "scheduler",
+    }
+)
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    """Every leaf command under ``group``, by its full name (``runs list``)."""
+    found: list[tuple[str, click.Command]] = []
+    for name, command in group.commands.items():
+        full = f"{prefix}{name}"
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{full} ")
+        else:
+            found.append((full, command))
+    return found
+
+
+def _refused_through_a_server(name: str, command: click.Command) -> None:
+    """Wrap ``command`` so that, with a server named, it exits 2 (``_local_only``)
+    instead of reading or changing the local store."""
+    original = command.callback
+    if original is None:
+        return
+
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        settings = click.get_current_context().find_root().obj
+        if settings is not None:
+            _local_only(settings, name)
+        return original(*args, **kwargs)
+
+    callback.__doc__ = original.__doc__
+    command.callback = callback
+
+
+for _name, _command in _commands(cli):
+    if _name not in THROUGH_SERVER and _name not in NO_SERVER_NEEDED:
+        _refused_through_a_server(_name, _command)

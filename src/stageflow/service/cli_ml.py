@@ -214,9 +214,13 @@ def runs_diff(settings: Any, run_a: str, run_b: str, fmt: str) -> None:
     """What changed between RUN_A and RUN_B: parameters, code, data, outputs, environment,
     metrics. Outputs are compared by content: paths naming each run's id do not count."""
     from stageflow import operations as ops
+    from stageflow.service.cli import _remote
 
-    with ops.reading(settings) as store:
-        diff = ops.diff(store, run_a, run_b)
+    if (remote := _remote(settings)) is not None:
+        diff = remote.diff(run_a, run_b)
+    else:
+        with ops.reading(settings) as store:
+            diff = ops.diff(store, run_a, run_b)
     if fmt == "json":
         click.echo(json.dumps(diff.as_json(), default=str))
         return
@@ -251,12 +255,16 @@ def lineage(settings: Any, target: str, fmt: str) -> None:
     """Where TARGET came from and where it went.
 
     TARGET is RUN_ID/TASK, a task id (its latest run), a file a task read or
-    wrote, or a sha256 (8+ hex digits).
+    wrote, or a sha256 (8+ hex digits). Through a server: RUN_ID/TASK only.
     """
     from stageflow import operations as ops
+    from stageflow.service.cli import _remote
 
-    with ops.reading(settings) as store:
-        found = ops.lineage(store, target)
+    if (remote := _remote(settings)) is not None:
+        found = remote.lineage(*_run_and_task(target))
+    else:
+        with ops.reading(settings) as store:
+            found = ops.lineage(store, target)
     if fmt == "json":
         click.echo(json.dumps(found.as_json(), default=str))
         return
@@ -288,6 +296,24 @@ def lineage(settings: Any, target: str, fmt: str) -> None:
     for c in found.consumers:
         how = f" (read {c['uri']})" if c.get("uri") else ""
         click.echo(f"  {c['task']} in run {c['run_id']}{how}")
+
+
+def _run_and_task(target: str) -> tuple[str, str]:
+    """``RUN_ID/TASK`` split, for lineage through a server (the API's form); any other
+    target is looked up in the store, so it is refused (exit 2) rather than read here."""
+    from stageflow.errors import UsageError
+    from stageflow.spec.validate import id_problem
+
+    run_id, sep, task = target.partition("/")
+    if not sep or not task or id_problem(run_id, "run id") is not None:
+        raise UsageError(
+            f"lineage {target}: through a server (--server, STAGEFLOW_SERVER) lineage takes "
+            "RUN_ID/TASK only (e.g. 20260301-120000-ab12cd/train); a task id, a file or a "
+            "sha256 is looked up in the store: run it without --server where the store is "
+            "reachable",
+            field="target",
+        )
+    return run_id, task
 
 
 # -- models -------------------------------------------------------------------------------
@@ -371,9 +397,13 @@ def _append_record_to_show(command: click.Command) -> None:
 
 def _print_record(settings: Any, run_id: str) -> None:
     from stageflow import operations as ops
+    from stageflow.service.cli import _remote
 
-    with ops.reading(settings) as store:
-        record = ops.record(store, run_id)
+    if (remote := _remote(settings)) is not None:
+        record = remote.record(run_id)
+    else:
+        with ops.reading(settings) as store:
+            record = ops.record(store, run_id)
     if not record:
         return
     spec = record.get("spec") or {}

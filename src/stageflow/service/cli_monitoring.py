@@ -174,9 +174,13 @@ def statistics(settings: Any, pipeline: str | None, days: int, fmt: str) -> None
     success rate, duration p50/p95/p99, queue wait p50/p95, MTTR, MTBF, failures by
     task and by error type. Exit 2 for an unknown pipeline."""
     from stageflow import operations as ops
+    from stageflow.service.cli import _remote
 
-    with ops.reading(settings) as store:
-        reports = ops.pipeline_statistics(store, pipeline, days=days, now=time.time())
+    if (remote := _remote(settings)) is not None:
+        reports = remote.statistics(pipeline, days)
+    else:
+        with ops.reading(settings) as store:
+            reports = ops.pipeline_statistics(store, pipeline, days=days, now=time.time())
     if fmt == "json":
         click.echo(json.dumps({"days": days, "pipelines": [r.as_json() for r in reports]}))
         return
@@ -234,10 +238,15 @@ def gates(
         max_recovery_seconds=parse_duration(max_recovery, "--max-recovery"),
         max_duration_seconds=parse_duration(max_duration, "--max-duration"),
     )
-    with ops.reading(settings) as store:
-        report = ops.quality_gates(
-            store, pipeline, days=days, now=time.time(), thresholds=thresholds
-        )
+    from stageflow.service.cli import _remote
+
+    if (remote := _remote(settings)) is not None:  # the limits are checked here first
+        report = remote.gates(pipeline, days, min_success_rate, max_recovery, max_duration)
+    else:
+        with ops.reading(settings) as store:
+            report = ops.quality_gates(
+                store, pipeline, days=days, now=time.time(), thresholds=thresholds
+            )
     if fmt == "json":
         click.echo(json.dumps(report.as_json()))
     else:

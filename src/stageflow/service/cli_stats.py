@@ -65,10 +65,14 @@ def stats(settings: Any, pipeline: str, days: int, fmt: str) -> None:
     pipeline."""
     from stageflow import operations as ops
     from stageflow.runtime.stats import MAX_TASK_RUNS
+    from stageflow.service.cli import _remote
     from stageflow.service.tables import render_stats
 
-    with ops.reading(settings) as store:
-        report = ops.stats(store, pipeline, days=days, now=time.time())
+    if (remote := _remote(settings)) is not None:
+        report = remote.stats(pipeline, days)
+    else:
+        with ops.reading(settings) as store:
+            report = ops.stats(store, pipeline, days=days, now=time.time())
     if not report.tasks:
         click.echo(f"no runs of pipeline '{pipeline}' created in the last {days} days", err=True)
     if fmt == "json":

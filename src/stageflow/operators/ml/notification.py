@@ -25,7 +25,10 @@ its last lines (a bash command's last output) on lines of their own, bounded
 A field may end with a format spec (``{inputs.evaluate.metrics.accuracy:.4f}``)
 or a conversion (``!r``); a number without one shows 4 significant digits.
 ``{{``/``}}`` are literal braces. Fields are looked up by key, never as
-attributes, and nothing is evaluated. ``stageflow validate`` refuses a field
+attributes, and nothing is evaluated. A secret named in the message
+(``${secret:NAME}``, or ``${params.NAME}`` of a secret run parameter) is not a
+field: it is resolved when the task runs, and every secret is masked (``***``) in
+the message sent, printed and returned, as in the task's log. ``stageflow validate`` refuses a field
 that cannot be filled: an unknown name, an undeclared run parameter, a task
 that is not a data upstream, a format spec that does not fit a known value or,
 for an upstream output, fits no value at all (neither a number nor text).
@@ -51,6 +54,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import string
 import urllib.error
 import urllib.request
@@ -90,6 +94,8 @@ _NAMES = [*_SCALARS, "params", "inputs"]
 # What a value known only at run time (an upstream output) may be, to check format specs.
 _PLAUSIBLE: tuple[Any, ...] = (0.5, 1, "text")
 _CAN_USE = "pipeline, run_id, task, attempt, state, error, params.NAME, inputs.TASK.key"
+# A secret reference, as ``runtime.secrets`` resolves it: text, not a template field.
+_SECRET_REF = re.compile(r"\$\{(secret:[A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class NotificationParams(BaseModel):
@@ -137,7 +143,11 @@ class Notification(Operator):
 
     def run(self, params: BaseModel, inputs: Mapping[str, Any], ctx: TaskContext) -> Any:
         assert isinstance(params, NotificationParams)
-        text = render(params.message, ctx, inputs)
+        # A secret in the message (resolved before the task runs) is sent, printed and
+        # returned as ``***``: masked in the template (a value with braces in it is no
+        # field), then in the text (a run parameter or an upstream output holding one).
+        mask = ctx.mask or (lambda text: text)
+        text = mask(render(mask(params.message), ctx, inputs))
         url = params.webhook_url or os.environ.get(params.webhook_env)
         if not url:
             why = f"no webhook URL: set the environment variable {params.webhook_env}"
@@ -252,8 +262,10 @@ class _Field(NamedTuple):
 
 
 def _parse(template: str) -> list[tuple[str, _Field | None]]:
-    """``(literal text, field)`` pairs; ``ValueError`` says what is malformed."""
+    """``(literal text, field)`` pairs; ``ValueError`` says what is malformed. A secret
+    reference (``${secret:NAME}``) is literal text."""
     out: list[tuple[str, _Field | None]] = []
+    template = _SECRET_REF.sub(r"${{\1}}", template)
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:

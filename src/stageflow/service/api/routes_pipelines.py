@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from stageflow import operations as ops
 from stageflow.errors import InvalidSpec, StageflowError
-from stageflow.operations.access import Identity
+from stageflow.operations.access import Identity, confinement
 from stageflow.runtime.result import iso
 from stageflow.service.api.auth import identity, require
 from stageflow.spec.models import HOOKS, Pipeline
@@ -162,7 +162,14 @@ def save(request: Request, who: Identity, doc: object) -> JSONResponse:
     owner = owner_for(who, pipeline)
     # Its schedules (``schedule:``, ``schedules:``) register with it; whatever would stop
     # them is refused first, so a refused save writes nothing.
-    ops.check_spec_schedules(ctx.store, pipeline, owner=who.owner, see_all=who.is_admin, now=now)
+    ops.check_spec_schedules(
+        ctx.store,
+        pipeline,
+        owner=who.owner,
+        see_all=who.is_admin,
+        now=now,
+        confine=confinement(ctx.settings, who),
+    )
     saved = ops.publish_pipeline(
         ctx.store, pipeline, owner=owner, now=now, may_see_all=who.is_admin
     )

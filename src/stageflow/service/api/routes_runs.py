@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stageflow import operations as ops
 from stageflow.engine.states import FINAL_RUN_STATES, FINAL_TASK_STATES
 from stageflow.errors import RunNotFound
-from stageflow.operations.access import Identity
+from stageflow.operations.access import Identity, confinement
 from stageflow.runtime.result import iso
 from stageflow.service.api.auth import identity, require
 from stageflow.service.api.routes_pipelines import check_code
@@ -85,6 +85,7 @@ def submit_run(request: Request, who: Identity, body: RunRequest) -> dict[str, A
         body.parameters,
         priority=body.priority,
         triggered_by=body.triggered_by or who.name,
+        confine=confinement(ctx.settings, who),
     )
     return {
         **submitted.as_json(),
@@ -221,7 +222,12 @@ def retry_run(request: Request, who: Who, run_id: str, body: Retry | None = None
     check_code(request, who, pipeline)
     from_task = body.from_task if body is not None else None
     outcome = ops.requeue_retry(
-        ctx.store, run_id, from_task=from_task, by=who.name, now=time.time()
+        ctx.store,
+        run_id,
+        from_task=from_task,
+        by=who.name,
+        now=time.time(),
+        confine=confinement(ctx.settings, who),
     )
     return outcome.as_json()
 
@@ -363,6 +369,15 @@ def run_usage(request: Request, who: Who, run_id: str) -> dict[str, Any]:
     ctx = request.app.state.ctx
     report: dict[str, Any] = ops.usage(ctx.store, run_id, ctx.settings.cost_prices).as_json()
     return report
+
+
+@router.get("/{run_id}/record", summary="A run's reproducibility record")
+def run_record(request: Request, who: Who, run_id: str) -> dict[str, Any]:
+    """Its spec version, code, environment, seeds, data read and tracking, as
+    ``stageflow runs show`` prints them (``record`` null: an older run has none)."""
+    require(who, "read")
+    visible_run(request, who, run_id)
+    return {"run_id": run_id, "record": ops.record(request.app.state.ctx.store, run_id)}
 
 
 @router.get("/{run_a}/diff/{run_b}", summary="What changed between two runs")

@@ -36,7 +36,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow import operations as ops
-from stageflow.operations.access import Identity
+from stageflow.operations.access import Identity, confinement
 from stageflow.service.api.auth import identity, require
 from stageflow.service.api.routes_pipelines import TooLarge, check_code
 from stageflow.spec.models import Pipeline
@@ -152,6 +152,7 @@ def add_schedule(request: Request, who: Who, body: ScheduleRequest) -> JSONRespo
         retry_delay=body.retry_delay,
         execution_timeout=body.execution_timeout,
         check_pipeline=check,
+        confine=confinement(request.app.state.ctx.settings, who),
         now=time.time(),
     )
     return JSONResponse(info.as_json(), status_code=201)
@@ -214,6 +215,7 @@ def trigger_schedule(
         see_all=who.is_admin,
         by=who.name,
         check_pipeline=check,
+        confine=confinement(ctx.settings, who),
     )
     return JSONResponse(
         {
@@ -255,6 +257,7 @@ async def fire_event(request: Request, who: Who, event: str) -> JSONResponse:
             see_all=who.is_admin,
             by=who.name,
             check_pipeline=check,
+            confine=confinement(ctx.settings, who),
         )
 
     fired = await run_in_threadpool(fire)
