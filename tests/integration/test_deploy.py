@@ -1,6 +1,7 @@
 """The deployment files of ``deploy/``, checked statically (no image can be built or
 pulled here): the Dockerfile with hadolint, the Kubernetes manifests with
-kubernetes-validate (the API's schemas), the compose file's structure, every
+kubernetes-validate (the API's schemas), the compose file with the Compose
+Specification's schema (check-jsonschema) and its structure, every
 ``stageflow`` command they run parsed by the real CLI, and every query of the Grafana
 dashboard naming a metric the API exports."""
 
@@ -87,8 +88,37 @@ def test_the_kubernetes_manifests_validate() -> None:
             assert container["livenessProbe"]["httpGet"]["path"] == "/health"
 
 
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    """The Compose Specification's JSON schema (vendored by check-jsonschema: no network)."""
+    checker = Path(sys.executable).with_name("check-jsonschema")
+    proc = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "compose.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_compose_schema_check_refuses_a_broken_file(tmp_path: Path) -> None:
+    broken = tmp_path / "compose.yaml"
+    text = (DEPLOY / "compose.yaml").read_text()
+    broken.write_text(text.replace("services:", "servicez:", 1))
+    checker = Path(sys.executable).with_name("check-jsonschema")
+    proc = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "servicez" in proc.stdout + proc.stderr
+
+
 def test_the_compose_file_holds_together() -> None:
-    """compose's own schema is not on this machine: the structure it needs is checked."""
+    """What the schema cannot say: the services, volumes and commands fit together."""
     spec = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services: dict[str, Any] = spec["services"]
     assert set(services) == {"postgres", "api", "worker-1", "worker-2", "prometheus", "grafana"}
