@@ -29,9 +29,12 @@ task      task ``task`` of pipeline ``pipeline``'s     ``{"pipeline", "task",
           latest run succeeded                         "run_id", "state"}``
 ========  ===========================================  ==============================
 
-A check that cannot be made (an unreachable URL, a bucket that does not answer)
-counts as "not yet" and is said in the task's message when the sensor times
-out. An HTTP check waits at most ``request_timeout`` seconds. Run on its own
+A file sensor on a URL lists it through ``operators/object_storage.py`` (``s3://``'s
+endpoint and credentials from the environment), afresh at each poke: a listing
+cached at an earlier poke never hides a new object. A check that cannot be made
+(an unreachable URL, a bucket that does not answer, refused credentials) counts
+as "not yet" and is said in the task's message when the sensor times out. An
+HTTP check waits at most ``request_timeout`` seconds. Run on its own
 (``Operator.run``, outside a run's loop) a sensor pokes in its attempt, holding
 its slot.
 

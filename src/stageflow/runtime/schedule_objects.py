@@ -10,14 +10,18 @@ with a ``schedule_objects`` row keyed by (schedule, object) in one transaction
 (``Store.create_run(schedule_object=...)``), and the object's URL reaches its tasks
 as ``${schedule.object}`` and ``STAGEFLOW_SCHEDULE_OBJECT``. The objects present when
 the schedule is created are recorded without a run and never fire, unless it is
-created with ``catchup``. fsspec is imported here only, when a URL is listed.
+created with ``catchup``. URLs are opened and listed by ``operators.object_storage``
+(``s3://`` with its endpoint and credentials from the environment of the process
+that lists: the scheduler's), afresh at every poll: a listing the process cached
+at an earlier poll never hides a new object.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from stageflow.errors import UsageError
+from stageflow.errors import MissingExtra, ObjectStorageError, UsageError
+from stageflow.operators import object_storage
 from stageflow.runtime.store.sql_run_retries import object_key
 
 __all__ = ["check_object_url", "list_objects"]
@@ -27,43 +31,23 @@ MAX_OBJECTS = 10_000
 
 
 def check_object_url(url: str, field: str = "on_object") -> None:
-    """``UsageError`` naming ``field`` when fsspec knows no filesystem for ``url``'s
-    protocol, or the package that serves it is missing (``pip install s3fs``)."""
-    import fsspec
-
-    protocol = url.split("://", 1)[0]
+    """``UsageError`` naming ``field`` when no filesystem knows ``url``'s protocol,
+    or the package that serves it is missing (``pip install 'stageflow[s3]'``)."""
     option = "--on-object" if field == "on_object" else field
     try:
-        fsspec.get_filesystem_class(protocol)
-    except ValueError:
-        raise UsageError(
-            f"{option} {url}: fsspec knows no protocol {protocol!r}; use file://, s3://, "
-            "gs://, memory:// or another fsspec protocol",
-            field=field,
-        ) from None
-    except ImportError as exc:
-        raise UsageError(
-            f"{option} {url}: protocol {protocol!r} needs a package that is not installed "
-            f"({exc}); install it (e.g. pip install s3fs for s3://)",
-            field=field,
-        ) from None
+        object_storage.filesystem(url, option)
+    except (MissingExtra, ObjectStorageError) as exc:
+        raise UsageError(str(exc), field=field) from None
 
 
 def list_objects(url: str) -> list[tuple[str, str]]:
-    """The files under ``url`` (an fsspec URL with a glob): (object URL, object key),
-    by URL; directories are left out. Raises what the filesystem raises (``OSError``
-    for an unreachable bucket)."""
-    from fsspec.core import url_to_fs
-
-    fs, path = url_to_fs(url)
-    found: dict[str, Any] = fs.glob(path, detail=True)
-    objects = []
-    for name, info in sorted(found.items())[:MAX_OBJECTS]:
-        if info.get("type") == "directory":
-            continue
-        full = fs.unstrip_protocol(name)
-        objects.append((full, object_key(full, _identity(info))))
-    return objects
+    """The files under ``url`` (a URL with a glob) as they are now: (object URL,
+    object key), by URL; directories are left out. Raises ``ObjectStorageError``
+    (an unreachable endpoint, refused credentials) or ``MissingExtra``."""
+    return [
+        (full, object_key(full, _identity(info)))
+        for full, info in object_storage.glob(url)[:MAX_OBJECTS]
+    ]
 
 
 def _identity(info: dict[str, Any]) -> str:

@@ -89,3 +89,24 @@ def test_other_protocols_get_no_options() -> None:
 def test_an_unknown_protocol_is_named() -> None:
     with pytest.raises(ObjectStorageError, match="no filesystem knows the protocol 'nosuch'"):
         filesystem("nosuch://bucket/key", "task 'ingest', field 'source'")
+
+
+def test_glob_gives_full_urls_of_objects_only_and_info_none_when_absent() -> None:
+    from stageflow.operators.object_storage import glob, object_info, write_bytes
+
+    root = "memory:///object-storage-glob"  # as memory:// names its objects
+    for name in ("in/b.csv", "in/a.csv", "in/notes.txt", "in/sub/c.csv"):
+        write_bytes(f"{root}/{name}", b"x")
+
+    found = glob(f"{root}/in/*")
+
+    assert [url for url, _ in found] == [
+        f"{root}/in/a.csv",
+        f"{root}/in/b.csv",
+        f"{root}/in/notes.txt",
+    ]  # in/sub is a folder: left out
+    assert all(info["size"] == 1 for _, info in found)
+    assert glob(f"{root}/none/*.csv") == []
+    assert object_info(f"{root}/in/none.csv") is None
+    info = object_info(f"{root}/in/a.csv")
+    assert info is not None and info["size"] == 1

@@ -24,11 +24,13 @@ import importlib
 import io
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stageflow.errors import MissingExtra
+from stageflow.errors import MissingExtra, ObjectStorageError
+from stageflow.operators import object_storage
 from stageflow.operators.base import TaskContext, TaskFailed
 from stageflow.operators.ml.quality import failed_check, templated
 
@@ -157,17 +159,29 @@ def _load_schema(rule: PanderaRule, ctx: TaskContext) -> Any:
 
 
 def read_schema_file(url: str) -> str:
-    """The text of a schema file (a local path or fsspec URL); ``TaskFailed`` if absent."""
-    import fsspec
-
+    """The text of a schema file (a local path or a URL, read through
+    ``operators.object_storage``); ``TaskFailed`` if it cannot be read."""
+    if "://" in url:
+        try:
+            data = object_storage.read_bytes(url, "data_validation: pandera.file")
+        except ObjectStorageError as exc:
+            raise TaskFailed(str(exc), retryable=exc.retryable) from None
+    else:
+        try:
+            data = Path(url).read_bytes()
+        except FileNotFoundError:
+            raise TaskFailed(
+                f"data_validation: pandera.file {url} does not exist", retryable=False
+            ) from None
+        except OSError as exc:
+            raise TaskFailed(f"data_validation: pandera.file {url}: {exc.strerror}") from None
     try:
-        with fsspec.open(url, "rt", encoding="utf-8") as handle:
-            text: str = handle.read()
-    except FileNotFoundError:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
         raise TaskFailed(
-            f"data_validation: pandera.file {url} does not exist", retryable=False
+            f"data_validation: pandera.file {url} is not UTF-8 text; give a YAML schema",
+            retryable=False,
         ) from None
-    return text
 
 
 def _failure_checks(cases: Any, rows: int, keep: int) -> list[dict[str, Any]]:
