@@ -8,8 +8,10 @@ before/chain/after split of ``bench/overhead.py``. Then the record's background
 work: ``lineage.git_state`` of the current folder (wall time, and the CPU time of
 its ``git`` child).
 
-Usage: python bench/fixed_cost.py [--repeat N] [--tasks N]   (defaults 15, 200: W1; a
-one-task chain shows the part of the fixed cost that does not grow with the tasks)
+Usage: python bench/fixed_cost.py [--repeat N] [--tasks N] [--commits]   (defaults 15,
+200: W1; a one-task chain shows the part of the fixed cost that does not grow with the
+tasks; ``--commits``: each run's store commits, their start and end in ms from its
+last task's end, and the task runs each wrote)
 """
 
 from __future__ import annotations
@@ -50,10 +52,26 @@ def _timed(owner: Any, name: str, label: str) -> None:
     setattr(owner, name, wrapper)
 
 
+def _logged(store_class: Any, commits: list[tuple[float, float, int]]) -> None:
+    """Append each ``commit``'s (start, end, task runs written) to ``commits``."""
+    commit = store_class.commit
+
+    @functools.wraps(commit)
+    def wrapper(self: Any, batch: Any) -> None:
+        start = time.perf_counter()
+        try:
+            commit(self, batch)
+        finally:
+            commits.append((start, time.perf_counter(), len(batch.task_runs)))
+
+    store_class.commit = wrapper
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--commits", action="store_true")
     args = parser.parse_args()
 
     from stageflow.runtime import lineage, runner
@@ -73,15 +91,20 @@ def main() -> None:
     _timed(runner.Runner, "_claim", "before: claim the run")
     _timed(runner, "start_recording", "before: start the record")
     _timed(runner._Loop, "__init__", "before: the run's loop")
+    _timed(runner, "Committer", "before: the run's committer (in its loop)")
     _timed(runner.Scheduler, "__init__", "before: the engine")
     _timed(runner._Loop, "result", "after: build the result")
     _timed(Committer, "close", "after: wait for the final commit")
     _timed(runner.Runner, "_unwatch", "after: the observers (the record's end)")
     _timed(SqlStore, "commit", "commits (committer thread, all of the run)")
+    commits: list[tuple[float, float, int]] = []  # (start, end, task runs) of this run's
+    if args.commits:
+        _logged(SqlStore, commits)
 
     splits = []
     for _ in range(args.repeat):
         _marks.clear()
+        commits.clear()
         pipeline = chain(args.tasks, marked)
         start = time.perf_counter()
         result = pipeline.run(home=home, max_parallel=4)
@@ -89,6 +112,14 @@ def main() -> None:
         assert result.state == "success", result.state
         first, last = _marks[0][0], _marks[-1][1]
         splits.append((first - start, last - first, end - last))
+        if args.commits:
+            print(
+                f"run: chain {(last - first) * 1e3:.1f} ms, returned at "
+                f"{(end - last) * 1e3:+.1f}; commits: "
+                + ", ".join(
+                    f"{(a - last) * 1e3:+.1f}..{(b - last) * 1e3:+.1f} ({n})" for a, b, n in commits
+                )
+            )
 
     for label, spent in _spent.items():
         report(

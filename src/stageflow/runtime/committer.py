@@ -24,12 +24,21 @@ run's row. Once the lease has expired the committer gives up exactly as on a
 refused commit (``LeaseLost``: the loop stops its attempts and commits nothing
 more; another worker, or ``stageflow resume``, takes the run over and resumes it).
 
-State: the queue of batches, the first error, ``lease_until``.
+The thread is borrowed, not started per run: a committer takes a parked one of
+the process's committer threads (or starts one when none is parked) and hands it
+back once closed, so a run's set-up does not wait for a thread to start. A thread
+serves one committer at a time, from its first batch to its close, so everything
+above holds per run exactly as with a thread of its own; a process keeps at most
+``PARKED_MAX`` parked threads (the rest end), and a forked child starts with none.
+
+State: the queue of batches, the first error, ``lease_until``; the process's parked
+threads (``_parked``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -45,6 +54,16 @@ logger = logging.getLogger(__name__)
 
 #: The first wait before trying a lost store again; doubled per try up to the cap.
 FIRST_RETRY_SECONDS = 0.25
+
+#: At most this many committer threads wait, parked, for the process's next runs.
+PARKED_MAX = 8
+
+
+class _Close:
+    """The queue's last item: commit what came before, then let the thread go."""
+
+
+_CLOSE = _Close()
 
 
 def retry_delay(tries: int, cap: float = 5.0) -> float:
@@ -63,13 +82,19 @@ class Committer:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._store = store
-        self._queue: queue.SimpleQueue[Batch | threading.Event | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Batch | threading.Event | _Close] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._clock, self._sleep = clock, sleep  # (a fake clock's, in tests)
         self.lease_until = lease_until
         self.on_error: Callable[[], None] | None = None
-        self._thread = threading.Thread(target=self._work, name="stageflow-committer", daemon=True)
-        self._thread.start()
+        self._released = threading.Event()  # its thread is done with it (``closed``)
+        self._closing = False
+        _lend_thread(self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` finished: its thread commits nothing more for it."""
+        return self._released.is_set()
 
     def submit(self, batch: Batch) -> None:
         """Queue ``batch`` for commit (after every batch submitted before it)."""
@@ -88,18 +113,20 @@ class Committer:
         self._raise_if_failed()
 
     def close(self) -> None:
-        """Flush, then stop the thread."""
-        try:
-            self.flush()
-        finally:
-            self._queue.put(None)
-            self._thread.join()
+        """Commit what is queued, then let the thread go; raise if a commit failed.
+        Closing twice is harmless."""
+        if not self._closing:
+            self._closing = True
+            self._queue.put(_CLOSE)
+        self._released.wait()
+        self._raise_if_failed()
 
-    def _work(self) -> None:
-        waiting: list[Batch | threading.Event | None] = []
+    def _serve(self) -> None:
+        """Commit the queued batches in order until the close (on a borrowed thread)."""
+        waiting: list[Batch | threading.Event | _Close] = []
         while True:
             item = waiting.pop() if waiting else self._queue.get()
-            if item is None:
+            if isinstance(item, _Close):
                 return
             if isinstance(item, threading.Event):
                 item.set()
@@ -195,6 +222,61 @@ class Committer:
                 f"could not write the run's state to the store at {self._store.url}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+
+
+class _Parked:
+    """The process's parked committer threads: each waits on its own inbox for the
+    next committer to serve."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inboxes: list[queue.SimpleQueue[Committer]] = []
+
+
+_parked = _Parked()
+
+
+def _lend_thread(committer: Committer) -> None:
+    """Give ``committer`` a parked thread, or a new one when none is parked."""
+    with _parked.lock:
+        inbox = _parked.inboxes.pop() if _parked.inboxes else None
+    if inbox is not None:
+        inbox.put(committer)
+        return
+    inbox = queue.SimpleQueue()
+    threading.Thread(
+        target=_serve, args=(inbox, committer), name="stageflow-committer", daemon=True
+    ).start()
+
+
+def _serve(inbox: queue.SimpleQueue[Committer], committer: Committer) -> None:
+    """A committer thread: serve ``committer`` to its close, park, serve the next."""
+    parked = _parked  # a forked child's new registry is not this thread's
+    while True:
+        try:
+            committer._serve()
+        except BaseException:  # (never expected) the thread ends: it is not parked
+            committer._released.set()
+            raise
+        # Parked before the close returns, so that the next run finds this thread.
+        with parked.lock:
+            park = len(parked.inboxes) < PARKED_MAX and parked is _parked
+            if park:
+                parked.inboxes.append(inbox)
+        committer._released.set()
+        if not park:
+            return
+        committer = inbox.get()
+
+
+def _forget_parked() -> None:
+    """In a forked child: the parent's parked threads do not exist there."""
+    global _parked
+    _parked = _Parked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_parked)
 
 
 def _runs(batch: Batch) -> str:

@@ -859,7 +859,7 @@ class Runner:
         except LeaseLost as exc:  # taken over: stop, commit nothing more
             logger.error("run %s: %s", run_id, exc)
             with contextlib.suppress(LeaseLost):
-                loop.committer.close()  # its thread ends; queued batches are dropped
+                loop.committer.close()  # its thread is let go; queued batches are dropped
             raise
         finally:
             cycle.close()

@@ -7,6 +7,7 @@ on an ``Event`` so that batches pile up behind it.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from typing import cast
@@ -59,7 +60,7 @@ def committer(store: FakeStore) -> Iterator[Committer]:
     store.hold.set()
     with contextlib.suppress(StoreError):  # the failure tests check close() themselves
         c.close()
-    assert not c._thread.is_alive()
+    assert c.closed
 
 
 def test_a_batch_is_committed_and_flush_waits_for_it(
@@ -135,7 +136,7 @@ def test_a_failed_commit_is_raised_on_the_next_flush_and_nothing_after_it_commit
     assert [names(c) for c in store.commits] == [["t1"]]
 
 
-def test_close_after_a_failed_commit_raises_and_still_stops_the_thread(
+def test_close_after_a_failed_commit_raises_and_still_lets_the_thread_go(
     store: FakeStore,
 ) -> None:
     committer = Committer(cast(Store, store))
@@ -145,7 +146,7 @@ def test_close_after_a_failed_commit_raises_and_still_stops_the_thread(
     with pytest.raises(StoreError, match="RuntimeError: refused"):
         committer.close()
 
-    assert not committer._thread.is_alive()
+    assert committer.closed
     assert store.commits == []
 
 
@@ -163,7 +164,7 @@ def test_a_failed_commit_is_raised_on_the_next_submit(
     assert store.commits == []
 
 
-def test_close_commits_what_is_left_and_stops_the_thread(store: FakeStore) -> None:
+def test_close_commits_what_is_left_and_lets_the_thread_go(store: FakeStore) -> None:
     committer = Committer(cast(Store, store))
     store.hold.clear()
     committer.submit(batch(1))
@@ -173,5 +174,84 @@ def test_close_commits_what_is_left_and_stops_the_thread(store: FakeStore) -> No
 
     committer.close()
 
-    assert not committer._thread.is_alive()
+    assert committer.closed
     assert [names(c) for c in store.commits] == [["t1"], ["t2"]]
+
+
+class ThreadStore(FakeStore):
+    """Records the thread each commit ran on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[threading.Thread] = []
+
+    def commit(self, batch: Batch) -> None:
+        self.threads.append(threading.current_thread())
+        super().commit(batch)
+
+
+def test_a_closed_committers_thread_serves_the_next_committer(store: FakeStore) -> None:
+    recording = ThreadStore()
+    first = Committer(cast(Store, recording))
+    first.submit(batch(1))
+    first.close()
+    before = set(threading.enumerate())
+    second = Committer(cast(Store, recording))
+    second.submit(batch(2))
+    second.close()
+
+    # The thread the first one let go of (or, when the parked ones were full then,
+    # another parked one): no thread was started for the second.
+    assert recording.threads[1] in before
+    assert recording.threads[1] is not threading.current_thread()
+    assert [names(c) for c in recording.commits] == [["t1"], ["t2"]]
+
+
+def test_committers_open_at_once_each_have_their_own_thread_and_few_stay_parked() -> None:
+    from stageflow.runtime import committer as module
+
+    recording = ThreadStore()
+    recording.hold.clear()  # every commit waits: each committer holds its thread
+    opened = [Committer(cast(Store, recording)) for _ in range(module.PARKED_MAX + 3)]
+    for k, c in enumerate(opened):
+        c.submit(batch(k))
+    recording.hold.set()
+    for c in opened:
+        c.close()
+
+    assert len(set(recording.threads)) == len(opened)
+    assert len(module._parked.inboxes) <= module.PARKED_MAX
+    alive = [t for t in set(recording.threads) if t.is_alive()]
+    assert len(alive) <= module.PARKED_MAX + 1  # the last ones to leave may be ending now
+
+
+def test_close_twice_is_harmless(store: FakeStore) -> None:
+    committer = Committer(cast(Store, store))
+    committer.submit(batch(1))
+    committer.close()
+    committer.close()
+
+    assert [names(c) for c in store.commits] == [["t1"]]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_committer_thread(store: FakeStore) -> None:
+    parent = Committer(cast(Store, store))
+    parent.submit(batch(1))
+    parent.close()  # its thread is parked now: it does not exist in a child
+    pid = os.fork()
+    if pid == 0:  # the child: a committer there must commit (not wait on a thread it lacks)
+        code = 1
+        try:
+            child_store = FakeStore()
+            child = Committer(cast(Store, child_store))
+            child.submit(batch(2))
+            finished = threading.Thread(target=child.close, daemon=True)
+            finished.start()
+            finished.join(WAIT)
+            code = 0 if child.closed and len(child_store.commits) == 1 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
