@@ -15,6 +15,7 @@ import contextlib
 import json
 import secrets
 import socket
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,11 @@ def s3_server() -> Iterator[S3Server]:
     endpoint = f"http://127.0.0.1:{port}"
     previous = moto_settings.INITIAL_NO_AUTH_ACTION_COUNT
     try:
+        # moto keeps its accounts in this process: a server started after another one
+        # (another test module) would find the first one's user and buckets
+        reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(reset, timeout=30) as answer:
+            assert answer.status == 200
         iam = boto3.client(
             "iam",
             endpoint_url=endpoint,
