@@ -1201,6 +1201,7 @@ class _Loop:
         self.fallback_error: str | None = None
         self.failures: dict[str, str] = {}  # task -> error, for TaskContext.failures
         self.skipping: dict[str, str] = {}  # task -> why its success skips its downstream
+        self.metrics: dict[tuple[str, int], dict[str, float]] = {}  # recorded, by attempt
         self.shortcuts = False  # a task was decided at dispatch this tick (short_circuit)
         self.in_thread = runner.host.executor_pool(runner.executor_name).shares_memory
         # Mapped tasks (``map_over``): their success stores their children's outputs.
@@ -1574,7 +1575,7 @@ class _Loop:
             if metric is None:
                 continue
             recorded = self._recorded_metrics(task_id)
-            inputs[source] = recorded if metric == "" else recorded.get(metric)
+            inputs[source] = dict(recorded) if metric == "" else recorded.get(metric)
 
     # -- dynamic fan-out (map_over) ---------------------------------------------------
 
@@ -1663,8 +1664,11 @@ class _Loop:
         attempt = self.rows[task_id].attempts if task_id in self.rows else 0
         if attempt < 1:
             return {}
-        metrics = read_metadata(self.logs_dir, self.run_id, task_id, attempt)["metrics"]
-        return dict(metrics)
+        key = (task_id, attempt)  # an ended attempt's file no longer changes: read once
+        if key not in self.metrics:
+            found = read_metadata(self.logs_dir, self.run_id, task_id, attempt)["metrics"]
+            self.metrics[key] = dict(found)
+        return self.metrics[key]
 
     def branch_choice(self, task_id: str) -> list[str]:
         """The downstream ids a branch task's output names (``None``: none of them)."""
