@@ -16,6 +16,7 @@ from typing import Any
 
 from helpers_tasks import append_line, read_lines
 
+from stageflow.errors import MissingExtra
 from stageflow.operators.base import TaskContext
 
 
@@ -35,6 +36,7 @@ _ERRORS: dict[str, type[Exception]] = {
     "TransientError": TransientError,
     "BadInput": BadInput,
     "CorruptData": CorruptData,
+    "MissingExtra": MissingExtra,  # what stageflow's own helpers raise for a package to install
 }
 
 

@@ -116,6 +116,30 @@ def test_retry_on_retries_only_the_named_errors(executor: str, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_missing_package_is_not_retried(executor: str, tmp_path: Path) -> None:
+    """A step that calls a stageflow helper needing an extra that is not installed
+    (``MissingExtra``) fails at once: another attempt cannot install it."""
+    log = str(tmp_path / "missing.log")
+    pipeline = Pipeline(
+        "missing-extra",
+        tasks=[
+            Task(
+                "load",
+                rt.flaky,
+                parameters={"log": log, "fail_times": 2, "error": "MissingExtra"},
+                retry=RetryPolicy(max_retries=3, delay_seconds=0.01),
+            )
+        ],
+    )
+    result = pipeline.run(executor=executor, home=str(tmp_path / "home"))
+    assert states(result) == {"load": "failed"}
+    assert len(read_lines(log)) == 1  # one attempt, not four
+    error = result.tasks["load"].error
+    assert error is not None and "MissingExtra: attempt 1 failed" in error
+    assert "not retried: another attempt cannot change it" in error
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
 @pytest.mark.parametrize(
     ("retry_on", "attempts"),
     [

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from stageflow.engine.retry import NOT_RETRYABLE
+from stageflow.errors import MissingExtra
 from stageflow.operators.base import SkipDownstream, TaskContext, TaskFailed
 from stageflow.operators.bash import masked_copy
 from stageflow.operators.registry import instantiate
@@ -94,7 +95,8 @@ class AttemptResult:
     error: str | None = None
     traceback: str | None = None
     #: ``module.QualName`` of every class in the raised exception's MRO (``retry_on``,
-    #: ``fatal_on``), plus ``NOT_RETRYABLE`` for ``TaskFailed(..., retryable=False)``;
+    #: ``fatal_on``), plus ``NOT_RETRYABLE`` for ``TaskFailed(..., retryable=False)``
+    #: and ``MissingExtra``;
     #: empty when nothing was raised (e.g. the worker process died).
     error_types: tuple[str, ...] = ()
     #: What the attempt used, measured by the executor (``None`` when not measured).
@@ -270,7 +272,10 @@ def _execute(
             time.time(),
             error=error + unlogged,
             traceback=tb,
-            error_types=error_types(type(exc)),
+            # A package to install (a stageflow helper's optional extra): another
+            # attempt cannot change that, whatever the retry policy says.
+            error_types=error_types(type(exc))
+            + ((NOT_RETRYABLE,) if isinstance(exc, MissingExtra) else ()),
             usage=_usage(ctx, mark, in_process),
             rows_in=rows_in,
         )
