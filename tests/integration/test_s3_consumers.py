@@ -164,6 +164,30 @@ def test_a_file_sensor_on_s3_sees_each_new_object_at_its_next_poke(here: S3Serve
     assert found().value == [f"s3://{bucket}/in/a.csv", f"s3://{bucket}/in/b.csv"]
 
 
+def test_a_glob_in_a_missing_bucket_says_so_instead_of_finding_nothing(here: S3Server) -> None:
+    """s3fs lists a bucket that does not exist as empty: a sensor or an object schedule
+    on a misspelt bucket waited silently. Now the listing fails with one line (an
+    existing bucket with nothing matching still lists as empty)."""
+    from stageflow.errors import ObjectStorageError
+    from stageflow.operators.sensor import SensorParams, poke
+
+    assert object_storage.glob(f"s3://{here.bucket()}/in/*.csv") == []
+    with pytest.raises(ObjectStorageError) as caught:
+        object_storage.glob("s3://no-such-bucket/in/*.csv", "on_object")
+    assert str(caught.value) == (
+        "on_object: cannot list s3://no-such-bucket/in/*.csv: there is no bucket "
+        f"'no-such-bucket' at {here.endpoint}; create it, or name an existing one"
+    )
+    assert not caught.value.retryable
+    waiting = poke(
+        SensorParams(kind="file", path="s3://no-such-bucket/in/*.csv"),
+        pipeline_dir="/",
+        now=time.time(),
+    )
+    assert not waiting.met
+    assert "there is no bucket 'no-such-bucket'" in waiting.message  # shown by `runs show`
+
+
 def test_a_run_waits_in_its_sensor_until_the_object_is_written(
     s3: S3Server, tmp_path: Path
 ) -> None:

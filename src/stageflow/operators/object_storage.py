@@ -163,11 +163,17 @@ def write_bytes(url: str, data: bytes, what: str = "") -> None:
 def glob(url: str, what: str = "") -> list[tuple[str, dict[str, Any]]]:
     """The objects matching ``url`` (a glob: ``s3://bucket/in/*.csv``) now: (full
     URL, the filesystem's info), by URL, directories left out. ``ObjectStorageError``
-    says why the listing cannot be had (``MissingExtra`` for a missing package)."""
+    says why the listing cannot be had (``MissingExtra`` for a missing package), also
+    when nothing matches because an ``s3://`` URL's bucket does not exist (s3fs lists a
+    missing bucket as empty: a misspelt one would look like "nothing yet" forever)."""
     fs, path = filesystem(url, what)
     try:
         _forget_listings(fs, path)
         found: dict[str, Any] = fs.glob(path, detail=True)
+        if not found and is_s3(url):  # one more request, only when nothing matched
+            bucket = path.split("/", 1)[0]
+            if not fs.exists(bucket):
+                raise FileNotFoundError(f"no bucket {bucket}")
     except Exception as exc:  # each filesystem raises its own types
         raise _error(exc, url, "list", what) from None
     return [
