@@ -34,10 +34,10 @@ import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from stageflow.engine.zones import zone_or_none
 from stageflow.errors import IllegalTransition
 
 if TYPE_CHECKING:
@@ -487,8 +487,8 @@ def _instant(text: str) -> float | None:
     return moment.timestamp()
 
 
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r}") from exc
+def _zone(name: str) -> tzinfo:
+    zone = zone_or_none(name)
+    if zone is None:
+        raise ValueError(f"unknown time zone {name!r}")
+    return zone

@@ -69,9 +69,10 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal, TypeGuard, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
+
+from stageflow.engine.zones import zone_or_none
 
 if TYPE_CHECKING:
     from stageflow.engine.run_retry import RunRetryPolicy
@@ -457,7 +458,7 @@ def _spec_problems(spec: ScheduleSpec) -> list[tuple[str, str]]:
                     f'remove {field}, or set kind="{owner}"',
                 )
             )
-    if _zone_or_none(spec.timezone) is None:
+    if zone_or_none(spec.timezone) is None:
         found.append(
             (
                 "timezone",
@@ -728,7 +729,7 @@ def _plan(spec: ScheduleSpec) -> _Plan:
     if found:
         listed = "; ".join(f"{field}: {message}" for field, message in found)
         raise ValueError(f"invalid schedule: {listed}")
-    zone = _zone_or_none(spec.timezone)
+    zone = zone_or_none(spec.timezone)
     assert zone is not None
     if spec.kind != "cron":
         return _Plan(spec, zone, None, False)
@@ -972,17 +973,6 @@ def _epoch(utc_wall: datetime) -> float:
 
 
 # --- helpers ----------------------------------------------------------------------
-
-
-def _zone_or_none(name: object) -> tzinfo | None:
-    if not isinstance(name, str):
-        return None
-    if name == "UTC":
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return None
 
 
 def _is_number(value: object) -> TypeGuard[float]:

@@ -262,9 +262,9 @@ def poke(
 
 
 def _poke_time(params: SensorParams, now: float) -> Poke:
-    from zoneinfo import ZoneInfo
+    from stageflow.engine.zones import zone_or_none
 
-    local = datetime.fromtimestamp(now, ZoneInfo(params.timezone))
+    local = datetime.fromtimestamp(now, zone_or_none(params.timezone))
     if params.not_before:
         clock = _clock(params.not_before)
         if clock is not None:
@@ -430,7 +430,7 @@ def _problems(params: SensorParams, task: Task) -> list[tuple[str, str]]:
 
 
 def _time_problems(params: SensorParams) -> list[tuple[str, str]]:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from stageflow.engine.zones import zone_or_none
 
     out: list[tuple[str, str]] = []
     if not params.not_before and not params.within:
@@ -465,9 +465,7 @@ def _time_problems(params: SensorParams) -> list[tuple[str, str]]:
                     "e.g. 09:00-17:00 (22:00-06:00 wraps past midnight)",
                 )
             )
-    try:
-        ZoneInfo(params.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    if zone_or_none(params.timezone) is None:
         out.append(
             (
                 "parameters.timezone",
