@@ -7,7 +7,9 @@ note metrics, the data it read and the files it wrote, and free-form facts
 so the same code works in a thread, a worker process or a cluster worker with
 the logs folder mounted. The runtime reads the successful attempt's file when
 the run ends (``runtime.lineage``): metrics feed ``runs diff`` and experiment
-tracking, reads and writes feed lineage.
+tracking, reads and writes feed lineage. A cache hit has no code of its own to
+call ``record``: the run copies the metrics its producing attempt recorded into
+the hit's file (``record_metrics``, ``runtime.cache``).
 
 Entries of ``reads``/``writes``: ``{"uri": ..., "sha256": ... | None, "kind": ...}``.
 """
@@ -25,7 +27,15 @@ from typing import Any
 
 from stageflow.operators.base import TaskContext
 
-__all__ = ["metadata_path", "read_metadata", "record", "sha256_bytes", "sha256_file"]
+__all__ = [
+    "metadata_file",
+    "metadata_path",
+    "read_metadata",
+    "record",
+    "record_metrics",
+    "sha256_bytes",
+    "sha256_file",
+]
 
 _lock = threading.Lock()
 
@@ -47,7 +57,46 @@ def record(
 
     Metrics that are not finite numbers are dropped (MLflow and JSON refuse them).
     """
-    path = metadata_path(ctx)
+    _merge(metadata_path(ctx), metrics, reads, writes, info)
+
+
+def record_metrics(
+    logs_dir: Path, run_id: str, task_id: str, attempt: int, metrics: Mapping[str, float]
+) -> None:
+    """``record`` metrics for an attempt that runs no code (a cache hit): merged into
+    ``metadata_file(...)`` as ``record`` would."""
+    _merge(metadata_file(logs_dir, run_id, task_id, attempt), metrics, (), (), None)
+
+
+def metadata_file(logs_dir: Path, run_id: str, task_id: str, attempt: int) -> Path:
+    """Where an attempt's metadata lives (``metadata_path`` without a context)."""
+    return logs_dir / run_id / task_id / f"metadata-{attempt}.json"
+
+
+def read_metadata(logs_dir: Path, run_id: str, task_id: str, attempt: int) -> dict[str, Any]:
+    """The metadata an attempt recorded (empty sections when it recorded none)."""
+    return _load(metadata_file(logs_dir, run_id, task_id, attempt))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _merge(
+    path: Path,
+    metrics: Mapping[str, float] | None,
+    reads: Iterable[Mapping[str, Any]],
+    writes: Iterable[Mapping[str, Any]],
+    info: Mapping[str, Any] | None,
+) -> None:
     with _lock:
         data = _load(path)
         for name, value in (metrics or {}).items():
@@ -61,23 +110,6 @@ def record(
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, default=str, sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
-
-
-def read_metadata(logs_dir: Path, run_id: str, task_id: str, attempt: int) -> dict[str, Any]:
-    """The metadata an attempt recorded (empty sections when it recorded none)."""
-    return _load(logs_dir / run_id / task_id / f"metadata-{attempt}.json")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -35,6 +35,19 @@ an older one) in the same transaction as the success; ``--no-cache`` skips
 lookups but still writes, so it refreshes the entries. Outputs produced by a
 ``fallback`` are never cached.
 
+A hit is what the producing attempt did, not only its output: it exposes the
+metrics that attempt recorded (``operators.metadata``, read from its log folder
+as the run reads its own attempts'), so ``${T.metrics.NAME}`` conditions and
+``inputs: {p: T.metrics.NAME}`` see the same values as if the task had run, and
+it replays that attempt's decision to skip its direct downstream, with the same
+reason (the producing task run's ``skipped downstream`` note). An entry whose
+producing task run is no longer a success in the store is a miss. Without the
+producing attempt's metadata file (it recorded nothing, or its log folder was
+removed) the metrics are those the producing run's record kept when it ended
+(none: it recorded none); when that record cannot tell either (the producing run
+has not ended, or has no record) and another task reads the task's metrics, the
+entry is a miss: the task runs again rather than hand its readers no metric.
+
 Files' versions are read at dispatch (for the lookup) and again when the task
 has succeeded: the entry is stored under the key *as of its end*. So a task
 that writes a file named in its parameters (an output path) hits on the next
@@ -59,15 +72,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stageflow.engine.states import TaskState
 from stageflow.operators import object_storage
 from stageflow.operators.base import TaskContext
+from stageflow.operators.metadata import metadata_file, read_metadata
 from stageflow.operators.paths import resolve_path
 from stageflow.operators.python import resolve_callable
 from stageflow.operators.registry import get as get_operator
-from stageflow.runtime.store.base import CacheEntry, OutputRef, Store
-from stageflow.spec.models import Pipeline, Task, callable_ref
+from stageflow.runtime.store.base import (
+    SKIPPED_DOWNSTREAM,
+    CacheEntry,
+    OutputRef,
+    Store,
+    TaskRunRecord,
+)
+from stageflow.spec.models import Pipeline, Task, callable_ref, input_source
 
-__all__ = ["KeyRecipe", "TaskCache", "code_identity", "file_versions"]
+__all__ = ["Hit", "KeyRecipe", "TaskCache", "code_identity", "file_versions", "metrics_read"]
 
 _KEY_FORMAT = 1  # bump when the key's recipe changes: old entries then simply miss
 _MAX_PATH = 4096
@@ -83,10 +104,13 @@ class TaskCache:
         run_params: Mapping[str, Any],
         *,
         lookup: bool,
+        logs_dir: Path,
         pipeline_dir: str | None = None,
     ) -> None:
+        """``logs_dir``: where producing attempts' metadata files are read."""
         self.pipeline = pipeline
         self.pipeline_dir = pipeline_dir
+        self.logs_dir = logs_dir
         self.store = store
         self.run_params = run_params
         self.lookup_enabled = lookup
@@ -95,6 +119,9 @@ class TaskCache:
         # generated graphs share one function across thousands of tasks, and
         # inspect.getsource tokenizes the function's file each time
         self._code: dict[object, tuple[str, list[str] | None]] = {}
+        self._metrics_read: frozenset[str] | None = None  # computed at the first hit
+        # producing task runs, by run: one query per producing run, not per hit
+        self._producers: dict[str, dict[str, TaskRunRecord]] = {}
 
     def key(self, task: Task, parameters: Mapping[str, Any], inputs: list[OutputRef | None]) -> str:
         """The cache key of ``task`` with these resolved parameters and inputs, now."""
@@ -125,9 +152,12 @@ class TaskCache:
         base = self.pipeline_dir if operator else None
         return KeyRecipe(document, [parameters, run_params], base)
 
-    def lookup(self, task: Task, key: str, now: float) -> CacheEntry | None:
-        """A usable entry under ``key``: not expired, not older than the task's TTL
-        now, and its output file still there (on disk, or in the object store)."""
+    def lookup(self, task: Task, key: str, now: float) -> Hit | None:
+        """A usable entry under ``key`` with what its producing attempt decided: not
+        expired, not older than the task's TTL now, its output file still there (on
+        disk, or in the object store), its producing task run a success, and that
+        attempt's metadata file there when another task reads ``task``'s metrics
+        (module doc)."""
         if not self.lookup_enabled:
             return None
         if not self._purged:  # once per run: expired entries go (an indexed delete)
@@ -147,7 +177,7 @@ class TaskCache:
                 present = bool(object_storage.object_version(uri))
             if not present:
                 return None  # its run's artifacts were deleted: run again
-        return entry
+        return self._hit(task, entry)
 
     def entry(self, task: Task, key: str, output: OutputRef, now: float) -> CacheEntry:
         """The entry to write after ``task`` produced ``output``."""
@@ -158,6 +188,48 @@ class TaskCache:
     def reuse(entry: CacheEntry, run_id: str, task_id: str) -> OutputRef:
         """The cached output as this run's output of ``task_id`` (same bytes, same place)."""
         return entry.output._replace(run_id=run_id, task_id=task_id)
+
+    def _hit(self, task: Task, entry: CacheEntry) -> Hit | None:
+        """``entry`` with its producing attempt's metrics and skip decision, or
+        ``None`` when they cannot be known (a miss: module doc)."""
+        run_id, task_id = entry.output.run_id, entry.output.task_id
+        row = self._producer(run_id, task_id)
+        if row is None or row.attempts < 1:
+            return None
+        if metadata_file(self.logs_dir, run_id, task_id, row.attempts).is_file():
+            metrics = read_metadata(self.logs_dir, run_id, task_id, row.attempts)["metrics"]
+        else:  # never recorded, or its log folder was removed: the producing run's record
+            kept = self._recorded_metrics(run_id, task_id)
+            if kept is None:
+                if self._metrics_read is None:
+                    self._metrics_read = metrics_read(self.pipeline)
+                if task.id in self._metrics_read:
+                    return None  # its readers would find no metric: run it again
+            metrics = kept or {}
+        skip = (row.error or "no reason recorded") if row.note == SKIPPED_DOWNSTREAM else None
+        return Hit(entry, dict(metrics), skip)
+
+    def _recorded_metrics(self, run_id: str, task_id: str) -> dict[str, float] | None:
+        """The metrics the producing run's record kept for ``task_id`` when that run
+        ended (``{}``: the task recorded none); ``None`` when the record cannot tell
+        (no record, or the run had not ended: it may yet record them)."""
+        from stageflow.runtime.lineage import load_record  # only for a hit without its file
+
+        record = load_record(self.store, run_id)
+        if record is None or record.get("ended_at") is None:
+            return None
+        kept = (record.get("tasks") or {}).get(task_id) or {}
+        metrics = kept.get("metrics") or {}
+        return {str(k): float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+    def _producer(self, run_id: str, task_id: str) -> TaskRunRecord | None:
+        """The task run that produced an entry, when it is a success in the store."""
+        rows = self._producers.get(run_id)
+        row = rows.get(task_id) if rows is not None else None
+        if row is None or row.state != TaskState.SUCCESS:  # not read yet, or since changed
+            rows = self._producers[run_id] = {r.task_id: r for r in self.store.task_runs(run_id)}
+            row = rows.get(task_id)
+        return row if row is not None and row.state == TaskState.SUCCESS else None
 
     def _code_of(self, task: Task) -> tuple[str, list[str] | None]:
         which: object = (
@@ -171,6 +243,41 @@ class TaskCache:
         if found is None:
             found = self._code[which] = code_identity(task)
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A usable cache entry and what the attempt that produced it decided beside
+    its output: the metrics it recorded, why its success skipped its downstream
+    (``None``: it skipped nothing)."""
+
+    entry: CacheEntry
+    metrics: dict[str, float]
+    skip_downstream: str | None = None
+
+
+def metrics_read(pipeline: Pipeline) -> frozenset[str]:
+    """The tasks whose recorded metrics another task reads: ``${T.metrics...}`` in a
+    ``when:``, or ``T.metrics[.NAME]`` in ``inputs:``."""
+    from stageflow.spec.expr import ExpressionError, parse_expression  # conditions only
+
+    found: set[str] = set()
+    for task in pipeline.tasks:
+        if task.when and "metrics" in task.when:
+            try:
+                expression = parse_expression(task.when, task.all_upstream)
+            except ExpressionError:
+                continue  # refused by validation before any run
+            found.update(
+                r.name
+                for r in expression.references
+                if r.kind == "task" and r.path[:1] == ("metrics",)
+            )
+        for source in task.inputs.values():
+            up_id, metric = input_source(source)
+            if metric is not None:
+                found.add(up_id)
+    return frozenset(found)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,10 @@ classes and fallbacks, for one run.
 * **Dispatch** (``at_dispatch``): a task about to run is first looked up in the
   cache (``runtime.cache``), then its circuit breaker is asked (``engine.circuit``,
   state read and written in one store transaction). A hit or an open circuit is
-  a ``Shortcut``: the task never reaches the executor.
+  a ``Shortcut``: the task never reaches the executor. A hit carries what its
+  producing attempt decided beside its output: its recorded metrics (copied into
+  the hit's own metadata file, so a resumed run reads them as any attempt's) and
+  its decision to skip its downstream.
 * **Error classes** (``classify``): an attempt's exception classes (its MRO,
   ``AttemptResult.error_types``) against ``retry_on`` (only those are retried)
   and ``fatal_on`` (the run stops). A timeout counts as ``TimeoutError``; a fast
@@ -24,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from stageflow.engine.circuit import admit, open_message, record_result
 from stageflow.engine.retry import error_matches, is_retryable
 from stageflow.errors import Problem
 from stageflow.operators.base import TaskContext
+from stageflow.operators.metadata import record_metrics
 from stageflow.operators.python import bind, binding_problems, resolve_callable
 from stageflow.runtime.attempt import error_types
 from stageflow.runtime.cache import KeyRecipe, TaskCache
@@ -49,12 +53,15 @@ CIRCUIT_OPEN_TYPES = ("stageflow.CircuitOpen",)
 
 @dataclass(frozen=True, slots=True)
 class Shortcut:
-    """A task decided at dispatch without running: a cache hit (``output`` set) or
-    an open circuit (a failure with ``message``)."""
+    """A task decided at dispatch without running: a cache hit (``output`` set, with
+    the ``metrics`` and the ``skip_downstream`` reason of the attempt that produced
+    it) or an open circuit (a failure with ``message``)."""
 
     message: str
     output: OutputRef | None = None
     error_types: tuple[str, ...] = ()
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    skip_downstream: str | None = None
 
 
 class Resilience:
@@ -79,7 +86,12 @@ class Resilience:
         self.logs_dir = logs_dir
         self.pipeline_dir = pipeline_dir
         self.cache = TaskCache(
-            pipeline, store, run_params, lookup=use_cache, pipeline_dir=pipeline_dir
+            pipeline,
+            store,
+            run_params,
+            lookup=use_cache,
+            pipeline_dir=pipeline_dir,
+            logs_dir=logs_dir,
         )
         self.cached = {t.id for t in pipeline.tasks if pipeline.cache_of(t)}
         self.breakers: dict[str, tuple[str, CircuitBreaker]] = {}
@@ -110,7 +122,9 @@ class Resilience:
             try:
                 recipe = self.recipes[tid] = self.cache.prepare(task, parameters, inputs)
                 key = recipe.key()
-                entry = self.cache.lookup(task, key, now)
+                hit = self.cache.lookup(task, key, now)
+                if hit is not None and hit.metrics:  # the hit's own, before its success
+                    record_metrics(self.logs_dir, self.run_id, tid, attempt, hit.metrics)
             except Exception:  # a cache that cannot answer must not stop the task
                 logger.warning(
                     "run %s task %s: cache lookup failed; running it uncached",
@@ -119,12 +133,14 @@ class Resilience:
                     exc_info=True,
                 )
                 self.recipes.pop(tid, None)
-                entry = None
-            if entry is not None:
-                source = entry.output.run_id
+                hit = None
+            if hit is not None:
+                source = hit.entry.output.run_id
                 return Shortcut(
                     f"cached: output of run {source} reused (cache key {key[:12]})",
-                    output=self.cache.reuse(entry, self.run_id, tid),
+                    output=self.cache.reuse(hit.entry, self.run_id, tid),
+                    metrics=hit.metrics,
+                    skip_downstream=hit.skip_downstream,
                 )
         breaker = self.breakers.get(tid)
         if breaker is None:

@@ -87,6 +87,7 @@ from stageflow.runtime.resources import attempt_env, request_json
 from stageflow.runtime.result import RunResult, TaskResult, iso, rows_by_task
 from stageflow.runtime.settings import Settings, load_settings
 from stageflow.runtime.store.base import (
+    SKIPPED_DOWNSTREAM,
     AttemptRecord,
     Batch,
     EventRecord,
@@ -141,8 +142,6 @@ _MAX_WAIT = 1.0
 _RUN_ID_TRIES = 5
 BACKFILL_LIMIT = 8  # tasks admitted around one waiting for resources (engine.admission)
 _S = TaskState
-#: A task run's note when its success skipped its direct downstream (its error: why).
-SKIPPED_DOWNSTREAM = "skipped downstream"
 _WHY_STATES = frozenset({_S.FAILED, _S.UP_FOR_RETRY, _S.UPSTREAM_FAILED, _S.CANCELLED, _S.SKIPPED})
 
 
@@ -1469,8 +1468,9 @@ class _Loop:
 
     def short_circuit(self, sched: Scheduler, t: Transition, batch: Batch) -> bool:
         """Decide a task at dispatch without running it: a cache hit ends it
-        ``success`` with the cached output; an open circuit fails the attempt.
-        Returns False when the task must run."""
+        ``success`` with the cached output, the metrics its producing attempt
+        recorded and its decision to skip its downstream (``runtime.cache``); an
+        open circuit fails the attempt. Returns False when the task must run."""
         tid, now = t.task_id, t.at
         task = self.tasks[tid]
         inputs = [self.refs.get(u) for u in task.upstream]
@@ -1489,8 +1489,18 @@ class _Loop:
             return True
         self.refs[tid] = shortcut.output
         batch.outputs.append(shortcut.output)
-        self.record(sched.record(tid, t.attempt, True, now, shortcut.message), batch)
-        self.rows[tid].note = "cached"
+        self.metrics[(tid, t.attempt)] = dict(shortcut.metrics)  # read before the success
+        skip = shortcut.skip_downstream
+        self.record(
+            sched.record(tid, t.attempt, True, now, shortcut.message, skip_downstream=skip),
+            batch,
+        )
+        row = self.rows[tid]
+        if skip is not None and sched.state(tid) is _S.SUCCESS:  # as ``finish`` records it
+            row.note, row.error = SKIPPED_DOWNSTREAM, skip
+            self.skipping[tid] = skip
+        else:
+            row.note = "cached"
         return True
 
     def _use_fallback(

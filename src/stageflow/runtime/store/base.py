@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the engine (and pydantic with it) is not loaded by `stagefl
     from stageflow.engine.circuit import CircuitState
 
 __all__ = [
+    "SKIPPED_DOWNSTREAM",
     "Activity",
     "AlertRecord",
     "AlertRuleRecord",
@@ -111,6 +112,10 @@ class RunUpdate:
     started_at: float | None = None
     ended_at: float | None = None
     heartbeat_at: float | None = None
+
+
+#: A task run's note when its success skipped its direct downstream (its error: why).
+SKIPPED_DOWNSTREAM = "skipped downstream"
 
 
 class TaskRunRecord(NamedTuple):
