@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -320,6 +321,49 @@ def test_a_run_killed_while_its_sensor_waits_is_resumed_and_waits_again(tmp_path
     assert tasks["wait"]["state"] == "success" and tasks["wait"]["attempts"] == 2
     assert output_of(home, run_id, "wait") == [str(tmp_path / "in" / "a.csv")]
     assert output_of(home, run_id, "load") == "a.csv"
+
+
+def test_a_resumed_sensor_keeps_its_timeout_from_its_first_wait(tmp_path: Path) -> None:
+    """A sensor waited 3 s of its 3 s timeout before the crash: resumed, it fails at
+    its first check instead of waiting 3 s more (the time before the resume counts)."""
+    home, spec = tmp_path / "home", tmp_path / "late.yaml"
+    spec.write_text(
+        "name: late\n"
+        "tasks:\n"
+        "  - id: wait\n"
+        "    operator: sensor\n"
+        "    parameters: {kind: file, path: in/*.csv, poke_interval: 0.5, timeout: 3}\n"
+        "  - {id: load, operator: bash, after: [wait], parameters: {command: ls in}}\n"
+    )
+    with cli_run(home, str(spec), cwd=tmp_path) as (proc, err):
+
+        def sensing() -> bool:
+            assert proc.poll() is None, stderr_of(err)
+            return task_states(home)[1].get("wait") == "sensing"
+
+        wait_until(sensing, "the sensor waits", timeout=60)
+        kill_group(proc)
+    run_id, states = task_states(home)
+    assert states == {"wait": "sensing", "load": "pending"}
+    with store_of(home) as store:
+        (row,) = [r for r in store.task_runs(run_id) if r.task_id == "wait"]
+    assert row.started_at is not None
+    time.sleep(max(0.0, row.started_at + 3.5 - time.time()))  # its whole timeout passed
+
+    r = cli(home, "resume", run_id, "--format", "json", cwd=tmp_path)
+
+    assert r.returncode == 1, r.stdout + r.stderr
+    tasks = json.loads(r.stdout)["tasks"]
+    assert (tasks["wait"]["state"], tasks["load"]["state"]) == ("failed", "upstream_failed")
+    with store_of(home) as store:
+        events = [e for e in store.events(run_id) if e.task_id == "wait"]
+        (row,) = [r for r in store.task_runs(run_id) if r.task_id == "wait"]
+    waited, ended = events[-2], events[-1]
+    assert (waited.to_state, ended.to_state) == ("sensing", "failed")
+    assert "of it passed before the resume" in (waited.message or "")
+    assert "sensor timed out after 3s (timeout)" in (ended.message or "")
+    assert ended.at - waited.at < 3.0  # failed at its first check, not a fresh 3 s later
+    assert row.started_at is not None and row.started_at < waited.at - 3.0  # kept
 
 
 def test_the_sensors_example_waits_for_its_file(tmp_path: Path) -> None:

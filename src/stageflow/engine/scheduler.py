@@ -184,6 +184,7 @@ class Scheduler:
         map_size: Callable[[str], int | str] | None = None,
         admission: Admission | None = None,
         skipped_downstream: Callable[[str], str | None] | None = None,
+        sensing_since: Mapping[str, float] | None = None,
     ) -> None:
         """``restored``: ids whose ``success`` is already committed (resume);
         ``attempts``: attempts already made per task (resume), so numbers go on;
@@ -191,7 +192,10 @@ class Scheduler:
         ``admission``: the resource budget tasks are admitted against (shared by
         the runs of one runtime); ``None``: only the caller's worker limit;
         ``skipped_downstream``: why a restored task skipped its direct downstream
-        when it succeeded (``None``: it did not), asked at ``start``."""
+        when it succeeded (``None``: it did not), asked at ``start``;
+        ``sensing_since``: when each sensor that was waiting as the run stopped began
+        to wait (resume): its ``timeout`` counts from then, not from the resume (as
+        Airflow's reschedule-mode sensors count from their first try)."""
         n = len(plan.ids)
         # Mapped tasks add children at run time: the per-task lists grow, so the
         # plan's lists are copied, never the caller's mutated.
@@ -253,6 +257,7 @@ class Scheduler:
         self._approvals = list(plan.approvals) or [None] * n
         self._sensors = list(plan.sensors) or [None] * n
         self._waits = SensorWaits()
+        self._sensing_since = dict(sensing_since or {})  # task id -> wait began (resume)
         # Dynamic fan-out: ``map_size`` says how many elements a mapped task's
         # input has (or why it has none); each element becomes a child task
         # ``id[k]``. A parent holds no worker: it is ``running`` while its
@@ -739,11 +744,14 @@ class Scheduler:
         sensor = self._sensors[i]
         if sensor is not None:  # waits without a worker: poked by the caller
             self._attempt[i] += 1
-            deadline = self._waits.start(i, sensor, now)
+            since = self._sensing_since.pop(self._plan.ids[i], None)
+            deadline = self._waits.start(i, sensor, now, since=since)
             message = (
                 f"waiting for {sensor.waits_for or 'its condition'}: checked every "
                 f"{span(sensor.poke_interval)}, for at most {span(sensor.timeout)}"
             )
+            if since is not None and since < now:  # resumed: the wait goes on
+                message += f" ({span(round(now - since, 1))} of it passed before the resume)"
             out.append(self._move(i, _S.SENSING, now, message, due_at=deadline))
             return True
         if self._mapped[i] is not None:

@@ -3,9 +3,10 @@
 Policy. A sensor task (``operator: sensor``) whose trigger rule is met moves
 ``pending -> sensing`` and is checked ("poked") at once, then every
 ``poke_interval`` seconds until its condition holds or ``timeout`` seconds have
-passed since it started waiting. Pokes are not attempts: they take no worker
-slot, no resources and no pool slot, so a thousand waiting sensors leave the
-workers to the other tasks (Airflow's reschedule mode and deferrable operators).
+passed since it started waiting (a resumed run keeps when its waiting sensors
+began: the time before the resume counts). Pokes are not attempts: they take no
+worker slot, no resources and no pool slot, so a thousand waiting sensors leave
+the workers to the other tasks (Airflow's reschedule mode and deferrable operators).
 The last poke is due at the deadline itself, so a condition that comes true just
 before it is still seen; a poke that finds it unmet at or past the deadline ends
 the wait: ``failed``, or ``skipped`` with ``soft_fail`` (as Airflow's sensors).
@@ -49,9 +50,13 @@ class SensorWaits:
         """How many sensors wait (between pokes or poking)."""
         return len(self._deadline)
 
-    def start(self, i: int, policy: SensorPolicy, now: float) -> float:
-        """Sensor ``i`` starts waiting: its first poke is due now. Returns its deadline."""
-        deadline = now + policy.timeout
+    def start(
+        self, i: int, policy: SensorPolicy, now: float, *, since: float | None = None
+    ) -> float:
+        """Sensor ``i`` starts waiting: its first poke is due now. Returns its deadline:
+        ``timeout`` after ``since`` (when it began to wait before a resume), else after
+        now."""
+        deadline = min(since, now) + policy.timeout if since is not None else now + policy.timeout
         self._deadline[i] = deadline
         self._policy[i] = policy
         heapq.heappush(self._heap, (now, i))

@@ -764,6 +764,7 @@ class Runner:
         loop.schedule_env = {
             f"STAGEFLOW_SCHEDULE_{key.upper()}": value for key, value in loop.schedule.items()
         }
+        stored = self.store.task_runs(run_id) if resumed else []
         sched = Scheduler(
             plan,
             failure_strategy=pipeline.failure_strategy,
@@ -777,12 +778,16 @@ class Runner:
             # A shared budget sees every task of every run (an exclusive task of
             # another run holds them back too); alone, only tasks that ask.
             admission=self.admission if plan.needs_admission() or self.shared else None,
+            # Sensors that were waiting when the run stopped: their timeout goes on.
+            sensing_since={
+                r.task_id: r.started_at
+                for r in stored
+                if r.state == _S.SENSING and r.started_at is not None
+            },
         )
         loop.sched = sched
         if resumed:
-            loop.reset_for_resume(
-                self.store.task_runs(run_id), now, batch, f"reset by {reason or 'resume'}"
-            )
+            loop.reset_for_resume(stored, now, batch, f"reset by {reason or 'resume'}")
         batch.runs.append(
             RunUpdate(
                 run_id, state=RunState.RUNNING, started_at=run.started_at or now, heartbeat_at=now
@@ -1241,7 +1246,9 @@ class _Loop:
                 if r.note == SKIPPED_DOWNSTREAM:  # decided again at start (Scheduler)
                     self.skipping[r.task_id] = r.error or "no reason recorded"
                 continue
-            row.started_at = None
+            # A waiting sensor keeps when it began to wait (its timeout counts from
+            # then: ``Scheduler(sensing_since=...)``), also across another crash.
+            row.started_at = r.started_at if r.state == _S.SENSING else None
             if r.state != _S.PENDING:
                 batch.events.append(
                     EventRecord(

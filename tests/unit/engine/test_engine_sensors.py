@@ -169,6 +169,36 @@ def test_resumed_sensor_that_succeeded_is_not_waited_for_again() -> None:
 
 
 @pytest.mark.parametrize(
+    ("since", "deadline", "passed"),
+    [
+        pytest.param(80.0, 115.0, "20s", id="counts-from-the-first-wait"),
+        pytest.param(60.0, 95.0, "40s", id="past-its-deadline-one-poke"),
+        pytest.param(100.0, 135.0, None, id="since-now"),
+        pytest.param(130.0, 135.0, None, id="a-future-start-is-now"),
+    ],
+)
+def test_resumed_sensor_keeps_when_it_began_to_wait(
+    since: float, deadline: float, passed: str | None
+) -> None:
+    """A sensor that was waiting when its run stopped: the resumed wait ends
+    ``timeout`` after the first wait began (35 s here), not after the resume (at 100)."""
+    sched = Scheduler(make_plan({"wait": []}, {"wait": WAIT}), sensing_since={"wait": since})
+    (start,) = sched.start(100.0)
+    assert (start.new, start.due_at) == (S.SENSING, deadline)
+    message = start.message or ""
+    if passed is None:
+        assert "before the resume" not in message
+    else:
+        assert message.endswith(f"({passed} of it passed before the resume)")
+    assert sched.pokes_due(100.0) == ["wait"]  # checked at once, as any start
+    out = sched.sensed("wait", False, 100.0, "still nothing")
+    if deadline <= 100.0:
+        assert checked(out) == [("wait", S.FAILED)]
+    else:
+        assert out == [] and sched.next_due() == min(110.0, deadline)
+
+
+@pytest.mark.parametrize(
     ("seconds", "shown"),
     [
         pytest.param(604800.0, "7d", id="days"),
