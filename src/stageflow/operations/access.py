@@ -18,6 +18,13 @@ its owner's pipelines and runs; anything else is "not found" (never "forbidden":
 that would tell it exists). An admin sees everything. A token without an owner is
 the owner ``None``: it sees the pipelines and runs that have no owner (the CLI's).
 
+Confinement (``Confinement``, ``check_confined``): what a non-admin's spec or run over
+the API may make the server reach, checked when the spec is saved or the run accepted:
+files under the data roots only (``path_problems``), public network hosts or those of
+``STAGEFLOW_API_ALLOWED_HOSTS`` only (``network_problems``: no loopback, private
+network or cloud metadata), and with a task sensor only the runs of pipelines its team
+sees (``task_sensor_problems``). An admin is not confined.
+
 The audit log keeps every mutating request and control action: who, what, when,
 from where, the outcome (an HTTP status).
 """
@@ -26,9 +33,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,11 +52,14 @@ __all__ = [
     "NEEDS",
     "ROLES",
     "AuditPage",
+    "Confinement",
     "CreatedToken",
     "Identity",
     "TokenInfo",
     "audit_log",
     "authenticate",
+    "check_channels",
+    "check_confined",
     "check_object_path",
     "check_run_paths",
     "code_tasks",
@@ -57,10 +68,12 @@ __all__ = [
     "data_roots",
     "list_tokens",
     "may",
+    "network_problems",
     "path_problems",
     "record_audit",
     "revoke_token",
     "sees",
+    "task_sensor_problems",
 ]
 
 Role = Literal["viewer", "operator", "editor", "admin"]
@@ -360,12 +373,26 @@ def data_roots(settings: Settings) -> tuple[str, ...]:
     return settings.api_data_roots or (str((settings.home / "data").absolute()),)
 
 
-def confinement(settings: Settings, identity: Identity) -> tuple[str, ...] | None:
-    """The data roots ``identity``'s specs and runs are confined to; ``None`` for an
-    admin (not confined). What the API passes as ``confine`` to the operations that
-    create runs (``submit_saved``, ``requeue_retry``, ``trigger_schedule``,
-    ``fire_event``, ``add_schedule``, ``check_spec_schedules``)."""
-    return None if identity.is_admin else data_roots(settings)
+@dataclass(frozen=True, slots=True)
+class Confinement:
+    """What a non-admin's specs and runs over the API may reach: files under ``roots``
+    (``path_problems``), network hosts that are public or in ``allowed_hosts``
+    (``network_problems``), and other pipelines' task states only of pipelines
+    ``identity`` sees (``task_sensor_problems``)."""
+
+    identity: Identity
+    roots: tuple[str, ...]
+    allowed_hosts: tuple[str, ...] = ()
+
+
+def confinement(settings: Settings, identity: Identity) -> Confinement | None:
+    """What ``identity``'s specs and runs are confined to; ``None`` for an admin (not
+    confined). What the API passes as ``confine`` to the operations that create runs
+    (``submit_saved``, ``requeue_retry``, ``trigger_schedule``, ``fire_event``,
+    ``add_schedule``, ``check_spec_schedules``) and to ``check_confined``."""
+    if identity.is_admin:
+        return None
+    return Confinement(identity, data_roots(settings), settings.api_allowed_hosts)
 
 
 def path_problems(
@@ -385,21 +412,14 @@ def path_problems(
     import os
 
     from stageflow.runtime.plan import declared_values
-    from stageflow.spec.params import references, substitute
+    from stageflow.spec.params import substitute
 
     out: list[tuple[str, str, str]] = []
     real_roots = [os.path.realpath(r) for r in roots]
     values = {**declared_values(pipeline), **(params or {})}
 
     def check(task: str, field: str, value: str, raw: object) -> None:
-        names = list(dict.fromkeys(references(raw))) if isinstance(raw, str) else []
-        came = (
-            f" (from run parameter{'s' if len(names) > 1 else ''} "
-            f"{', '.join(repr(n) for n in names)})"
-            if names
-            else ""
-        )
-        why = _path_problem(value, roots, real_roots, came)
+        why = _path_problem(value, roots, real_roots, _came(raw))
         if why is not None:
             out.append((task, field, why))
 
@@ -450,7 +470,7 @@ def _path_problem(
 
 
 def check_object_path(
-    url: str, confine: tuple[str, ...] | None, *, field: str, where: str | None = None
+    url: str, confine: Confinement | None, *, field: str, where: str | None = None
 ) -> None:
     """``Forbidden`` naming ``field`` when ``url`` (an object schedule's: the files it
     lists become its runs' ``${schedule.object}``) is a local path outside ``confine``;
@@ -460,7 +480,8 @@ def check_object_path(
 
     if confine is None:
         return
-    why = _path_problem(url, confine, [os.path.realpath(r) for r in confine])
+    roots = confine.roots
+    why = _path_problem(url, roots, [os.path.realpath(r) for r in roots])
     if why is not None:
         from stageflow.operations.pipelines import Forbidden
 
@@ -494,3 +515,260 @@ def check_run_paths(
         task=task,
         field=field,
     )
+
+
+def _came(raw: object) -> str:
+    """`` (from run parameter 'x')`` when the text ``raw`` refers to run parameters."""
+    from stageflow.spec.params import references
+
+    names = list(dict.fromkeys(references(raw))) if isinstance(raw, str) else []
+    if not names:
+        return ""
+    listed = ", ".join(repr(n) for n in names)
+    return f" (from run parameter{'s' if len(names) > 1 else ''} {listed})"
+
+
+# -- the network a non-admin's spec may reach ---------------------------------------------
+
+_HTTP_URL = re.compile(r"^https?://", re.IGNORECASE)
+#: Where to fix a refused host (every network message says it).
+ALLOWED_HOSTS_ADVICE = "ask an admin to add the host to STAGEFLOW_API_ALLOWED_HOSTS"
+
+
+def network_problems(
+    pipeline: Pipeline, allowed_hosts: tuple[str, ...], params: Mapping[str, Any] | None = None
+) -> list[tuple[str | None, str, str]]:
+    """(task, field, why) for each http(s) URL of ``pipeline`` a non-admin may not make
+    the server's workers reach over the API (server-side request forgery): a URL whose
+    host resolves (``socket.getaddrinfo``; a literal IP is read as it is) to a loopback,
+    private, link-local, reserved, multicast, unspecified or otherwise non-public
+    address, or does not resolve, unless the host is one of ``allowed_hosts``
+    (``STAGEFLOW_API_ALLOWED_HOSTS``: ``host`` or ``host:port``, matched exactly).
+
+    Checked: every text that is an http(s) URL in the task parameters (an http sensor's
+    ``url``, a ``data_ingestion``/``batch_inference`` source ...), with ``${params.NAME}``
+    substituted as a run reads them (``path_problems``; ``why`` names the run parameter),
+    and every webhook channel (``on_failure``/``on_success``/``on_retry``, a deadline's,
+    an alert rule's; ``task`` is ``None`` but for a task's deadline). A webhook held by a
+    ``${secret:NAME}`` is the server's own setting and is not checked.
+
+    The check happens when a spec is saved or a run is accepted: a host whose DNS answer
+    changes afterwards (DNS rebinding), or a public URL that redirects, is not caught."""
+    from stageflow.runtime.plan import declared_values
+    from stageflow.spec.params import substitute
+
+    out: list[tuple[str | None, str, str]] = []
+    values = {**declared_values(pipeline), **(params or {})}
+
+    def check(task: str | None, field: str, url: str, raw: object) -> None:
+        why = _host_problem(url, allowed_hosts)
+        if why is not None:
+            out.append((task, field, f"{url!r}{_came(raw)} {why}"))
+
+    def walk(task: str, field: str, value: object, raw: object) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                inner = raw.get(k, raw) if isinstance(raw, dict) else raw
+                walk(task, f"{field}.{k}", v, inner)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                inner = raw[i] if isinstance(raw, list) and i < len(raw) else raw
+                walk(task, f"{field}.{i}", v, inner)
+        elif isinstance(value, str) and _HTTP_URL.match(value):
+            check(task, field, value, raw)
+
+    for t in pipeline.tasks:
+        try:
+            given = substitute(dict(t.parameters), values) if t.parameters else {}
+        except KeyError:  # an undeclared parameter: validation names it
+            given = t.parameters
+        walk(t.id, "parameters", given, t.parameters)
+        if t.deadline is not None:
+            for i, channel in enumerate(t.deadline.channels):
+                if channel.webhook is not None and _HTTP_URL.match(channel.webhook):
+                    check(t.id, f"deadline.channels.{i}.webhook", channel.webhook, None)
+    for field, channel in _pipeline_channels(pipeline):
+        if channel.webhook is not None and _HTTP_URL.match(channel.webhook):
+            check(None, f"{field}.webhook", channel.webhook, None)
+    return out
+
+
+def check_channels(channels: Sequence[Mapping[str, Any]], confine: Confinement | None) -> None:
+    """``Forbidden`` (403) naming ``channels[K].webhook`` when a webhook of ``channels``
+    (an alert rule's, as the API takes them) reaches a host that is not public nor in
+    ``confine``'s allowed hosts (``network_problems``); nothing for an admin (``None``).
+    Checked when the rule is accepted, not when it fires."""
+    if confine is None:
+        return
+    for k, channel in enumerate(channels):
+        url = channel.get("webhook")
+        if not isinstance(url, str) or not _HTTP_URL.match(url):
+            continue
+        why = _host_problem(url, confine.allowed_hosts)
+        if why is not None:
+            from stageflow.operations.pipelines import Forbidden
+
+            raise Forbidden(
+                f"{url!r} {why}; an alert rule added over the API by a non-admin may post to "
+                f"public hosts only; use a public host, or {ALLOWED_HOSTS_ADVICE}",
+                field=f"channels[{k}].webhook",
+            )
+
+
+def _pipeline_channels(pipeline: Pipeline) -> list[tuple[str, Any]]:
+    """(field, channel) for each notification channel of ``pipeline`` itself."""
+    found: list[tuple[str, Any]] = []
+    for hook in ("on_failure", "on_success", "on_retry"):
+        found += [(f"{hook}.{i}", c) for i, c in enumerate(getattr(pipeline, hook))]
+    if pipeline.deadline is not None:
+        found += [(f"deadline.channels.{i}", c) for i, c in enumerate(pipeline.deadline.channels)]
+    for rule in pipeline.alerts:
+        found += [(f"alerts.{rule.id}.channels.{i}", c) for i, c in enumerate(rule.channels)]
+    return found
+
+
+def _host_problem(url: str, allowed_hosts: tuple[str, ...]) -> str | None:
+    """Why a non-admin may not reach ``url`` (text to follow the URL), else ``None``."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "is not a valid URL (its port or host does not parse)"
+    if not host:
+        return "names no host"
+    port = port or (443 if parts.scheme.lower() == "https" else 80)
+    if _host_allowed(host, port, allowed_hosts):
+        return None
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return f"names host '{host}', which does not resolve"
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
+    for address in addresses:
+        kind = _non_public(address)
+        if kind is not None:
+            shown = host if str(address) == host else f"{host} ({address})"
+            article = "an" if kind[0] in "aeiou" else "a"
+            return f"reaches {shown}, {article} {kind} address"
+    return None
+
+
+def _non_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What kind of non-public address ``address`` is (``None``: a public one)."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:  # ::ffff:127.0.0.1 is 127.0.0.1
+        address = mapped
+    for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
+        if getattr(address, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return None if address.is_global else "non-public"
+
+
+def _host_allowed(host: str, port: int, allowed_hosts: tuple[str, ...]) -> bool:
+    """Whether ``host`` (as ``urlsplit`` gives it: lower case, no brackets) on ``port``
+    is one of ``allowed_hosts`` (``host``, ``host:port``, ``[v6]:port`` or a bare IPv6)."""
+    for entry in allowed_hosts:
+        text = entry.strip().lower()
+        if text.startswith("["):
+            name, _, rest = text[1:].partition("]")
+            given = rest[1:] if rest.startswith(":") else None
+        elif text.count(":") == 1:
+            name, given = text.split(":")
+        else:
+            name, given = text, None
+        if name == host and (given is None or given == str(port)):
+            return True
+    return False
+
+
+# -- other pipelines a non-admin's task sensor may read ------------------------------------
+
+
+def task_sensor_problems(
+    store: Store,
+    pipeline: Pipeline,
+    identity: Identity,
+    params: Mapping[str, Any] | None = None,
+) -> list[tuple[str, str, str]]:
+    """(task, field, why) for each ``kind: task`` sensor of ``pipeline`` (its ``pipeline``
+    parameter with ``${params.NAME}`` substituted, as ``path_problems`` does) that names a
+    pipeline ``identity`` may not see (``sees``: another team's, by the owner of its
+    newest version, deleted or not). A name no pipeline has yet is fine: it may be
+    created later, by the identity's team. Nothing for an admin."""
+    from stageflow.runtime.plan import declared_values
+    from stageflow.spec.params import substitute
+
+    if identity.is_admin:
+        return []
+    out: list[tuple[str, str, str]] = []
+    values = {**declared_values(pipeline), **(params or {})}
+    for t in pipeline.tasks:
+        if t.operator != "sensor" or not t.parameters:
+            continue
+        try:
+            given = substitute(dict(t.parameters), values)
+        except KeyError:  # an undeclared parameter: validation names it
+            given = t.parameters
+        other = given.get("pipeline")
+        if given.get("kind") != "task" or not isinstance(other, str):
+            continue
+        exists, owner = store.pipeline_owner(other)
+        if exists and not sees(identity, owner):
+            came = _came(t.parameters.get("pipeline"))
+            out.append(
+                (
+                    t.id,
+                    "parameters.pipeline",
+                    f"pipeline {other!r}{came} is another team's: token '{identity.name}' "
+                    f"({_team(identity)}) may not read its runs, so a task sensor of its "
+                    "pipelines may not wait for it; name a pipeline of your team, or ask an "
+                    "admin",
+                )
+            )
+    return out
+
+
+def _team(identity: Identity) -> str:
+    return f"team '{identity.owner}'" if identity.owner else "no team"
+
+
+def check_confined(
+    store: Store,
+    pipeline: Pipeline,
+    params: Mapping[str, Any],
+    confine: Confinement | None,
+    *,
+    what: str = "a run started",
+) -> None:
+    """``Forbidden`` (403) naming the pipeline, the first task and field (and the run
+    parameter) that would reach beyond ``confine``: a file outside its roots
+    (``check_run_paths``), a host that is not public nor allowed (``network_problems``),
+    another team's pipeline read by a task sensor (``task_sensor_problems``). Nothing
+    when ``confine`` is ``None`` (an admin). ``what``: the message's subject (``a run
+    started``, ``a spec saved``). Checked when a spec or run is accepted, not later."""
+    if confine is None:
+        return
+    check_run_paths(pipeline, params, confine.roots)
+    from stageflow.operations.pipelines import Forbidden
+
+    hosts = network_problems(pipeline, confine.allowed_hosts, params)
+    if hosts:
+        task, field, why = hosts[0]
+        more = f" (and {len(hosts) - 1} more)" if len(hosts) > 1 else ""
+        raise Forbidden(
+            f"{why}{more}; {what} over the API by a non-admin may reach public hosts only; "
+            f"use a public host, or {ALLOWED_HOSTS_ADVICE}",
+            pipeline=pipeline.name,
+            task=task,
+            field=field,
+        )
+    sensors = task_sensor_problems(store, pipeline, confine.identity, params)
+    if sensors:
+        task_id, field, why = sensors[0]
+        raise Forbidden(why, pipeline=pipeline.name, task=task_id, field=field)

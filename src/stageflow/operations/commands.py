@@ -33,6 +33,7 @@ from stageflow.operations.arguments import check_run_id, check_task_id
 from stageflow.runtime.settings import Settings
 
 if TYPE_CHECKING:
+    from stageflow.operations.access import Confinement
     from stageflow.runtime.interrupt import Interrupt
     from stageflow.runtime.result import RunResult
     from stageflow.runtime.runner import Listener, OnStart
@@ -140,20 +141,22 @@ def submit_saved(
     priority: int = 0,
     triggered_by: str | None = None,
     tick: Tick | None = None,
-    confine: tuple[str, ...] | None = None,
+    confine: Confinement | None = None,
 ) -> SubmittedRun:
     """Queue a run of a saved pipeline version (the API's submit, a schedule's tick):
     validated as ``submit`` does, without importing any ``call:`` target
     (``Runner(import_calls=False)``); the run belongs to the pipeline's owner. Raises
     ``InvalidSpec``, ``UsageError``, ``StoreError``, ``TickTaken`` (``tick``: the
-    schedule and logical time firing it had made its run already). ``confine``: the
-    data roots a non-admin's run may read under (``access.confinement``): a file path
-    its parameters put in a task outside them is ``Forbidden``, nothing queued."""
+    schedule and logical time firing it had made its run already). ``confine``: what a
+    non-admin's run may reach (``access.confinement``): a file path its parameters put
+    in a task outside its data roots, a host that is not public nor allowed, another
+    team's pipeline read by a task sensor is ``Forbidden`` (``access.check_confined``),
+    nothing queued."""
     from stageflow.runtime.runner import queue_saved
 
     _check_priority(priority)
     if confine is not None:
-        _check_paths(record, params or {}, confine)
+        _check_confined(store, record, params or {}, confine)
     run = queue_saved(
         settings,
         store,
@@ -168,16 +171,16 @@ def submit_saved(
     )
 
 
-def _check_paths(
-    record: PipelineRecord, params: Mapping[str, Any], confine: tuple[str, ...]
+def _check_confined(
+    store: Store, record: PipelineRecord, params: Mapping[str, Any], confine: Confinement
 ) -> None:
-    """``access.check_run_paths`` for a run of the saved version ``record``."""
+    """``access.check_confined`` for a run of the saved version ``record``."""
     import json
 
-    from stageflow.operations.access import check_run_paths
+    from stageflow.operations.access import check_confined
     from stageflow.spec.load import pipeline_from_data
 
-    check_run_paths(pipeline_from_data(json.loads(record.spec_json)), params, confine)
+    check_confined(store, pipeline_from_data(json.loads(record.spec_json)), params, confine)
 
 
 def _check_priority(priority: int) -> None:
@@ -291,7 +294,7 @@ def requeue_retry(
     from_task: str | None = None,
     by: str,
     now: float,
-    confine: tuple[str, ...] | None = None,
+    confine: Confinement | None = None,
 ) -> ControlOutcome:
     """``retry`` for a service: put the ended ``run_id`` back in the queue, its tasks that
     did not succeed (and, with ``from_task``, that task and everything downstream of it)
@@ -299,7 +302,7 @@ def requeue_retry(
     module is imported. Raises ``UsageError`` (a bad id, no such task), ``RunNotFound``,
     ``ControlRefused`` (it has not ended, it succeeded and no ``from_task`` was given, or
     it changed meanwhile), ``Forbidden`` (``confine``, as for ``submit_saved``: the run's
-    parameters, given by whoever started it, put a file outside the caller's roots)."""
+    parameters, given by whoever started it, reach beyond what the caller may)."""
     from stageflow.engine.states import FINAL_RUN_STATES
     from stageflow.errors import ControlRefused
     from stageflow.runtime.loading import pipeline_of_run
@@ -321,9 +324,9 @@ def requeue_retry(
             "everything downstream of it again)"
         )
     if confine is not None:
-        from stageflow.operations.access import check_run_paths
+        from stageflow.operations.access import check_confined
 
-        check_run_paths(pipeline_of_run(store, run), run.params, confine)
+        check_confined(store, pipeline_of_run(store, run), run.params, confine)
     rerun: set[str] = set()
     if from_task is not None:
         rerun = with_downstream(pipeline_of_run(store, run), from_task, run_id)

@@ -59,6 +59,7 @@ from stageflow.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from stageflow.engine.schedules import ScheduleSpec
+    from stageflow.operations.access import Confinement
     from stageflow.operations.commands import SubmittedRun
     from stageflow.runtime.store.base import PipelineRecord, ScheduleRecord
     from stageflow.spec.models import Pipeline
@@ -190,8 +191,9 @@ def add_schedule(
     runs ends in one of ``after_states``), and ``timezone``, ``start``, ``end``, ``catchup``,
     ``params``, ``priority``, ``max_active_runs``, ``enabled``, ``check_pipeline`` (the
     caller's own check of the pipeline, the API's: who may run arbitrary code, called
-    after every other check), ``confine`` (a non-admin's data roots, ``access.confinement``:
-    a file path its parameters put in a task outside them is ``Forbidden``). The schedule
+    after every other check), ``confine`` (what a non-admin's runs may reach,
+    ``access.confinement``: a file outside its data roots, a host that is not public nor
+    allowed, another team's pipeline read by a task sensor is ``Forbidden``). The schedule
     belongs to the pipeline's owner. Nothing is written unless every check passes. Raises
     ``UsageError`` (every problem named by its option), ``ScheduleNotFound`` (no such
     pipeline, or not the caller's), ``Conflict`` (another owner's schedule has that name),
@@ -212,18 +214,19 @@ def check_spec_schedules(
     owner: str | None,
     see_all: bool,
     now: float,
-    confine: tuple[str, ...] | None = None,
+    confine: Confinement | None = None,
 ) -> None:
     """Before a spec is saved: what would stop its schedules from registering once it
     is (a ``once`` whose time has passed, a name another owner's schedule holds; with
-    ``confine``, a file path its parameters put outside those roots), so a refused save
+    ``confine``, a file, host or pipeline its parameters make it reach beyond it,
+    ``access.check_confined``), so a refused save
     writes nothing. The rest was checked with the spec (``runtime.plan``). Raises
     ``UsageError``, ``Conflict``, ``Forbidden``."""
     from stageflow.engine.schedules import entry_spec, written_problems
-    from stageflow.operations.access import check_object_path, check_run_paths
+    from stageflow.operations.access import check_confined, check_object_path
 
     for name, entry in pipeline.schedule_entries():
-        check_run_paths(pipeline, entry.params, confine)
+        check_confined(store, pipeline, entry.params, confine)
         if entry.object is not None:
             check_object_path(entry.object, confine, field="object", where=f"schedule '{name}'")
         spec = entry_spec(entry, prefix="--")
@@ -337,12 +340,12 @@ def _checked_schedule(
     execution_timeout: str | float | None = None,
     on_object: str | None = None,
     poll: str | float | None = None,
-    confine: tuple[str, ...] | None = None,
+    confine: Confinement | None = None,
 ) -> ScheduleRecord:
     """``add_schedule``'s checks, in order; the record it writes (nothing written here).
-    ``confine``: the data roots its runs' files must be under (``access.confinement``)."""
+    ``confine``: what its runs may reach (``access.confinement``, ``check_confined``)."""
     from stageflow.engine.schedules import spec_of, written_problems
-    from stageflow.operations.access import check_object_path, check_run_paths
+    from stageflow.operations.access import check_confined, check_object_path
     from stageflow.runtime.plan import resolve_params
     from stageflow.runtime.schedule_loop import first_fire
     from stageflow.runtime.store.base import ScheduleRecord
@@ -420,7 +423,7 @@ def _checked_schedule(
     # A parameter the pipeline does not declare: InvalidSpec naming it, nothing saved.
     _check_finite(params)
     resolve_params(saved, dict(params or {}))
-    check_run_paths(saved, dict(params or {}), confine)
+    check_confined(store, saved, dict(params or {}), confine)
     old = store.get_schedule(name)
     if old is not None and not _sees(old, owner, see_all):
         raise Conflict(
@@ -493,7 +496,7 @@ def trigger_schedule(
     see_all: bool,
     by: str | None = None,
     check_pipeline: Callable[[Pipeline], None] | None = None,
-    confine: tuple[str, ...] | None = None,
+    confine: Confinement | None = None,
 ) -> SubmittedRun:
     """Queue a run of schedule ``name``'s pipeline now, with its parameters and
     ``overrides`` on top (not a tick: its timing is unchanged). Its ``triggered_by`` is
@@ -565,21 +568,21 @@ def fire_event(
     see_all: bool,
     by: str,
     check_pipeline: Callable[[Pipeline], None] | None = None,
-    confine: tuple[str, ...] | None = None,
+    confine: Confinement | None = None,
 ) -> EventFired:
     """Queue a run for each enabled schedule listening to ``event`` (kind ``event``) that
     the caller may see: its pipeline's latest version, the schedule's parameters with
     ``payload`` on top, its priority, ``triggered_by`` ``event:EVENT (by BY)`` (``by``:
     the token's name, the CLI's operating-system user). Every schedule is checked first
     (``payload``'s keys declared by its pipeline, its values finite, ``check_pipeline``,
-    the API's check of who may run arbitrary code, and with ``confine`` that no file path
-    the parameters put in a task is outside those roots: ``Forbidden``); one problem
-    refuses them all and queues nothing: ``EventRefused`` naming each schedule and
+    the API's check of who may run arbitrary code, and with ``confine`` that nothing the
+    parameters put in a task reaches beyond it, ``access.check_confined``: ``Forbidden``);
+    one problem refuses them all and queues nothing: ``EventRefused`` naming each schedule and
     ``payload.KEY``.
     ``ScheduleNotFound`` when no enabled schedule the caller sees listens to it;
     ``UsageError`` a name no schedule could listen to."""
     from stageflow.engine.schedules import EVENT_NAME
-    from stageflow.operations.access import check_run_paths
+    from stageflow.operations.access import check_confined
     from stageflow.operations.commands import submit_saved
     from stageflow.runtime.plan import resolve_params
     from stageflow.runtime.schedule_loop import schedule_spec
@@ -654,7 +657,7 @@ def fire_event(
             continue
         if check_pipeline is not None:
             check_pipeline(saved)
-        check_run_paths(saved, {**schedule.params, **data}, confine)
+        check_confined(store, saved, {**schedule.params, **data}, confine)
         ready.append((schedule, record))
     if problems:
         raise EventRefused(event, problems)

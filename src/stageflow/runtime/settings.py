@@ -99,6 +99,9 @@ class Settings:
     # Where files named in specs saved over the API by non-admins may be
     # (STAGEFLOW_API_DATA_ROOTS, os.pathsep-separated; empty: <home>/data).
     api_data_roots: tuple[str, ...] = ()
+    # The hosts (``host`` or ``host:port``, exact) a non-admin's spec may reach over the
+    # API although they are not public (STAGEFLOW_API_ALLOWED_HOSTS, comma-separated).
+    api_allowed_hosts: tuple[str, ...] = ()
     # The CLI's commands that read or control runs talk to this server instead of the
     # store (STAGEFLOW_SERVER, or --server), with this token (STAGEFLOW_TOKEN).
     server_url: str | None = None
@@ -208,6 +211,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         server_token=get("TOKEN"),
         api_data_roots=tuple(
             r for r in (get("API_DATA_ROOTS") or "").split(os.pathsep) if r.strip()
+        ),
+        api_allowed_hosts=tuple(
+            h.strip() for h in (get("API_ALLOWED_HOSTS") or "").split(",") if h.strip()
         ),
         tracking=(get("TRACKING") or "").lower() in ("1", "true", "yes", "on"),
         mlflow_tracking_uri=get("MLFLOW_TRACKING_URI"),

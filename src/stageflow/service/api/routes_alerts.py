@@ -3,7 +3,9 @@
 Roles: viewers read rules and alerts; operators acknowledge and resolve alerts
 (``POST /api/v1/alerts/{id}/ack``, ``/resolve``: the token's name is recorded);
 editors add, change, enable, disable and delete rules; a rule with a ``command``
-channel runs a program, so only an admin may add one. A non-admin sees and changes
+channel runs a program, so only an admin may add one; a non-admin's webhook channel
+must post to a public host or one of ``STAGEFLOW_API_ALLOWED_HOSTS``
+(``access.check_channels``, 403). A non-admin sees and changes
 only its owner's rules and alerts; another owner's get 404, as a missing one
 (``operations.alerts``). A mistake in a rule is a 422 with ``problems`` (each naming
 its field and the fix, in the CLI's words); a bad filter a 400; acking an alert that
@@ -19,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow.operations import alerts as alert_ops
-from stageflow.operations.access import Identity
+from stageflow.operations.access import Identity, check_channels, confinement
 from stageflow.service.api.auth import identity, require
 
 __all__ = ["RuleRequest", "router"]
@@ -61,6 +63,7 @@ def list_rules(request: Request, who: Who) -> dict[str, Any]:
 @router.post("/alert-rules", status_code=201, summary="Add an alert rule (or change one)")
 def add_rule(request: Request, who: Who, body: RuleRequest) -> JSONResponse:
     require(who, "edit")
+    check_channels(body.channels, confinement(request.app.state.ctx.settings, who))
     rule = alert_ops.add_rule(
         request.app.state.ctx.store,
         body.rule_id,

@@ -158,6 +158,8 @@ def save(request: Request, who: Identity, doc: object) -> JSONResponse:
     pipeline = ops.build_pipeline(doc, ctx.settings.limits)
     check_code(request, who, pipeline)
     check_paths(request, who, pipeline)
+    # Hosts it reaches, other pipelines its task sensors read (its files: just above).
+    ops.check_confined(ctx.store, pipeline, {}, confinement(ctx.settings, who), what="a spec saved")
     now = time.time()
     owner = owner_for(who, pipeline)
     # Its schedules (``schedule:``, ``schedules:``) register with it; whatever would stop
