@@ -16,5 +16,6 @@ for script in (
     "cache.py",
     "listsched.py",
     "queue_throughput.py",
+    "metrics_scrape.py",
 ):
     subprocess.run([sys.executable, str(HERE / script)], check=True, cwd=HERE)

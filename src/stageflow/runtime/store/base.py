@@ -921,13 +921,21 @@ class Store(Protocol):
         """(pipeline, how many times a lease of its runs was taken over) for every
         pipeline that had one."""
 
-    def attempt_durations(self, bounds: Sequence[float]) -> list[Histogram]:
+    def attempt_durations(
+        self, bounds: Sequence[float], *, after: float | None = None, until: float | None = None
+    ) -> list[Histogram]:
         """Ended attempts' seconds from start to end, by (pipeline, task id); not a
-        mapped task's own attempt (it spans its elements, whose attempts count)."""
+        mapped task's own attempt (it spans its elements, whose attempts count). Only
+        attempts that ended after ``after`` (read through the runs that ended after it
+        or have not ended: no scan of the store's history) and at ``until`` or before,
+        when given."""
 
-    def attempt_queue_waits(self, bounds: Sequence[float]) -> list[Histogram]:
+    def attempt_queue_waits(
+        self, bounds: Sequence[float], *, after: float | None = None, until: float | None = None
+    ) -> list[Histogram]:
         """Started attempts' seconds from ready to start, by (pipeline,); not a mapped
-        task's own attempt."""
+        task's own attempt. ``after``/``until`` bound the attempts' start, as
+        ``attempt_durations`` bounds their end."""
 
     def claim_latencies(self, bounds: Sequence[float]) -> list[Histogram]:
         """Started runs' seconds from submission to start, by (pipeline,)."""

@@ -501,6 +501,12 @@ MIGRATIONS: list[Migration] = [
         )""",
         "CREATE INDEX schedule_objects_by_run_id ON schedule_objects (run_id)",
     ),
+    _for_both(
+        18,
+        "runs by end time: a /metrics scrape reads the attempts of the runs that ended "
+        "recently (or have not ended), not the store's whole history",
+        "CREATE INDEX runs_by_ended_at ON runs (ended_at)",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1521,13 +1521,17 @@ def _statements(dialect: Dialect) -> _Statements:
             "SELECT state, COUNT(*) FROM runs WHERE pipeline = ? AND created_at >= ? GROUP BY state"
         ),
         count_runs=q("SELECT pipeline, state, COUNT(*) FROM runs GROUP BY pipeline, state"),
+        # CROSS JOIN: SQLite reads the unfinished runs first (the partial index
+        # runs_in_queue), then their task runs by key; a plain JOIN made it scan every
+        # task run of the store's history (47 ms a scrape at 100,000 task runs).
         count_active_tasks=q(
-            "SELECT t.state, COUNT(*) FROM runs r JOIN task_runs t ON t.run_id = r.run_id "
-            "WHERE r.state IN ('queued', 'running') GROUP BY t.state"
+            "SELECT t.state, COUNT(*) FROM runs r CROSS JOIN task_runs t "
+            "WHERE t.run_id = r.run_id AND r.state IN ('queued', 'running') GROUP BY t.state"
         ),
-        # The IN repeats the partial index runs_in_queue's WHERE, so the planner uses it.
+        # The IN repeats the partial index runs_in_queue's WHERE, so the planner uses it;
+        # ``+ 0`` keeps SQLite from walking runs_by_created_at from the oldest run instead.
         oldest_queued=q(
-            "SELECT MIN(created_at) FROM runs WHERE state IN ('queued', 'running') "
+            "SELECT MIN(created_at + 0) FROM runs WHERE state IN ('queued', 'running') "
             "AND state = 'queued'"
         ),
         count_expired_leases=q(

@@ -43,6 +43,20 @@ _PARENTS = (
 )
 _ENDED = "a.started_at IS NOT NULL AND a.ended_at IS NOT NULL"
 _WAITED = "a.started_at IS NOT NULL AND a.queued_at IS NOT NULL"
+#: The runs whose attempts may have ended (or started) after a time ``?``: those that
+#: ended after it, or have not ended (``ended_at`` NULL; a resumed run keeps its old
+#: ``ended_at`` while it runs, so the unfinished states are read too). Each part reads
+#: an index (runs_by_ended_at, runs_in_queue, runs_started); MATERIALIZED keeps SQLite
+#: from scanning every run in pipeline order instead (SQLite 3.35+, PostgreSQL 12+).
+_RECENT_RUNS = (
+    "WITH r AS MATERIALIZED ("
+    "SELECT run_id, pipeline FROM runs WHERE ended_at IS NULL OR ended_at > ? "
+    "UNION SELECT run_id, pipeline FROM runs WHERE state IN ('queued', 'running') "
+    "UNION SELECT run_id, pipeline FROM runs WHERE state IN ('running', 'paused')) "
+)
+#: The time column each windowed histogram is bounded by (``after``, ``until``).
+_WINDOWED = {"attempt_durations": "a.ended_at", "attempt_queue_waits": "a.started_at"}
+
 #: Of each histogram: (what is measured, the labels' columns, the rows counted, the
 #: rows taken back out or None). The measured value is never NULL in those rows.
 _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], str, str | None]] = {
@@ -94,10 +108,13 @@ def _statements(dialect: Dialect) -> _MetricsStatements:
             f"SELECT {_WORKER_COLUMNS} FROM workers WHERE heartbeat_at >= ? ORDER BY owner"  # noqa: S608
         ),
         # Paused runs too: their running attempts go on (and hold what they asked for).
+        # The unfinished runs first (their partial indexes), then their attempts by key:
+        # a plain JOIN made SQLite scan every attempt of the store's history.
         select_requests_in_use=q(
-            "SELECT a.request_json FROM runs r JOIN attempts a ON a.run_id = r.run_id "
-            "WHERE r.state IN ('queued', 'running', 'paused') AND a.state = 'running' "
-            "AND a.ended_at IS NULL AND a.request_json IS NOT NULL"
+            "WITH r AS MATERIALIZED (SELECT run_id FROM runs WHERE state IN ('queued', 'running') "
+            "UNION SELECT run_id FROM runs WHERE state IN ('running', 'paused')) "
+            "SELECT a.request_json FROM r CROSS JOIN attempts a WHERE a.run_id = r.run_id "
+            "AND a.state = 'running' AND a.ended_at IS NULL AND a.request_json IS NOT NULL"
         ),
         count_task_runs=q(
             "SELECT r.pipeline, t.state, COUNT(*) FROM task_runs t "
@@ -110,7 +127,12 @@ def _statements(dialect: Dialect) -> _MetricsStatements:
 
 
 @functools.lru_cache(maxsize=32)
-def _histogram_sql(dialect: Dialect, which: str, buckets: int) -> str:
+def _histogram_sql(
+    dialect: Dialect, which: str, buckets: int, after: bool = False, until: bool = False
+) -> str:
+    """The histogram's statement. Placeholders, in order: ``after`` (when windowed from
+    a time: the recent runs' bound), the bucket bounds, then per part of the rows
+    (counted, taken back out) ``after`` and ``until`` as given."""
     value, labels, rows, minus = _HISTOGRAMS[which]
     if minus is None:
         columns = ", ".join(labels)
@@ -118,15 +140,27 @@ def _histogram_sql(dialect: Dialect, which: str, buckets: int) -> str:
         return dialect.sql(
             f"SELECT {columns}, COUNT(*), SUM({value}){counts} FROM {rows} GROUP BY {columns}"  # noqa: S608
         )
+    window = ""
+    if after or until:
+        column = _WINDOWED[which]
+        window = (f" AND {column} > ?" if after else "") + (f" AND {column} <= ?" if until else "")
+    if after:  # the recent runs (``r``) first, then their attempts by key
+        rows = rows.replace("attempts a JOIN runs r ON r.run_id = a.run_id WHERE", "")
+        rows = f"r CROSS JOIN attempts a WHERE a.run_id = r.run_id AND {rows}"
+        minus = (minus or "").replace(
+            "task_runs e CROSS JOIN attempts a JOIN runs r ON r.run_id = a.run_id WHERE",
+            "r CROSS JOIN task_runs e CROSS JOIN attempts a WHERE e.run_id = r.run_id AND",
+        )
     named = ", ".join(f"{c} AS l{i}" for i, c in enumerate(labels))
     columns = ", ".join(f"l{i}" for i in range(len(labels)))
     counts = "".join(", SUM(CASE WHEN v <= ? THEN w ELSE 0 END)" for _ in range(buckets))
     weighted = (
-        f"SELECT {named}, {value} AS v, 1 AS w FROM {rows} "  # noqa: S608
-        f"UNION ALL SELECT {named}, {value} AS v, -1 AS w FROM {minus}"
+        f"SELECT {named}, {value} AS v, 1 AS w FROM {rows}{window} "  # noqa: S608
+        f"UNION ALL SELECT {named}, {value} AS v, -1 AS w FROM {minus}{window}"
     )
+    recent = _RECENT_RUNS if after else ""
     return dialect.sql(
-        f"SELECT {columns}, SUM(w), SUM(w * v){counts} FROM ({weighted}) h "  # noqa: S608
+        f"{recent}SELECT {columns}, SUM(w), SUM(w * v){counts} FROM ({weighted}) h "  # noqa: S608
         f"GROUP BY {columns} HAVING SUM(w) > 0"
     )
 
@@ -201,24 +235,39 @@ class MetricsTables:
         rows = self._fetchall(_statements(self.dialect).sum_takeovers, ())
         return [(str(p), int(n)) for p, n in rows]
 
-    def attempt_durations(self, bounds: Sequence[float]) -> list[Histogram]:
+    def attempt_durations(
+        self, bounds: Sequence[float], *, after: float | None = None, until: float | None = None
+    ) -> list[Histogram]:
         """Ended attempts' seconds from start to end, by (pipeline, task id); a mapped
-        task's own attempt is left out (its elements' attempts count)."""
-        return self._histogram("attempt_durations", bounds)
+        task's own attempt is left out (its elements' attempts count). ``after`` /
+        ``until``: only attempts that ended in that span (``Store``)."""
+        return self._histogram("attempt_durations", bounds, after, until)
 
-    def attempt_queue_waits(self, bounds: Sequence[float]) -> list[Histogram]:
+    def attempt_queue_waits(
+        self, bounds: Sequence[float], *, after: float | None = None, until: float | None = None
+    ) -> list[Histogram]:
         """Started attempts' seconds from ready (queued for resources) to start, by
-        (pipeline,); a mapped task's own attempt is left out."""
-        return self._histogram("attempt_queue_waits", bounds)
+        (pipeline,); a mapped task's own attempt is left out. ``after`` / ``until``:
+        only attempts that started in that span."""
+        return self._histogram("attempt_queue_waits", bounds, after, until)
 
     def claim_latencies(self, bounds: Sequence[float]) -> list[Histogram]:
         """Started runs' seconds from submission to start (a worker claimed it, or
         ``stageflow run`` began it), by (pipeline,)."""
         return self._histogram("claim_latencies", bounds)
 
-    def _histogram(self, which: str, bounds: Sequence[float]) -> list[Histogram]:
+    def _histogram(
+        self,
+        which: str,
+        bounds: Sequence[float],
+        after: float | None = None,
+        until: float | None = None,
+    ) -> list[Histogram]:
         labels = len(_HISTOGRAMS[which][1])
-        rows = self._fetchall(_histogram_sql(self.dialect, which, len(bounds)), tuple(bounds))
+        window = tuple(t for t in (after, until) if t is not None)
+        params = ((after,) if after is not None else ()) + tuple(bounds) + window + window
+        sql = _histogram_sql(self.dialect, which, len(bounds), after is not None, until is not None)
+        rows = self._fetchall(sql, params)
         return [
             Histogram(
                 tuple(str(v) for v in row[:labels]),

@@ -12,6 +12,16 @@ count and not its own attempt spanning them; the live workers, their
 capacity and what running attempts hold of it (``Store.workers``,
 ``Store.requests_in_use``).
 
+The task histograms do not read the store's whole history at each scrape: attempts
+that ended (durations) or started (queue waits) more than ``SETTLE_SECONDS`` ago are
+settled, added once to running totals that the collector keeps (its first scrape reads
+them all), and each scrape reads only the attempts after that horizon, through the
+runs that ended after it or have not ended (an index on the runs' end time). The
+horizon trails the clock by more than a commit can lag (a batch older than the run's
+lease is never committed) or hosts' clocks may differ, so nothing lands behind it. A
+run deleted later stays counted by a process that counted it (counters never go
+down); a process started after the deletion does not count it.
+
 Label cardinality is bounded. The ``pipeline`` label holds at most
 ``PIPELINE_LABELS`` names (the busiest); the rest are summed under ``other``. The
 ``task`` label is the spec's task id (``train``, not ``train[3]``: a mapped
@@ -25,9 +35,10 @@ collide).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
@@ -45,7 +56,7 @@ from stageflow.runtime.usage import base_task_id, parse_request
 if TYPE_CHECKING:
     from stageflow.runtime.store.base import Histogram as StoredHistogram
 
-__all__ = ["CONTENT_TYPE", "PIPELINE_LABELS", "TASK_LABELS", "ApiMetrics"]
+__all__ = ["CONTENT_TYPE", "PIPELINE_LABELS", "SETTLE_SECONDS", "TASK_LABELS", "ApiMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The most distinct ``pipeline`` label values (``STAGEFLOW_METRICS_PIPELINES``).
@@ -58,6 +69,9 @@ _TASK_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.
 #: Waits: a millisecond to an hour.
 _WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 3600.0)
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Attempts this much older than the clock are settled (module docstring); at least four
+#: lease lengths, so that no commit lags behind the horizon.
+SETTLE_SECONDS = 300.0
 
 
 def _kept(counts: dict[tuple[str, ...], int], cap: int) -> set[tuple[str, ...]]:
@@ -86,14 +100,80 @@ def _histogram(
     return family
 
 
+class _Settled:
+    """One task histogram's settled part (module docstring): running totals of the
+    attempts up to ``horizon``, kept across scrapes, plus a fresh read of the rest.
+
+    State: the horizon (``None`` before the first scrape) and the totals by labels."""
+
+    def __init__(self, read: Callable[..., list[StoredHistogram]], settle: float) -> None:
+        self._read = read  # Store.attempt_durations or attempt_queue_waits
+        self._settle = settle
+        self.horizon: float | None = None
+        self._totals: dict[tuple[str, ...], tuple[int, float, list[int]]] = {}
+
+    def series(self, bounds: Sequence[float], now: float) -> list[_Series]:
+        """The whole histogram as of ``now``: the settled totals (moved up to ``now``
+        less the settling time) and the attempts after them, read afresh."""
+        horizon = now - self._settle
+        if self.horizon is None:  # the first scrape: the history once
+            self._add(self._read(bounds, until=horizon))
+            self.horizon = horizon
+        elif horizon > self.horizon:
+            self._add(self._read(bounds, after=self.horizon, until=horizon))
+            self.horizon = horizon
+        out = dict(self._totals)
+        for h in self._read(bounds, after=self.horizon):
+            out[h.labels] = _plus(out.get(h.labels), h)
+        return [_Series(labels, *value) for labels, value in out.items()]
+
+    def _add(self, series: Sequence[StoredHistogram | _Series]) -> None:
+        for h in series:
+            self._totals[h.labels] = _plus(self._totals.get(h.labels), h)
+
+
+def _plus(
+    value: tuple[int, float, list[int]] | None, h: StoredHistogram | _Series
+) -> tuple[int, float, list[int]]:
+    if value is None:
+        return h.observed, h.total, list(h.within)
+    observed, total, within = value
+    summed = [a + b for a, b in zip(within, h.within, strict=True)]
+    return observed + h.observed, total + h.total, summed
+
+
+class _Series(NamedTuple):
+    """One labelled series of a settled histogram (the store's ``Histogram`` shape)."""
+
+    labels: tuple[str, ...]
+    observed: int
+    total: float
+    within: list[int]
+
+
 class _StoreCollector(Collector):
-    def __init__(self, store: Store, started_at: float, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        started_at: float,
+        lease_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.started_at = started_at
         self.lease_seconds = lease_seconds
+        self.clock = clock
         self.pipeline: Callable[[str], str] = str  # the label of a pipeline (``_runs``)
+        settle = max(SETTLE_SECONDS, 4 * lease_seconds)
+        self.durations = _Settled(store.attempt_durations, settle)
+        self.waits = _Settled(store.attempt_queue_waits, settle)
+        self._lock = threading.Lock()  # two scrapes at once: one moves the horizons
 
     def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            yield from self._collect()
+
+    def _collect(self) -> Iterator[Metric]:
         uptime = GaugeMetricFamily(
             "stageflow_api_uptime_seconds", "Seconds since this API process started."
         )
@@ -165,7 +245,7 @@ class _StoreCollector(Collector):
         )
 
     def _by_pipeline(
-        self, series: list[StoredHistogram]
+        self, series: Sequence[StoredHistogram | _Series]
     ) -> Iterator[tuple[tuple[str, ...], int, float, list[int]]]:
         for h in series:
             yield (self.pipeline(h.labels[0]),), h.observed, h.total, h.within
@@ -183,14 +263,14 @@ class _StoreCollector(Collector):
         for (pipeline, state), n in sorted(summed.items()):
             task_runs.add_metric([pipeline, state], n)
         yield task_runs
-        durations = self.store.attempt_durations(_TASK_BUCKETS)
+        durations = self.durations.series(_TASK_BUCKETS, self.clock())
         by_task: dict[tuple[str, ...], int] = {}
         for h in durations:
             key = (self.pipeline(h.labels[0]), base_task_id(h.labels[1]))
             by_task[key] = by_task.get(key, 0) + h.observed
         kept = _kept(by_task, TASK_LABELS)
 
-        def task_key(h: StoredHistogram) -> tuple[str, ...]:
+        def task_key(h: _Series) -> tuple[str, ...]:
             key = (self.pipeline(h.labels[0]), base_task_id(h.labels[1]))
             return key if key in kept else (key[0], "other")
 
@@ -207,7 +287,7 @@ class _StoreCollector(Collector):
             "pools and the run's parallelism), by pipeline.",
             ["pipeline"],
             _WAIT_BUCKETS,
-            self._by_pipeline(self.store.attempt_queue_waits(_WAIT_BUCKETS)),
+            self._by_pipeline(self.waits.series(_WAIT_BUCKETS, self.clock())),
         )
 
     def _queue(self) -> Iterator[Metric]:
@@ -267,7 +347,9 @@ class _StoreCollector(Collector):
 class ApiMetrics:
     """The registry of one app and what the middleware records."""
 
-    def __init__(self, store: Store, *, lease_seconds: float) -> None:
+    def __init__(
+        self, store: Store, *, lease_seconds: float, clock: Callable[[], float] = time.time
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "stageflow_http_requests",
@@ -282,7 +364,7 @@ class ApiMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_StoreCollector(store, time.time(), lease_seconds))
+        self.registry.register(_StoreCollector(store, clock(), lease_seconds, clock))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
