@@ -168,6 +168,23 @@ def exported_metrics() -> set[str]:
     return names
 
 
+def test_the_dashboard_s_quantiles_are_of_a_recent_window() -> None:
+    """A quantile of a histogram's buckets as they stand is one over all time: after
+    months of runs a slowdown today would not move it. Every quantile of stageflow's
+    histograms is of a rate over the last hour (rate() also rides over a counter that
+    restarts with an API process)."""
+    dashboard = json.loads((DEPLOY / "grafana" / "stageflow-dashboard.json").read_text())
+    quantiles = [
+        (p["title"], t["expr"])
+        for p in dashboard["panels"]
+        for t in p["targets"]
+        if t["expr"].startswith("histogram_quantile(")
+    ]
+    assert len(quantiles) >= 6
+    for title, expr in quantiles:
+        assert re.search(r"\(rate\(stageflow_[a-z_]+_bucket\[(1h|5m)\]\)\)", expr), (title, expr)
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_every_dashboard_query_names_an_exported_metric() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "stageflow-dashboard.json").read_text())
