@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -553,7 +552,8 @@ def network_problems(
     ``${secret:NAME}`` is the server's own setting and is not checked.
 
     The check happens when a spec is saved or a run is accepted: a host whose DNS answer
-    changes afterwards (DNS rebinding), or a public URL that redirects, is not caught."""
+    changes afterwards (DNS rebinding) is not caught. A public URL that redirects to a
+    non-public address is refused where it is opened (``operators.addresses``)."""
     from stageflow.runtime.plan import declared_values
     from stageflow.spec.params import substitute
 
@@ -628,8 +628,8 @@ def _pipeline_channels(pipeline: Pipeline) -> list[tuple[str, Any]]:
 
 
 def _host_problem(url: str, allowed_hosts: tuple[str, ...]) -> str | None:
-    """Why a non-admin may not reach ``url`` (text to follow the URL), else ``None``."""
-    import socket
+    """Why a non-admin may not reach ``url`` (text to follow the URL), else ``None``
+    (``operators.addresses``: which addresses are public)."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -642,32 +642,17 @@ def _host_problem(url: str, allowed_hosts: tuple[str, ...]) -> str | None:
     port = port or (443 if parts.scheme.lower() == "https" else 80)
     if _host_allowed(host, port, allowed_hosts):
         return None
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            return f"names host '{host}', which does not resolve"
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
-    for address in addresses:
-        kind = _non_public(address)
-        if kind is not None:
-            shown = host if str(address) == host else f"{host} ({address})"
-            article = "an" if kind[0] in "aeiou" else "a"
-            return f"reaches {shown}, {article} {kind} address"
-    return None
+    from stageflow.operators.addresses import host_kind
 
-
-def _non_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    """What kind of non-public address ``address`` is (``None``: a public one)."""
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:  # ::ffff:127.0.0.1 is 127.0.0.1
-        address = mapped
-    for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
-        if getattr(address, f"is_{kind}"):
-            return kind.replace("_", "-")
-    return None if address.is_global else "non-public"
+    found = host_kind(host, port)
+    if found is None:
+        return None
+    address, kind = found
+    if kind == "unresolved":
+        return f"names host '{host}', which does not resolve"
+    shown = host if address == host else f"{host} ({address})"
+    article = "an" if kind[0] in "aeiou" else "a"
+    return f"reaches {shown}, {article} {kind} address"
 
 
 def _host_allowed(host: str, port: int, allowed_hosts: tuple[str, ...]) -> bool:

@@ -79,6 +79,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from stageflow.engine.sensors import SensorPolicy, span
 from stageflow.errors import MissingExtra, ObjectStorageError, Problem, UsageError
 from stageflow.operators import object_storage
+from stageflow.operators.addresses import urlopen
 from stageflow.operators.base import Operator, TaskContext, TaskFailed
 from stageflow.operators.paths import is_local_path, resolve_path
 from stageflow.spec.times import parse_duration, parse_instant
@@ -309,7 +310,7 @@ def _poke_http(params: SensorParams) -> Poke:
         url, headers=params.headers, method="GET"
     )
     try:
-        with urllib.request.urlopen(request, timeout=params.request_timeout) as answer:  # noqa: S310
+        with urlopen(request, timeout=params.request_timeout) as answer:
             status, raw = answer.status, answer.read(_BODY_LIMIT)
     except urllib.error.HTTPError as exc:  # an answer, with a status that is not 2xx
         status, raw = exc.code, exc.read(_BODY_LIMIT) if exc.fp is not None else b""

@@ -56,6 +56,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from stageflow.errors import ObjectStorageError
 from stageflow.operators import object_storage
+from stageflow.operators.addresses import urlopen
 from stageflow.operators.base import TaskContext, TaskFailed
 from stageflow.operators.metadata import record, sha256_bytes
 from stageflow.operators.ml._common import MLOperator, ensure_columns, is_frame, need, pick
@@ -287,7 +288,7 @@ def fetch_bytes(source: str, timeout: float, op: str) -> bytes:
     if source.startswith(("http://", "https://")):
         request = urllib.request.Request(source, headers={"User-Agent": "stageflow"})  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            with urlopen(request, timeout=timeout) as response:
                 return bytes(response.read())
         except urllib.error.HTTPError as exc:
             raise TaskFailed(f"{op}: {shown} answered HTTP {exc.code} {exc.reason}") from None

@@ -66,6 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow.engine.error_lines import error_lines
 from stageflow.errors import Problem
+from stageflow.operators.addresses import urlopen
 from stageflow.operators.base import Operator, TaskContext, TaskFailed
 from stageflow.operators.metadata import record
 from stageflow.spec.models import Pipeline, Task
@@ -189,7 +190,7 @@ def post_json(url: str, payload: Mapping[str, Any], timeout: float) -> int:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urlopen(request, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         raise PostFailed(f"{shown} answered HTTP {exc.code} {exc.reason}") from None
