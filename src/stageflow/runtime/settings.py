@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,35 @@ class Settings:
         return self.max_parallel_tasks or os.cpu_count() or 1
 
 
+def allowed_hosts(raw: str | None) -> tuple[str, ...]:
+    """``STAGEFLOW_API_ALLOWED_HOSTS``'s entries (comma-separated): ``host``,
+    ``host:port``, ``[v6]:port`` or a bare IPv6 address; ``UsageError`` names an entry
+    that is none of them (a bad port, a path, a scheme), which would never match."""
+    out: list[str] = []
+    for entry in (e.strip() for e in (raw or "").split(",")):
+        if not entry:
+            continue
+        if not _ALLOWED_HOST.fullmatch(entry):
+            raise UsageError(
+                f"STAGEFLOW_API_ALLOWED_HOSTS: {entry!r} is not a host; give host names or "
+                "IPs, each with an optional port (data.example.com, 10.0.0.5:8080, "
+                "[fd00::5]:443), separated by commas"
+            )
+        port = entry.rsplit(":", 1)[1] if entry.count(":") == 1 or "]:" in entry else None
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise UsageError(
+                f"STAGEFLOW_API_ALLOWED_HOSTS: {entry!r} has port {port}; a port is 1 to 65535"
+            )
+        out.append(entry)
+    return tuple(out)
+
+
+#: A host name or IPv4 with an optional port, ``[v6]`` with an optional port, a bare IPv6.
+_ALLOWED_HOST = re.compile(
+    r"[A-Za-z0-9_.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"
+)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``env`` (default ``os.environ``); ``UsageError`` names a bad variable."""
     env = os.environ if env is None else env
@@ -212,9 +242,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_data_roots=tuple(
             r for r in (get("API_DATA_ROOTS") or "").split(os.pathsep) if r.strip()
         ),
-        api_allowed_hosts=tuple(
-            h.strip() for h in (get("API_ALLOWED_HOSTS") or "").split(",") if h.strip()
-        ),
+        api_allowed_hosts=allowed_hosts(get("API_ALLOWED_HOSTS")),
         tracking=(get("TRACKING") or "").lower() in ("1", "true", "yes", "on"),
         mlflow_tracking_uri=get("MLFLOW_TRACKING_URI"),
         limits=limits,

@@ -4,7 +4,8 @@
 a bound off (``STAGEFLOW_COMMIT_INTERVAL_MS=nan``: no intermediate commits;
 ``STAGEFLOW_MAX_CPU_CORES=nan``: admit anything). Each variable is walked with
 each bad value; the message names the variable. The capacity variables are
-refused when the settings load, not only when a task declares resources.
+refused when the settings load, not only when a task declares resources. So is an
+entry of ``STAGEFLOW_API_ALLOWED_HOSTS`` that is no host (it would never match one).
 """
 
 from __future__ import annotations
@@ -139,3 +140,35 @@ def test_settings_load_checks_capacity_without_detecting_hardware() -> None:
         "assert 'stageflow.runtime.resources' not in sys.modules, 'resources imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param("", (), id="unset"),
+        pytest.param("127.0.0.1", ("127.0.0.1",), id="an-ip"),
+        pytest.param(
+            " data.example.com:8080 , 10.0.0.5", ("data.example.com:8080", "10.0.0.5"), id="two"
+        ),
+        pytest.param("[fd00::5]:443,::1", ("[fd00::5]:443", "::1"), id="v6"),
+    ],
+)
+def test_allowed_hosts_are_read(raw: str, expected: tuple[str, ...]) -> None:
+    assert load_settings({"STAGEFLOW_API_ALLOWED_HOSTS": raw}).api_allowed_hosts == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        pytest.param("http://x.example.com", "'http://x.example.com' is not a host", id="a-url"),
+        pytest.param("x.example.com/path", "'x.example.com/path' is not a host", id="a-path"),
+        pytest.param("host:abc", "'host:abc' is not a host", id="a-named-port"),
+        pytest.param("ok.example.com,host:99999", "'host:99999' has port 99999", id="a-big-port"),
+        pytest.param("host:0", "'host:0' has port 0", id="port-zero"),
+    ],
+)
+def test_a_bad_allowed_host_is_refused_naming_the_variable(raw: str, why: str) -> None:
+    """An entry that could never match a host would silently allow nothing."""
+    with pytest.raises(UsageError) as caught:
+        load_settings({"STAGEFLOW_API_ALLOWED_HOSTS": raw})
+    assert str(caught.value).startswith(f"STAGEFLOW_API_ALLOWED_HOSTS: {why}")
