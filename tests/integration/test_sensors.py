@@ -292,17 +292,19 @@ def test_an_http_sensor_with_a_secret_header_waits_for_the_service(tmp_path: Pat
     assert "answered 200" in rows and token not in events + rows
 
 
-def test_a_run_killed_while_its_sensor_waits_is_resumed_and_waits_again(tmp_path: Path) -> None:
-    home, spec = tmp_path / "home", tmp_path / "crash.yaml"
+def killed_while_sensing(home: Path, folder: Path, timeout: str) -> str:
+    """``stageflow run`` of ``wait`` (a file sensor on ``in/*.csv`` with ``timeout``) ->
+    ``load``, killed (kill -9, its process group) while the sensor waits; the run's id."""
+    spec = folder / "crash.yaml"
     spec.write_text(
         "name: crash\n"
         "tasks:\n"
         "  - id: wait\n"
         "    operator: sensor\n"
-        "    parameters: {kind: file, path: in/*.csv, poke_interval: 0.5, timeout: 5m}\n"
+        f"    parameters: {{kind: file, path: in/*.csv, poke_interval: 0.5, timeout: {timeout}}}\n"
         "  - {id: load, operator: bash, after: [wait], parameters: {command: ls in}}\n"
     )
-    with cli_run(home, str(spec), cwd=tmp_path) as (proc, err):
+    with cli_run(home, str(spec), cwd=folder) as (proc, err):
 
         def sensing() -> bool:
             assert proc.poll() is None, stderr_of(err)
@@ -312,6 +314,12 @@ def test_a_run_killed_while_its_sensor_waits_is_resumed_and_waits_again(tmp_path
         kill_group(proc)
     run_id, states = task_states(home)
     assert states == {"wait": "sensing", "load": "pending"}  # the crash left it waiting
+    return run_id
+
+
+def test_a_run_killed_while_its_sensor_waits_is_resumed_and_waits_again(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run_id = killed_while_sensing(home, tmp_path, "5m")
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.csv").write_text("x\n")
@@ -326,25 +334,8 @@ def test_a_run_killed_while_its_sensor_waits_is_resumed_and_waits_again(tmp_path
 def test_a_resumed_sensor_keeps_its_timeout_from_its_first_wait(tmp_path: Path) -> None:
     """A sensor waited 3 s of its 3 s timeout before the crash: resumed, it fails at
     its first check instead of waiting 3 s more (the time before the resume counts)."""
-    home, spec = tmp_path / "home", tmp_path / "late.yaml"
-    spec.write_text(
-        "name: late\n"
-        "tasks:\n"
-        "  - id: wait\n"
-        "    operator: sensor\n"
-        "    parameters: {kind: file, path: in/*.csv, poke_interval: 0.5, timeout: 3}\n"
-        "  - {id: load, operator: bash, after: [wait], parameters: {command: ls in}}\n"
-    )
-    with cli_run(home, str(spec), cwd=tmp_path) as (proc, err):
-
-        def sensing() -> bool:
-            assert proc.poll() is None, stderr_of(err)
-            return task_states(home)[1].get("wait") == "sensing"
-
-        wait_until(sensing, "the sensor waits", timeout=60)
-        kill_group(proc)
-    run_id, states = task_states(home)
-    assert states == {"wait": "sensing", "load": "pending"}
+    home = tmp_path / "home"
+    run_id = killed_while_sensing(home, tmp_path, "3")
     with store_of(home) as store:
         (row,) = [r for r in store.task_runs(run_id) if r.task_id == "wait"]
     assert row.started_at is not None

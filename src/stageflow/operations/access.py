@@ -35,7 +35,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -410,40 +410,51 @@ def path_problems(
     text is a path, whatever its own key."""
     import os
 
+    out: list[tuple[str, str, str]] = []
+    real_roots = [os.path.realpath(r) for r in roots]
+    for task, field, value, raw, key_path in _parameter_texts(pipeline, params):
+        if key_path:
+            why = _path_problem(value, roots, real_roots, _came(raw))
+            if why is not None:
+                out.append((task, field, why))
+    return out
+
+
+def _parameter_texts(
+    pipeline: Pipeline, params: Mapping[str, Any] | None
+) -> Iterator[tuple[str, str, str, object, bool]]:
+    """Every text in ``pipeline``'s task parameters as a run reads them: (task, field,
+    the text with ``${params.NAME}`` substituted from the declared ``params`` and
+    ``params`` on top, the same place before substitution, whether it is under a file
+    key: ``PATH_KEYS``, a key ending like a path, or anything below such a key)."""
     from stageflow.runtime.plan import declared_values
     from stageflow.spec.params import substitute
 
-    out: list[tuple[str, str, str]] = []
-    real_roots = [os.path.realpath(r) for r in roots]
     values = {**declared_values(pipeline), **(params or {})}
 
-    def check(task: str, field: str, value: str, raw: object) -> None:
-        why = _path_problem(value, roots, real_roots, _came(raw))
-        if why is not None:
-            out.append((task, field, why))
-
-    def walk(task: str, prefix: str, value: object, raw: object, key: str, path: bool) -> None:
+    def walk(
+        task: str, prefix: str, value: object, raw: object, key: str, path: bool
+    ) -> Iterator[tuple[str, str, str, object, bool]]:
         # ``raw``: the same place before substitution (a whole ``${params.x}`` may have
         # become a list or a mapping: its items keep the text they came from).
         path = path or key in PATH_KEYS or key.endswith(_PATH_ENDINGS)
         if isinstance(value, dict):
             for k, v in value.items():
                 inner = raw.get(k, raw) if isinstance(raw, dict) else raw
-                walk(task, f"{prefix}.{k}", v, inner, str(k), path)
+                yield from walk(task, f"{prefix}.{k}", v, inner, str(k), path)
         elif isinstance(value, list):
             for i, v in enumerate(value):
                 inner = raw[i] if isinstance(raw, list) and i < len(raw) else raw
-                walk(task, f"{prefix}.{i}", v, inner, key, path)
-        elif isinstance(value, str) and path:
-            check(task, prefix, value, raw)
+                yield from walk(task, f"{prefix}.{i}", v, inner, key, path)
+        elif isinstance(value, str):
+            yield task, prefix, value, raw, path
 
     for t in pipeline.tasks:
         try:
             given = substitute(dict(t.parameters), values) if t.parameters else {}
         except KeyError:  # an undeclared parameter: validation names it
             given = t.parameters
-        walk(t.id, "parameters", given, t.parameters, "", False)
-    return out
+        yield from walk(t.id, "parameters", given, t.parameters, "", False)
 
 
 def _path_problem(
@@ -554,35 +565,17 @@ def network_problems(
     The check happens when a spec is saved or a run is accepted: a host whose DNS answer
     changes afterwards (DNS rebinding) is not caught. A public URL that redirects to a
     non-public address is refused where it is opened (``operators.addresses``)."""
-    from stageflow.runtime.plan import declared_values
-    from stageflow.spec.params import substitute
-
     out: list[tuple[str | None, str, str]] = []
-    values = {**declared_values(pipeline), **(params or {})}
 
     def check(task: str | None, field: str, url: str, raw: object) -> None:
         why = _host_problem(url, allowed_hosts)
         if why is not None:
             out.append((task, field, f"{url!r}{_came(raw)} {why}"))
 
-    def walk(task: str, field: str, value: object, raw: object) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                inner = raw.get(k, raw) if isinstance(raw, dict) else raw
-                walk(task, f"{field}.{k}", v, inner)
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                inner = raw[i] if isinstance(raw, list) and i < len(raw) else raw
-                walk(task, f"{field}.{i}", v, inner)
-        elif isinstance(value, str) and _HTTP_URL.match(value):
+    for task, field, value, raw, _ in _parameter_texts(pipeline, params):
+        if _HTTP_URL.match(value):
             check(task, field, value, raw)
-
     for t in pipeline.tasks:
-        try:
-            given = substitute(dict(t.parameters), values) if t.parameters else {}
-        except KeyError:  # an undeclared parameter: validation names it
-            given = t.parameters
-        walk(t.id, "parameters", given, t.parameters)
         if t.deadline is not None:
             for i, channel in enumerate(t.deadline.channels):
                 if channel.webhook is not None and _HTTP_URL.match(channel.webhook):
