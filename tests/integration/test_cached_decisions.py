@@ -22,6 +22,8 @@ from helpers_tasks import read_lines, store_of
 from stageflow import Pipeline, Task
 from stageflow.operators.metadata import read_metadata
 from stageflow.runtime.result import RunResult
+from stageflow.runtime.runner import Runner
+from stageflow.runtime.settings import Settings
 from stageflow.spec.models import TriggerRule
 
 pytestmark = pytest.mark.slow
@@ -219,9 +221,20 @@ def test_a_cached_skip_downstream_skips_the_same_tasks_with_the_same_reason(
     assert second.state == "success"
     assert f"cached: output of run {first.run_id}" in hit_message(home, second, "check")
     after = rows(home, second)
-    assert after["check"] == ("success", "skipped downstream", reason)
+    assert after["check"] == ("success", "cached, skipped downstream", reason)
+    assert second.tasks["check"].cached and not first.tasks["check"].cached
     assert after["child"] == skipped
     assert after["after_child"][0] == "success"
     assert second.output("check") == {"rows": 3}
     ran = read_lines(ledger / cs.LINES)
     assert ran.count("check") == 1 and "child" not in ran and ran.count("after_child") == 2
+
+    # a resume decides again from the hit's note: `child` stays skipped, never runs
+    settings = Settings(home=home)
+    with store_of(home) as store:
+        runner = Runner(pipeline, store=store, settings=settings)
+        again = runner.resume(store.get_run(second.run_id), rerun=["after_child"])
+    assert again.state == "success"
+    assert rows(home, second)["child"] == skipped
+    ran = read_lines(ledger / cs.LINES)
+    assert "child" not in ran and ran.count("after_child") == 3

@@ -80,7 +80,7 @@ from stageflow.operators.paths import resolve_path
 from stageflow.operators.python import resolve_callable
 from stageflow.operators.registry import get as get_operator
 from stageflow.runtime.store.base import (
-    SKIPPED_DOWNSTREAM,
+    SKIPPING_NOTES,
     CacheEntry,
     OutputRef,
     Store,
@@ -206,7 +206,7 @@ class TaskCache:
                 if task.id in self._metrics_read:
                     return None  # its readers would find no metric: run it again
             metrics = kept or {}
-        skip = (row.error or "no reason recorded") if row.note == SKIPPED_DOWNSTREAM else None
+        skip = (row.error or "no reason recorded") if row.note in SKIPPING_NOTES else None
         return Hit(entry, dict(metrics), skip)
 
     def _recorded_metrics(self, run_id: str, task_id: str) -> dict[str, float] | None:

@@ -24,7 +24,7 @@ from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from stageflow.runtime.store.base import AttemptRecord, RunRecord, TaskRunRecord
+from stageflow.runtime.store.base import CACHED_NOTES, AttemptRecord, RunRecord, TaskRunRecord
 
 __all__ = [
     "RunResult",
@@ -110,9 +110,16 @@ class TaskResult:
     ended_at: float | None
     error: str | None
     output: Any = None
-    note: str | None = None  # "cached" or "fallback": how a success was reached
+    # how a success was reached: "cached", "fallback", "skipped downstream" (it skipped
+    # its direct downstream) or "cached, skipped downstream"
+    note: str | None = None
     rows_in: int | None = None  # rows of its table inputs, summed (module docstring)
     rows_out: int | None = None  # rows of its table output
+
+    @property
+    def cached(self) -> bool:
+        """Served from the cache: no attempt of its own ran."""
+        return self.note in CACHED_NOTES
 
     @property
     def duration_s(self) -> float | None:
@@ -129,7 +136,7 @@ class TaskResult:
             "ended_at": iso(self.ended_at),
             "duration_s": self.duration_s,
             "error": self.error,
-            "cached": self.note == "cached",
+            "cached": self.cached,
             "fallback": self.note == "fallback",
         }
         if self.rows_in is not None or self.rows_out is not None:

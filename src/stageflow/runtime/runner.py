@@ -87,7 +87,9 @@ from stageflow.runtime.resources import attempt_env, request_json
 from stageflow.runtime.result import RunResult, TaskResult, iso, rows_by_task
 from stageflow.runtime.settings import Settings, load_settings
 from stageflow.runtime.store.base import (
+    CACHED_SKIPPED_DOWNSTREAM,
     SKIPPED_DOWNSTREAM,
+    SKIPPING_NOTES,
     AttemptRecord,
     Batch,
     EventRecord,
@@ -1243,7 +1245,7 @@ class _Loop:
             if r.task_id in self.refs:
                 row.state, row.started_at, row.ended_at = _S.SUCCESS, r.started_at, r.ended_at
                 row.error, row.note = r.error, r.note
-                if r.note == SKIPPED_DOWNSTREAM:  # decided again at start (Scheduler)
+                if r.note in SKIPPING_NOTES:  # decided again at start (Scheduler)
                     self.skipping[r.task_id] = r.error or "no reason recorded"
                 continue
             # A waiting sensor keeps when it began to wait (its timeout counts from
@@ -1504,7 +1506,7 @@ class _Loop:
         )
         row = self.rows[tid]
         if skip is not None and sched.state(tid) is _S.SUCCESS:  # as ``finish`` records it
-            row.note, row.error = SKIPPED_DOWNSTREAM, skip
+            row.note, row.error = CACHED_SKIPPED_DOWNSTREAM, skip
             self.skipping[tid] = skip
         else:
             row.note = "cached"

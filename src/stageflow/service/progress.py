@@ -344,7 +344,7 @@ def render_summary(result: RunResult, out: TextIO, *, outputs: bool = True) -> N
             f"records processed: {result.total_records_processed:,} "
             f"(rows in {result.rows_in or 0:,}, rows out {result.rows_out or 0:,})\n"
         )
-    cached = sum(t.note == "cached" for t in result.tasks.values())
+    cached = sum(t.cached for t in result.tasks.values())
     if cached:
         out.write(f"{cached} of {len(result.tasks)} tasks cached (reused, not run)\n")
     if len(result.tasks) > 200:

@@ -109,6 +109,14 @@ def stats(
             id="cache-hit-and-fallback-not-timed",
         ),
         pytest.param(
+            [
+                row("a", note="skipped downstream", seconds=3.0),  # it ran, then skipped
+                row("a", note="cached, skipped downstream", attempts=0, seconds=None),
+            ],
+            [stats("a", 2, 2, 0, p50=3.0, p95=3.0)],
+            id="a-skipping-success-is-timed-its-cache-hit-not",
+        ),
+        pytest.param(
             [row("a", "skipped"), row("a", "upstream_failed"), row("a", "cancelled")],
             [stats("a", 3, 0, 0, other=3, rate=None, p50=None, p95=None)],
             id="other-final-states-no-rate",

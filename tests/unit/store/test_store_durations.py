@@ -55,6 +55,8 @@ def durations(store: SqlStore, pipeline: str = "churn", runs: int = 10) -> list[
         pytest.param(done("t", 2.5, note=""), True, id="empty-note"),
         pytest.param(done("t", 2.5, note="cached"), False, id="cache-hit"),
         pytest.param(done("t", 2.5, note="fallback"), False, id="fallback"),
+        pytest.param(done("t", 2.5, note="skipped downstream"), True, id="ran-then-skipped"),
+        pytest.param(done("t", 2.5, note="cached, skipped downstream"), False, id="cached-skip"),
         pytest.param(done("t", 2.5, state="failed"), False, id="failed"),
         pytest.param(done("t", 2.5, state="running"), False, id="running"),
         pytest.param(done("t", 2.5, state="skipped"), False, id="skipped"),

@@ -31,7 +31,10 @@ if TYPE_CHECKING:  # the engine (and pydantic with it) is not loaded by `stagefl
     from stageflow.engine.circuit import CircuitState
 
 __all__ = [
+    "CACHED_NOTES",
+    "CACHED_SKIPPED_DOWNSTREAM",
     "SKIPPED_DOWNSTREAM",
+    "SKIPPING_NOTES",
     "Activity",
     "AlertRecord",
     "AlertRuleRecord",
@@ -116,6 +119,12 @@ class RunUpdate:
 
 #: A task run's note when its success skipped its direct downstream (its error: why).
 SKIPPED_DOWNSTREAM = "skipped downstream"
+#: The same for a cache hit that replayed its producer's skip (``runtime.cache``).
+CACHED_SKIPPED_DOWNSTREAM = "cached, skipped downstream"
+#: The notes whose success skipped the task's direct downstream (resume decides again).
+SKIPPING_NOTES = frozenset({SKIPPED_DOWNSTREAM, CACHED_SKIPPED_DOWNSTREAM})
+#: The notes of a success served from the cache (no attempt of its own ran).
+CACHED_NOTES = frozenset({"cached", CACHED_SKIPPED_DOWNSTREAM})
 
 
 class TaskRunRecord(NamedTuple):

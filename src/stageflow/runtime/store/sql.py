@@ -1484,7 +1484,7 @@ def _statements(dialect: Dialect) -> _Statements:
             "(SELECT run_id FROM runs WHERE pipeline = ? "
             "ORDER BY created_at DESC, run_id DESC LIMIT ?) "
             "AND t.state = 'success' AND t.started_at > 0 AND t.ended_at > 0 "
-            "AND (t.note IS NULL OR t.note = '')"
+            "AND (t.note IS NULL OR t.note = '' OR t.note = 'skipped downstream')"
         ),
         select_recent_attempts=q(
             _SELECT_RUN_ATTEMPTS
