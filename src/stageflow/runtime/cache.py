@@ -155,9 +155,9 @@ class TaskCache:
     def lookup(self, task: Task, key: str, now: float) -> Hit | None:
         """A usable entry under ``key`` with what its producing attempt decided: not
         expired, not older than the task's TTL now, its output file still there (on
-        disk, or in the object store), its producing task run a success, and that
-        attempt's metadata file there when another task reads ``task``'s metrics
-        (module doc)."""
+        disk, or in the object store), its producing task run a success, and its
+        metrics known (its metadata file, or its run's record) when another task reads
+        ``task``'s metrics (module doc)."""
         if not self.lookup_enabled:
             return None
         if not self._purged:  # once per run: expired entries go (an indexed delete)
