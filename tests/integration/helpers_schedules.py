@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from helpers_places import Place
@@ -47,6 +48,19 @@ class World:
 
     def as_(self, who: str) -> httpx.Client:
         return self.server.client(self.tokens[who])
+
+    def runs_of(self, pipeline: str) -> list[Any]:
+        """The pipeline's runs as the admin lists them over the API."""
+        with self.as_("admin") as c:
+            r = c.get("/api/v1/runs", params={"pipeline": pipeline})
+        assert r.status_code == 200, r.text
+        runs: list[Any] = r.json()["runs"]
+        return runs
+
+    def succeeds(self, run_id: str) -> None:
+        """Wait for ``run_id`` to end; it must end ``success``."""
+        doc = self.server.wait_run(self.tokens["admin"], run_id, ("success", "failed"))
+        assert doc["state"] == "success", doc
 
 
 def team_tokens(s: Server) -> dict[str, str]:

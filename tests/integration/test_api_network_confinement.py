@@ -110,19 +110,6 @@ def refused_host(r: httpx.Response, task: str | None, field: str, url: str) -> N
     assert "STAGEFLOW_API_ALLOWED_HOSTS" in r.json()["problems"][0]["message"]
 
 
-def runs_of(w: World, pipeline: str) -> list[Any]:
-    with w.as_("admin") as c:
-        r = c.get("/api/v1/runs", params={"pipeline": pipeline})
-    assert r.status_code == 200, r.text
-    runs: list[Any] = r.json()["runs"]
-    return runs
-
-
-def succeeds(w: World, run_id: str) -> None:
-    doc = w.server.wait_run(w.tokens["admin"], run_id, ("success", "failed"))
-    assert doc["state"] == "success", doc
-
-
 def test_an_editor_may_not_make_the_server_reach_its_loopback(
     world: World, local: Answering
 ) -> None:
@@ -135,12 +122,12 @@ def test_an_editor_may_not_make_the_server_reach_its_loopback(
     with world.as_("operator") as c:  # team-a's operator may not run it as it is
         r = c.post("/api/v1/runs", json={"pipeline_id": spec["name"]})
         refused_host(r, "wait", "parameters.url", local.url)
-    assert runs_of(world, spec["name"]) == []
+    assert world.runs_of(spec["name"]) == []
     before = local.hits
     with world.as_("admin") as c:
         run = c.post("/api/v1/runs", json={"pipeline_id": spec["name"]})
         assert run.status_code == 202, run.text
-    succeeds(world, run.json()["run_id"])
+    world.succeeds(run.json()["run_id"])
     assert local.hits > before
 
 
@@ -159,7 +146,7 @@ def test_a_url_from_a_run_parameter_names_the_parameter(world: World, local: Ans
         metadata = {**body, "parameters": {"url": "http://169.254.169.254/latest/meta-data/"}}
         r = c.post("/api/v1/runs", json=metadata)
         refused(r, "wait", "parameters.url", "a link-local address")
-    assert runs_of(world, spec["name"]) == []
+    assert world.runs_of(spec["name"]) == []
 
 
 def test_a_webhook_channel_to_the_loopback_is_refused(world: World, local: Answering) -> None:
@@ -220,7 +207,7 @@ def test_an_allowed_host_is_reached(allowing: World, local: Answering) -> None:
     with allowing.as_("operator") as c:
         run = c.post("/api/v1/runs", json={"pipeline_id": spec["name"]})
         assert run.status_code == 202, run.text
-    succeeds(allowing, run.json()["run_id"])
+    allowing.succeeds(run.json()["run_id"])
     assert local.hits > before
     with allowing.as_("editor") as c:  # only the host named: the metadata address is not
         other = sensor(fresh("metadata"), "http://169.254.169.254/")

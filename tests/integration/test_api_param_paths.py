@@ -84,19 +84,6 @@ def refused(r: httpx.Response, value: str, param: str = "src") -> None:
     assert "STAGEFLOW_API_DATA_ROOTS" in problem["message"]
 
 
-def runs_of(w: World, pipeline: str) -> list[Any]:
-    with w.as_("admin") as c:
-        r = c.get("/api/v1/runs", params={"pipeline": pipeline})
-    assert r.status_code == 200, r.text
-    runs: list[Any] = r.json()["runs"]
-    return runs
-
-
-def succeeds(w: World, run_id: str) -> None:
-    doc = w.server.wait_run(w.tokens["admin"], run_id, ("success", "failed"))
-    assert doc["state"] == "success", doc
-
-
 def test_a_run_s_parameters_are_confined_like_its_spec(world: tuple[World, Paths]) -> None:
     w, paths = world
     name = saved(w, "editor", reads(fresh("reads"), paths.inside))
@@ -109,7 +96,7 @@ def test_a_run_s_parameters_are_confined_like_its_spec(world: tuple[World, Paths
                 refused(r, paths.outside)
         seed = c.post(f"/workflows/{name}/execute", json={"parameters": {"src": paths.outside}})
         refused(seed, paths.outside)
-        assert runs_of(w, name) == []  # nothing queued
+        assert w.runs_of(name) == []  # nothing queued
         inside = c.post(
             "/api/v1/runs", json={"pipeline_id": name, "parameters": {"src": paths.inside}}
         )
@@ -122,8 +109,8 @@ def test_a_run_s_parameters_are_confined_like_its_spec(world: tuple[World, Paths
         )
         assert admin.status_code == 202, admin.text
     for r in (inside, by_seed, admin):
-        succeeds(w, r.json()["run_id"])
-    assert len(runs_of(w, name)) == 3
+        w.succeeds(r.json()["run_id"])
+    assert len(w.runs_of(name)) == 3
 
 
 def test_a_retry_by_a_non_admin_is_confined_too(world: tuple[World, Paths]) -> None:
@@ -133,18 +120,18 @@ def test_a_retry_by_a_non_admin_is_confined_too(world: tuple[World, Paths]) -> N
         r = c.post("/api/v1/runs", json={"pipeline_id": name, "parameters": {"src": paths.outside}})
         assert r.status_code == 202, r.text
     run_id = r.json()["run_id"]
-    succeeds(w, run_id)
+    w.succeeds(run_id)
     again = {"from_task": "load"}
     with w.as_("operator") as c:  # the admin's run reads outside: not the operator's to redo
         refused(c.post(f"/api/v1/runs/{run_id}/retry", json=again), paths.outside)
         ours = c.post("/api/v1/runs", json={"pipeline_id": name})
         assert ours.status_code == 202, ours.text
-        succeeds(w, ours.json()["run_id"])
+        w.succeeds(ours.json()["run_id"])
         redo = c.post(f"/api/v1/runs/{ours.json()['run_id']}/retry", json=again)
         assert redo.status_code == 200, redo.text
     with w.as_("admin") as c:
         assert c.post(f"/api/v1/runs/{run_id}/retry", json=again).status_code == 200
-    succeeds(w, run_id)
+    w.succeeds(run_id)
 
 
 def test_parameter_defaults_are_confined(world: tuple[World, Paths]) -> None:
@@ -157,14 +144,14 @@ def test_parameter_defaults_are_confined(world: tuple[World, Paths]) -> None:
     name = saved(w, "admin", reads(fresh("dflt"), paths.outside))
     with w.as_("operator") as c:
         refused(c.post("/api/v1/runs", json={"pipeline_id": name}), paths.outside)
-        assert runs_of(w, name) == []
+        assert w.runs_of(name) == []
         ok = c.post("/api/v1/runs", json={"pipeline_id": name, "parameters": {"src": paths.inside}})
         assert ok.status_code == 202, ok.text
     with w.as_("admin") as c:
         mine = c.post("/api/v1/runs", json={"pipeline_id": name})
         assert mine.status_code == 202, mine.text
-    succeeds(w, ok.json()["run_id"])
-    succeeds(w, mine.json()["run_id"])
+    w.succeeds(ok.json()["run_id"])
+    w.succeeds(mine.json()["run_id"])
 
 
 def test_schedules_and_events_are_confined(world: tuple[World, Paths]) -> None:
@@ -187,7 +174,7 @@ def test_schedules_and_events_are_confined(world: tuple[World, Paths]) -> None:
     with w.as_("operator") as c:
         refused(c.post(f"/api/v1/events/{event}", json={"src": paths.outside}), paths.outside)
         refused(c.post(trigger, json={"parameters": {"src": paths.outside}}), paths.outside)
-        assert runs_of(w, name) == []  # nothing queued
+        assert w.runs_of(name) == []  # nothing queued
         fired = c.post(f"/api/v1/events/{event}", json={"src": paths.inside})
         assert fired.status_code == 202, fired.text
         manual = c.post(trigger, json={"parameters": {"src": paths.inside}})
@@ -197,7 +184,7 @@ def test_schedules_and_events_are_confined(world: tuple[World, Paths]) -> None:
         assert admins.status_code == 202, admins.text
     ids = [fired.json()["runs"][0]["run_id"], manual.json()["run_id"]]
     for run_id in [*ids, admins.json()["runs"][0]["run_id"]]:
-        succeeds(w, run_id)
+        w.succeeds(run_id)
 
 
 def test_an_object_schedule_watches_files_under_the_roots_only(world: tuple[World, Paths]) -> None:

@@ -40,7 +40,7 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -609,6 +609,7 @@ class Runner:
             resumed=True,
             reason=reason,
             lease=lease,
+            stored=rows,
         )
 
     def _claim(self, run: RunRecord, epoch: int | None = None) -> Fence:
@@ -691,7 +692,10 @@ class Runner:
         resumed: bool,
         lease: Fence,
         reason: str | None = None,
+        stored: Sequence[TaskRunRecord] = (),
     ) -> RunResult:
+        """Run ``run`` to its end; ``stored``: its task runs as the store had them when
+        it was claimed (a resume: read once, by ``resume``)."""
         run_id = run.run_id
         batch = Batch()  # the run's first commit: its start record, its start, its tasks'
         recorder = start_recording(
@@ -711,6 +715,7 @@ class Runner:
                 reason=reason,
                 batch=batch,
                 ended=ended,
+                stored=stored,
             )
         finally:  # however it ended: no subscription outlives the run's events
             self._unwatch(run_id, watching, ended=bool(ended))
@@ -750,6 +755,7 @@ class Runner:
         reason: str | None,
         batch: Batch,
         ended: list[RunResult],
+        stored: Sequence[TaskRunRecord],
     ) -> RunResult:
         """``_execute`` once its observers are subscribed: the run, to its end (appended
         to ``ended`` once published)."""
@@ -766,7 +772,6 @@ class Runner:
         loop.schedule_env = {
             f"STAGEFLOW_SCHEDULE_{key.upper()}": value for key, value in loop.schedule.items()
         }
-        stored = self.store.task_runs(run_id) if resumed else []
         sched = Scheduler(
             plan,
             failure_strategy=pipeline.failure_strategy,
@@ -1235,7 +1240,7 @@ class _Loop:
         )
 
     def reset_for_resume(
-        self, rows: list[TaskRunRecord], now: float, batch: Batch, why: str = "reset by resume"
+        self, rows: Sequence[TaskRunRecord], now: float, batch: Batch, why: str = "reset by resume"
     ) -> None:
         for r in rows:
             row = self.rows.get(r.task_id)

@@ -36,13 +36,24 @@ _WORKER_COLUMNS = "owner, host, pid, started_at, heartbeat_at, capacity_json, co
 #: attempt). ``CROSS JOIN`` makes SQLite read the elements first (it otherwise scans
 #: every run's task runs for each attempt); PostgreSQL plans it as any inner join. No
 #: ``%`` (psycopg's placeholder) nor ``?`` in these strings.
-_PARENTS = (
-    "task_runs e CROSS JOIN attempts a JOIN runs r ON r.run_id = a.run_id "
-    "WHERE substr(e.task_id, length(e.task_id) - 2) = '[0]' AND a.run_id = e.run_id "
+_ELEMENT_0 = (
+    "substr(e.task_id, length(e.task_id) - 2) = '[0]' AND a.run_id = e.run_id "
     "AND a.task_id = substr(e.task_id, 1, length(e.task_id) - 3) AND "
 )
-_ENDED = "a.started_at IS NOT NULL AND a.ended_at IS NOT NULL"
-_WAITED = "a.started_at IS NOT NULL AND a.queued_at IS NOT NULL"
+#: Where an attempt histogram's rows come from, each ending where its condition
+#: follows: (counted, taken back out), from every run or (``True``) from the recent
+#: runs ``r`` of ``_RECENT_RUNS``, read first, then their attempts by key.
+_ATTEMPT_ROWS = {
+    False: (
+        "attempts a JOIN runs r ON r.run_id = a.run_id WHERE ",
+        "task_runs e CROSS JOIN attempts a JOIN runs r ON r.run_id = a.run_id WHERE " + _ELEMENT_0,
+    ),
+    True: (
+        "r CROSS JOIN attempts a WHERE a.run_id = r.run_id AND ",
+        "r CROSS JOIN task_runs e CROSS JOIN attempts a WHERE e.run_id = r.run_id AND "
+        + _ELEMENT_0,
+    ),
+}
 #: The runs whose attempts may have ended (or started) after a time ``?``: those that
 #: ended after it, or have not ended (``ended_at`` NULL; a resumed run keeps its old
 #: ``ended_at`` while it runs, so the unfinished states are read too). Each part reads
@@ -54,28 +65,27 @@ _RECENT_RUNS = (
     "UNION SELECT run_id, pipeline FROM runs WHERE state IN ('queued', 'running') "
     "UNION SELECT run_id, pipeline FROM runs WHERE state IN ('running', 'paused')) "
 )
-#: The time column each windowed histogram is bounded by (``after``, ``until``).
-_WINDOWED = {"attempt_durations": "a.ended_at", "attempt_queue_waits": "a.started_at"}
 
-#: Of each histogram: (what is measured, the labels' columns, the rows counted, the
-#: rows taken back out or None). The measured value is never NULL in those rows.
+#: Of each histogram: (what is measured, the labels' columns, the condition on its rows,
+#: the attempts' time column it may be windowed by, or None: a histogram of runs, read
+#: from ``runs`` whole). The measured value is never NULL in those rows.
 _HISTOGRAMS: dict[str, tuple[str, tuple[str, ...], str, str | None]] = {
     "attempt_durations": (
         "(a.ended_at - a.started_at)",
         ("r.pipeline", "a.task_id"),
-        f"attempts a JOIN runs r ON r.run_id = a.run_id WHERE {_ENDED}",
-        _PARENTS + _ENDED,
+        "a.started_at IS NOT NULL AND a.ended_at IS NOT NULL",
+        "a.ended_at",
     ),
     "attempt_queue_waits": (
         "(a.started_at - a.queued_at)",
         ("r.pipeline",),
-        f"attempts a JOIN runs r ON r.run_id = a.run_id WHERE {_WAITED}",
-        _PARENTS + _WAITED,
+        "a.started_at IS NOT NULL AND a.queued_at IS NOT NULL",
+        "a.started_at",
     ),
     "claim_latencies": (
         "(started_at - created_at)",
         ("pipeline",),
-        "runs WHERE started_at IS NOT NULL",
+        "started_at IS NOT NULL",
         None,
     ),
 }
@@ -133,30 +143,22 @@ def _histogram_sql(
     """The histogram's statement. Placeholders, in order: ``after`` (when windowed from
     a time: the recent runs' bound), the bucket bounds, then per part of the rows
     (counted, taken back out) ``after`` and ``until`` as given."""
-    value, labels, rows, minus = _HISTOGRAMS[which]
-    if minus is None:
+    value, labels, condition, column = _HISTOGRAMS[which]
+    if column is None:
         columns = ", ".join(labels)
         counts = "".join(f", SUM(CASE WHEN {value} <= ? THEN 1 ELSE 0 END)" for _ in range(buckets))
         return dialect.sql(
-            f"SELECT {columns}, COUNT(*), SUM({value}){counts} FROM {rows} GROUP BY {columns}"  # noqa: S608
+            f"SELECT {columns}, COUNT(*), SUM({value}){counts} FROM runs "  # noqa: S608
+            f"WHERE {condition} GROUP BY {columns}"
         )
-    window = ""
-    if after or until:
-        column = _WINDOWED[which]
-        window = (f" AND {column} > ?" if after else "") + (f" AND {column} <= ?" if until else "")
-    if after:  # the recent runs (``r``) first, then their attempts by key
-        rows = rows.replace("attempts a JOIN runs r ON r.run_id = a.run_id WHERE", "")
-        rows = f"r CROSS JOIN attempts a WHERE a.run_id = r.run_id AND {rows}"
-        minus = (minus or "").replace(
-            "task_runs e CROSS JOIN attempts a JOIN runs r ON r.run_id = a.run_id WHERE",
-            "r CROSS JOIN task_runs e CROSS JOIN attempts a WHERE e.run_id = r.run_id AND",
-        )
+    window = (f" AND {column} > ?" if after else "") + (f" AND {column} <= ?" if until else "")
+    counted, taken_back = (f"{source}{condition}{window}" for source in _ATTEMPT_ROWS[after])
     named = ", ".join(f"{c} AS l{i}" for i, c in enumerate(labels))
     columns = ", ".join(f"l{i}" for i in range(len(labels)))
     counts = "".join(", SUM(CASE WHEN v <= ? THEN w ELSE 0 END)" for _ in range(buckets))
     weighted = (
-        f"SELECT {named}, {value} AS v, 1 AS w FROM {rows}{window} "  # noqa: S608
-        f"UNION ALL SELECT {named}, {value} AS v, -1 AS w FROM {minus}{window}"
+        f"SELECT {named}, {value} AS v, 1 AS w FROM {counted} "  # noqa: S608
+        f"UNION ALL SELECT {named}, {value} AS v, -1 AS w FROM {taken_back}"
     )
     recent = _RECENT_RUNS if after else ""
     return dialect.sql(

@@ -112,7 +112,7 @@ class _Settled:
         self.horizon: float | None = None
         self._totals: dict[tuple[str, ...], tuple[int, float, list[int]]] = {}
 
-    def series(self, bounds: Sequence[float], now: float) -> list[_Series]:
+    def series(self, bounds: Sequence[float], now: float) -> list[StoredHistogram | _Series]:
         """The whole histogram as of ``now``: the settled totals (moved up to ``now``
         less the settling time) and the attempts after them, read afresh."""
         horizon = now - self._settle
@@ -122,18 +122,17 @@ class _Settled:
         elif horizon > self.horizon:
             self._add(self._read(bounds, after=self.horizon, until=horizon))
             self.horizon = horizon
-        out = dict(self._totals)
-        for h in self._read(bounds, after=self.horizon):
-            out[h.labels] = _plus(out.get(h.labels), h)
-        return [_Series(labels, *value) for labels, value in out.items()]
+        # A label tuple may come twice (settled and fresh): ``_histogram`` sums them.
+        settled = [_Series(labels, *value) for labels, value in self._totals.items()]
+        return [*settled, *self._read(bounds, after=self.horizon)]
 
-    def _add(self, series: Sequence[StoredHistogram | _Series]) -> None:
+    def _add(self, series: Sequence[StoredHistogram]) -> None:
         for h in series:
             self._totals[h.labels] = _plus(self._totals.get(h.labels), h)
 
 
 def _plus(
-    value: tuple[int, float, list[int]] | None, h: StoredHistogram | _Series
+    value: tuple[int, float, list[int]] | None, h: StoredHistogram
 ) -> tuple[int, float, list[int]]:
     if value is None:
         return h.observed, h.total, list(h.within)
@@ -270,7 +269,7 @@ class _StoreCollector(Collector):
             by_task[key] = by_task.get(key, 0) + h.observed
         kept = _kept(by_task, TASK_LABELS)
 
-        def task_key(h: _Series) -> tuple[str, ...]:
+        def task_key(h: StoredHistogram | _Series) -> tuple[str, ...]:
             key = (self.pipeline(h.labels[0]), base_task_id(h.labels[1]))
             return key if key in kept else (key[0], "other")
 
