@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install bytecode demo test lint typecheck unit bench clean
 
+# Test processes (pytest-xdist): most tests wait on real processes and servers, so two
+# run well side by side even on two cores; `make test TEST_WORKERS=0` runs them in one.
+TEST_WORKERS ?= 2
+
 # `make install`: the environment only; fast when nothing changed.
 install: $(STAMP) bytecode
 
@@ -34,7 +38,12 @@ typecheck: $(STAMP)
 
 # `make test`: lint, type-check, then the whole suite (PostgreSQL tests included).
 test: $(STAMP) bytecode lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
+# `make unit`: the pure tests only (spec, graph, engine: no store, no process, a fake
+# clock), for a quick check while developing.
+unit: $(STAMP) bytecode
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests/unit/spec tests/unit/graph tests/unit/engine
 
 bench: $(STAMP) bytecode
 	$(BIN)/python bench/run_all.py

@@ -174,6 +174,7 @@ BLOCKS: dict[tuple[str, str], tuple[str, str | None]] = {
 COMMANDS: dict[str, str] = {
     "make demo": "make",
     "make test": "make",
+    "make unit": "make",
     "stageflow run examples/readme/churn.yaml": "readme",
     "stageflow run examples/readme/churn.yaml --executor process --param threshold=0.9": "readme",
     "stageflow runs show RUN_ID": "journey",
