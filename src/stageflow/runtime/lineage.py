@@ -21,7 +21,9 @@ who consumed a file or a piece of data across runs.
 
 The start record is cheap (no subprocess, no file scan): git and the package
 list are gathered by one of the process's helper threads (at most 4, shared by
-its runs) while the tasks run, and waited for at the end. A failure here never
+its runs) while the tasks run, and waited for at the end; a folder's git state is
+read at most once a second while its repository's HEAD, index and branch are
+unchanged (``recent_git_state``), not once per run. A failure here never
 fails the run: it is logged and the record notes it.
 With ``Settings.tracking`` the end of the run is also logged to MLflow
 (``runtime.tracking``).
@@ -57,6 +59,7 @@ __all__ = [
     "installed_packages",
     "lineage",
     "load_record",
+    "recent_git_state",
     "start_recording",
 ]
 
@@ -205,7 +208,7 @@ class RunRecorder:
         source = self.run.source
         folder = Path(source).parent if source else Path.cwd()
         with contextlib.suppress(Exception):
-            self._background["code"] = git_state(folder)
+            self._background["code"] = recent_git_state(folder)
         if source and Path(source).is_file():
             with contextlib.suppress(OSError):
                 digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
@@ -248,6 +251,69 @@ def seeds_of(pipeline: Pipeline, params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _GIT_STATUS = ("status", "--porcelain=v2", "--branch", "--untracked-files=no")
+
+#: How long a folder's git state is reused for the next runs' records while its
+#: repository's HEAD, index and branch are unchanged (``recent_git_state``).
+GIT_STATE_SECONDS = 1.0
+
+# resolved folder -> (when read, the repository's stamp, the state): recent_git_state.
+_git_states: dict[str, tuple[float, tuple[int, ...] | None, dict[str, Any] | None]] = {}
+_git_states_lock = threading.Lock()
+
+
+def recent_git_state(
+    folder: Path, now: float | None = None, *, max_age: float = GIT_STATE_SECONDS
+) -> dict[str, Any] | None:
+    """``git_state(folder)``, reused for at most ``max_age`` seconds while the
+    repository's ``HEAD``, index and current branch file keep their modification
+    times: a process running run after run (a worker: hundreds a second) starts one
+    ``git status`` a second per folder instead of one per run, and a commit, a
+    checkout or a ``git add`` is seen by the next run at once. An edit not yet added
+    shows in the dirty flag within ``max_age``, as a long-lived worker's imported
+    modules show edits only when it restarts."""
+    now = time.monotonic() if now is None else now
+    try:
+        key = str(folder.resolve())
+    except OSError:
+        return git_state(folder)
+    stamp = _repository_stamp(Path(key))
+    with _git_states_lock:
+        cached = _git_states.get(key)
+    if cached is not None and now - cached[0] < max_age and cached[1] == stamp:
+        return dict(cached[2]) if cached[2] is not None else None
+    state = git_state(folder)
+    # Stamped after: `git status` may rewrite the index (refreshing its file times).
+    stamp = _repository_stamp(Path(key))
+    with _git_states_lock:
+        if len(_git_states) >= 64:  # folders a process records: a handful
+            _git_states.clear()
+        _git_states[key] = (now, stamp, state)
+    return dict(state) if state is not None else None
+
+
+def _repository_stamp(folder: Path) -> tuple[int, ...] | None:
+    """The modification times (ns) of the ``HEAD``, ``index`` and current branch file of
+    the repository holding ``folder`` (``None``: no ``.git`` folder found, e.g. outside
+    a repository or a worktree's ``.git`` file: then only the age limits reuse)."""
+    for path in (folder, *folder.parents):
+        git_dir = path / ".git"
+        if git_dir.is_dir():
+            break
+    else:
+        return None
+    times: list[int] = []
+    try:
+        head = git_dir / "HEAD"
+        times.append(head.stat().st_mtime_ns)
+        ref = head.read_text(encoding="utf-8", errors="replace").strip()
+        if ref.startswith("ref: "):
+            with contextlib.suppress(OSError):  # a packed ref has no file of its own
+                times.append((git_dir / ref[5:]).stat().st_mtime_ns)
+        with contextlib.suppress(OSError):  # no index before the first `git add`
+            times.append((git_dir / "index").stat().st_mtime_ns)
+    except OSError:
+        return None
+    return tuple(times)
 
 
 def git_state(folder: Path) -> dict[str, Any] | None:

@@ -1,5 +1,5 @@
-"""What a run records about its code and environment: ``git_state`` and
-``installed_packages`` (``runtime.lineage``).
+"""What a run records about its code and environment: ``git_state`` (and
+``recent_git_state``, which reuses it) and ``installed_packages`` (``runtime.lineage``).
 
 The repositories are real ones made with ``git`` in ``tmp_path``;
 ``GIT_CEILING_DIRECTORIES`` keeps git from finding a repository above it.
@@ -12,10 +12,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from stageflow.runtime.lineage import git_state, installed_packages
+from stageflow.runtime import lineage
+from stageflow.runtime.lineage import git_state, installed_packages, recent_git_state
 
 
 @pytest.fixture(autouse=True)
@@ -234,3 +236,92 @@ def test_entries_that_are_not_folders_are_skipped(
     found = installed_packages()
 
     assert "pytest" in found  # the real entries are still read
+
+
+# -- recent_git_state: one `git status` a second per folder, not one per run ----------
+
+
+@pytest.fixture
+def git_calls(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The folders ``recent_git_state`` asked git about (each ``git status`` still
+    runs, for real); no state kept from other tests."""
+    calls: list[Path] = []
+    real = lineage.git_state
+
+    def counted(folder: Path) -> Any:
+        calls.append(folder)
+        return real(folder)
+
+    monkeypatch.setattr(lineage, "git_state", counted)
+    monkeypatch.setattr(lineage, "_git_states", {})
+    return calls
+
+
+def test_a_second_read_within_the_limit_starts_no_git(
+    tmp_path: Path, git_calls: list[Path]
+) -> None:
+    repo = make_repo(tmp_path)
+
+    first = recent_git_state(repo / "sub", now=100.0)
+    second = recent_git_state(repo / "sub", now=100.9)
+
+    assert first == second == git_state(repo / "sub")
+    assert len(git_calls) == 1
+
+
+def test_a_read_past_the_limit_asks_git_again_and_sees_an_edit(
+    tmp_path: Path, git_calls: list[Path]
+) -> None:
+    repo = make_repo(tmp_path)
+    clean = recent_git_state(repo, now=100.0)
+    (repo / "tracked.txt").write_text("two\n")  # not added: nothing under .git changes
+
+    within = recent_git_state(repo, now=100.5)
+    after = recent_git_state(repo, now=101.0)
+
+    assert clean is not None and within is not None and after is not None
+    assert clean["git_dirty"] is False
+    assert within["git_dirty"] is False  # reused: at most a second old
+    assert after["git_dirty"] is True
+    assert len(git_calls) == 2
+
+
+def test_a_commit_or_an_added_change_is_seen_at_once(tmp_path: Path, git_calls: list[Path]) -> None:
+    repo = make_repo(tmp_path)
+    before = recent_git_state(repo, now=100.0)
+    (repo / "tracked.txt").write_text("two\n")
+    git(repo, "add", "tracked.txt")
+
+    added = recent_git_state(repo, now=100.1)
+    git(repo, "commit", "-q", "-m", "second")
+    committed = recent_git_state(repo, now=100.2)
+
+    assert before is not None and added is not None and committed is not None
+    assert added["git_dirty"] is True
+    assert committed["git_dirty"] is False
+    assert committed["git_commit"] == git(repo, "rev-parse", "HEAD") != before["git_commit"]
+    assert len(git_calls) == 3
+
+
+def test_each_folder_keeps_its_own_state(tmp_path: Path, git_calls: list[Path]) -> None:
+    one = make_repo(tmp_path / "one")
+    two = make_repo(tmp_path / "two")
+
+    first = recent_git_state(one, now=100.0)
+    second = recent_git_state(two, now=100.0)
+
+    assert first is not None and second is not None
+    assert first["git_root"] == str(one.resolve())
+    assert second["git_root"] == str(two.resolve())
+    assert len(git_calls) == 2
+
+
+def test_a_reused_state_is_a_copy(tmp_path: Path, git_calls: list[Path]) -> None:
+    repo = make_repo(tmp_path)
+    first = recent_git_state(repo, now=100.0)
+    assert first is not None
+    first["git_dirty"] = "changed by a caller"
+
+    again = recent_git_state(repo, now=100.1)
+
+    assert again is not None and again["git_dirty"] is False
