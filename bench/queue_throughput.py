@@ -3,8 +3,11 @@
 Q1: N submitted 3-task runs (python no-ops), then W workers in this process
 (``runtime.worker.Worker``, one thread per run, concurrency 4 each) run them all:
 runs/s and per-run time. Q2: one idle worker (polling every 5 ms); runs are
-submitted one at a time, and the claim latency is the time from the submit's
-return to its first task's start (as the store records it): p50/p99.
+submitted one at a time, each after a random pause of up to 20 ms (so that it lands
+anywhere in the worker's poll: submitted right after the last run ended, it would land
+at the same point each time, and how long the worker takes to finish a run would
+decide the figure), and the claim latency is the time from the submit's return to its
+first task's start (as the store records it): p50/p99.
 
 SQLite by default; ``--store URL`` (e.g. postgresql://postgres@127.0.0.1:5432/test,
 a fresh schema is made) for PostgreSQL.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import threading
 import time
 from dataclasses import replace
@@ -178,6 +182,7 @@ def claim_latency(samples: int, store: str | None) -> None:
     thread.start()
     latencies = []
     for _ in range(samples):
+        time.sleep(random.uniform(0.0, 0.02))
         submitted = time.time()
         run_id = submitter.prepare({}, hold=False).run.run_id
         while True:
