@@ -292,6 +292,68 @@ def test_an_http_sensor_with_a_secret_header_waits_for_the_service(tmp_path: Pat
     assert "answered 200" in rows and token not in events + rows
 
 
+def test_a_paused_runs_sensor_is_not_checked_until_it_is_unpaused(tmp_path: Path) -> None:
+    """An http sensor checked every 0.2 s: while its run is paused (`stageflow pause`
+    from another process) no check reaches the service; unpaused, the checks go on
+    and the run ends when the service is ready."""
+    checks: list[float] = []
+    ready = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            checks.append(time.monotonic())
+            self.send_response(200 if ready.is_set() else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    home, spec = tmp_path / "home", tmp_path / "paused.yaml"
+    spec.write_text(
+        "name: paused_wait\n"
+        "tasks:\n"
+        "  - id: api\n"
+        "    operator: sensor\n"
+        "    parameters:\n"
+        "      kind: http\n"
+        f"      url: http://127.0.0.1:{server.server_address[1]}/health\n"
+        "      poke_interval: 0.2\n"
+        "      timeout: 2m\n"
+        "  - {id: after, operator: bash, after: [api], parameters: {command: echo done}}\n"
+    )
+    try:
+        with cli_run(home, str(spec), cwd=tmp_path) as (proc, err):
+            wait_until(lambda: len(checks) >= 2, "the sensor checks the service", timeout=60)
+            run_id = task_states(home)[0]
+            r = cli(home, "pause", run_id, cwd=tmp_path)
+            assert r.returncode == 0, r.stdout + r.stderr
+
+            def paused() -> bool:
+                assert proc.poll() is None, stderr_of(err)
+                with store_of(home) as store:
+                    return store.get_run(run_id).state == "paused"
+
+            wait_until(paused, "the run is paused", timeout=30)
+            time.sleep(0.5)  # a check in flight as the pause landed ends meanwhile
+            before = len(checks)
+            time.sleep(1.5)  # 7 checks' worth of poke_interval
+            assert len(checks) == before, "a paused run's sensor was checked"
+            assert task_states(home)[1] == {"api": "sensing", "after": "pending"}
+
+            ready.set()
+            r = cli(home, "unpause", run_id, cwd=tmp_path)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert proc.wait(timeout=60) == 0, stderr_of(err)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(checks) == before + 1  # the first check after the unpause found it ready
+    assert task_states(home)[1] == {"api": "success", "after": "success"}
+
+
 def killed_while_sensing(home: Path, folder: Path, timeout: str) -> str:
     """``stageflow run`` of ``wait`` (a file sensor on ``in/*.csv`` with ``timeout``) ->
     ``load``, killed (kill -9, its process group) while the sensor waits; the run's id."""

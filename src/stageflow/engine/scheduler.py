@@ -354,11 +354,12 @@ class Scheduler:
         """How many sensors wait for their condition (they hold no worker slot)."""
         return len(self._waits)
 
-    def next_due(self) -> float | None:
+    def next_due(self, pokes: bool = True) -> float | None:
         """When the earliest pending retry, approval timeout or sensor poke is due,
-        or ``None``."""
+        or ``None``; without ``pokes`` (a paused run checks no sensor), sensor pokes
+        are left out."""
         timeout_at = self._next_approval_timeout()
-        poke_at = self._waits.next_poke() if self._waits else None
+        poke_at = self._waits.next_poke() if pokes and self._waits else None
         if poke_at is not None and (timeout_at is None or poke_at < timeout_at):
             timeout_at = poke_at
         while self._retry_heap:

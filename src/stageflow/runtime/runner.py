@@ -1042,7 +1042,7 @@ class _Drive:
         due = sched.next_due()
         if due is not None and due <= now:
             loop.record(sched.due(now), batch)
-        if pokes is not None:
+        if pokes is not None and not self.control.paused:  # a paused run checks none
             for tid in sched.pokes_due(now):
                 pokes.submit(tid)
         if self.deadlines and self.deadlines[0][0] <= now:
@@ -1091,7 +1091,7 @@ class _Drive:
         sched = self.sched
         if sched.finished:
             return -math.inf
-        next_due = sched.next_due()
+        next_due = sched.next_due(pokes=not self.control.paused)
         if (
             sched.running == 0
             and next_due is None

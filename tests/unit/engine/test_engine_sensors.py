@@ -220,3 +220,18 @@ def test_a_false_condition_skips_a_sensor_before_it_waits() -> None:
     out = sched.start(0.0)
     assert [(t.task_id, t.new) for t in out] == [("wait", S.SKIPPED), ("load", S.SKIPPED)]
     assert sched.sensing == 0 and sched.pokes_due(0.0) == []
+
+
+def test_next_due_without_pokes_leaves_the_sensors_out() -> None:
+    """A paused run asks ``next_due(pokes=False)``: it checks no sensor, so a poke due
+    must not wake it (it would spin), while a retry still counts."""
+    plan = make_plan({"wait": [], "flaky": []}, {"wait": WAIT})
+    retry = RetryPolicy(max_retries=1, delay_seconds=30.0)
+    sched = Scheduler(replace(plan, retries=[RetryPolicy(), retry]))
+    sched.start(0.0)
+    assert sched.next_due() == 0.0 and sched.next_due(pokes=False) is None
+    (flaky,) = sched.pop_ready(1, 0.0)
+    sched.record(flaky.task_id, flaky.attempt, False, 1.0, "boom")
+    assert sched.next_due() == 0.0  # the poke
+    assert sched.next_due(pokes=False) == pytest.approx(31.0)  # the retry
+    assert sched.pokes_due(0.5) == ["wait"]  # once unpaused, the late poke goes out
