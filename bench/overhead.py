@@ -3,6 +3,9 @@
 W1: a 200-task chain of no-op functions -> microseconds per task, the dispatch
     latency (a task's end to its dependent's start) p50/p99, and the run's fixed cost
     split: before its first task starts, the chain itself, after its last task ends.
+W0: the same split of a one-task run (3 x N runs): the part of a run's cost that does
+    not grow with its tasks (W1's split also holds 200 tasks' validation, planning,
+    rows created and rows committed).
 W2: a 1000-task fan-out/fan-in (1 root, 998 middle, 1 sink) -> microseconds per task.
 W3: 5 layers x 8 tasks of 0.1 s sleeps, each layer after the whole previous one,
     at 4 workers -> makespan against the 1.0 s ideal.
@@ -66,6 +69,24 @@ def run(p: Pipeline, home: str, parallel: int) -> float:
     return took
 
 
+def _split(n: int, home: str, repeat: int) -> tuple[list[float], tuple[float, float, float]]:
+    """A chain of ``n`` tasks run ``repeat`` times: the dispatch latencies, and the
+    (before its first task starts, the chain, after its last task ends) of the fastest
+    run, in seconds."""
+    latencies: list[float] = []
+    splits: list[tuple[float, float, float]] = []
+    for _ in range(repeat):
+        _marks.clear()
+        p = chain(n, marked)
+        start = time.perf_counter()
+        run(p, home, 4)
+        end = time.perf_counter()
+        latencies += [b[0] - a[1] for a, b in itertools.pairwise(_marks)]
+        first, last = _marks[0][0], _marks[-1][1]
+        splits.append((first - start, last - first, end - last))
+    return latencies, min(splits, key=sum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
@@ -82,29 +103,26 @@ def main() -> None:
     w1 = min(run(chain(200, noop), home, 4) for _ in range(args.repeat))
     report("W1 chain-200", us_per_task=w1 / 200 * 1e6, total_ms=w1 * 1e3)
 
-    latencies: list[float] = []
-    splits: list[tuple[float, float, float]] = []  # (before first task, chain, after last)
-    for _ in range(args.repeat):
-        _marks.clear()
-        p = chain(200, marked)
-        start = time.perf_counter()
-        run(p, home, 4)
-        end = time.perf_counter()
-        latencies += [b[0] - a[1] for a, b in itertools.pairwise(_marks)]
-        first, last = _marks[0][0], _marks[-1][1]
-        splits.append((first - start, last - first, end - last))
+    latencies, (before, middle, after) = _split(200, home, args.repeat)
     report(
         "W1 dispatch latency",
         p50_us=percentile(latencies, 50) * 1e6,
         p99_us=percentile(latencies, 99) * 1e6,
         samples=len(latencies),
     )
-    before, middle, after = min(splits, key=sum)
     report(
         "W1 fixed cost split",
         before_first_task_ms=before * 1e3,
         chain_ms=middle * 1e3,
         after_last_task_ms=after * 1e3,
+        fixed_ms=(before + after) * 1e3,
+    )
+    # The part of a run's cost that does not grow with its tasks: a one-task run's.
+    _, (before, _, after) = _split(1, home, 3 * args.repeat)
+    report(
+        "W0 one-task run fixed cost split",
+        before_task_ms=before * 1e3,
+        after_task_ms=after * 1e3,
         fixed_ms=(before + after) * 1e3,
     )
 
