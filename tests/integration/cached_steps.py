@@ -40,3 +40,16 @@ def step(ledger: str, name: str) -> str:
 def use(ledger: str, drifted: Any, verdict: Any) -> dict[str, Any]:
     append_line(Path(ledger, LINES), "use")
     return {"drifted": drifted, "verdict": verdict}
+
+
+def read_value(ledger: str, source: str, context: TaskContext) -> float:
+    """The number in file ``source``, recorded as metric ``value`` too."""
+    append_line(Path(ledger, LINES), "read")
+    value = float(Path(source).read_text())
+    record(context, metrics={"value": value})
+    return value
+
+
+def compare(ledger: str, read: Any, value: Any) -> dict[str, Any]:
+    append_line(Path(ledger, LINES), "compare")
+    return {"output": read, "metric": value}

@@ -22,7 +22,7 @@ from helpers_tasks import read_lines, store_of
 from stageflow import Pipeline, Task
 from stageflow.operators.metadata import read_metadata
 from stageflow.runtime.result import RunResult
-from stageflow.runtime.runner import Runner
+from stageflow.runtime.runner import Runner, retry_run
 from stageflow.runtime.settings import Settings
 from stageflow.spec.models import TriggerRule
 
@@ -238,3 +238,42 @@ def test_a_cached_skip_downstream_skips_the_same_tasks_with_the_same_reason(
     assert rows(home, second)["child"] == skipped
     ran = read_lines(ledger / cs.LINES)
     assert "child" not in ran and ran.count("after_child") == 3
+
+
+def test_an_entry_whose_producer_ran_again_in_its_run_is_a_miss(tmp_path: Path) -> None:
+    """`retry --from` ran the producing task again in its run, under another key: the
+    run's task run, metadata and note are now the later attempt's, so the entry of the
+    first success is a miss (a hit would pair the first output with the later metrics)."""
+    home, ledger = tmp_path / "home", ledger_of(tmp_path)
+    source = tmp_path / "value.txt"
+    source.write_text("1")
+    first_version = source.stat()
+    log = {"ledger": str(ledger)}
+    pipeline = Pipeline(
+        "rerun-metrics",
+        tasks=[
+            Task("read", cs.read_value, parameters={**log, "source": str(source)}, cache=True),
+            Task(
+                "compare",
+                cs.compare,
+                parameters=log,
+                upstream=["read"],
+                inputs={"value": "read.metrics.value"},
+            ),
+        ],
+    )
+    first = pipeline.run(executor="thread", home=str(home))
+    assert first.output("compare") == {"output": 1.0, "metric": 1.0}
+    source.write_text("2")
+    again = retry_run(first.run_id, from_task="read", executor="thread", home=str(home))
+    assert again.state == "success"
+    assert again.output("compare") == {"output": 2.0, "metric": 2.0}
+    source.write_text("1")  # the first version again: the first entry's key
+    os.utime(source, ns=(first_version.st_atime_ns, first_version.st_mtime_ns))
+
+    second = pipeline.run(executor="thread", home=str(home))
+
+    assert second.state == "success"
+    assert rows(home, second)["read"] == ("success", None, None)  # ran, not a hit
+    assert read_lines(ledger / cs.LINES).count("read") == 3
+    assert second.output("compare") == {"output": 1.0, "metric": 1.0}

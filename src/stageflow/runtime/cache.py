@@ -41,7 +41,10 @@ as the run reads its own attempts'), so ``${T.metrics.NAME}`` conditions and
 ``inputs: {p: T.metrics.NAME}`` see the same values as if the task had run, and
 it replays that attempt's decision to skip its direct downstream, with the same
 reason (the producing task run's ``skipped downstream`` note). An entry whose
-producing task run is no longer a success in the store is a miss. Without the
+producing task run is no longer a success in the store is a miss, and so is one
+whose producing task ran again in its run after the entry was written (``retry
+--from`` under another key: the task run ended later than the entry was made, and
+its metadata and note are the later attempt's). Without the
 producing attempt's metadata file (it recorded nothing, or its log folder was
 removed) the metrics are those the producing run's record kept when it ended
 (none: it recorded none); when that record cannot tell either (the producing run
@@ -195,6 +198,10 @@ class TaskCache:
         run_id, task_id = entry.output.run_id, entry.output.task_id
         row = self._producer(run_id, task_id)
         if row is None or row.attempts < 1:
+            return None
+        if row.ended_at is not None and row.ended_at > entry.created_at:
+            # It ran again in its run after this entry was written (``retry --from``)
+            # under another key: its metadata and note are the later attempt's.
             return None
         if metadata_file(self.logs_dir, run_id, task_id, row.attempts).is_file():
             metrics = read_metadata(self.logs_dir, run_id, task_id, row.attempts)["metrics"]
