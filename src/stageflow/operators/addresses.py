@@ -9,7 +9,10 @@ URL could still answer with a redirect to such an address, and urllib follows
 redirects. ``urlopen`` here is ``urllib.request.urlopen`` whose redirects are checked
 at each hop: one from a public host to a non-public one is refused (``URLError``
 saying so). Every http(s) request stageflow makes for a task (the http sensor,
-``data_ingestion``'s sources, webhooks) goes through it. A redirect between two
+``data_ingestion``'s sources, webhooks) goes through it, and fsspec's ``http(s)://``
+filesystem (a file sensor, an object's version for freshness and cache keys, an
+object schedule on an http URL) gets ``checked_redirects``, an aiohttp trace that
+makes the same check before each redirect is followed. A redirect between two
 non-public hosts (a service on a private network sending to another) is followed, as
 is any redirect of an admin's or the CLI's URL that stays where it started.
 
@@ -24,9 +27,9 @@ import urllib.error
 import urllib.request
 from http.client import HTTPMessage
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
-__all__ = ["address_kind", "host_kind", "redirect_problem", "urlopen"]
+__all__ = ["address_kind", "checked_redirects", "host_kind", "redirect_problem", "urlopen"]
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -105,6 +108,31 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER = urllib.request.build_opener(_CheckedRedirects)
+
+_trace: Any = None  # the one aiohttp.TraceConfig (checked_redirects), made on first use
+
+
+def checked_redirects() -> Any:
+    """An ``aiohttp.TraceConfig`` (for a session's ``trace_configs``) that raises
+    ``aiohttp.ClientError`` saying why before a refused redirect is followed
+    (``redirect_problem``). One per process: fsspec keys its cached filesystems by
+    their options, so the same object keeps one filesystem per protocol."""
+    global _trace
+    if _trace is None:
+        import aiohttp  # fsspec's http filesystem needs it: imported only for http URLs
+
+        async def on_redirect(session: Any, context: Any, params: Any) -> None:
+            location = params.response.headers.get("Location")
+            if location:
+                target = urljoin(str(params.url), location)
+                why = redirect_problem(str(params.url), target)
+                if why is not None:
+                    raise aiohttp.ClientError(why)
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_redirect.append(on_redirect)
+        _trace = trace
+    return _trace
 
 
 def _host_port(url: str) -> tuple[str, int] | None:

@@ -26,7 +26,9 @@ everything below) first: a key computed from an object's ETag, the bytes then
 read, and the objects a schedule or a sensor sees at each poll are the store's
 as it is now, not as this process first listed it.
 
-Other protocols (``gs://``, ``memory://`` ...) pass through unchanged; a missing
+``http(s)://`` URLs follow no redirect from a public host to a non-public one
+(``operators.addresses``), as every other http request made for a task. Other
+protocols (``gs://``, ``memory://`` ...) pass through unchanged; a missing
 driver names the package to install. Local paths are not handled here.
 """
 
@@ -92,8 +94,14 @@ def endpoint_url(env: Mapping[str, str] | None = None) -> str | None:
 
 
 def storage_options(url: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The keyword arguments for ``url``'s filesystem (the module doc); empty but
-    for ``s3://``."""
+    """The keyword arguments for ``url``'s filesystem (the module doc): for ``s3://``
+    its endpoint and credentials; for ``http(s)://`` redirects checked at each hop
+    (``addresses.checked_redirects``: none from a public host to the server's own
+    network); empty for the rest."""
+    if url[:8].lower().startswith(("http://", "https://")):
+        from stageflow.operators.addresses import checked_redirects
+
+        return {"client_kwargs": {"trace_configs": [checked_redirects()]}}
     if not is_s3(url):
         return {}
     env = os.environ if env is None else env

@@ -1,7 +1,8 @@
 """``operators.addresses``: which addresses are public, and redirects checked at each
 hop: a public URL redirected to the server's own network is refused (server-side
 request forgery through a redirect); other redirects are followed, over real local
-HTTP servers. Literal IPs only, so no case needs DNS."""
+HTTP servers, by urllib and by fsspec's http filesystem (aiohttp). Literal IPs only,
+so no case needs DNS."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from stageflow.errors import ObjectStorageError
+from stageflow.operators import addresses, object_storage
 from stageflow.operators.addresses import (
     _CheckedRedirects,
     address_kind,
@@ -137,3 +140,84 @@ def test_a_redirect_within_the_local_network_is_followed(servers: tuple[str, str
     start, target = servers
     with urlopen(urllib.request.Request(start), timeout=5) as answer:
         assert (answer.status, answer.geturl(), answer.read()) == (200, target, b"landed")
+
+
+# -- fsspec's http filesystem: the same check, by an aiohttp trace ---------------------
+
+
+@pytest.fixture
+def fsspec_servers() -> Iterator[tuple[str, int, list[str]]]:
+    """A local server redirecting every GET to a second one, which answers ``landed``
+    and notes each request it gets: (the first's URL, its port, the second's log)."""
+    landed: list[str] = []
+
+    class Landing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            landed.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"landed")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    landing = ThreadingHTTPServer(("127.0.0.1", 0), Landing)
+    target = f"http://127.0.0.1:{landing.server_address[1]}/inside"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    redirect = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    for server in (landing, redirect):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = int(redirect.server_address[1])
+    try:
+        yield f"http://127.0.0.1:{port}/start", port, landed
+    finally:
+        for server in (landing, redirect):
+            server.shutdown()
+            server.server_close()
+
+
+def test_fsspec_follows_a_redirect_within_the_local_network(
+    fsspec_servers: tuple[str, int, list[str]],
+) -> None:
+    start, _, landed = fsspec_servers
+
+    assert object_storage.read_bytes(start) == b"landed"
+    assert landed == ["/inside"]
+
+
+def test_fsspec_refuses_a_public_hosts_redirect_to_the_local_network(
+    fsspec_servers: tuple[str, int, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first server stands in for a public host (no public host can be reached
+    here): ``host_kind`` calls its port public; the landing one stays loopback."""
+    start, port, landed = fsspec_servers
+    real = addresses.host_kind
+
+    def kind(host: str, at: int) -> tuple[str, str] | None:
+        return None if at == port else real(host, at)
+
+    monkeypatch.setattr(addresses, "host_kind", kind)
+
+    with pytest.raises(ObjectStorageError) as caught:
+        object_storage.read_bytes(start)
+
+    assert "redirected to 127.0.0.1, a loopback address: refused" in str(caught.value)
+    assert landed == []  # the request never reached the inside
+
+
+def test_only_http_urls_get_the_trace() -> None:
+    options = object_storage.storage_options("https://example.com/data.csv")
+    assert options == {"client_kwargs": {"trace_configs": [addresses.checked_redirects()]}}
+    assert object_storage.storage_options("HTTP://example.com/x") == options
+    assert object_storage.storage_options("memory://bucket/x") == {}
