@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import urllib.error
 import urllib.request
 from http.client import HTTPMessage
@@ -110,6 +111,7 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_CheckedRedirects)
 
 _trace: Any = None  # the one aiohttp.TraceConfig (checked_redirects), made on first use
+_trace_lock = threading.Lock()
 
 
 def checked_redirects() -> Any:
@@ -118,21 +120,22 @@ def checked_redirects() -> Any:
     (``redirect_problem``). One per process: fsspec keys its cached filesystems by
     their options, so the same object keeps one filesystem per protocol."""
     global _trace
-    if _trace is None:
-        import aiohttp  # fsspec's http filesystem needs it: imported only for http URLs
+    with _trace_lock:
+        if _trace is None:
+            import aiohttp  # fsspec's http filesystem needs it: only for http URLs
 
-        async def on_redirect(session: Any, context: Any, params: Any) -> None:
-            location = params.response.headers.get("Location")
-            if location:
-                target = urljoin(str(params.url), location)
-                why = redirect_problem(str(params.url), target)
-                if why is not None:
-                    raise aiohttp.ClientError(why)
+            async def on_redirect(session: Any, context: Any, params: Any) -> None:
+                location = params.response.headers.get("Location")
+                if location:
+                    target = urljoin(str(params.url), location)
+                    why = redirect_problem(str(params.url), target)
+                    if why is not None:
+                        raise aiohttp.ClientError(why)
 
-        trace = aiohttp.TraceConfig()
-        trace.on_request_redirect.append(on_redirect)
-        _trace = trace
-    return _trace
+            trace = aiohttp.TraceConfig()
+            trace.on_request_redirect.append(on_redirect)
+            _trace = trace
+        return _trace
 
 
 def _host_port(url: str) -> tuple[str, int] | None:
