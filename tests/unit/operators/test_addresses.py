@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -99,56 +99,18 @@ def test_the_handler_raises_the_refusal_and_passes_other_redirects_on() -> None:
     assert onward is not None and onward.full_url == "http://1.1.1.1/next"
 
 
-@pytest.fixture
-def servers() -> Iterator[tuple[str, str]]:
-    """Two local HTTP servers: the first redirects every request to the second, which
-    answers ``landed``."""
+class Servers(NamedTuple):
+    """Two local HTTP servers: ``start`` (on ``port``) redirects every GET to ``target``,
+    which answers ``landed`` and notes each path it is asked for in ``landed``."""
 
-    class Landing(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"landed")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    landing = ThreadingHTTPServer(("127.0.0.1", 0), Landing)
-    target = f"http://127.0.0.1:{landing.server_address[1]}/here"
-
-    class Redirect(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(302)
-            self.send_header("Location", target)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    redirect = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    for server in (landing, redirect):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{redirect.server_address[1]}/start", target
-    finally:
-        for server in (landing, redirect):
-            server.shutdown()
-            server.server_close()
-
-
-def test_a_redirect_within_the_local_network_is_followed(servers: tuple[str, str]) -> None:
-    start, target = servers
-    with urlopen(urllib.request.Request(start), timeout=5) as answer:
-        assert (answer.status, answer.geturl(), answer.read()) == (200, target, b"landed")
-
-
-# -- fsspec's http filesystem: the same check, by an aiohttp trace ---------------------
+    start: str
+    port: int
+    target: str
+    landed: list[str]
 
 
 @pytest.fixture
-def fsspec_servers() -> Iterator[tuple[str, int, list[str]]]:
-    """A local server redirecting every GET to a second one, which answers ``landed``
-    and notes each request it gets: (the first's URL, its port, the second's log)."""
+def servers() -> Iterator[Servers]:
     landed: list[str] = []
 
     class Landing(BaseHTTPRequestHandler):
@@ -180,40 +142,44 @@ def fsspec_servers() -> Iterator[tuple[str, int, list[str]]]:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     port = int(redirect.server_address[1])
     try:
-        yield f"http://127.0.0.1:{port}/start", port, landed
+        yield Servers(f"http://127.0.0.1:{port}/start", port, target, landed)
     finally:
         for server in (landing, redirect):
             server.shutdown()
             server.server_close()
 
 
-def test_fsspec_follows_a_redirect_within_the_local_network(
-    fsspec_servers: tuple[str, int, list[str]],
-) -> None:
-    start, _, landed = fsspec_servers
+def test_a_redirect_within_the_local_network_is_followed(servers: Servers) -> None:
+    with urlopen(urllib.request.Request(servers.start), timeout=5) as answer:
+        assert (answer.status, answer.geturl(), answer.read()) == (200, servers.target, b"landed")
+    assert servers.landed == ["/inside"]
 
-    assert object_storage.read_bytes(start) == b"landed"
-    assert landed == ["/inside"]
+
+# -- fsspec's http filesystem: the same check, by an aiohttp trace ---------------------
+
+
+def test_fsspec_follows_a_redirect_within_the_local_network(servers: Servers) -> None:
+    assert object_storage.read_bytes(servers.start) == b"landed"
+    assert servers.landed == ["/inside"]
 
 
 def test_fsspec_refuses_a_public_hosts_redirect_to_the_local_network(
-    fsspec_servers: tuple[str, int, list[str]], monkeypatch: pytest.MonkeyPatch
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first server stands in for a public host (no public host can be reached
     here): ``host_kind`` calls its port public; the landing one stays loopback."""
-    start, port, landed = fsspec_servers
     real = addresses.host_kind
 
     def kind(host: str, at: int) -> tuple[str, str] | None:
-        return None if at == port else real(host, at)
+        return None if at == servers.port else real(host, at)
 
     monkeypatch.setattr(addresses, "host_kind", kind)
 
     with pytest.raises(ObjectStorageError) as caught:
-        object_storage.read_bytes(start)
+        object_storage.read_bytes(servers.start)
 
     assert "redirected to 127.0.0.1, a loopback address: refused" in str(caught.value)
-    assert landed == []  # the request never reached the inside
+    assert servers.landed == []  # the request never reached the inside
 
 
 def test_only_http_urls_get_the_trace() -> None:
