@@ -293,13 +293,10 @@ def recent_git_state(
 
 def _repository_stamp(folder: Path) -> tuple[int, ...] | None:
     """The modification times (ns) of the ``HEAD``, ``index`` and current branch file of
-    the repository holding ``folder`` (``None``: no ``.git`` folder found, e.g. outside
-    a repository or a worktree's ``.git`` file: then only the age limits reuse)."""
-    for path in (folder, *folder.parents):
-        git_dir = path / ".git"
-        if git_dir.is_dir():
-            break
-    else:
+    the repository holding ``folder`` (a resolved path); ``None`` outside a repository,
+    or for a worktree's ``.git`` file: then only the age limits reuse."""
+    git_dir = _dot_git(folder)
+    if git_dir is None or not git_dir.is_dir():
         return None
     times: list[int] = []
     try:
@@ -347,14 +344,20 @@ def git_state(folder: Path) -> dict[str, Any] | None:
     if not commit or commit == "(initial)":
         return None
     branch = head.get("head")
-    here = folder.resolve()
-    root = next((p for p in (here, *here.parents) if (p / ".git").exists()), None)
+    dot_git = _dot_git(folder.resolve())
+    root = dot_git.parent if dot_git is not None else None
     return {
         "git_commit": commit,
         "git_branch": "HEAD" if branch == "(detached)" else branch,
         "git_dirty": dirty,
         "git_root": str(root) if root is not None else None,
     }
+
+
+def _dot_git(folder: Path) -> Path | None:
+    """The ``.git`` (a folder, or a worktree's file) of the nearest folder up from
+    ``folder`` that has one; ``None`` outside a repository."""
+    return next((p / ".git" for p in (folder, *folder.parents) if (p / ".git").exists()), None)
 
 
 def installed_packages() -> dict[str, str]:

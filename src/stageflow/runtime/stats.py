@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from stageflow.engine.reliability import nearest_rank
 from stageflow.errors import StageflowError
 from stageflow.runtime.result import iso
-from stageflow.runtime.store.base import SKIPPED_DOWNSTREAM, TaskRunStat
+from stageflow.runtime.store.base import RAN_NOTES, TaskRunStat
 from stageflow.runtime.usage import base_task_id
 
 if TYPE_CHECKING:
@@ -144,8 +144,7 @@ def task_stats(rows: Iterable[TaskRunStat]) -> list[TaskStats]:
         tally.runs += 1
         if r.state == "success":
             tally.successes += 1
-            # a success that skipped its downstream ran too; a cache hit or a fallback did not
-            ran = (not r.note or r.note == SKIPPED_DOWNSTREAM) and r.attempts > 0
+            ran = (r.note or "") in RAN_NOTES and r.attempts > 0
             if ran and r.attempt_started_at is not None and r.attempt_ended_at is not None:
                 tally.durations.append(max(0.0, r.attempt_ended_at - r.attempt_started_at))
         elif r.state == "failed":

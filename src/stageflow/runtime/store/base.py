@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the engine (and pydantic with it) is not loaded by `stagefl
 __all__ = [
     "CACHED_NOTES",
     "CACHED_SKIPPED_DOWNSTREAM",
+    "RAN_NOTES",
     "SKIPPED_DOWNSTREAM",
     "SKIPPING_NOTES",
     "Activity",
@@ -125,6 +126,9 @@ CACHED_SKIPPED_DOWNSTREAM = "cached, skipped downstream"
 SKIPPING_NOTES = frozenset({SKIPPED_DOWNSTREAM, CACHED_SKIPPED_DOWNSTREAM})
 #: The notes of a success served from the cache (no attempt of its own ran).
 CACHED_NOTES = frozenset({"cached", CACHED_SKIPPED_DOWNSTREAM})
+#: The notes of a success whose own attempt ran (a cache hit or a fallback did not):
+#: what task statistics and history estimates time.
+RAN_NOTES = frozenset({"", SKIPPED_DOWNSTREAM})
 
 
 class TaskRunRecord(NamedTuple):

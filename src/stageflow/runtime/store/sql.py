@@ -65,6 +65,7 @@ from stageflow.errors import (
     StoreUnreachable,
 )
 from stageflow.runtime.store.base import (
+    RAN_NOTES,
     Activity,
     AttemptRecord,
     Batch,
@@ -1233,6 +1234,8 @@ _UPSERT_TASK_RUN = _MultiRow(
 # The scheduling and usage columns keep what an earlier row set when a later one
 # leaves them NULL: the runner writes queued_at/request on the running row and the
 # measurements on the final one.
+# The notes of a success whose own attempt ran, as SQL literals (constants: no quotes).
+_RAN_NOTES_SQL = ", ".join(f"'{note}'" for note in sorted(RAN_NOTES))
 _UPSERT_ATTEMPT = _MultiRow(
     "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, ended_at, error, "
     "queued_at, request_json, gpu_devices, cpu_seconds, peak_rss_mb, gpu_seconds, rows_in, "
@@ -1480,11 +1483,11 @@ def _statements(dialect: Dialect) -> _Statements:
         ),
         next_seq=q("SELECT COALESCE(MAX(seq) + 1, 0) FROM task_runs WHERE run_id = ?"),
         select_task_durations=q(
-            "SELECT t.task_id, t.ended_at - t.started_at FROM task_runs t WHERE t.run_id IN "
+            "SELECT t.task_id, t.ended_at - t.started_at FROM task_runs t WHERE t.run_id IN "  # noqa: S608 (module constants only)
             "(SELECT run_id FROM runs WHERE pipeline = ? "
             "ORDER BY created_at DESC, run_id DESC LIMIT ?) "
             "AND t.state = 'success' AND t.started_at > 0 AND t.ended_at > 0 "
-            "AND (t.note IS NULL OR t.note = '' OR t.note = 'skipped downstream')"
+            "AND (t.note IS NULL OR t.note IN (" + _RAN_NOTES_SQL + "))"
         ),
         select_recent_attempts=q(
             _SELECT_RUN_ATTEMPTS
